@@ -1,0 +1,3 @@
+from herdsman.cli.main import main
+
+raise SystemExit(main())
