@@ -1,0 +1,386 @@
+"""The lifecycle of one instance, as a pure state machine.
+
+Theory of operation: the runtime owns processes, pipes and timers; this module owns
+every decision. The runtime feeds an `Event` (a process was spawned or exited, a
+timer fired, a user asked for a stop) to `on_event()` together with the current
+time and a uniform random sample; `on_event()` updates the `Instance` and returns
+the `Action`s to carry out (spawn, signal the process group, arm or cancel the
+instance's single timer). An instance has at most one timer; its meaning follows
+from the state it was armed in (start_seconds in `starting`, backoff in
+`restarting`, stop_timeout in `stopping`), and a timer event that no longer fits
+the state is ignored, so a late timer can never do harm.
+
+Nothing here reads a clock, touches a process or does I/O.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+RestartMode = Literal["always", "on-failure", "never"]
+
+
+class State(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    RESTARTING = "restarting"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the config says about restarting and stopping one service."""
+
+    restart: RestartMode = "always"
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.1
+    burst: int = 5
+    interval: float = 60.0
+    start_seconds: float = 1.0
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0
+    needs_ready: bool = False  # a readiness probe must pass before `running`
+
+    def backoff_delay(self, attempt: int, rand: float) -> float:
+        """Delay before restart number `attempt` (0-based), jittered, within [initial, max]."""
+        if self.backoff_initial <= 0:
+            return 0.0
+        # Cap the exponent so factor**attempt cannot overflow in a long crash loop.
+        base = min(self.backoff_max, self.backoff_initial * self.backoff_factor ** min(attempt, 64))
+        jittered = base * (1.0 + self.backoff_jitter * (2.0 * rand - 1.0))
+        return min(self.backoff_max, max(self.backoff_initial, jittered))
+
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Someone wants the instance running; `waiting_for` lists unmet dependencies."""
+
+    waiting_for: tuple[str, ...] = ()
+    manual: bool = False  # a user's request: resets the start limit and backoff
+
+
+@dataclass(frozen=True, slots=True)
+class DependenciesMet:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartSecondsPassed:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    pid: int
+    code: int | None  # None when killed by a signal
+    signal: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffElapsed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the instance; with `restart`, start it again once it has stopped."""
+
+    restart: bool = False
+    reason: str = ""  # set when herdsman itself decided (health, memory): counts as a restart
+
+
+@dataclass(frozen=True, slots=True)
+class StopTimeout:
+    pid: int
+
+
+Event = (
+    Start
+    | DependenciesMet
+    | Spawned
+    | SpawnFailed
+    | StartSecondsPassed
+    | Ready
+    | Exited
+    | BackoffElapsed
+    | Stop
+    | StopTimeout
+)
+
+# --- actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SignalGroup:
+    signal: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    at: float
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    pass
+
+
+Action = Spawn | SignalGroup | SetTimer | CancelTimer
+
+
+# --- the instance -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Instance:
+    name: str
+    policy: Policy
+    state: State = State.STOPPED
+    pid: int | None = None
+    ready: bool = False
+    restarts: int = 0
+    attempt: int = 0  # consecutive quick failures: the backoff exponent
+    restart_times: list[float] = field(default_factory=list)
+    spawned_at: float | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    message: str = ""
+    start_passed: bool = False
+    restart_after_stop: bool = False
+    automatic_restart: bool = False
+    killed: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether a main process exists (or may still exist) for this instance."""
+        return self.pid is not None
+
+    @property
+    def waiting(self) -> bool:
+        return self.state is State.STARTING and self.pid is None
+
+
+def describe_exit(code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        return f"killed by {signal_name(sig)}"
+    return f"exited with code {code}"
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return f"{seconds:g}s"
+
+
+def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[Action]:
+    """Apply `ev` to `inst` at time `now`; return what the runtime must do.
+
+    `rand` is a uniform sample in [0, 1) used for backoff jitter.
+    """
+    match ev:
+        case Start():
+            return _start(inst, ev, now)
+        case DependenciesMet():
+            if inst.waiting:
+                return _spawn(inst)
+            return []
+        case Spawned(pid=pid):
+            return _spawned(inst, pid, now)
+        case SpawnFailed(reason=reason):
+            inst.state, inst.pid, inst.message = State.FAILED, None, reason
+            inst.restart_after_stop = False
+            return [CancelTimer()]
+        case StartSecondsPassed(pid=pid):
+            if inst.state is State.STARTING and inst.pid == pid:
+                inst.start_passed = True
+                inst.attempt = 0  # it stayed up: the next crash starts the backoff afresh
+                _maybe_running(inst)
+            return []
+        case Ready(pid=pid):
+            if inst.pid == pid and inst.state in (State.STARTING, State.RUNNING):
+                inst.ready = True
+                _maybe_running(inst)
+            return []
+        case Exited():
+            return _exited(inst, ev, now, rand)
+        case BackoffElapsed():
+            if inst.state is State.RESTARTING:
+                return _spawn(inst)
+            return []
+        case Stop():
+            return _stop(inst, ev, now)
+        case StopTimeout(pid=pid):
+            if inst.state is State.STOPPING and inst.pid == pid:
+                inst.killed = True
+                return [SignalGroup(signal.SIGKILL)]
+            return []
+    raise AssertionError(f"unhandled event {ev!r}")  # pragma: no cover
+
+
+def _start(inst: Instance, ev: Start, now: float) -> list[Action]:
+    if ev.manual:
+        inst.restart_times.clear()
+        inst.attempt = 0
+    if inst.state is State.STOPPING:
+        inst.restart_after_stop = True
+        return []
+    if inst.state in (State.STOPPED, State.EXITED, State.FAILED) or inst.waiting:
+        inst.state = State.STARTING
+        inst.exit_code = inst.exit_signal = None
+        if ev.waiting_for:
+            inst.message = "waiting for " + ", ".join(ev.waiting_for)
+            return []
+        return _spawn(inst)
+    if inst.state is State.RESTARTING and ev.manual:
+        return _spawn(inst)
+    return []
+
+
+def _spawn(inst: Instance) -> list[Action]:
+    inst.state = State.STARTING
+    inst.message = ""
+    return [CancelTimer(), Spawn()]
+
+
+def _spawned(inst: Instance, pid: int, now: float) -> list[Action]:
+    inst.pid, inst.spawned_at = pid, now
+    inst.ready = inst.start_passed = inst.killed = False
+    inst.exit_code = inst.exit_signal = None
+    inst.message = ""
+    if inst.policy.start_seconds <= 0:
+        inst.start_passed = True
+        inst.attempt = 0
+        _maybe_running(inst)
+        return []
+    return [SetTimer(now + inst.policy.start_seconds, StartSecondsPassed(pid))]
+
+
+def _maybe_running(inst: Instance) -> None:
+    if inst.state is not State.STARTING or not inst.start_passed:
+        return
+    if not inst.policy.needs_ready:
+        inst.ready = True
+    if inst.ready:
+        inst.state = State.RUNNING
+
+
+def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]:
+    if ev.pid != inst.pid:
+        return []
+    inst.pid = None
+    inst.ready = False
+    inst.exit_code, inst.exit_signal = ev.code, ev.signal
+    how = describe_exit(ev.code, ev.signal)
+
+    if inst.state is State.STOPPING:
+        inst.state = State.STOPPED
+        if inst.killed:
+            timeout = format_seconds(inst.policy.stop_timeout)
+            inst.message = f"killed with SIGKILL after stop_timeout ({timeout})"
+        else:
+            inst.message = f"stopped ({how})"
+        if inst.restart_after_stop:
+            inst.restart_after_stop = False
+            if inst.automatic_restart:
+                inst.automatic_restart = False
+                inst.restarts += 1
+            return _spawn(inst)
+        return [CancelTimer()]
+
+    failed = ev.signal is not None or ev.code != 0
+    policy = inst.policy
+    wants_restart = policy.restart == "always" or (policy.restart == "on-failure" and failed)
+    if not wants_restart:
+        inst.state, inst.message = State.EXITED, how
+        return [CancelTimer()]
+
+    window_start = now - policy.interval
+    inst.restart_times = [t for t in inst.restart_times if t > window_start]
+    inst.restart_times.append(now)
+    if len(inst.restart_times) > policy.burst:
+        inst.state = State.FAILED
+        inst.message = (
+            f"{how}; gave up after more than {policy.burst} restarts "
+            f"within {format_seconds(policy.interval)} (start_limit)"
+        )
+        return [CancelTimer()]
+
+    inst.restarts += 1
+    delay = policy.backoff_delay(inst.attempt, rand)
+    inst.attempt += 1
+    if delay <= 0:
+        actions = _spawn(inst)
+        inst.message = how
+        return actions
+    inst.state = State.RESTARTING
+    inst.message = f"{how}; restarting in {format_seconds(delay)}"
+    return [SetTimer(now + delay, BackoffElapsed())]
+
+
+def _stop(inst: Instance, ev: Stop, now: float) -> list[Action]:
+    if inst.state is State.STOPPING:
+        inst.restart_after_stop = ev.restart
+        inst.automatic_restart = bool(ev.reason)
+        return []
+    if inst.live:
+        inst.state = State.STOPPING
+        inst.restart_after_stop = ev.restart
+        inst.automatic_restart = bool(ev.reason)
+        inst.killed = False
+        if ev.reason:
+            inst.message = ev.reason
+        assert inst.pid is not None
+        if inst.policy.stop_timeout <= 0:
+            inst.killed = True
+            return [CancelTimer(), SignalGroup(signal.SIGKILL)]
+        return [
+            SignalGroup(inst.policy.stop_signal),
+            SetTimer(now + inst.policy.stop_timeout, StopTimeout(inst.pid)),
+        ]
+    if inst.state in (State.STARTING, State.RESTARTING):
+        inst.state, inst.message = State.STOPPED, "stopped"
+        if ev.restart:
+            return _spawn(inst)
+        return [CancelTimer()]
+    if ev.restart:
+        return _spawn(inst)
+    return []
