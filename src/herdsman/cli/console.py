@@ -1,0 +1,81 @@
+"""Foreground output of `herdsman up`: every line as `name │ line`.
+
+Each instance gets a colour on a TTY (plain text otherwise). Lines are gathered
+and written once per event-loop turn, so a burst of output costs one write.
+herdsman's own messages (started, exited, failed) use the same prefix, dimmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import BinaryIO
+
+COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+SEPARATOR = " │ ".encode()
+
+
+class Console:
+    def __init__(self, names: Iterable[str], out: BinaryIO, *, colour: bool) -> None:
+        names = list(names)
+        width = max((len(n) for n in names), default=0)
+        width = max(width, len("herdsman"))
+        self._out = out
+        self._colour = colour
+        self._prefixes: dict[str, bytes] = {}
+        for index, name in enumerate([*names, "herdsman"]):
+            label = name.ljust(width).encode()
+            if colour:
+                code = 90 if name == "herdsman" else COLOURS[index % len(COLOURS)]
+                self._prefixes[name] = b"\x1b[%dm" % code + label + SEPARATOR + b"\x1b[0m"
+            else:
+                self._prefixes[name] = label + SEPARATOR
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self._broken = False
+
+    def line(self, instance: str, stream: str, data: bytes) -> None:
+        if self._broken:
+            return
+        self._pending.append(self._prefixes[instance] + data + b"\n")
+        self._schedule()
+
+    def say(self, instance: str, text: str) -> None:
+        """herdsman's own message about an instance."""
+        body = f"{instance}: {text}".encode()
+        if self._colour:
+            body = b"\x1b[2m" + body + b"\x1b[0m"
+        self.line("herdsman", "out", body)
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending or self._broken:
+            self._pending.clear()
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            # Nobody reads our output any more; the services must keep running.
+            self._broken = True
+
+
+def wants_colour(out: BinaryIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return os.isatty(out.fileno())
+    except (ValueError, OSError):
+        return False

@@ -1,0 +1,105 @@
+"""The `herdsman` command: argument parsing and dispatch.
+
+Each command imports what it needs when it runs, so client commands stay fast
+and never load the server stack. Errors are one sentence on stderr; exit codes
+follow DESIGN.md: 0 ok, 1 failed, 2 bad usage or config, 3 no daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from herdsman import __version__
+
+if TYPE_CHECKING:
+    from herdsman.config import Config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad usage or config: exit 2 with the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"herdsman: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="herdsman", description="A process supervisor for Linux.")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="config file (default: ./herdsman.toml)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    up = sub.add_parser("up", help="run the services in the foreground")
+    up.add_argument(
+        "services", nargs="*", metavar="SERVICE", help="only these (and what they depend on)"
+    )
+
+    sub.add_parser("check", help="validate the config")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def load(args: argparse.Namespace) -> Config:
+    from herdsman.config import ConfigError, find_config_file, load_config
+
+    try:
+        path = find_config_file(args.config, Path.cwd(), os.environ)
+        return load_config(path)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load(args)
+    count = sum(svc.replicas for svc in config.services.values())
+    print(f"{config.path}: ok ({len(config.services)} services, {count} instances)")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = load(args)
+    for name in args.services:
+        if name not in config.services:
+            close = difflib.get_close_matches(name, config.services, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"unknown service {name!r}{hint}")
+    from herdsman.cli.up import run_up
+
+    return run_up(config, args.services)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"herdsman {__version__}")
+    return EXIT_OK
+
+
+COMMANDS = {"up": cmd_up, "check": cmd_check, "version": cmd_version}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        for line in str(err).splitlines():
+            print(f"herdsman: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"herdsman: internal error: {err} (run with --debug for details)", file=sys.stderr)
+        return EXIT_FAILED

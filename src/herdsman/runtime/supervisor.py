@@ -1,0 +1,338 @@
+"""The orchestrator: runs every instance of a config through its lifecycle.
+
+It feeds events to `core.lifecycle` and carries out the actions it returns:
+spawning, signalling process groups, arming the instance's one timer. It starts
+instances once their dependencies are met and stops them in reverse dependency
+order. Everything runs on the one event-loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from herdsman.config import Config, Service
+from herdsman.core import graph
+from herdsman.core.lifecycle import (
+    Action,
+    CancelTimer,
+    DependenciesMet,
+    Event,
+    Exited,
+    Instance,
+    Policy,
+    SetTimer,
+    SignalGroup,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Start,
+    State,
+    Stop,
+    StopTimeout,
+    on_event,
+)
+from herdsman.runtime.pump import LineSink, LogPump
+from herdsman.runtime.reaper import Reaper
+from herdsman.runtime.spawn import Child, SpawnError, SpawnSpec, child_environment, spawn
+
+ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING)
+
+
+@dataclass(eq=False)
+class Managed:
+    """One instance: its pure lifecycle plus the runtime resources it holds."""
+
+    core: Instance
+    service: str
+    replica: int
+    spec: SpawnSpec
+    depends_on: dict[str, graph.Condition]
+    child: Child | None = None
+    timer: asyncio.TimerHandle | None = None
+    pumps: list[LogPump] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def state(self) -> State:
+        return self.core.state
+
+
+# (instance, state before the event, the event): called once things have settled.
+ChangeCallback = Callable[[Managed, State, Event], None]
+
+
+def policy_of(svc: Service) -> Policy:
+    return Policy(
+        restart=svc.restart,
+        backoff_initial=svc.backoff.initial,
+        backoff_max=svc.backoff.max,
+        backoff_factor=svc.backoff.factor,
+        backoff_jitter=svc.backoff.jitter,
+        burst=svc.start_limit.burst,
+        interval=svc.start_limit.interval,
+        start_seconds=svc.start_seconds,
+        stop_signal=svc.stop_signal,
+        stop_timeout=svc.stop_timeout,
+    )
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sink: LineSink,
+        on_change: ChangeCallback | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self._loop = asyncio.get_running_loop()
+        self._sink = sink
+        self._on_change = on_change
+        self._reaper = Reaper(self._loop)
+        self._random = random.Random()
+        self._waiting: dict[str, Managed] = {}
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._changes: deque[tuple[Managed, State, Event]] = deque()
+        self._depth = 0
+        self._delivering = False
+        self.instances: dict[str, Managed] = {}
+        self.by_service: dict[str, list[Managed]] = {}
+        base_env = dict(os.environ if environ is None else environ)
+        for name, svc in config.services.items():
+            policy = policy_of(svc)
+            members = []
+            for replica, inst_name in enumerate(svc.instance_names()):
+                spec = SpawnSpec(
+                    argv=tuple(svc.argv_for(replica)),
+                    env=child_environment(base_env, svc.env_for(replica), name, inst_name, replica),
+                    cwd=svc.cwd,
+                    user=svc.user,
+                    group=svc.group,
+                    umask=svc.umask,
+                )
+                managed = Managed(Instance(inst_name, policy), name, replica, spec, svc.depends_on)
+                members.append(managed)
+                self.instances[inst_name] = managed
+            self.by_service[name] = members
+        self._deps = {name: svc.depends_on for name, svc in config.services.items()}
+
+    # --- lifecycle of the supervisor itself ------------------------------------
+
+    def open(self) -> None:
+        self._reaper.start()
+
+    def close(self) -> None:
+        for managed in self.instances.values():
+            self._cancel_timer(managed)
+            for pump in list(managed.pumps):
+                pump.close()
+        self._reaper.close()
+
+    # --- requests -----------------------------------------------------------
+
+    def start_services(
+        self, services: Iterable[str] | None = None, *, manual: bool = False
+    ) -> None:
+        """Start the named services (default: every autostart one) and their dependencies."""
+        if services is None:
+            services = [n for n, svc in self.config.services.items() if svc.autostart]
+        wanted = set(graph.closure(self._deps, services))
+        for wave in graph.start_waves(self._deps):
+            for name in wave:
+                if name in wanted:
+                    for managed in self.by_service[name]:
+                        self.start(managed, manual=manual)
+
+    def start(self, managed: Managed, *, manual: bool = False) -> None:
+        waiting_for = tuple(graph.unmet(managed.depends_on, _Views(self.by_service)))
+        self.feed(managed, Start(waiting_for, manual=manual))
+
+    def stop(self, managed: Managed) -> None:
+        self.feed(managed, Stop())
+
+    def kill(self, managed: Managed) -> None:
+        """Stop at once: SIGKILL to the whole process group."""
+        self.feed(managed, Stop())
+        if managed.state is State.STOPPING and managed.core.pid is not None:
+            self.feed(managed, StopTimeout(managed.core.pid))
+
+    async def stop_all(self, timeout: float) -> bool:
+        """Stop everything, dependents first; SIGKILL what is left after `timeout`.
+
+        Returns False when something had to be killed.
+        """
+        deadline = self._loop.time() + timeout
+        for wave in graph.stop_waves(self._deps):
+            members = [m for name in wave for m in self.by_service[name]]
+            for managed in members:
+                self.stop(managed)
+            remaining = deadline - self._loop.time()
+            if not await self.wait_until(
+                lambda ms=members: not any(m.core.live for m in ms), remaining
+            ):
+                self.kill_all()
+                await self.wait_until(lambda: not self.any_live(), 10.0)
+                return False
+        return True
+
+    def kill_all(self) -> None:
+        for managed in self.instances.values():
+            self.kill(managed)
+
+    def any_live(self) -> bool:
+        return any(m.core.live for m in self.instances.values())
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until `predicate()` holds after some state change; False on timeout."""
+        if predicate():
+            return True
+        future: asyncio.Future[None] = self._loop.create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    # --- the event/action loop ---------------------------------------------------
+
+    def feed(self, managed: Managed, event: Event) -> None:
+        core = managed.core
+        before = (core.state, core.pid, core.ready)
+        actions = on_event(core, event, self._loop.time(), self._random.random())
+        if (core.state, core.pid, core.ready) != before:
+            self._changes.append((managed, before[0], event))
+        # Actions may feed further events (a spawn feeds Spawned); changes are
+        # delivered in the order they happened, once the outermost feed is done.
+        self._depth += 1
+        try:
+            for action in actions:
+                self._execute(managed, action)
+        finally:
+            self._depth -= 1
+        if self._depth == 0 and not self._delivering:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        self._delivering = True
+        try:
+            while self._changes:
+                self._changed(*self._changes.popleft())
+        finally:
+            self._delivering = False
+
+    def _execute(self, managed: Managed, action: Action) -> None:
+        match action:
+            case Spawn():
+                self._spawn(managed)
+            case SignalGroup(signal=sig):
+                pid = managed.core.pid
+                if pid is not None:
+                    try:
+                        os.killpg(pid, sig)
+                    except ProcessLookupError:
+                        pass  # already gone; its exit status is on its way
+            case SetTimer(at=at, event=event):
+                self._cancel_timer(managed)
+                managed.timer = self._loop.call_at(at, self._timer_fired, managed, event)
+            case CancelTimer():
+                self._cancel_timer(managed)
+
+    def _timer_fired(self, managed: Managed, event: Event) -> None:
+        managed.timer = None
+        self.feed(managed, event)
+
+    def _cancel_timer(self, managed: Managed) -> None:
+        if managed.timer is not None:
+            managed.timer.cancel()
+            managed.timer = None
+
+    def _spawn(self, managed: Managed) -> None:
+        try:
+            child = spawn(managed.spec)
+        except SpawnError as err:
+            self.feed(managed, SpawnFailed(f"cannot start: {err}"))
+            return
+        managed.child = child
+        name = managed.name
+        managed.pumps = [
+            LogPump(self._loop, child.stdout, name, "out", self._sink, managed.pumps.remove),
+            LogPump(self._loop, child.stderr, name, "err", self._sink, managed.pumps.remove),
+        ]
+        self._reaper.watch(child.pid, lambda code, sig: self._exited(managed, child, code, sig))
+        self.feed(managed, Spawned(child.pid))
+
+    def _exited(self, managed: Managed, child: Child, code: int | None, sig: int | None) -> None:
+        # The main process is gone: whatever is left of its group goes too.
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        child.popen.returncode = -sig if sig is not None else code
+        for pump in list(managed.pumps):
+            pump.drain()
+        if managed.child is child:
+            managed.child = None
+        self.feed(managed, Exited(child.pid, code, sig))
+
+    def _changed(self, managed: Managed, old: State, event: Event) -> None:
+        if managed.core.waiting:
+            self._waiting[managed.name] = managed
+        else:
+            self._waiting.pop(managed.name, None)
+        if self._on_change is not None:
+            self._on_change(managed, old, event)
+        if self._waiting:
+            self._recheck_waiting()
+        for predicate, future in list(self._waiters):
+            if not future.done() and predicate():
+                future.set_result(None)
+
+    def _recheck_waiting(self) -> None:
+        views = _Views(self.by_service)
+        for managed in list(self._waiting.values()):
+            if not managed.core.waiting:
+                continue
+            unmet = graph.unmet(managed.depends_on, views)
+            if unmet:
+                self.feed(managed, Start(tuple(unmet)))  # refreshes the "waiting for" message
+            else:
+                self.feed(managed, DependenciesMet())
+                views = _Views(self.by_service)
+
+
+class _Views(dict[str, list[graph.DependencyView]]):
+    """Dependency views of services, computed on first use: most lookups need few."""
+
+    def __init__(self, by_service: dict[str, list[Managed]]) -> None:
+        super().__init__()
+        self._by_service = by_service
+
+    def __missing__(self, service: str) -> list[graph.DependencyView]:
+        views = [_view(m.core) for m in self._by_service[service]]
+        self[service] = views
+        return views
+
+
+def _view(core: Instance) -> graph.DependencyView:
+    exited_ok = core.state is State.EXITED and core.exit_code == 0
+    return graph.DependencyView(
+        live=core.live and core.state in (State.STARTING, State.RUNNING),
+        ready=core.ready,
+        completed=exited_ok,
+        gave_up=core.state is State.FAILED or (core.state is State.EXITED and not exited_ok),
+    )
