@@ -1,0 +1,668 @@
+#!/usr/bin/env python3
+"""Benchmark herdsman against supervisord, circus and a bare-Python floor.
+
+    python3 bench/run.py [--instances 300] [--kills 30] [--idle 20] [--scale 2000]
+                         [--only herdsman,floor,supervisord,circus]
+
+Every tool supervises N copies of bench/build/stamp, a tiny C program that sends its
+CLOCK_MONOTONIC start time and pid in one datagram to a Unix socket this harness
+listens on, then pauses forever. From those datagrams the harness measures, per tool:
+start time for N instances, respawn latency after SIGKILL, the daemon's idle CPU and
+RSS, its stop time, and (herdsman and floor only) start time for M instances. See
+bench/README.md for what each figure means and the caveats.
+
+The harness runs in its own venv (bench/.env, created on first use, with supervisor,
+circus and psutil); started with any other python it re-executes itself there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import psutil
+except ImportError:  # first run with a bare python: main() re-executes into bench/.env
+    psutil = None
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+ENV = BENCH / ".env"
+ENV_PY = ENV / "bin" / "python"
+STAMP = BENCH / "build" / "stamp"
+RESULTS = BENCH / "results.md"
+TOOLS = ("herdsman", "floor", "supervisord", "circus")
+SCALE_TOOLS = ("herdsman", "floor")
+KILL_TIMEOUT = 10.0  # seconds to wait for a replacement before calling it a timeout
+STOP_TIMEOUT = 30.0  # seconds a daemon gets to stop after SIGTERM before SIGKILL
+PR_SET_CHILD_SUBREAPER = 36
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def ensure_env() -> None:
+    """Create bench/.env with the peers and psutil, then run this script with it."""
+    if not ENV_PY.exists():
+        print(f"creating {ENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
+    probe = subprocess.run(
+        [str(ENV_PY), "-c", "import supervisor, circus, psutil"], capture_output=True
+    )
+    if probe.returncode != 0:
+        print("installing supervisor, circus, psutil into bench/.env ...", flush=True)
+        subprocess.run(
+            [str(ENV_PY), "-m", "pip", "install", "-q", "supervisor", "circus", "psutil"],
+            check=True,
+        )
+    if Path(sys.prefix).resolve() != ENV.resolve() or psutil is None:
+        os.execv(str(ENV_PY), [str(ENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def build_stamp() -> None:
+    src = BENCH / "stamp.c"
+    if STAMP.exists() and STAMP.stat().st_mtime >= src.stat().st_mtime:
+        return
+    STAMP.parent.mkdir(exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(STAMP), str(src)], check=True)
+
+
+def raise_limits() -> None:
+    """Soft limits up to the hard ones; the daemons and the stamps inherit them."""
+    for res in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC):
+        _soft, hard = resource.getrlimit(res)
+        resource.setrlimit(res, (hard, hard))
+
+
+def become_subreaper() -> None:
+    """Orphaned stamps (a daemon that died without killing them) get reparented to us,
+    so we can reap them instead of leaving zombies behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def herdsman_bin() -> Path:
+    return Path(os.environ.get("HERDSMAN") or REPO / ".venv" / "bin" / "herdsman")
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {"python": platform.python_version(), "psutil": version("psutil")}
+    out["supervisord"] = version("supervisor")
+    out["circus"] = version("circus")
+    try:
+        res = subprocess.run(
+            [str(herdsman_bin()), "version"], capture_output=True, text=True, timeout=20
+        )
+        text = (res.stdout or res.stderr).strip().splitlines()
+        out["herdsman"] = text[0] if res.returncode == 0 and text else "unavailable"
+    except (OSError, subprocess.TimeoutExpired):
+        out["herdsman"] = "unavailable"
+    return out
+
+
+# ------------------------------------------------------------------------- stamps
+
+
+@dataclass(frozen=True)
+class Stamp:
+    started: float  # the stamp's own CLOCK_MONOTONIC reading at the top of main()
+    pid: int
+
+
+class Collector:
+    """Listens on the datagram socket the stamps report to, in a background thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.stamps: list[Stamp] = []
+        self.pids: set[int] = set()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.closed:
+            try:
+                data = self.sock.recv(128)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            started, pid = data.split()
+            with self.cond:
+                self.stamps.append(Stamp(float(started), int(pid)))
+                self.pids.add(int(pid))
+                self.cond.notify_all()
+
+    def count(self) -> int:
+        with self.cond:
+            return len(self.stamps)
+
+    def wait_for_pids(self, n: int, timeout: float, daemon: subprocess.Popen) -> bool:
+        """Wait until n distinct pids have reported; False on timeout or daemon exit."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.pids) < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or daemon.poll() is not None:
+                    return False
+                self.cond.wait(min(left, 0.2))
+        return True
+
+    def wait_after(self, index: int, since: float, timeout: float) -> Stamp | None:
+        """The first stamp at position >= index that started at or after `since`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for s in self.stamps[index:]:
+                    if s.started >= since:
+                        return s
+                index = len(self.stamps)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 0.2))
+
+    def close(self) -> None:
+        self.closed = True
+        self.thread.join(2)
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def stamps_of(sock: str) -> list[psutil.Process]:
+    """Live (non-zombie) stamp processes reporting to this socket."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["cmdline"] == [str(STAMP), sock] and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+def kill_stamps(sock: str) -> int:
+    """SIGKILL every stamp of this socket (and its process group); return how many."""
+    left = stamps_of(sock)
+    for p in left:
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(left, timeout=5)
+    return len(left)
+
+
+def reap_orphans() -> None:
+    """Reap whatever got reparented to us (we are a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_stale_stamps() -> None:
+    """Stamps of an earlier run that was itself SIGKILLed: their socket dir is gone."""
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if len(cmd) == 2 and cmd[0] == str(STAMP) and not Path(cmd[1]).parent.exists():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+# ------------------------------------------------------------------ tool configs
+
+
+def config_for(tool: str, n: int, tmp: Path, sock: str, circus_check_delay: float) -> list[str]:
+    """Write tool's config for n stamps into tmp; return the daemon's argv."""
+    stamp = str(STAMP)
+    if tool == "floor":
+        return [sys.executable, str(BENCH / "floor.py"), str(n), stamp, sock]
+
+    if tool == "herdsman":
+        conf = tmp / "herdsman.toml"
+        conf.write_text(
+            "[services.stamp]\n"
+            f"command = {json.dumps([stamp, sock])}\n"
+            f"replicas = {n}\n"
+            'restart = "always"\n'
+            "backoff = { initial = 0 }\n"
+            "start_seconds = 0\n"
+            'start_limit = { burst = 100000, interval = "1s" }\n'
+            'stop_timeout = "5s"\n'
+        )
+        return [str(herdsman_bin()), "-c", str(conf), "up"]
+
+    if tool == "supervisord":
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if nproc == resource.RLIM_INFINITY:
+            nproc = 10 * n + 1000
+        conf = tmp / "supervisord.conf"
+        conf.write_text(
+            f"""\
+[supervisord]
+nodaemon = true
+logfile = {tmp}/supervisord.log
+pidfile = {tmp}/supervisord.pid
+childlogdir = {tmp}
+minfds = {min(nofile, 8 * n + 1024)}
+minprocs = {min(nproc, 2 * n + 200)}
+
+[unix_http_server]
+file = {tmp}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:stamp]
+command = {stamp} {sock}
+process_name = %(program_name)s_%(process_num)04d
+numprocs = {n}
+autostart = true
+autorestart = true
+startsecs = 0
+startretries = 100000
+stopwaitsecs = 5
+redirect_stderr = true
+stdout_logfile = {tmp}/%(program_name)s_%(process_num)04d.log
+"""
+        )
+        return [str(ENV / "bin" / "supervisord"), "-n", "-c", str(conf)]
+
+    if tool == "circus":
+        # One watcher with numprocesses = n is what a user writes for n identical
+        # workers. circus has no SIGCHLD handling: dead processes are only noticed by
+        # the periodic manage_watchers pass every check_delay seconds (default 5 s;
+        # it must be > 0, or nothing is ever respawned), so check_delay bounds its
+        # respawn latency and drives its idle CPU.
+        conf = tmp / "circus.ini"
+        conf.write_text(
+            f"""\
+[circus]
+endpoint = ipc://{tmp}/circus-ctl
+pubsub_endpoint = ipc://{tmp}/circus-pub
+check_delay = {circus_check_delay}
+warmup_delay = 0
+statsd = false
+httpd = false
+
+[watcher:stamp]
+cmd = {stamp}
+args = {sock}
+numprocesses = {n}
+respawn = true
+warmup_delay = 0
+graceful_timeout = 5
+"""
+        )
+        return [str(ENV / "bin" / "circusd"), str(conf)]
+
+    raise ValueError(tool)
+
+
+# ------------------------------------------------------------------------- a run
+
+
+@dataclass
+class Result:
+    tool: str
+    n: int
+    start: float | None = None
+    respawn_ms: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    idle_cpu: float | None = None
+    rss_mb: float | None = None
+    stop: float | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def stop_daemon(daemon: subprocess.Popen, res: Result, sock: str) -> None:
+    """SIGTERM, wait, SIGKILL; then make sure no stamp of this run survives."""
+    if daemon.poll() is None:
+        t0 = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(STOP_TIMEOUT)
+            res.stop = time.monotonic() - t0
+        except subprocess.TimeoutExpired:
+            res.notes.append(f"did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM; killed")
+            with contextlib.suppress(OSError):
+                os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.kill()
+            daemon.wait()
+    left = kill_stamps(sock)
+    if left and res.stop is not None:
+        res.notes.append(f"left {left} stamp(s) running after it exited (killed by the harness)")
+    reap_orphans()
+
+
+def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: float) -> Result:
+    res = Result(tool, n)
+    tmp = Path(tempfile.mkdtemp(prefix="hb"))
+    sock = f"{tmp}/s"
+    collector = Collector(sock)
+    daemon = None
+    log = tmp / "daemon.log"
+    try:
+        argv = config_for(tool, n, tmp, sock, circus_check_delay)
+        with open(log, "wb") as out:
+            t0 = time.monotonic()
+            daemon = subprocess.Popen(
+                argv,
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if not collector.wait_for_pids(n, 30 + 0.05 * n, daemon):
+            why = "exited" if daemon.poll() is not None else "timed out"
+            res.error = f"{why}: {len(collector.pids)}/{n} stamps reported"
+            res.notes.append(f"daemon output:\n{log_tail(log)}")
+            return res
+        seen: set[int] = set()
+        last = 0.0
+        for s in collector.stamps:
+            if len(seen) == n:
+                break
+            seen.add(s.pid)
+            last = max(last, s.started)
+        res.start = last - t0
+        if len(collector.pids) > n:
+            res.notes.append(f"{len(collector.pids) - n} extra spawn(s) during start")
+
+        # respawn latency: SIGKILL one live instance, time until its replacement starts
+        rng = random.Random(0)
+        live = set(collector.pids)
+        time.sleep(0.5)
+        for _ in range(kills):
+            victim = rng.choice(sorted(live))
+            live.discard(victim)
+            index = collector.count()
+            killed_at = time.monotonic()
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                res.notes.append(f"pid {victim} had already gone before its kill")
+                continue
+            new = collector.wait_after(index, killed_at, KILL_TIMEOUT)
+            if new is None:
+                res.timeouts += 1
+            else:
+                res.respawn_ms.append((new.started - killed_at) * 1000)
+                live.add(new.pid)
+            time.sleep(0.05)
+        if res.timeouts:
+            live = {p.pid for p in stamps_of(sock)}
+        if daemon.poll() is not None:
+            res.error = f"daemon exited with {daemon.returncode} during the respawn test"
+            res.notes.append(f"daemon output:\n{log_tail(log)}")
+            return res
+
+        # idle: the daemon process alone, N instances running, nothing happening
+        proc = psutil.Process(daemon.pid)
+        if idle > 0:
+            time.sleep(1)
+            before = proc.cpu_times()
+            time.sleep(idle)
+            after = proc.cpu_times()
+            res.idle_cpu = (after.user + after.system) - (before.user + before.system)
+            res.rss_mb = proc.memory_info().rss / 2**20
+        running = len(stamps_of(sock))
+        if running != n:
+            res.notes.append(f"{running} stamps running after the respawn test, not {n}")
+        helpers = [c for c in proc.children(recursive=True) if c.cmdline()[:1] != [str(STAMP)]]
+        if helpers:
+            names = sorted({c.name() for c in helpers})
+            res.notes.append(
+                f"{len(helpers)} helper process(es) besides the stamps ({', '.join(names)});"
+                " not counted in CPU/RSS"
+            )
+        return res
+    finally:
+        # a second Ctrl-C must not cut the cleanup short
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if daemon is not None:
+                stop_daemon(daemon, res, sock)
+            else:
+                kill_stamps(sock)
+            collector.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+# ------------------------------------------------------------------------ report
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: dict[str, Result], scale: dict[str, Result], args: argparse.Namespace) -> str:
+    tools = [t for t in TOOLS if t in results or t in scale]
+
+    def metric(r: Result | None, name: str) -> float | None:
+        if r is None:
+            return None
+        lat = r.respawn_ms
+        return {
+            "start": r.start,
+            "median": statistics.median(lat) if lat else None,
+            "p95": pct(lat, 0.95) if lat else None,
+            "max": max(lat) if lat else None,
+            "timeouts": float(r.timeouts) if r.start is not None and args.kills else None,
+            "idle": r.idle_cpu,
+            "rss": r.rss_mb,
+            "stop": r.stop,
+            "per1000": r.start / r.n * 1000 if r.start is not None else None,
+        }[name]
+
+    rows = [
+        (f"start {args.instances} (s)", "start", False, 3),
+        ("respawn median (ms)", "median", False, 1),
+        ("respawn p95 (ms)", "p95", False, 1),
+        ("respawn max (ms)", "max", False, 1),
+        (f"respawn timeouts (of {args.kills})", "timeouts", False, 0),
+        (f"idle CPU (s per {args.idle:g} s)", "idle", False, 3),
+        ("RSS (MB)", "rss", False, 1),
+        ("stop (s)", "stop", False, 3),
+        (f"start s per 1000, at {args.instances}", "per1000", False, 3),
+    ]
+    if args.scale:
+        rows += [
+            (f"start {args.scale} (s)", "start", True, 3),
+            (f"start s per 1000, at {args.scale}", "per1000", True, 3),
+        ]
+    header = ["metric"]
+    for t in tools:
+        header.append(t)
+        if t != "herdsman":
+            header.append(f"{t}/herdsman")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, key, is_scale, digits in rows:
+        src = scale if is_scale else results
+        base = metric(src.get("herdsman"), key)
+        cells = [label]
+        for t in tools:
+            r = src.get(t)
+            v = metric(r, key)
+            if r is not None and r.error and v is None:
+                cells.append("failed")
+            elif is_scale and t not in SCALE_TOOLS:
+                cells.append("-")
+            else:
+                cells.append(fmt(v, digits))
+            if t != "herdsman":
+                ok = v is not None and base
+                cells.append(f"{v / base:.2f}x" if ok else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes_text(results: dict[str, Result], scale: dict[str, Result]) -> str:
+    out = []
+    for label, group in (("", results), (" (scale run)", scale)):
+        for t in TOOLS:
+            r = group.get(t)
+            if r is None:
+                continue
+            items = ([f"FAILED: {r.error}"] if r.error else []) + r.notes
+            for item in items:
+                out.append(f"- {t}{label}, {r.n} instances: {item}")
+    return "\n".join(out)
+
+
+def write_results(text: str, notes: str, versions: dict[str, str], argv: list[str]) -> None:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    vers = ", ".join(f"{k} {v}" for k, v in versions.items())
+    body = f"""# herdsman benchmark results
+
+- date: {now}
+- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python \
+{platform.python_version()}
+- versions: {vers}
+- command: `python3 bench/run.py {" ".join(argv)}`
+
+{text}
+
+Ratios are peer / herdsman: above 1 means the peer's figure is that many times
+herdsman's (for times and CPU, herdsman is better when the ratio is above 1).
+See bench/README.md for what each row means.
+"""
+    if notes:
+        body += f"\n## Notes\n\n{notes}\n"
+    RESULTS.write_text(body)
+
+
+# -------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--instances", type=int, default=300, help="N instances per tool")
+    ap.add_argument("--kills", type=int, default=30, help="SIGKILLs for respawn latency")
+    ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU sampling")
+    ap.add_argument("--scale", type=int, default=2000, help="M for the scale run (0: skip)")
+    ap.add_argument("--only", default=",".join(TOOLS), help="comma-separated tools")
+    ap.add_argument(
+        "--circus-check-delay",
+        type=float,
+        default=0.1,
+        help="circus check_delay in s (its respawn poll period; default 0.1)",
+    )
+    args = ap.parse_args()
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    bad = [t for t in args.only if t not in TOOLS]
+    if bad:
+        ap.error(f"unknown tool(s) {', '.join(bad)}; choose from {', '.join(TOOLS)}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()  # before ensure_env, so --help and bad usage are instant
+    ensure_env()
+    build_stamp()
+    raise_limits()
+    become_subreaper()
+    kill_stale_stamps()
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    versions = tool_versions()
+    results: dict[str, Result] = {}
+    scale: dict[str, Result] = {}
+    try:
+        for tool in [t for t in TOOLS if t in args.only]:
+            print(f"{tool}: {args.instances} instances ...", flush=True)
+            r = run_tool(tool, args.instances, args.kills, args.idle, args.circus_check_delay)
+            results[tool] = r
+            print(f"  {r.error or 'ok'}", flush=True)
+            time.sleep(1)
+        if args.scale:
+            for tool in [t for t in SCALE_TOOLS if t in args.only]:
+                print(f"{tool}: {args.scale} instances (start only) ...", flush=True)
+                r = run_tool(tool, args.scale, 0, 0, args.circus_check_delay)
+                scale[tool] = r
+                print(f"  {r.error or 'ok'}", flush=True)
+                time.sleep(1)
+    except KeyboardInterrupt:
+        print("interrupted; every daemon and stamp of this run has been stopped", flush=True)
+        return 130
+    finally:
+        survivors = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [""])[0] == str(STAMP)
+        ]
+        if survivors:
+            print(f"WARNING: stamp processes still alive: {survivors}", file=sys.stderr)
+
+    text = table(results, scale, args)
+    notes = notes_text(results, scale)
+    print()
+    print(text)
+    if notes:
+        print("\nNotes:\n" + notes)
+    write_results(text, notes, versions, sys.argv[1:])
+    print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
