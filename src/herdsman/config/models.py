@@ -1,0 +1,396 @@
+"""The config schema: frozen pydantic models whose fields hold final values.
+
+Units are parsed here, once (durations in seconds, sizes in bytes, signals and modes
+as ints, commands as argv lists, paths absolute), so nothing downstream parses a
+string. Relative paths are resolved against `context["base_dir"]` of the validation
+(the config file's directory), or the current directory without one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self, cast
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from herdsman.config import units
+from herdsman.config.envfile import parse_env_file
+from herdsman.core.graph import Condition
+
+ProbeKind = Literal["tcp", "http", "exec", "notify", "log"]
+RestartPolicy = Literal["always", "on-failure", "never"]
+
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+_SUN_PATH_MAX = 108
+_REPLICA = "{replica}"
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context
+    if isinstance(context, dict) and isinstance(context.get("base_dir"), Path):
+        return cast(Path, context["base_dir"])
+    return Path.cwd()
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else _base_dir(info) / path
+
+
+def _argv(value: object) -> object:
+    """A command as an argv list: a string is split like a shell would, without one."""
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as e:
+            raise ValueError(f"cannot be split into arguments: {str(e).lower()}") from None
+    elif not isinstance(value, list):
+        raise ValueError(f"must be a string or a list of strings, not {units.show_value(value)}")
+    if not value:
+        raise ValueError("is empty")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(units.parse_duration)]
+Size = Annotated[int, BeforeValidator(units.parse_size), Field(gt=0)]
+SignalNumber = Annotated[int, BeforeValidator(units.parse_signal)]
+Mode = Annotated[int, BeforeValidator(units.parse_mode)]
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Backoff(_Model):
+    """Delay before respawning: `initial`, times `factor` per retry, capped at `max`."""
+
+    initial: Duration = 0.1
+    max: Duration = 30.0
+    factor: float = Field(default=2.0, ge=1)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be at least initial ({initial:g}s), not {value:g}s")
+        return value
+
+
+class StartLimit(_Model):
+    """More than `burst` starts within `interval` seconds and the instance is failed."""
+
+    burst: int = Field(default=5, ge=1)
+    interval: Duration = Field(default=60.0, gt=0)
+
+
+class LogSettings(_Model):
+    """Rotation of an instance's log file."""
+
+    max_bytes: Size = 10 * 1024 * 1024
+    backups: int = Field(default=5, ge=0)
+
+
+class _Check(_Model):
+    """What readiness probes and health checks share: exactly one way to check."""
+
+    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec")
+
+    tcp: str | None = None
+    http: str | None = None
+    exec: list[str] | None = None
+
+    # `{replica}` may stand in a port or URL, so check the text as replica 0 would see it.
+    @field_validator("tcp")
+    @classmethod
+    def _tcp_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            units.parse_address(value.replace(_REPLICA, "0"))
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            units.check_url(value.replace(_REPLICA, "0"))
+        return value
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _exec_argv(cls, value: object) -> object:
+        return None if value is None else _argv(value)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Self:
+        given = self._given()
+        if len(given) != 1:
+            found = " and ".join(given) if given else "none"
+            raise ValueError(f"needs exactly one of {', '.join(self.KINDS)} (found {found})")
+        return self
+
+    def _given(self) -> list[ProbeKind]:
+        return [kind for kind in self.KINDS if getattr(self, kind) not in (None, False)]
+
+    @property
+    def kind(self) -> ProbeKind:
+        """Which check this is: "tcp", "http", "exec", "notify" or "log"."""
+        return self._given()[0]
+
+    def for_replica(self, replica: int) -> Self:
+        """This check with `{replica}` replaced in its address, URL or command."""
+        number = str(replica)
+        return self.model_copy(
+            update={
+                "tcp": self.tcp and self.tcp.replace(_REPLICA, number),
+                "http": self.http and self.http.replace(_REPLICA, number),
+                "exec": self.exec and [arg.replace(_REPLICA, number) for arg in self.exec],
+            }
+        )
+
+
+class Probe(_Check):
+    """Readiness: when a started instance counts as ready for its dependents."""
+
+    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify", "log")
+
+    notify: bool = False
+    log: str | None = None
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=1.0, gt=0)
+    initial_delay: Duration = 0.0
+
+    @field_validator("log")
+    @classmethod
+    def _log_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"{value!r} is not a valid regular expression: {e}") from None
+        return value
+
+
+class HealthCheck(_Check):
+    """Liveness: `failure_threshold` failed checks in a row restart the instance."""
+
+    interval: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=2.0, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    initial_delay: Duration = 0.0
+
+
+class Service(_Model):
+    """One `[services.NAME]` table; `replicas` instances run from it.
+
+    Field order matters: validators read earlier fields from `info.data` (`command`
+    needs `shell`, `env` needs `env_file`).
+    """
+
+    name: str
+    shell: bool = False
+    command: list[str]
+    cwd: ConfigPath = Field(default=Path("."), validate_default=True)
+    env_file: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict, validate_default=True)
+    user: str | None = None
+    group: str | None = None
+    umask: Mode | None = None
+    autostart: bool = True
+    replicas: int = Field(default=1, ge=1)
+    restart: RestartPolicy = "always"
+    backoff: Backoff = Field(default_factory=Backoff)
+    start_limit: StartLimit = Field(default_factory=StartLimit)
+    start_seconds: Duration = 1.0
+    stop_signal: SignalNumber = int(signal.SIGTERM)
+    stop_timeout: Duration = 10.0
+    depends_on: dict[str, Condition] = Field(default_factory=dict)
+    ready: Probe | None = None
+    health: HealthCheck | None = None
+    memory_limit: Size | None = None
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _SERVICE_NAME.fullmatch(value):
+            raise ValueError(f"service name {value!r} may only use letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_argv(cls, value: object, info: ValidationInfo) -> object:
+        if not info.data.get("shell"):
+            return _argv(value)
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string when shell = true, not {units.show_value(value)}")
+        if not value.strip():
+            raise ValueError("is empty")
+        return ["/bin/sh", "-c", value]
+
+    @field_validator("env_file")
+    @classmethod
+    def _read_env_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"{str(value)!r} does not exist (looked for {path})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
+            raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
+        variables = parse_env_file(text, str(value))
+        # Kept for `env`, validated next, so the file is read once per load.
+        if isinstance(info.context, dict):
+            info.context.setdefault("env_files", {})[path] = variables
+        return path
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _stringify_env(cls, value: object) -> object:
+        # TOML and YAML users write `PORT = 8000` and `DEBUG = true`; a child gets text.
+        if not isinstance(value, dict):
+            return value
+        return {key: _env_text(item) for key, item in value.items()}
+
+    @field_validator("env")
+    @classmethod
+    def _merge_env_file(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for key in value:
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        path = info.data.get("env_file")
+        if path is None:
+            return value
+        cached = info.context.get("env_files", {}) if isinstance(info.context, dict) else {}
+        from_file = cached.get(path)
+        if from_file is None:
+            from_file = parse_env_file(path.read_text(encoding="utf-8"), str(path))
+        return {**from_file, **value}
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _list_means_started(cls, value: object) -> object:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return dict.fromkeys(value, "started")
+        if isinstance(value, list):
+            raise ValueError("must list service names (strings)")
+        return value
+
+    def instance_names(self) -> list[str]:
+        """`[name]` for one replica, else `name.0`, `name.1`, ..."""
+        if self.replicas == 1:
+            return [self.name]
+        return [f"{self.name}.{i}" for i in range(self.replicas)]
+
+    # Plain replace, not str.format: commands are full of braces (awk, JSON, shell).
+    def argv_for(self, replica: int) -> list[str]:
+        """The argv of one instance, with `{replica}` replaced by its number."""
+        return [arg.replace(_REPLICA, str(replica)) for arg in self.command]
+
+    def env_for(self, replica: int) -> dict[str, str]:
+        """The service's own environment for one instance, `{replica}` replaced."""
+        return {key: value.replace(_REPLICA, str(replica)) for key, value in self.env.items()}
+
+
+def _env_text(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class Settings(_Model):
+    """The `[settings]` table: where the daemon keeps its files and how it is reached."""
+
+    state_dir: ConfigPath = Field(default=Path(".herdsman"), validate_default=True)
+    log_dir: ConfigPath = Field(default=Path(".herdsman/logs"), validate_default=True)
+    socket: ConfigPath = Field(default=Path(".herdsman/herdsman.sock"), validate_default=True)
+    shutdown_timeout: Duration = 30.0
+    tcp: str | None = None
+    token_file: ConfigPath | None = Field(default=None, validate_default=True)
+    socket_mode: Mode = 0o600
+    socket_group: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_state_dir(cls, data: Any) -> Any:
+        # log_dir and socket default to inside state_dir, wherever that was moved.
+        if isinstance(data, dict) and isinstance(data.get("state_dir"), str | Path):
+            state_dir = Path(data["state_dir"])
+            data = {"log_dir": state_dir / "logs", "socket": state_dir / "herdsman.sock", **data}
+        return data
+
+    @field_validator("socket")
+    @classmethod
+    def _socket_path_fits(cls, value: Path) -> Path:
+        length = len(os.fsencode(value))
+        if length >= _SUN_PATH_MAX:
+            raise ValueError(
+                f"{value} is {length} bytes long, and a Unix socket path must be shorter"
+                f" than {_SUN_PATH_MAX} bytes (choose a shorter state_dir or socket)"
+            )
+        return value
+
+    @field_validator("tcp")
+    @classmethod
+    def _tcp_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            units.parse_address(value)
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_with_tcp(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None and info.data.get("tcp"):
+            raise ValueError("is required when tcp is set: TCP clients must send its token")
+        return value
+
+
+class Config(_Model):
+    """A whole config file: where it is, its settings, its services in file order."""
+
+    path: Path
+    settings: Settings = Field(default_factory=Settings)
+    services: dict[str, Service] = Field(default_factory=dict, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_in(cls, data: Any) -> Any:
+        # Settings must be validated (not defaulted) to see the base_dir of this load;
+        # a service's name is its key in the file.
+        if not isinstance(data, dict):
+            return data
+        data = {"settings": {}, **data}
+        services = data.get("services")
+        if isinstance(services, dict):
+            data["services"] = {
+                name: {**body, "name": name} if isinstance(body, dict) else body
+                for name, body in services.items()
+            }
+        return data
+
+    @field_validator("services")
+    @classmethod
+    def _some_services(cls, value: dict[str, Service]) -> dict[str, Service]:
+        if not value:
+            raise ValueError("no services are defined (add a [services.NAME] table)")
+        return value
