@@ -7,6 +7,7 @@ the test fails, so a leaked process can never go unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -57,10 +58,8 @@ def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         leftovers = marked_pids(mark)
     described = [describe(pid) for pid in leftovers]
     for pid in leftovers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert not described, f"the test left processes behind: {described}"
 
 

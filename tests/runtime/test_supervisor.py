@@ -77,7 +77,7 @@ def test_sigkilled_instance_is_respawned_at_once(tmp: Path) -> None:
             backoff = { initial = 0 }
             start_seconds = 0
             """,
-        ) as (sup, rec):
+        ) as (sup, _rec):
             managed = sup.instances["s"]
             await until(lambda: managed.state is State.RUNNING)
             first = managed.core.pid
@@ -100,7 +100,7 @@ def test_backoff_delays_the_respawn(tmp: Path) -> None:
             backoff = { initial = "300ms", max = "300ms", jitter = 0 }
             start_limit = { burst = 100, interval = "60s" }
             """,
-        ) as (sup, rec):
+        ) as (sup, _rec):
             managed = sup.instances["crash"]
             await until(lambda: managed.state is State.RESTARTING)
             assert managed.core.message == "exited with code 3; restarting in 300ms"
@@ -129,7 +129,7 @@ def test_restart_policies(tmp: Path) -> None:
             backoff = { initial = 0 }
             start_limit = { burst = 2, interval = "60s" }
             """,
-        ) as (sup, rec):
+        ) as (sup, _rec):
             never, clean, dirty = (sup.instances[n] for n in ("never", "clean", "dirty"))
             await until(lambda: never.state is State.EXITED and clean.state is State.EXITED)
             assert (never.core.exit_code, never.core.message) == (4, "exited with code 4")
@@ -164,7 +164,7 @@ def test_spawn_failures_fail_only_that_instance(tmp: Path) -> None:
             command = "sleep 60"
             start_seconds = 0
             """,
-        ) as (sup, rec):
+        ) as (sup, _rec):
             fine = sup.instances["fine"]
             await until(lambda: fine.state is State.RUNNING)
             messages = {n: (m.state, m.core.message) for n, m in sup.instances.items()}
@@ -196,7 +196,7 @@ def test_stop_sends_stop_signal_to_the_whole_group(tmp: Path) -> None:
             tmp,
             """
             [services.tree]
-            command = "sh -c 'sleep 60 & echo child=$!; trap \\"echo got-term; exit 0\\" TERM; while :; do sleep 0.05; done'"
+            command = ["sh", "-c", 'trap "exit 0" TERM; sleep 60 & echo child=$!; while :; do sleep 0.05; done']
             start_seconds = 0
             """,
         ) as (sup, rec):
@@ -218,13 +218,13 @@ def test_stop_timeout_kills_the_group(tmp: Path) -> None:
             tmp,
             """
             [services.stubborn]
-            command = "sh -c 'trap \\"\\" TERM; sleep 60 & wait; wait'"
+            command = ["sh", "-c", 'trap "" TERM; sleep 60 & echo trapped; wait; wait']
             start_seconds = 0
             stop_timeout = "300ms"
             """,
         ) as (sup, rec):
             managed = sup.instances["stubborn"]
-            await until(lambda: managed.state is State.RUNNING)
+            await until(lambda: rec.text("stubborn") == ["trapped"])
             loop = asyncio.get_running_loop()
             began = loop.time()
             sup.stop(managed)
@@ -317,7 +317,7 @@ def test_idle_supervisor_arms_no_timers(tmp: Path) -> None:
             replicas = 20
             start_seconds = "100ms"
             """,
-        ) as (sup, rec):
+        ) as (sup, _rec):
             await until(lambda: all(m.state is State.RUNNING for m in sup.instances.values()))
             loop = asyncio.get_running_loop()
             await asyncio.sleep(0.05)

@@ -41,9 +41,9 @@ class Console:
         self._pending.append(self._prefixes[instance] + data + b"\n")
         self._schedule()
 
-    def say(self, instance: str, text: str) -> None:
-        """herdsman's own message about an instance."""
-        body = f"{instance}: {text}".encode()
+    def say(self, instance: str | None, text: str) -> None:
+        """herdsman's own message, about an instance or (None) about itself."""
+        body = (text if instance is None else f"{instance}: {text}").encode()
         if self._colour:
             body = b"\x1b[2m" + body + b"\x1b[0m"
         self.line("herdsman", "out", body)

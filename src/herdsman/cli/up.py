@@ -49,10 +49,10 @@ async def _up(config: Config, services: list[str]) -> int:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            console.say("herdsman", f"{signal.Signals(signum).name}: stopping all services")
+            console.say(None, f"{signal.Signals(signum).name}: stopping all services")
             stop_requested.set()
         else:
-            console.say("herdsman", "second signal: killing all services now")
+            console.say(None, "second signal: killing all services now")
             supervisor.kill_all()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -92,8 +92,7 @@ def _identity(spec: SpawnSpec) -> dict[str, object]:
 
 def _explain(err: OSError, spec: SpawnSpec) -> str:
     program = spec.argv[0]
-    where = err.filename if isinstance(err.filename, str) else None
-    if where is not None and Path(where) == spec.cwd:
+    if err.filename is not None and Path(os.fsdecode(err.filename)) == spec.cwd:
         if isinstance(err, FileNotFoundError):
             return f"working directory {spec.cwd} does not exist"
         if isinstance(err, NotADirectoryError):

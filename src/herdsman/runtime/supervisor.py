@@ -9,6 +9,7 @@ order. Everything runs on the one event-loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -55,7 +56,7 @@ class Managed:
     depends_on: dict[str, graph.Condition]
     child: Child | None = None
     timer: asyncio.TimerHandle | None = None
-    pumps: list[LogPump] = field(default_factory=list)
+    pumps: set[LogPump] = field(default_factory=set)  # may outlive a process (EOF comes later)
 
     @property
     def name(self) -> str:
@@ -242,10 +243,9 @@ class Supervisor:
             case SignalGroup(signal=sig):
                 pid = managed.core.pid
                 if pid is not None:
-                    try:
+                    # Already gone? Then its exit status is on its way.
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, sig)
-                    except ProcessLookupError:
-                        pass  # already gone; its exit status is on its way
             case SetTimer(at=at, event=event):
                 self._cancel_timer(managed)
                 managed.timer = self._loop.call_at(at, self._timer_fired, managed, event)
@@ -269,19 +269,17 @@ class Supervisor:
             return
         managed.child = child
         name = managed.name
-        managed.pumps = [
-            LogPump(self._loop, child.stdout, name, "out", self._sink, managed.pumps.remove),
-            LogPump(self._loop, child.stderr, name, "err", self._sink, managed.pumps.remove),
-        ]
+        for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
+            managed.pumps.add(
+                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
+            )
         self._reaper.watch(child.pid, lambda code, sig: self._exited(managed, child, code, sig))
         self.feed(managed, Spawned(child.pid))
 
     def _exited(self, managed: Managed, child: Child, code: int | None, sig: int | None) -> None:
         # The main process is gone: whatever is left of its group goes too.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         child.popen.returncode = -sig if sig is not None else code
         for pump in list(managed.pumps):
             pump.drain()

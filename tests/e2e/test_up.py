@@ -1,0 +1,259 @@
+"""`herdsman up` and `herdsman check` as a user types them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import alive, wait_for
+
+HERDSMAN = [sys.executable, "-m", "herdsman"]
+
+
+class Up:
+    """A running `herdsman up` whose output is collected line by line."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*HERDSMAN, "up", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def matching(self, text: str) -> list[str]:
+        """Lines containing `text`, ignoring the padding before the `│` column."""
+        return [line for line in self.lines if text in re.sub(r" +│", " │", line)]
+
+    def wait_line(self, text: str, timeout: float = 5.0) -> str:
+        return str(wait_for(lambda: next(iter(self.matching(text)), None), timeout))
+
+    def finish(self, timeout: float = 10.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def up(tmp: Path):
+    started: list[Up] = []
+
+    def make(toml: str, *args: str) -> Up:
+        (tmp / "herdsman.toml").write_text(textwrap.dedent(toml))
+        runner = Up(tmp, *args)
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        runner.close()
+
+
+def pids_in(lines: list[str]) -> list[int]:
+    return [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in lines]
+
+
+def test_up_prefixes_output_and_ctrl_c_stops_everything(up) -> None:
+    run = up(
+        """
+        [services.web]
+        command = ["sh", "-c", 'echo web says hi; echo oops >&2; exec sleep 60']
+        depends_on = ["db"]
+        [services.db]
+        command = ["sh", "-c", 'echo db ready; exec sleep 60']
+        start_seconds = "200ms"
+        """
+    )
+    run.wait_line("web │ web says hi")
+    run.wait_line("web │ oops")
+    assert run.matching("db │ db ready")
+    pids = pids_in(run.matching("started (pid"))
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish() == 0
+    assert not any(alive(p) for p in pids)
+    assert run.matching("SIGINT: stopping all services")
+    # reverse dependency order: web is stopped before db
+    stopped = [line.split("│ ")[1].split(":")[0] for line in run.matching(": stopped")]
+    assert stopped == ["web", "db"]
+
+
+def test_up_respawns_a_killed_service(up) -> None:
+    run = up(
+        """
+        [services.s]
+        command = "sleep 60"
+        backoff = { initial = 0 }
+        """
+    )
+    first = pids_in([run.wait_line("s: started")])[0]
+    os.kill(first, signal.SIGKILL)
+    run.wait_line("killed by SIGKILL; restarting now")
+    wait_for(lambda: len(run.matching("s: started")) == 2)
+    second = pids_in(run.matching("s: started"))[1]
+    assert second != first and alive(second)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    assert not alive(second)
+
+
+def test_second_ctrl_c_kills_at_once(up) -> None:
+    run = up(
+        """
+        [services.stubborn]
+        command = ["sh", "-c", 'trap "" TERM; echo up; while :; do sleep 0.05; done']
+        stop_timeout = "60s"
+        """
+    )
+    run.wait_line("stubborn │ up")
+    pid = pids_in(run.matching("started (pid"))[0]
+    run.proc.send_signal(signal.SIGINT)
+    run.wait_line("stopping all services")
+    time.sleep(0.2)
+    assert run.proc.poll() is None, "a stubborn service must hold the graceful stop"
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish(timeout=10) == 0
+    assert run.matching("second signal: killing all services now")
+    assert not alive(pid)
+
+
+def test_up_only_named_services_and_their_dependencies(up) -> None:
+    run = up(
+        """
+        [services.a]
+        command = "sleep 60"
+        [services.b]
+        command = "sleep 60"
+        depends_on = ["a"]
+        [services.c]
+        command = "sleep 60"
+        """,
+        "b",
+    )
+    run.wait_line("b: started")
+    assert run.matching("a: started")
+    assert not run.matching("c: started")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+
+
+def test_up_with_an_unknown_service_is_a_usage_error(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 1"\n')
+    result = subprocess.run(
+        [*HERDSMAN, "up", "wbe"], cwd=tmp, capture_output=True, text=True, timeout=10
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "herdsman: unknown service 'wbe' (did you mean 'web'?)"
+
+
+def test_check_reports_every_error_with_exit_2(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(
+        textwrap.dedent(
+            """
+            [services.web]
+            command = "sleep 1"
+            restart = "alwys"
+            depends_on = ["dbb"]
+
+            [services.db]
+            comand = "x"
+            """
+        )
+    )
+    result = subprocess.run(
+        [*HERDSMAN, "check"], cwd=tmp, capture_output=True, text=True, timeout=10
+    )
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) >= 3, errors
+    joined = "\n".join(errors)
+    assert "services.web.restart" in joined
+    assert "dbb" in joined
+    assert "did you mean 'command'" in joined
+    assert all(line.startswith("herdsman: ") for line in errors)
+
+
+def test_check_ok_and_up_refuses_invalid_config(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 1"\nreplicas = 3\n')
+    result = subprocess.run([*HERDSMAN, "check"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "ok (1 services, 3 instances)" in result.stdout
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 1"\nreplicas = 0\n')
+    result = subprocess.run([*HERDSMAN, "up"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "services.web.replicas" in result.stderr
+
+
+def test_no_config_file_is_a_usage_error(tmp: Path) -> None:
+    result = subprocess.run([*HERDSMAN, "check"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "herdsman.toml" in result.stderr
+
+
+def test_up_as_pid_1_reaps_orphans(tmp: Path) -> None:
+    """In a fresh PID namespace herdsman is PID 1: orphans must not stay zombies."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a PID namespace")
+    (tmp / "herdsman.toml").write_text(
+        textwrap.dedent(
+            """
+            [services.forker]
+            command = ["sh", "-c", 'for i in 1 2 3; do (sleep 0.1 &) ; done; echo spawned; exec sleep 60']
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", *HERDSMAN, "up"],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if re.search(r"forker +│ spawned", line):
+                break
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            daemon = int(f.read().split()[0])  # herdsman, PID 1 inside the namespace
+        time.sleep(0.5)  # the orphans' sleeps have ended: PID 1 must have reaped them
+
+        def zombie_children() -> list[str]:
+            out = subprocess.run(["ps", "-eo", "stat=,ppid=,cmd="], capture_output=True, text=True)
+            rows = [line.split(None, 2) for line in out.stdout.splitlines()]
+            return [r[2] for r in rows if r[0].startswith("Z") and int(r[1]) == daemon]
+
+        assert zombie_children() == []
+        os.kill(daemon, signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(15)
