@@ -25,6 +25,11 @@ from herdsman.core.graph import Condition, find_cycle, unknown_dependencies
 CONFIG_NAMES = ("herdsman.toml", "herdsman.yaml", "herdsman.yml")
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")
 _TOP_LEVEL = ("settings", "services")
+# Settings that default to a path under state_dir: when unset, point at state_dir.
+_DERIVED: dict[Loc, Loc] = {
+    ("settings", "log_dir"): ("settings", "state_dir"),
+    ("settings", "socket"): ("settings", "state_dir"),
+}
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -84,12 +89,30 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         # An unset variable became "": do not report what follows from that twice.
         blamed = [loc for loc, _ in missing_vars]
         for error in e.errors(include_url=False):
+            # Show the value as written ("0s"), not as parsed so far (0.0).
+            written = _value_at(sections, error["loc"])
+            if written is not _ABSENT:
+                error["input"] = written
             loc, message = describe(error, "mapping" if yaml else "table")
             if not any(loc[: len(bad)] == bad for bad in blamed):
-                report.add(loc, message)
+                at = loc if loc in report.lines else _DERIVED.get(loc, loc)
+                report.add(loc, message, at=at)
     if config is None or report.errors:
         raise report.error()
     return config
+
+
+_ABSENT = object()
+
+
+def _value_at(data: object, loc: tuple[str | int, ...]) -> object:
+    for part in loc:
+        in_table = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_table or in_list):
+            return _ABSENT
+        data = data[part]  # type: ignore[index]
+    return data
 
 
 class _Report:
@@ -116,10 +139,10 @@ class _Report:
 
 def _display_name(path: Path) -> str:
     """The path relative to the working directory when it is inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
+    cwd = Path.cwd()
+    if cwd == Path(cwd.anchor) or not path.is_relative_to(cwd):
         return str(path)
+    return str(path.relative_to(cwd))
 
 
 def _read(path: Path, name: str) -> str:
@@ -155,6 +178,8 @@ def _parse_yaml(text: str, report: _Report) -> tuple[dict[Any, Any], dict[Loc, i
     loader = loader_class(text)
     try:
         root = loader.get_single_node()
+        # Walked before construction, which rewrites merge keys (`<<`) in place.
+        lines, duplicates = yaml_lines(root) if root is not None else ({}, [])
         data = loader.construct_document(root) if root is not None else {}
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -171,7 +196,6 @@ def _parse_yaml(text: str, report: _Report) -> tuple[dict[Any, Any], dict[Loc, i
         raise ConfigError(
             [f"{report.name}:1: the file must be a mapping with settings and services"]
         )
-    lines, duplicates = yaml_lines(root) if root is not None else ({}, [])
     for loc, line in duplicates:
         report.add(loc, "is given twice (YAML would keep only the last)", line=line)
     return data, lines

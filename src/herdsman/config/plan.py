@@ -1,0 +1,88 @@
+"""Compiling a validated config into the runtime's plan, in-process or as a helper.
+
+`python -m herdsman.config.plan [-c FILE]` finds and validates the config and
+writes the pickled result to stdout: `("ok", Plan)` or `("errors", [sentences])`.
+The daemon runs it as a short-lived process so that pydantic, and the memory it
+takes, never enters the long-running daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+
+from herdsman.config.errors import ConfigError
+from herdsman.config.loader import find_config_file, load_config
+from herdsman.config.models import Config, Service
+from herdsman.core.lifecycle import Policy
+from herdsman.core.plan import InstancePlan, Plan, ServicePlan
+
+
+def policy_of(svc: Service) -> Policy:
+    return Policy(
+        restart=svc.restart,
+        backoff_initial=svc.backoff.initial,
+        backoff_max=svc.backoff.max,
+        backoff_factor=svc.backoff.factor,
+        backoff_jitter=svc.backoff.jitter,
+        burst=svc.start_limit.burst,
+        interval=svc.start_limit.interval,
+        start_seconds=svc.start_seconds,
+        stop_signal=svc.stop_signal,
+        stop_timeout=svc.stop_timeout,
+    )
+
+
+def compile_service(svc: Service) -> ServicePlan:
+    instances = tuple(
+        InstancePlan(
+            name=name,
+            service=svc.name,
+            replica=replica,
+            argv=tuple(svc.argv_for(replica)),
+            env=svc.env_for(replica),
+            cwd=svc.cwd,
+            user=svc.user,
+            group=svc.group,
+            umask=svc.umask,
+        )
+        for replica, name in enumerate(svc.instance_names())
+    )
+    return ServicePlan(
+        name=svc.name,
+        policy=policy_of(svc),
+        instances=instances,
+        autostart=svc.autostart,
+        depends_on=dict(svc.depends_on),
+    )
+
+
+def compile_plan(config: Config) -> Plan:
+    settings = config.settings
+    return Plan(
+        config_path=config.path,
+        state_dir=settings.state_dir,
+        log_dir=settings.log_dir,
+        socket=settings.socket,
+        shutdown_timeout=settings.shutdown_timeout,
+        services={name: compile_service(svc) for name, svc in config.services.items()},
+    )
+
+
+def main(argv: list[str]) -> int:
+    explicit = argv[1] if len(argv) == 2 and argv[0] == "-c" else None
+    try:
+        path = find_config_file(explicit, Path.cwd(), os.environ)
+        result: tuple[str, object] = ("ok", compile_plan(load_config(path)))
+        code = 0
+    except ConfigError as err:
+        result, code = ("errors", list(err.errors)), 2
+    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

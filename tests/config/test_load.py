@@ -1,0 +1,141 @@
+"""Finding the config file, and TOML and YAML loading into the same Config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herdsman.config import ConfigError, find_config_file
+from tests.config.conftest import WriteConfig
+from tests.config.helpers import load
+
+
+def test_toml_first_then_yaml_then_yml(tmp: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        find_config_file(None, tmp, {})
+    assert caught.value.errors == [
+        f"no herdsman.toml, herdsman.yaml or herdsman.yml in {tmp} (use -c FILE)"
+    ]
+    (tmp / "herdsman.yml").touch()
+    assert find_config_file(None, tmp, {}) == tmp / "herdsman.yml"
+    (tmp / "herdsman.yaml").touch()
+    assert find_config_file(None, tmp, {}) == tmp / "herdsman.yaml"
+    (tmp / "herdsman.toml").touch()
+    assert find_config_file(None, tmp, {}) == tmp / "herdsman.toml"
+
+
+def test_explicit_file_then_environment(tmp: Path) -> None:
+    (tmp / "herdsman.toml").touch()
+    (tmp / "conf").mkdir()
+    (tmp / "conf" / "a.toml").touch()
+    (tmp / "b.yaml").touch()
+    environ = {"HERDSMAN_CONFIG": "b.yaml"}
+    assert find_config_file("conf/a.toml", tmp, environ) == tmp / "conf" / "a.toml"
+    assert find_config_file(str(tmp / "b.yaml"), Path("/"), {}) == tmp / "b.yaml"
+    assert find_config_file(None, tmp, environ) == tmp / "b.yaml"
+    assert find_config_file(None, tmp, {"HERDSMAN_CONFIG": ""}) == tmp / "herdsman.toml"
+
+
+def test_a_named_file_must_exist(tmp: Path) -> None:
+    (tmp / "herdsman.toml").touch()
+    with pytest.raises(ConfigError, match=r"^x.toml: config file does not exist \(given by -c\)$"):
+        find_config_file("x.toml", tmp, {})
+    with pytest.raises(ConfigError, match=r"^y.toml: .* \(given by \$HERDSMAN_CONFIG\)$"):
+        find_config_file(None, tmp, {"HERDSMAN_CONFIG": "y.toml"})
+    with pytest.raises(ConfigError, match=r"^\.: config file is a directory \(given by -c\)$"):
+        find_config_file(".", tmp, {})
+
+
+TOML = """\
+[settings]
+state_dir = "run"
+shutdown_timeout = "45s"
+socket_mode = "0660"
+
+[services.db]
+command = "redis-server --port ${DB_PORT:-6390}"
+restart = "on-failure"
+backoff = { initial = "100ms", max = "30s", factor = 2.0, jitter = 0.1 }
+ready = { tcp = "127.0.0.1:6390" }
+health = { exec = "redis-cli ping", interval = "5s" }
+memory_limit = "512MiB"
+stop_signal = "INT"
+umask = "022"
+
+[services.web]
+command = ["python3", "-m", "http.server", "8000"]
+depends_on = { db = "ready" }
+replicas = 2
+env = { PORT = 8000, DEBUG = true }
+log = { max_bytes = "1MiB", backups = 2 }
+"""
+
+YAML = """\
+settings:
+  state_dir: run
+  shutdown_timeout: 45s
+  socket_mode: 0660          # YAML reads this as octal
+services:
+  db:
+    command: redis-server --port ${DB_PORT:-6390}
+    restart: on-failure
+    backoff: {initial: 100ms, max: 30s, factor: 2.0, jitter: 0.1}
+    ready: {tcp: "127.0.0.1:6390"}
+    health:
+      exec: redis-cli ping
+      interval: 5s
+    memory_limit: 512MiB
+    stop_signal: INT
+    umask: "022"
+  web:
+    command: [python3, -m, http.server, "8000"]
+    depends_on: {db: ready}
+    replicas: 2
+    env: {PORT: 8000, DEBUG: true}
+    log: {max_bytes: 1MiB, backups: 2}
+"""
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "yml"])
+def test_yaml_and_toml_give_the_same_config(write: WriteConfig, suffix: str) -> None:
+    from_toml = load(write(TOML))
+    from_yaml = load(write(YAML, f"herdsman.{suffix}"))
+    assert from_yaml.path.name == f"herdsman.{suffix}"
+    assert from_yaml.model_dump(exclude={"path"}) == from_toml.model_dump(exclude={"path"})
+    assert from_toml.services["web"].env == {"PORT": "8000", "DEBUG": "true"}
+    assert from_toml.settings.socket_mode == 0o660
+
+
+def test_yaml_empty_sections_and_anchors(write: WriteConfig) -> None:
+    text = """\
+        settings:
+        x-defaults: &defaults
+          restart: never
+        """
+    path = write(text, "herdsman.yaml")
+    with pytest.raises(ConfigError, match=r"x-defaults: unknown key"):
+        load(path)
+    text = """\
+        settings:
+        services:
+          a: &base
+            command: a
+            restart: never
+          b:
+            <<: *base
+            command: b
+        """
+    config = load(write(text, "herdsman.yaml"))
+    assert config.services["b"].restart == "never"
+    assert config.services["b"].command == ["b"]
+
+
+def test_environ_defaults_to_the_process_environment(
+    write: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herdsman.config import load_config
+
+    monkeypatch.setenv("HM_TEST_CMD", "from-env")
+    config = load_config(write('[services.web]\ncommand = "${HM_TEST_CMD}"\n'))
+    assert config.services["web"].command == ["from-env"]
