@@ -353,7 +353,7 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
-def stop_daemon(daemon: subprocess.Popen, res: Result, sock: str) -> None:
+def stop_daemon(daemon: subprocess.Popen, res: Result, sock: str, log: Path) -> None:
     """SIGTERM, wait, SIGKILL; then make sure no stamp of this run survives."""
     if daemon.poll() is None:
         t0 = time.monotonic()
@@ -362,7 +362,10 @@ def stop_daemon(daemon: subprocess.Popen, res: Result, sock: str) -> None:
             daemon.wait(STOP_TIMEOUT)
             res.stop = time.monotonic() - t0
         except subprocess.TimeoutExpired:
-            res.notes.append(f"did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM; killed")
+            res.notes.append(
+                f"did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM ({len(stamps_of(sock))}"
+                f" stamps still running); killed. Its output:\n{log_tail(log)}"
+            )
             with contextlib.suppress(OSError):
                 os.killpg(daemon.pid, signal.SIGKILL)
             daemon.kill()
@@ -461,7 +464,7 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             if daemon is not None:
-                stop_daemon(daemon, res, sock)
+                stop_daemon(daemon, res, sock, log)
             else:
                 kill_stamps(sock)
             collector.close()
@@ -557,7 +560,9 @@ def notes_text(results: dict[str, Result], scale: dict[str, Result]) -> str:
     return "\n".join(out)
 
 
-def write_results(text: str, notes: str, versions: dict[str, str], argv: list[str]) -> None:
+def write_results(
+    text: str, notes: str, versions: dict[str, str], argv: list[str], load: str
+) -> None:
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -571,8 +576,9 @@ def write_results(text: str, notes: str, versions: dict[str, str], argv: list[st
 - date: {now}
 - machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python \
 {platform.python_version()}
+- load average before the run (1, 5, 15 min): {load}
 - versions: {vers}
-- command: `python3 bench/run.py {" ".join(argv)}`
+- command: `{" ".join(["python3 bench/run.py", *argv])}`
 
 {text}
 
@@ -625,6 +631,7 @@ def main() -> int:
     signal.signal(signal.SIGHUP, on_term)
 
     versions = tool_versions()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     results: dict[str, Result] = {}
     scale: dict[str, Result] = {}
     try:
@@ -633,14 +640,14 @@ def main() -> int:
             r = run_tool(tool, args.instances, args.kills, args.idle, args.circus_check_delay)
             results[tool] = r
             print(f"  {r.error or 'ok'}", flush=True)
-            time.sleep(1)
+            time.sleep(2)  # let the machine settle after the teardown
         if args.scale:
             for tool in [t for t in SCALE_TOOLS if t in args.only]:
                 print(f"{tool}: {args.scale} instances (start only) ...", flush=True)
                 r = run_tool(tool, args.scale, 0, 0, args.circus_check_delay)
                 scale[tool] = r
                 print(f"  {r.error or 'ok'}", flush=True)
-                time.sleep(1)
+                time.sleep(2)
     except KeyboardInterrupt:
         print("interrupted; every daemon and stamp of this run has been stopped", flush=True)
         return 130
@@ -659,7 +666,7 @@ def main() -> int:
     print(text)
     if notes:
         print("\nNotes:\n" + notes)
-    write_results(text, notes, versions, sys.argv[1:])
+    write_results(text, notes, versions, sys.argv[1:], load)
     print(f"\nwritten to {RESULTS.relative_to(REPO)}")
     return 0
 
