@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from herdsman.config import ConfigError, find_config_file
+from herdsman.config import ConfigError, find_config_file, socket_path
 from tests.config.conftest import WriteConfig
 from tests.config.helpers import load
 
@@ -139,3 +141,55 @@ def test_environ_defaults_to_the_process_environment(
     monkeypatch.setenv("HM_TEST_CMD", "from-env")
     config = load_config(write('[services.web]\ncommand = "${HM_TEST_CMD}"\n'))
     assert config.services["web"].command == ["from-env"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "",
+        '[settings]\nstate_dir = "var/hm"\n',
+        '[settings]\nstate_dir = "/run/hm"\n',
+        '[settings]\nstate_dir = "${STATE:-st}"\n',
+        '[settings]\nstate_dir = ""\n',
+        '[settings]\nsocket = "~/hm.sock"\n',
+        '[settings]\nstate_dir = "x"\nsocket = "../s/${NAME}.sock"\n',
+    ],
+)
+def test_socket_path_agrees_with_load_config(
+    write: WriteConfig, monkeypatch: pytest.MonkeyPatch, settings: str
+) -> None:
+    monkeypatch.setenv("HOME", "/home/herd")
+    environ = {"NAME": "daemon"}
+    path = write(settings + '[services.web]\ncommand = "x"\n')
+    assert socket_path(path, environ) == load(path, environ).settings.socket
+
+
+def test_socket_path_from_yaml_ignores_problems_elsewhere(write: WriteConfig, tmp: Path) -> None:
+    path = write("settings:\n  state_dir: st\nservices:\n  web: {restart: sometimes}\n", "h.yaml")
+    assert socket_path(path, {}) == tmp / "st" / "herdsman.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[settings]\nsocket = "${SOCK}"\n', "herdsman.toml: settings.socket: ${SOCK} is not set"),
+        ("[settings]\nstate_dir = 1\n", "herdsman.toml: settings.state_dir: must be a string"),
+        ("settings = 1\n", "herdsman.toml: settings: must be a table"),
+        ("settings = \n", "herdsman.toml:1: syntax error: Invalid value"),
+    ],
+)
+def test_socket_path_errors(write: WriteConfig, text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        socket_path(write(text), {})
+    assert caught.value.errors[0].startswith(error)
+
+
+def test_client_path_imports_neither_pydantic_nor_yaml(write: WriteConfig) -> None:
+    path = write('[services.web]\ncommand = "x"\n')
+    code = (
+        "import sys, pathlib, herdsman.config as c;"
+        f"c.socket_path(c.find_config_file({str(path)!r}, pathlib.Path('/'), {{}}));"
+        "print(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from herdsman.config import units
+from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file
 from herdsman.core.graph import Condition
 
@@ -47,8 +47,7 @@ def _base_dir(info: ValidationInfo) -> Path:
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else _base_dir(info) / path
+    return paths.resolve(path, _base_dir(info))
 
 
 def _argv(value: object) -> object:
@@ -321,9 +320,9 @@ def _env_text(value: object) -> object:
 class Settings(_Model):
     """The `[settings]` table: where the daemon keeps its files and how it is reached."""
 
-    state_dir: ConfigPath = Field(default=Path(".herdsman"), validate_default=True)
-    log_dir: ConfigPath = Field(default=Path(".herdsman/logs"), validate_default=True)
-    socket: ConfigPath = Field(default=Path(".herdsman/herdsman.sock"), validate_default=True)
+    state_dir: ConfigPath = Field(default=paths.STATE_DIR, validate_default=True)
+    log_dir: ConfigPath = Field(default=paths.STATE_DIR / paths.LOG_DIR_NAME, validate_default=True)
+    socket: ConfigPath = Field(default=paths.STATE_DIR / paths.SOCKET_NAME, validate_default=True)
     shutdown_timeout: Duration = 30.0
     token_file: ConfigPath | None = None
     tcp: str | None = None
@@ -336,7 +335,11 @@ class Settings(_Model):
         # log_dir and socket default to inside state_dir, wherever that was moved.
         if isinstance(data, dict) and isinstance(data.get("state_dir"), str | Path):
             state_dir = Path(data["state_dir"])
-            data = {"log_dir": state_dir / "logs", "socket": state_dir / "herdsman.sock", **data}
+            defaults = {
+                "log_dir": state_dir / paths.LOG_DIR_NAME,
+                "socket": state_dir / paths.SOCKET_NAME,
+            }
+            data = {**defaults, **data}
         return data
 
     @field_validator("socket")
