@@ -29,7 +29,7 @@ pytest: install
 test: lint typecheck pytest
 
 bench: install
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

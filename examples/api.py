@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the stdlib's name
+    def do_GET(self):
         body = json.dumps({"hello": "from api", "path": self.path}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from herdsman.config import load_config
+from herdsman.config.plan import compile_plan
 from herdsman.core.lifecycle import Event, State
 from herdsman.runtime.supervisor import Managed, Supervisor
 
@@ -36,9 +37,9 @@ async def supervised(
 ) -> AsyncIterator[tuple[Supervisor, Recorder]]:
     path = tmp / "herdsman.toml"
     path.write_text(textwrap.dedent(toml))
-    config = load_config(path)
+    plan = compile_plan(load_config(path))
     rec = Recorder()
-    sup = Supervisor(config, sink=rec.sink, on_change=rec.on_change)
+    sup = Supervisor(plan, sink=rec.sink, on_change=rec.on_change)
     sup.open()
     try:
         if start:

@@ -69,15 +69,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    config = load(args)
-    for name in args.services:
-        if name not in config.services:
-            close = difflib.get_close_matches(name, config.services, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown service {name!r}{hint}")
+    from herdsman.runtime.planner import PlanError, receive_plan, request_plan
+
+    # Validation runs in a helper process while this one loads the runtime.
+    helper = request_plan(args.config)
     from herdsman.cli.up import run_up
 
-    return run_up(config, args.services)
+    try:
+        plan = receive_plan(helper)
+    except PlanError as err:
+        raise UsageError(str(err)) from None
+    for name in args.services:
+        if name not in plan.services:
+            close = difflib.get_close_matches(name, plan.services, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"unknown service {name!r}{hint}")
+    return run_up(plan, args.services)
 
 
 def cmd_version(args: argparse.Namespace) -> int:

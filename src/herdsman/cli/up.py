@@ -11,19 +11,19 @@ import signal
 import sys
 
 from herdsman.cli.console import Console, wants_colour
-from herdsman.config import Config
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
+from herdsman.core.plan import Plan
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 
-def run_up(config: Config, services: list[str]) -> int:
-    return asyncio.run(_up(config, services))
+def run_up(plan: Plan, services: list[str]) -> int:
+    return asyncio.run(_up(plan, services))
 
 
-async def _up(config: Config, services: list[str]) -> int:
+async def _up(plan: Plan, services: list[str]) -> int:
     loop = asyncio.get_running_loop()
     out = sys.stdout.buffer
-    names = [n for svc in config.services.values() for n in svc.instance_names()]
+    names = [inst.name for svc in plan.services.values() for inst in svc.instances]
     console = Console(names, out, colour=wants_colour(out))
 
     def on_change(managed: Managed, old: State, event: Event) -> None:
@@ -41,7 +41,7 @@ async def _up(config: Config, services: list[str]) -> int:
             case SpawnFailed():
                 say(managed.name, core.message)
 
-    supervisor = Supervisor(config, sink=console.line, on_change=on_change)
+    supervisor = Supervisor(plan, sink=console.line, on_change=on_change)
     stop_requested = asyncio.Event()
     signals_seen = 0
 
@@ -61,7 +61,7 @@ async def _up(config: Config, services: list[str]) -> int:
     try:
         supervisor.start_services(services or None)
         await stop_requested.wait()
-        await supervisor.stop_all(config.settings.shutdown_timeout)
+        await supervisor.stop_all(plan.shutdown_timeout)
     finally:
         if supervisor.any_live():
             supervisor.kill_all()

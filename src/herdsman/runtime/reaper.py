@@ -23,7 +23,7 @@ def become_subreaper() -> bool:
     """Ask the kernel to reparent orphaned descendants to us instead of PID 1."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -44,6 +44,11 @@ class Reaper:
     def start(self) -> None:
         become_subreaper()
         self._loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        # When thousands of children exit at once the loop's wakeup pipe fills
+        # up; the bytes already queued guarantee a wake-up and `reap` drains every
+        # exit, so a full pipe loses nothing and is not worth a warning per signal.
+        wakeup_fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
         self.reap()  # children that died before the handler was installed
 
     def close(self) -> None:

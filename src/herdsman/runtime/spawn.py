@@ -1,144 +1,176 @@
 """Spawning one instance's main process.
 
 Each child gets its own session (so its own process group), stdin from
-/dev/null and stdout/stderr on pipes the daemon reads. subprocess.Popen is used
-for its vfork fast path and its exec-error reporting; no preexec_fn, ever.
-A spawn that cannot happen raises `SpawnError` with one sentence.
+/dev/null and stdout/stderr on pipes the daemon reads. The fast path is
+`os.posix_spawnp` (vfork + exec in glibc, errors reported synchronously); the
+daemon is single-threaded, so it can enter the instance's cwd and umask just
+around the call and return to its own right after. Switching user or group needs setuid in the child, which
+posix_spawn cannot do, so those instances go through subprocess.Popen (still
+no preexec_fn). A spawn that cannot happen raises `SpawnError`, one sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
+import signal
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from herdsman.core.plan import InstancePlan
+
+# Python ignores these; a child must start with the default disposition.
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class SpawnError(Exception):
     """The process could not be started; the message is one sentence for the user."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnSpec:
-    """Everything needed to start one instance's process, resolved from config."""
-
-    argv: tuple[str, ...]
-    env: Mapping[str, str]  # complete environment of the child
-    cwd: Path
-    user: str | None = None
-    group: str | None = None
-    umask: int | None = None
-
-
-@dataclass(slots=True)
-class Child:
-    """A running main process with the read ends of its output pipes."""
-
-    popen: subprocess.Popen[bytes]
-    stdout: int
-    stderr: int
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-def child_environment(
-    base: Mapping[str, str],
-    service_env: Mapping[str, str],
-    service: str,
-    instance: str,
-    replica: int,
-) -> dict[str, str]:
+def child_environment(base: Mapping[str, str], inst: InstancePlan) -> dict[str, str]:
     env = dict(base)
-    env.update(service_env)
-    env["HERDSMAN_SERVICE"] = service
-    env["HERDSMAN_INSTANCE"] = instance
-    env["HERDSMAN_REPLICA"] = str(replica)
+    env.update(inst.env)
+    env["HERDSMAN_SERVICE"] = inst.service
+    env["HERDSMAN_INSTANCE"] = inst.name
+    env["HERDSMAN_REPLICA"] = str(inst.replica)
     return env
 
 
-def _identity(spec: SpawnSpec) -> dict[str, object]:
+def close_inherited_fds() -> None:
+    """Make every fd above stderr close-on-exec, so no child inherits ours.
+
+    Python creates fds non-inheritable, but the daemon may have been handed
+    inheritable ones by whoever started it; posix_spawn would pass them on.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+
+def _identity(inst: InstancePlan) -> dict[str, object]:
     """Popen keyword arguments that switch user/group, resolved with clear errors."""
-    kwargs: dict[str, object] = {}
-    if spec.user is None and spec.group is None:
-        return kwargs
     if os.geteuid() != 0:
-        raise SpawnError(
-            f"cannot switch to user {spec.user or spec.group!r}: herdsman is not running as root"
-        )
+        who = inst.user if inst.user is not None else inst.group
+        raise SpawnError(f"cannot switch to {who!r}: herdsman is not running as root")
+    kwargs: dict[str, object] = {}
     gid: int | None = None
-    if spec.group is not None:
+    if inst.group is not None:
         try:
-            gid = grp.getgrnam(spec.group).gr_gid
+            gid = grp.getgrnam(inst.group).gr_gid
         except KeyError:
-            raise SpawnError(f"unknown group {spec.group!r}") from None
+            raise SpawnError(f"unknown group {inst.group!r}") from None
         kwargs["group"] = gid
-    if spec.user is not None:
+    if inst.user is not None:
         try:
-            entry = pwd.getpwnam(spec.user)
+            entry = pwd.getpwnam(inst.user)
         except KeyError:
-            raise SpawnError(f"unknown user {spec.user!r}") from None
+            raise SpawnError(f"unknown user {inst.user!r}") from None
         kwargs["user"] = entry.pw_uid
         if gid is None:
             gid = entry.pw_gid
             kwargs["group"] = gid
-        kwargs["extra_groups"] = os.getgrouplist(spec.user, gid)
+        kwargs["extra_groups"] = os.getgrouplist(inst.user, gid)
     return kwargs
 
 
-def _explain(err: OSError, spec: SpawnSpec) -> str:
-    program = spec.argv[0]
-    if err.filename is not None and Path(os.fsdecode(err.filename)) == spec.cwd:
+def _explain(err: OSError, inst: InstancePlan) -> str:
+    program = inst.argv[0]
+    if err.filename is not None and Path(os.fsdecode(err.filename)) == inst.cwd:
         if isinstance(err, FileNotFoundError):
-            return f"working directory {spec.cwd} does not exist"
+            return f"working directory {inst.cwd} does not exist"
         if isinstance(err, NotADirectoryError):
-            return f"working directory {spec.cwd} is not a directory"
+            return f"working directory {inst.cwd} is not a directory"
         if isinstance(err, PermissionError):
-            return f"working directory {spec.cwd} is not accessible (permission denied)"
+            return f"working directory {inst.cwd} is not accessible (permission denied)"
     if isinstance(err, FileNotFoundError):
         if "/" in program:
             return f"command {program} does not exist"
         return f"command {program!r} not found in PATH"
     if isinstance(err, PermissionError):
         return f"command {program} is not executable (permission denied)"
-    if err.errno == 8:  # ENOEXEC
+    if err.errno == errno.ENOEXEC:
         return f"command {program} is not an executable file (missing #! line?)"
     return f"cannot start {program}: {err.strerror or err}"
 
 
-def spawn(spec: SpawnSpec) -> Child:
-    """Start the process; raise SpawnError with one sentence when it cannot start."""
-    identity = _identity(spec)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        popen = subprocess.Popen(
-            spec.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=spec.cwd,
-            env=spec.env,
+class Spawner:
+    """Starts processes. Holds /dev/null and the daemon's own cwd open."""
+
+    def __init__(self) -> None:
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self._devnull)
+        os.close(self._home)
+
+    def spawn(self, inst: InstancePlan, env: Mapping[str, str]) -> tuple[int, int, int]:
+        """Start the process: (pid, stdout read fd, stderr read fd), both non-blocking."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            os.set_blocking(out_w, True)
+            os.set_blocking(err_w, True)
+            if inst.user is None and inst.group is None:
+                pid = self._posix_spawn(inst, env, out_w, err_w)
+            else:
+                pid = self._popen(inst, env, out_w, err_w)
+        except OSError as err:
+            os.close(out_r)
+            os.close(err_r)
+            raise SpawnError(_explain(err, inst)) from None
+        except (SpawnError, ValueError, TypeError) as err:  # ValueError: a NUL in an argument
+            os.close(out_r)
+            os.close(err_r)
+            if isinstance(err, SpawnError):
+                raise
+            raise SpawnError(f"cannot start {inst.argv[0]}: {err}") from None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        return pid, out_r, err_r
+
+    def _posix_spawn(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
+        os.chdir(inst.cwd)
+        old_umask = os.umask(inst.umask) if inst.umask is not None else None
+        try:
+            return os.posix_spawnp(
+                inst.argv[0],
+                inst.argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                ],
+                setsid=True,
+                setsigdef=_RESET_SIGNALS,
+            )
+        finally:
+            os.fchdir(self._home)
+            if old_umask is not None:
+                os.umask(old_umask)
+
+    def _popen(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
+        popen = subprocess.Popen(  # type: ignore[call-overload]
+            inst.argv,
+            stdin=self._devnull,
+            stdout=out,
+            stderr=err,
+            cwd=inst.cwd,
+            env=env,
             start_new_session=True,
             close_fds=True,
-            umask=-1 if spec.umask is None else spec.umask,
-            **identity,  # type: ignore[arg-type]
+            umask=-1 if inst.umask is None else inst.umask,
+            **_identity(inst),
         )
-    except OSError as err:
-        os.close(out_r)
-        os.close(err_r)
-        raise SpawnError(_explain(err, spec)) from None
-    except (ValueError, TypeError) as err:  # e.g. a NUL byte in an argument
-        os.close(out_r)
-        os.close(err_r)
-        raise SpawnError(f"cannot start {spec.argv[0]}: {err}") from None
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
-    return Child(popen, out_r, err_r)
+        # The reaper collects the exit status; Popen must never wait on it itself.
+        popen.returncode = 0
+        pid: int = popen.pid
+        return pid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -17,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from herdsman.config import Config, Service
 from herdsman.core import graph
 from herdsman.core.lifecycle import (
     Action,
@@ -26,7 +26,6 @@ from herdsman.core.lifecycle import (
     Event,
     Exited,
     Instance,
-    Policy,
     SetTimer,
     SignalGroup,
     Spawn,
@@ -38,9 +37,10 @@ from herdsman.core.lifecycle import (
     StopTimeout,
     on_event,
 )
+from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
-from herdsman.runtime.spawn import Child, SpawnError, SpawnSpec, child_environment, spawn
+from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 
 ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING)
 
@@ -50,11 +50,9 @@ class Managed:
     """One instance: its pure lifecycle plus the runtime resources it holds."""
 
     core: Instance
-    service: str
-    replica: int
-    spec: SpawnSpec
+    plan: InstancePlan
+    env: dict[str, str]  # the complete environment of the child
     depends_on: dict[str, graph.Condition]
-    child: Child | None = None
     timer: asyncio.TimerHandle | None = None
     pumps: set[LogPump] = field(default_factory=set)  # may outlive a process (EOF comes later)
 
@@ -66,36 +64,25 @@ class Managed:
     def state(self) -> State:
         return self.core.state
 
+    @property
+    def service(self) -> str:
+        return self.plan.service
+
 
 # (instance, state before the event, the event): called once things have settled.
 ChangeCallback = Callable[[Managed, State, Event], None]
 
 
-def policy_of(svc: Service) -> Policy:
-    return Policy(
-        restart=svc.restart,
-        backoff_initial=svc.backoff.initial,
-        backoff_max=svc.backoff.max,
-        backoff_factor=svc.backoff.factor,
-        backoff_jitter=svc.backoff.jitter,
-        burst=svc.start_limit.burst,
-        interval=svc.start_limit.interval,
-        start_seconds=svc.start_seconds,
-        stop_signal=svc.stop_signal,
-        stop_timeout=svc.stop_timeout,
-    )
-
-
 class Supervisor:
     def __init__(
         self,
-        config: Config,
+        plan: Plan,
         *,
         sink: LineSink,
         on_change: ChangeCallback | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
-        self.config = config
+        self.plan = plan
         self._loop = asyncio.get_running_loop()
         self._sink = sink
         self._on_change = on_change
@@ -108,28 +95,26 @@ class Supervisor:
         self._delivering = False
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
+        self._spawner = Spawner()
         base_env = dict(os.environ if environ is None else environ)
-        for name, svc in config.services.items():
-            policy = policy_of(svc)
-            members = []
-            for replica, inst_name in enumerate(svc.instance_names()):
-                spec = SpawnSpec(
-                    argv=tuple(svc.argv_for(replica)),
-                    env=child_environment(base_env, svc.env_for(replica), name, inst_name, replica),
-                    cwd=svc.cwd,
-                    user=svc.user,
-                    group=svc.group,
-                    umask=svc.umask,
+        for name, svc in plan.services.items():
+            members = [
+                Managed(
+                    Instance(inst.name, svc.policy),
+                    inst,
+                    child_environment(base_env, inst),
+                    svc.depends_on,
                 )
-                managed = Managed(Instance(inst_name, policy), name, replica, spec, svc.depends_on)
-                members.append(managed)
-                self.instances[inst_name] = managed
+                for inst in svc.instances
+            ]
+            self.instances.update((m.name, m) for m in members)
             self.by_service[name] = members
-        self._deps = {name: svc.depends_on for name, svc in config.services.items()}
+        self._deps = plan.dependency_map()
 
     # --- lifecycle of the supervisor itself ------------------------------------
 
     def open(self) -> None:
+        close_inherited_fds()
         self._reaper.start()
 
     def close(self) -> None:
@@ -138,6 +123,7 @@ class Supervisor:
             for pump in list(managed.pumps):
                 pump.close()
         self._reaper.close()
+        self._spawner.close()
 
     # --- requests -----------------------------------------------------------
 
@@ -146,7 +132,7 @@ class Supervisor:
     ) -> None:
         """Start the named services (default: every autostart one) and their dependencies."""
         if services is None:
-            services = [n for n, svc in self.config.services.items() if svc.autostart]
+            services = [n for n, svc in self.plan.services.items() if svc.autostart]
         wanted = set(graph.closure(self._deps, services))
         for wave in graph.start_waves(self._deps):
             for name in wave:
@@ -178,9 +164,7 @@ class Supervisor:
             for managed in members:
                 self.stop(managed)
             remaining = deadline - self._loop.time()
-            if not await self.wait_until(
-                lambda ms=members: not any(m.core.live for m in ms), remaining
-            ):
+            if not await self.wait_until(functools.partial(_none_live, members), remaining):
                 self.kill_all()
                 await self.wait_until(lambda: not self.any_live(), 10.0)
                 return False
@@ -263,29 +247,25 @@ class Supervisor:
 
     def _spawn(self, managed: Managed) -> None:
         try:
-            child = spawn(managed.spec)
-        except SpawnError as err:
-            self.feed(managed, SpawnFailed(f"cannot start: {err}"))
+            pid, out, err = self._spawner.spawn(managed.plan, managed.env)
+        except SpawnError as error:
+            self.feed(managed, SpawnFailed(f"cannot start: {error}"))
             return
-        managed.child = child
         name = managed.name
-        for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
+        for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.add(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
             )
-        self._reaper.watch(child.pid, lambda code, sig: self._exited(managed, child, code, sig))
-        self.feed(managed, Spawned(child.pid))
+        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
+        self.feed(managed, Spawned(pid))
 
-    def _exited(self, managed: Managed, child: Child, code: int | None, sig: int | None) -> None:
+    def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         # The main process is gone: whatever is left of its group goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.popen.returncode = -sig if sig is not None else code
+            os.killpg(pid, signal.SIGKILL)
         for pump in list(managed.pumps):
             pump.drain()
-        if managed.child is child:
-            managed.child = None
-        self.feed(managed, Exited(child.pid, code, sig))
+        self.feed(managed, Exited(pid, code, sig))
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         if managed.core.waiting:
@@ -324,6 +304,10 @@ class _Views(dict[str, list[graph.DependencyView]]):
         views = [_view(m.core) for m in self._by_service[service]]
         self[service] = views
         return views
+
+
+def _none_live(members: list[Managed]) -> bool:
+    return not any(m.core.live for m in members)
 
 
 def _view(core: Instance) -> graph.DependencyView:

@@ -1,0 +1,52 @@
+"""The plan: a validated config resolved into exactly what the runtime needs.
+
+The config layer (pydantic) produces it; the daemon consumes it. Keeping it as
+plain frozen dataclasses means the daemon never has to import pydantic: it
+receives a plan from a short-lived validating process (see config/plan.py),
+which keeps the long-running process small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from herdsman.core.graph import Condition
+from herdsman.core.lifecycle import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    """One process to run: `{replica}` already substituted, units already parsed."""
+
+    name: str
+    service: str
+    replica: int
+    argv: tuple[str, ...]
+    env: dict[str, str]  # the service's own variables (env_file + env)
+    cwd: Path
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    name: str
+    policy: Policy
+    instances: tuple[InstancePlan, ...]
+    autostart: bool
+    depends_on: dict[str, Condition]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    config_path: Path
+    state_dir: Path
+    log_dir: Path
+    socket: Path
+    shutdown_timeout: float
+    services: dict[str, ServicePlan]
+
+    def dependency_map(self) -> dict[str, dict[str, Condition]]:
+        return {name: svc.depends_on for name, svc in self.services.items()}

@@ -1,0 +1,43 @@
+"""Getting a plan from the validating helper process (see config/plan.py).
+
+The helper runs as `python -m herdsman.config.plan`, so the daemon never imports
+pydantic. It is started before the runtime is imported, so the two overlap.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+from herdsman.core.plan import Plan
+
+
+class PlanError(Exception):
+    """The config is invalid; `errors` holds one sentence per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def request_plan(config: str | None) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "herdsman.config.plan"]
+    if config is not None:
+        argv += ["-c", config]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
+    out, _ = helper.communicate()
+    try:
+        kind, value = pickle.loads(out)
+    except Exception:
+        raise PlanError(
+            [f"the config validator failed (exit code {helper.returncode}); see the error above"]
+        ) from None
+    if kind == "errors":
+        raise PlanError(list(value))
+    if not isinstance(value, Plan):
+        raise PlanError(["the config validator answered something unexpected"])
+    return value
