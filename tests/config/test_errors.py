@@ -183,6 +183,7 @@ def test_many_yaml_errors_come_back_together_with_their_lines(
         ('start_seconds = "soon"', "4: services.web.start_seconds: 'soon' is not a duration"),
         ('umask = "999"', "4: services.web.umask: '999' is not an octal mode"),
         ("user = 0", "4: services.web.user: must be a string, not 0"),
+        ('group = ""', "4: services.web.group: must not be empty"),
         ('depends_on = "db"', "4: services.web.depends_on: must be a table, not 'db'"),
         ("depends_on = [1]", "4: services.web.depends_on: must list service names (strings)"),
         ("shell = true", "2: services.web.command: must be a string when shell = true, not a list"),

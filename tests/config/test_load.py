@@ -133,6 +133,20 @@ def test_yaml_empty_sections_and_anchors(write: WriteConfig) -> None:
     assert config.services["b"].command == ["b"]
 
 
+def test_yaml_keys_are_names_as_written(write: WriteConfig) -> None:
+    text = """\
+        services:
+          on:
+            command: x
+            env: {NO: 1, null: 2, 3: three}
+          1:
+            command: y
+        """
+    config = load(write(text, "herdsman.yaml"))
+    assert list(config.services) == ["on", "1"]
+    assert config.services["on"].env == {"NO": "1", "null": "2", "3": "three"}
+
+
 def test_environ_defaults_to_the_process_environment(
     write: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

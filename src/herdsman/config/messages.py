@@ -66,6 +66,8 @@ def describe(error: ErrorDetails, table_word: str) -> tuple[Loc, str]:
         return loc, f"must be one of {choices}, not {given}"
     if kind in _TYPE_NAMES:
         return loc, f"must be {_TYPE_NAMES[kind]}, not {given}"
+    if kind == "string_too_short":
+        return loc, "must not be empty"
     if kind in _TABLE_TYPES:
         return loc, f"must be a {table_word}, not {given}"
     if kind in _BOUNDS:

@@ -207,8 +207,8 @@ class Service(_Model):
     cwd: ConfigPath = Field(default=Path("."), validate_default=True)
     env_file: Path | None = None
     env: dict[str, str] = Field(default_factory=dict, validate_default=True)
-    user: str | None = None
-    group: str | None = None
+    user: str | None = Field(default=None, min_length=1)
+    group: str | None = Field(default=None, min_length=1)
     umask: Mode | None = None
     autostart: bool = True
     replicas: int = Field(default=1, ge=1)
@@ -327,7 +327,7 @@ class Settings(_Model):
     token_file: ConfigPath | None = None
     tcp: str | None = None
     socket_mode: Mode = 0o600
-    socket_group: str | None = None
+    socket_group: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,10 +11,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herdsman.config.errors import ConfigError, Loc
 from herdsman.config.locate import toml_lines, yaml_lines
+
+if TYPE_CHECKING:
+    import yaml
 
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -81,6 +84,7 @@ def _parse_yaml(text: str, name: str) -> Document:
             return Document(name, {}, yaml=True)
         # Walked before construction, which rewrites merge keys (`<<`) in place.
         lines, duplicates = yaml_lines(root)
+        _keys_as_written(root)
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -96,3 +100,26 @@ def _parse_yaml(text: str, name: str) -> Document:
     if not isinstance(data, dict):
         raise ConfigError([f"{name}:1: the file must be a mapping with settings and services"])
     return Document(name, data, yaml=True, lines=lines, duplicates=duplicates)
+
+
+def _keys_as_written(root: yaml.Node) -> None:
+    """Make every plain mapping key a string, as TOML keys are.
+
+    YAML 1.1 would read a service `on:` or an env key `NO:` as booleans and `1:` as
+    an int; in a config every key is a name.
+    """
+    import yaml
+
+    todo, seen = [root], set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    key.tag = "tag:yaml.org,2002:str"
+                todo.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
