@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from herdsman.config.errors import ConfigError, Loc
 from herdsman.config.locate import toml_lines, yaml_lines
@@ -23,16 +22,16 @@ _YAML_SUFFIXES = (".yaml", ".yml", ".json")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
-@dataclass(frozen=True)
-class Document:
-    """A parsed config file."""
+class Document(NamedTuple):
+    """A parsed config file. (A NamedTuple: dataclasses would cost the client path an
+    import of `inspect`.)"""
 
     name: str  # as errors show it
     data: dict[Any, Any]
     yaml: bool
-    lines: dict[Loc, int] = field(default_factory=dict)
+    lines: dict[Loc, int]
     # YAML keys written twice in one mapping, with their lines (TOML refuses them).
-    duplicates: list[tuple[Loc, int]] = field(default_factory=list)
+    duplicates: list[tuple[Loc, int]]
 
 
 def display_name(path: Path) -> str:
@@ -71,7 +70,7 @@ def _parse_toml(text: str, name: str) -> Document:
         raise ConfigError(
             [f"{name}:{position[1]}: syntax error: {reason} (column {position[2]})"]
         ) from None
-    return Document(name, data, yaml=False, lines=toml_lines(text))
+    return Document(name, data, yaml=False, lines=toml_lines(text), duplicates=[])
 
 
 def _parse_yaml(text: str, name: str) -> Document:
@@ -81,7 +80,7 @@ def _parse_yaml(text: str, name: str) -> Document:
     try:
         root = loader.get_single_node()
         if root is None:
-            return Document(name, {}, yaml=True)
+            return Document(name, {}, yaml=True, lines={}, duplicates=[])
         # Walked before construction, which rewrites merge keys (`<<`) in place.
         lines, duplicates = yaml_lines(root)
         _keys_as_written(root)
