@@ -60,7 +60,7 @@ def describe(error: ErrorDetails, table_word: str) -> tuple[Loc, str]:
     if kind == "missing":
         return loc, "is required"
     if kind == "extra_forbidden":
-        return loc, "unknown key" + did_you_mean(str(loc[-1]), known_keys(loc[:-1]))
+        return loc, "unknown key" + did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))
     if kind == "literal_error":
         choices = ", ".join(re.findall(r"'([^']*)'", str(ctx["expected"])))
         return loc, f"must be one of {choices}, not {given}"
@@ -82,7 +82,7 @@ def did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def known_keys(loc: Loc) -> list[str]:
+def _known_keys(loc: Loc) -> list[str]:
     """The keys the table at `loc` accepts, found by walking the models' annotations."""
     annotation: Any = Config
     for part in loc:
