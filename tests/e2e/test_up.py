@@ -257,3 +257,22 @@ def test_up_as_pid_1_reaps_orphans(tmp: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(15)
+
+
+def test_second_up_on_the_same_config_is_refused(up, tmp: Path) -> None:
+    run = up(
+        """
+        [services.s]
+        command = "sleep 60"
+        """
+    )
+    run.wait_line("s: started")
+    second = subprocess.run([*HERDSMAN, "up"], cwd=tmp, capture_output=True, text=True, timeout=10)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        f"herdsman: another herdsman (pid {run.proc.pid}) already runs this config "
+        f"({tmp}/.herdsman/herdsman.lock)"
+    )
+    assert len(run.matching("started (pid")) == 1
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0

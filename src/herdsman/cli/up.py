@@ -13,11 +13,24 @@ import sys
 from herdsman.cli.console import Console, wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
+from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 
 def run_up(plan: Plan, services: list[str]) -> int:
-    return asyncio.run(_up(plan, services))
+    lock = DaemonLock(plan.state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as err:
+        print(f"herdsman: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_up(plan, services))
+    finally:
+        lock.release()
 
 
 async def _up(plan: Plan, services: list[str]) -> int:
