@@ -42,8 +42,6 @@ from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 
-ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING)
-
 
 @dataclass(eq=False)
 class Managed:
@@ -90,6 +88,7 @@ class Supervisor:
         self._random = random.Random()
         self._waiting: dict[str, Managed] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._waiters_check_scheduled = False
         self._changes: deque[tuple[Managed, State, Event]] = deque()
         self._depth = 0
         self._delivering = False
@@ -276,6 +275,14 @@ class Supervisor:
             self._on_change(managed, old, event)
         if self._waiting:
             self._recheck_waiting()
+        if self._waiters and not self._waiters_check_scheduled:
+            # Once per loop turn, not per change: a batch of exits (one SIGCHLD
+            # wake-up) would otherwise re-evaluate every predicate per instance.
+            self._waiters_check_scheduled = True
+            self._loop.call_soon(self._check_waiters)
+
+    def _check_waiters(self) -> None:
+        self._waiters_check_scheduled = False
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
