@@ -56,6 +56,7 @@ def compile_service(svc: Service) -> ServicePlan:
         instances=instances,
         autostart=svc.autostart,
         depends_on=dict(svc.depends_on),
+        memory_limit=svc.memory_limit,
     )
 
 
@@ -68,6 +69,10 @@ def compile_plan(config: Config) -> Plan:
         socket=settings.socket,
         shutdown_timeout=settings.shutdown_timeout,
         services={name: compile_service(svc) for name, svc in config.services.items()},
+        socket_mode=settings.socket_mode,
+        socket_group=settings.socket_group,
+        tcp=settings.tcp,
+        token_file=settings.token_file,
     )
 
 

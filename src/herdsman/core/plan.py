@@ -37,6 +37,7 @@ class ServicePlan:
     instances: tuple[InstancePlan, ...]
     autostart: bool
     depends_on: dict[str, Condition]
+    memory_limit: int | None = None  # bytes, for the instance's whole process tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,10 @@ class Plan:
     socket: Path
     shutdown_timeout: float
     services: dict[str, ServicePlan]
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+    tcp: str | None = None  # "host:port"
+    token_file: Path | None = None
 
     def dependency_map(self) -> dict[str, dict[str, Condition]]:
         return {name: svc.depends_on for name, svc in self.services.items()}

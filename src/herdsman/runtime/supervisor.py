@@ -169,6 +169,14 @@ class Supervisor:
                 return False
         return True
 
+    def signal_group(self, managed: Managed, sig: int) -> None:
+        """Send `sig` to the instance's whole process group, if it has a process."""
+        pid = managed.core.pid
+        if pid is not None:
+            # Already gone? Then its exit status is on its way.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+
     def kill_all(self) -> None:
         for managed in self.instances.values():
             self.kill(managed)
@@ -224,11 +232,7 @@ class Supervisor:
             case Spawn():
                 self._spawn(managed)
             case SignalGroup(signal=sig):
-                pid = managed.core.pid
-                if pid is not None:
-                    # Already gone? Then its exit status is on its way.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, sig)
+                self.signal_group(managed, sig)
             case SetTimer(at=at, event=event):
                 self._cancel_timer(managed)
                 managed.timer = self._loop.call_at(at, self._timer_fired, managed, event)

@@ -1,0 +1,422 @@
+"""The daemon: one Supervisor plus what the control API needs of it.
+
+It answers control requests (status, start/stop/restart by pattern, signals,
+recent log lines, event streams, metrics), keeps the last lines of every
+instance in memory, samples resources on demand, enforces `memory_limit`, and
+owns the graceful shutdown. The CLI composes it with the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import heapq
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from herdsman import __version__
+from herdsman.core import graph
+from herdsman.core.lifecycle import Event, State, Stop, signal_name
+from herdsman.core.plan import Plan
+from herdsman.runtime.control import ControlError
+from herdsman.runtime.monitor import Sample, own_usage, sample_tree
+from herdsman.runtime.supervisor import Managed, Supervisor
+
+LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
+QUEUE_LIMIT = 10_000  # a follower that falls this far behind is dropped
+SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+MEMORY_CHECK_INTERVAL = 5.0
+
+# Settled states of a start request: it worked, or herdsman gave up on it.
+START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
+
+LogEntry = tuple[float, str, str, str]  # (unix time, instance, stream, text)
+ChangeHook = Callable[[Managed, State, Event], None]
+LineHook = Callable[[str, str, bytes], None]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_signal(value: str | int) -> int:
+    """A signal from `HUP`, `SIGHUP`, `hup` or a number; ControlError otherwise."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        number = int(value)
+        if number in {int(s) for s in signal.Signals}:
+            return number
+        raise ControlError(400, f"{value} is not a signal number")
+    name = str(value).upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ControlError(400, f"unknown signal {value!r}") from None
+
+
+class Daemon:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        log: logging.Logger,
+        tasks: asyncio.TaskGroup,
+        on_change: ChangeHook | None = None,
+        on_line: LineHook | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.started_at = time.time()
+        self._log = log
+        self._tasks = tasks
+        self._on_change = on_change
+        self._on_line = on_line
+        self._on_note = on_note
+        self._loop = asyncio.get_running_loop()
+        self._lines: dict[str, deque[LogEntry]] = {}
+        self._line_followers: set[asyncio.Queue[LogEntry | None]] = set()
+        self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._samples: dict[str, Sample] = {}
+        self._sampled_at = 0.0
+        self._over_limit: set[str] = set()
+        self._shutdown = asyncio.Event()
+        self._signals = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self.supervisor = Supervisor(plan, sink=self._line, on_change=self._changed)
+        for name in self.supervisor.instances:
+            self._lines[name] = deque(maxlen=LINES_KEPT)
+
+    # --- running --------------------------------------------------------------
+
+    def open(self) -> None:
+        self.supervisor.open()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(signum, self._on_signal, signum)
+        if any(svc.memory_limit for svc in self.plan.services.values()):
+            self._run_in_background(self._watch_memory())
+
+    def start_services(self, services: list[str] | None) -> None:
+        self.supervisor.start_services(services)
+
+    async def wait_for_shutdown(self) -> bool:
+        """Wait for a shutdown request, then stop everything; False if something was killed."""
+        await self._shutdown.wait()
+        return await self.supervisor.stop_all(self.plan.shutdown_timeout)
+
+    def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A task owned by the daemon's task group, cancelled when the daemon closes."""
+        task = self._tasks.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._loop.remove_signal_handler(signum)
+        # Followers end their streams; None is the end marker.
+        for lines in list(self._line_followers):
+            self._offer(self._line_followers, lines, None)
+        for events in list(self._event_followers):
+            self._offer(self._event_followers, events, None)
+        self.supervisor.close()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self._note(logging.INFO, f"{signal.Signals(signum).name}: stopping all services")
+            self._shutdown.set()
+        else:
+            self._note(logging.WARNING, "second signal: killing all services now")
+            self.supervisor.kill_all()
+
+    def _note(self, level: int, text: str) -> None:
+        """A message about the daemon itself: to its log, and to the console if any."""
+        self._log.log(level, text)
+        if self._on_note is not None:
+            self._on_note(text)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    # --- what the supervisor tells us -----------------------------------------
+
+    def _line(self, instance: str, stream: str, data: bytes) -> None:
+        entry = (time.time(), instance, stream, data.decode("utf-8", "replace"))
+        self._lines[instance].append(entry)
+        for queue in list(self._line_followers):
+            self._offer(self._line_followers, queue, entry)
+        if self._on_line is not None:
+            self._on_line(instance, stream, data)
+
+    def _changed(self, managed: Managed, old: State, event: Event) -> None:
+        core = managed.core
+        if core.state is not old:
+            self._log.info(
+                "%s: %s -> %s%s",
+                managed.name,
+                old.value,
+                core.state.value,
+                f" ({core.message})" if core.message else "",
+            )
+        if self._event_followers:
+            doc = {
+                "time": iso(time.time()),
+                "instance": managed.name,
+                "service": managed.service,
+                "state": core.state.value,
+                "previous": old.value,
+                "pid": core.pid,
+                "ready": core.ready,
+                "message": core.message,
+            }
+            for queue in list(self._event_followers):
+                self._offer(self._event_followers, queue, doc)
+        if self._on_change is not None:
+            self._on_change(managed, old, event)
+
+    @staticmethod
+    def _offer(followers: set[Any], queue: asyncio.Queue[Any], item: object) -> None:
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Too slow to keep up: end its stream rather than grow without bound.
+            followers.discard(queue)
+            queue._queue.clear()  # type: ignore[attr-defined]
+            queue.put_nowait(None)
+
+    # --- documents ------------------------------------------------------------
+
+    def _refresh_samples(self) -> None:
+        now = time.monotonic()
+        if now - self._sampled_at < SAMPLE_MAX_AGE:
+            return
+        self._sampled_at = now
+        for name, managed in self.supervisor.instances.items():
+            self._sample(name, managed)
+
+    def _sample(self, name: str, managed: Managed) -> Sample | None:
+        pid = managed.core.pid
+        sample = sample_tree(pid, self._samples.get(name)) if pid is not None else None
+        if sample is None:
+            self._samples.pop(name, None)
+        else:
+            self._samples[name] = sample
+        return sample
+
+    def _document(self, managed: Managed) -> dict[str, Any]:
+        core = managed.core
+        sample = self._samples.get(managed.name) if core.pid is not None else None
+        uptime = None
+        if core.pid is not None and core.spawned_at is not None:
+            uptime = round(self._loop.time() - core.spawned_at, 3)
+        return {
+            "name": managed.name,
+            "service": managed.service,
+            "replica": managed.plan.replica,
+            "state": core.state.value,
+            "pid": core.pid,
+            "ready": core.ready,
+            "health": None,
+            "restarts": core.restarts,
+            "exit_code": core.exit_code,
+            "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,
+            "uptime": uptime,
+            "cpu_percent": sample.cpu_percent if sample else None,
+            "rss_bytes": sample.rss_bytes if sample else None,
+            "processes": sample.processes if sample else None,
+            "open_fds": sample.open_fds if sample else None,
+            "message": core.message,
+        }
+
+    def daemon_document(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": str(self.plan.config_path),
+            "started_at": iso(self.started_at),
+            "shutting_down": self.shutting_down,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {"daemon": self.daemon_document(), "services": self.instances()}
+
+    def instances(self) -> list[dict[str, Any]]:
+        self._refresh_samples()
+        return [self._document(m) for m in self.supervisor.instances.values()]
+
+    def instance(self, name: str) -> dict[str, Any]:
+        managed = self.supervisor.instances.get(name)
+        if managed is None:
+            raise ControlError(404, f"no instance named {name!r}")
+        self._refresh_samples()
+        return self._document(managed)
+
+    # --- requests -------------------------------------------------------------
+
+    def match(self, pattern: str) -> list[Managed]:
+        """Instances named by an instance name, a service name or a shell glob."""
+        sup = self.supervisor
+        if pattern in sup.instances:
+            return [sup.instances[pattern]]
+        if pattern in sup.by_service:
+            return list(sup.by_service[pattern])
+        matched = [
+            m
+            for m in sup.instances.values()
+            if fnmatch.fnmatchcase(m.name, pattern) or fnmatch.fnmatchcase(m.service, pattern)
+        ]
+        if not matched:
+            raise ControlError(404, f"no instance or service matches {pattern!r}")
+        return matched
+
+    def _refuse_while_stopping(self) -> None:
+        if self.shutting_down:
+            raise ControlError(409, "herdsman is shutting down")
+
+    def _result(self, managed: list[Managed], failed: list[str]) -> dict[str, Any]:
+        self._refresh_samples()
+        return {"instances": [self._document(m) for m in managed], "failed": failed}
+
+    def _start(self, managed: list[Managed]) -> None:
+        # What they depend on and is not running comes up first (like `up SERVICE`).
+        sup = self.supervisor
+        services = {m.service for m in managed}
+        for name in graph.closure(self.plan.dependency_map(), services):
+            if name in services:
+                continue
+            for dep in sup.by_service[name]:
+                if dep.state in (State.STOPPED, State.EXITED, State.FAILED):
+                    sup.start(dep, manual=True)
+        for m in managed:
+            sup.start(m, manual=True)
+
+    async def _settled(self, managed: list[Managed]) -> list[str]:
+        await self.supervisor.wait_until(
+            lambda: all(m.state in START_DONE for m in managed), timeout=None
+        )
+        return [m.name for m in managed if m.state is not State.RUNNING]
+
+    async def _stopped(self, managed: list[Managed]) -> None:
+        await self.supervisor.wait_until(lambda: not any(m.core.live for m in managed), None)
+
+    async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
+        self._refuse_while_stopping()
+        managed = self.match(pattern)
+        self._start(managed)
+        failed = await self._settled(managed) if wait else []
+        return self._result(managed, failed)
+
+    async def stop(self, pattern: str, wait: bool) -> dict[str, Any]:
+        managed = self.match(pattern)
+        for m in managed:
+            self.supervisor.stop(m)
+        if wait:
+            await self._stopped(managed)
+        return self._result(managed, [])
+
+    async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
+        self._refuse_while_stopping()
+        managed = self.match(pattern)
+
+        async def stop_then_start() -> list[str]:
+            for m in managed:
+                self.supervisor.stop(m)
+            await self._stopped(managed)
+            self._start(managed)
+            return await self._settled(managed)
+
+        if wait:
+            return self._result(managed, await stop_then_start())
+        self._run_in_background(stop_then_start())
+        return self._result(managed, [])
+
+    def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
+        number = parse_signal(sig)
+        managed = self.match(pattern)
+        for m in managed:
+            self.supervisor.signal_group(m, number)
+        return self._result(managed, [])
+
+    async def shutdown(self) -> None:
+        if not self._shutdown.is_set():
+            self._note(logging.INFO, "shutdown requested: stopping all services")
+            self._shutdown.set()
+
+    # --- logs and events ------------------------------------------------------
+
+    def _log_entries(self, instance: str | None) -> list[deque[LogEntry]]:
+        if instance is None:
+            return list(self._lines.values())
+        return [self._lines[m.name] for m in self.match(instance)]
+
+    @staticmethod
+    def log_document(entry: LogEntry) -> dict[str, Any]:
+        ts, instance, stream, text = entry
+        return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
+
+    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
+        merged = list(heapq.merge(*self._log_entries(instance)))
+        return [self.log_document(e) for e in merged[len(merged) - n :]] if n else []
+
+    async def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+        names = {m.name for m in self.match(instance)} if instance is not None else None
+        queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._line_followers.add(queue)
+        try:
+            while (entry := await queue.get()) is not None:
+                if names is None or entry[1] in names:
+                    yield self.log_document(entry)
+        finally:
+            self._line_followers.discard(queue)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._event_followers.add(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._event_followers.discard(queue)
+
+    # --- metrics and memory limits --------------------------------------------
+
+    def metrics(self) -> tuple[bytes, str]:
+        from herdsman.runtime.metrics import render
+
+        cpu, rss = own_usage()
+        return render(self.instances(), self.daemon_document(), cpu, rss)
+
+    async def _watch_memory(self) -> None:
+        limited = [
+            (m, svc.memory_limit)
+            for svc in self.plan.services.values()
+            if svc.memory_limit
+            for m in self.supervisor.by_service[svc.name]
+        ]
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            for managed, limit in limited:
+                if managed.state is not State.RUNNING and managed.state is not State.STARTING:
+                    self._over_limit.discard(managed.name)
+                    continue
+                sample = self._sample(managed.name, managed)
+                if sample is None or sample.rss_bytes <= limit:
+                    self._over_limit.discard(managed.name)
+                elif managed.name not in self._over_limit:
+                    self._over_limit.add(managed.name)  # once could be a spike; twice is not
+                else:
+                    self._over_limit.discard(managed.name)
+                    reason = (
+                        f"memory limit exceeded ({sample.rss_bytes / 2**20:.0f} MiB > "
+                        f"{limit / 2**20:.0f} MiB)"
+                    )
+                    self._log.warning("%s: %s; restarting", managed.name, reason)
+                    self.supervisor.feed(managed, Stop(restart=True, reason=reason))

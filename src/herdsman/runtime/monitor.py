@@ -1,0 +1,72 @@
+"""Resource sampling of instances' process trees with psutil.
+
+A sample covers the main process and all its descendants: CPU %, RSS, number of
+processes and open fds. Sampling costs CPU, so it happens on demand (someone
+asks for status or metrics, and then at most once a second) and periodically
+only for instances with a `memory_limit`. A process that vanishes mid-sample is
+simply left out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # monotonic
+    cpu_seconds: float  # user + system, whole tree
+    cpu_percent: float
+    rss_bytes: int
+    processes: int
+    open_fds: int
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
+
+
+def sample_tree(pid: int, previous: Sample | None) -> Sample | None:
+    """One sample of the tree under `pid`, or None if the main process is gone."""
+    now = time.monotonic()
+    cpu = 0.0
+    rss = fds = count = 0
+    oldest = None
+    for proc in _tree(pid):
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+                fds += proc.num_fds()
+                if proc.pid == pid:
+                    oldest = proc.create_time()
+            count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    if count == 0:
+        return None
+    if previous is not None and now > previous.at:
+        percent = max(0.0, (cpu - previous.cpu_seconds) / (now - previous.at) * 100.0)
+    elif oldest is not None:
+        # No earlier sample: the average since the main process started.
+        age = max(time.time() - oldest, 1e-3)
+        percent = cpu / age * 100.0
+    else:
+        percent = 0.0
+    return Sample(now, cpu, round(percent, 1), rss, count, fds)
+
+
+def own_usage() -> tuple[float, int]:
+    """The daemon's own CPU seconds and RSS bytes."""
+    me = psutil.Process()
+    with me.oneshot():
+        times = me.cpu_times()
+        return times.user + times.system, me.memory_info().rss
