@@ -53,8 +53,11 @@ class Policy:
         """Delay before restart number `attempt` (0-based), jittered, within [initial, max]."""
         if self.backoff_initial <= 0:
             return 0.0
-        # Cap the exponent so factor**attempt cannot overflow in a long crash loop.
-        base = min(self.backoff_max, self.backoff_initial * self.backoff_factor ** min(attempt, 64))
+        try:
+            grown = self.backoff_initial * self.backoff_factor**attempt
+        except OverflowError:  # a long crash loop with a steep factor: far past max anyway
+            grown = self.backoff_max
+        base = min(self.backoff_max, grown)
         jittered = base * (1.0 + self.backoff_jitter * (2.0 * rand - 1.0))
         return min(self.backoff_max, max(self.backoff_initial, jittered))
 
@@ -221,6 +224,7 @@ def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[A
             return _start(inst, ev, now)
         case DependenciesMet():
             if inst.waiting:
+                inst.message = ""
                 return _spawn(inst)
             return []
         case Spawned(pid=pid):
@@ -244,6 +248,7 @@ def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[A
             return _exited(inst, ev, now, rand)
         case BackoffElapsed():
             if inst.state is State.RESTARTING:
+                inst.message = describe_exit(inst.exit_code, inst.exit_signal)
                 return _spawn(inst)
             return []
         case Stop():
@@ -266,26 +271,26 @@ def _start(inst: Instance, ev: Start, now: float) -> list[Action]:
     if inst.state in (State.STOPPED, State.EXITED, State.FAILED) or inst.waiting:
         inst.state = State.STARTING
         inst.exit_code = inst.exit_signal = None
+        inst.message = ""
         if ev.waiting_for:
             inst.message = "waiting for " + ", ".join(ev.waiting_for)
             return []
         return _spawn(inst)
     if inst.state is State.RESTARTING and ev.manual:
+        inst.message = ""
         return _spawn(inst)
     return []
 
 
 def _spawn(inst: Instance) -> list[Action]:
     inst.state = State.STARTING
-    inst.message = ""
     return [CancelTimer(), Spawn()]
 
 
 def _spawned(inst: Instance, pid: int, now: float) -> list[Action]:
     inst.pid, inst.spawned_at = pid, now
+    # exit_code, exit_signal and message keep telling how the last run ended.
     inst.ready = inst.start_passed = inst.killed = False
-    inst.exit_code = inst.exit_signal = None
-    inst.message = ""
     if inst.policy.start_seconds <= 0:
         inst.start_passed = True
         inst.attempt = 0
@@ -313,7 +318,9 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
 
     if inst.state is State.STOPPING:
         inst.state = State.STOPPED
-        if inst.killed:
+        if inst.restart_after_stop and inst.automatic_restart:
+            pass  # the message keeps the reason herdsman restarted it for
+        elif inst.killed:
             timeout = format_seconds(inst.policy.stop_timeout)
             inst.message = f"killed with SIGKILL after stop_timeout ({timeout})"
         else:

@@ -1,0 +1,231 @@
+"""The Daemon's control operations against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from herdsman.config import load_config
+from herdsman.config.plan import compile_plan
+from herdsman.runtime.control import ControlError
+from herdsman.runtime.daemon import Daemon, parse_signal
+from tests.runtime.harness import until
+
+
+@asynccontextmanager
+async def running(tmp: Path, toml: str) -> AsyncIterator[Daemon]:
+    path = tmp / "herdsman.toml"
+    path.write_text(textwrap.dedent(toml))
+    plan = compile_plan(load_config(path))
+    async with asyncio.TaskGroup() as tasks:
+        daemon = Daemon(plan, log=logging.getLogger("test"), tasks=tasks)
+        daemon.open()
+        daemon.start_services(None)
+        try:
+            yield daemon
+        finally:
+            await daemon.shutdown()
+            await daemon.wait_for_shutdown()
+            daemon.close()
+
+
+def state(daemon: Daemon, name: str) -> str:
+    return str(daemon.instance(name)["state"])
+
+
+WEB = """
+[services.web]
+command = ["sh", "-c", 'echo "web {replica} up"; exec sleep 60']
+replicas = 2
+start_seconds = 0
+[services.db]
+command = ["sh", "-c", 'echo db up >&2; exec sleep 60']
+start_seconds = 0
+"""
+
+
+def test_status_documents_and_pattern_matching(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: all(d["state"] == "running" for d in daemon.instances()))
+            doc = daemon.status()
+            assert doc["daemon"]["config"] == str(tmp / "herdsman.toml")
+            names = [d["name"] for d in doc["services"]]
+            assert names == ["web.0", "web.1", "db"]
+            web0 = daemon.instance("web.0")
+            assert set(web0) >= {
+                "name", "service", "replica", "state", "pid", "ready", "health", "restarts",
+                "exit_code", "exit_signal", "uptime", "cpu_percent", "rss_bytes", "message",
+            }  # fmt: skip
+            assert (web0["service"], web0["replica"], web0["ready"]) == ("web", 0, True)
+            assert web0["rss_bytes"] > 0 and web0["uptime"] >= 0
+            assert [m.name for m in daemon.match("web")] == ["web.0", "web.1"]
+            assert [m.name for m in daemon.match("web.1")] == ["web.1"]
+            assert [m.name for m in daemon.match("*b*")] == ["web.0", "web.1", "db"]
+            with pytest.raises(ControlError) as err:
+                daemon.match("nope*")
+            assert (err.value.status, err.value.message) == (
+                404,
+                "no instance or service matches 'nope*'",
+            )
+            with pytest.raises(ControlError):
+                daemon.instance("web")
+
+    asyncio.run(body())
+
+
+def test_stop_start_restart_with_wait(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: state(daemon, "web.1") == "running")
+            old = daemon.instance("web.1")["pid"]
+            result = await daemon.stop("web", wait=True)
+            assert [d["state"] for d in result["instances"]] == ["stopped", "stopped"]
+            assert state(daemon, "db") == "running"
+            result = await daemon.start("web.1", wait=True)
+            assert result["failed"] == []
+            assert [d["state"] for d in result["instances"]] == ["running"]
+            assert state(daemon, "web.0") == "stopped"
+            result = await daemon.restart("web.1", wait=True)
+            assert result["instances"][0]["pid"] not in (None, old)
+
+    asyncio.run(body())
+
+
+def test_start_reports_instances_that_fail(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.bad]
+            command = "no-such-program-xyz"
+            autostart = false
+            """,
+        ) as daemon:
+            result = await daemon.start("bad", wait=True)
+            assert result["failed"] == ["bad"]
+            assert result["instances"][0]["message"] == (
+                "cannot start: command 'no-such-program-xyz' not found in PATH"
+            )
+
+    asyncio.run(body())
+
+
+def test_signal_reaches_the_process_group(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.hup]
+            command = ["sh", "-c", 'trap "echo got-hup" HUP; echo ready; while :; do sleep 0.05; done']
+            """,
+        ) as daemon:
+            await until(lambda: daemon.logs("hup", 10))
+            daemon.signal("hup", "HUP")
+            await until(lambda: "got-hup" in [e["line"] for e in daemon.logs("hup", 10)])
+            with pytest.raises(ControlError) as err:
+                daemon.signal("hup", "NOPE")
+            assert err.value.status == 400
+
+    asyncio.run(body())
+
+
+def test_parse_signal_forms() -> None:
+    assert parse_signal("HUP") == signal.SIGHUP
+    assert parse_signal("sigterm") == signal.SIGTERM
+    assert parse_signal(9) == signal.SIGKILL
+    assert parse_signal("15") == signal.SIGTERM
+    for bad in ("BOGUS", "999", 0):
+        with pytest.raises(ControlError):
+            parse_signal(bad)
+
+
+def test_logs_merge_in_time_order_and_follow(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: len(daemon.logs(None, 100)) == 3)
+            lines = daemon.logs(None, 100)
+            assert sorted(e["line"] for e in lines) == ["db up", "web 0 up", "web 1 up"]
+            assert [e["time"] for e in lines] == sorted(e["time"] for e in lines)
+            assert {e["stream"] for e in lines if e["instance"] == "db"} == {"err"}
+            assert len(daemon.logs("web", 1)) == 1
+
+            follower = daemon.follow_logs("web.0")
+            first = asyncio.ensure_future(anext(follower))
+            await asyncio.sleep(0)
+            await daemon.restart("web.0", wait=True)
+            entry = await asyncio.wait_for(first, 5)
+            assert (entry["instance"], entry["line"]) == ("web.0", "web 0 up")
+            await follower.aclose()
+
+    asyncio.run(body())
+
+
+def test_events_stream_state_changes(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: state(daemon, "db") == "running")
+            events = daemon.events()
+            collected: list[dict[str, object]] = []
+
+            async def collect() -> None:
+                async for event in events:
+                    collected.append(event)
+                    if event["state"] == "running":
+                        return
+
+            task = asyncio.ensure_future(collect())
+            await asyncio.sleep(0)
+            await daemon.restart("db", wait=True)
+            await asyncio.wait_for(task, 5)
+            states = [e["state"] for e in collected if e["instance"] == "db"]
+            assert states[0] == "stopping" and states[-1] == "running"
+            assert "stopped" in states
+
+    asyncio.run(body())
+
+
+def test_memory_hog_is_restarted_by_memory_limit(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.hog]
+            command = ["python3", "-c", 'import time; x = b"x" * (80 * 2**20); print("hogging", flush=True); time.sleep(60)']
+            memory_limit = "40MiB"
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: daemon.logs("hog", 5))
+            first = daemon.instance("hog")["pid"]
+            await until(lambda: daemon.instance("hog")["restarts"] >= 1, timeout=20)
+            doc = daemon.instance("hog")
+            assert doc["pid"] != first
+            assert doc["message"].startswith("memory limit exceeded (")
+            assert doc["message"].endswith(" MiB > 40 MiB)")
+
+    asyncio.run(body())
+
+
+def test_metrics_are_prometheus_text(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: state(daemon, "db") == "running")
+            body, content_type = daemon.metrics()
+            text = body.decode()
+            assert content_type.startswith("text/plain")
+            assert 'herdsman_instance_up{instance="db",service="db"} 1.0' in text
+            assert (
+                'herdsman_instance_state{instance="web.0",service="web",state="running"} 1.0'
+                in text
+            )
+            assert "herdsman_daemon_rss_bytes " in text
+
+    asyncio.run(body())
