@@ -1,0 +1,598 @@
+"""The client commands: status, start, stop, restart, signal, logs and down.
+
+Each takes the parsed arguments and returns an exit code (0 ok, 1 failed, 2 bad usage,
+3 no daemon). Results go to stdout (`down` says `herdsman: stopped` there, as `up -d`
+says it started); errors, and notes beside data, go to stderr as one `herdsman: `
+sentence. Importing this module is cheap: the HTTP client is loaded
+only when a client command runs, so `herdsman up` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from herdsman.cli import table
+
+if TYPE_CHECKING:
+    from herdsman.cli.client import Client
+
+Command = Callable[[argparse.Namespace], int]
+LogEntry = dict[str, Any]  # the API's form: time, instance, stream, line
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_LINES = 100
+DOWN_GRACE = 15.0  # seconds `down` waits beyond shutdown_timeout before giving up
+GONE_POLL = 0.05  # how often `down` checks the socket when it cannot watch the pid
+LOG_FILE_BLOCK = 65536
+
+
+def say(text: str) -> None:
+    print(f"herdsman: {text}", file=sys.stderr)
+
+
+# --- the command line -----------------------------------------------------------
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The client commands' subparsers, for `build_parser`."""
+    status = sub.add_parser("status", help="show the instances and their state")
+    status.add_argument("--json", action="store_true", help="print the status document")
+    status.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
+
+    for name, does in (
+        ("start", "start instances"),
+        ("stop", "stop instances"),
+        ("restart", "stop, then start instances"),
+    ):
+        action = sub.add_parser(name, help=does)
+        action.add_argument(
+            "patterns", nargs="+", metavar="PATTERN", help="instance, service or glob"
+        )
+        action.add_argument("--no-wait", action="store_true", help="return without waiting")
+
+    sig = sub.add_parser("signal", help="send a signal to instances' process groups")
+    sig.add_argument("signal", metavar="SIG", help="a name (HUP, SIGHUP) or a number")
+    sig.add_argument("patterns", nargs="+", metavar="PATTERN", help="instance, service or glob")
+
+    logs = sub.add_parser("logs", help="show the instances' output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_line_count,
+        default=DEFAULT_LINES,
+        metavar="N",
+        help=f"the last N lines (default {DEFAULT_LINES})",
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
+
+    sub.add_parser("down", help="stop all services, then the daemon")
+
+
+def _line_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}")
+    return int(text)
+
+
+def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Command:
+    """Runs `func` with a client for the config's daemon; a ClientError becomes its
+    sentence on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        # Deferred so that commands that do not talk to a daemon never load http.client.
+        from herdsman.cli.client import Client, ClientError, locate
+
+        try:
+            return func(args, Client(*locate(args.config)))
+        except ClientError as err:
+            say(err.message)
+            return err.exit_code
+        except BrokenPipeError:
+            # The reader went away (`herdsman logs | head`): nothing left to say.
+            _silence_stdout()
+            return EXIT_OK
+
+    return run
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+# --- patterns -------------------------------------------------------------------
+
+
+def matches(pattern: str, name: str, service: str) -> bool:
+    """PATTERN as the daemon reads it: an instance name, a service name or a glob."""
+    from fnmatch import fnmatchcase
+
+    return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
+
+
+def select(
+    instances: Sequence[Mapping[str, Any]], patterns: Sequence[str]
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The instances any pattern names (all without patterns), in their order, and the
+    patterns that named none."""
+    if not patterns:
+        return list(instances), []
+    chosen = [i for i in instances if any(matches(p, i["name"], i["service"]) for p in patterns)]
+    unmatched = [
+        p for p in patterns if not any(matches(p, i["name"], i["service"]) for i in instances)
+    ]
+    return chosen, unmatched
+
+
+def no_match(pattern: str) -> str:
+    return f"no instance or service matches {pattern!r}"
+
+
+def service_of(instance: str) -> str:
+    """`web.1` -> `web`; service names cannot contain dots, instance names add `.N`."""
+    return instance.split(".", 1)[0]
+
+
+# --- status ---------------------------------------------------------------------
+
+
+@_client_command
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    document = client.request("GET", "/v1/status")
+    chosen, unmatched = select(document.get("services") or [], args.patterns)
+    if args.json:
+        print(json.dumps({**document, "services": chosen}, indent=2))
+    else:
+        out = sys.stdout
+        colour = table.wants_colour(out)
+        out.write(table.render_status(chosen, colour=colour, width=table.terminal_width(out)))
+        if (document.get("daemon") or {}).get("shutting_down"):
+            say("the daemon is shutting down")
+    for pattern in unmatched:
+        say(no_match(pattern))
+    return EXIT_FAILED if unmatched else EXIT_OK
+
+
+# --- start, stop, restart, signal -----------------------------------------------
+
+
+def outcome(instance: Mapping[str, Any]) -> str:
+    """`web.0: running (pid 123)`, `db: stopped (killed with SIGKILL after ...)`."""
+    details = []
+    if instance.get("pid") is not None:
+        details.append(f"pid {instance['pid']}")
+    text = table.message(instance)
+    if text:
+        details.append(text)
+    suffix = f" ({', '.join(details)})" if details else ""
+    return f"{instance['name']}: {instance['state']}{suffix}"
+
+
+def _act(args: argparse.Namespace, client: Client, action: str, body: dict[str, Any]) -> int:
+    """One request per pattern; each instance's resulting state on stdout."""
+    from herdsman.cli.client import READ_TIMEOUT, ApiError, instance_path
+
+    wait = bool(body.get("wait"))
+    code = EXIT_OK
+    failed: list[str] = []
+    for pattern in args.patterns:
+        try:
+            answer = client.request(
+                "POST",
+                instance_path(pattern, action),
+                body,
+                timeout=None if wait else READ_TIMEOUT,
+            )
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            # The other patterns still get done, as `systemctl start a b` does.
+            say(err.message)
+            code = EXIT_FAILED
+            continue
+        by_name = {i["name"]: i for i in answer.get("instances") or []}
+        for instance in by_name.values():
+            print(outcome(instance), flush=True)
+        for name in answer.get("failed") or []:
+            why = table.message(by_name.get(name, {})) or by_name.get(name, {}).get("state")
+            failed.append(f"{name} ({why})" if why else name)
+    if failed:
+        say(f"failed to {action}: {', '.join(failed)}")
+        code = EXIT_FAILED
+    return code
+
+
+@_client_command
+def cmd_start(args: argparse.Namespace, client: Client) -> int:
+    return _act(args, client, "start", {"wait": not args.no_wait})
+
+
+@_client_command
+def cmd_stop(args: argparse.Namespace, client: Client) -> int:
+    # A stop that had to SIGKILL still succeeded: the message says so, the exit code is 0.
+    return _act(args, client, "stop", {"wait": not args.no_wait})
+
+
+@_client_command
+def cmd_restart(args: argparse.Namespace, client: Client) -> int:
+    return _act(args, client, "restart", {"wait": not args.no_wait})
+
+
+def parse_signal(text: str) -> str | int:
+    """`HUP`, `sighup` or `1` as the API takes it: a `SIG...` name or a number.
+    Checked here too, so a typo is exit 2 before anything is sent."""
+    import signal
+
+    from herdsman.cli.client import ClientError
+
+    if text.isdigit():
+        if 1 <= int(text) < signal.NSIG:
+            return int(text)
+        raise ClientError(f"{text} is not a signal number (1 to {signal.NSIG - 1})", EXIT_USAGE)
+    name = text.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in signal.Signals.__members__:
+        raise ClientError(f"unknown signal {text!r} (use e.g. HUP, SIGTERM or 15)", EXIT_USAGE)
+    return name
+
+
+@_client_command
+def cmd_signal(args: argparse.Namespace, client: Client) -> int:
+    return _act(args, client, "signal", {"signal": parse_signal(args.signal)})
+
+
+# --- logs -----------------------------------------------------------------------
+
+
+@_client_command
+def cmd_logs(args: argparse.Namespace, client: Client) -> int:
+    from herdsman.cli.client import NoDaemon
+
+    try:
+        document = client.request("GET", "/v1/status")
+    except NoDaemon:
+        return _logs_from_files(args, client.config)
+    instances = document.get("services") or []
+    chosen, unmatched = select(instances, args.patterns)
+    if unmatched:
+        say(no_match(unmatched[0]))
+        return EXIT_FAILED
+    printer = LinePrinter(
+        [i["name"] for i in instances], [i["name"] for i in chosen], json_lines=args.json
+    )
+    if not args.follow:
+        printer.write_all(_recent_lines(client, args.patterns, instances, args.lines))
+        return EXIT_OK
+    try:
+        for entry in _follow(client, args.patterns, instances, args.lines):
+            printer.write(entry, flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how one stops following
+    say("the daemon stopped; no more lines")
+    return EXIT_OK
+
+
+def _logs_query(pattern: str | None, n: int, follow: bool) -> str:
+    from urllib.parse import urlencode
+
+    query: dict[str, str | int] = {"n": n}
+    if pattern is not None:
+        query["instance"] = pattern
+    if follow:
+        query["follow"] = 1
+    return f"/v1/logs?{urlencode(query)}"
+
+
+def _recent_lines(
+    client: Client, patterns: Sequence[str], instances: Sequence[Mapping[str, Any]], n: int
+) -> list[LogEntry]:
+    """The last `n` lines of what the patterns name, merged in time order."""
+    from herdsman.cli.client import READ_TIMEOUT
+
+    if len(patterns) <= 1:
+        path = _logs_query(patterns[0] if patterns else None, n, follow=False)
+        return list(client.stream(path, timeout=READ_TIMEOUT))
+    # The API takes one pattern: ask once per pattern, and keep each instance's lines
+    # from the first answer that covers it, so overlapping patterns give no duplicates.
+    per_pattern = []
+    covered: set[str] = set()
+    for pattern in patterns:
+        names = {i["name"] for i in instances if matches(pattern, i["name"], i["service"])}
+        fresh = names - covered
+        covered |= names
+        if fresh:
+            entries = client.stream(_logs_query(pattern, n, follow=False), timeout=READ_TIMEOUT)
+            per_pattern.append([e for e in entries if e.get("instance") in fresh])
+    return last_lines(per_pattern, n)
+
+
+def _follow(
+    client: Client, patterns: Sequence[str], instances: Sequence[Mapping[str, Any]], n: int
+) -> Iterator[LogEntry]:
+    if len(patterns) <= 1:
+        yield from client.stream(_logs_query(patterns[0] if patterns else None, n, follow=True))
+        return
+    # Several patterns: follow everything and keep what they name. The live stream is
+    # opened before the recent lines are fetched, so no line falls between the two;
+    # a line in both is shown once.
+    names = {i["name"] for i in select(instances, patterns)[0]}
+    live = client.stream(_logs_query(None, 0, follow=True))
+    recent = _recent_lines(client, patterns, instances, n)
+    seen = {_key(e) for e in recent}
+    yield from recent
+    for entry in live:
+        if entry.get("instance") in names and _key(entry) not in seen:
+            yield entry
+
+
+def _key(entry: LogEntry) -> tuple[Any, ...]:
+    return (entry.get("time"), entry.get("instance"), entry.get("stream"), entry.get("line"))
+
+
+class LinePrinter:
+    """Writes log entries as `instance │ line` (or JSON), instance names padded to the
+    longest one shown, coloured on a terminal like the foreground `up` does."""
+
+    def __init__(self, names: Sequence[str], shown: Sequence[str], *, json_lines: bool) -> None:
+        self._json = json_lines
+        self._out = sys.stdout
+        self._colour = table.wants_colour(self._out)
+        self._width = max((len(n) for n in shown), default=0)
+        self._prefixes = table.instance_prefixes(names, colour=self._colour, width=self._width)
+
+    def write(self, entry: LogEntry, *, flush: bool = False) -> None:
+        if self._json:
+            text = json.dumps(entry, ensure_ascii=False)
+        else:
+            name = str(entry.get("instance"))
+            prefix = self._prefixes.get(name)
+            if prefix is None:  # an instance that appeared after we started (a reload)
+                prefix = self._prefixes[name] = table.instance_prefixes(
+                    [name], colour=self._colour, width=self._width
+                )[name]
+            text = f"{prefix}{entry.get('line', '')}"
+        self._out.write(text + "\n")
+        if flush:
+            self._out.flush()
+
+    def write_all(self, entries: Iterable[LogEntry]) -> None:
+        for entry in entries:
+            self.write(entry)
+        self._out.flush()
+
+
+def last_lines(per_instance: Iterable[Iterable[LogEntry]], n: int) -> list[LogEntry]:
+    """The last `n` of several time-ordered sequences, merged in time order (ISO-8601
+    UTC timestamps of one width sort as text)."""
+    import heapq
+
+    merged = list(heapq.merge(*per_instance, key=lambda e: str(e.get("time", ""))))
+    return merged[len(merged) - n :] if n else []
+
+
+# --- logs without a daemon: the log files ---------------------------------------
+
+
+def _logs_from_files(args: argparse.Namespace, config: Path) -> int:
+    """`logs` when no daemon runs: the same lines, read from `<log_dir>/<instance>.log`
+    and its rotated backups. No log files at all is not an error: a note, exit 0."""
+    log_dir = settings_path(config, "log_dir")
+    names = instance_names(config, log_dir)
+    instances = [{"name": n, "service": service_of(n)} for n in names]
+    chosen, unmatched = select(instances, args.patterns)
+    if unmatched:
+        say(no_match(unmatched[0]))
+        return EXIT_FAILED
+    shown = [str(i["name"]) for i in chosen]
+    per_instance = [read_log_file(log_dir, name, args.lines) for name in shown]
+    if not any(per_instance):
+        say(f"no daemon is running for {config}, and no log lines in {log_dir}")
+        return EXIT_OK
+    say(f"no daemon is running for {config}; showing its log files in {log_dir}")
+    LinePrinter(names, shown, json_lines=args.json).write_all(last_lines(per_instance, args.lines))
+    if args.follow:
+        say("not following: no daemon writes to these files")
+    return EXIT_OK
+
+
+def instance_names(config: Path, log_dir: Path) -> list[str]:
+    """The config's instances in its order, then any others with a log file (the config
+    may have changed since they ran). `herdsman.log` is the daemon's own."""
+    from herdsman.config.errors import ConfigError
+    from herdsman.config.parse import read_document
+
+    names: list[str] = []
+    try:
+        services = read_document(config).data.get("services")
+    except ConfigError:  # a broken config must not hide the logs of what ran
+        services = None
+    if isinstance(services, dict):
+        for service, body in services.items():
+            replicas = body.get("replicas", 1) if isinstance(body, dict) else 1
+            if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 1:
+                names.extend(f"{service}.{i}" for i in range(replicas))
+            else:
+                names.append(str(service))
+    try:
+        files = sorted(os.listdir(log_dir))
+    except OSError:
+        files = []
+    for file in files:
+        stem, dot, rest = file.partition(".log")
+        rotated = rest == "" or rest[1:].isdigit()
+        if dot and rotated and stem != "herdsman" and stem not in names:
+            names.append(stem)
+    return names
+
+
+def read_log_file(log_dir: Path, instance: str, n: int) -> list[LogEntry]:
+    """The last `n` lines of an instance's log, from `NAME.log` back through its rotated
+    backups `NAME.log.1`, `NAME.log.2`, ..., oldest first."""
+    lines: list[bytes] = []
+    backup = 0
+    while len(lines) < n:
+        path = log_dir / (f"{instance}.log" if backup == 0 else f"{instance}.log.{backup}")
+        try:
+            lines = tail(path, n - len(lines)) + lines
+        except FileNotFoundError:
+            if backup > 0:
+                break
+        except OSError as err:
+            say(f"cannot read {path}: {err.strerror}")
+            break
+        backup += 1
+    return [parse_log_line(instance, line) for line in lines]
+
+
+def tail(path: Path, n: int) -> list[bytes]:
+    """The last `n` lines of a file, reading only the blocks they are in from its end."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        data = b""
+        start = end
+        # n newlines plus the one ending the line before them bound the last n lines.
+        while start > 0 and data.count(b"\n") <= n:
+            step = min(LOG_FILE_BLOCK, start)
+            start -= step
+            f.seek(start)
+            data = f.read(step) + data
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the file ends with a newline, as complete lines do
+    if start > 0:
+        lines = lines[1:]  # the first piece may be the end of a longer line
+    return lines[len(lines) - n :] if n else []
+
+
+def parse_log_line(instance: str, raw: bytes) -> LogEntry:
+    """`2026-11-23T10:00:00.123456Z out text` -> the API's log object. A line not in
+    that form is kept whole as text, with no time."""
+    text = raw.decode("utf-8", "replace")
+    parts = text.split(" ", 2)
+    if len(parts) >= 2 and parts[1] in ("out", "err") and parts[0].endswith("Z"):
+        return {
+            "time": parts[0],
+            "instance": instance,
+            "stream": parts[1],
+            "line": parts[2] if len(parts) == 3 else "",
+        }
+    return {"time": "", "instance": instance, "stream": "out", "line": text}
+
+
+def read_settings(config: Path) -> dict[str, Any]:
+    """The config's `[settings]` table, ${VAR} expanded in its strings, without
+    validating the rest of the file (or importing pydantic). Empty when unreadable."""
+    from herdsman.config.errors import ConfigError
+    from herdsman.config.interpolate import expand
+    from herdsman.config.parse import read_document
+
+    try:
+        settings = read_document(config).data.get("settings")
+    except ConfigError:
+        return {}
+    if not isinstance(settings, dict):
+        return {}
+    expanded: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, str):
+            value, problems = expand(value, os.environ)
+            if problems:
+                continue
+        expanded[str(key)] = value
+    return expanded
+
+
+def settings_path(config: Path, key: str) -> Path:
+    """`state_dir` or `log_dir` as the daemon resolves them: relative to the config's
+    directory, and log_dir inside state_dir unless set."""
+    from herdsman.config.paths import LOG_DIR_NAME, STATE_DIR, resolve
+
+    settings = read_settings(config)
+    base = config.parent
+    state_dir = settings.get("state_dir")
+    state = resolve(Path(state_dir) if isinstance(state_dir, str) else STATE_DIR, base)
+    if key == "state_dir":
+        return state
+    value = settings.get(key)
+    return resolve(Path(value), base) if isinstance(value, str) else state / LOG_DIR_NAME
+
+
+# --- down -----------------------------------------------------------------------
+
+
+@_client_command
+def cmd_down(args: argparse.Namespace, client: Client) -> int:
+    from herdsman.cli.client import NoDaemon
+
+    try:
+        client.request("POST", "/v1/shutdown")
+    except NoDaemon:
+        print(f"herdsman: no daemon was running for {client.config}")
+        return EXIT_OK
+    pid = client.peer_pid
+    timeout = shutdown_timeout(client.config) + DOWN_GRACE
+    if not wait_gone(client, pid, time.monotonic() + timeout):
+        which = f" (pid {pid})" if pid else ""
+        say(f"the daemon{which} did not stop within {timeout:g}s")
+        return EXIT_FAILED
+    print("herdsman: stopped")
+    return EXIT_OK
+
+
+def shutdown_timeout(config: Path) -> float:
+    from herdsman.config.units import parse_duration
+
+    try:
+        return parse_duration(read_settings(config).get("shutdown_timeout", 30.0))
+    except ValueError:
+        return 30.0
+
+
+def wait_gone(client: Client, pid: int | None, deadline: float) -> bool:
+    """Wait until nothing answers on the socket; False at the deadline. Watching the
+    daemon's pid (a pidfd) wakes us the moment it exits, without polling."""
+    import select
+
+    if pid is not None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None  # already gone, or a kernel without pidfds: poll the socket
+        if pidfd is not None:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    return False
+            finally:
+                os.close(pidfd)
+    # The socket normally goes with the process; this also covers a daemon we could
+    # not watch, and a listening socket that outlived it in another process.
+    while client.answers():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(GONE_POLL)
+    return True
+
+
+CLIENT_COMMANDS: dict[str, Command] = {
+    "status": cmd_status,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "restart": cmd_restart,
+    "signal": cmd_signal,
+    "logs": cmd_logs,
+    "down": cmd_down,
+}

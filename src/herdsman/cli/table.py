@@ -1,0 +1,150 @@
+"""The `herdsman status` table and the small formats it is made of.
+
+Column widths come from the content; on a terminal the state is coloured and the
+last column (the message) is cut to fit the screen, elsewhere the text stays plain
+and whole so that scripts and pipes see everything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+STATE_COLOURS = {
+    "running": "32",
+    "starting": "33",
+    "restarting": "33",
+    "stopping": "33",
+    "failed": "31",
+    "exited": "2",
+    "stopped": "2",
+}
+# The same palette as the foreground `up`, so an instance keeps its colour.
+INSTANCE_COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+RIGHT_ALIGNED = frozenset({"PID", "UPTIME", "RESTARTS", "CPU", "MEM"})
+MESSAGE_MIN_WIDTH = 10  # below this a cut message says nothing; let the line wrap
+
+
+def wants_colour(out: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return os.isatty(out.fileno())
+    except (ValueError, OSError):
+        return False
+
+
+def terminal_width(out: TextIO) -> int | None:
+    """Columns of the terminal `out` writes to; None when it is not a terminal."""
+    try:
+        if not os.isatty(out.fileno()):
+            return None
+        return os.get_terminal_size(out.fileno()).columns
+    except (ValueError, OSError):
+        return None
+
+
+def uptime(seconds: float | None) -> str:
+    """`45s`, `3m12s`, `2h05m`, `3d04h`: two units at most, the larger first."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def memory(rss_bytes: int | None) -> str:
+    """Resident memory in MiB (`12.4M`), or GiB from 1024 MiB on (`1.5G`)."""
+    if rss_bytes is None:
+        return "-"
+    mib = rss_bytes / 2**20
+    return f"{mib:.1f}M" if mib < 1024 else f"{mib / 1024:.1f}G"
+
+
+def cpu(percent: float | None) -> str:
+    return "-" if percent is None else f"{percent:.1f}%"
+
+
+def ready_health(inst: Mapping[str, Any]) -> str:
+    """`yes`, `no`, `yes/healthy`...; `-` when no process runs (nothing to be ready)."""
+    if inst.get("pid") is None:
+        return "-"
+    text = "yes" if inst.get("ready") else "no"
+    health = inst.get("health")
+    return f"{text}/{health}" if health else text
+
+
+def message(inst: Mapping[str, Any]) -> str:
+    """The instance's last message, else how it ended when it is not running."""
+    text = inst.get("message")
+    if text:
+        return str(text)
+    if inst.get("pid") is None:
+        if inst.get("exit_signal"):
+            return f"killed by {inst['exit_signal']}"
+        if inst.get("exit_code") is not None:
+            return f"exit code {inst['exit_code']}"
+    return ""
+
+
+def render_status(
+    instances: Sequence[Mapping[str, Any]], *, colour: bool, width: int | None
+) -> str:
+    """The status table, header included, as lines ending in newlines."""
+    ready = "READY/HEALTH" if any(i.get("health") for i in instances) else "READY"
+    header = ["INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", ready, "CPU", "MEM", "MESSAGE"]
+    rows = [
+        [
+            str(i["name"]),
+            str(i["state"]),
+            "-" if i.get("pid") is None else str(i["pid"]),
+            uptime(i.get("uptime")),
+            str(i.get("restarts", 0)),
+            ready_health(i),
+            cpu(i.get("cpu_percent")),
+            memory(i.get("rss_bytes")),
+            message(i),
+        ]
+        for i in instances
+    ]
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    # Everything but the message, with a two-space gap after each column.
+    fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
+
+    lines = []
+    for index, row in enumerate([header, *rows]):
+        cells = []
+        for c, text in enumerate(row[:-1]):
+            cell = text.rjust(widths[c]) if header[c] in RIGHT_ALIGNED else text.ljust(widths[c])
+            if colour and index and c == 1 and text in STATE_COLOURS:
+                cell = f"\x1b[{STATE_COLOURS[text]}m{cell}\x1b[0m"
+            cells.append(cell)
+        cells.append(_cut(row[-1], None if width is None else width - fixed))
+        lines.append("  ".join(cells).rstrip() + "\n")
+    return "".join(lines)
+
+
+def _cut(text: str, room: int | None) -> str:
+    if room is None or len(text) <= room:
+        return text
+    room = max(room, MESSAGE_MIN_WIDTH)
+    return text if len(text) <= room else text[: room - 1] + "…"
+
+
+def instance_prefixes(names: Sequence[str], *, colour: bool, width: int) -> dict[str, str]:
+    """`name │ ` for each instance, padded to `width`, coloured on a terminal (by its
+    place in `names`, the config's order, as the foreground `up` colours it)."""
+    prefixes = {}
+    for index, name in enumerate(names):
+        label = f"{name.ljust(width)} │ "
+        if colour:
+            label = f"\x1b[{INSTANCE_COLOURS[index % len(INSTANCE_COLOURS)]}m{label}\x1b[0m"
+        prefixes[name] = label
+    return prefixes
