@@ -35,10 +35,11 @@ class Console:
         self._scheduled = False
         self._broken = False
 
-    def line(self, instance: str, stream: str, data: bytes) -> None:
+    def lines(self, instance: str, stream: str, lines: list[bytes], ts: float = 0.0) -> None:
         if self._broken:
             return
-        self._pending.append(self._prefixes[instance] + data + b"\n")
+        prefix = self._prefixes[instance]
+        self._pending.append(prefix + (b"\n" + prefix).join(lines) + b"\n")
         self._schedule()
 
     def say(self, instance: str | None, text: str) -> None:
@@ -46,7 +47,7 @@ class Console:
         body = (text if instance is None else f"{instance}: {text}").encode()
         if self._colour:
             body = b"\x1b[2m" + body + b"\x1b[0m"
-        self.line("herdsman", "out", body)
+        self.lines("herdsman", "out", [body])
 
     def _schedule(self) -> None:
         if self._scheduled:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from herdsman import __version__
+from herdsman.cli.commands import CLIENT_COMMANDS, add_parsers
 
 if TYPE_CHECKING:
     from herdsman.config import Config
@@ -41,11 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    up = sub.add_parser("up", help="run the services in the foreground")
+    up = sub.add_parser("up", help="run the services (foreground, or -d in the background)")
     up.add_argument(
         "services", nargs="*", metavar="SERVICE", help="only these (and what they depend on)"
     )
+    up.add_argument("-d", "--detach", action="store_true", help="run as a background daemon")
+    up.add_argument(
+        "--wait", action="store_true", help="with -d: wait until the services run and are ready"
+    )
+    up.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --wait: give up after S seconds (default 60)",
+    )
 
+    add_parsers(sub)
     sub.add_parser("check", help="validate the config")
     sub.add_parser("version", help="print the version")
     return parser
@@ -84,7 +97,25 @@ def cmd_up(args: argparse.Namespace) -> int:
             close = difflib.get_close_matches(name, plan.services, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"unknown service {name!r}{hint}")
-    return run_up(plan, args.services)
+    if (args.wait or args.wait_timeout != 60.0) and not args.detach:
+        raise UsageError("--wait and --wait-timeout only go with -d")
+    if not args.detach:
+        return run_up(plan, args.services)
+    from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
+
+    try:
+        pid = spawn_daemon(plan, args.services)
+    except DetachError as err:
+        print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
+    if not args.wait:
+        return EXIT_OK
+    failed = wait_until_settled(plan, args.services, args.wait_timeout)
+    if failed:
+        print(f"herdsman: not running and ready: {'; '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -92,7 +123,7 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"up": cmd_up, "check": cmd_check, "version": cmd_version}
+COMMANDS = {"up": cmd_up, "check": cmd_check, "version": cmd_version, **CLIENT_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,43 +1,80 @@
-"""`herdsman up` in the foreground: run the services until Ctrl-C or SIGTERM.
+"""`herdsman up`: compose the daemon with the control API and run it.
 
-The first SIGINT/SIGTERM stops everything gracefully in reverse dependency
-order and exits 0; a second one kills every process group at once.
+In the foreground every line is printed as `name │ line`; with `-d` the daemon
+runs in its own session, and the invoking command returns once the control
+socket answers (see detach.py). Either way the first SIGINT/SIGTERM stops
+everything gracefully in reverse dependency order; a second one kills at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
+import logging
+import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+from herdsman import __version__
+from herdsman.api.server import ApiServer
 from herdsman.cli.console import Console, wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
+from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
-from herdsman.runtime.supervisor import Managed, Supervisor
+from herdsman.runtime.supervisor import Managed
 
 
-def run_up(plan: Plan, services: list[str]) -> int:
-    lock = DaemonLock(plan.state_dir)
+class StartupError(Exception):
+    """The daemon could not start (socket, token, state dir): one sentence."""
+
+
+def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
+    """The daemon's own log: `<log_dir>/herdsman.log`, UTC timestamps."""
+    log = logging.getLogger("herdsman")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+    )
+    formatter.converter = time.gmtime
     try:
-        lock.acquire()
-    except AlreadyRunning as err:
-        print(f"herdsman: {err}", file=sys.stderr)
-        return 1
+        plan.log_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(plan.log_dir / "herdsman.log")
     except OSError as err:
-        print(f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr)
-        return 1
+        raise StartupError(f"cannot write to log_dir {plan.log_dir}: {err.strerror}") from None
+    handler.setFormatter(formatter)
+    log.handlers[:] = [handler]
+    if to_stderr:
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("herdsman: %(message)s"))
+        log.addHandler(console)
+    return log
+
+
+def parse_tcp(address: str | None) -> tuple[str, int] | None:
+    if address is None:
+        return None
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def read_token(plan: Plan) -> str | None:
+    if plan.tcp is None or plan.token_file is None:
+        return None
     try:
-        return asyncio.run(_up(plan, services))
-    finally:
-        lock.release()
+        token = plan.token_file.read_text().strip()
+    except OSError as err:
+        raise StartupError(f"cannot read token_file {plan.token_file}: {err.strerror}") from None
+    if not token:
+        raise StartupError(f"token_file {plan.token_file} is empty")
+    return token
 
 
-async def _up(plan: Plan, services: list[str]) -> int:
-    loop = asyncio.get_running_loop()
-    out = sys.stdout.buffer
-    names = [inst.name for svc in plan.services.values() for inst in svc.instances]
-    console = Console(names, out, colour=wants_colour(out))
+def console_hooks(console: Console) -> dict[str, Callable[..., None]]:
+    """Daemon hooks that print herdsman's own messages and every output line."""
 
     def on_change(managed: Managed, old: State, event: Event) -> None:
         core, say = managed.core, console.say
@@ -54,33 +91,77 @@ async def _up(plan: Plan, services: list[str]) -> int:
             case SpawnFailed():
                 say(managed.name, core.message)
 
-    supervisor = Supervisor(plan, sink=console.line, on_change=on_change)
-    stop_requested = asyncio.Event()
-    signals_seen = 0
+    return {
+        "on_change": on_change,
+        "on_line": console.lines,
+        "on_note": lambda text: console.say(None, text),
+    }
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            console.say(None, f"{signal.Signals(signum).name}: stopping all services")
-            stop_requested.set()
-        else:
-            console.say(None, "second signal: killing all services now")
-            supervisor.kill_all()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    supervisor.open()
+def run_up(plan: Plan, services: list[str], *, detached: bool = False) -> int:
+    """Run the daemon until it is told to stop; the process exit code."""
+    lock = DaemonLock(plan.state_dir)
     try:
-        supervisor.start_services(services or None)
-        await stop_requested.wait()
-        await supervisor.stop_all(plan.shutdown_timeout)
+        lock.acquire()
+    except AlreadyRunning as err:
+        print(f"herdsman: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(plan, services, detached=detached))
+    except StartupError as err:
+        print(f"herdsman: {err}", file=sys.stderr)
+        return 1
     finally:
-        if supervisor.any_live():
-            supervisor.kill_all()
-            await supervisor.wait_until(lambda: not supervisor.any_live(), 5.0)
-        supervisor.close()
-        console.flush()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        lock.release()
+
+
+async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
+    log = setup_logging(plan, to_stderr=not detached)
+    token = read_token(plan)
+    console = None
+    hooks: dict[str, Callable[..., None]] = {}
+    if not detached:
+        out = sys.stdout.buffer
+        names = [inst.name for svc in plan.services.values() for inst in svc.instances]
+        console = Console(names, out, colour=wants_colour(out))
+        hooks = console_hooks(console)
+    async with asyncio.TaskGroup() as tasks:
+        daemon = Daemon(plan, log=log.getChild("runtime"), tasks=tasks, **hooks)
+        server = ApiServer(
+            daemon,
+            unix_path=plan.socket,
+            socket_mode=plan.socket_mode,
+            socket_group=plan.socket_group,
+            tcp=parse_tcp(plan.tcp),
+            token=token,
+            log=log.getChild("api"),
+        )
+        try:
+            await server.start()
+        except OSError as err:
+            raise StartupError(f"cannot listen on {plan.socket}: {err.strerror or err}") from None
+        daemon.open()
+        log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
+        daemon.start_services(services or None)
+        if detached:
+            detach_output(plan.log_dir / "herdsman.log")
+        try:
+            await daemon.wait_for_shutdown()
+        finally:
+            await server.close()
+            daemon.close()
+            if console is not None:
+                console.flush()
+            log.info("herdsman stopped")
     return 0
+
+
+def detach_output(log_file: Path) -> None:
+    """Point our stdout/stderr at the daemon log: the waiting `up -d` sees EOF and returns."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)

@@ -57,6 +57,8 @@ def compile_service(svc: Service) -> ServicePlan:
         autostart=svc.autostart,
         depends_on=dict(svc.depends_on),
         memory_limit=svc.memory_limit,
+        log_max_bytes=svc.log.max_bytes,
+        log_backups=svc.log.backups,
     )
 
 

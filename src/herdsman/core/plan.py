@@ -38,6 +38,8 @@ class ServicePlan:
     autostart: bool
     depends_on: dict[str, Condition]
     memory_limit: int | None = None  # bytes, for the instance's whole process tree
+    log_max_bytes: int = 10 * 1024 * 1024  # rotate `<instance>.log` past this size
+    log_backups: int = 5
 
 
 @dataclass(frozen=True, slots=True)

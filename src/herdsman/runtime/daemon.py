@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import heapq
 import logging
 import os
@@ -22,9 +23,10 @@ from typing import Any
 
 from herdsman import __version__
 from herdsman.core import graph
-from herdsman.core.lifecycle import Event, State, Stop, signal_name
+from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
 from herdsman.core.plan import Plan
 from herdsman.runtime.control import ControlError
+from herdsman.runtime.logfile import LogFile, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.supervisor import Managed, Supervisor
 
@@ -36,9 +38,10 @@ MEMORY_CHECK_INTERVAL = 5.0
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
 
-LogEntry = tuple[float, str, str, str]  # (unix time, instance, stream, text)
+LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
+LogChunk = tuple[float, str, str, list[bytes]]  # lines read at once
 ChangeHook = Callable[[Managed, State, Event], None]
-LineHook = Callable[[str, str, bytes], None]
+LineHook = Callable[[str, str, list[bytes], float], None]
 
 
 def iso(ts: float) -> str:
@@ -80,7 +83,9 @@ class Daemon:
         self._on_note = on_note
         self._loop = asyncio.get_running_loop()
         self._lines: dict[str, deque[LogEntry]] = {}
-        self._line_followers: set[asyncio.Queue[LogEntry | None]] = set()
+        self._line_followers: set[asyncio.Queue[LogChunk | None]] = set()
+        self._log_files: dict[str, LogFile] = {}
+        self._log_errors: dict[str, str] = {}
         self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._samples: dict[str, Sample] = {}
         self._sampled_at = 0.0
@@ -88,13 +93,24 @@ class Daemon:
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self.supervisor = Supervisor(plan, sink=self._line, on_change=self._changed)
-        for name in self.supervisor.instances:
-            self._lines[name] = deque(maxlen=LINES_KEPT)
+        self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        for svc in plan.services.values():
+            for inst in svc.instances:
+                self._lines[inst.name] = deque(maxlen=LINES_KEPT)
+                self._log_files[inst.name] = LogFile(
+                    plan.log_dir / f"{inst.name}.log",
+                    svc.log_max_bytes,
+                    svc.log_backups,
+                    functools.partial(self._log_file_error, inst.name),
+                )
 
     # --- running --------------------------------------------------------------
 
     def open(self) -> None:
+        try:
+            self.plan.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._loop.add_signal_handler(signum, self._on_signal, signum)
@@ -116,6 +132,8 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     def close(self) -> None:
+        for log_file in self._log_files.values():
+            log_file.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -148,24 +166,31 @@ class Daemon:
 
     # --- what the supervisor tells us -----------------------------------------
 
-    def _line(self, instance: str, stream: str, data: bytes) -> None:
-        entry = (time.time(), instance, stream, data.decode("utf-8", "replace"))
-        self._lines[instance].append(entry)
-        for queue in list(self._line_followers):
-            self._offer(self._line_followers, queue, entry)
+    def _read_lines(self, instance: str, stream: str, lines: list[bytes], ts: float) -> None:
+        self._log_files[instance].write(format_lines(lines, stream, ts))
+        self._lines[instance].extend((ts, instance, stream, line) for line in lines[-LINES_KEPT:])
+        if self._line_followers:
+            chunk = (ts, instance, stream, lines)
+            for queue in list(self._line_followers):
+                self._offer(self._line_followers, queue, chunk)
         if self._on_line is not None:
-            self._on_line(instance, stream, data)
+            self._on_line(instance, stream, lines, ts)
+
+    def _log_file_error(self, instance: str, error: str | None) -> None:
+        if error is None:
+            self._log_errors.pop(instance, None)
+            self._note(logging.INFO, f"{instance}: writing its log file again")
+        else:
+            self._log_errors[instance] = error
+            self._note(logging.ERROR, f"{instance}: {error}; the service keeps running")
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
+        if isinstance(event, Spawned):
+            self._log.info("%s: spawned pid %d", managed.name, event.pid)
         if core.state is not old:
-            self._log.info(
-                "%s: %s -> %s%s",
-                managed.name,
-                old.value,
-                core.state.value,
-                f" ({core.message})" if core.message else "",
-            )
+            why = f": {core.message}" if core.message else ""
+            self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
         if self._event_followers:
             doc = {
                 "time": iso(time.time()),
@@ -233,7 +258,7 @@ class Daemon:
             "rss_bytes": sample.rss_bytes if sample else None,
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
-            "message": core.message,
+            "message": self._log_errors.get(managed.name) or core.message,
         }
 
     def daemon_document(self) -> dict[str, Any]:
@@ -358,22 +383,24 @@ class Daemon:
         return [self._lines[m.name] for m in self.match(instance)]
 
     @staticmethod
-    def log_document(entry: LogEntry) -> dict[str, Any]:
-        ts, instance, stream, text = entry
+    def log_document(ts: float, instance: str, stream: str, line: bytes) -> dict[str, Any]:
+        text = line.decode("utf-8", "replace")
         return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
 
     def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
         merged = list(heapq.merge(*self._log_entries(instance)))
-        return [self.log_document(e) for e in merged[len(merged) - n :]] if n else []
+        return [self.log_document(*e) for e in merged[len(merged) - n :]] if n else []
 
     async def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
         names = {m.name for m in self.match(instance)} if instance is not None else None
-        queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(QUEUE_LIMIT)
+        queue: asyncio.Queue[LogChunk | None] = asyncio.Queue(QUEUE_LIMIT)
         self._line_followers.add(queue)
         try:
-            while (entry := await queue.get()) is not None:
-                if names is None or entry[1] in names:
-                    yield self.log_document(entry)
+            while (chunk := await queue.get()) is not None:
+                ts, name, stream, lines = chunk
+                if names is None or name in names:
+                    for line in lines:
+                        yield self.log_document(ts, name, stream, line)
         finally:
             self._line_followers.discard(queue)
 

@@ -1,0 +1,116 @@
+"""`herdsman up -d`: start the daemon in its own session and wait until it serves.
+
+The daemon is a fresh `python -m herdsman.cli.detach` process that reads the
+already validated plan from its stdin, so the config is checked once, here, with
+errors on this terminal. Until the daemon is serving, its stdout/stderr is a pipe
+read here; it then points them at its log file, and the EOF tells us it is up.
+If it exits instead, what it wrote is the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import subprocess
+import sys
+import time
+
+from herdsman.core.plan import Plan
+
+START_TIMEOUT = 30.0
+
+
+class DetachError(Exception):
+    """The daemon did not come up; the message says why."""
+
+
+def spawn_daemon(plan: Plan, services: list[str]) -> int:
+    """Start the daemon; its pid once it serves the control socket."""
+    read_end, write_end = os.pipe()
+    try:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "herdsman.cli.detach"],
+            stdin=subprocess.PIPE,
+            stdout=write_end,
+            stderr=write_end,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(write_end)
+    assert daemon.stdin is not None
+    daemon.stdin.write(pickle.dumps((plan, services), protocol=pickle.HIGHEST_PROTOCOL))
+    daemon.stdin.close()
+    output = _read_until_eof(read_end, time.monotonic() + START_TIMEOUT)
+    # EOF: it detached (serving) or died; a dying daemon is reaped right away.
+    try:
+        code = daemon.wait(0.2)
+    except subprocess.TimeoutExpired:
+        daemon.returncode = 0  # it lives on in its own session; not ours to wait for
+        return daemon.pid
+    reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
+    raise DetachError(reason.removeprefix("herdsman: "))
+
+
+def _read_until_eof(fd: int, deadline: float) -> bytes:
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DetachError(f"the daemon did not start serving within {START_TIMEOUT:g}s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+    finally:
+        os.close(fd)
+
+
+def wait_until_settled(plan: Plan, services: list[str], timeout: float) -> list[str]:
+    """Wait until every started instance runs and is ready (a one-shot: exited 0).
+
+    Returns one "name (state: message)" per instance that failed or did not get
+    there within `timeout`.
+    """
+    from herdsman.cli.client import Client
+    from herdsman.core.graph import closure
+
+    names = services or [n for n, svc in plan.services.items() if svc.autostart]
+    wanted = set(closure(plan.dependency_map(), names))
+    client = Client(plan.config_path, plan.socket)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.request("GET", "/v1/status")
+        docs = [d for d in status["services"] if d["service"] in wanted]
+        bad = [d for d in docs if d["state"] in ("failed", "stopped")]
+        bad += [d for d in docs if d["state"] == "exited" and d["exit_code"] != 0]
+        pending = [d for d in docs if d not in bad and not _settled_ok(d)]
+        if not pending or time.monotonic() > deadline:
+            late = [f"{d['name']} ({d['state']}, not ready within {timeout:g}s)" for d in pending]
+            return [f"{d['name']} ({d['state']}: {d['message']})" for d in bad] + late
+        time.sleep(0.05)
+
+
+def _settled_ok(doc: dict[str, object]) -> bool:
+    if doc["state"] == "exited":
+        return doc["exit_code"] == 0
+    return doc["state"] == "running" and bool(doc["ready"])
+
+
+def main() -> int:
+    from herdsman.cli.up import run_up
+
+    plan, services = pickle.load(sys.stdin.buffer)
+    # stdin is done: make fd 0 /dev/null, so no later file can land on it.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return run_up(plan, services, detached=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Per-instance log files: `<log_dir>/<instance>.log`, rotated by size.
+
+Each batch of lines is written with one `os.write` on an O_APPEND fd and no
+user-space buffer, so a line herdsman has read is in the kernel's page cache at
+once and survives a crash of the daemon. Rotation happens between batches (whole
+lines only): `.log` becomes `.log.1`, `.1` becomes `.2` and so on, up to
+`backups`. When the disk is full or the file cannot be written, lines wait in a
+bounded buffer and the error is reported once; writing resumes when it can.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
+
+
+def timestamp(ts: float) -> bytes:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+def format_lines(lines: list[bytes], stream: str, ts: float) -> bytes:
+    """`<timestamp> <stream> <text>\\n` for each line, joined in C, not per line in Python."""
+    prefix = timestamp(ts) + b" " + stream.encode() + b" "
+    return prefix + (b"\n" + prefix).join(lines) + b"\n"
+
+
+class LogFile:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        backups: int,
+        on_error: Callable[[str | None], None],
+    ) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._on_error = on_error  # a sentence when writing starts failing, None when it recovers
+        self._fd = -1
+        self._size = 0
+        self._pending = b""
+        self.dropped_bytes = 0
+        self.error: str | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        done = 0
+        try:
+            if self._fd < 0:
+                self._open()
+            if self._max_bytes and self._size and self._size + len(data) > self._max_bytes:
+                self._rotate()
+            view = memoryview(data)
+            while done < len(data):
+                written = os.write(self._fd, view[done:])
+                done += written
+                self._size += written
+        except OSError as err:
+            self._hold(data[done:], err)
+            return
+        if self.error is not None:
+            self.error = None
+            self._on_error(None)
+
+    def _hold(self, data: bytes, err: OSError) -> None:
+        if len(data) > PENDING_LIMIT:
+            self.dropped_bytes += len(data) - PENDING_LIMIT
+            data = data[-PENDING_LIMIT:]
+        self._pending = data
+        if self.error is None:
+            self.error = f"cannot write {self.path}: {err.strerror or err}"
+            self._on_error(self.error)
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    def _rotate(self) -> None:
+        self.close()
+        if self._backups:
+            for index in range(self._backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                if older.exists():
+                    older.rename(self.path.with_name(f"{self.path.name}.{index + 1}"))
+            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._open()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

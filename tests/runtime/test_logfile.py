@@ -1,0 +1,70 @@
+"""Log files: the line format, rotation, and write errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from herdsman.runtime.logfile import LogFile, format_lines
+
+LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err) (.*)$")
+
+
+def test_format_is_timestamp_stream_and_the_text_unchanged() -> None:
+    data = format_lines([b"hello", b"", b"caf\xe9 \x00 tab\tend"], "err", 1795000000.123456)
+    assert data == (
+        b"2026-11-18T11:06:40.123456Z err hello\n"
+        b"2026-11-18T11:06:40.123456Z err \n"
+        b"2026-11-18T11:06:40.123456Z err caf\xe9 \x00 tab\tend\n"
+    )
+
+
+def test_rotation_keeps_backups_and_loses_no_line(tmp: Path) -> None:
+    errors: list[str | None] = []
+    log = LogFile(tmp / "w.log", max_bytes=1000, backups=2, on_error=errors.append)
+    for i in range(100):
+        log.write(format_lines([f"line {i:04d}".encode()], "out", 0.0))
+    log.close()
+    files = [tmp / "w.log.2", tmp / "w.log.1", tmp / "w.log"]
+    assert all(f.exists() for f in files) and not (tmp / "w.log.3").exists()
+    assert all(f.stat().st_size <= 1000 for f in files)
+    kept = [LINE.match(line).group(2) for f in files for line in f.read_bytes().splitlines()]  # type: ignore[union-attr]
+    # the newest lines, in order, with no gap and no duplicate
+    assert kept == [f"line {i:04d}".encode() for i in range(100 - len(kept), 100)]
+    assert errors == []
+
+
+def test_write_errors_are_reported_once_and_lines_held_until_writing_works(tmp: Path) -> None:
+    errors: list[str | None] = []
+    log = LogFile(tmp / "gone" / "x.log", max_bytes=0, backups=0, on_error=errors.append)
+    log.write(b"first\n")
+    log.write(b"second\n")
+    assert errors == [f"cannot write {tmp}/gone/x.log: No such file or directory"]
+    (tmp / "gone").mkdir()
+    log.write(b"third\n")
+    assert errors[-1] is None
+    assert (tmp / "gone" / "x.log").read_bytes() == b"first\nsecond\nthird\n"
+    log.close()
+
+
+def test_disk_full_holds_lines_then_resumes(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    errors: list[str | None] = []
+    log = LogFile(tmp / "x.log", max_bytes=0, backups=0, on_error=errors.append)
+    log.write(b"a\n")
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    log.write(b"b\n")
+    assert errors == [f"cannot write {tmp}/x.log: No space left on device"]
+    monkeypatch.setattr(os, "write", real_write)
+    log.write(b"c\n")
+    assert (tmp / "x.log").read_bytes() == b"a\nb\nc\n"
+    assert errors == [f"cannot write {tmp}/x.log: No space left on device", None]
+    log.close()
