@@ -1,0 +1,86 @@
+"""What the API server needs from the daemon: the `Controller` protocol and `ControlError`.
+
+The API layer holds no supervision logic; every route is one call on a Controller.
+The runtime's daemon satisfies this protocol structurally; of runtime, api imports
+only the ControlError it raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+# A refused request: the API answers `status` (400 bad value, 404 nothing matches,
+# 409 conflicting state) with `{"error": message}`. It lives in runtime because the
+# runtime raises it and must not import api; this module only re-exports it.
+from herdsman.runtime.control import ControlError
+
+__all__ = ["ControlError", "Controller"]
+
+
+class Controller(Protocol):
+    """The daemon as the API sees it. Instances are the `status --json` objects.
+
+    Every method runs on the event loop thread; the synchronous ones must not block.
+    """
+
+    def status(self) -> dict[str, Any]:
+        """`{"daemon": {"pid", "version", "config", "started_at"}, "services": [instance, ...]}`."""
+        ...
+
+    def instances(self) -> list[dict[str, Any]]: ...
+
+    def instance(self, name: str) -> dict[str, Any]:
+        """One instance by exact name; ControlError(404) when there is none."""
+        ...
+
+    async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
+        """`{"instances": [...], "failed": [names]}`; ControlError(404) when nothing matches.
+
+        `pattern` is an instance name, a service name or a shell glob, already
+        percent-decoded. With `wait`, returns once every matched instance settled.
+        """
+        ...
+
+    async def stop(self, pattern: str, wait: bool) -> dict[str, Any]:
+        """As `start`."""
+        ...
+
+    async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
+        """As `start`."""
+        ...
+
+    def signal(self, pattern: str, signal: str | int) -> dict[str, Any]:
+        """As `start` (`failed` empty); ControlError(400) for an unknown signal.
+
+        Names come as the client wrote them (`HUP`, `SIGHUP`); numbers are already
+        checked to lie in 1..NSIG-1.
+        """
+        ...
+
+    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
+        """The last `n` lines, oldest first: `{"time", "instance", "stream", "line"}`."""
+        ...
+
+    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Lines written from now on, as they come, until the iterator is closed.
+
+        The API calls `follow_logs` and then `logs` in one step and closes the
+        iterator with `aclose()` (when it has one) once the client is gone. Only a
+        subscription made when called (not at the first iteration, as an `async def`
+        generator does) guarantees no line falls between the backlog and the stream;
+        such an iterator must then unsubscribe in `aclose()` even if never iterated.
+        """
+        ...
+
+    def events(self) -> AsyncIterator[dict[str, Any]]:
+        """One JSON-serialisable dict per state change, until closed (as `follow_logs`)."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Begin a graceful stop of everything; return once it has begun."""
+        ...
+
+    def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        ...

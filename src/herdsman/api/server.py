@@ -1,0 +1,464 @@
+"""The control server: HTTP/1.1 (h11) on the daemon's Unix socket and an optional TCP port.
+
+This module owns sockets, framing, keep-alive, size limits, timeouts and the TCP
+token check; what a request means is `routes.Routes`' business. Every connection
+is a task owned by the server, and `close()` cancels and awaits them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import grp
+import hmac
+import logging
+import os
+import socket
+import stat
+from http import HTTPStatus
+from pathlib import Path
+
+import h11
+
+from herdsman.api.controller import Controller
+from herdsman.api.openapi import MAX_BODY
+from herdsman.api.routes import HttpError, Reply, Routes, Stream, aclose, error_reply
+
+READ_SIZE = 64 * 1024
+MAX_HEAD = 16 * 1024  # request line and headers; more is answered 431
+STALE_PROBE_TIMEOUT = 1.0
+LINGER_TIMEOUT = 2.0  # after an error answer, how long to discard input before closing
+LINGER_BYTES = 1024 * 1024
+
+
+class ListenError(Exception):
+    """The server cannot listen; the message is one sentence naming the socket and why."""
+
+
+class ApiServer:
+    """Serves the control API for one Controller until `close()`.
+
+    Timeouts, all in seconds: `idle_timeout` closes a keep-alive connection with no
+    request in progress; `request_timeout` bounds receiving one request from its
+    first byte (slowloris); `write_timeout` drops a client that stops reading.
+    None of them runs while a streamed response waits for its next line.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        unix_path: Path,
+        socket_mode: int = 0o600,
+        socket_group: str | None = None,
+        tcp: tuple[str, int] | None = None,
+        token: str | None = None,
+        log: logging.Logger,
+        max_body: int = MAX_BODY,
+        idle_timeout: float = 30.0,
+        request_timeout: float = 10.0,
+        write_timeout: float = 30.0,
+    ) -> None:
+        if tcp is not None and not token:
+            raise ValueError("a TCP listener needs a token")
+        self._routes = Routes(controller)
+        self._unix_path = Path(unix_path)
+        self._socket_mode = socket_mode
+        self._socket_group = socket_group
+        self._tcp = tcp
+        self._token = token.encode() if token else b""
+        self._log = log
+        self._max_body = max_body
+        self._idle_timeout = idle_timeout
+        self._request_timeout = request_timeout
+        self._write_timeout = write_timeout
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we bound
+        self._tcp_address: tuple[str, int] | None = None
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """The TCP (host, port) actually bound (useful with port 0), or None."""
+        return self._tcp_address
+
+    async def start(self) -> None:
+        """Listen on the Unix socket (and TCP when configured); raises ListenError."""
+        await self._start_unix()
+        if self._tcp is not None:
+            try:
+                await self._start_tcp(*self._tcp)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        """Stop accepting, cancel every connection (streams included), remove the socket.
+
+        Safe to await from inside a request (shutdown): that connection is left to
+        finish on its own.
+        """
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        current = asyncio.current_task()
+        others = [task for task in self._connections if task is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others)
+        if current not in self._connections:  # since 3.12 this waits for every connection
+            for server in self._servers:
+                await server.wait_closed()
+        self._servers.clear()
+        self._unlink_socket()
+
+    async def _start_unix(self) -> None:
+        path = self._unix_path
+        await self._remove_stale_socket(path)
+        gid = self._group_id()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Bound owner-only under a umask, so there is no moment where the file
+            # is more open than configured; the group and mode are applied before
+            # listen(), i.e. before anyone can connect.
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old_umask)
+            bound = os.stat(path)
+            self._socket_id = (bound.st_dev, bound.st_ino)
+            if gid is not None:
+                os.chown(path, -1, gid)
+            os.chmod(path, self._socket_mode)
+            server = await asyncio.start_unix_server(
+                functools.partial(self._on_connect, tcp=False), sock=sock
+            )
+        except OSError as e:
+            sock.close()
+            self._unlink_socket()
+            raise ListenError(f"cannot listen on {path}: {e.strerror or e}") from e
+        self._servers.append(server)
+
+    async def _start_tcp(self, host: str, port: int) -> None:
+        try:
+            server = await asyncio.start_server(
+                functools.partial(self._on_connect, tcp=True), host, port
+            )
+        except OSError as e:
+            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        self._servers.append(server)
+        self._tcp_address = server.sockets[0].getsockname()[:2]
+
+    async def _remove_stale_socket(self, path: Path) -> None:
+        """Remove a socket file left by a dead daemon; refuse one that still answers."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ListenError(f"cannot listen on {path}: it exists and is not a socket")
+        try:
+            async with asyncio.timeout(STALE_PROBE_TIMEOUT):
+                _, writer = await asyncio.open_unix_connection(str(path))
+        except ConnectionRefusedError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        except FileNotFoundError:
+            return
+        except TimeoutError:  # a full accept backlog: someone is listening
+            pass
+        except OSError as e:
+            raise ListenError(f"cannot tell whether {path} is in use: {e.strerror or e}") from e
+        else:
+            writer.close()
+        raise ListenError(f"cannot listen on {path}: another process is serving it")
+
+    def _group_id(self) -> int | None:
+        group = self._socket_group
+        if group is None:
+            return None
+        if group.isdigit():
+            return int(group)
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ListenError(
+                f"cannot listen on {self._unix_path}: socket_group {group!r} does not exist"
+            ) from None
+
+    def _unlink_socket(self) -> None:
+        """Remove the socket file, unless it is no longer the one we bound."""
+        if self._socket_id is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(self._unix_path)
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                os.unlink(self._unix_path)
+        self._socket_id = None
+
+    def _on_connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool
+    ) -> None:
+        # A plain callback, so the connection's task is ours: asyncio's own task for
+        # a coroutine callback is not, and on 3.11 it logs an error when cancelled.
+        if self._closing:
+            writer.close()
+            return
+        task = asyncio.create_task(self._connection(reader, writer, tcp))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool
+    ) -> None:
+        peer = _peer(writer) if tcp else "unix"
+        try:
+            await self._serve(reader, writer, tcp, peer)
+        except OSError as e:  # the client went away, or stopped reading (TimeoutError)
+            self._log.debug("control connection from %s dropped: %r", peer, e)
+        except Exception:
+            self._log.exception("control connection from %s failed", peer)
+        finally:
+            writer.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool, peer: str
+    ) -> None:
+        """Answer requests on one connection, in order, until either side closes."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        while not self._closing:
+            try:
+                received = await self._read_request(conn, reader, writer)
+            except h11.RemoteProtocolError as e:
+                status = e.error_status_hint
+                text = str(e)[:200] or _reason(status).lower()
+                reply = error_reply(status, f"malformed HTTP request: {text}")
+                await self._reply_and_close(conn, reader, writer, reply)
+                return
+            except HttpError as e:
+                await self._reply_and_close(conn, reader, writer, e.reply())
+                return
+            if received is None:
+                return
+            request, body = received
+            method = request.method.decode("ascii")
+            target = request.target.decode("ascii", "replace")
+            refusal = self._refusal(request) if tcp else None
+            if refusal is not None:
+                self._log.warning("refused a control request from %s: %s", peer, refusal)
+                answer: Reply | Stream = error_reply(
+                    401,
+                    "this request needs the API token (Authorization: Bearer <token>)",
+                    (("WWW-Authenticate", "Bearer"),),
+                )
+            else:
+                answer = await self._dispatch(method, target, request.target, body)
+            if isinstance(answer, Stream):
+                self._log.debug("%s %s %s -> 200, streaming", peer, method, target)
+                await self._send_stream(conn, reader, writer, answer)
+                return
+            self._log.debug("%s %s %s -> %d", peer, method, target, answer.status)
+            await self._send_reply(conn, writer, answer, head=method == "HEAD")
+            if answer.after is not None:
+                try:
+                    await answer.after()
+                except Exception:
+                    self._log.exception("%s %s: what follows the answer failed", method, target)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[h11.Request, bytes] | None:
+        """The next complete request and its body, or None when the client is gone or idle."""
+        loop = asyncio.get_running_loop()
+        started = bool(conn.trailing_data[0])  # a pipelined request is already buffered
+        deadline = loop.time() + (self._request_timeout if started else self._idle_timeout)
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    writer.write(
+                        conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                    )
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        data = await reader.read(READ_SIZE)
+                except TimeoutError:
+                    if not started:
+                        return None  # an idle keep-alive connection: just close it
+                    raise HttpError(408, "the request was not received in time") from None
+                if not data:
+                    return None  # closed mid-request: nobody is left to answer
+                if not started:
+                    started = True
+                    deadline = loop.time() + self._request_timeout
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+                declared = _content_length(event)
+                if declared is not None and declared > self._max_body:
+                    raise HttpError(413, f"the request body is over {self._max_body} bytes")
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self._max_body:
+                    raise HttpError(413, f"the request body is over {self._max_body} bytes")
+            elif isinstance(event, h11.EndOfMessage) and request is not None:
+                return request, bytes(body)
+            else:  # ConnectionClosed (or PAUSED, which the cycle order rules out)
+                return None
+
+    def _refusal(self, request: h11.Request) -> str | None:
+        """Why a TCP request lacks a valid token, or None if it has one. Never the token."""
+        values = [value for name, value in request.headers if name == b"authorization"]
+        if not values:
+            return "no Authorization header"
+        scheme, _, token = values[0].partition(b" ")
+        if len(values) > 1 or scheme.lower() != b"bearer":
+            return "not a single bearer token"
+        if not hmac.compare_digest(token.strip(), self._token):
+            return "wrong token"
+        return None
+
+    async def _dispatch(
+        self, method: str, shown: str, target: bytes, body: bytes
+    ) -> Reply | Stream:
+        try:
+            return await self._routes.handle(method, target, body)
+        except HttpError as e:
+            return e.reply()
+        except Exception:
+            self._log.exception("control request %s %s failed", method, shown)
+            return error_reply(500, "the daemon failed to handle this request; its log says why")
+
+    async def _send_reply(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, head: bool
+    ) -> None:
+        headers = [
+            ("Content-Type", reply.content_type),
+            ("Content-Length", str(len(reply.body))),
+            *reply.headers,
+        ]
+        writer.write(conn.send(_response(reply.status, headers)) or b"")
+        if reply.body and not head:  # a HEAD response declares the length but has no body
+            writer.write(conn.send(h11.Data(data=reply.body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await self._drain(writer, flush=reply.after is not None)
+
+    async def _reply_and_close(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reply: Reply,
+    ) -> None:
+        """Answer an unusable request (if the protocol state still allows), then close."""
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        self._log.debug("answered %d and closed: %s", reply.status, reply.body.decode())
+        closing = Reply(reply.status, reply.body, headers=(*reply.headers, ("Connection", "close")))
+        with contextlib.suppress(h11.LocalProtocolError):
+            await self._send_reply(conn, writer, closing, head=False)
+        # Read what the client is still sending (an oversized body) before closing:
+        # closing with unread input makes TCP reset the connection, and the client
+        # may then lose the answer before reading it.
+        if writer.can_write_eof():
+            writer.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_TIMEOUT):
+                await _until_eof(reader, limit=LINGER_BYTES)
+
+    async def _send_stream(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stream: Stream,
+    ) -> None:
+        """Send a streamed 200 until the source ends, the client goes, or the server closes."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            headers = [
+                ("Content-Type", stream.content_type),
+                ("Cache-Control", "no-cache"),
+                # Never reused: a stream ends when one side gives up on it.
+                ("Connection", "close"),
+            ]
+            writer.write(conn.send(_response(200, headers)) or b"")
+            pump = asyncio.create_task(self._pump(conn, writer, stream))
+            gone = asyncio.create_task(_until_eof(reader))
+            tasks = [pump, gone]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                pump.result()  # raises what broke the stream, for _on_connect to log
+        except asyncio.CancelledError:
+            if self._closing and conn.our_state is h11.SEND_BODY:
+                # The daemon is going away: end the body cleanly, so a follower
+                # sees a complete response rather than a truncated one.
+                writer.write(conn.send(h11.EndOfMessage()) or b"")
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            await aclose(stream.source)
+
+    async def _pump(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, stream: Stream
+    ) -> None:
+        if stream.first:
+            writer.write(conn.send(h11.Data(data=stream.first)) or b"")
+        await self._drain(writer)  # the headers go out now, not with the first new item
+        async for item in stream.source:
+            writer.write(conn.send(h11.Data(data=stream.encode(item))) or b"")
+            await self._drain(writer)
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await self._drain(writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter, *, flush: bool = False) -> None:
+        if flush:  # wait for an empty buffer, not merely one under the high-water mark
+            writer.transport.set_write_buffer_limits(high=0)
+        async with asyncio.timeout(self._write_timeout):
+            await writer.drain()
+
+
+async def _until_eof(reader: asyncio.StreamReader, limit: float = float("inf")) -> None:
+    """Return once the client closes its side (or sent `limit` bytes), ignoring what it sends."""
+    received = 0
+    with contextlib.suppress(OSError):
+        while received < limit and (data := await reader.read(READ_SIZE)):
+            received += len(data)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _response(status: int, headers: list[tuple[str, str]]) -> h11.Response:
+    return h11.Response(status_code=status, headers=headers, reason=_reason(status))
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked it is a number
+    return None
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
