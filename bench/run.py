@@ -115,7 +115,8 @@ def tool_versions() -> dict[str, str]:
             [str(herdsman_bin()), "version"], capture_output=True, text=True, timeout=20
         )
         text = (res.stdout or res.stderr).strip().splitlines()
-        out["herdsman"] = text[0] if res.returncode == 0 and text else "unavailable"
+        ok = res.returncode == 0 and text
+        out["herdsman"] = text[0].removeprefix("herdsman ") if ok else "unavailable"
     except (OSError, subprocess.TimeoutExpired):
         out["herdsman"] = "unavailable"
     return out
