@@ -214,6 +214,7 @@ class ServerThread:
         self.unix_path = unix_path
         self.server = ApiServer(controller, unix_path=unix_path, log=self.log, **options)
         self.loop = asyncio.new_event_loop()
+        self._clients: list[socket.socket | http.client.HTTPConnection] = []  # closed by stop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -237,6 +238,8 @@ class ServerThread:
         self._thread.join(10)
         self.loop.close()
         self.log.removeHandler(self.handler)
+        for client in self._clients:
+            client.close()
 
     @property
     def tcp_port(self) -> int:
@@ -245,13 +248,18 @@ class ServerThread:
         return address[1]
 
     def unix(self, timeout: float = 5.0) -> UnixHTTPConnection:
-        return UnixHTTPConnection(str(self.unix_path), timeout)
+        conn = UnixHTTPConnection(str(self.unix_path), timeout)
+        self._clients.append(conn)
+        return conn
 
     def tcp(self, timeout: float = 5.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.tcp_port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.tcp_port, timeout=timeout)
+        self._clients.append(conn)
+        return conn
 
     def raw(self, timeout: float = 5.0) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._clients.append(sock)
         sock.settimeout(timeout)
         sock.connect(str(self.unix_path))
         return sock

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 
 import pytest
 
-from tests.api.harness import METRICS, METRICS_TYPE, FakeController, ServerThread, ask, make_instance
+from tests.api.harness import (
+    METRICS,
+    METRICS_TYPE,
+    FakeController,
+    ServerThread,
+    ask,
+    make_instance,
+)
 from tests.conftest import wait_for
 
 
@@ -198,7 +206,9 @@ def test_events_stream(api: ServerThread, fake: FakeController) -> None:
     event = {"time": "2026-11-23T10:00:00Z", "instance": "db", "state": "stopping"}
     api.call_soon(fake.emit, event)
     api.call_soon(fake.emit, event | {"state": "stopped"})
-    assert response.readline() == b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    assert (
+        response.readline() == b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    )
     assert response.readline() == b"\n"
     assert json.loads(response.readline().removeprefix(b"data: "))["state"] == "stopped"
     response.close()
@@ -250,6 +260,11 @@ def test_every_documented_operation_is_routed(api: ServerThread) -> None:
             body = {"signal": "HUP"} if concrete.endswith("/signal") else None
             answer = ask(conn, method.upper(), concrete, body)
             assert answer.status == 200, (method, path, answer.body)
+
+
+def test_a_path_that_is_not_utf8_is_400(api: ServerThread) -> None:
+    answer = ask(api.unix(), "GET", "/v1/instances/%C3%28")
+    assert (answer.status, answer.error) == (400, "the path is not valid percent-encoded UTF-8")
 
 
 @pytest.mark.parametrize(
@@ -306,8 +321,6 @@ def test_requests_are_logged_at_debug(api: ServerThread) -> None:
 
 
 def test_a_waiting_request_does_not_hold_up_others(api: ServerThread, fake: FakeController) -> None:
-    import asyncio
-
     fake.gate = asyncio.Event()
     waiting = api.unix()
     waiting.request("POST", "/v1/instances/db/start", b'{"wait": true}')

@@ -286,9 +286,10 @@ class ApiServer:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 if conn.they_are_waiting_for_100_continue:
-                    writer.write(
-                        conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                    go_on = h11.InformationalResponse(
+                        status_code=100, headers=[], reason="Continue"
                     )
+                    writer.write(conn.send(go_on) or b"")
                 try:
                     async with asyncio.timeout_at(deadline):
                         data = await reader.read(READ_SIZE)
