@@ -3,8 +3,8 @@
 Each takes the parsed arguments and returns an exit code (0 ok, 1 failed, 2 bad usage,
 3 no daemon). Results go to stdout (`down` says `herdsman: stopped` there, as `up -d`
 says it started); errors, and notes beside data, go to stderr as one `herdsman: `
-sentence. Importing this module is cheap: the HTTP client is loaded
-only when a client command runs, so `herdsman up` does not pay for it.
+sentence. Importing this module is cheap: the HTTP client is loaded only when a
+client command runs, so `herdsman up` does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ def say(text: str) -> None:
 # --- the command line -----------------------------------------------------------
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """The client commands' subparsers, for `build_parser`."""
     status = sub.add_parser("status", help="show the instances and their state")
     status.add_argument("--json", action="store_true", help="print the status document")
@@ -117,8 +118,6 @@ def _silence_stdout() -> None:
 
 def matches(pattern: str, name: str, service: str) -> bool:
     """PATTERN as the daemon reads it: an instance name, a service name or a glob."""
-    from fnmatch import fnmatchcase
-
     return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
 
 
@@ -170,18 +169,32 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
 
 def outcome(instance: Mapping[str, Any]) -> str:
     """`web.0: running (pid 123)`, `db: stopped (killed with SIGKILL after ...)`."""
-    details = []
-    if instance.get("pid") is not None:
-        details.append(f"pid {instance['pid']}")
+    state = str(instance["state"])
     text = table.message(instance)
-    if text:
-        details.append(text)
+    # A message that starts with the state ("stopped (killed by SIGTERM)") says it all.
+    head, details = (text, []) if text.startswith(state) else (state, [text] if text else [])
+    if instance.get("pid") is not None:
+        details.insert(0, f"pid {instance['pid']}")
     suffix = f" ({', '.join(details)})" if details else ""
-    return f"{instance['name']}: {instance['state']}{suffix}"
+    return f"{instance['name']}: {head}{suffix}"
 
 
-def _act(args: argparse.Namespace, client: Client, action: str, body: dict[str, Any]) -> int:
-    """One request per pattern; each instance's resulting state on stdout."""
+def signalled(instance: Mapping[str, Any], sig: str | int) -> str:
+    """`web.0: sent SIGHUP (pid 123)`, or why it was not (no process to signal)."""
+    if instance.get("pid") is None:
+        return f"{instance['name']}: not signalled, it is {instance['state']}"
+    name = sig if isinstance(sig, str) else f"signal {sig}"
+    return f"{instance['name']}: sent {name} (pid {instance['pid']})"
+
+
+def _act(
+    args: argparse.Namespace,
+    client: Client,
+    action: str,
+    body: dict[str, Any],
+    describe: Callable[[Mapping[str, Any]], str] = outcome,
+) -> int:
+    """One request per pattern; a line per instance on stdout (by default its state)."""
     from herdsman.cli.client import READ_TIMEOUT, ApiError, instance_path
 
     wait = bool(body.get("wait"))
@@ -204,7 +217,7 @@ def _act(args: argparse.Namespace, client: Client, action: str, body: dict[str, 
             continue
         by_name = {i["name"]: i for i in answer.get("instances") or []}
         for instance in by_name.values():
-            print(outcome(instance), flush=True)
+            print(describe(instance), flush=True)
         for name in answer.get("failed") or []:
             why = table.message(by_name.get(name, {})) or by_name.get(name, {}).get("state")
             failed.append(f"{name} ({why})" if why else name)
@@ -250,7 +263,8 @@ def parse_signal(text: str) -> str | int:
 
 @_client_command
 def cmd_signal(args: argparse.Namespace, client: Client) -> int:
-    return _act(args, client, "signal", {"signal": parse_signal(args.signal)})
+    sig = parse_signal(args.signal)
+    return _act(args, client, "signal", {"signal": sig}, lambda i: signalled(i, sig))
 
 
 # --- logs -----------------------------------------------------------------------
@@ -266,15 +280,17 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return _logs_from_files(args, client.config)
     instances = document.get("services") or []
     chosen, unmatched = select(instances, args.patterns)
+    for pattern in unmatched:
+        say(no_match(pattern))
     if unmatched:
-        say(no_match(unmatched[0]))
         return EXIT_FAILED
-    printer = LinePrinter(
-        [i["name"] for i in instances], [i["name"] for i in chosen], json_lines=args.json
-    )
+    names = [i["name"] for i in instances]
     if not args.follow:
-        printer.write_all(_recent_lines(client, args.patterns, instances, args.lines))
+        entries = _recent_lines(client, args.patterns, instances, args.lines)
+        LinePrinter(names, _shown(entries), json_lines=args.json).write_all(entries)
         return EXIT_OK
+    # What will be printed is not known yet: make room for every instance asked for.
+    printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
     try:
         for entry in _follow(client, args.patterns, instances, args.lines):
             printer.write(entry, flush=True)
@@ -337,13 +353,17 @@ def _follow(
             yield entry
 
 
+def _shown(entries: Iterable[LogEntry]) -> list[str]:
+    return list({str(e.get("instance")): None for e in entries})
+
+
 def _key(entry: LogEntry) -> tuple[Any, ...]:
     return (entry.get("time"), entry.get("instance"), entry.get("stream"), entry.get("line"))
 
 
 class LinePrinter:
     """Writes log entries as `instance │ line` (or JSON), instance names padded to the
-    longest one shown, coloured on a terminal like the foreground `up` does."""
+    longest of `shown`, coloured on a terminal like the foreground `up` does."""
 
     def __init__(self, names: Sequence[str], shown: Sequence[str], *, json_lines: bool) -> None:
         self._json = json_lines
@@ -392,16 +412,17 @@ def _logs_from_files(args: argparse.Namespace, config: Path) -> int:
     names = instance_names(config, log_dir)
     instances = [{"name": n, "service": service_of(n)} for n in names]
     chosen, unmatched = select(instances, args.patterns)
+    for pattern in unmatched:
+        say(no_match(pattern))
     if unmatched:
-        say(no_match(unmatched[0]))
         return EXIT_FAILED
-    shown = [str(i["name"]) for i in chosen]
-    per_instance = [read_log_file(log_dir, name, args.lines) for name in shown]
+    per_instance = [read_log_file(log_dir, str(i["name"]), args.lines) for i in chosen]
     if not any(per_instance):
         say(f"no daemon is running for {config}, and no log lines in {log_dir}")
         return EXIT_OK
     say(f"no daemon is running for {config}; showing its log files in {log_dir}")
-    LinePrinter(names, shown, json_lines=args.json).write_all(last_lines(per_instance, args.lines))
+    entries = last_lines(per_instance, args.lines)
+    LinePrinter(names, _shown(entries), json_lines=args.json).write_all(entries)
     if args.follow:
         say("not following: no daemon writes to these files")
     return EXIT_OK
