@@ -54,7 +54,7 @@ def spawn_daemon(plan: Plan, services: list[str]) -> int:
 
 
 def _read_until_eof(fd: int, deadline: float) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     try:
         while True:
             remaining = deadline - time.monotonic()
