@@ -3,7 +3,7 @@ process (exit code, stdout, stderr), and a fake daemon on the project's socket."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def project(tmp: Path) -> Project:
 
 
 @pytest.fixture
-def cli(project: Project, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def cli(project: Project, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Runs `herdsman -c <project config> ARGS...` in this process."""
 
     def run(*argv: str) -> Result:
