@@ -142,7 +142,8 @@ def test_parse_signal_forms() -> None:
     assert parse_signal("sigterm") == signal.SIGTERM
     assert parse_signal(9) == signal.SIGKILL
     assert parse_signal("15") == signal.SIGTERM
-    for bad in ("BOGUS", "999", 0):
+    assert parse_signal(40) == 40  # a real-time signal: a number without a name
+    for bad in ("BOGUS", "999", 0, signal.NSIG):
         with pytest.raises(ControlError):
             parse_signal(bad)
 

@@ -52,9 +52,9 @@ def parse_signal(value: str | int) -> int:
     """A signal from `HUP`, `SIGHUP`, `hup` or a number; ControlError otherwise."""
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         number = int(value)
-        if number in {int(s) for s in signal.Signals}:
+        if 1 <= number < signal.NSIG:  # real-time signals have numbers but no names
             return number
-        raise ControlError(400, f"{value} is not a signal number")
+        raise ControlError(400, f"{value} is not a signal number (1 to {signal.NSIG - 1})")
     name = str(value).upper()
     name = name if name.startswith("SIG") else "SIG" + name
     try:
