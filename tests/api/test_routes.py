@@ -96,12 +96,29 @@ def test_bad_action_bodies_are_400_naming_the_problem(
     assert ask(conn, "GET", "/v1/status").status == 200  # same connection, still served
 
 
-@pytest.mark.parametrize("sig", ["HUP", "SIGUSR1", "term", 1, 64])
-def test_signal(api: ServerThread, fake: FakeController, sig: str | int) -> None:
+SIGNAL_ERROR = (
+    "field 'signal' must be a signal name such as HUP or SIGHUP, or a number from 1 to 64"
+)
+
+
+@pytest.mark.parametrize(
+    ("sig", "passed"),
+    [
+        ("HUP", "HUP"),
+        ("SIGUSR1", "SIGUSR1"),
+        ("term", "term"),
+        ("sigRtMin", "sigRtMin"),
+        (1, 1),
+        (64, 64),
+        (15.0, 15),
+    ],
+)
+def test_signal(api: ServerThread, fake: FakeController, sig: object, passed: object) -> None:
     answer = ask(api.unix(), "POST", "/v1/instances/worker/signal", {"signal": sig})
     assert answer.status == 200
     assert [i["name"] for i in answer.json["instances"]] == ["worker"]
-    assert fake.calls == [("signal", "worker", sig)]
+    assert fake.calls == [("signal", "worker", passed)]
+    assert type(fake.calls[0][2]) is type(passed)
 
 
 @pytest.mark.parametrize(
@@ -109,13 +126,15 @@ def test_signal(api: ServerThread, fake: FakeController, sig: str | int) -> None
     [
         (None, "the request body must be a JSON object"),
         ({}, "field 'signal' is required"),
-        ({"signal": ""}, "field 'signal' must be a signal name or a number from 1 to 64"),
-        ({"signal": True}, "field 'signal' must be a signal name or a number from 1 to 64"),
-        ({"signal": 0}, "field 'signal' must be a signal name or a number from 1 to 64"),
-        ({"signal": 65}, "field 'signal' must be a signal name or a number from 1 to 64"),
-        ({"signal": 1.5}, "field 'signal' must be a signal name or a number from 1 to 64"),
+        ({"signal": ""}, SIGNAL_ERROR),
+        ({"signal": True}, SIGNAL_ERROR),
+        ({"signal": 0}, SIGNAL_ERROR),
+        ({"signal": 65}, SIGNAL_ERROR),
+        ({"signal": 1.5}, SIGNAL_ERROR),
         ({"signal": "HUP", "x": 1}, "unknown field 'x' in the request body"),
-        ({"signal": "NOPE"}, "unknown signal 'NOPE'"),  # the controller's sentence
+        ({"signal": "NOPE"}, SIGNAL_ERROR),
+        ({"signal": "15"}, SIGNAL_ERROR),
+        ({"signal": "HUP\n"}, SIGNAL_ERROR),
     ],
 )
 def test_bad_signals_are_400(
@@ -139,10 +158,10 @@ def test_logs(api: ServerThread) -> None:
     lines = _ndjson(default.body)
     assert len(lines) == 100 and lines[-1]["line"] == "line 149"
     assert set(lines[0]) == {"time", "instance", "stream", "line"}
-    two = _ndjson(ask(conn, "GET", "/v1/logs?n=2&instance=db&follow=false").body)
+    two = _ndjson(ask(conn, "GET", "/v1/logs?n=2&instance=db&follow=0").body)
     assert [e["line"] for e in two] == ["line 146", "line 148"]
     assert ask(conn, "GET", "/v1/logs?n=0").body == b""
-    everything = ask(conn, "GET", "/v1/logs?n=100000&instance=&follow=0")
+    everything = ask(conn, "GET", "/v1/logs?n=100000&instance=&follow=false")
     assert len(_ndjson(everything.body)) == 150
 
 
@@ -156,7 +175,9 @@ def test_logs(api: ServerThread) -> None:
         ("n=+5", "parameter 'n' must be an integer from 0 to 100000"),
         ("n=", "parameter 'n' must be an integer from 0 to 100000"),
         ("n=1&n=2", "parameter 'n' is given more than once"),
-        ("follow=maybe", "parameter 'follow' must be true or false"),
+        ("follow=maybe", "parameter 'follow' must be true, false, 1 or 0"),
+        ("follow=", "parameter 'follow' must be true, false, 1 or 0"),
+        ("follow=True", "parameter 'follow' must be true, false, 1 or 0"),
         ("instance=%FF", "the query string is not valid percent-encoded UTF-8"),
     ],
 )

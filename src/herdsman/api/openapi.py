@@ -15,6 +15,18 @@ MAX_LOG_LINES = 100_000
 MAX_SIGNAL = signal.NSIG - 1  # 64 on Linux: the last real-time signal
 MAX_BODY = 64 * 1024
 
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# `HUP`, `SIGHUP`, `hup`...: this system's signal names, in any case, `SIG` optional.
+# Spelled out letter by letter because JSON Schema patterns have no ignore-case flag.
+SIGNAL_NAME_PATTERN = "^({})?({})$".format(
+    _any_case("SIG"),
+    "|".join(_any_case(name[3:]) for name in sorted(signal.Signals.__members__)),
+)
+
 STATES = ["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
 
 JSON = "application/json"
@@ -219,8 +231,12 @@ DOCUMENT: dict[str, Any] = {
                         "in": "query",
                         "required": False,
                         "description": "`true`/`1`: after the last n lines, stream new ones "
-                        "(chunked) until the client goes away. `false`/`0` or empty: don't.",
-                        "schema": {"type": "boolean", "default": False},
+                        "(chunked) until the client goes away.",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["true", "false", "1", "0"],
+                            "default": "false",
+                        },
                     },
                 ],
                 "responses": {
@@ -342,8 +358,8 @@ DOCUMENT: dict[str, Any] = {
                         "oneOf": [
                             {
                                 "type": "string",
-                                "minLength": 1,
-                                "description": "A name: `HUP` or `SIGHUP`.",
+                                "pattern": SIGNAL_NAME_PATTERN,
+                                "description": "A name, in any case: `HUP` or `SIGHUP`.",
                             },
                             {"type": "integer", "minimum": 1, "maximum": MAX_SIGNAL},
                         ]

@@ -8,6 +8,7 @@ an `HttpError`, so only a fault in the controller can end in a 500.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from herdsman.api import openapi
 from herdsman.api.controller import ControlError, Controller
-from herdsman.api.openapi import EVENT_STREAM, JSON, MAX_LOG_LINES, MAX_SIGNAL, NDJSON
+from herdsman.api.openapi import (
+    EVENT_STREAM,
+    JSON,
+    MAX_LOG_LINES,
+    MAX_SIGNAL,
+    NDJSON,
+    SIGNAL_NAME_PATTERN,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +171,15 @@ class Routes:
         if "signal" not in fields:
             raise HttpError(400, "field 'signal' is required")
         sig = fields["signal"]
-        valid_name = isinstance(sig, str) and sig != ""
+        if isinstance(sig, float) and sig.is_integer():  # JSON has no integer type: 15.0 is 15
+            sig = int(sig)
+        valid_name = isinstance(sig, str) and re.fullmatch(SIGNAL_NAME_PATTERN, sig)
         valid_number = type(sig) is int and 1 <= sig <= MAX_SIGNAL
         if not (valid_name or valid_number):
             raise HttpError(
-                400, f"field 'signal' must be a signal name or a number from 1 to {MAX_SIGNAL}"
+                400,
+                "field 'signal' must be a signal name such as HUP or SIGHUP,"
+                f" or a number from 1 to {MAX_SIGNAL}",
             )
         return json_reply(200, self._controller.signal(args[0], sig))
 
@@ -247,12 +259,12 @@ def _int_param(params: dict[str, str], name: str, *, default: int, low: int, hig
 
 
 def _bool_param(params: dict[str, str], name: str) -> bool:
-    text = params.get(name, "").lower()
-    if text in ("1", "true"):
+    text = params.get(name, "false")
+    if text in ("true", "1"):
         return True
-    if text in ("", "0", "false"):
+    if text in ("false", "0"):
         return False
-    raise HttpError(400, f"parameter {name!r} must be true or false")
+    raise HttpError(400, f"parameter {name!r} must be true, false, 1 or 0")
 
 
 def _json_object(body: bytes, *, allowed: set[str], required: bool) -> dict[str, Any]:
