@@ -53,7 +53,9 @@ class Stream:
 class HttpError(Exception):
     """A request the API refuses before (or instead of) asking the controller."""
 
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import grp
-import hmac
 import logging
 import os
 import socket
@@ -257,7 +256,7 @@ class ApiServer:
                     (("WWW-Authenticate", "Bearer"),),
                 )
             else:
-                answer = await self._dispatch(method, target, request.target, body)
+                answer = await self._dispatch(method, request.target, body)
             if isinstance(answer, Stream):
                 self._log.debug("%s %s %s -> 200, streaming", peer, method, target)
                 await self._send_stream(conn, reader, writer, answer)
@@ -319,6 +318,9 @@ class ApiServer:
 
     def _refusal(self, request: h11.Request) -> str | None:
         """Why a TCP request lacks a valid token, or None if it has one. Never the token."""
+        # Imported here: hmac loads OpenSSL (~0.7 MB RSS), which only TCP needs.
+        import hmac
+
         values = [value for name, value in request.headers if name == b"authorization"]
         if not values:
             return "no Authorization header"
@@ -329,14 +331,13 @@ class ApiServer:
             return "wrong token"
         return None
 
-    async def _dispatch(
-        self, method: str, shown: str, target: bytes, body: bytes
-    ) -> Reply | Stream:
+    async def _dispatch(self, method: str, target: bytes, body: bytes) -> Reply | Stream:
         try:
             return await self._routes.handle(method, target, body)
         except HttpError as e:
             return e.reply()
         except Exception:
+            shown = target.decode("ascii", "replace")
             self._log.exception("control request %s %s failed", method, shown)
             return error_reply(500, "the daemon failed to handle this request; its log says why")
 
@@ -399,7 +400,7 @@ class ApiServer:
             tasks = [pump, gone]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if pump.done():
-                pump.result()  # raises what broke the stream, for _on_connect to log
+                pump.result()  # raises what broke the stream, for _connection to log
         except asyncio.CancelledError:
             if self._closing and conn.our_state is h11.SEND_BODY:
                 # The daemon is going away: end the body cleanly, so a follower
