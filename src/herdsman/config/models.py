@@ -328,6 +328,7 @@ class Settings(_Model):
     tcp: str | None = None
     socket_mode: Mode = 0o600
     socket_group: str | None = Field(default=None, min_length=1)
+    log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
 
     @model_validator(mode="before")
     @classmethod
@@ -366,6 +367,18 @@ class Settings(_Model):
         return value
 
 
+def _service_body(name: str, body: Any, shared_log: Any) -> Any:
+    if not isinstance(body, dict):
+        return body
+    body = {**body, "name": name}
+    if isinstance(shared_log, dict):
+        # Only keys LogSettings knows: a mistake in [settings] is reported there, once.
+        shared = {k: v for k, v in shared_log.items() if k in LogSettings.model_fields}
+        own = body.get("log")
+        body["log"] = {**shared, **own} if isinstance(own, dict) else own or shared
+    return body
+
+
 class Config(_Model):
     """A whole config file: where it is, its settings, its services in file order."""
 
@@ -382,10 +395,13 @@ class Config(_Model):
             return data
         data = {"settings": {}, **data}
         services = data.get("services")
+        settings = data["settings"]
+        # `[settings] log = {...}` gives every service's log its defaults; a
+        # service's own `log` keys win, key by key.
+        shared_log = settings.get("log") if isinstance(settings, dict) else None
         if isinstance(services, dict):
             data["services"] = {
-                name: {**body, "name": name} if isinstance(body, dict) else body
-                for name, body in services.items()
+                name: _service_body(name, body, shared_log) for name, body in services.items()
             }
         return data
 

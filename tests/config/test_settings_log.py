@@ -1,0 +1,59 @@
+"""`[settings] log = {...}` gives every service's log rotation its defaults."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from herdsman.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "herdsman.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_services_inherit_settings_log_key_by_key(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+            [settings]
+            log = { max_bytes = "1MiB", backups = 2 }
+            [services.a]
+            command = "true"
+            [services.b]
+            command = "true"
+            log = { backups = 9 }
+            """,
+        )
+    )
+    assert (config.services["a"].log.max_bytes, config.services["a"].log.backups) == (2**20, 2)
+    assert (config.services["b"].log.max_bytes, config.services["b"].log.backups) == (2**20, 9)
+
+
+def test_without_settings_log_the_defaults_hold(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[services.a]\ncommand = "true"\n'))
+    assert (config.services["a"].log.max_bytes, config.services["a"].log.backups) == (10 * 2**20, 5)
+
+
+def test_a_bad_settings_log_key_is_reported_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(
+                tmp_path,
+                """
+                [settings]
+                log = { max_bytes = "1MiB", bakups = 2 }
+                [services.a]
+                command = "true"
+                [services.b]
+                command = "true"
+                """,
+            )
+        )
+    assert len(err.value.errors) == 1
+    assert "settings.log.bakups: unknown key (did you mean 'backups'?)" in err.value.errors[0]
