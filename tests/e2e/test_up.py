@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -276,3 +277,25 @@ def test_second_up_on_the_same_config_is_refused(up, tmp: Path) -> None:
     assert len(run.matching("started (pid")) == 1
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish() == 0
+
+
+def test_daemon_log_records_spawns_exits_and_backoff(up, tmp: Path) -> None:
+    run = up(
+        """
+        [settings]
+        log_format = "json"
+        [services.crash]
+        command = ["sh", "-c", "exit 3"]
+        backoff = { initial = "200ms", jitter = 0 }
+        """
+    )
+    run.wait_line("crash: exited with code 3; restarting in 200ms")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    log = tmp / ".herdsman" / "logs" / "herdsman.log"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(set(e) == {"time", "level", "component", "message"} for e in events)
+    messages = [e["message"] for e in events]
+    assert any(re.fullmatch(r"crash: spawned pid \d+", m) for m in messages)
+    assert "crash: starting -> restarting: exited with code 3; restarting in 200ms" in messages
+    assert "SIGTERM: stopping all services" in messages

@@ -9,6 +9,7 @@ everything gracefully in reverse dependency order; a second one kills at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -30,15 +31,35 @@ class StartupError(Exception):
     """The daemon could not start (socket, token, state dir): one sentence."""
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per event: time, level, component, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        event = {
+            "time": f"{when}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "component": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            event["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(event)
+
+
 def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
     """The daemon's own log: `<log_dir>/herdsman.log`, UTC timestamps."""
     log = logging.getLogger("herdsman")
     log.setLevel(logging.INFO)
     log.propagate = False
-    formatter = logging.Formatter(
-        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
-    )
-    formatter.converter = time.gmtime
+    formatter: logging.Formatter
+    if plan.log_format == "json":
+        formatter = JsonFormatter()
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+        formatter.converter = time.gmtime
     try:
         plan.log_dir.mkdir(parents=True, exist_ok=True)
         handler: logging.Handler = logging.FileHandler(plan.log_dir / "herdsman.log")

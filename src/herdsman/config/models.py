@@ -329,6 +329,7 @@ class Settings(_Model):
     socket_mode: Mode = 0o600
     socket_group: str | None = Field(default=None, min_length=1)
     log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
+    log_format: Literal["text", "json"] = "text"  # of the daemon's own herdsman.log
 
     @model_validator(mode="before")
     @classmethod

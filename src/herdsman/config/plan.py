@@ -75,6 +75,7 @@ def compile_plan(config: Config) -> Plan:
         socket_group=settings.socket_group,
         tcp=settings.tcp,
         token_file=settings.token_file,
+        log_format=settings.log_format,
     )
 
 

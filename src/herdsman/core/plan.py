@@ -54,6 +54,7 @@ class Plan:
     socket_group: str | None = None
     tcp: str | None = None  # "host:port"
     token_file: Path | None = None
+    log_format: str = "text"  # of herdsman.log: "text" or "json"
 
     def dependency_map(self) -> dict[str, dict[str, Condition]]:
         return {name: svc.depends_on for name, svc in self.services.items()}
