@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from herdsman.api.controller import ControlError
 from herdsman.api.server import ApiServer
+from herdsman.cli.client import UnixHTTPConnection
 
 T = TypeVar("T")
 TOKEN = "s3cret-token"
@@ -248,7 +249,7 @@ class ServerThread:
         return address[1]
 
     def unix(self, timeout: float = 5.0) -> UnixHTTPConnection:
-        conn = UnixHTTPConnection(str(self.unix_path), timeout)
+        conn = UnixHTTPConnection(self.unix_path, timeout)  # the CLI's own client transport
         self._clients.append(conn)
         return conn
 
@@ -263,18 +264,6 @@ class ServerThread:
         sock.settimeout(timeout)
         sock.connect(str(self.unix_path))
         return sock
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 class Answer:
