@@ -30,6 +30,7 @@ LogEntry = dict[str, Any]  # the API's form: time, instance, stream, line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LINES = 100
+MAX_SINCE_LINES = 100_000  # the API's largest n
 DOWN_GRACE = 15.0  # seconds `down` waits beyond shutdown_timeout before giving up
 GONE_POLL = 0.05  # how often `down` checks the socket when it cannot watch the pid
 LOG_FILE_BLOCK = 65536
@@ -74,6 +75,12 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         help=f"the last N lines (default {DEFAULT_LINES})",
     )
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only lines from this long ago (10m, 1h30m) or this UTC time (2026-11-23T10:00:00Z)",
+    )
     logs.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
 
     sub.add_parser("down", help="stop all services, then the daemon")
@@ -270,9 +277,36 @@ def cmd_signal(args: argparse.Namespace, client: Client) -> int:
 # --- logs -----------------------------------------------------------------------
 
 
+def _since(value: str) -> str:
+    """`--since`: the earliest `time` to show, in the log's own ISO form (they sort as text)."""
+    from datetime import UTC, datetime, timedelta
+
+    from herdsman.config.units import parse_duration
+
+    try:
+        when = datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is neither a duration (10m) nor a time (2026-11-23T10:00:00Z)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from(entries: Iterable[LogEntry], since: str | None) -> Iterator[LogEntry]:
+    return (e for e in entries if since is None or str(e.get("time", "")) >= since)
+
+
 @_client_command
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
     from herdsman.cli.client import NoDaemon
+
+    if args.since is not None and args.lines == DEFAULT_LINES:
+        args.lines = MAX_SINCE_LINES  # --since alone: everything since then that is kept
 
     try:
         document = client.request("GET", "/v1/status")
@@ -286,13 +320,15 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return EXIT_FAILED
     names = [i["name"] for i in instances]
     if not args.follow:
-        entries = _recent_lines(client, args.patterns, instances, args.lines)
+        entries = list(
+            _from(_recent_lines(client, args.patterns, instances, args.lines), args.since)
+        )
         LinePrinter(names, _shown(entries), json_lines=args.json).write_all(entries)
         return EXIT_OK
     # What will be printed is not known yet: make room for every instance asked for.
     printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
     try:
-        for entry in _follow(client, args.patterns, instances, args.lines):
+        for entry in _from(_follow(client, args.patterns, instances, args.lines), args.since):
             printer.write(entry, flush=True)
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
@@ -421,7 +457,7 @@ def _logs_from_files(args: argparse.Namespace, config: Path) -> int:
         say(f"no daemon is running for {config}, and no log lines in {log_dir}")
         return EXIT_OK
     say(f"no daemon is running for {config}; showing its log files in {log_dir}")
-    entries = last_lines(per_instance, args.lines)
+    entries = list(_from(last_lines(per_instance, args.lines), args.since))
     LinePrinter(names, _shown(entries), json_lines=args.json).write_all(entries)
     if args.follow:
         say("not following: no daemon writes to these files")
