@@ -738,3 +738,10 @@ def test_describe_exit(code: int | None, sig: int | None, text: str) -> None:
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+def test_an_instance_being_stopped_is_no_longer_ready() -> None:
+    inst = running(make())
+    assert inst.ready
+    on_event(inst, Stop(), 5.0)
+    assert (inst.state, inst.ready) == (State.STOPPING, False)

@@ -370,6 +370,7 @@ def _stop(inst: Instance, ev: Stop, now: float) -> list[Action]:
         return []
     if inst.live:
         inst.state = State.STOPPING
+        inst.ready = False  # dependents must not count on what is going away
         inst.restart_after_stop = ev.restart
         inst.automatic_restart = bool(ev.reason)
         inst.killed = False
