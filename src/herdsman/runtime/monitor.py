@@ -38,7 +38,8 @@ def _descendants(pid: int) -> list[int]:
         current = todo.pop()
         found.append(current)
         try:
-            tasks = os.listdir(f"/proc/{current}/task")  # a child belongs to the thread that forked it
+            # A child is listed under the thread that forked it: read every thread's list.
+            tasks = os.listdir(f"/proc/{current}/task")
         except OSError:
             continue  # gone: it no longer counts, nor do its children
         for task in tasks:
