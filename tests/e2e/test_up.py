@@ -299,3 +299,17 @@ def test_daemon_log_records_spawns_exits_and_backoff(up, tmp: Path) -> None:
     assert any(re.fullmatch(r"crash: spawned pid \d+", m) for m in messages)
     assert "crash: starting -> restarting: exited with code 3; restarting in 200ms" in messages
     assert "SIGTERM: stopping all services" in messages
+
+
+def test_up_d_reports_a_socket_it_cannot_listen_on(tmp: Path) -> None:
+    (tmp / "blocker").write_text("a file where a directory should be\n")
+    (tmp / "herdsman.toml").write_text(
+        '[settings]\nsocket = "blocker/herdsman.sock"\n[services.s]\ncommand = "sleep 60"\n'
+    )
+    result = subprocess.run(
+        [*HERDSMAN, "up", "-d"], cwd=tmp, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("herdsman: the daemon did not start: ")
+    assert "blocker/herdsman.sock" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -158,11 +158,11 @@ def test_logs_merge_in_time_order_and_follow(tmp: Path) -> None:
             assert {e["stream"] for e in lines if e["instance"] == "db"} == {"err"}
             assert len(daemon.logs("web", 1)) == 1
 
+            # Subscribed at the call: lines that come before the first anext count.
             follower = daemon.follow_logs("web.0")
-            first = asyncio.ensure_future(anext(follower))
-            await asyncio.sleep(0)
             await daemon.restart("web.0", wait=True)
-            entry = await asyncio.wait_for(first, 5)
+            await until(lambda: len(daemon.logs("web.0", 10)) == 2)
+            entry = await asyncio.wait_for(anext(follower), 5)
             assert (entry["instance"], entry["line"]) == ("web.0", "web 0 up")
             await follower.aclose()
 

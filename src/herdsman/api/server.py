@@ -158,6 +158,8 @@ class ApiServer:
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        except OSError as e:  # e.g. a file where a directory of the path should be
+            raise ListenError(f"cannot listen on {path}: {e.strerror or e}") from e
         if not stat.S_ISSOCK(st.st_mode):
             raise ListenError(f"cannot listen on {path}: it exists and is not a socket")
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from herdsman import __version__
-from herdsman.api.server import ApiServer
+from herdsman.api.server import ApiServer, ListenError
 from herdsman.cli.console import Console, wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
@@ -149,6 +149,7 @@ async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
         names = [inst.name for svc in plan.services.values() for inst in svc.instances]
         console = Console(names, out, colour=wants_colour(out))
         hooks = console_hooks(console)
+    listen_error = None
     async with asyncio.TaskGroup() as tasks:
         daemon = Daemon(plan, log=log.getChild("runtime"), tasks=tasks, **hooks)
         server = ApiServer(
@@ -162,22 +163,41 @@ async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
         )
         try:
             await server.start()
-        except OSError as err:
-            raise StartupError(f"cannot listen on {plan.socket}: {err.strerror or err}") from None
-        daemon.open()
-        log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
-        daemon.start_services(services or None)
-        if detached:
-            detach_output(plan.log_dir / "herdsman.log")
-        try:
-            await daemon.wait_for_shutdown()
-        finally:
-            await server.close()
+        except ListenError as err:
+            listen_error = str(err)
             daemon.close()
+        else:
+            await _run(plan, services, daemon, server, log, detached=detached)
             if console is not None:
                 console.flush()
-            log.info("herdsman stopped")
+    # Raised outside the task group, so the caller gets the error itself rather
+    # than an ExceptionGroup around it.
+    if listen_error is not None:
+        raise StartupError(listen_error)
     return 0
+
+
+async def _run(
+    plan: Plan,
+    services: list[str],
+    daemon: Daemon,
+    server: ApiServer,
+    log: logging.Logger,
+    *,
+    detached: bool,
+) -> None:
+    """Serve until told to stop, then stop everything and close."""
+    daemon.open()
+    log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
+    daemon.start_services(services or None)
+    if detached:
+        detach_output(plan.log_dir / "herdsman.log")
+    try:
+        await daemon.wait_for_shutdown()
+    finally:
+        await server.close()
+        daemon.close()
+        log.info("herdsman stopped")
 
 
 def detach_output(log_file: Path) -> None:

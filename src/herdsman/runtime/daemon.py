@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from herdsman import __version__
 from herdsman.core import graph
@@ -38,6 +38,7 @@ MEMORY_CHECK_INTERVAL = 5.0
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
 
+T = TypeVar("T")
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, list[bytes]]  # lines read at once
 ChangeHook = Callable[[Managed, State, Event], None]
@@ -391,27 +392,23 @@ class Daemon:
         merged = list(heapq.merge(*self._log_entries(instance)))
         return [self.log_document(*e) for e in merged[len(merged) - n :]] if n else []
 
-    async def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+        """New lines from now on. Subscribed at the call, not at the first `anext`, so
+        the API can take the backlog right after and no line slips in between."""
         names = {m.name for m in self.match(instance)} if instance is not None else None
-        queue: asyncio.Queue[LogChunk | None] = asyncio.Queue(QUEUE_LIMIT)
-        self._line_followers.add(queue)
-        try:
-            while (chunk := await queue.get()) is not None:
-                ts, name, stream, lines = chunk
+        follower: _Follower[LogChunk] = _Follower(self._line_followers)
+
+        async def documents() -> AsyncIterator[dict[str, Any]]:
+            async for ts, name, stream, lines in follower:
                 if names is None or name in names:
                     for line in lines:
                         yield self.log_document(ts, name, stream, line)
-        finally:
-            self._line_followers.discard(queue)
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
-        self._event_followers.add(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._event_followers.discard(queue)
+        return _Closing(documents(), follower)
+
+    def events(self) -> AsyncIterator[dict[str, Any]]:
+        """One document per state change from now on (subscribed at the call)."""
+        return _Follower(self._event_followers)
 
     # --- metrics and memory limits --------------------------------------------
 
@@ -447,3 +444,49 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
+
+
+class _Follower(Generic[T]):
+    """An async iterator over a queue the daemon feeds; subscribed while it exists.
+
+    `aclose()` unsubscribes whether or not iteration ever started; the daemon ends
+    the stream by queueing None.
+    """
+
+    def __init__(self, followers: set[asyncio.Queue[T | None]]) -> None:
+        self._followers = followers
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue(QUEUE_LIMIT)
+        followers.add(self._queue)
+
+    def __aiter__(self) -> _Follower[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if item is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        self._followers.discard(self._queue)
+
+
+class _Closing(Generic[T]):
+    """`iterator`, whose `aclose()` also unsubscribes `follower` (even if never iterated)."""
+
+    def __init__(self, iterator: AsyncIterator[T], follower: _Follower[Any]) -> None:
+        self._iterator = iterator
+        self._follower = follower
+
+    def __aiter__(self) -> _Closing[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await anext(self._iterator)
+
+    async def aclose(self) -> None:
+        await self._follower.aclose()
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
