@@ -326,3 +326,34 @@ def test_idle_supervisor_arms_no_timers(tmp: Path) -> None:
             assert all(m.timer is None for m in sup.instances.values())
 
     run(body())
+
+
+def test_run_command_reports_exit_output_and_timeouts(tmp: Path) -> None:
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.svc]
+            command = "sleep 60"
+            env = { WHO = "probe-env" }
+            autostart = false
+            """,
+        ) as (sup, _rec):
+            inst = sup.instances["svc"].plan
+            assert await sup.run_command(inst, ("sh", "-c", "echo $WHO; exit 0"), 5) == (
+                0,
+                "probe-env",
+            )
+            assert await sup.run_command(inst, ("sh", "-c", "echo nope >&2; exit 4"), 5) == (
+                4,
+                "nope",
+            )
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            code, why = await sup.run_command(inst, ("sh", "-c", "sleep 30 & sleep 30"), 0.3)
+            assert (code, why) == (None, "timed out after 0.3s")
+            assert loop.time() - began < 5
+            code, why = await sup.run_command(inst, ("no-such-probe-xyz",), 5)
+            assert (code, why) == (None, "command 'no-such-probe-xyz' not found in PATH")
+
+    run(body())

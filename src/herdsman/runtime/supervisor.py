@@ -16,7 +16,7 @@ import random
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from herdsman.core import graph
 from herdsman.core.lifecycle import (
@@ -36,6 +36,7 @@ from herdsman.core.lifecycle import (
     Stop,
     StopTimeout,
     on_event,
+    signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.pump import LineSink, LogPump
@@ -95,7 +96,7 @@ class Supervisor:
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
         self._spawner = Spawner()
-        base_env = dict(os.environ if environ is None else environ)
+        self._base_env = base_env = dict(os.environ if environ is None else environ)
         for name, svc in plan.services.items():
             members = [
                 Managed(
@@ -168,6 +169,53 @@ class Supervisor:
                 await self.wait_until(lambda: not self.any_live(), 10.0)
                 return False
         return True
+
+    async def run_command(
+        self, inst: InstancePlan, argv: tuple[str, ...], timeout: float
+    ) -> tuple[int | None, str]:
+        """Run a short command (a probe) as `inst` would run: its env, cwd, user.
+
+        Returns (exit code or None when killed/timed out/unspawnable, one-line reason
+        or the last line it wrote). A command that outlives `timeout` has its whole
+        process group killed.
+        """
+        probe = replace(inst, argv=argv)
+        env = child_environment(self._base_env, inst)
+        try:
+            pid, out, err = self._spawner.spawn(probe, env)
+        except SpawnError as error:
+            return None, str(error)
+        lines: list[bytes] = []
+
+        def keep(_name: str, _stream: str, chunk: list[bytes], _ts: float) -> None:
+            lines.extend(chunk[-5:])
+            del lines[:-5]
+
+        pumps = [LogPump(self._loop, fd, inst.name, "probe", keep) for fd in (out, err)]
+        exited: asyncio.Future[tuple[int | None, int | None]] = self._loop.create_future()
+
+        def on_exit(code: int | None, sig: int | None) -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # what the probe left behind
+            if not exited.done():
+                exited.set_result((code, sig))
+
+        self._reaper.watch(pid, on_exit)
+        try:
+            code, sig = await asyncio.wait_for(asyncio.shield(exited), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            await exited
+            return None, f"timed out after {timeout:g}s"
+        finally:
+            for pump in pumps:
+                pump.drain()
+                pump.close()
+        last = lines[-1].decode("utf-8", "replace").strip() if lines else ""
+        if sig is not None:
+            return None, f"killed by {signal_name(sig)}"
+        return code, last
 
     def signal_group(self, managed: Managed, sig: int) -> None:
         """Send `sig` to the instance's whole process group, if it has a process."""
