@@ -191,6 +191,7 @@ class HealthCheck(_Check):
     interval: Duration = Field(default=10.0, gt=0)
     timeout: Duration = Field(default=2.0, gt=0)
     failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=1, ge=1)  # passes in a row to be healthy again
     initial_delay: Duration = 0.0
 
 

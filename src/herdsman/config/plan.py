@@ -15,9 +15,34 @@ from pathlib import Path
 
 from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
-from herdsman.config.models import Config, Service
+from herdsman.config.models import Config, HealthCheck, Probe, Service
 from herdsman.core.lifecycle import Policy
-from herdsman.core.plan import InstancePlan, Plan, ServicePlan
+from herdsman.core.plan import CheckPlan, InstancePlan, Plan, ServicePlan
+
+
+def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | None:
+    if check is None:
+        return None
+    check = check.for_replica(replica)
+    kind = check.kind
+    target = {"tcp": check.tcp, "http": check.http}.get(kind) or ""
+    if isinstance(check, Probe) and kind == "log":
+        target = check.log or ""
+    thresholds = {}
+    if isinstance(check, HealthCheck):
+        thresholds = {
+            "failure_threshold": check.failure_threshold,
+            "success_threshold": check.success_threshold,
+        }
+    return CheckPlan(
+        kind=kind,
+        target=target,
+        argv=tuple(check.exec or ()),
+        interval=check.interval,
+        timeout=check.timeout,
+        initial_delay=check.initial_delay,
+        **thresholds,
+    )
 
 
 def policy_of(svc: Service) -> Policy:
@@ -32,6 +57,7 @@ def policy_of(svc: Service) -> Policy:
         start_seconds=svc.start_seconds,
         stop_signal=svc.stop_signal,
         stop_timeout=svc.stop_timeout,
+        needs_ready=svc.ready is not None,
     )
 
 
@@ -47,6 +73,8 @@ def compile_service(svc: Service) -> ServicePlan:
             user=svc.user,
             group=svc.group,
             umask=svc.umask,
+            ready=check_plan(svc.ready, replica),
+            health=check_plan(svc.health, replica),
         )
         for replica, name in enumerate(svc.instance_names())
     )

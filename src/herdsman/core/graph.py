@@ -112,5 +112,11 @@ def satisfied(condition: Condition, instances: Sequence[DependencyView]) -> bool
 def unmet(
     wanted: Mapping[str, Condition], views: Mapping[str, Sequence[DependencyView]]
 ) -> list[str]:
-    """Human-readable unmet conditions, e.g. `["db (ready)"]`, in mapping order."""
-    return [f"{dep} ({cond})" for dep, cond in wanted.items() if not satisfied(cond, views[dep])]
+    """Human-readable unmet conditions, e.g. `["db (ready)"]`, in mapping order; a
+    dependency that gave up (failed, or exited without success) says so."""
+    unmet = []
+    for dep, cond in wanted.items():
+        if not satisfied(cond, views[dep]):
+            gave_up = any(v.gave_up for v in views[dep])
+            unmet.append(f"{dep} ({cond}), which has failed" if gave_up else f"{dep} ({cond})")
+    return unmet

@@ -16,6 +16,20 @@ from herdsman.core.lifecycle import Policy
 
 
 @dataclass(frozen=True, slots=True)
+class CheckPlan:
+    """A readiness probe or health check of one instance, `{replica}` substituted."""
+
+    kind: str  # "tcp", "http", "exec", "notify" or "log"
+    target: str = ""  # host:port, URL or regex
+    argv: tuple[str, ...] = ()  # for exec
+    interval: float = 1.0
+    timeout: float = 1.0
+    initial_delay: float = 0.0
+    failure_threshold: int = 1
+    success_threshold: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class InstancePlan:
     """One process to run: `{replica}` already substituted, units already parsed."""
 
@@ -28,6 +42,8 @@ class InstancePlan:
     user: str | None = None
     group: str | None = None
     umask: int | None = None
+    ready: CheckPlan | None = None
+    health: CheckPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)

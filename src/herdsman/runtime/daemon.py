@@ -28,6 +28,7 @@ from herdsman.core.plan import Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.logfile import LogFile, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
+from herdsman.runtime.probes import Prober
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
@@ -95,6 +96,7 @@ class Daemon:
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        self.prober = Prober(self.supervisor, self._run_in_background, log)
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._lines[inst.name] = deque(maxlen=LINES_KEPT)
@@ -126,13 +128,15 @@ class Daemon:
         await self._shutdown.wait()
         return await self.supervisor.stop_all(self.plan.shutdown_timeout)
 
-    def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task owned by the daemon's task group, cancelled when the daemon closes."""
         task = self._tasks.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def close(self) -> None:
+        self.prober.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
@@ -170,6 +174,7 @@ class Daemon:
     def _read_lines(self, instance: str, stream: str, lines: list[bytes], ts: float) -> None:
         self._log_files[instance].write(format_lines(lines, stream, ts))
         self._lines[instance].extend((ts, instance, stream, line) for line in lines[-LINES_KEPT:])
+        self.prober.lines(instance, lines)
         if self._line_followers:
             chunk = (ts, instance, stream, lines)
             for queue in list(self._line_followers):
@@ -187,6 +192,7 @@ class Daemon:
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
+        self.prober.changed(managed, old, event)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
         if core.state is not old:
@@ -250,7 +256,7 @@ class Daemon:
             "state": core.state.value,
             "pid": core.pid,
             "ready": core.ready,
-            "health": None,
+            "health": self.prober.health.get(managed.name),
             "restarts": core.restarts,
             "exit_code": core.exit_code,
             "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,

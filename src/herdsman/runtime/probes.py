@@ -1,0 +1,218 @@
+"""Readiness probes and health checks of instances.
+
+A readiness probe (`ready = {tcp|http|exec|log|notify}`) runs from the spawn until
+it passes once, then feeds `Ready` to the lifecycle; a health check runs while the
+instance is running and, after `failure_threshold` failures in a row, restarts it.
+Each runs as one task per instance, cancelled when its process goes away; the
+checks themselves never block the event loop (asyncio connections; exec through
+the supervisor's spawner and reaper, with the probe's process group killed on
+timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+
+from herdsman.core.lifecycle import Event, Ready, Spawned, State, Stop
+from herdsman.core.plan import CheckPlan
+from herdsman.runtime.supervisor import Managed, Supervisor
+
+RunInBackground = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
+
+
+def _reason(err: OSError) -> str:
+    # asyncio's strerror is "Connect call failed (...)"; the errno's text is the reason.
+    return os.strerror(err.errno) if err.errno else str(err)
+
+
+async def check_tcp(address: str, timeout: float) -> str | None:
+    """None when a connection to `host:port` succeeds, else why not."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, int(port))
+    except TimeoutError:
+        return f"no connection to {address} within {timeout:g}s"
+    except OSError as err:
+        return f"cannot connect to {address}: {_reason(err)}"
+    writer.close()
+    return None
+
+
+async def check_http(url: str, timeout: float) -> str | None:
+    """None when GET `url` answers 2xx or 3xx, else why not."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    ssl_context: Any = None
+    if secure:
+        import ssl  # only for https probes: it costs memory a plain daemon does not need
+
+        ssl_context = ssl.create_default_context()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
+            try:
+                status = await _http_status(reader, writer, parts.netloc, target)
+            finally:
+                writer.close()
+    except TimeoutError:
+        return f"no answer from {url} within {timeout:g}s"
+    except OSError as err:
+        return f"cannot connect to {url}: {_reason(err)}"
+    except h11.ProtocolError:
+        return f"{url} did not answer in HTTP"
+    if status is None:
+        return f"{url} closed the connection without an answer"
+    if 200 <= status < 400:
+        return None
+    return f"{url} answered HTTP {status}"
+
+
+async def _http_status(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, target: str
+) -> int | None:
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET",
+        target=target,
+        headers=[("Host", host), ("User-Agent", "herdsman-probe"), ("Connection", "close")],
+    )
+    writer.write(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+    await writer.drain()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(65536))
+            continue
+        if isinstance(event, h11.Response):
+            return int(event.status_code)
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+class Prober:
+    """Runs every instance's readiness probe and health check."""
+
+    def __init__(
+        self, supervisor: Supervisor, run_in_background: RunInBackground, log: Any
+    ) -> None:
+        self._supervisor = supervisor
+        self._background = run_in_background
+        self._log = log
+        self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
+        self._log_patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}
+        self.health: dict[str, str | None] = {
+            name: ("unknown" if m.plan.health else None) for name, m in supervisor.instances.items()
+        }
+
+    def changed(self, managed: Managed, old: State, event: Event) -> None:
+        name, core, plan = managed.name, managed.core, managed.plan
+        if isinstance(event, Spawned):
+            self._cancel(name)
+            if plan.health is not None:
+                self.health[name] = "unknown"
+            ready = plan.ready
+            if ready is not None and ready.kind in ("tcp", "http", "exec"):
+                self._start(name, self._until_ready(managed, ready, event.pid))
+            elif ready is not None and ready.kind == "log":
+                self._log_patterns[name] = (event.pid, re.compile(ready.target.encode()))
+        elif core.pid is None:
+            self._cancel(name)
+            return
+        # Also right after a spawn: with start_seconds = 0 it is running at once.
+        running = core.state is State.RUNNING and old is not State.RUNNING
+        if running and plan.health and core.pid is not None:
+            self._start(name, self._watch_health(managed, plan.health, core.pid))
+
+    def lines(self, instance: str, lines: list[bytes]) -> None:
+        """Output of an instance: a `ready = { log = ... }` probe passes on a match."""
+        waiting = self._log_patterns.get(instance)
+        if waiting is None:
+            return
+        pid, pattern = waiting
+        if any(pattern.search(line) for line in lines):
+            del self._log_patterns[instance]
+            managed = self._supervisor.instances[instance]
+            self._supervisor.feed(managed, Ready(pid))
+
+    def notify_ready(self, managed: Managed) -> None:
+        """`READY=1` arrived from the instance (sd_notify)."""
+        if managed.core.pid is not None:
+            self._supervisor.feed(managed, Ready(managed.core.pid))
+
+    def close(self) -> None:
+        for name in list(self._tasks):
+            self._cancel(name)
+
+    def _start(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._background(coro)
+        self._tasks.setdefault(name, []).append(task)
+        task.add_done_callback(lambda t: self._forget(name, t))
+
+    def _forget(self, name: str, task: asyncio.Task[Any]) -> None:
+        tasks = self._tasks.get(name)
+        if tasks and task in tasks:
+            tasks.remove(task)
+
+    def _cancel(self, name: str) -> None:
+        self._log_patterns.pop(name, None)
+        for task in self._tasks.pop(name, []):
+            task.cancel()
+
+    async def _check(self, managed: Managed, check: CheckPlan) -> str | None:
+        if check.kind == "tcp":
+            return await check_tcp(check.target, check.timeout)
+        if check.kind == "http":
+            return await check_http(check.target, check.timeout)
+        code, why = await self._supervisor.run_command(managed.plan, check.argv, check.timeout)
+        if code == 0:
+            return None
+        command = " ".join(check.argv)
+        if code is None:
+            return f"{command!r} {why}" if why.startswith("timed out") else why
+        return f"{command!r} exited with code {code}" + (f": {why}" if why else "")
+
+    async def _until_ready(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        await asyncio.sleep(check.initial_delay)
+        while managed.core.pid == pid:
+            why = await self._check(managed, check)
+            if why is None:
+                self._supervisor.feed(managed, Ready(pid))
+                return
+            self._log.debug("%s: not ready yet: %s", managed.name, why)
+            await asyncio.sleep(check.interval)
+
+    async def _watch_health(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        await asyncio.sleep(check.initial_delay)
+        failures = successes = 0
+        while managed.core.pid == pid:
+            why = await self._check(managed, check)
+            if why is None:
+                failures, successes = 0, successes + 1
+                if successes >= check.success_threshold:
+                    self.health[managed.name] = "healthy"
+            else:
+                failures, successes = failures + 1, 0
+                self._log.warning(
+                    "%s: health check failed (%d/%d): %s",
+                    managed.name,
+                    failures,
+                    check.failure_threshold,
+                    why,
+                )
+                if failures >= check.failure_threshold:
+                    self.health[managed.name] = "unhealthy"
+                    reason = f"health check failed: {why}"
+                    self._supervisor.feed(managed, Stop(restart=True, reason=reason))
+                    return
+            await asyncio.sleep(check.interval)

@@ -1,0 +1,157 @@
+"""Readiness probes, health checks and dependency conditions with real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from herdsman.runtime.probes import check_http, check_tcp
+from tests.runtime.harness import until
+from tests.runtime.test_daemon import running, state
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_http_readiness_gates_a_dependent(tmp: Path) -> None:
+    port = free_port()
+    marks = tmp / "marks"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.api]
+            command = ["sh", "-c", "sleep 0.5; exec python3 -m http.server {port} --bind 127.0.0.1"]
+            start_seconds = 0
+            ready = {{ http = "http://127.0.0.1:{port}/", interval = "100ms" }}
+            [services.web]
+            command = ["sh", "-c", "date +%s.%N > {marks}; exec sleep 60"]
+            depends_on = {{ api = "ready" }}
+            start_seconds = 0
+            """,
+        ) as daemon:
+            began = time.time()
+            await until(lambda: daemon.instance("api")["pid"] is not None)
+            api = daemon.instance("api")
+            assert (api["state"], api["ready"]) == ("starting", False)
+            web = daemon.instance("web")
+            assert (web["state"], web["pid"], web["message"]) == (
+                "starting",
+                None,
+                "waiting for api (ready)",
+            )
+            await until(lambda: state(daemon, "web") == "running", timeout=10)
+            await until(lambda: marks.exists() and marks.read_text().strip())
+            assert daemon.instance("api")["ready"] is True
+            assert await check_http(f"http://127.0.0.1:{port}/", 2) is None
+            assert float(marks.read_text()) - began >= 0.45  # not before the server answered
+
+    asyncio.run(body())
+
+
+def test_tcp_exec_and_log_probes(tmp: Path) -> None:
+    port = free_port()
+    flag = tmp / "flag"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.tcp]
+            command = ["python3", "-c", "import socket, time; time.sleep(0.3); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"]
+            start_seconds = 0
+            ready = {{ tcp = "127.0.0.1:{port}", interval = "100ms" }}
+            [services.exec]
+            command = ["sh", "-c", "sleep 0.3; touch {flag}; exec sleep 60"]
+            start_seconds = 0
+            ready = {{ exec = "test -f {flag}", interval = "100ms" }}
+            [services.log]
+            command = ["sh", "-c", "echo booting; sleep 0.3; echo 'server listening on 8080'; exec sleep 60"]
+            start_seconds = 0
+            ready = {{ log = "listening on \\\\d+" }}
+            """,
+        ) as daemon:
+            await until(lambda: all(d["pid"] for d in daemon.instances()))
+            assert [d["ready"] for d in daemon.instances()] == [False, False, False]
+            await until(lambda: all(d["state"] == "running" for d in daemon.instances()), 10)
+            assert all(d["ready"] for d in daemon.instances())
+            assert await check_tcp(f"127.0.0.1:{port}", 1) is None
+
+    asyncio.run(body())
+
+
+def test_completed_gates_on_a_one_shot_task_and_says_when_it_failed(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.migrate]
+            command = ["sh", "-c", "sleep 0.2; echo migrated"]
+            restart = "never"
+            [services.web]
+            command = "sleep 60"
+            depends_on = { migrate = "completed" }
+            start_seconds = 0
+            [services.broken]
+            command = ["sh", "-c", "exit 3"]
+            restart = "never"
+            [services.stuck]
+            command = "sleep 60"
+            depends_on = { broken = "completed" }
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "web") == "running", timeout=10)
+            assert daemon.instance("migrate")["exit_code"] == 0
+            await until(lambda: state(daemon, "broken") == "exited")
+            stuck = daemon.instance("stuck")
+            assert (stuck["state"], stuck["pid"]) == ("starting", None)
+            assert stuck["message"] == "waiting for broken (completed), which has failed"
+
+    asyncio.run(body())
+
+
+def test_failing_health_check_restarts_the_instance(tmp: Path) -> None:
+    alive_flag = tmp / "alive"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.app]
+            command = ["sh", "-c", "touch {alive_flag}; exec sleep 60"]
+            start_seconds = 0
+            health = {{ exec = "test -f {alive_flag}", interval = "100ms", failure_threshold = 2 }}
+            """,
+        ) as daemon:
+            await until(lambda: daemon.instance("app")["health"] == "healthy", timeout=5)
+            first = daemon.instance("app")["pid"]
+            alive_flag.unlink()  # the app "hangs": its check starts failing
+            await until(lambda: daemon.instance("app")["restarts"] == 1, timeout=5)
+            app = daemon.instance("app")
+            assert app["pid"] != first
+            assert app["message"] == (
+                f"health check failed: 'test -f {alive_flag}' exited with code 1"
+            )
+            # the new process recreated the flag: healthy again after its first checks
+            await until(lambda: daemon.instance("app")["health"] == "healthy", timeout=5)
+
+    asyncio.run(body())
+
+
+def test_probe_helpers_explain_failures() -> None:
+    async def body() -> None:
+        port = free_port()
+        assert await check_tcp(f"127.0.0.1:{port}", 1) == (
+            f"cannot connect to 127.0.0.1:{port}: Connection refused"
+        )
+        assert await check_http(f"http://127.0.0.1:{port}/x", 1) == (
+            f"cannot connect to http://127.0.0.1:{port}/x: Connection refused"
+        )
+
+    asyncio.run(body())
