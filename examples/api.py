@@ -13,6 +13,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        if not self.path.startswith("/health"):  # probes every few seconds: not news
+            super().log_message(format, *args)
+
 
 port = int(os.environ.get("PORT", "8701"))
 print(f"api listening on 127.0.0.1:{port}")
