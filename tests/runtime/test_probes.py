@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from pathlib import Path
+
+import pytest
 
 from herdsman.runtime.probes import check_http, check_tcp
 from tests.runtime.harness import until
@@ -153,5 +156,36 @@ def test_probe_helpers_explain_failures() -> None:
         assert await check_http(f"http://127.0.0.1:{port}/x", 1) == (
             f"cannot connect to http://127.0.0.1:{port}/x: Connection refused"
         )
+
+    asyncio.run(body())
+
+
+def test_redis_behind_tcp_readiness_and_redis_cli_health(tmp: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    order = tmp / "order"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.redis]
+            command = "redis-server --port {port} --save '' --appendonly no"
+            ready = {{ tcp = "127.0.0.1:{port}", interval = "50ms" }}
+            health = {{ exec = "redis-cli -p {port} ping", interval = "200ms" }}
+            [services.app]
+            command = ["sh", "-c", "echo start app $(date +%s.%N) >> {order}; trap 'echo stop app $(date +%s.%N) >> {order}; exit 0' TERM; redis-cli -p {port} set k v; while :; do sleep 0.05; done"]
+            depends_on = {{ redis = "ready" }}
+            start_seconds = "100ms"
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "app") == "running", timeout=10)
+            await until(lambda: daemon.instance("redis")["health"] == "healthy", timeout=5)
+            await until(lambda: [e["line"] for e in daemon.logs("app", 5)] == ["OK"])
+            await daemon.stop("*", wait=True)
+            await until(lambda: len(order.read_text().splitlines()) == 2)
+        lines = [line.split() for line in order.read_text().splitlines()]
+        assert [(a, b) for a, b, _ in lines] == [("start", "app"), ("stop", "app")]
 
     asyncio.run(body())
