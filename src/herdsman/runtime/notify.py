@@ -1,0 +1,222 @@
+"""The sd_notify receiver: the datagram socket whose address children get as NOTIFY_SOCKET.
+
+Each datagram is a newline-separated list of `KEY=VALUE` lines; the kernel attaches
+the sender's pid/uid/gid to it (SO_PASSCRED), and that pid, never one named in the
+payload, is what `sender_belongs` checks against an instance before its word counts.
+
+What the credential pid turns out to be (tested with systemd 252's `systemd-notify`):
+
+- `systemd-notify` first sends with the pid of *its parent* in SCM_CREDENTIALS, so
+  that a shell script shows up as the sender rather than the short-lived helper;
+  the kernel allows that only with CAP_SYS_ADMIN (root, in practice). Without the
+  privilege it falls back to its own pid. Either way the pid is in the caller's
+  session, so `sender_belongs` accepts a script and its subshells. The one case it
+  cannot attribute is `systemd-notify` run *directly* by herdsman as the service
+  command: as root its parent is the daemon itself, which is no instance's.
+- After the message it sends `BARRIER=1` with a pipe's write end attached and waits
+  (up to 5 s, unless `--no-block`) until the receiver closes that descriptor. We
+  handle datagrams in order and call `on_message` before closing the descriptors
+  received with them, so the sender (or the parent it names) is still alive while
+  the daemon checks its session. Without the barrier a helper that exits at once
+  may be reaped (a zombie still has its session) before its datagram is read, and
+  is then not accepted unless it is the main process itself.
+- Clients without a barrier (the `sdnotify` package, `--no-block`) send their own
+  pid; that is exact, with the same exit race for helpers.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# systemd itself ignores datagrams over a few KiB; a larger buffer costs nothing
+# and lets a verbose STATUS through, while MSG_TRUNC still catches anything bigger.
+RECV_SIZE = 65536
+# Room for the barrier's one descriptor and a few more; any beyond this the kernel
+# closes for us (MSG_CTRUNC), which is all we would do with them anyway.
+MAX_FDS = 16
+# One readiness callback handles at most this many datagrams, so a child flooding
+# the socket cannot starve the rest of the loop; the reader stays ready and is
+# called again on the next loop iteration for the remainder.
+MAX_PER_WAKEUP = 256
+
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_CREDS.size) + socket.CMSG_SPACE(MAX_FDS * 4)
+
+
+@dataclass(frozen=True)
+class NotifyMessage:
+    pid: int  # sender pid from SCM_CREDENTIALS (not from the payload)
+    uid: int
+    fields: dict[str, str]  # e.g. "READY" -> "1", "STATUS" -> "..."; later keys win
+
+
+def parse_fields(payload: bytes, log: logging.Logger | None = None) -> dict[str, str]:
+    """The `KEY=VALUE` lines of an sd_notify datagram; other lines are skipped."""
+    fields: dict[str, str] = {}
+    for line in payload.decode("utf-8", errors="replace").split("\n"):
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            if log is not None:
+                log.debug("sd_notify: ignoring a line that is not KEY=VALUE: %r", line[:80])
+            continue
+        fields[key] = value
+    return fields
+
+
+def sender_belongs(sender_pid: int, main_pid: int) -> bool:
+    """Whether `sender_pid` may speak for the instance whose main process is `main_pid`.
+
+    Every instance is started as a session leader, so its pid is also its process
+    group and session id: any process still in either one belongs (a script's
+    `systemd-notify`, a worker it forked). A process that has already been reaped
+    cannot be checked and does not belong, unless it is the main process itself.
+    """
+    if sender_pid <= 0 or main_pid <= 0:
+        return False
+    if sender_pid == main_pid:
+        return True
+    try:
+        return os.getpgid(sender_pid) == main_pid or os.getsid(sender_pid) == main_pid
+    except OSError:
+        return False
+
+
+class NotifySocket:
+    """A bound sd_notify socket that hands each message to `on_message` on the loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        on_message: Callable[[NotifyMessage], None],
+        log: logging.Logger,
+    ) -> None:
+        self._path = path
+        self._on_message = on_message
+        self._log = log
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def address(self) -> str:
+        """The value for NOTIFY_SOCKET: the path, or `@name` for an abstract socket."""
+        return str(self._path)
+
+    @property
+    def _abstract(self) -> bool:
+        return self.address.startswith("@")
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        bound_file = False
+        try:
+            # Before bind, so that no datagram can ever arrive without credentials.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            sock.setblocking(False)
+            if self._abstract:
+                sock.bind("\0" + self.address[1:])
+            else:
+                self._remove_stale()
+                sock.bind(self.address)
+                bound_file = True
+                # Services may run as other users (`user =`) and must be able to
+                # send, as under systemd; what guards an instance is the check of the
+                # kernel-given sender pid, not who can reach the socket.
+                os.chmod(self._path, 0o666)
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            if bound_file:
+                self._path.unlink(missing_ok=True)
+            raise
+        self._sock = sock
+        self._loop = loop
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop = None
+        sock.close()
+        if not self._abstract:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    def _remove_stale(self) -> None:
+        # A socket file left by a daemon that died; anything else at the path is
+        # not ours to delete, and bind will then report it.
+        try:
+            mode = self._path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISSOCK(mode):
+            self._path.unlink()
+
+    def _readable(self) -> None:
+        for _ in range(MAX_PER_WAKEUP):
+            sock = self._sock
+            if sock is None:  # closed by on_message
+                return
+            try:
+                data, ancdata, flags, _ = sock.recvmsg(RECV_SIZE, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self._log.warning("sd_notify: receiving failed: %s", err)
+                return
+            self._dispatch(data, ancdata, flags)
+
+    def _dispatch(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int) -> None:
+        creds: tuple[int, int, int] | None = None
+        fds: list[int] = []
+        for level, kind, item in ancdata:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == socket.SCM_CREDENTIALS and len(item) >= _CREDS.size:
+                creds = _CREDS.unpack(item[: _CREDS.size])
+            elif kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(item[: len(item) - len(item) % received.itemsize])
+                fds.extend(received)
+        try:
+            self._deliver(data, creds, flags, bool(fds))
+        finally:
+            # Closing a BARRIER=1 descriptor tells the sender that everything it sent
+            # before has been handled; other descriptors (FDSTORE=1) we do not keep.
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _deliver(
+        self, data: bytes, creds: tuple[int, int, int] | None, flags: int, with_fds: bool
+    ) -> None:
+        if flags & socket.MSG_TRUNC:
+            self._log.warning("sd_notify: ignoring a datagram over %d bytes", RECV_SIZE)
+            return
+        if creds is None:
+            self._log.warning("sd_notify: ignoring a datagram without sender credentials")
+            return
+        pid, uid, _gid = creds
+        fields = parse_fields(data, self._log)
+        fields.pop("BARRIER", None)  # answered by closing its descriptor
+        if with_fds and "FDSTORE" in fields:
+            self._log.debug("sd_notify: pid %d sent descriptors to store; not supported", pid)
+        if not fields:
+            return
+        try:
+            self._on_message(NotifyMessage(pid=pid, uid=uid, fields=fields))
+        except Exception:
+            self._log.exception("sd_notify: handling a message from pid %d failed", pid)

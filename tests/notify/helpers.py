@@ -1,0 +1,119 @@
+"""Run a NotifySocket on the test's event loop and collect what it delivers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from herdsman.runtime.notify import NotifyMessage, NotifySocket
+
+LOG = logging.getLogger("herdsman.notify.test")
+PYTHON = sys.executable
+CAP_SYS_ADMIN = 21
+
+needs_systemd_notify = pytest.mark.skipif(
+    shutil.which("systemd-notify") is None,
+    reason="systemd-notify is not installed (Debian package: systemd)",
+)
+
+
+def can_fake_credentials() -> bool:
+    """Whether this process may put another pid in SCM_CREDENTIALS (CAP_SYS_ADMIN)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    return False
+
+
+class Inbox:
+    """The `on_message` callback: keeps every message and wakes whoever waits."""
+
+    def __init__(self) -> None:
+        self.messages: list[NotifyMessage] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, message: NotifyMessage) -> None:
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[NotifyMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            self._arrived.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{len(self.messages)} of {count} messages within {timeout}s: {self.messages}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        return self.messages
+
+
+@contextlib.contextmanager
+def receiving(path: Path) -> Iterator[tuple[NotifySocket, Inbox]]:
+    inbox = Inbox()
+    sock = NotifySocket(path, inbox, LOG)
+    sock.open(asyncio.get_running_loop())
+    try:
+        yield sock, inbox
+    finally:
+        sock.close()
+
+
+class Children:
+    """Processes a test starts; whatever is still running at the end is killed and reaped."""
+
+    def __init__(self, notify_socket: str) -> None:
+        self.env = dict(os.environ, NOTIFY_SOCKET=notify_socket)
+        self._started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start `argv` the way herdsman starts an instance: as a session leader."""
+        child = subprocess.Popen(
+            argv, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
+        self._started.append(child)
+        return child
+
+    async def exited(self, child: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+        """The child's exit code, waited for without blocking the loop.
+
+        The loop must keep running meanwhile: systemd-notify waits for the
+        receiver to close its barrier descriptor before it exits.
+        """
+        deadline = time.monotonic() + timeout
+        while (code := child.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{child.args!r} still running after {timeout}s")
+            await asyncio.sleep(0.01)
+        return code
+
+    def close(self) -> None:
+        for child in self._started:
+            if child.poll() is None:
+                # The whole session's group, so a blocked grandchild goes too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+@contextlib.asynccontextmanager
+async def children(notify_socket: str) -> AsyncIterator[Children]:
+    started = Children(notify_socket)
+    try:
+        yield started
+    finally:
+        started.close()
