@@ -20,8 +20,9 @@ What the credential pid turns out to be (tested with systemd 252's `systemd-noti
   the daemon checks its session. Without the barrier a helper that exits at once
   may be reaped (a zombie still has its session) before its datagram is read, and
   is then not accepted unless it is the main process itself.
-- Clients without a barrier (the `sdnotify` package, `--no-block`) send their own
-  pid; that is exact, with the same exit race for helpers.
+- The `sdnotify` package sends as itself and without a barrier (as does
+  `systemd-notify --no-block`, still under its parent's pid when privileged): the
+  pid is exact, with that exit race for helpers.
 """
 
 from __future__ import annotations
