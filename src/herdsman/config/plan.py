@@ -61,14 +61,24 @@ def policy_of(svc: Service) -> Policy:
     )
 
 
-def compile_service(svc: Service) -> ServicePlan:
+def notify_socket(config: Config) -> Path | None:
+    """Where the daemon receives sd_notify messages, if any service uses them."""
+    if any(svc.ready and svc.ready.kind == "notify" for svc in config.services.values()):
+        return config.settings.state_dir / "notify.sock"
+    return None
+
+
+def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
+    extra_env = {}
+    if notify is not None and svc.ready is not None and svc.ready.kind == "notify":
+        extra_env["NOTIFY_SOCKET"] = str(notify)
     instances = tuple(
         InstancePlan(
             name=name,
             service=svc.name,
             replica=replica,
             argv=tuple(svc.argv_for(replica)),
-            env=svc.env_for(replica),
+            env={**svc.env_for(replica), **extra_env},
             cwd=svc.cwd,
             user=svc.user,
             group=svc.group,
@@ -92,18 +102,20 @@ def compile_service(svc: Service) -> ServicePlan:
 
 def compile_plan(config: Config) -> Plan:
     settings = config.settings
+    notify = notify_socket(config)
     return Plan(
         config_path=config.path,
         state_dir=settings.state_dir,
         log_dir=settings.log_dir,
         socket=settings.socket,
         shutdown_timeout=settings.shutdown_timeout,
-        services={name: compile_service(svc) for name, svc in config.services.items()},
+        services={name: compile_service(svc, notify) for name, svc in config.services.items()},
         socket_mode=settings.socket_mode,
         socket_group=settings.socket_group,
         tcp=settings.tcp,
         token_file=settings.token_file,
         log_format=settings.log_format,
+        notify_socket=notify,
     )
 
 

@@ -71,6 +71,7 @@ class Plan:
     tcp: str | None = None  # "host:port"
     token_file: Path | None = None
     log_format: str = "text"  # of herdsman.log: "text" or "json"
+    notify_socket: Path | None = None  # bound when some instance reports readiness by sd_notify
 
     def dependency_map(self) -> dict[str, dict[str, Condition]]:
         return {name: svc.depends_on for name, svc in self.services.items()}

@@ -28,6 +28,7 @@ from herdsman.core.plan import Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.logfile import LogFile, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
+from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.supervisor import Managed, Supervisor
 
@@ -97,6 +98,8 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
         self.prober = Prober(self.supervisor, self._run_in_background, log)
+        self._notify: NotifySocket | None = None
+        self._notify_status: dict[str, str] = {}
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._lines[inst.name] = deque(maxlen=LINES_KEPT)
@@ -115,6 +118,16 @@ class Daemon:
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
+        if self.plan.notify_socket is not None:
+            self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
+            try:
+                self._notify.open(self._loop)
+            except OSError as err:
+                self._notify = None
+                self._note(
+                    logging.ERROR,
+                    f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
+                )
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._loop.add_signal_handler(signum, self._on_signal, signum)
         if any(svc.memory_limit for svc in self.plan.services.values()):
@@ -137,6 +150,8 @@ class Daemon:
 
     def close(self) -> None:
         self.prober.close()
+        if self._notify is not None:
+            self._notify.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
@@ -181,6 +196,32 @@ class Daemon:
                 self._offer(self._line_followers, queue, chunk)
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
+
+    def _notified(self, message: NotifyMessage) -> None:
+        # Checked here, synchronously: the sender (systemd-notify) waits on its
+        # barrier until we return, so it still exists to be looked up.
+        for managed in self.supervisor.instances.values():
+            pid, ready = managed.core.pid, managed.plan.ready
+            if pid is None or ready is None or ready.kind != "notify":
+                continue
+            if sender_belongs(message.pid, pid):
+                self._apply_notify(managed, message.fields)
+                return
+        if message.fields:
+            self._log.warning(
+                "ignored an sd_notify message from pid %d: it belongs to no instance "
+                "that reports by notify",
+                message.pid,
+            )
+
+    def _apply_notify(self, managed: Managed, fields: dict[str, str]) -> None:
+        if "STATUS" in fields:
+            self._notify_status[managed.name] = fields["STATUS"]
+        if fields.get("READY") == "1":
+            self.prober.notify_ready(managed)
+        for flag in ("STOPPING", "RELOADING"):
+            if fields.get(flag) == "1":
+                self._log.info("%s: reports %s", managed.name, flag.lower())
 
     def _log_file_error(self, instance: str, error: str | None) -> None:
         if error is None:
@@ -265,7 +306,9 @@ class Daemon:
             "rss_bytes": sample.rss_bytes if sample else None,
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
-            "message": self._log_errors.get(managed.name) or core.message,
+            "message": self._log_errors.get(managed.name)
+            or core.message
+            or self._notify_status.get(managed.name, ""),
         }
 
     def daemon_document(self) -> dict[str, Any]:

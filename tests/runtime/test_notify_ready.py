@@ -1,0 +1,78 @@
+"""sd_notify readiness through the daemon, with the real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.harness import until
+from tests.runtime.test_daemon import running, state
+
+
+def test_systemd_notify_from_a_script_and_sdnotify_make_instances_ready(tmp: Path) -> None:
+    if shutil.which("systemd-notify") is None:
+        pytest.skip("systemd-notify is not installed (.ci/run installs it)")
+    pytest.importorskip("sdnotify")
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.script]
+            command = ["sh", "-c", "sleep 0.3; systemd-notify --ready --status='warmed up'; exec sleep 60"]
+            ready = {{ notify = true }}
+            start_seconds = 0
+            [services.py]
+            command = ["{sys.executable}", "-c", "import sdnotify, time; time.sleep(0.3); sdnotify.SystemdNotifier().notify('READY=1'); time.sleep(60)"]
+            ready = {{ notify = true }}
+            start_seconds = 0
+            [services.web]
+            command = "sleep 60"
+            depends_on = {{ script = "ready", py = "ready" }}
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: daemon.instance("script")["pid"] is not None)
+            assert daemon.instance("script")["state"] == "starting"
+            assert daemon.instance("web")["message"] == "waiting for script (ready), py (ready)"
+            await until(lambda: state(daemon, "web") == "running", timeout=10)
+            script = daemon.instance("script")
+            assert (script["state"], script["ready"], script["message"]) == (
+                "running",
+                True,
+                "warmed up",
+            )
+            assert daemon.instance("py")["ready"] is True
+
+    asyncio.run(body())
+
+
+def test_a_foreign_process_cannot_declare_an_instance_ready(tmp: Path) -> None:
+    if shutil.which("systemd-notify") is None:
+        pytest.skip("systemd-notify is not installed (.ci/run installs it)")
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.quiet]
+            command = "sleep 60"
+            ready = { notify = true }
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: daemon.instance("quiet")["pid"] is not None)
+            # Same NOTIFY_SOCKET, but its own session: not part of the instance.
+            # systemd-notify waits (BARRIER=1) until the daemon has handled its
+            # message, so once it returns the verdict is in.
+            inst = daemon.supervisor.instances["quiet"].plan
+            code, _ = await daemon.supervisor.run_command(inst, ("systemd-notify", "--ready"), 10)
+            assert code == 0
+            quiet = daemon.instance("quiet")
+            assert (quiet["state"], quiet["ready"]) == ("starting", False)
+
+    asyncio.run(body())
