@@ -76,3 +76,42 @@ def test_a_foreign_process_cannot_declare_an_instance_ready(tmp: Path) -> None:
             assert (quiet["state"], quiet["ready"]) == ("starting", False)
 
     asyncio.run(body())
+
+
+def test_a_missed_watchdog_restarts_the_instance(tmp: Path) -> None:
+    pytest.importorskip("sdnotify")
+    script = tmp / "pinger.py"
+    script.write_text(
+        "import os, sdnotify, time\n"
+        "n = sdnotify.SystemdNotifier()\n"
+        "print('usec', os.environ['WATCHDOG_USEC'], flush=True)\n"
+        "n.notify('READY=1')\n"
+        "for _ in range(6):\n"
+        "    time.sleep(0.1)\n"
+        "    n.notify('WATCHDOG=1')\n"
+        "time.sleep(60)  # hangs: no more pings\n"
+    )
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.pinger]
+            command = ["{sys.executable}", "{script}"]
+            ready = {{ notify = true, watchdog = "400ms" }}
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "pinger") == "running")
+            first = daemon.instance("pinger")["pid"]
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await until(lambda: daemon.instance("pinger")["restarts"] == 1, timeout=10)
+            # it pinged for ~0.6 s, then the 0.4 s watchdog ran out
+            assert loop.time() - began >= 0.6
+            pinger = daemon.instance("pinger")
+            assert pinger["pid"] != first
+            assert pinger["message"] == "watchdog: no WATCHDOG=1 within 0.4s"
+            assert [e["line"] for e in daemon.logs("pinger", 1)] == ["usec 400000"]
+
+    asyncio.run(body())

@@ -173,6 +173,15 @@ class Probe(_Check):
     interval: Duration = Field(default=1.0, gt=0)
     timeout: Duration = Field(default=1.0, gt=0)
     initial_delay: Duration = 0.0
+    # With notify: the instance must send WATCHDOG=1 at least this often, or it is
+    # restarted; it gets WATCHDOG_USEC in its environment (as under systemd).
+    watchdog: Duration | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _watchdog_needs_notify(self) -> Self:
+        if self.watchdog is not None and not self.notify:
+            raise ValueError("watchdog only goes with notify = true")
+        return self
 
     @field_validator("log")
     @classmethod

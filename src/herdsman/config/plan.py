@@ -12,6 +12,7 @@ import os
 import pickle
 import sys
 from pathlib import Path
+from typing import Any
 
 from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
@@ -28,7 +29,9 @@ def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | N
     target = {"tcp": check.tcp, "http": check.http}.get(kind) or ""
     if isinstance(check, Probe) and kind == "log":
         target = check.log or ""
-    thresholds = {}
+    thresholds: dict[str, Any] = {}
+    if isinstance(check, Probe):
+        thresholds["watchdog"] = check.watchdog
     if isinstance(check, HealthCheck):
         thresholds = {
             "failure_threshold": check.failure_threshold,
@@ -72,6 +75,8 @@ def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
     extra_env = {}
     if notify is not None and svc.ready is not None and svc.ready.kind == "notify":
         extra_env["NOTIFY_SOCKET"] = str(notify)
+        if svc.ready.watchdog is not None:
+            extra_env["WATCHDOG_USEC"] = str(round(svc.ready.watchdog * 1_000_000))
     instances = tuple(
         InstancePlan(
             name=name,

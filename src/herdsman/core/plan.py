@@ -27,6 +27,7 @@ class CheckPlan:
     initial_delay: float = 0.0
     failure_threshold: int = 1
     success_threshold: int = 1
+    watchdog: float | None = None  # notify: seconds allowed between WATCHDOG=1 pings
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,7 @@ class Daemon:
         self.prober = Prober(self.supervisor, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
+        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._lines[inst.name] = deque(maxlen=LINES_KEPT)
@@ -150,6 +151,8 @@ class Daemon:
 
     def close(self) -> None:
         self.prober.close()
+        for name in list(self._watchdogs):
+            self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
         for log_file in self._log_files.values():
@@ -215,6 +218,8 @@ class Daemon:
             )
 
     def _apply_notify(self, managed: Managed, fields: dict[str, str]) -> None:
+        if fields.get("WATCHDOG") == "1" or fields.get("READY") == "1":
+            self._arm_watchdog(managed)
         if "STATUS" in fields:
             self._notify_status[managed.name] = fields["STATUS"]
         if fields.get("READY") == "1":
@@ -222,6 +227,29 @@ class Daemon:
         for flag in ("STOPPING", "RELOADING"):
             if fields.get(flag) == "1":
                 self._log.info("%s: reports %s", managed.name, flag.lower())
+
+    def _arm_watchdog(self, managed: Managed) -> None:
+        """(Re)start the instance's watchdog: no WATCHDOG=1 in time means a restart."""
+        ready = managed.plan.ready
+        if ready is None or ready.watchdog is None or managed.core.pid is None:
+            return
+        self._disarm_watchdog(managed.name)
+        self._watchdogs[managed.name] = self._loop.call_later(
+            ready.watchdog, self._watchdog_missed, managed, managed.core.pid, ready.watchdog
+        )
+
+    def _disarm_watchdog(self, name: str) -> None:
+        handle = self._watchdogs.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _watchdog_missed(self, managed: Managed, pid: int, period: float) -> None:
+        self._watchdogs.pop(managed.name, None)
+        if managed.core.pid != pid:
+            return
+        reason = f"watchdog: no WATCHDOG=1 within {period:g}s"
+        self._note(logging.WARNING, f"{managed.name}: {reason}; restarting")
+        self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
     def _log_file_error(self, instance: str, error: str | None) -> None:
         if error is None:
@@ -234,6 +262,9 @@ class Daemon:
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
         self.prober.changed(managed, old, event)
+        if core.pid is None or isinstance(event, Spawned):
+            self._disarm_watchdog(managed.name)
+            self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
         if core.state is not old:

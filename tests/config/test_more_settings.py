@@ -1,4 +1,4 @@
-"""`[settings] log = {...}` gives every service's log rotation its defaults."""
+"""Settings that reach into services ([settings] log) and probe options (watchdog)."""
 
 from __future__ import annotations
 
@@ -57,3 +57,24 @@ def test_a_bad_settings_log_key_is_reported_once(tmp_path: Path) -> None:
         )
     assert len(err.value.errors) == 1
     assert "settings.log.bakups: unknown key (did you mean 'backups'?)" in err.value.errors[0]
+
+
+def test_watchdog_only_goes_with_notify(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(
+                tmp_path,
+                """
+                [services.a]
+                command = "true"
+                ready = { tcp = "127.0.0.1:80", watchdog = "5s" }
+                """,
+            )
+        )
+    assert "services.a.ready: watchdog only goes with notify = true" in err.value.errors[0]
+    ok = load_config(
+        write(
+            tmp_path, '[services.a]\ncommand = "true"\nready = { notify = true, watchdog = "5s" }\n'
+        )
+    )
+    assert ok.services["a"].ready is not None and ok.services["a"].ready.watchdog == 5.0
