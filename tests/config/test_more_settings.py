@@ -78,3 +78,22 @@ def test_watchdog_only_goes_with_notify(tmp_path: Path) -> None:
         )
     )
     assert ok.services["a"].ready is not None and ok.services["a"].ready.watchdog == 5.0
+
+
+def test_restart_with_must_name_a_dependency(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(
+                tmp_path,
+                """
+                [services.db]
+                command = "true"
+                [services.app]
+                command = "true"
+                restart_with = ["db"]
+                """,
+            )
+        )
+    assert (
+        "services.app: restart_with names 'db', which is not in depends_on" in err.value.errors[0]
+    )

@@ -189,3 +189,35 @@ def test_redis_behind_tcp_readiness_and_redis_cli_health(tmp: Path) -> None:
         assert [(a, b) for a, b, _ in lines] == [("start", "app"), ("stop", "app")]
 
     asyncio.run(body())
+
+
+def test_restart_with_restarts_a_dependent_after_its_dependency_comes_back(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.db]
+            command = "sleep 60"
+            start_seconds = "100ms"
+            [services.app]
+            command = "sleep 60"
+            depends_on = ["db"]
+            restart_with = ["db"]
+            start_seconds = 0
+            [services.bystander]
+            command = "sleep 60"
+            depends_on = ["db"]
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: all(d["state"] == "running" for d in daemon.instances()))
+            app_pid = daemon.instance("app")["pid"]
+            bystander_pid = daemon.instance("bystander")["pid"]
+            await daemon.restart("db", wait=True)
+            await until(lambda: daemon.instance("app")["pid"] not in (None, app_pid))
+            await until(lambda: state(daemon, "app") == "running")
+            app = daemon.instance("app")
+            assert (app["restarts"], app["message"]) == (1, "restarted with db")
+            assert daemon.instance("bystander")["pid"] == bystander_pid
+
+    asyncio.run(body())

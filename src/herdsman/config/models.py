@@ -229,6 +229,8 @@ class Service(_Model):
     stop_signal: SignalNumber = int(signal.SIGTERM)
     stop_timeout: Duration = 10.0
     depends_on: dict[str, Condition] = Field(default_factory=dict)
+    # systemd's PartOf: restart this service when one of these comes back from a restart.
+    restart_with: list[str] = Field(default_factory=list)
     ready: Probe | None = None
     health: HealthCheck | None = None
     memory_limit: Size | None = None
@@ -302,6 +304,13 @@ class Service(_Model):
         if isinstance(value, list):
             raise ValueError("must list service names (strings)")
         return value
+
+    @model_validator(mode="after")
+    def _restart_with_dependencies(self) -> Self:
+        for name in self.restart_with:
+            if name not in self.depends_on:
+                raise ValueError(f"restart_with names {name!r}, which is not in depends_on")
+        return self
 
     def instance_names(self) -> list[str]:
         """`[name]` for one replica, else `name.0`, `name.1`, ..."""

@@ -100,6 +100,7 @@ def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
         autostart=svc.autostart,
         depends_on=dict(svc.depends_on),
         memory_limit=svc.memory_limit,
+        restart_with=tuple(svc.restart_with),
         log_max_bytes=svc.log.max_bytes,
         log_backups=svc.log.backups,
     )

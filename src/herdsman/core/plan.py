@@ -55,6 +55,7 @@ class ServicePlan:
     autostart: bool
     depends_on: dict[str, Condition]
     memory_limit: int | None = None  # bytes, for the instance's whole process tree
+    restart_with: tuple[str, ...] = ()  # restart after one of these came back from a restart
     log_max_bytes: int = 10 * 1024 * 1024  # rotate `<instance>.log` past this size
     log_backups: int = 5
 

@@ -101,6 +101,8 @@ class Daemon:
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        self._spawned_before: set[str] = set()
+        self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._lines[inst.name] = deque(maxlen=LINES_KEPT)
@@ -228,6 +230,25 @@ class Daemon:
             if fields.get(flag) == "1":
                 self._log.info("%s: reports %s", managed.name, flag.lower())
 
+    def _follow_restarts(self, managed: Managed, event: Event) -> None:
+        """restart_with: once a restarted service runs again, restart its dependents."""
+        service = managed.service
+        if isinstance(event, Spawned):
+            if managed.name in self._spawned_before:
+                self._restarted_deps.add(service)
+            self._spawned_before.add(managed.name)
+        if service not in self._restarted_deps or managed.state is not State.RUNNING:
+            return
+        if any(m.state is not State.RUNNING for m in self.supervisor.by_service[service]):
+            return
+        self._restarted_deps.discard(service)
+        for svc in self.plan.services.values():
+            if service in svc.restart_with:
+                for dependent in self.supervisor.by_service[svc.name]:
+                    if dependent.core.live and dependent.state is not State.STOPPING:
+                        reason = f"restarted with {service}"
+                        self.supervisor.feed(dependent, Stop(restart=True, reason=reason))
+
     def _arm_watchdog(self, managed: Managed) -> None:
         """(Re)start the instance's watchdog: no WATCHDOG=1 in time means a restart."""
         ready = managed.plan.ready
@@ -262,6 +283,7 @@ class Daemon:
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
         self.prober.changed(managed, old, event)
+        self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
             self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
