@@ -221,3 +221,46 @@ def test_restart_with_restarts_a_dependent_after_its_dependency_comes_back(tmp: 
             assert daemon.instance("bystander")["pid"] == bystander_pid
 
     asyncio.run(body())
+
+
+def test_start_and_stop_order_from_timestamps_the_services_record(tmp: Path) -> None:
+    order = tmp / "order"
+    record = (
+        "echo start {name} $(date +%s.%N) >> " + str(order) + "; "
+        "trap 'echo stop {name} $(date +%s.%N) >> " + str(order) + "; exit 0' TERM; "
+        "{wait}while :; do sleep 0.02; done"
+    )
+    db = record.format(name="db", wait="sleep 0.3; touch " + str(tmp / "db-ready") + "; ")
+    web = record.format(name="web", wait="")
+    cache = record.format(name="cache", wait="")
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.web]
+            command = ["sh", "-c", "{web}"]
+            depends_on = {{ db = "ready", cache = "started" }}
+            start_seconds = 0
+            [services.db]
+            command = ["sh", "-c", "{db}"]
+            ready = {{ exec = "test -f {tmp}/db-ready", interval = "50ms" }}
+            [services.cache]
+            command = ["sh", "-c", "{cache}"]
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "web") == "running", timeout=10)
+            await until(lambda: "start web" in order.read_text())
+            await daemon.shutdown()
+            assert await daemon.wait_for_shutdown()
+        events = {
+            f"{what} {name}": float(ts)
+            for what, name, ts in (line.split() for line in order.read_text().splitlines())
+        }
+        ready_at = (tmp / "db-ready").stat().st_mtime
+        assert events["start web"] >= ready_at  # waited for db to be ready
+        assert events["stop web"] <= events["stop db"]  # dependents stop first
+        assert events["stop web"] <= events["stop cache"]
+
+    asyncio.run(body())
