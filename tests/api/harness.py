@@ -183,6 +183,16 @@ class FakeController:
         if self.on_shutdown is not None:
             self.on_shutdown()
 
+    async def reload(self) -> dict[str, Any]:
+        self.calls.append(("reload",))
+        return {
+            "added": [],
+            "removed": [],
+            "changed": [],
+            "unchanged": ["web.0"],
+            "not_applied": [],
+        }
+
     def metrics(self) -> tuple[bytes, str]:
         return METRICS, METRICS_TYPE
 

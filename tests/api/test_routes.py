@@ -349,3 +349,16 @@ def test_a_waiting_request_does_not_hold_up_others(api: ServerThread, fake: Fake
     assert ask(api.unix(), "GET", "/v1/status").status == 200
     api.call_soon(fake.gate.set)
     assert waiting.getresponse().status == 200
+
+
+def test_reload_answers_what_changed(api: ServerThread, fake: FakeController) -> None:
+    reply = ask(api.unix(), "POST", "/v1/reload")
+    assert reply.status == 200
+    assert reply.json == {
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "unchanged": ["web.0"],
+        "not_applied": [],
+    }
+    assert fake.calls == [("reload",)]

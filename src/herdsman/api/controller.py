@@ -81,6 +81,12 @@ class Controller(Protocol):
         """Begin a graceful stop of everything; return once it has begun."""
         ...
 
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and apply the difference: `{"added", "removed", "changed",
+        "unchanged", "not_applied"}`; ControlError(400) with every error when invalid
+        (nothing changes), 409 while another reload runs."""
+        ...
+
     def metrics(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         ...

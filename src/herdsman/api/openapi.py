@@ -283,6 +283,36 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/v1/reload": {
+            "post": {
+                "operationId": "reload",
+                "summary": "Re-read the config and apply the difference.",
+                "description": "Added instances start, removed ones stop, changed ones "
+                "restart in dependency order, unchanged ones keep running with the same pid. "
+                "An invalid config changes nothing: 400 with every error, one per line.",
+                "responses": {
+                    "200": _json(
+                        "What the reload did, by instance name.",
+                        {
+                            "type": "object",
+                            "required": ["added", "removed", "changed", "unchanged", "not_applied"],
+                            "properties": {
+                                key: {"type": "array", "items": {"type": "string"}}
+                                for key in (
+                                    "added",
+                                    "removed",
+                                    "changed",
+                                    "unchanged",
+                                    "not_applied",
+                                )
+                            },
+                            "additionalProperties": False,
+                        },
+                    ),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "operationId": "getMetrics",

@@ -113,6 +113,7 @@ class Routes:
             (("v1", "logs"), {"GET": self._logs}),
             (("v1", "events"), {"GET": self._events}),
             (("v1", "shutdown"), {"POST": self._shutdown}),
+            (("v1", "reload"), {"POST": self._reload}),
             (("metrics",), {"GET": self._metrics}),
             (("openapi.json",), {"GET": self._openapi_document}),
         ]
@@ -208,6 +209,9 @@ class Routes:
 
     async def _shutdown(self, args: list[str], query: str, body: bytes) -> Reply:
         return Reply(202, to_json({"shutting_down": True}), after=self._controller.shutdown)
+
+    async def _reload(self, args: list[str], query: str, body: bytes) -> Reply:
+        return json_reply(200, await self._controller.reload())
 
     async def _metrics(self, args: list[str], query: str, body: bytes) -> Reply:
         data, content_type = self._controller.metrics()

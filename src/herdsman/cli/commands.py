@@ -84,6 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     logs.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
 
     sub.add_parser("down", help="stop all services, then the daemon")
+    sub.add_parser("reload", help="re-read the config and apply the difference")
 
 
 def _line_count(text: str) -> int:
@@ -590,6 +591,26 @@ def settings_path(config: Path, key: str) -> Path:
 
 
 @_client_command
+def cmd_reload(args: argparse.Namespace, client: Client) -> int:
+    from herdsman.cli.client import ApiError
+
+    try:
+        result = client.request("POST", "/v1/reload", timeout=None)
+    except ApiError as err:
+        if err.status != 400:
+            raise
+        for line in err.message.splitlines():
+            say(line)
+        say("the config is invalid: nothing was changed")
+        return EXIT_FAILED
+    for key in ("added", "removed", "changed", "unchanged"):
+        print(f"{key}: {', '.join(result[key]) or '-'}")
+    if result.get("not_applied"):
+        say(f"{', '.join(result['not_applied'])} changed: they apply when herdsman restarts")
+    return EXIT_OK
+
+
+@_client_command
 def cmd_down(args: argparse.Namespace, client: Client) -> int:
     from herdsman.cli.client import NoDaemon
 
@@ -652,4 +673,5 @@ CLIENT_COMMANDS: dict[str, Command] = {
     "signal": cmd_signal,
     "logs": cmd_logs,
     "down": cmd_down,
+    "reload": cmd_reload,
 }

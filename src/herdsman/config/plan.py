@@ -126,15 +126,21 @@ def compile_plan(config: Config) -> Plan:
 
 
 def main(argv: list[str]) -> int:
-    explicit = argv[1] if len(argv) == 2 and argv[0] == "-c" else None
+    """`[-c FILE] [--out FILE]`: the pickled result to stdout, or to --out's file."""
+    options = dict(zip(argv[::2], argv[1::2], strict=False))
+    explicit = options.get("-c")
     try:
         path = find_config_file(explicit, Path.cwd(), os.environ)
         result: tuple[str, object] = ("ok", compile_plan(load_config(path)))
         code = 0
     except ConfigError as err:
         result, code = ("errors", list(err.errors)), 2
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+    data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    if "--out" in options:
+        Path(options["--out"]).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     return code
 
 

@@ -23,12 +23,14 @@ from typing import Any, Generic, TypeVar
 
 from herdsman import __version__
 from herdsman.core import graph
+from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
-from herdsman.core.plan import Plan
+from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.logfile import LogFile, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
+from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.supervisor import Managed, Supervisor
 
@@ -36,6 +38,8 @@ LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 QUEUE_LIMIT = 10_000  # a follower that falls this far behind is dropped
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
+RELOAD_TIMEOUT = 60.0  # for the validating helper process
+ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
@@ -103,15 +107,24 @@ class Daemon:
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
+        self._reloading = False
+        self._track_instances(plan)
+
+    def _track_instances(self, plan: Plan) -> None:
+        """Per-instance buffers and log files for every instance of `plan` (new ones
+        get fresh ones; existing ones keep theirs, with the new rotation settings)."""
         for svc in plan.services.values():
             for inst in svc.instances:
-                self._lines[inst.name] = deque(maxlen=LINES_KEPT)
+                self._lines.setdefault(inst.name, deque(maxlen=LINES_KEPT))
+                if inst.name in self._log_files:
+                    self._log_files[inst.name].close()  # reopened with the new rotation
                 self._log_files[inst.name] = LogFile(
-                    plan.log_dir / f"{inst.name}.log",
+                    self.plan.log_dir / f"{inst.name}.log",
                     svc.log_max_bytes,
                     svc.log_backups,
                     functools.partial(self._log_file_error, inst.name),
                 )
+        self.prober.track(self.supervisor.instances)
 
     # --- running --------------------------------------------------------------
 
@@ -133,6 +146,7 @@ class Daemon:
                 )
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._loop.add_signal_handler(signum, self._on_signal, signum)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         if any(svc.memory_limit for svc in self.plan.services.values()):
             self._run_in_background(self._watch_memory())
 
@@ -161,7 +175,7 @@ class Daemon:
             log_file.close()
         for task in list(self._background):
             task.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._loop.remove_signal_handler(signum)
         # Followers end their streams; None is the end marker.
         for lines in list(self._line_followers):
@@ -178,6 +192,16 @@ class Daemon:
         else:
             self._note(logging.WARNING, "second signal: killing all services now")
             self.supervisor.kill_all()
+
+    def _on_hangup(self) -> None:
+        self._run_in_background(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        """SIGHUP: reload; an invalid config is logged and changes nothing."""
+        try:
+            await self.reload()
+        except ControlError as err:
+            self._note(logging.ERROR, f"reload refused, nothing changed: {err.message}")
 
     def _note(self, level: int, text: str) -> None:
         """A message about the daemon itself: to its log, and to the console if any."""
@@ -511,6 +535,88 @@ class Daemon:
     def events(self) -> AsyncIterator[dict[str, Any]]:
         """One document per state change from now on (subscribed at the call)."""
         return _Follower(self._event_followers)
+
+    # --- reload -----------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and apply the difference; ControlError(400) if invalid."""
+        self._refuse_while_stopping()
+        if self._reloading:
+            raise ControlError(409, "a reload is already in progress")
+        self._reloading = True
+        try:
+            return await self._reload()
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> dict[str, Any]:
+        new = await self._compile()
+        old = self.plan
+        change = diff_plans(old, new)
+        sup = self.supervisor
+        # Stop what goes or changes, dependents first (by the old graph).
+        leaving = set(change.removed) | set(change.changed)
+        was_active = {name for name in change.changed if sup.instances[name].state in ACTIVE_STATES}
+        for wave in graph.stop_waves(old.dependency_map()):
+            members = [m for svc in wave for m in sup.by_service[svc] if m.name in leaving]
+            for managed in members:
+                sup.stop(managed)
+            await self._stopped(members)
+        gone = sup.replace_plan(new)
+        self.plan = new
+        for managed in gone:
+            self._lines.pop(managed.name, None)
+            log_file = self._log_files.pop(managed.name, None)
+            if log_file is not None:
+                log_file.close()
+        self._track_instances(new)
+        # Start what is new (if autostart) and what changed while running, in order.
+        starting = {
+            name for name in change.added if new.services[sup.instances[name].service].autostart
+        } | was_active
+        for wave in graph.start_waves(new.dependency_map()):
+            for svc in wave:
+                for managed in sup.by_service[svc]:
+                    if managed.name in starting:
+                        sup.start(managed)
+        summary = {
+            "added": list(change.added),
+            "removed": list(change.removed),
+            "changed": list(change.changed),
+            "unchanged": list(change.unchanged),
+        }
+        self._note(
+            logging.INFO,
+            "reloaded: " + "; ".join(f"{k} {', '.join(v) or '-'}" for k, v in summary.items()),
+        )
+        needs_restart = [
+            key
+            for key in ("state_dir", "log_dir", "socket", "socket_mode", "socket_group", "tcp")
+            if getattr(old, key) != getattr(new, key)
+        ]
+        if needs_restart:
+            self._note(
+                logging.WARNING,
+                f"settings {', '.join(needs_restart)} changed: they apply when herdsman restarts",
+            )
+        return {**summary, "not_applied": needs_restart}
+
+    async def _compile(self) -> Plan:
+        """The new plan, validated by a helper process (pydantic stays out of the daemon)."""
+        out = self.plan.state_dir / "reload.plan"
+        argv = helper_argv(self.plan.config_path, out)
+        runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
+        code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
+        try:
+            data = out.read_bytes()
+        except OSError:
+            raise ControlError(500, f"the config validator failed: {why or code}") from None
+        finally:
+            out.unlink(missing_ok=True)
+        try:
+            return unpickle_plan(data, f"exit code {code}")
+        except PlanError as err:
+            raise ControlError(400, "\n".join(err.errors)) from None
 
     # --- metrics and memory limits --------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 from herdsman.core.plan import Plan
 
@@ -30,11 +31,21 @@ def request_plan(config: str | None) -> subprocess.Popen[bytes]:
 
 def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
     out, _ = helper.communicate()
+    return unpickle_plan(out, f"exit code {helper.returncode}")
+
+
+def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
+    """The validating helper for a daemon's reload: it writes its answer to `out`."""
+    return (sys.executable, "-m", "herdsman.config.plan", "-c", str(config), "--out", str(out))
+
+
+def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:
+    """The helper's answer: the Plan, or PlanError with its errors."""
     try:
-        kind, value = pickle.loads(out)
+        kind, value = pickle.loads(data)
     except Exception:
         raise PlanError(
-            [f"the config validator failed (exit code {helper.returncode}); see the error above"]
+            [f"the config validator failed ({how_it_ended}); see the error above"]
         ) from None
     if kind == "errors":
         raise PlanError(list(value))

@@ -111,9 +111,20 @@ class Prober:
         self._log = log
         self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._log_patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}
-        self.health: dict[str, str | None] = {
-            name: ("unknown" if m.plan.health else None) for name, m in supervisor.instances.items()
-        }
+        self.health: dict[str, str | None] = {}
+        self.track(supervisor.instances)
+
+    def track(self, instances: dict[str, Managed]) -> None:
+        """Follow exactly these instances (after a reload: new ones in, removed ones out)."""
+        for name in list(self.health):
+            if name not in instances:
+                self._cancel(name)
+                del self.health[name]
+        for name, managed in instances.items():
+            if managed.plan.health is None:
+                self.health[name] = None
+            else:
+                self.health.setdefault(name, "unknown")
 
     def changed(self, managed: Managed, old: State, event: Event) -> None:
         name, core, plan = managed.name, managed.core, managed.plan

@@ -81,7 +81,6 @@ class Supervisor:
         on_change: ChangeCallback | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
-        self.plan = plan
         self._loop = asyncio.get_running_loop()
         self._sink = sink
         self._on_change = on_change
@@ -96,20 +95,37 @@ class Supervisor:
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
         self._spawner = Spawner()
-        self._base_env = base_env = dict(os.environ if environ is None else environ)
+        self._base_env = dict(os.environ if environ is None else environ)
+        self.replace_plan(plan)
+
+    def replace_plan(self, plan: Plan) -> list[Managed]:
+        """Take `plan` as the new truth (a reload). Instances that stay keep their
+        process and lifecycle with the new settings in place; those that go must have
+        been stopped and are returned, with their pumps closed; new ones are stopped."""
+        old = self.instances
+        self.plan = plan
+        self.instances, self.by_service = {}, {}
         for name, svc in plan.services.items():
-            members = [
-                Managed(
-                    Instance(inst.name, svc.policy),
-                    inst,
-                    child_environment(base_env, inst),
-                    svc.depends_on,
-                )
-                for inst in svc.instances
-            ]
-            self.instances.update((m.name, m) for m in members)
+            members = []
+            for inst in svc.instances:
+                env = child_environment(self._base_env, inst)
+                managed = old.get(inst.name)
+                if managed is None:
+                    managed = Managed(Instance(inst.name, svc.policy), inst, env, svc.depends_on)
+                else:
+                    managed.plan, managed.env, managed.depends_on = inst, env, svc.depends_on
+                    managed.core.policy = svc.policy
+                members.append(managed)
+                self.instances[inst.name] = managed
             self.by_service[name] = members
         self._deps = plan.dependency_map()
+        gone = [m for name, m in old.items() if name not in self.instances]
+        for managed in gone:
+            self._cancel_timer(managed)
+            self._waiting.pop(managed.name, None)
+            for pump in list(managed.pumps):
+                pump.close()
+        return gone
 
     # --- lifecycle of the supervisor itself ------------------------------------
 
