@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     sub.add_parser("check", help="validate the config")
+    sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -118,12 +119,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    from herdsman.runtime.systemd import unit_file
+
+    config = load(args)
+    print(unit_file(config.path, config.settings.shutdown_timeout), end="")
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"herdsman {__version__}")
     return EXIT_OK
 
 
-COMMANDS = {"up": cmd_up, "check": cmd_check, "version": cmd_version, **CLIENT_COMMANDS}
+COMMANDS = {
+    "up": cmd_up,
+    "check": cmd_check,
+    "systemd-unit": cmd_systemd_unit,
+    "version": cmd_version,
+    **CLIENT_COMMANDS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

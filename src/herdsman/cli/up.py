@@ -25,6 +25,7 @@ from herdsman.core.plan import Plan
 from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed
+from herdsman.runtime.systemd import Manager
 
 
 class StartupError(Exception):
@@ -151,7 +152,8 @@ async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
         hooks = console_hooks(console)
     listen_error = None
     async with asyncio.TaskGroup() as tasks:
-        daemon = Daemon(plan, log=log.getChild("runtime"), tasks=tasks, **hooks)
+        manager = Manager(os.environ)
+        daemon = Daemon(plan, log=log.getChild("runtime"), tasks=tasks, manager=manager, **hooks)
         server = ApiServer(
             daemon,
             unix_path=plan.socket,
@@ -190,6 +192,8 @@ async def _run(
     daemon.open()
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
     daemon.start_services(services or None)
+    daemon.manager.ready(daemon.summary())
+    daemon.manager.start_watchdog(asyncio.get_running_loop())
     if detached:
         detach_output(plan.log_dir / "herdsman.log")
     try:
@@ -197,6 +201,7 @@ async def _run(
     finally:
         await server.close()
         daemon.close()
+        daemon.manager.close()
         log.info("herdsman stopped")
 
 

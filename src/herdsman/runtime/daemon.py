@@ -33,6 +33,7 @@ from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.supervisor import Managed, Supervisor
+from herdsman.runtime.systemd import Manager
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 QUEUE_LIMIT = 10_000  # a follower that falls this far behind is dropped
@@ -80,6 +81,7 @@ class Daemon:
         on_change: ChangeHook | None = None,
         on_line: LineHook | None = None,
         on_note: Callable[[str], None] | None = None,
+        manager: Manager | None = None,
     ) -> None:
         self.plan = plan
         self.started_at = time.time()
@@ -88,6 +90,7 @@ class Daemon:
         self._on_change = on_change
         self._on_line = on_line
         self._on_note = on_note
+        self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
         self._lines: dict[str, deque[LogEntry]] = {}
         self._line_followers: set[asyncio.Queue[LogChunk | None]] = set()
@@ -156,6 +159,7 @@ class Daemon:
     async def wait_for_shutdown(self) -> bool:
         """Wait for a shutdown request, then stop everything; False if something was killed."""
         await self._shutdown.wait()
+        self.manager.stopping()
         return await self.supervisor.stop_all(self.plan.shutdown_timeout)
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -388,6 +392,13 @@ class Daemon:
             or self._notify_status.get(managed.name, ""),
         }
 
+    def summary(self) -> str:
+        """One line for a service manager's STATUS=: how many instances are in which state."""
+        counts: dict[str, int] = {}
+        for managed in self.supervisor.instances.values():
+            counts[managed.state.value] = counts.get(managed.state.value, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no instances"
+
     def daemon_document(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -544,10 +555,12 @@ class Daemon:
         if self._reloading:
             raise ControlError(409, "a reload is already in progress")
         self._reloading = True
+        self.manager.reloading()
         try:
             return await self._reload()
         finally:
             self._reloading = False
+            self.manager.ready(self.summary())
 
     async def _reload(self) -> dict[str, Any]:
         new = await self._compile()

@@ -42,6 +42,7 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
+from herdsman.runtime.systemd import without_manager_variables
 
 
 @dataclass(eq=False)
@@ -96,6 +97,7 @@ class Supervisor:
         self.by_service: dict[str, list[Managed]] = {}
         self._spawner = Spawner()
         self._base_env = dict(os.environ if environ is None else environ)
+        without_manager_variables(self._base_env)
         self.replace_plan(plan)
 
     def replace_plan(self, plan: Plan) -> list[Managed]:

@@ -1,0 +1,107 @@
+"""herdsman as a systemd service: sd_notify to its manager, and its unit file.
+
+Under systemd (`NOTIFY_SOCKET` set, `Type=notify`) the daemon reports READY=1 once
+its services are started, STATUS= summaries, RELOADING=1 around a reload,
+STOPPING=1, and pings WATCHDOG=1 at half of `WATCHDOG_USEC` from the event loop,
+so a hung loop gets it restarted. Those variables are for herdsman alone: they are
+taken out of what its children inherit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+
+MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def without_manager_variables(environ: MutableMapping[str, str]) -> None:
+    """Children must not talk to herdsman's own manager as if they were herdsman."""
+    for name in MANAGER_VARIABLES:
+        environ.pop(name, None)
+
+
+class Manager:
+    """The service manager above herdsman, if any; every method is a no-op without one."""
+
+    def __init__(self, environ: MutableMapping[str, str]) -> None:
+        address = environ.get("NOTIFY_SOCKET", "")
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._watchdog: float | None = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        owner = environ.get("WATCHDOG_PID", "")
+        if usec.isdigit() and int(usec) > 0 and (not owner or owner == str(os.getpid())):
+            self._watchdog = int(usec) / 1_000_000
+        self._sock: socket.socket | None = None
+        self._ping: asyncio.TimerHandle | None = None
+        if self._address:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def notify(self, *fields: str) -> None:
+        if self._sock is None:
+            return
+        # If the manager went away there is nothing herdsman can do about it.
+        with contextlib.suppress(OSError):
+            self._sock.sendto("\n".join(fields).encode(), self._address)
+
+    def ready(self, status: str) -> None:
+        self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def reloading(self) -> None:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def stopping(self) -> None:
+        self.notify("STOPPING=1", "STATUS=stopping all services")
+
+    def start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ping at half the watchdog period, from the loop itself: a stuck loop stops it."""
+        if self._watchdog is None or self._sock is None:
+            return
+
+        def ping() -> None:
+            self.notify("WATCHDOG=1")
+            assert self._watchdog is not None
+            self._ping = loop.call_later(self._watchdog / 2, ping)
+
+        ping()
+
+    def close(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def unit_file(config: Path, shutdown_timeout: float, executable: str | None = None) -> str:
+    """A systemd unit that runs herdsman for `config` (`Type=notify`, watchdog)."""
+    herdsman = executable or str(Path(sys.argv[0]).resolve())
+    return f"""\
+[Unit]
+Description=herdsman process supervisor for {config}
+After=network.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={herdsman} -c {config} up
+ExecReload=/bin/kill -HUP $MAINPID
+WorkingDirectory={config.parent}
+# herdsman answers SIGTERM by stopping every service in reverse dependency order;
+# whatever is left when it exits (or after TimeoutStopSec) is killed by systemd.
+KillMode=mixed
+TimeoutStopSec={int(shutdown_timeout) + 15}
+WatchdogSec=30
+Restart=on-failure
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
