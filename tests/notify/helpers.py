@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.runtime.notify import NotifyMessage, NotifySocket
+from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 
 LOG = logging.getLogger("herdsman.notify.test")
 PYTHON = sys.executable
@@ -37,16 +37,27 @@ def can_fake_credentials() -> bool:
     return False
 
 
+STARTED: list[int] = []  # every child the tests started, for Inbox's verdicts
+
+
 class Inbox:
     """The `on_message` callback: keeps every message and wakes whoever waits."""
 
     def __init__(self) -> None:
         self.messages: list[NotifyMessage] = []
+        self._verdicts: dict[int, dict[int, bool]] = {}
         self._arrived = asyncio.Event()
 
     def __call__(self, message: NotifyMessage) -> None:
+        # Judged now, as the daemon does: a sender that has exited by the time the
+        # test looks could no longer be looked up.
+        self._verdicts[id(message)] = {pid: sender_belongs(message.pid, pid) for pid in STARTED}
         self.messages.append(message)
         self._arrived.set()
+
+    def belongs(self, message: NotifyMessage, main_pid: int) -> bool:
+        """`sender_belongs(message.pid, main_pid)` as it was when the message arrived."""
+        return self._verdicts[id(message)][main_pid]
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[NotifyMessage]:
         deadline = time.monotonic() + timeout
@@ -86,6 +97,7 @@ class Children:
             argv, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
         )
         self._started.append(child)
+        STARTED.append(child.pid)
         return child
 
     async def exited(self, child: subprocess.Popen[bytes], timeout: float = 5.0) -> int:

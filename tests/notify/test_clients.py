@@ -63,7 +63,7 @@ def test_shell_script_calling_systemd_notify_belongs(tmp: Path) -> None:
             async with children(sock.address) as kids:
                 child = kids.start(argv)
                 (msg,) = await inbox.wait_for(1)
-                assert sender_belongs(msg.pid, child.pid)
+                assert inbox.belongs(msg, child.pid)
                 assert await kids.exited(child) == 0
         assert msg.fields == {"READY": "1", "STATUS": "warming up"}
         if can_fake_credentials():
@@ -87,7 +87,7 @@ def test_systemd_notify_from_a_subshell_belongs(tmp: Path) -> None:
             async with children(sock.address) as kids:
                 child = kids.start(argv)
                 (msg,) = await inbox.wait_for(1)
-                assert sender_belongs(msg.pid, child.pid)
+                assert inbox.belongs(msg, child.pid)
                 assert await kids.exited(child) == 0
         assert msg.fields == {"READY": "1"}
         assert msg.pid != child.pid  # the subshell (or the helper), a grandchild
@@ -110,7 +110,7 @@ def test_unprivileged_systemd_notify_names_itself_and_belongs(tmp: Path) -> None
                 setpriv = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
                 child = kids.start([*setpriv, *argv])
                 (msg,) = await inbox.wait_for(1)
-                assert sender_belongs(msg.pid, child.pid)
+                assert inbox.belongs(msg, child.pid)
                 assert await kids.exited(child) == 0
         assert msg.fields == {"READY": "1"}
         assert msg.uid == nobody
@@ -135,7 +135,7 @@ def test_sdnotify_package_child_belongs(tmp: Path) -> None:
         assert msg.fields == {"READY": "1", "STATUS": "ok"}
         assert msg.pid == child.pid
         # Holds even once the child is reaped: the main pid needs no lookup.
-        assert sender_belongs(msg.pid, child.pid)
+        assert inbox.belongs(msg, child.pid)
 
     asyncio.run(body())
 
@@ -167,8 +167,8 @@ def test_process_in_another_session_does_not_belong(tmp: Path) -> None:
                 instance = kids.start(["sleep", "60"])
                 other = kids.start(stranger)
                 (msg,) = await inbox.wait_for(1)
-                assert not sender_belongs(msg.pid, instance.pid)
-                assert sender_belongs(msg.pid, other.pid)
+                assert not inbox.belongs(msg, instance.pid)
+                assert inbox.belongs(msg, other.pid)
                 # Nor does the daemon's own session count for an instance.
                 assert not sender_belongs(os.getpid(), instance.pid)
                 assert await kids.exited(other) == 0
