@@ -77,8 +77,17 @@ class LogFile:
             self._on_error(self.error)
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._size = os.fstat(self._fd).st_size
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        size = os.fstat(fd).st_size
+        try:
+            # A write cut short by SIGKILL (the kernel stops at a page boundary) leaves
+            # a torn last line: end it, or our first line would be glued onto it.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                size += os.write(fd, b"\n")
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._size = fd, size
 
     def _rotate(self) -> None:
         self.close()
