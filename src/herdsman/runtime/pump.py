@@ -23,6 +23,10 @@ READ_SIZE = 256 * 1024
 LineSink = Callable[[str, str, list[bytes], float], None]
 
 
+def _pieces(line: bytes) -> list[bytes]:
+    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+
+
 class LogPump:
     def __init__(
         self,
@@ -67,12 +71,13 @@ class LogPump:
         lines = data.split(b"\n")
         if self._partial:
             lines[0] = self._partial + lines[0]
-        partial = lines.pop()
-        if len(partial) >= MAX_LINE:
-            cut = len(partial) - len(partial) % MAX_LINE
-            lines.extend(partial[i : i + MAX_LINE] for i in range(0, cut, MAX_LINE))
-            partial = partial[cut:]
-        self._partial = partial
+        if len(lines[0]) > MAX_LINE or len(data) > MAX_LINE:
+            # Only a held partial or a read this long can make a line too long. Cut
+            # every MAX_LINE bytes from the line's start; the last piece is never empty.
+            lines = [
+                p for line in lines for p in (_pieces(line) if len(line) > MAX_LINE else [line])
+            ]
+        self._partial = lines.pop()
         if lines:
             self._sink(self.instance, self.stream, lines, time.time())
         return True
