@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from herdsman import __version__
 from herdsman.core import graph
@@ -27,6 +27,7 @@ from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
+from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.logfile import LogFile, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
@@ -36,7 +37,6 @@ from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
-QUEUE_LIMIT = 10_000  # a follower that falls this far behind is dropped
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
@@ -45,7 +45,6 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
 
-T = TypeVar("T")
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, list[bytes]]  # lines read at once
 ChangeHook = Callable[[Managed, State, Event], None]
@@ -533,7 +532,7 @@ class Daemon:
         """New lines from now on. Subscribed at the call, not at the first `anext`, so
         the API can take the backlog right after and no line slips in between."""
         names = {m.name for m in self.match(instance)} if instance is not None else None
-        follower: _Follower[LogChunk] = _Follower(self._line_followers)
+        follower: Follower[LogChunk] = Follower(self._line_followers)
 
         async def documents() -> AsyncIterator[dict[str, Any]]:
             async for ts, name, stream, lines in follower:
@@ -541,11 +540,11 @@ class Daemon:
                     for line in lines:
                         yield self.log_document(ts, name, stream, line)
 
-        return _Closing(documents(), follower)
+        return Closing(documents(), follower)
 
     def events(self) -> AsyncIterator[dict[str, Any]]:
         """One document per state change from now on (subscribed at the call)."""
-        return _Follower(self._event_followers)
+        return Follower(self._event_followers)
 
     # --- reload -----------------------------------------------------------------
 
@@ -665,49 +664,3 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
-
-
-class _Follower(Generic[T]):
-    """An async iterator over a queue the daemon feeds; subscribed while it exists.
-
-    `aclose()` unsubscribes whether or not iteration ever started; the daemon ends
-    the stream by queueing None.
-    """
-
-    def __init__(self, followers: set[asyncio.Queue[T | None]]) -> None:
-        self._followers = followers
-        self._queue: asyncio.Queue[T | None] = asyncio.Queue(QUEUE_LIMIT)
-        followers.add(self._queue)
-
-    def __aiter__(self) -> _Follower[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        item = await self._queue.get()
-        if item is None:
-            await self.aclose()
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        self._followers.discard(self._queue)
-
-
-class _Closing(Generic[T]):
-    """`iterator`, whose `aclose()` also unsubscribes `follower` (even if never iterated)."""
-
-    def __init__(self, iterator: AsyncIterator[T], follower: _Follower[Any]) -> None:
-        self._iterator = iterator
-        self._follower = follower
-
-    def __aiter__(self) -> _Closing[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        return await anext(self._iterator)
-
-    async def aclose(self) -> None:
-        await self._follower.aclose()
-        aclose = getattr(self._iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
