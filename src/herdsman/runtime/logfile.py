@@ -10,6 +10,7 @@ bounded buffer and the error is reported once; writing resumes when it can.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -61,6 +62,14 @@ class LogFile:
                 done += written
                 self._size += written
         except OSError as err:
+            if done:
+                # A short write (the disk filled) may stop inside a line: take that part
+                # back, so the file ends with a whole line and what is held starts with one.
+                torn = done - (data.rfind(b"\n", 0, done) + 1)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size - torn)
+                    self._size -= torn
+                    done -= torn
             self._hold(data[done:], err)
             return
         if self.error is not None:
