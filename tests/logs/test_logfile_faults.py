@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from herdsman.runtime import logfile
 from herdsman.runtime.logfile import LogFile, format_lines
 from tests.logs.conftest import parse, rotated, texts
 
@@ -74,3 +75,33 @@ def test_a_short_write_leaves_no_half_line_even_across_a_rotation(
     assert errors[-1] is None
     assert (tmp / "x.log.1").exists()
     assert contents(tmp / "x.log") == [line for lines, _ in written for line in lines]
+
+
+def test_what_is_dropped_after_pending_limit_is_whole_lines(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held lines are bounded (PENDING_LIMIT bytes, the newest kept); what is dropped
+    must be whole lines, so the first line kept is still a line."""
+    disk = Disk(monkeypatch)
+    errors, on_error = errors_list()
+    log = LogFile(tmp / "x.log", max_bytes=1 << 30, backups=0, on_error=on_error)
+    written = batches(400, per=500)  # ~11 MiB of formatted lines
+    everything = [line for lines, _ in written for line in lines]
+    log.write(written[0][1])
+    disk.free = 0
+    for _, data in written[1:-10]:
+        log.write(data)
+    disk.free = None
+    for _, data in written[-10:]:
+        log.write(data)
+    log.close()
+    assert errors == [f"cannot write {tmp}/x.log: No space left on device", None]
+    kept = contents(tmp / "x.log")
+    assert kept[:500] == everything[:500]
+    first_held = everything.index(kept[500])
+    assert kept[500:] == everything[first_held:]  # the newest, with no gap
+    assert first_held > 500  # some were dropped
+    held = b"".join(data for _, data in written[1:-10])
+    dropped = held[: held.index(b" out " + kept[500] + b"\n") - 27]
+    assert log.dropped_bytes == len(dropped)
+    assert len(held) - len(dropped) <= logfile.PENDING_LIMIT

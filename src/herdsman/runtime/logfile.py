@@ -78,8 +78,10 @@ class LogFile:
 
     def _hold(self, data: bytes, err: OSError) -> None:
         if len(data) > PENDING_LIMIT:
-            self.dropped_bytes += len(data) - PENDING_LIMIT
-            data = data[-PENDING_LIMIT:]
+            # Keep the newest whole lines that fit: start after a newline, not inside a line.
+            start = data.find(b"\n", len(data) - PENDING_LIMIT - 1) + 1
+            self.dropped_bytes += start
+            data = data[start:]
         self._pending = data
         if self.error is None:
             self.error = f"cannot write {self.path}: {err.strerror or err}"
