@@ -41,15 +41,9 @@ class Herd:
     def __init__(self, root: Path) -> None:
         self.dir = root
         self.config = root / "herdsman.toml"
+        self.state_dir = root / ".herdsman"
+        self.log_dir = self.state_dir / "logs"  # set it when the config moves it
         self.pid: int | None = None
-
-    @property
-    def state_dir(self) -> Path:
-        return self.dir / ".herdsman"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.state_dir / "logs"
 
     def cli(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
