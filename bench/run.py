@@ -12,7 +12,9 @@ RSS, its stop time, and (herdsman and floor only) start time for M instances. Se
 bench/README.md for what each figure means and the caveats.
 
 The harness runs in its own venv (bench/.env, created on first use, with supervisor,
-circus and psutil); started with any other python it re-executes itself there.
+circus, psutil and a normal, non-editable install of this checkout's herdsman); started
+with any other python it re-executes itself there. After the table above it measures
+status latency (bench/status.py): the client command listing --status-instances.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -48,9 +51,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 ENV = BENCH / ".env"
 ENV_PY = ENV / "bin" / "python"
+ENV_SOURCE_HASH = ENV / ".herdsman-source"  # hash of the source the installed herdsman came from
 STAMP = BENCH / "build" / "stamp"
 RESULTS = BENCH / "results.md"
 TOOLS = ("herdsman", "floor", "supervisord", "circus")
+ALL_TOOLS = (*TOOLS, "pm2")  # pm2: status latency only (bench/status.py)
 SCALE_TOOLS = ("herdsman", "floor")
 KILL_TIMEOUT = 10.0  # seconds to wait for a replacement before calling it a timeout
 STOP_TIMEOUT = 30.0  # seconds a daemon gets to stop after SIGTERM before SIGKILL
@@ -61,10 +66,12 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def ensure_env() -> None:
-    """Create bench/.env with the peers and psutil, then run this script with it."""
+    """Create bench/.env with the peers, psutil and herdsman, byte-compile it, then run
+    the script that was started (this one, or bench/status.py) with it."""
     if not ENV_PY.exists():
         print(f"creating {ENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
+    changed = False
     probe = subprocess.run(
         [str(ENV_PY), "-c", "import supervisor, circus, psutil"], capture_output=True
     )
@@ -74,8 +81,89 @@ def ensure_env() -> None:
             [str(ENV_PY), "-m", "pip", "install", "-q", "supervisor", "circus", "psutil"],
             check=True,
         )
+        changed = True
+    if not os.environ.get("HERDSMAN"):
+        changed |= install_herdsman()
+    if changed:
+        # Every tool starts from bytecode, as after a normal install, whatever
+        # PYTHONDONTWRITEBYTECODE was when anything in the venv was installed or run.
+        subprocess.run([str(ENV_PY), "-m", "compileall", "-q", str(ENV / "lib")], check=True)
     if Path(sys.prefix).resolve() != ENV.resolve() or psutil is None:
-        os.execv(str(ENV_PY), [str(ENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
+        script = str(Path(sys.argv[0]).resolve())
+        os.execv(str(ENV_PY), [str(ENV_PY), script, *sys.argv[1:]])
+
+
+def source_files() -> list[Path]:
+    """What the herdsman wheel is built from."""
+    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    for path in sorted((REPO / "src").rglob("*")):
+        parts = path.relative_to(REPO).parts
+        skip = "__pycache__" in parts or any(part.endswith(".egg-info") for part in parts)
+        if path.is_file() and not skip:
+            files.append(path)
+    return files
+
+
+def source_hash() -> str:
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def install_herdsman() -> bool:
+    """(Re)install herdsman from this checkout into bench/.env as a regular wheel, as a
+    user gets it, when its source changed since the last install. The dev venv's
+    editable install would put an import hook in front of every start. The wheel is
+    built from a copy of the source, so no build/ or egg-info lands in the checkout."""
+    digest = source_hash()
+    binary = ENV / "bin" / "herdsman"
+    if (
+        binary.exists()
+        and ENV_SOURCE_HASH.exists()
+        and ENV_SOURCE_HASH.read_text().strip() == digest
+    ):
+        return False
+    print("installing herdsman (a wheel of this checkout) into bench/.env ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hb-wheel") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for path in source_files():
+            dest = src / path.relative_to(REPO)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        pip = [str(ENV_PY), "-m", "pip"]
+        subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", tmp, str(src)], check=True)
+        (wheel,) = Path(tmp).glob("herdsman-*.whl")
+        subprocess.run([*pip, "install", "-q", str(wheel)], check=True)  # + dependencies
+        subprocess.run(
+            [*pip, "install", "-q", "--force-reinstall", "--no-deps", str(wheel)], check=True
+        )
+    ENV_SOURCE_HASH.write_text(digest + "\n")
+    return True
+
+
+def herdsman_source() -> str:
+    """The commit the installed herdsman was built from, and whether src/ differed."""
+    if os.environ.get("HERDSMAN"):
+        return f"$HERDSMAN={os.environ['HERDSMAN']}"
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "pyproject.toml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "wheel of the checkout"
+    return f"wheel of {rev}" + (" with uncommitted changes in src/" if dirty else "")
 
 
 def build_stamp() -> None:
@@ -101,7 +189,7 @@ def become_subreaper() -> None:
 
 
 def herdsman_bin() -> Path:
-    return Path(os.environ.get("HERDSMAN") or REPO / ".venv" / "bin" / "herdsman")
+    return Path(os.environ.get("HERDSMAN") or ENV / "bin" / "herdsman")
 
 
 def tool_versions() -> dict[str, str]:
@@ -119,6 +207,7 @@ def tool_versions() -> dict[str, str]:
         out["herdsman"] = text[0].removeprefix("herdsman ") if ok else "unavailable"
     except (OSError, subprocess.TimeoutExpired):
         out["herdsman"] = "unavailable"
+    out["herdsman"] += f" ({herdsman_source()})"
     return out
 
 
@@ -164,13 +253,13 @@ class Collector:
         with self.cond:
             return len(self.stamps)
 
-    def wait_for_pids(self, n: int, timeout: float, daemon: subprocess.Popen) -> bool:
+    def wait_for_pids(self, n: int, timeout: float, daemon: subprocess.Popen | None) -> bool:
         """Wait until n distinct pids have reported; False on timeout or daemon exit."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while len(self.pids) < n:
                 left = deadline - time.monotonic()
-                if left <= 0 or daemon.poll() is not None:
+                if left <= 0 or (daemon is not None and daemon.poll() is not None):
                     return False
                 self.cond.wait(min(left, 0.2))
         return True
@@ -280,6 +369,9 @@ minprocs = {min(nproc, 2 * n + 200)}
 [unix_http_server]
 file = {tmp}/supervisor.sock
 
+[supervisorctl]
+serverurl = unix://{tmp}/supervisor.sock
+
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
@@ -346,6 +438,19 @@ class Result:
     error: str | None = None
 
 
+def launch(argv: list[str], tmp: Path, log: Path) -> subprocess.Popen:
+    """Start a daemon in its own session, in tmp, its output into log."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -386,16 +491,8 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
     log = tmp / "daemon.log"
     try:
         argv = config_for(tool, n, tmp, sock, circus_check_delay)
-        with open(log, "wb") as out:
-            t0 = time.monotonic()
-            daemon = subprocess.Popen(
-                argv,
-                cwd=tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        t0 = time.monotonic()
+        daemon = launch(argv, tmp, log)
         if not collector.wait_for_pids(n, 30 + 0.05 * n, daemon):
             why = "exited" if daemon.poll() is not None else "timed out"
             res.error = f"{why}: {len(collector.pids)}/{n} stamps reported"
@@ -562,9 +659,8 @@ def notes_text(results: dict[str, Result], scale: dict[str, Result]) -> str:
     return "\n".join(out)
 
 
-def write_results(
-    text: str, notes: str, versions: dict[str, str], argv: list[str], load: str
-) -> None:
+def header_lines(versions: dict[str, str], command: list[str], load: str) -> list[str]:
+    """Date, machine, load, versions and command, as markdown list items."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -572,15 +668,24 @@ def write_results(
                 cpu = line.split(":", 1)[1].strip()
                 break
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    vers = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return [
+        f"- date: {now}",
+        f"- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()},"
+        f" Python {platform.python_version()}",
+        f"- load average before the run (1, 5, 15 min): {load}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}",
+        f"- command: `{' '.join(command)}`",
+    ]
+
+
+def write_results(
+    text: str, notes: str, versions: dict[str, str], argv: list[str], load: str, extra: str = ""
+) -> None:
+    """results.md: the header, the table, its notes, then extra (the status section)."""
+    head = "\n".join(header_lines(versions, ["python3 bench/run.py", *argv], load))
     body = f"""# herdsman benchmark results
 
-- date: {now}
-- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python \
-{platform.python_version()}
-- load average before the run (1, 5, 15 min): {load}
-- versions: {vers}
-- command: `{" ".join(["python3 bench/run.py", *argv])}`
+{head}
 
 {text}
 
@@ -590,6 +695,15 @@ See bench/README.md for what each row means.
 """
     if notes:
         body += f"\n## Notes\n\n{notes}\n"
+    if extra:
+        body += f"\n{extra}"
+    # Sections this run did not write (status latency from an earlier run, another
+    # benchmark's section) stay.
+    owned = {"## Notes", *extra.splitlines()[:1]}
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    for part in old.split("\n## ")[1:]:
+        if f"## {part.splitlines()[0]}" not in owned:
+            body += f"\n## {part.rstrip()}\n"
     RESULTS.write_text(body)
 
 
@@ -605,20 +719,28 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--starts", type=int, default=3, help="launches per start figure (median; default 3)"
     )
-    ap.add_argument("--only", default=",".join(TOOLS), help="comma-separated tools")
+    ap.add_argument(
+        "--only",
+        default=",".join(ALL_TOOLS),
+        help="comma-separated tools (pm2 takes part in the status measurement only)",
+    )
     ap.add_argument(
         "--circus-check-delay",
         type=float,
         default=0.1,
         help="circus check_delay in s (its respawn poll period; default 0.1)",
     )
+    ap.add_argument("--status-instances", type=int, default=50, help="instances for status latency")
+    ap.add_argument("--status-runs", type=int, default=20, help="status runs per client (0: skip)")
     args = ap.parse_args()
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
-    bad = [t for t in args.only if t not in TOOLS]
+    bad = [t for t in args.only if t not in ALL_TOOLS]
     if args.starts < 1:
         ap.error("--starts must be at least 1")
+    if args.status_instances < 1:
+        ap.error("--status-instances must be at least 1")
     if bad:
-        ap.error(f"unknown tool(s) {', '.join(bad)}; choose from {', '.join(TOOLS)}")
+        ap.error(f"unknown tool(s) {', '.join(bad)}; choose from {', '.join(ALL_TOOLS)}")
     return args
 
 
@@ -644,9 +766,12 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
     return r
 
 
-def main() -> int:
-    args = parse_args()  # before ensure_env, so --help and bad usage are instant
+def prepare() -> None:
+    """Everything a measurement needs before the first daemon starts."""
     ensure_env()
+    # The tools' Python processes may write bytecode, as they would after a normal
+    # install (bench/.env is compiled already; this matters for anything that is not).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     build_stamp()
     raise_limits()
     become_subreaper()
@@ -659,10 +784,33 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
+
+def warn_survivors() -> None:
+    survivors = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or [""])[0] == str(STAMP)
+    ]
+    if survivors:
+        print(f"WARNING: stamp processes still alive: {survivors}", file=sys.stderr)
+
+
+def main() -> int:
+    args = parse_args()  # before ensure_env, so --help and bad usage are instant
+    prepare()
+    # bench/status.py imports this file as `run`: let it share this module, not load
+    # a second copy.
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import status
+
+    status_tools = [t for t in status.TOOLS if t in args.only] if args.status_runs else []
     versions = tool_versions()
+    if "pm2" in status_tools and status.ensure_pm2() is None:
+        versions["pm2"] = status.pm2_version()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     results: dict[str, Result] = {}
     scale: dict[str, Result] = {}
+    statuses: dict[str, status.StatusResult] = {}
     try:
         for tool in [t for t in TOOLS if t in args.only]:
             print(f"{tool}: {args.instances} instances ...", flush=True)
@@ -671,17 +819,14 @@ def main() -> int:
             for tool in [t for t in SCALE_TOOLS if t in args.only]:
                 print(f"{tool}: {args.scale} instances (start and stop only) ...", flush=True)
                 scale[tool] = measure(tool, args.scale, 0, 0, args)
+        if status_tools:
+            status_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            statuses = status.measure_all(status_tools, args.status_instances, args.status_runs)
     except KeyboardInterrupt:
         print("interrupted; every daemon and stamp of this run has been stopped", flush=True)
         return 130
     finally:
-        survivors = [
-            p.pid
-            for p in psutil.process_iter(["cmdline"])
-            if (p.info["cmdline"] or [""])[0] == str(STAMP)
-        ]
-        if survivors:
-            print(f"WARNING: stamp processes still alive: {survivors}", file=sys.stderr)
+        warn_survivors()
 
     text = table(results, scale, args)
     notes = notes_text(results, scale)
@@ -689,7 +834,14 @@ def main() -> int:
     print(text)
     if notes:
         print("\nNotes:\n" + notes)
-    write_results(text, notes, versions, sys.argv[1:], load)
+    extra = ""
+    if statuses:
+        command = ["python3 bench/run.py", *sys.argv[1:]]
+        head = header_lines(versions, command, status_load)
+        extra = status.section(statuses, args.status_instances, args.status_runs, head)
+        print()
+        print(extra, end="")
+    write_results(text, notes, versions, sys.argv[1:], load, extra)
     print(f"\nwritten to {RESULTS.relative_to(REPO)}")
     return 0
 
