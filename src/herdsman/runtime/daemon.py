@@ -1,9 +1,10 @@
 """The daemon: one Supervisor plus what the control API needs of it.
 
 It answers control requests (status, start/stop/restart by pattern, signals,
-recent log lines, event streams, metrics), keeps the last lines of every
-instance in memory, samples resources on demand, enforces `memory_limit`, and
-owns the graceful shutdown. The CLI composes it with the API server.
+recent log lines, event streams, metrics, reload), writes every instance's log
+file and keeps its last lines in memory, samples resources on demand, enforces
+`memory_limit`, `restart_with` and sd_notify readiness and watchdogs, and owns
+the graceful shutdown. The CLI composes it with the API server.
 """
 
 from __future__ import annotations
