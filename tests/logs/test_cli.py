@@ -12,8 +12,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_for
 from tests.logs.conftest import PYTHON, Herd, child, parse
 
@@ -123,12 +121,6 @@ def test_logs_n_and_json_show_what_the_file_holds(herd: Herd, tmp: Path) -> None
     assert offline.stdout.splitlines() == shown(entries[-3:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.logs (and the CLI's last_lines and file reader) slice"
-    " merged[len(merged) - n:]: with n above the number of lines kept the start is"
-    " negative, so -n 600 of 504 lines shows the last 96",
-)
 def test_logs_n_larger_than_what_is_kept_shows_everything(herd: Herd, tmp: Path) -> None:
     entries = start_talk(herd, tmp / "pokes")
     more = herd.cli("logs", "-n", "600", "talk")

@@ -436,7 +436,7 @@ def last_lines(per_instance: Iterable[Iterable[LogEntry]], n: int) -> list[LogEn
     import heapq
 
     merged = list(heapq.merge(*per_instance, key=lambda e: str(e.get("time", ""))))
-    return merged[len(merged) - n :] if n else []
+    return merged[-n:] if n else []
 
 
 # --- logs without a daemon: the log files ---------------------------------------
@@ -531,7 +531,7 @@ def tail(path: Path, n: int) -> list[bytes]:
         lines.pop()  # the file ends with a newline, as complete lines do
     if start > 0:
         lines = lines[1:]  # the first piece may be the end of a longer line
-    return lines[len(lines) - n :] if n else []
+    return lines[-n:] if n else []
 
 
 def parse_log_line(instance: str, raw: bytes) -> LogEntry:

@@ -527,7 +527,7 @@ class Daemon:
 
     def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
         merged = list(heapq.merge(*self._log_entries(instance)))
-        return [self.log_document(*e) for e in merged[len(merged) - n :]] if n else []
+        return [self.log_document(*e) for e in merged[-n:]] if n else []
 
     def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
         """New lines from now on. Subscribed at the call, not at the first `anext`, so
