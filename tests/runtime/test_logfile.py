@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from herdsman.runtime.logfile import LogFile, format_lines
 
@@ -68,3 +70,13 @@ def test_disk_full_holds_lines_then_resumes(tmp: Path, monkeypatch: pytest.Monke
     assert (tmp / "x.log").read_bytes() == b"a\nb\nc\n"
     assert errors == [f"cannot write {tmp}/x.log: No space left on device", None]
     log.close()
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_cached_timestamp_matches_datetime(ts: float) -> None:
+    from datetime import UTC, datetime
+
+    from herdsman.runtime.logfile import timestamp
+
+    expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    assert timestamp(ts) == expected

@@ -52,6 +52,32 @@ ChangeHook = Callable[[Managed, State, Event], None]
 LineHook = Callable[[str, str, list[bytes], float], None]
 
 
+class Tail:
+    """The last lines of one instance, kept as the batches they were read in.
+
+    Per batch, not per line: a flooding child sends thousands of lines a read,
+    and a Python object per line would cost more than writing them to disk.
+    """
+
+    def __init__(self, instance: str, limit: int) -> None:
+        self._instance = instance
+        self._limit = limit
+        self._batches: deque[tuple[float, str, list[bytes]]] = deque()
+        self._count = 0
+
+    def add(self, ts: float, stream: str, lines: list[bytes]) -> None:
+        self._batches.append((ts, stream, lines))
+        self._count += len(lines)
+        while self._count - len(self._batches[0][2]) >= self._limit:
+            self._count -= len(self._batches.popleft()[2])
+
+    def entries(self) -> list[LogEntry]:
+        """The last `limit` lines, oldest first."""
+        name = self._instance
+        every = [(ts, name, stream, line) for ts, stream, lines in self._batches for line in lines]
+        return every[-self._limit :]
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -92,7 +118,7 @@ class Daemon:
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
-        self._lines: dict[str, deque[LogEntry]] = {}
+        self._lines: dict[str, Tail] = {}
         self._line_followers: set[asyncio.Queue[LogChunk | None]] = set()
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
@@ -118,7 +144,7 @@ class Daemon:
         get fresh ones; existing ones keep theirs, with the new rotation settings)."""
         for svc in plan.services.values():
             for inst in svc.instances:
-                self._lines.setdefault(inst.name, deque(maxlen=LINES_KEPT))
+                self._lines.setdefault(inst.name, Tail(inst.name, LINES_KEPT))
                 if inst.name in self._log_files:
                     self._log_files[inst.name].close()  # reopened with the new rotation
                 self._log_files[inst.name] = LogFile(
@@ -221,7 +247,7 @@ class Daemon:
 
     def _read_lines(self, instance: str, stream: str, lines: list[bytes], ts: float) -> None:
         self._log_files[instance].write(format_lines(lines, stream, ts))
-        self._lines[instance].extend((ts, instance, stream, line) for line in lines[-LINES_KEPT:])
+        self._lines[instance].add(ts, stream, lines)
         self.prober.lines(instance, lines)
         if self._line_followers:
             chunk = (ts, instance, stream, lines)
@@ -515,10 +541,10 @@ class Daemon:
 
     # --- logs and events ------------------------------------------------------
 
-    def _log_entries(self, instance: str | None) -> list[deque[LogEntry]]:
+    def _log_entries(self, instance: str | None) -> list[list[LogEntry]]:
         if instance is None:
-            return list(self._lines.values())
-        return [self._lines[m.name] for m in self.match(instance)]
+            return [tail.entries() for tail in self._lines.values()]
+        return [self._lines[m.name].entries() for m in self.match(instance)]
 
     @staticmethod
     def log_document(ts: float, instance: str, stream: str, line: bytes) -> dict[str, Any]:

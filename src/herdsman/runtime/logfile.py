@@ -11,6 +11,7 @@ bounded buffer and the error is reported once; writing resumes when it can.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,8 +20,19 @@ from pathlib import Path
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
 
 
+_second: tuple[int, bytes] = (-1, b"")
+
+
 def timestamp(ts: float) -> bytes:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    """`2026-11-23T10:00:00.123456Z`; the seconds part is formatted once a second."""
+    global _second
+    fraction, seconds = math.modf(ts)  # rounded exactly as datetime.fromtimestamp does
+    whole, micros = int(seconds), round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if _second[0] != whole:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode())
+    return b"%s.%06dZ" % (_second[1], micros)
 
 
 def format_lines(lines: list[bytes], stream: str, ts: float) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import grp
 import os
 import pwd
@@ -23,6 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from herdsman.core.plan import InstancePlan
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1024 * 1024  # the pumps read up to this much at once
 
 # Python ignores these; a child must start with the default disposition.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -118,6 +122,11 @@ class Spawner:
         """Start the process: (pid, stdout read fd, stderr read fd), both non-blocking."""
         out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        for fd in (out_r, err_r):
+            # A bigger pipe means fewer, larger reads from a chatty child; without
+            # the privilege or under the user's pipe budget, the default will do.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
         try:
             os.set_blocking(out_w, True)
             os.set_blocking(err_w, True)
