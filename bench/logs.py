@@ -204,6 +204,7 @@ class Flood:
     per: int  # lines per instance
     seconds: float | None = None  # gate opened -> last line of every instance on disk
     cpu: float | None = None  # the daemon's user+system seconds over that time
+    flood_cpu: float | None = None  # the floods' user+system seconds, all instances
     found: int = 0  # distinct numbered lines read back
     duplicated: int = 0
     corrupt: int = 0  # lines that are not one of flood's lines, whole and unchanged
@@ -373,6 +374,8 @@ def run_flood(tool: str, k: int, per: int) -> Flood:
         gate_fd = os.open(gate, os.O_RDWR)  # a writer: every open() waiting on it returns
         wait_captured(res, setup.files, t0)
         res.cpu = cpu_seconds(pid) - cpu0
+        with contextlib.suppress(OSError):  # they pause() once done: still there to ask
+            res.flood_cpu = sum(cpu_seconds(flood) for flood in collector.pids)
         if not alive(pid):
             res.error = "the daemon died during the flood"
             res.notes.append(f"daemon output:\n{run.log_tail(log)}")
@@ -401,6 +404,7 @@ ROWS = (  # label, value, digits
     ("lines/s (M)", lambda r: r.lines / r.seconds / 1e6 if r.seconds else None, 3),
     ("MB/s", lambda r: r.mb / r.seconds if r.seconds else None, 1),
     ("daemon CPU s per MB", lambda r: r.cpu / r.mb if r.cpu is not None else None, 4),
+    ("floods' CPU s per MB", lambda r: r.flood_cpu / r.mb if r.flood_cpu is not None else None, 4),
     ("lost lines", lambda r: r.lost, 0),
     ("duplicated lines", lambda r: r.duplicated, 0),
     ("corrupt lines", lambda r: r.corrupt, 0),
