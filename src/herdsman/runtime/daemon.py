@@ -329,7 +329,10 @@ class Daemon:
     def _log_file_error(self, instance: str, error: str | None) -> None:
         if error is None:
             self._log_errors.pop(instance, None)
-            self._note(logging.INFO, f"{instance}: writing its log file again")
+            log_file = self._log_files[instance]
+            dropped, log_file.dropped_bytes = log_file.dropped_bytes, 0  # said once per outage
+            lost = f" ({dropped} bytes of its oldest held lines were dropped)" if dropped else ""
+            self._note(logging.INFO, f"{instance}: writing its log file again{lost}")
         else:
             self._log_errors[instance] = error
             self._note(logging.ERROR, f"{instance}: {error}; the service keeps running")
