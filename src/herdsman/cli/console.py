@@ -8,11 +8,11 @@ herdsman's own messages (started, exited, failed) use the same prefix, dimmed.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
-COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+from herdsman.cli.table import INSTANCE_COLOURS
+
 SEPARATOR = " │ ".encode()
 
 
@@ -27,7 +27,8 @@ class Console:
         for index, name in enumerate([*names, "herdsman"]):
             label = name.ljust(width).encode()
             if colour:
-                code = 90 if name == "herdsman" else COLOURS[index % len(COLOURS)]
+                palette = INSTANCE_COLOURS
+                code = 90 if name == "herdsman" else palette[index % len(palette)]
                 self._prefixes[name] = b"\x1b[%dm" % code + label + SEPARATOR + b"\x1b[0m"
             else:
                 self._prefixes[name] = label + SEPARATOR
@@ -71,12 +72,3 @@ class Console:
         except (BrokenPipeError, ValueError, OSError):
             # Nobody reads our output any more; the services must keep running.
             self._broken = True
-
-
-def wants_colour(out: BinaryIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    try:
-        return os.isatty(out.fileno())
-    except (ValueError, OSError):
-        return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 STATE_COLOURS = {
     "running": "32",
@@ -26,7 +26,7 @@ RIGHT_ALIGNED = frozenset({"PID", "UPTIME", "RESTARTS", "CPU", "MEM"})
 MESSAGE_MIN_WIDTH = 10  # below this a cut message says nothing; let the line wrap
 
 
-def wants_colour(out: TextIO) -> bool:
+def wants_colour(out: IO[Any]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
     if os.environ.get("NO_COLOR"):
         return False

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from herdsman import __version__
 from herdsman.api.server import ApiServer, ListenError
-from herdsman.cli.console import Console, wants_colour
+from herdsman.cli.console import Console
+from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.runtime.daemon import Daemon
