@@ -84,7 +84,7 @@ def test_tcp_exec_and_log_probes(tmp: Path) -> None:
             assert [d["ready"] for d in daemon.instances()] == [False, False, False]
             await until(lambda: all(d["state"] == "running" for d in daemon.instances()), 10)
             assert all(d["ready"] for d in daemon.instances())
-            assert await check_tcp(f"127.0.0.1:{port}", 1) is None
+            assert await check_tcp(("127.0.0.1", port), 1) is None
 
     asyncio.run(body())
 
@@ -150,7 +150,7 @@ def test_failing_health_check_restarts_the_instance(tmp: Path) -> None:
 def test_probe_helpers_explain_failures() -> None:
     async def body() -> None:
         port = free_port()
-        assert await check_tcp(f"127.0.0.1:{port}", 1) == (
+        assert await check_tcp(("127.0.0.1", port), 1) == (
             f"cannot connect to 127.0.0.1:{port}: Connection refused"
         )
         assert await check_http(f"http://127.0.0.1:{port}/x", 1) == (

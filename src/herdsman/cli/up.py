@@ -77,13 +77,6 @@ def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
     return log
 
 
-def parse_tcp(address: str | None) -> tuple[str, int] | None:
-    if address is None:
-        return None
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def read_token(plan: Plan) -> str | None:
     if plan.tcp is None or plan.token_file is None:
         return None
@@ -160,7 +153,7 @@ async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
             unix_path=plan.socket,
             socket_mode=plan.socket_mode,
             socket_group=plan.socket_group,
-            tcp=parse_tcp(plan.tcp),
+            tcp=plan.tcp,
             token=token,
             log=log.getChild("api"),
         )

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from herdsman.config import units
 from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
 from herdsman.config.models import Config, HealthCheck, Probe, Service
@@ -40,6 +41,7 @@ def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | N
     return CheckPlan(
         kind=kind,
         target=target,
+        address=units.parse_address(target) if kind == "tcp" else None,
         argv=tuple(check.exec or ()),
         interval=check.interval,
         timeout=check.timeout,
@@ -118,7 +120,7 @@ def compile_plan(config: Config) -> Plan:
         services={name: compile_service(svc, notify) for name, svc in config.services.items()},
         socket_mode=settings.socket_mode,
         socket_group=settings.socket_group,
-        tcp=settings.tcp,
+        tcp=units.parse_address(settings.tcp) if settings.tcp else None,
         token_file=settings.token_file,
         log_format=settings.log_format,
         notify_socket=notify,

@@ -20,7 +20,8 @@ class CheckPlan:
     """A readiness probe or health check of one instance, `{replica}` substituted."""
 
     kind: str  # "tcp", "http", "exec", "notify" or "log"
-    target: str = ""  # host:port, URL or regex
+    target: str = ""  # host:port, URL or regex, as written (for messages)
+    address: tuple[str, int] | None = None  # tcp: the target parsed
     argv: tuple[str, ...] = ()  # for exec
     interval: float = 1.0
     timeout: float = 1.0
@@ -70,7 +71,7 @@ class Plan:
     services: dict[str, ServicePlan]
     socket_mode: int = 0o600
     socket_group: str | None = None
-    tcp: str | None = None  # "host:port"
+    tcp: tuple[str, int] | None = None  # (host, port) of the optional TCP listener
     token_file: Path | None = None
     log_format: str = "text"  # of herdsman.log: "text" or "json"
     notify_socket: Path | None = None  # bound when some instance reports readiness by sd_notify

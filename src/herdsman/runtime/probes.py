@@ -32,17 +32,17 @@ def _reason(err: OSError) -> str:
     return os.strerror(err.errno) if err.errno else str(err)
 
 
-async def check_tcp(address: str, timeout: float) -> str | None:
-    """None when a connection to `host:port` succeeds, else why not."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
+async def check_tcp(address: tuple[str, int], timeout: float) -> str | None:
+    """None when a connection to (host, port) succeeds, else why not."""
+    host, port = address
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, int(port))
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
-        return f"no connection to {address} within {timeout:g}s"
+        return f"no connection to {shown} within {timeout:g}s"
     except OSError as err:
-        return f"cannot connect to {address}: {_reason(err)}"
+        return f"cannot connect to {shown}: {_reason(err)}"
     writer.close()
     return None
 
@@ -181,8 +181,8 @@ class Prober:
             task.cancel()
 
     async def _check(self, managed: Managed, check: CheckPlan) -> str | None:
-        if check.kind == "tcp":
-            return await check_tcp(check.target, check.timeout)
+        if check.kind == "tcp" and check.address is not None:
+            return await check_tcp(check.address, check.timeout)
         if check.kind == "http":
             return await check_http(check.target, check.timeout)
         code, why = await self._supervisor.run_command(managed.plan, check.argv, check.timeout)
