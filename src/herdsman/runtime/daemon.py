@@ -19,7 +19,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from herdsman import __version__
@@ -29,7 +28,7 @@ from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
-from herdsman.runtime.logfile import LogFile, format_lines
+from herdsman.runtime.logfile import LogFile, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
@@ -79,7 +78,8 @@ class Tail:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The time form of the API, the same as in the log files."""
+    return timestamp(ts).decode()
 
 
 def parse_signal(value: str | int) -> int:
@@ -496,9 +496,6 @@ class Daemon:
         )
         return [m.name for m in managed if m.state is not State.RUNNING]
 
-    async def _stopped(self, managed: list[Managed]) -> None:
-        await self.supervisor.wait_until(lambda: not any(m.core.live for m in managed), None)
-
     async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
         self._refuse_while_stopping()
         managed = self.match(pattern)
@@ -511,7 +508,7 @@ class Daemon:
         for m in managed:
             self.supervisor.stop(m)
         if wait:
-            await self._stopped(managed)
+            await self.supervisor.wait_stopped(managed, None)
         return self._result(managed, [])
 
     async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
@@ -521,7 +518,7 @@ class Daemon:
         async def stop_then_start() -> list[str]:
             for m in managed:
                 self.supervisor.stop(m)
-            await self._stopped(managed)
+            await self.supervisor.wait_stopped(managed, None)
             self._start(managed)
             return await self._settled(managed)
 
@@ -603,7 +600,7 @@ class Daemon:
             members = [m for svc in wave for m in sup.by_service[svc] if m.name in leaving]
             for managed in members:
                 sup.stop(managed)
-            await self._stopped(members)
+            await self.supervisor.wait_stopped(members, None)
         gone = sup.replace_plan(new)
         self.plan = new
         for managed in gone:

@@ -181,12 +181,15 @@ class Supervisor:
             members = [m for name in wave for m in self.by_service[name]]
             for managed in members:
                 self.stop(managed)
-            remaining = deadline - self._loop.time()
-            if not await self.wait_until(functools.partial(_none_live, members), remaining):
+            if not await self.wait_stopped(members, deadline - self._loop.time()):
                 self.kill_all()
                 await self.wait_until(lambda: not self.any_live(), 10.0)
                 return False
         return True
+
+    async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:
+        """Wait until none of `members` has a process; False on timeout."""
+        return await self.wait_until(functools.partial(_none_live, members), timeout)
 
     async def run_command(
         self, inst: InstancePlan, argv: tuple[str, ...], timeout: float
