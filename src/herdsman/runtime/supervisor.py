@@ -216,8 +216,7 @@ class Supervisor:
         exited: asyncio.Future[tuple[int | None, int | None]] = self._loop.create_future()
 
         def on_exit(code: int | None, sig: int | None) -> None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # what the probe left behind
+            kill_group(pid)  # what the probe left behind
             if not exited.done():
                 exited.set_result((code, sig))
 
@@ -225,8 +224,7 @@ class Supervisor:
         try:
             code, sig = await asyncio.wait_for(asyncio.shield(exited), timeout)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_group(pid)
             await exited
             return None, f"timed out after {timeout:g}s"
         finally:
@@ -332,9 +330,7 @@ class Supervisor:
         self.feed(managed, Spawned(pid))
 
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
-        # The main process is gone: whatever is left of its group goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        kill_group(pid)  # the main process is gone: whatever is left of its group goes too
         for pump in list(managed.pumps):
             pump.drain()
         self.feed(managed, Exited(pid, code, sig))
@@ -384,6 +380,12 @@ class _Views(dict[str, list[graph.DependencyView]]):
         views = [_view(m.core) for m in self._by_service[service]]
         self[service] = views
         return views
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL to a whole process group; one that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _none_live(members: list[Managed]) -> bool:
