@@ -26,8 +26,9 @@ from tests.conftest import alive
 CHILD = str(Path(__file__).with_name("child.py"))
 PYTHON = sys.executable
 
-# `2026-11-23T10:00:00.123456Z out the text as written`: a whole line of a log file.
-LINE = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (out|err) (.*)", re.DOTALL)
+# `2026-11-23T10:00:00.123456Z out the text as written`: a whole line of a log file
+# (`out+`/`err+`: a piece of a longer line, continued by the next line).
+LINE = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) ((?:out|err)\+?) (.*)", re.DOTALL)
 
 
 def child(*args: object) -> str:

@@ -1,8 +1,8 @@
 """Bytes that are not text pass through unchanged; a last line without newline is
 written at exit; lines longer than MAX_LINE are written as consecutive pieces of
 at most MAX_LINE bytes, cut every MAX_LINE bytes from the start of the line, with
-nothing lost or added (the issue's "marked" is not implemented: a piece looks
-like any other line)."""
+nothing lost or added, each piece but the last marked `out+` (continued by the
+next line), and `logs --json` says `"partial": true` for those."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ def run_to_exit(herd: Herd, mode: str) -> list[tuple[bytes, bytes, bytes]]:
     return parse(herd.log(mode).read_bytes())
 
 
-def pieces(line: bytes) -> list[bytes]:
-    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+def pieces(line: bytes) -> list[tuple[bytes, bytes]]:
+    """(stream, text) of the pieces a long stdout line is written as."""
+    cut = [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+    return [(b"out+", piece) for piece in cut[:-1]] + [(b"out", cut[-1])]
 
 
 def test_odd_bytes_unchanged_and_the_last_line_without_newline(herd: Herd) -> None:
@@ -44,14 +46,25 @@ def test_odd_bytes_unchanged_and_the_last_line_without_newline(herd: Herd) -> No
     assert {"bin \ufffd\ufffd end", "err \ufffd( bad utf-8", "nul\x00byte"} <= lines
 
 
-def test_long_lines_are_cut_every_max_line_bytes(herd: Herd) -> None:
+def test_long_lines_are_cut_every_max_line_bytes_and_marked(herd: Herd) -> None:
     assert MAX_LINE == 64 * 1024
     entries = run_to_exit(herd, "long")
     assert all(len(text) <= MAX_LINE for text in texts(entries))
-    assert texts(entries) == [
+    expected = [
         *pieces(b"A" * 200 * 1024),  # one write, read in pipe-sized reads
-        b"B" * MAX_LINE,  # exactly MAX_LINE, its newline read later: one line, not two
+        (b"out", b"B" * MAX_LINE),  # exactly MAX_LINE, its newline read later: one line, not two
         *pieces(b"C" * 60 * 1024 + b"D" * 10 * 1024),  # 60 KiB held, then 10 KiB more
         *pieces(b"E" * 2 * MAX_LINE),  # two whole pieces, no empty third
-        b"after the long lines",
+        (b"out", b"after the long lines"),
     ]
+    assert [(stream, text) for _, stream, text in entries] == expected
+    # The daemon's tail and the file reader (no daemon) say the same in JSON.
+    answers = [herd.cli("logs", "--json", "-n", "20", "long")]
+    herd.down()
+    answers.append(herd.cli("logs", "--json", "-n", "20", "long"))
+    for shown in answers:
+        assert shown.returncode == 0, shown.stderr
+        docs = [json.loads(text) for text in shown.stdout.splitlines()]
+        assert [(d["stream"], d.get("partial", False), d["line"]) for d in docs] == [
+            ("out", stream == b"out+", text.decode()) for stream, text in expected
+        ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from tests.logs.conftest import parse, rotated, texts
 
 
 class Disk:
-    """os.write with a budget of bytes; None is an empty disk."""
+    """os.write and os.writev with a budget of bytes; None is an empty disk."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.free: int | None = None
@@ -32,7 +32,11 @@ class Disk:
             self.free -= done
             return done
 
+        def writev(fd: int, parts: Sequence[bytes]) -> int:
+            return write(fd, b"".join(parts))
+
         monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "writev", writev)
 
 
 def batches(count: int, start: int = 0, per: int = 10) -> list[tuple[list[bytes], bytes]]:
@@ -40,7 +44,7 @@ def batches(count: int, start: int = 0, per: int = 10) -> list[tuple[list[bytes]
     out = []
     for b in range(start, start + count):
         lines = [b"line %06d of batch %d" % (b * per + i, b) for i in range(per)]
-        out.append((lines, format_lines(lines, "out", 1795000000.0 + b)))
+        out.append((lines, b"".join(format_lines(b"\n".join(lines), "out", 1795000000.0 + b))))
     return out
 
 

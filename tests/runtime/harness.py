@@ -21,8 +21,8 @@ class Recorder:
     lines: list[tuple[str, str, str]] = field(default_factory=list)
     changes: list[tuple[str, State, State, Event]] = field(default_factory=list)
 
-    def sink(self, instance: str, stream: str, lines: list[bytes], ts: float) -> None:
-        self.lines.extend((instance, stream, line.decode()) for line in lines)
+    def sink(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
+        self.lines.extend((instance, stream, line.decode()) for line in lines.split(b"\n"))
 
     def on_change(self, managed: Managed, old: State, event: Event) -> None:
         self.changes.append((managed.name, old, managed.state, event))

@@ -11,25 +11,59 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herdsman.runtime.logfile import LogFile, format_lines
+from herdsman.runtime.logfile import LogFile, count_lines, format_lines
 
 LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err) (.*)$")
 
 
 def test_format_is_timestamp_stream_and_the_text_unchanged() -> None:
-    data = format_lines([b"hello", b"", b"caf\xe9 \x00 tab\tend"], "err", 1795000000.123456)
-    assert data == (
+    lines = b"hello\n\ncaf\xe9 \x00 tab\tend"
+    formatted = format_lines(lines, "err", 1795000000.123456)
+    assert b"".join(formatted) == (
         b"2026-11-18T11:06:40.123456Z err hello\n"
         b"2026-11-18T11:06:40.123456Z err \n"
         b"2026-11-18T11:06:40.123456Z err caf\xe9 \x00 tab\tend\n"
     )
+    assert count_lines(lines, formatted) == 3
+    assert count_lines(b"", format_lines(b"", "out", 0.0)) == 1  # one empty line
+
+
+@given(st.lists(st.binary().map(lambda b: b.replace(b"\n", b"")), min_size=1))
+def test_count_lines_is_the_number_of_lines(lines: list[bytes]) -> None:
+    joined = b"\n".join(lines)
+    formatted = format_lines(joined, "out+", 1795000000.5)
+    assert count_lines(joined, formatted) == len(lines)
+    assert b"".join(formatted).count(b" out+ ") >= len(lines)
+
+
+def test_one_writev_per_batch(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.writev
+
+    def writev(fd: int, parts: list[bytes]) -> int:
+        calls.append(len(parts))
+        return real(fd, parts)
+
+    log = LogFile(tmp / "v.log", max_bytes=0, backups=0, on_error=lambda _: None)
+    log.write(*format_lines(b"a\nb", "out", 0.0))
+    monkeypatch.setattr(os, "writev", writev)
+    log.write(*format_lines(b"c\nd\ne", "err", 0.0))
+    log.close()
+    assert calls == [3]
+    assert [line[-5:] for line in (tmp / "v.log").read_bytes().splitlines()] == [
+        b"out a",
+        b"out b",
+        b"err c",
+        b"err d",
+        b"err e",
+    ]
 
 
 def test_rotation_keeps_backups_and_loses_no_line(tmp: Path) -> None:
     errors: list[str | None] = []
     log = LogFile(tmp / "w.log", max_bytes=1000, backups=2, on_error=errors.append)
     for i in range(100):
-        log.write(format_lines([f"line {i:04d}".encode()], "out", 0.0))
+        log.write(*format_lines(f"line {i:04d}".encode(), "out", 0.0))
     log.close()
     files = [tmp / "w.log.2", tmp / "w.log.1", tmp / "w.log"]
     assert all(f.exists() for f in files) and not (tmp / "w.log.3").exists()
@@ -59,13 +93,17 @@ def test_disk_full_holds_lines_then_resumes(tmp: Path, monkeypatch: pytest.Monke
     log.write(b"a\n")
     real_write = os.write
 
-    def full(fd: int, data: bytes) -> int:
+    real_writev = os.writev
+
+    def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(os, "writev", full)
     log.write(b"b\n")
     assert errors == [f"cannot write {tmp}/x.log: No space left on device"]
     monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "writev", real_writev)
     log.write(b"c\n")
     assert (tmp / "x.log").read_bytes() == b"a\nb\nc\n"
     assert errors == [f"cannot write {tmp}/x.log: No space left on device", None]

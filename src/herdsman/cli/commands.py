@@ -535,18 +535,25 @@ def tail(path: Path, n: int) -> list[bytes]:
 
 
 def parse_log_line(instance: str, raw: bytes) -> LogEntry:
-    """`2026-11-23T10:00:00.123456Z out text` -> the API's log object. A line not in
-    that form is kept whole as text, with no time."""
+    """`2026-11-23T10:00:00.123456Z out text` -> the API's log object. `out+`/`err+`
+    marks a piece of a longer line that the next line continues: `"partial": true`,
+    as the daemon answers. A line not in that form is kept whole as text, with no time."""
     text = raw.decode("utf-8", "replace")
     parts = text.split(" ", 2)
-    if len(parts) >= 2 and parts[1] in ("out", "err") and parts[0].endswith("Z"):
-        return {
+    if len(parts) >= 2 and parts[1] in _STREAMS and parts[0].endswith("Z"):
+        entry: LogEntry = {
             "time": parts[0],
             "instance": instance,
-            "stream": parts[1],
+            "stream": parts[1].rstrip("+"),
             "line": parts[2] if len(parts) == 3 else "",
         }
+        if parts[1].endswith("+"):
+            entry["partial"] = True
+        return entry
     return {"time": "", "instance": instance, "stream": "out", "line": text}
+
+
+_STREAMS = ("out", "err", "out+", "err+")
 
 
 def read_settings(config: Path) -> dict[str, Any]:

@@ -36,11 +36,12 @@ class Console:
         self._scheduled = False
         self._broken = False
 
-    def lines(self, instance: str, stream: str, lines: list[bytes], ts: float = 0.0) -> None:
+    def lines(self, instance: str, stream: str, lines: bytes, ts: float = 0.0) -> None:
+        """`lines` joined by \\n, as the pumps hand them over."""
         if self._broken:
             return
         prefix = self._prefixes[instance]
-        self._pending.append(prefix + (b"\n" + prefix).join(lines) + b"\n")
+        self._pending.append(prefix + lines.replace(b"\n", b"\n" + prefix) + b"\n")
         self._schedule()
 
     def say(self, instance: str | None, text: str) -> None:
@@ -48,7 +49,7 @@ class Console:
         body = (text if instance is None else f"{instance}: {text}").encode()
         if self._colour:
             body = b"\x1b[2m" + body + b"\x1b[0m"
-        self.lines("herdsman", "out", [body])
+        self.lines("herdsman", "out", body)
 
     def _schedule(self) -> None:
         if self._scheduled:

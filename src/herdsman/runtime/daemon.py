@@ -28,11 +28,12 @@ from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
-from herdsman.runtime.logfile import LogFile, format_lines, timestamp
+from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.probes import Prober
+from herdsman.runtime.pump import CUT, split_lines
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 
@@ -46,34 +47,41 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
 
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
-LogChunk = tuple[float, str, str, list[bytes]]  # lines read at once
+LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
 ChangeHook = Callable[[Managed, State, Event], None]
-LineHook = Callable[[str, str, list[bytes], float], None]
+LineHook = Callable[[str, str, bytes, float], None]
 
 
 class Tail:
     """The last lines of one instance, kept as the batches they were read in.
 
     Per batch, not per line: a flooding child sends thousands of lines a read,
-    and a Python object per line would cost more than writing them to disk.
+    and a Python object per line would cost more than writing them to disk. A
+    batch stays the bytes it was read as (lines joined by \\n) and is split only
+    when someone asks for the lines.
     """
 
     def __init__(self, instance: str, limit: int) -> None:
         self._instance = instance
         self._limit = limit
-        self._batches: deque[tuple[float, str, list[bytes]]] = deque()
+        self._batches: deque[tuple[float, str, bytes, int]] = deque()
         self._count = 0
 
-    def add(self, ts: float, stream: str, lines: list[bytes]) -> None:
-        self._batches.append((ts, stream, lines))
-        self._count += len(lines)
-        while self._count - len(self._batches[0][2]) >= self._limit:
-            self._count -= len(self._batches.popleft()[2])
+    def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
+        """A batch of `count` lines joined by \\n (the count is known to the caller)."""
+        self._batches.append((ts, stream, lines, count))
+        self._count += count
+        while self._count - self._batches[0][3] >= self._limit:
+            self._count -= self._batches.popleft()[3]
 
     def entries(self) -> list[LogEntry]:
         """The last `limit` lines, oldest first."""
         name = self._instance
-        every = [(ts, name, stream, line) for ts, stream, lines in self._batches for line in lines]
+        every = [
+            (ts, name, stream, line)
+            for ts, stream, lines, _ in self._batches
+            for line in split_lines(lines)
+        ]
         return every[-self._limit :]
 
 
@@ -245,9 +253,10 @@ class Daemon:
 
     # --- what the supervisor tells us -----------------------------------------
 
-    def _read_lines(self, instance: str, stream: str, lines: list[bytes], ts: float) -> None:
-        self._log_files[instance].write(format_lines(lines, stream, ts))
-        self._lines[instance].add(ts, stream, lines)
+    def _read_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
+        formatted = format_lines(lines, stream, ts)
+        self._log_files[instance].write(*formatted)
+        self._lines[instance].add(ts, stream, lines, count_lines(lines, formatted))
         self.prober.lines(instance, lines)
         if self._line_followers:
             chunk = (ts, instance, stream, lines)
@@ -549,6 +558,14 @@ class Daemon:
     @staticmethod
     def log_document(ts: float, instance: str, stream: str, line: bytes) -> dict[str, Any]:
         text = line.decode("utf-8", "replace")
+        if stream.endswith(CUT):  # a piece of a longer line; the next line continues it
+            return {
+                "time": iso(ts),
+                "instance": instance,
+                "stream": stream[: -len(CUT)],
+                "line": text,
+                "partial": True,
+            }
         return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
 
     def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
@@ -564,7 +581,7 @@ class Daemon:
         async def documents() -> AsyncIterator[dict[str, Any]]:
             async for ts, name, stream, lines in follower:
                 if names is None or name in names:
-                    for line in lines:
+                    for line in split_lines(lines):
                         yield self.log_document(ts, name, stream, line)
 
         return Closing(documents(), follower)

@@ -1,6 +1,6 @@
 """Per-instance log files: `<log_dir>/<instance>.log`, rotated by size.
 
-Each batch of lines is written with one `os.write` on an O_APPEND fd and no
+Each batch of lines is written with one `os.writev` on an O_APPEND fd and no
 user-space buffer, so a line herdsman has read is in the kernel's page cache at
 once and survives a crash of the daemon. Rotation happens between batches (whole
 lines only): `.log` becomes `.log.1`, `.1` becomes `.2` and so on, up to
@@ -35,15 +35,20 @@ def timestamp(ts: float) -> bytes:
     return b"%s.%06dZ" % (_second[1], micros)
 
 
-def format_lines(lines: list[bytes], stream: str, ts: float) -> bytes:
-    """`<timestamp> <stream> <text>\\n` for each line, joined in C, not per line in Python."""
+def format_lines(lines: bytes, stream: str, ts: float) -> tuple[bytes, bytes, bytes]:
+    """`<timestamp> <stream> <text>\\n` for each of `lines` (joined by \\n), as three
+    parts for one `writev`: the first line's prefix, everything else with each later
+    line's prefix after the newline before it, and the last newline. The middle part
+    is one `replace` in C, a single pass over the batch; nothing is copied twice."""
     prefix = timestamp(ts) + b" " + stream.encode() + b" "
-    # One join builds the whole batch: the first line takes the leading prefix and
-    # the last its newline, so a megabyte is copied once, not three times.
-    parts = lines.copy()  # the caller's lines stay as they were
-    parts[0] = prefix + parts[0]
-    parts[-1] += b"\n"
-    return (b"\n" + prefix).join(parts)
+    return prefix, lines.replace(b"\n", b"\n" + prefix), b"\n"
+
+
+def count_lines(lines: bytes, formatted: tuple[bytes, bytes, bytes]) -> int:
+    """How many lines a batch holds, known from formatting it without counting again:
+    each line after the first added one prefix."""
+    prefix, body, _ = formatted
+    return (len(body) - len(lines)) // len(prefix) + 1
 
 
 class LogFile:
@@ -64,21 +69,29 @@ class LogFile:
         self.dropped_bytes = 0
         self.error: str | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, *parts: bytes) -> None:
+        """Append `parts`, whole lines together, with one `writev` when all goes well."""
         if self._pending:
-            data, self._pending = self._pending + data, b""
+            parts, self._pending = (self._pending, *parts), b""
+        size = sum(map(len, parts))
+        data = b""  # the parts joined, only if the writev falls short
         done = 0
         try:
             if self._fd < 0:
                 self._open()
-            if self._max_bytes and self._size and self._size + len(data) > self._max_bytes:
+            if self._max_bytes and self._size and self._size + size > self._max_bytes:
                 self._rotate()
-            view = memoryview(data)
-            while done < len(data):
-                written = os.write(self._fd, view[done:])
-                done += written
-                self._size += written
+            done = os.writev(self._fd, parts)
+            self._size += done
+            if done < size:
+                data = b"".join(parts)
+                view = memoryview(data)
+                while done < size:
+                    written = os.write(self._fd, view[done:])
+                    done += written
+                    self._size += written
         except OSError as err:
+            data = data or b"".join(parts)
             if done:
                 # A short write (the disk filled) may stop inside a line: take that part
                 # back, so the file ends with a whole line and what is held starts with one.

@@ -145,13 +145,14 @@ class Prober:
         if running and plan.health and core.pid is not None:
             self._start(name, self._watch_health(managed, plan.health, core.pid))
 
-    def lines(self, instance: str, lines: list[bytes]) -> None:
-        """Output of an instance: a `ready = { log = ... }` probe passes on a match."""
+    def lines(self, instance: str, lines: bytes) -> None:
+        """Output of an instance (lines joined by \\n): a `ready = { log = ... }`
+        probe passes when one line matches. Split only while a probe waits."""
         waiting = self._log_patterns.get(instance)
         if waiting is None:
             return
         pid, pattern = waiting
-        if any(pattern.search(line) for line in lines):
+        if any(pattern.search(line) for line in lines.split(b"\n")):
             del self._log_patterns[instance]
             managed = self._supervisor.instances[instance]
             self._supervisor.feed(managed, Ready(pid))

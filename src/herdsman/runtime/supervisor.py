@@ -208,8 +208,8 @@ class Supervisor:
             return None, str(error)
         lines: list[bytes] = []
 
-        def keep(_name: str, _stream: str, chunk: list[bytes], _ts: float) -> None:
-            lines.extend(chunk[-5:])
+        def keep(_name: str, _stream: str, chunk: bytes, _ts: float) -> None:
+            lines.extend(chunk.rsplit(b"\n", 5)[-5:])
             del lines[:-5]
 
         pumps = [LogPump(self._loop, fd, inst.name, "probe", keep) for fd in (out, err)]

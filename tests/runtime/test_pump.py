@@ -1,0 +1,146 @@
+"""LogPump on a real pipe: whatever the reads are, the lines handed over are the lines
+written, in order, whole; lines longer than MAX_LINE come as pieces of MAX_LINE bytes
+cut from the line's start, every piece but the last in a batch marked `+`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herdsman.runtime import pump
+from herdsman.runtime.pump import CUT, MAX_LINE, LogPump
+
+F_SETPIPE_SZ = 1031
+K = MAX_LINE
+# Line lengths around the bounds that matter: the cut, the half-blocks of the
+# fast check, and a read's end.
+LENGTHS = st.sampled_from(
+    [0, 1, 99, K // 2 - 1, K // 2, K // 2 + 1, K - 1, K, K + 1, 2 * K, 2 * K + 7, 3 * K + 1]
+) | st.integers(0, 3 * K)
+
+
+@contextlib.contextmanager
+def event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop that is never run: the pumps are driven with drain()."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+class Caught:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, bytes]] = []
+
+    def __call__(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
+        assert instance == "web" and ts > 0
+        self.batches.append((stream, lines))
+
+    def pieces(self) -> list[tuple[bool, bytes]]:
+        """(marked, text) of every line handed over, in order."""
+        return [
+            (stream.endswith(CUT), line)
+            for stream, lines in self.batches
+            for line in lines.split(b"\n")
+        ]
+
+
+def run(loop: asyncio.AbstractEventLoop, data: bytes, cuts: list[int]) -> Caught:
+    """Write `data` into a pipe in the pieces `cuts` makes, the pump reading
+    everything after each piece, then end it."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.fcntl(w, F_SETPIPE_SZ, pump.READ_SIZE)
+    caught = Caught()
+    p = LogPump(loop, r, "web", "out", caught)
+    try:
+        start = 0
+        for end in [*sorted(set(cuts)), len(data)]:
+            chunk = data[start:end]
+            while chunk:  # the pipe holds a megabyte; pieces are smaller than that
+                chunk = chunk[os.write(w, chunk) :]
+                p.drain()
+            start = max(start, end)
+    finally:
+        os.close(w)
+    p.drain()  # the end of file: the last line without newline, then closed
+    assert p.closed
+    return caught
+
+
+def expected(lines: list[bytes]) -> list[tuple[bool, bytes]]:
+    out = []
+    for line in lines:
+        cut = [line[i : i + K] for i in range(0, len(line), K)] or [b""]
+        out += [(True, piece) for piece in cut[:-1]] + [(False, cut[-1])]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(LENGTHS, min_size=1, max_size=8),
+    ends_with_newline=st.booleans(),
+    cuts=st.lists(st.integers(0, 20 * K), max_size=6),
+)
+def test_lines_whole_in_order_and_long_ones_cut_and_marked(
+    lengths: list[int], ends_with_newline: bool, cuts: list[int]
+) -> None:
+    # Each line its own letter, so a piece in the wrong place shows.
+    data = b"\n".join(bytes([97 + i % 26]) * n for i, n in enumerate(lengths))
+    data += b"\n" if ends_with_newline else b""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # a newline at the end ends the last line; no empty line follows
+    with event_loop() as loop:
+        caught = run(loop, data, [c for c in cuts if c < len(data)])
+    assert caught.pieces() == expected(lines)
+    assert all(len(line) == K for marked, line in caught.pieces() if marked)
+
+
+def test_a_flood_of_short_lines_comes_in_few_batches() -> None:
+    lines = [b"line %07d " % i + b"x" * 80 for i in range(50_000)]
+    with event_loop() as loop:
+        caught = run(loop, b"\n".join(lines) + b"\n", list(range(0, 5_000_000, 900_000)))
+    assert caught.pieces() == [(False, line) for line in lines]
+    assert len(caught.batches) < 20
+    assert all(stream == "out" for stream, _ in caught.batches)
+
+
+def test_the_held_partial_line_is_the_pumps_state() -> None:
+    """What a re-exec hands over: the fd and the held bytes make an equivalent pump."""
+    with event_loop() as loop:
+        handed_over(loop)
+
+
+def handed_over(loop: asyncio.AbstractEventLoop) -> None:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    caught = Caught()
+    first = LogPump(loop, r, "web", "out", caught)
+    os.write(w, b"one\ntw")
+    first.drain()
+    held = first.partial
+    assert held == b"tw"
+    loop.remove_reader(r)  # handed over: the new pump takes the fd as it is
+    second = LogPump(loop, r, "web", "out", caught, partial=held)
+    os.write(w, b"o\nthree")
+    os.close(w)
+    second.drain()
+    assert caught.pieces() == [(False, b"one"), (False, b"two"), (False, b"three")]
+
+
+@given(before=st.integers(0, 3 * K), length=st.integers(K + 1, 2 * K), after=st.integers(0, K))
+def test_the_quick_check_finds_a_long_line_wherever_it_is(
+    before: int, length: int, after: int
+) -> None:
+    """The pumps skip looking at lines when every HALF_LINE block has a newline;
+    that must never pass over a line longer than MAX_LINE, at any offset."""
+    short = b"123456789\n"
+    data = (short * (before // 10 + 1))[:before] + b"\n" + b"x" * length + b"\n" + short * after
+    assert not pump._all_short(data)
+    assert pump._all_short(short * (before + after + 1))
