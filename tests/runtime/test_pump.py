@@ -144,3 +144,35 @@ def test_the_quick_check_finds_a_long_line_wherever_it_is(
     data = (short * (before // 10 + 1))[:before] + b"\n" + b"x" * length + b"\n" + short * after
     assert not pump._all_short(data)
     assert pump._all_short(short * (before + after + 1))
+
+
+@given(
+    got=st.integers(0, 1 << 20),
+    elapsed=st.floats(0, 1),
+    capacity=st.sampled_from([4096, 16 * 4096, 64 * 4096, 1 << 20]),
+)
+def test_a_pause_never_lets_the_pipe_fill(got: int, elapsed: float, capacity: int) -> None:
+    """At the rate just seen, the pipe holds what gathers during the pause and the
+    loop's lateness with room to spare; small reads are never paused for."""
+    pause = pump.pause_for(got, elapsed, capacity)
+    if got < pump.FLOOD_READ:
+        assert pause is None
+    if pause is not None:
+        rate = got / max(elapsed, 1e-6)
+        assert 0 <= pause <= pump.MAX_PAUSE
+        assert rate * (pause + pump.TIMER_SLACK) <= capacity * 3 / 4
+
+
+@given(capacity=st.sampled_from([16 * 4096, 64 * 4096, 1 << 20]), rate=st.floats(1e5, 1e9))
+def test_a_full_pipe_shortens_the_next_pause(capacity: int, rate: float) -> None:
+    """The lock-in this guards against: reads of a full pipe measure the pipe, and
+    with a pause that lets it fill, the pump would never read faster. Starting from
+    any pause, a child writing at `rate` must end up never blocked."""
+    pause: float | None = pump.MAX_PAUSE
+    for _ in range(50):
+        if pause is None:
+            return
+        elapsed = pause + pump.TIMER_SLACK
+        got = min(int(rate * elapsed), capacity)  # a full pipe holds its capacity at most
+        pause = pump.pause_for(got, elapsed, capacity)
+    assert pause is None or rate * (pause + pump.TIMER_SLACK) < capacity

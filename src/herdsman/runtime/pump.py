@@ -24,6 +24,7 @@ MAX_LINE), its instance and its stream.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -35,11 +36,18 @@ READ_SIZE = 1024 * 1024
 # pump waits before reading again, long enough for about BATCH bytes to gather at
 # the rate it saw (at most MAX_PAUSE). Per read the fixed cost (wake-up, syscalls,
 # timestamp) dominates; a reader that keeps up takes a few KiB at a time and spends
-# several times the CPU per MB. The child at worst waits on a full pipe: nothing
-# is dropped. Quiet output (small reads) is read at once.
+# several times the CPU per MB. The pause must never let the pipe fill: the child
+# would wait, and a full pipe's reads measure the pipe, not the child, so the pump
+# would never speed up again. So it gathers at most a quarter of the pipe's
+# capacity, and does not pause at all when the loop's own lateness (epoll counts
+# milliseconds) could fill three quarters of it at that rate: small pipes (when
+# F_SETPIPE_SZ was refused) are read as they become readable. Quiet output (small
+# reads) is read at once. Nothing is ever dropped.
 FLOOD_READ = 4 * 1024
 BATCH = 256 * 1024
 MAX_PAUSE = 0.02
+TIMER_SLACK = 0.001  # how late the loop may wake for a timer
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 CUT = "+"  # the mark on a stream whose lines are pieces continued by the next line
 
 # (instance, stream, lines joined by b"\n" (one or more; b"" is one empty line),
@@ -51,6 +59,18 @@ LineSink = Callable[[str, str, bytes, float], None]
 # faults cost more than the copy itself.
 _buffer = bytearray(READ_SIZE)
 _view = memoryview(_buffer)
+
+
+def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
+    """How long to wait before the next read, after reading `got` bytes that gathered
+    in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
+    if got < FLOOD_READ:
+        return None
+    rate = got / max(elapsed, 1e-6)
+    pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
+    if rate * (pause + TIMER_SLACK) > capacity * 3 // 4:
+        return None
+    return pause
 
 
 def split_lines(lines: bytes) -> list[bytes]:
@@ -96,6 +116,10 @@ class LogPump:
         self._partial = partial  # the start of a line whose newline has not come yet
         self._paused: asyncio.TimerHandle | None = None
         self._last_read = loop.time()
+        try:
+            self._capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
+        except OSError:  # not a pipe (a pty, a socket): no pauses
+            self._capacity = 0
         loop.add_reader(fd, self._readable)
 
     @property
@@ -110,10 +134,10 @@ class LogPump:
     def _readable(self) -> None:
         now = self._loop.time()
         got = self._read_once()
-        if got >= FLOOD_READ and not self.closed:
-            rate = got / max(now - self._last_read, 1e-6)
+        pause = pause_for(got, now - self._last_read, self._capacity)
+        if pause is not None and not self.closed:
             self._loop.remove_reader(self._fd)
-            self._paused = self._loop.call_later(min(MAX_PAUSE, BATCH / rate), self._resume)
+            self._paused = self._loop.call_later(pause, self._resume)
         self._last_read = now
 
     def _resume(self) -> None:
