@@ -69,6 +69,13 @@ class Tail:
 
     def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
         """A batch of `count` lines joined by \\n (the count is known to the caller)."""
+        if count > self._limit:
+            # A flood's batch: its last lines are all we keep. Keeping the whole
+            # megabyte instead would hold memory, and fragment what the next
+            # batches are read into (page faults on every batch).
+            self._batches.clear()
+            self._count = 0
+            lines, count = last_lines(lines, count, self._limit), self._limit
         self._batches.append((ts, stream, lines, count))
         self._count += count
         while self._count - self._batches[0][3] >= self._limit:
@@ -83,6 +90,21 @@ class Tail:
             for line in split_lines(lines)
         ]
         return every[-self._limit :]
+
+
+def last_lines(lines: bytes, count: int, keep: int) -> bytes:
+    """The last `keep` of the `count` lines in `lines` (joined by \\n; keep < count).
+    Where they start is guessed from the mean line length, then found exactly with
+    a count over the guess and a few steps of find, not a walk over every line."""
+    start = lines.rfind(b"\n", 0, len(lines) - len(lines) * keep // count) + 1
+    held = lines.count(b"\n", start) + 1
+    while held > keep:
+        start = lines.find(b"\n", start) + 1
+        held -= 1
+    while held < keep:
+        start = lines.rfind(b"\n", 0, start - 1) + 1
+        held += 1
+    return lines[start:]
 
 
 def iso(ts: float) -> str:
@@ -355,6 +377,9 @@ class Daemon:
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            log_file = self._log_files.get(managed.name)
+            if log_file is not None:
+                log_file.create()
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)

@@ -1,0 +1,27 @@
+"""The daemon's in-memory tail: the last lines of each instance, kept per batch."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herdsman.runtime.daemon import Tail, last_lines
+
+LINE = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b""))
+
+
+@given(st.lists(LINE, min_size=2), st.data())
+def test_last_lines_of_a_batch(lines: list[bytes], data: st.DataObject) -> None:
+    keep = data.draw(st.integers(1, len(lines) - 1))
+    assert last_lines(b"\n".join(lines), len(lines), keep) == b"\n".join(lines[-keep:])
+
+
+@given(st.lists(st.lists(LINE, min_size=1, max_size=40), min_size=1, max_size=12))
+def test_the_last_limit_lines_in_order_whatever_the_batches(batches: list[list[bytes]]) -> None:
+    tail = Tail("web", 25)
+    every = []
+    for n, lines in enumerate(batches):
+        stream = "err" if n % 3 == 0 else "out"
+        tail.add(float(n), stream, b"\n".join(lines), len(lines))
+        every += [(float(n), "web", stream, line) for line in lines]
+    assert tail.entries() == every[-25:]
