@@ -432,6 +432,11 @@ DOCUMENT: dict[str, Any] = {
                     "instance": {"type": "string"},
                     "stream": {"type": "string", "enum": ["out", "err"]},
                     "line": {"type": "string"},
+                    "partial": {
+                        "type": "boolean",
+                        "description": "Present (true) on a piece of a line longer than 64 KiB"
+                        " that the next line of the instance continues.",
+                    },
                 },
             },
         },
