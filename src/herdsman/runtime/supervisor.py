@@ -239,6 +239,9 @@ class Supervisor:
             kill_group(pid)
             await exited
             return None, f"timed out after {timeout:g}s"
+        except asyncio.CancelledError:
+            kill_group(pid)  # the probe is no longer wanted (its instance went away)
+            raise
         finally:
             for pump in pumps:
                 pump.drain()
