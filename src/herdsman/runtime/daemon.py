@@ -275,7 +275,8 @@ class Daemon:
 
     def close(self) -> None:
         self.prober.close()
-        for name in list(self._watchdogs):
+        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
+        for name in watched:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
@@ -869,7 +870,8 @@ class Daemon:
     def hand_over(self) -> dict[str, Any]:
         """Everything the new image needs, as plain data; the pipes stay open for it."""
         self.prober.close()
-        for name in list(self._watchdogs):
+        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
+        for name in watched:
             self._disarm_watchdog(name)
         notify_fd = self._notify.hand_over() if self._notify is not None else None
         self._notify = None
@@ -889,6 +891,7 @@ class Daemon:
             "heals": self._heals,
             "notify_status": dict(self._notify_status),
             "spawned_before": sorted(self._spawned_before),
+            "watchdogs": watched,
         }
 
     def resume(self, handover: dict[str, Any]) -> None:
@@ -904,6 +907,7 @@ class Daemon:
                 for ts, _instance, stream, line in entries:
                     tail.add(ts, stream, [line])
         health = handover.get("health", {})
+        watchdogs = set(handover.get("watchdogs", []))
         pumps = handover.get("pumps", {})
         sup = self.supervisor
         for name, record in handover.get("records", {}).items():
@@ -916,7 +920,8 @@ class Daemon:
             if health.get(name) is not None and self.prober.health.get(name) is not None:
                 self.prober.health[name] = health[name]
             self.prober.resume(managed)
-            self._arm_watchdog(managed)
+            if name in watchdogs:
+                self._arm_watchdog(managed)  # a full period from now
         sup.resume_waiting()
         self._note(
             logging.INFO,
