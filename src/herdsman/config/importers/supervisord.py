@@ -207,6 +207,7 @@ class _Service:
     name: str
     table: Table
     order: tuple[int, int]
+    order_label: str
     autostart: bool
     depends_on: list[str] = field(default_factory=list)
 
@@ -225,7 +226,6 @@ class _Converter:
         self.global_env: dict[str, str] = {}
         self.global_env_refs: list[str] = []
         self.default_cwd: str | None = None
-        self.default_user: str | None = None
         self.default_umask: int | None = None
         self.groups: dict[str, tuple[str, int]] = {}  # program -> (group, its priority)
         self.group_sets_stop_as_group = False
@@ -297,12 +297,16 @@ class _Converter:
                 "[supervisord] directory: the cwd of every service without a directory\n"
                 "(supervisord changes into it when it daemonizes)."
             )
+        elif directory is not None:
+            self.doc.note(
+                f"[supervisord] directory = {directory}: not imported (supervisord changes into\n"
+                "it only when it daemonizes, and nodaemon = true)."
+            )
         user = options.pop("user", None)
         if user is not None:
-            self.default_user = self._static(section, "user", fixed)
             self.doc.note(
-                f"[supervisord] user = {user}: the user of every service without one\n"
-                "(herdsman switches users only when it runs as root)."
+                f"[supervisord] user = {user}: supervisord switched to this user itself; run\n"
+                "herdsman as that user (e.g. User= in its systemd unit), or set user per service."
             )
         umask = options.pop("umask", None)
         if umask is not None:
@@ -372,11 +376,16 @@ class _Converter:
         processes = [self._process(section, fixed, first + i) for i in range(numprocs)]
         template = self._process(section, fixed, _PROCESS_NUM_PROBE)
         order = (priority if group_priority < 0 else group_priority, priority)
+        label = f"priority {priority}"
+        if group_priority >= 0:
+            label = f"{label} in [group:{group}] of priority {group_priority}"
         replicated = processes[0] if numprocs == 1 else _as_replicas(template, processes)
         if replicated is not None:
             name, table = self._table(section, program, replicated)
             if numprocs > 1:
                 names = ", ".join(p.name for p in processes)
+                if numprocs > 3:
+                    names = f"{processes[0].name} ... {processes[-1].name}"
                 table.set(
                     "replicas",
                     numprocs,
@@ -384,7 +393,7 @@ class _Converter:
                     f" herdsman names them {name}.0 to {name}.{numprocs - 1}",
                 )
             self._settings(values, table, autostart)
-            self.services.append(_Service(name, table, order, autostart))
+            self.services.append(_Service(name, table, order, label, autostart))
             return
         for process in processes:
             name, table = self._table(section, process.name, process)
@@ -393,7 +402,7 @@ class _Converter:
                 " cannot write what %(process_num) gives here, so each is a service"
             )
             self._settings(values, table, autostart)
-            self.services.append(_Service(name, table, order, autostart))
+            self.services.append(_Service(name, table, order, label, autostart))
 
     def _process(self, section: Section, fixed: Mapping[str, object], num: int) -> _Process:
         names = {**fixed, "process_num": num}
@@ -451,9 +460,8 @@ class _Converter:
             table.set("cwd", cwd)
         if process.env:
             table.set("env", process.env)
-        user = process.user or self.default_user
-        if user is not None:
-            table.set("user", user)
+        if process.user is not None:
+            table.set("user", process.user)
         return name, table
 
     def _settings(self, values: _Values, table: Table, autostart: bool) -> None:
@@ -465,14 +473,15 @@ class _Converter:
             table.set("umask", f"{self.default_umask:04o}")
         if not autostart:
             table.set("autostart", False)
-        self._restart(values, table)
+        restart = self._restart(values, table)
         if "startsecs" in options:
             table.set("start_seconds", f"{values.integer('startsecs', 1)}s")
         retries = values.integer("startretries", 3)
-        note = None
-        if retries < 1:
-            note = f"startretries = {retries}: herdsman allows at least one restart"
-        table.set("start_limit", {"burst": max(retries, 1)}, note)
+        if restart != "never":
+            note = None
+            if retries < 1:
+                note = f"startretries = {retries}: herdsman allows at least one restart"
+            table.set("start_limit", {"burst": max(retries, 1)}, note)
         if "stopsignal" in options:
             table.set("stop_signal", _signal_name(section, values.text("stopsignal") or ""))
         if "stopwaitsecs" in options:
@@ -491,7 +500,8 @@ class _Converter:
             if key in options:
                 self._warn(section, f"{key} not imported: {why}", table)
 
-    def _restart(self, values: _Values, table: Table) -> None:
+    def _restart(self, values: _Values, table: Table) -> str:
+        """Write `restart` from autorestart and exitcodes; the policy written."""
         section = values.section
         text = (values.text("autorestart") or "unexpected").strip().lower()
         codes_text = values.text("exitcodes") or "0"
@@ -502,35 +512,36 @@ class _Converter:
                 [f"{section.where}: exitcodes: {codes_text!r} is not a list of exit codes"]
             ) from None
         if text in _TRUE:
-            table.set("restart", "always")
+            policy, note = "always", None
         elif text in _FALSE:
-            table.set("restart", "never")
+            policy, note = "never", None
         elif text == "unexpected":
-            note = (
-                None
-                if "autorestart" in section.options
-                else "supervisord's default autorestart = unexpected"
-            )
-            table.set("restart", "on-failure", note)
-            unexpected_zero = 0 not in codes
-            others = [c for c in codes if c != 0]
-            if others:
-                listed = ", ".join(map(str, others))
-                self._warn(
-                    section,
-                    f"exitcodes = {codes_text}: herdsman's on-failure restarts after any non-zero exit, so exit {listed} restarts it too",
-                    table,
-                )
-            if unexpected_zero:
-                self._warn(
-                    section,
-                    f"exitcodes = {codes_text}: supervisord restarted it after exit 0 too; herdsman's on-failure does not",
-                    table,
-                )
+            policy, note = "on-failure", None
+            if "autorestart" not in section.options:
+                note = "supervisord's default autorestart = unexpected"
         else:
             raise ConfigError(
                 [f"{section.where}: autorestart: {text!r} is not true, false or unexpected"]
             )
+        table.set("restart", policy, note)
+        if policy != "on-failure":
+            return policy
+        others = ", ".join(str(code) for code in codes if code != 0)
+        if others:
+            self._warn(
+                section,
+                f"exitcodes = {codes_text}: herdsman's on-failure restarts after any"
+                f" non-zero exit, so exit {others} restarts it too",
+                table,
+            )
+        if 0 not in codes:
+            self._warn(
+                section,
+                f"exitcodes = {codes_text}: supervisord restarted it after exit 0 too;"
+                " herdsman's on-failure does not",
+                table,
+            )
+        return policy
 
     def _log(self, values: _Values, table: Table) -> None:
         section, options = values.section, values.section.options
@@ -598,13 +609,13 @@ class _Converter:
         for service in self.services:
             lower = [t for t in tiers if t < service.order]
             for tier in reversed(lower):
-                deps = [s.name for s in self.services if s.order == tier and s.autostart]
+                deps = [s for s in self.services if s.order == tier and s.autostart]
                 if deps:
                     service.table.set(
                         "depends_on",
-                        dict.fromkeys(deps, "started"),
-                        f"priority {service.order[1]}: started after, and stopped before,"
-                        f" the programs of priority {tier[1]} (as supervisord orders them)",
+                        {dep.name: "started" for dep in deps},
+                        f"{service.order_label}: started after, and stopped before, what has"
+                        f" {deps[0].order_label}, as supervisord orders them",
                     )
                     break
 
