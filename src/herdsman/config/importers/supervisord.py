@@ -436,9 +436,10 @@ class _Converter:
         table = Table(service_path(name))
         table.comments.append(f"# [{section.name}] from {section.where.rsplit(': ', 1)[0]}")
         if name != wanted:
-            table.comments.append(
-                f"# renamed from {wanted!r}: herdsman names use letters, digits, '_' and '-'"
-            )
+            why = "herdsman names use letters, digits, '_' and '-'"
+            if _sanitize(wanted) == wanted:
+                why = "another service has that name"
+            table.comments.append(f"# renamed from {wanted!r}: {why}")
         program = section.name.partition(":")[2]
         if program in self.groups:
             group = self.groups[program][0]

@@ -99,9 +99,10 @@ def _read_into(
             [f"{path}:{e.lineno}: {e.line.strip()!r} comes before any [section] header"]
         ) from None
     except configparser.ParsingError as e:
-        number, line = e.errors[0]
+        number = e.errors[0][0]  # with the line as repr(); take it from the text instead
+        line = text.splitlines()[number - 1].strip()
         raise ConfigError(
-            [f"{path}:{number}: cannot parse {line.strip()!r} (expected [section] or key = value)"]
+            [f"{path}:{number}: cannot parse {line!r} (expected [section] or key = value)"]
         ) from None
     except configparser.Error as e:
         raise ConfigError([f"{path}: {e.message}"]) from None
