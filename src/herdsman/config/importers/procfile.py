@@ -76,6 +76,11 @@ def convert_procfile(
                 f"{path}:{number}: {name!r} is defined again (first on line"
                 f" {processes[name].line}); the last one wins, as in foreman and honcho"
             )
+        if "{replica}" in command:
+            warnings.append(
+                f"{path}:{number}: herdsman replaces {{replica}} in a command with the"
+                " replica number (0 here)"
+            )
         processes[name] = _Process(name, command, number)
     if not processes:
         raise ConfigError([f"{path}: no processes found (expected lines like 'web: command')"])
@@ -94,7 +99,7 @@ def convert_procfile(
     release = processes.get(_RELEASE)
     for index, process in enumerate(processes.values()):
         table = Table(service_path(process.name))
-        table.comments.append(f"# {process.name}: line {process.line} of the Procfile")
+        table.comment(f"{process.name}: line {process.line} of the Procfile")
         table.set("command", escape_interpolation(process.command))
         table.set("shell", True)
         table.set("cwd", str(path.parent))

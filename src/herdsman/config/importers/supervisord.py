@@ -397,8 +397,8 @@ class _Converter:
             return
         for process in processes:
             name, table = self._table(section, process.name, process)
-            table.comments.append(
-                f"# one of {numprocs} processes (numprocs): herdsman's {{replica}} (0, 1, ...)"
+            table.comment(
+                f"one of {numprocs} processes (numprocs): herdsman's {{replica}} (0, 1, ...)"
                 " cannot write what %(process_num) gives here, so each is a service"
             )
             self._settings(values, table, autostart)
@@ -434,17 +434,17 @@ class _Converter:
     def _table(self, section: Section, wanted: str, process: _Process) -> tuple[str, Table]:
         name = self._unique(_sanitize(wanted))
         table = Table(service_path(name))
-        table.comments.append(f"# [{section.name}] from {section.where.rsplit(': ', 1)[0]}")
+        table.comment(f"[{section.name}] from {section.position}")
         if name != wanted:
             why = "herdsman names use letters, digits, '_' and '-'"
             if _sanitize(wanted) == wanted:
                 why = "another service has that name"
-            table.comments.append(f"# renamed from {wanted!r}: {why}")
+            table.comment(f"renamed from {wanted!r}: {why}")
         program = section.name.partition(":")[2]
         if program in self.groups:
             group = self.groups[program][0]
-            table.comments.append(
-                f"# in supervisord's [group:{group}]; herdsman has no groups"
+            table.comment(
+                f"in supervisord's [group:{group}]; herdsman has no groups"
                 " (name several: herdsman start a b, or a glob)"
             )
         if _REPLICA in section.options["command"] or _REPLICA in section.options.get(

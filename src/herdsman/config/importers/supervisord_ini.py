@@ -32,8 +32,12 @@ class Section:
     options: dict[str, str]
 
     @property
+    def position(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
     def where(self) -> str:
-        return f"{self.file}:{self.line}: [{self.name}]"
+        return f"{self.position}: [{self.name}]"
 
 
 @dataclass

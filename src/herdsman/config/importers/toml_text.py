@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import tomli_w
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def key(name: str) -> str:
@@ -29,8 +30,12 @@ def value(item: object) -> str:
 
 
 def comment_lines(text: str) -> list[str]:
-    """`text` as `# ` comment lines, one per line of text."""
-    return [f"# {line}".rstrip() for line in text.splitlines() or [""]]
+    """`text` as `# ` comment lines, one per line; control characters (not allowed in
+    a TOML comment) shown as `\\xNN`."""
+    return [
+        ("# " + _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)).rstrip()
+        for line in text.splitlines() or [""]
+    ]
 
 
 @dataclass
@@ -48,6 +53,10 @@ class Table:
 
     def note(self, text: str) -> None:
         self.lines += comment_lines(text)
+
+    def comment(self, text: str) -> None:
+        """A comment above the table's header."""
+        self.comments += comment_lines(text)
 
 
 @dataclass
