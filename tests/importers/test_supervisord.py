@@ -119,6 +119,15 @@ def test_numprocs_workers() -> None:
         assert backend["command"] == f"/usr/bin/python3 -m http.server 800{n} --bind 127.0.0.1"
         assert backend["env"] == {"BACKEND_INDEX": str(n)}
         assert "replicas" not in backend
+        assert backend["restart"] == "on-failure"
+    # The program's warnings once, though it became three services.
+    assert [w for w in result.warnings if "[program:backend]" in w] == [
+        f"{FIXTURES}/workers/supervisord.conf:16: [program:backend]: exitcodes = 0,3:"
+        " herdsman's on-failure restarts after any non-zero exit, so exit 3 restarts it too",
+        f"{FIXTURES}/workers/supervisord.conf:16: [program:backend]: stdout_logfile ="
+        " /var/log/backend-%(process_num)02d.log: herdsman writes <log_dir>/<instance>.log"
+        " instead (its lines marked out)",
+    ]
 
     app = services["my_app"]
     assert app["command"] == "/opt/my.app/bin/run --threads 1"  # %(numprocs)d
@@ -276,11 +285,16 @@ def test_cli_prints_toml_on_stdout_and_warnings_on_stderr(
 ) -> None:
     from herdsman.cli.main import main
 
-    assert main(["import", "supervisord", str(FIXTURES / "workers" / "supervisord.conf")]) == 0
+    assert main(["import", "supervisord", str(FIXTURES / "includes" / "supervisord.conf")]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("# Imported from ")
-    assert err == (
-        f"herdsman: warning: {FIXTURES}/workers/supervisord.conf:3: [program:laravel-worker]:"
-        " stdout_logfile = /var/www/app/storage/logs/worker.log: herdsman writes"
-        " <log_dir>/<instance>.log instead (its lines marked out)\n"
-    )
+    base = FIXTURES / "includes"
+    assert err.splitlines() == [
+        f"herdsman: warning: {base}/extra/worker.ini: its [include] section is ignored"
+        " (supervisord only reads [include] in the main file)",
+        f"herdsman: warning: {base}/supervisord.conf:5: [include]: no file matches 'missing/*.conf'",
+        f"herdsman: warning: {base}/conf.d/20-api.conf:1: [program:api]: exitcodes = 2:"
+        " herdsman's on-failure restarts after any non-zero exit, so exit 2 restarts it too",
+        f"herdsman: warning: {base}/conf.d/20-api.conf:1: [program:api]: exitcodes = 2:"
+        " supervisord restarted it after exit 0 too; herdsman's on-failure does not",
+    ]

@@ -18,7 +18,7 @@ import re
 import shlex
 import signal
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from herdsman.config.errors import ConfigError
@@ -35,7 +35,7 @@ _TRUE = ("yes", "true", "on", "1")
 _FALSE = ("no", "false", "off", "0")
 _DEFAULT_PRIORITY = 999
 _SIZE_SUFFIXES = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
-# Stands in for process_num to find where it lands in a value (see _Program.template).
+# Stands in for process_num to find where it lands in a value (see _as_replicas).
 _PROCESS_NUM_PROBE = 7301946285
 _REPLICA = "{replica}"
 # Stands in for `${X}` while a value is expanded and tokenized: only word characters,
@@ -137,7 +137,7 @@ def _expand(text: str, names: _Expansions, section: Section, key: str) -> str:
                 f" (known here: {known}, and ENV_ of a variable that is set)"
             ]
         ) from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(
             [f"{section.where}: {key}: {text!r} is badly formatted ({e}; write %% for a %)"]
         ) from None
@@ -209,7 +209,6 @@ class _Service:
     order: tuple[int, int]
     order_label: str
     autostart: bool
-    depends_on: list[str] = field(default_factory=list)
 
 
 class _Converter:
@@ -228,7 +227,6 @@ class _Converter:
         self.default_cwd: str | None = None
         self.default_umask: int | None = None
         self.groups: dict[str, tuple[str, int]] = {}  # program -> (group, its priority)
-        self.group_sets_stop_as_group = False
 
     def run(self) -> Imported:
         main = self.conf.files[0]
@@ -267,7 +265,8 @@ class _Converter:
         for warning in self.file_warnings:
             self.doc.note(f"warning: {warning}")
         self.doc.tables = [service.table for service in self.services]
-        return Imported(self.doc.render(), self.warnings)
+        # One service per process repeats its program's warnings: show each once.
+        return Imported(self.doc.render(), list(dict.fromkeys(self.warnings)))
 
     def _warn(self, section: Section, text: str, table: Table | None = None) -> None:
         self.warnings.append(f"{section.where}: {text}")
@@ -374,12 +373,17 @@ class _Converter:
         priority = values.integer("priority", _DEFAULT_PRIORITY)
         autostart = values.flag("autostart", True)
         processes = [self._process(section, fixed, first + i) for i in range(numprocs)]
-        template = self._process(section, fixed, _PROCESS_NUM_PROBE)
         order = (priority if group_priority < 0 else group_priority, priority)
         label = f"priority {priority}"
         if group_priority >= 0:
             label = f"{label} in [group:{group}] of priority {group_priority}"
-        replicated = processes[0] if numprocs == 1 else _as_replicas(template, processes)
+        if _REPLICA in options["command"] or _REPLICA in options.get("environment", ""):
+            self._warn(
+                section,
+                f"{_REPLICA} in its command or environment: herdsman replaces it with the"
+                " replica number",
+            )
+        replicated = processes[0] if numprocs == 1 else self._replicas(section, fixed, processes)
         if replicated is not None:
             name, table = self._table(section, program, replicated)
             if numprocs > 1:
@@ -431,6 +435,16 @@ class _Converter:
         env = {key: _finish(val, refs) for key, val in {**self.global_env, **own_env}.items()}
         return _Process(name_text.strip(), command, get("directory"), get("user"), env)
 
+    def _replicas(
+        self, section: Section, fixed: Mapping[str, object], processes: list[_Process]
+    ) -> _Process | None:
+        """The process with `{replica}` for process_num, if that gives every process exactly."""
+        try:
+            template = self._process(section, fixed, _PROCESS_NUM_PROBE)
+        except ConfigError:  # a format the probe cannot take (%(process_num)c): not replicas
+            return None
+        return _as_replicas(template, processes)
+
     def _table(self, section: Section, wanted: str, process: _Process) -> tuple[str, Table]:
         name = self._unique(_sanitize(wanted))
         table = Table(service_path(name))
@@ -446,14 +460,6 @@ class _Converter:
             table.comment(
                 f"in supervisord's [group:{group}]; herdsman has no groups"
                 " (name several: herdsman start a b, or a glob)"
-            )
-        if _REPLICA in section.options["command"] or _REPLICA in section.options.get(
-            "environment", ""
-        ):
-            self._warn(
-                section,
-                f"{_REPLICA} in its command or environment: herdsman replaces it with the replica number",
-                table,
             )
         table.set("command", process.command)
         cwd = process.directory or self.default_cwd
@@ -546,8 +552,9 @@ class _Converter:
 
     def _log(self, values: _Values, table: Table) -> None:
         section, options = values.section, values.section.options
-        stdout = values.text("stdout_logfile") or "auto"
-        stderr = values.text("stderr_logfile") or "auto"
+        # As written: they only go into comments, and may name %(process_num)s.
+        stdout = options.get("stdout_logfile", "auto")
+        stderr = options.get("stderr_logfile", "auto")
         redirect = values.flag("redirect_stderr", False)
         for stream, target, console in (
             ("stdout", stdout, _STDOUT_PATHS),
@@ -622,7 +629,8 @@ class _Converter:
 
 
 def _as_replicas(template: _Process, processes: list[_Process]) -> _Process | None:
-    """The template with `{replica}` for process_num, if that gives every process exactly."""
+    """`template` (expanded with the probe for process_num) with `{replica}` in its
+    command and env, if that gives every process exactly; else None."""
     probe = str(_PROCESS_NUM_PROBE)
     command = template.command.replace(probe, _REPLICA)
     env = {k.replace(probe, _REPLICA): v.replace(probe, _REPLICA) for k, v in template.env.items()}
