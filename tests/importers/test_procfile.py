@@ -120,3 +120,10 @@ def test_port_only_goes_with_procfile(capsys: pytest.CaptureFixture[str]) -> Non
     conf = FIXTURES / "docker" / "supervisord.conf"
     assert main(["import", "supervisord", str(conf), "--port", "80"]) == 2
     assert "--port only goes with import procfile" in capsys.readouterr().err
+
+
+def test_an_unreadable_dotenv_is_an_error(tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp / "Procfile").write_text("web: ./web\n")
+    (tmp / ".env").write_bytes(b"A=\xff\n")
+    assert main(["import", "procfile", str(tmp / "Procfile")]) == 2
+    assert capsys.readouterr().err == f"herdsman: cannot read {tmp}/.env: it is not UTF-8 text\n"

@@ -41,14 +41,18 @@ class _Process:
 def import_procfile(path: Path, base_port: int | None = None) -> Imported:
     """The Procfile at `path` as herdsman.toml; ConfigError if it cannot be read."""
     path = path.absolute()
+    text = _read(path)
+    dotenv_path = path.parent / ".env"
+    dotenv = _read(dotenv_path) if dotenv_path.is_file() else None
+    return convert_procfile(text, path, dotenv, base_port)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
         raise ConfigError([f"cannot read {path}: {reason}"]) from None
-    dotenv_path = path.parent / ".env"
-    dotenv = dotenv_path.read_text(encoding="utf-8") if dotenv_path.is_file() else None
-    return convert_procfile(text, path, dotenv, base_port)
 
 
 def convert_procfile(
@@ -110,7 +114,8 @@ def convert_procfile(
             table.set(
                 "restart",
                 "never",
-                "Heroku runs the release process once, before the others start.",
+                "Heroku runs the release process once, before the others start;"
+                " they wait until it exited 0.",
             )
         elif release is not None:
             table.set("depends_on", {_RELEASE: "completed"})
@@ -131,7 +136,8 @@ def _dotenv(
         variables = parse_env_file(dotenv, str(env_path))
     except ValueError as e:
         warnings.append(
-            f"{e}; herdsman cannot read this .env, so it is not used (fix it, then add env_file = {str(env_path)!r})"
+            f"{e}; herdsman cannot read this .env, so it is not used"
+            f" (fix it, then add env_file = {str(env_path)!r})"
         )
         return None, {}
     return str(env_path), variables
