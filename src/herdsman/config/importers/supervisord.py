@@ -291,7 +291,7 @@ class _Converter:
         directory = options.pop("directory", None)
         nodaemon = _flag(section, "nodaemon", options.pop("nodaemon", "false"))
         if directory is not None and not nodaemon:
-            self.default_cwd = self._static(section, "directory", fixed)
+            self.default_cwd = escape_interpolation(self._static(section, "directory", fixed) or "")
             self.doc.note(
                 "[supervisord] directory: the cwd of every service without a directory\n"
                 "(supervisord changes into it when it daemonizes)."
