@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     sub.add_parser("check", help="validate the config")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
+    imp = sub.add_parser(
+        "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
+    )
+    imp.add_argument("format", choices=["procfile", "supervisord"], help="what FILE is")
+    imp.add_argument("file", metavar="FILE", help="the Procfile or supervisord.conf to import")
+    imp.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="procfile: the first PORT (default: PORT from .env, else 5000, as foreman does)",
+    )
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -127,6 +138,29 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from herdsman.config import ConfigError
+
+    path = Path(args.file)
+    try:
+        if args.format == "procfile":
+            from herdsman.config.importers.procfile import import_procfile
+
+            imported = import_procfile(path, args.port)
+        else:
+            if args.port is not None:
+                raise UsageError("--port only goes with import procfile")
+            from herdsman.config.importers.supervisord import import_supervisord
+
+            imported = import_supervisord(path)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    print(imported.toml, end="")
+    for warning in imported.warnings:
+        print(f"herdsman: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"herdsman {__version__}")
     return EXIT_OK
@@ -136,6 +170,7 @@ COMMANDS = {
     "up": cmd_up,
     "check": cmd_check,
     "systemd-unit": cmd_systemd_unit,
+    "import": cmd_import,
     "version": cmd_version,
     **CLIENT_COMMANDS,
 }
