@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_export_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     export = sub.add_parser("export", help="write systemd units or Kubernetes manifests")
     targets = export.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
     targets.required = True

@@ -6,6 +6,7 @@ variables come from its env_file, which settings did the user write).
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +42,7 @@ def is_task(config: Config, svc: Service) -> bool:
     """
     if svc.restart == "never":
         return True
-    return any(
-        other.depends_on.get(svc.name) == "completed" for other in config.services.values()
-    )
+    return any(other.depends_on.get(svc.name) == "completed" for other in config.services.values())
 
 
 def written(model: BaseModel, key: str) -> bool:
@@ -87,3 +86,11 @@ def environment_of(svc: Service) -> Environment:
 def seconds(value: float) -> str:
     """A duration for messages: `10s`, `0.5s`."""
     return f"{value:g}s"
+
+
+def signal_name(number: int) -> str:
+    """`SIGTERM` for 15: the form both systemd and Kubernetes take."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

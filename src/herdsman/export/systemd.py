@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from herdsman.export.common import (
     group_name,
     is_task,
     seconds,
+    signal_name,
     written,
 )
 
@@ -36,9 +36,7 @@ DEFAULT_VERSION = 252
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A line of an env file that herdsman and systemd's EnvironmentFile= read alike:
 # unquoted without backslashes or `#`, or wholly single- or double-quoted without escapes.
-_PORTABLE_LINE = re.compile(
-    r"""[A-Za-z_][A-Za-z0-9_]*=(?:[^\\#'"]*|'[^']*'|"[^"\\]*")""", re.ASCII
-)
+_PORTABLE_LINE = re.compile(r"""[A-Za-z_][A-Za-z0-9_]*=(?:[^\\#'"]*|'[^']*'|"[^"\\]*")""", re.ASCII)
 # Signal deaths systemd counts as a clean exit; herdsman's on-failure restarts after them.
 _CLEAN_SIGNALS = "SIGHUP SIGINT SIGTERM SIGPIPE"
 
@@ -143,7 +141,9 @@ class _Unit:
             lines.append(f"Requires={' '.join(deps)}")
         if svc.restart_with:
             # PartOf= carries an explicit stop or restart over, not an automatic one.
-            parts = [name for dep in svc.restart_with for name in unit_names(self._svc(dep), self.prefix)]
+            parts = [
+                name for dep in svc.restart_with for name in unit_names(self._svc(dep), self.prefix)
+            ]
             lines.append(f"PartOf={' '.join(parts)}")
             self.note(
                 f"restart_with = {svc.restart_with}: PartOf= restarts {svc.name} when"
@@ -202,7 +202,7 @@ class _Unit:
         lines += self._restart()
         lines += [
             "KillMode=control-group",
-            f"KillSignal={_signal_name(svc.stop_signal)}",
+            f"KillSignal={signal_name(svc.stop_signal)}",
             f"TimeoutStopSec={_timespan(svc.stop_timeout)}",
         ]
         if svc.memory_limit is not None:
@@ -282,7 +282,9 @@ class _Unit:
         assert env.file is not None
         why = ""
         lines = env.file.read_text(encoding="utf-8").splitlines()
-        content = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        content = [
+            line.strip() for line in lines if line.strip() and not line.strip().startswith("#")
+        ]
         if any(re.match(r"export\s", line) for line in content):
             why = "systemd's EnvironmentFile= does not take `export`"
         elif not all(_PORTABLE_LINE.fullmatch(line) for line in content):
@@ -328,7 +330,9 @@ class _Unit:
     def _note_unmapped(self) -> None:
         svc = self.svc
         if svc.ready is not None and svc.ready.kind != "notify":
-            target = svc.ready.tcp or svc.ready.http or svc.ready.log or " ".join(svc.ready.exec or [])
+            target = (
+                svc.ready.tcp or svc.ready.http or svc.ready.log or " ".join(svc.ready.exec or [])
+            )
             self.note(
                 f"ready = {{ {svc.ready.kind} = {target!r} }} has no systemd equivalent:"
                 " systemd counts the service ready once it has started"
@@ -396,10 +400,3 @@ def _timespan(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value)}s"
     return f"{math.ceil(value * 1000)}ms"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
