@@ -389,8 +389,10 @@ def _http_get(url: str) -> dict[str, Any]:
 
 
 def _no_expansion(text: str) -> str:
-    """Kubernetes expands `$(VAR)` in command, args and env values; `$$` keeps a `$`."""
-    return text.replace("$(", "$$(")
+    """Kubernetes expands `$(VAR)` in command, args and env values, and reads `$$` as
+    `$`: doubling every `$` gives the text back as written.
+    """
+    return text.replace("$", "$$")
 
 
 def _quantity(size: int) -> str:

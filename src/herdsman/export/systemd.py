@@ -304,8 +304,15 @@ class _Unit:
         lines = [f"Restart={restart}"]
         if svc.restart == "never":
             return lines
-        if svc.restart == "on-failure":
+        if svc.restart == "on-failure" and not self.task:
             lines.append(f"RestartForceExitStatus={_CLEAN_SIGNALS}")
+        elif svc.restart == "on-failure":
+            # systemd refuses RestartForceExitStatus= in a oneshot unit.
+            self.note(
+                f"systemd counts a task killed by {_CLEAN_SIGNALS.replace(' ', ', ')} as"
+                " successful and does not retry it",
+                warn=False,
+            )
         backoff = svc.backoff
         lines.append(f"RestartSec={_timespan(backoff.initial)}")
         grows = backoff.initial > 0 and backoff.max > backoff.initial and backoff.factor > 1
