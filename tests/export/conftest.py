@@ -72,7 +72,11 @@ def value(unit: str, section: str, key: str) -> str:
 
 
 def notes(text: str) -> list[str]:
-    return [line.removeprefix("# herdsman: ") for line in text.splitlines() if line.startswith("# herdsman: ")]
+    return [
+        line.removeprefix("# herdsman: ")
+        for line in text.splitlines()
+        if line.startswith("# herdsman: ")
+    ]
 
 
 def systemd_verify(paths: list[Path]) -> str:
