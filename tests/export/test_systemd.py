@@ -177,7 +177,7 @@ def test_what_has_no_equivalent_is_a_comment_and_a_warning(export, tmp: Path) ->
         "db": ["ready = { tcp = '127.0.0.1:6390' } has no systemd equivalent", "health = {"],
         "web_app": [
             "depends_on db = 'ready': systemd cannot run db's tcp readiness probe",
-            "restart_with = ['db']: PartOf=",
+            "restart_with db: PartOf=",
             "backoff grows from 1s to 16s; systemd 252 waits a fixed RestartSec=",
             "ready = { http = 'http://127.0.0.1:80{replica}/health?deep=1' }",
         ],

@@ -141,12 +141,13 @@ class _Unit:
             lines.append(f"Requires={' '.join(deps)}")
         if svc.restart_with:
             # PartOf= carries an explicit stop or restart over, not an automatic one.
+            services = self.config.services
             parts = [
-                name for dep in svc.restart_with for name in unit_names(self._svc(dep), self.prefix)
+                name for dep in svc.restart_with for name in unit_names(services[dep], self.prefix)
             ]
             lines.append(f"PartOf={' '.join(parts)}")
             self.note(
-                f"restart_with = {svc.restart_with}: PartOf= restarts {svc.name} when"
+                f"restart_with {', '.join(svc.restart_with)}: PartOf= restarts {svc.name} when"
                 " those are restarted by systemctl, not after they crashed and came back"
             )
         if svc.restart != "never":
@@ -155,9 +156,6 @@ class _Unit:
             lines.append(f"StartLimitIntervalSec={_timespan(svc.start_limit.interval)}")
             lines.append(f"StartLimitBurst={svc.start_limit.burst + 1}")
         return lines
-
-    def _svc(self, name: str) -> Service:
-        return self.config.services[name]
 
     def _note_condition(self, dep: Service, condition: str) -> None:
         if condition == "started" and is_task(self.config, dep):
