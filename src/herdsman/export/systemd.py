@@ -20,6 +20,7 @@ from herdsman.export.common import (
     REPLICA,
     Environment,
     Export,
+    ExportError,
     environment_of,
     group_name,
     is_task,
@@ -50,6 +51,11 @@ def export_systemd(
     environ: Mapping[str, str] | None = None,
 ) -> Export:
     """Units for every service of `config`, and `<name>.target` starting them all."""
+    if version < DEFAULT_VERSION:
+        raise ExportError(
+            f"--systemd-version {version} is older than the units allow: they are written"
+            f" for systemd {DEFAULT_VERSION} or later"
+        )
     out = Export()
     group = group_name(config, name)
     target = f"{prefix}{group}.target"
