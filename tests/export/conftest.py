@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class Result:
 
 
 @pytest.fixture
-def export(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def export(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """`export(config_path, "systemd", "-o", dir)` -> Result."""
 
     def run(config: Path, *args: str) -> Result:

@@ -102,6 +102,7 @@ class _Service:
         self.task = is_task(config, svc)
         self.notes: list[str] = []
         self.replica_noted: set[str] = set()
+        self.env = environment_of(svc)
 
     def note(self, text: str, *, warn: bool = True) -> None:
         self.notes.append(text)
@@ -110,7 +111,7 @@ class _Service:
 
     def add(self) -> None:
         svc = self.svc
-        env = environment_of(svc)
+        env = self.env
         config_map = None
         if env.file is not None and env.from_file:
             config_map = self._config_map(env.from_file)
@@ -215,7 +216,7 @@ class _Service:
             )
         if written(svc, "start_limit") and not self.task:
             self.note("start_limit has no Kubernetes equivalent: a Deployment never gives up")
-        if svc.start_limit.interval and self.task and written(svc.start_limit, "interval"):
+        if self.task and written(svc.start_limit, "interval"):
             self.note(
                 "start_limit.interval has no Kubernetes equivalent: backoffLimit counts all retries"
             )
@@ -264,8 +265,7 @@ class _Service:
                 " image's working directory"
             )
         container["env"] = self._env()
-        env = environment_of(svc)
-        if env.file is not None and env.from_file:
+        if self.env.file is not None and self.env.from_file:
             container["envFrom"] = [{"configMapRef": {"name": f"{self.name}-env"}}]
         if svc.ready is not None:
             probe = self._probe(svc.ready, "ready")
@@ -300,7 +300,7 @@ class _Service:
         ]
         if svc.replicas == 1:
             env.append({"name": "HERDSMAN_REPLICA", "value": "0"})
-        for key, value in environment_of(svc).own.items():
+        for key, value in self.env.own.items():
             text = self._replica_zero(value, f"env {key}")
             env.append({"name": key, "value": _no_expansion(text)})
         return env
