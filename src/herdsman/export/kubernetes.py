@@ -241,6 +241,12 @@ class _Service:
             )
         if svc.restart_with:
             self.note("restart_with has no Kubernetes equivalent")
+        if written(svc, "log"):
+            self.note(
+                "log: output goes to the container's log, which the kubelet rotates"
+                " (containerLogMaxSize), not to herdsman's log files",
+                warn=False,
+            )
         if svc.memory_limit is not None:
             self.note(
                 "memory_limit is resources.limits.memory: the kernel kills the container"
