@@ -59,7 +59,7 @@ def test_examples_validate_against_current_kubernetes(export, tmp: Path) -> None
 
 
 def test_manifests_field_by_field(export, tmp: Path) -> None:
-    result = export(write_rich(tmp), "kubernetes", "--image", "shop/app:1.4")
+    result = export(write_rich(tmp), "kubernetes", "--image", "shop/app:1.4", "--name", "shop")
     assert result.code == 0, result.err
     documents = list(yaml.safe_load_all(result.out))
     validate(documents)
@@ -74,7 +74,7 @@ def test_manifests_field_by_field(export, tmp: Path) -> None:
         ("Job", "report"),
         ("Deployment", "after-report"),
     ]
-    labels = {"app.kubernetes.io/name": "db", "app.kubernetes.io/part-of": tmp.name}
+    labels = {"app.kubernetes.io/name": "db", "app.kubernetes.io/part-of": "shop"}
 
     db = objects["Deployment", "db"]
     assert db["metadata"]["labels"] == labels
