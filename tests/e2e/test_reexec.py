@@ -70,6 +70,12 @@ start_seconds = "0.1s"
 backoff = {{ initial = "0.2s", max = "0.2s" }}
 start_limit = {{ burst = 1000, interval = "1s" }}
 
+[services.notifier]
+# Reports ready by sd_notify only once told to, which is after the re-execs.
+command = ["sh", "-c", "while [ ! -e notify.go ]; do sleep 0.05; done; systemd-notify --ready; exec sleep 600"]
+ready = {{ notify = true }}
+start_seconds = "0.1s"
+
 [services.manual]
 command = "sleep 600"
 autostart = false
@@ -134,6 +140,7 @@ def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
             assert status(tmp)["daemon"]["reexecs"] == n
             time.sleep(0.3)  # the writer goes on writing between the execs
         (tmp / "half.go").touch()
+        (tmp / "notify.go").touch()
 
         after = status(tmp)
         assert after["daemon"]["pid"] == daemon_pid
@@ -144,6 +151,11 @@ def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
             assert now[name]["pid"] == pid, name
         assert now["manual"]["state"] == "stopped" and now["manual"]["pid"] is None
         assert now["web"]["ready"] is True and now["web"]["state"] == "running"
+        # The sd_notify socket came through the exec: READY=1 sent to it counts.
+        assert before["services"][-2]["name"] == "notifier"
+        assert before["services"][-2]["state"] == "starting"
+        wait_for(lambda: instances(tmp)["notifier"]["ready"] is True, timeout=10)
+        assert instances(tmp)["notifier"]["pid"] == pids["notifier"]
         # The crash loop goes on where it was: its count did not start again.
         crashes = before["services"][[i["name"] for i in before["services"]].index("crashy")]
         wait_for(lambda: instances(tmp)["crashy"]["restarts"] > crashes["restarts"], timeout=10)

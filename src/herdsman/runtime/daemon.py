@@ -14,6 +14,7 @@ import contextlib
 import fnmatch
 import functools
 import heapq
+import json
 import logging
 import os
 import pickle
@@ -148,6 +149,8 @@ class Daemon:
         self.exit_code = 0
         self._state = StateFile(plan.state_dir / "state.json")
         self._state_write_scheduled = False
+        self._dirty: set[str] = set()  # instances whose record changed since the last write
+        self._encoded_records: dict[str, str] = {}
         self._boot_id = boot_id()
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
@@ -414,6 +417,7 @@ class Daemon:
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
+        self._dirty.add(managed.name)
         if not self._state_write_scheduled:
             self._state_write_scheduled = True
             self._loop.call_soon(self.write_state)
@@ -748,19 +752,32 @@ class Daemon:
     # --- self-loading: state.json, re-exec, adoption after a crash ---------------
 
     def write_state(self) -> None:
-        """Rewrite state.json: every instance as a record (once per loop turn at most)."""
+        """Rewrite state.json: every instance as a record (once per loop turn at most).
+
+        Only the records of instances that changed are encoded again: with
+        thousands of instances starting, encoding them all each turn would cost
+        more than the starting itself.
+        """
         self._state_write_scheduled = False
         sup = self.supervisor
-        document = {
+        encoded = self._encoded_records
+        for name in list(encoded):
+            if name not in sup.instances:
+                del encoded[name]
+        for name, managed in sup.instances.items():
+            if name in self._dirty or name not in encoded:
+                encoded[name] = json.dumps(name) + ":" + json.dumps(sup.record(managed))
+        self._dirty.clear()
+        head = {
             "format": FORMAT,
             "boot_id": self._boot_id,
             "config": str(self.plan.config_path),
             "daemon_pid": os.getpid(),
             "written_at": time.time(),
-            "instances": {name: sup.record(m) for name, m in sup.instances.items()},
         }
+        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
         try:
-            self._state.write(document)
+            self._state.write_text(document)
         except OSError as err:
             if not self._log_errors.get("state.json"):
                 self._note(logging.ERROR, f"cannot write {self._state.path}: {err.strerror}")

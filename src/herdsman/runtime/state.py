@@ -58,9 +58,16 @@ def boot_id() -> str:
 def process_start_time(pid: int) -> int | None:
     """When `pid` started, in clock ticks since boot; None if there is no such process."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
+        return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not stat:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its end.
     fields = stat[stat.rindex(b")") + 2 :].split()
@@ -121,7 +128,11 @@ class StateFile:
         self._tmp = path.with_name(path.name + ".tmp")
 
     def write(self, document: dict[str, Any]) -> None:
-        data = json.dumps(document, separators=(",", ":")).encode()
+        self.write_text(json.dumps(document, separators=(",", ":")))
+
+    def write_text(self, text: str) -> None:
+        """Replace the file with `text` (a JSON document) in one rename."""
+        data = text.encode()
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
