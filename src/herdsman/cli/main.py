@@ -72,8 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="procfile: the first PORT (default: PORT from .env, else 5000, as foreman does)",
     )
+    _add_export_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _add_export_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    export = sub.add_parser("export", help="write systemd units or Kubernetes manifests")
+    targets = export.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
+    targets.required = True
+    systemd = targets.add_parser("systemd", help="one unit per service, and a target")
+    kubernetes = targets.add_parser("kubernetes", help="a Deployment or Job per service")
+    for target in (systemd, kubernetes):
+        target.add_argument(
+            "-o", "--output", metavar="DIR", help="write one file per unit or object into DIR"
+        )
+        target.add_argument(
+            "--name", help="name of the whole stack (default: the config file's directory)"
+        )
+    systemd.add_argument(
+        "--systemd-version",
+        type=int,
+        default=252,
+        metavar="N",
+        help="the oldest systemd to run the units (default 252: Debian 12)",
+    )
+    systemd.add_argument("--prefix", default="", help="put PREFIX before every unit's name")
+    kubernetes.add_argument(
+        "--image", help="container image for services without [services.NAME.kubernetes] image"
+    )
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -161,6 +188,28 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from herdsman.export import ExportError
+    from herdsman.export.output import write_export
+
+    config = load(args)
+    try:
+        if args.target == "systemd":
+            from herdsman.export.systemd import export_systemd
+
+            result = export_systemd(
+                config, version=args.systemd_version, name=args.name, prefix=args.prefix
+            )
+        else:
+            from herdsman.export.kubernetes import export_kubernetes
+
+            result = export_kubernetes(config, image=args.image, name=args.name)
+        write_export(result, args.output, args.target)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"herdsman {__version__}")
     return EXIT_OK
@@ -171,6 +220,7 @@ COMMANDS = {
     "check": cmd_check,
     "systemd-unit": cmd_systemd_unit,
     "import": cmd_import,
+    "export": cmd_export,
     "version": cmd_version,
     **CLIENT_COMMANDS,
 }
