@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -429,6 +430,8 @@ class Daemon:
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            if self.manager.fdstore:
+                self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
@@ -794,6 +797,14 @@ class Daemon:
         from /proc. A process of an instance the config no longer has is stopped.
         Returns the names of the adopted instances.
         """
+        stored = _pipes_by_inode(self.manager.passed_fds)
+        try:
+            return self._adopt(stored)
+        finally:
+            for fd in stored.values():  # pipes of instances that are gone
+                os.close(fd)
+
+    def _adopt(self, stored: dict[int, int]) -> list[str]:
         document = self._state.read()
         if document is None or document.get("boot_id") != self._boot_id:
             return []
@@ -816,7 +827,7 @@ class Daemon:
             if managed is None:
                 self._stop_stray(name, pid)
                 continue
-            pumps = list(_reopen_pipes(pid, record.get("pipes") or []))
+            pumps = list(_reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
@@ -964,13 +975,35 @@ class Daemon:
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
 
-def _reopen_pipes(pid: int, pipes: list[Any]) -> Iterator[tuple[str, int, bytes]]:
-    """Open the output pipes of a process again, through /proc, as (stream, fd, b"").
+def _pipes_by_inode(fds: list[int]) -> dict[int, int]:
+    """Of the fds the service manager passed back (its fd store), the pipes by inode."""
+    pipes = {}
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISFIFO(st.st_mode):
+            os.set_blocking(fd, False)
+            pipes[st.st_ino] = fd
+        else:
+            os.close(fd)
+    return pipes
+
+
+def _reopen_pipes(
+    pid: int, pipes: list[Any], stored: dict[int, int]
+) -> Iterator[tuple[str, int, bytes]]:
+    """The output pipes of a process as (stream, fd, b""): the copies the service
+    manager kept for us (`stored`, by inode), or opened again through /proc.
 
     Only a pipe that is still the one herdsman made for it (same inode) is taken:
     the process may have pointed its stdout elsewhere since.
     """
     for stream, inode in pipes:
+        if inode in stored:
+            yield stream, stored.pop(inode), b""
+            continue
         number = 1 if stream == "out" else 2
         try:
             fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
