@@ -287,3 +287,26 @@ def test_a_probe_still_running_when_its_instance_stops_is_killed(tmp: Path) -> N
             await until(lambda: not alive(probe))
 
     asyncio.run(body())
+
+
+def test_an_instance_that_never_gets_healthy_ends_failed_by_the_start_limit(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.sick]
+            command = "sleep 60"
+            start_seconds = 0
+            health = { exec = "false", interval = "50ms", failure_threshold = 1 }
+            start_limit = { burst = 2, interval = "60s" }
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "sick") == "failed", timeout=10)
+            sick = daemon.instance("sick")
+            assert (sick["pid"], sick["restarts"]) == (None, 2)
+            assert sick["message"] == (
+                "health check failed: 'false' exited with code 1; "
+                "gave up after more than 2 restarts within 60s (start_limit)"
+            )
+
+    asyncio.run(body())

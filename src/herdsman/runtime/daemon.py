@@ -381,7 +381,8 @@ class Daemon:
                 for dependent in self.supervisor.by_service[svc.name]:
                     if dependent.core.live and dependent.state is not State.STOPPING:
                         reason = f"restarted with {service}"
-                        self.supervisor.feed(dependent, Stop(restart=True, reason=reason))
+                        stop = Stop(restart=True, reason=reason, limited=False)
+                        self.supervisor.feed(dependent, stop)
 
     def _arm_watchdog(self, managed: Managed) -> None:
         """(Re)start the instance's watchdog: no WATCHDOG=1 in time means a restart."""
