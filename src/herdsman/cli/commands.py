@@ -339,13 +339,55 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     # What will be printed is not known yet: make room for every instance asked for.
     printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
+    reexecs = document.get("daemon", {}).get("reexecs", 0)
+    backlog, after = args.lines, _After()
     try:
-        for entry in _from(_follow(client, args.patterns, instances, args.lines), args.since):
-            printer.write(entry, flush=True)
+        while True:
+            for entry in _from(_follow(client, args.patterns, instances, backlog), args.since):
+                if after.fresh(entry):
+                    printer.write(entry, flush=True)
+            # The stream ends when the daemon stops, or re-execs: then follow the
+            # new image, from the lines it kept, past what was already shown.
+            reexecs = _reexecuted(client, reexecs)
+            if reexecs is None:
+                break
+            backlog = MAX_SINCE_LINES
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
     say("the daemon stopped; no more lines")
     return EXIT_OK
+
+
+class _After:
+    """Which entries come after the last one shown (entries arrive in time order)."""
+
+    def __init__(self) -> None:
+        self._time = ""
+        self._at_time: set[tuple[Any, ...]] = set()
+
+    def fresh(self, entry: LogEntry) -> bool:
+        when, key = str(entry.get("time", "")), _key(entry)
+        if when < self._time or (when == self._time and key in self._at_time):
+            return False
+        if when > self._time:
+            self._time, self._at_time = when, set()
+        self._at_time.add(key)
+        return True
+
+
+def _reexecuted(client: Client, reexecs: int) -> int | None:
+    """The new count if the daemon has re-executed since `reexecs`; None if it is gone
+    or stopping (its listening socket lives through an exec, so one request tells)."""
+    from herdsman.cli.client import ApiError, NoDaemon
+
+    try:
+        daemon = client.request("GET", "/v1/status")["daemon"]
+    except (NoDaemon, ApiError, OSError):
+        return None
+    count = int(daemon.get("reexecs", 0))
+    if daemon.get("shutting_down") or count <= reexecs:
+        return None
+    return count
 
 
 def _logs_query(pattern: str | None, n: int, follow: bool) -> str:
