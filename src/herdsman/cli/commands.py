@@ -10,6 +10,7 @@ client command runs, so `herdsman up` does not pay for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -696,7 +697,11 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
     try:
         client.request("POST", "/v1/shutdown")
     except NoDaemon:
+        stopped = stop_leftovers(client.config, shutdown_timeout(client.config))
         print(f"herdsman: no daemon was running for {client.config}")
+        if stopped:
+            names = ", ".join(stopped)
+            print(f"herdsman: stopped what a daemon that died had left running: {names}")
         return EXIT_OK
     pid = client.peer_pid
     timeout = shutdown_timeout(client.config) + DOWN_GRACE
@@ -706,6 +711,52 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
         return EXIT_FAILED
     print("herdsman: stopped")
     return EXIT_OK
+
+
+def stop_leftovers(config: Path, timeout: float) -> list[str]:
+    """`down` after the daemon died: stop the services it left running (state.json),
+    their stop signal to each process group, SIGKILL after `timeout`. Their names."""
+    import select
+    import signal
+
+    from herdsman.runtime.lock import AlreadyRunning, DaemonLock
+    from herdsman.runtime.state import StateFile, leftovers
+
+    state_dir = settings_path(config, "state_dir")
+    state = StateFile(state_dir / "state.json")
+    document = state.read()
+    if document is None:
+        return []
+    lock = DaemonLock(state_dir)
+    try:
+        lock.acquire()  # no daemon may start (and adopt them) meanwhile
+    except (AlreadyRunning, OSError):
+        return []
+    try:
+        left = leftovers(document)
+        poller, pidfds = select.poll(), []
+        for pid, sig in left.values():
+            try:
+                pidfds.append(os.pidfd_open(pid))
+                poller.register(pidfds[-1], select.POLLIN)
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + timeout
+        running = set(pidfds)
+        while running and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                running.discard(fd)
+        for pid, _ in left.values():  # what is left of each group, the leader included
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for fd in pidfds:
+            os.close(fd)
+        state.remove()
+        return list(left)
+    finally:
+        lock.release()
 
 
 def shutdown_timeout(config: Path) -> float:
