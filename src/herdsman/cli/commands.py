@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import heapq
+import itertools
 import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -341,18 +344,29 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
     # What will be printed is not known yet: make room for every instance asked for.
     printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
     reexecs = document.get("daemon", {}).get("reexecs", 0)
-    backlog, after = args.lines, _After()
+    names_chosen = [str(i["name"]) for i in chosen]
+    after = _After()
     try:
+        stream = _follow(client, args.patterns, instances, args.lines)
         while True:
-            for entry in _from(_follow(client, args.patterns, instances, backlog), args.since):
+            for entry in _from(stream, args.since):
                 if after.fresh(entry):
                     printer.write(entry, flush=True)
             # The stream ends when the daemon stops, or re-execs: then follow the
-            # new image, from the lines it kept, past what was already shown.
+            # new image. Subscribed first, then what was written since the last line
+            # shown is read from the log files (the daemon writes a line to its file
+            # before it offers it to followers), so nothing falls in between.
             reexecs = _reexecuted(client, reexecs)
             if reexecs is None:
                 break
-            backlog = MAX_SINCE_LINES
+            stream = _follow(client, args.patterns, instances, 0)
+            after.replay()
+            for entry in _from(
+                _since_in_files(client.config, names_chosen, after.time), args.since
+            ):
+                if after.fresh(entry):
+                    printer.write(entry, flush=True)
+            after.replay()
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
     say("the daemon stopped; no more lines")
@@ -360,20 +374,42 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
 
 
 class _After:
-    """Which entries come after the last one shown (entries arrive in time order)."""
+    """Which entries are new, when a stream is asked for again after a re-exec.
+
+    Entries arrive in time order; several can share a time (a batch read at once),
+    even with the same text. So it counts what was shown at the latest time, and a
+    replayed stream skips that many of each before showing anything new.
+    """
 
     def __init__(self) -> None:
-        self._time = ""
-        self._at_time: set[tuple[Any, ...]] = set()
+        self.time = ""
+        self._shown: Counter[tuple[Any, ...]] = Counter()
+        self._skip: Counter[tuple[Any, ...]] = Counter()
+
+    def replay(self) -> None:
+        self._skip = Counter(self._shown)
 
     def fresh(self, entry: LogEntry) -> bool:
         when, key = str(entry.get("time", "")), _key(entry)
-        if when < self._time or (when == self._time and key in self._at_time):
+        if when < self.time:
             return False
-        if when > self._time:
-            self._time, self._at_time = when, set()
-        self._at_time.add(key)
+        if when == self.time and self._skip[key] > 0:
+            self._skip[key] -= 1
+            return False
+        if when > self.time:
+            self.time, self._shown, self._skip = when, Counter(), Counter()
+        self._shown[key] += 1
         return True
+
+
+def _since_in_files(config: Path, names: Sequence[str], since: str) -> Iterator[LogEntry]:
+    """The lines of these instances' log files from `since` on, in time order."""
+    log_dir = settings_path(config, "log_dir")
+    per_instance = [
+        [e for e in read_log_file(log_dir, name, MAX_SINCE_LINES) if e["time"] >= since]
+        for name in names
+    ]
+    yield from heapq.merge(*per_instance, key=lambda e: str(e["time"]))
 
 
 def _reexecuted(client: Client, reexecs: int) -> int | None:
@@ -428,9 +464,9 @@ def _recent_lines(
 def _follow(
     client: Client, patterns: Sequence[str], instances: Sequence[Mapping[str, Any]], n: int
 ) -> Iterator[LogEntry]:
+    """The last `n` lines, then new ones as they come; subscribed when this returns."""
     if len(patterns) <= 1:
-        yield from client.stream(_logs_query(patterns[0] if patterns else None, n, follow=True))
-        return
+        return client.stream(_logs_query(patterns[0] if patterns else None, n, follow=True))
     # Several patterns: follow everything and keep what they name. The live stream is
     # opened before the recent lines are fetched, so no line falls between the two;
     # a line in both is shown once.
@@ -438,10 +474,8 @@ def _follow(
     live = client.stream(_logs_query(None, 0, follow=True))
     recent = _recent_lines(client, patterns, instances, n)
     seen = {_key(e) for e in recent}
-    yield from recent
-    for entry in live:
-        if entry.get("instance") in names and _key(entry) not in seen:
-            yield entry
+    rest = (e for e in live if e.get("instance") in names and _key(e) not in seen)
+    return itertools.chain(recent, rest)
 
 
 def _shown(entries: Iterable[LogEntry]) -> list[str]:
