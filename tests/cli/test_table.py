@@ -180,17 +180,3 @@ def test_outcome_lines() -> None:
     assert outcome(instance("w", pid=5, message="running after 2 restarts")) == (
         "w: running after 2 restarts (pid 5)"
     )
-
-
-def test_a_replayed_stream_skips_by_count_what_was_shown_at_the_last_time() -> None:
-    from herdsman.cli.commands import _After
-
-    def entry(time: str, line: str) -> dict[str, str]:
-        return {"time": time, "instance": "web", "stream": "out", "line": line}
-
-    after = _After()
-    shown = [entry("T1", "a"), entry("T2", "tick"), entry("T2", "tick")]
-    assert [after.fresh(e) for e in shown] == [True, True, True]  # one batch, same text twice
-    after.replay()
-    again = [*shown, entry("T2", "tick"), entry("T3", "b")]
-    assert [after.fresh(e) for e in again] == [False, False, False, True, True]
