@@ -36,3 +36,17 @@ def test_since_filters_by_time_with_and_without_a_daemon(tmp: Path) -> None:
     offline = herdsman(tmp, "logs", "--since", "10m")
     assert offline.returncode == 0 and "said it" in offline.stdout
     assert herdsman(tmp, "logs", "--since", "2099-01-01T00:00:00").stdout == ""
+
+
+def test_a_replayed_stream_skips_by_count_what_was_shown_at_the_last_time() -> None:
+    from herdsman.cli.commands import _After
+
+    def entry(time: str, line: str) -> dict[str, str]:
+        return {"time": time, "instance": "web", "stream": "out", "line": line}
+
+    after = _After()
+    shown = [entry("T1", "a"), entry("T2", "tick"), entry("T2", "tick")]
+    assert [after.fresh(e) for e in shown] == [True, True, True]  # one batch, same text twice
+    after.replay()
+    again = [*shown, entry("T2", "tick"), entry("T3", "b")]
+    assert [after.fresh(e) for e in again] == [False, False, False, True, True]

@@ -124,10 +124,9 @@ def handed_over(loop: asyncio.AbstractEventLoop) -> None:
     first = LogPump(loop, r, "web", "out", caught)
     os.write(w, b"one\ntw")
     first.drain()
-    held = first.partial
-    assert held == b"tw"
-    loop.remove_reader(r)  # handed over: the new pump takes the fd as it is
-    second = LogPump(loop, r, "web", "out", caught, partial=held)
+    fd, held = first.hand_over()
+    assert (fd, held) == (r, b"tw")
+    second = LogPump(loop, fd, "web", "out", caught, partial=held)
     os.write(w, b"o\nthree")
     os.close(w)
     second.drain()

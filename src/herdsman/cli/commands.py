@@ -10,11 +10,15 @@ client command runs, so `herdsman up` does not pay for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import heapq
+import itertools
 import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -31,6 +35,7 @@ LogEntry = dict[str, Any]  # the API's form: time, instance, stream, line
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LINES = 100
 MAX_SINCE_LINES = 100_000  # the API's largest n
+REEXEC_TIMEOUT = 30.0
 DOWN_GRACE = 15.0  # seconds `down` waits beyond shutdown_timeout before giving up
 GONE_POLL = 0.05  # how often `down` checks the socket when it cannot watch the pid
 LOG_FILE_BLOCK = 65536
@@ -85,6 +90,16 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
     sub.add_parser("down", help="stop all services, then the daemon")
     sub.add_parser("reload", help="re-read the config and apply the difference")
+    reexec = sub.add_parser(
+        "reexec", help="replace the daemon's code with what is on disk; services keep running"
+    )
+    reexec.add_argument(
+        "--timeout",
+        type=float,
+        default=REEXEC_TIMEOUT,
+        metavar="S",
+        help=f"give up waiting for the new image after S seconds (default {REEXEC_TIMEOUT:g})",
+    )
 
 
 def _line_count(text: str) -> int:
@@ -328,13 +343,88 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     # What will be printed is not known yet: make room for every instance asked for.
     printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
+    reexecs = document.get("daemon", {}).get("reexecs", 0)
+    names_chosen = [str(i["name"]) for i in chosen]
+    after = _After()
     try:
-        for entry in _from(_follow(client, args.patterns, instances, args.lines), args.since):
-            printer.write(entry, flush=True)
+        stream = _follow(client, args.patterns, instances, args.lines)
+        while True:
+            for entry in _from(stream, args.since):
+                if after.fresh(entry):
+                    printer.write(entry, flush=True)
+            # The stream ends when the daemon stops, or re-execs: then follow the
+            # new image. Subscribed first, then what was written since the last line
+            # shown is read from the log files (the daemon writes a line to its file
+            # before it offers it to followers), so nothing falls in between.
+            reexecs = _reexecuted(client, reexecs)
+            if reexecs is None:
+                break
+            stream = _follow(client, args.patterns, instances, 0)
+            after.replay()
+            for entry in _from(
+                _since_in_files(client.config, names_chosen, after.time), args.since
+            ):
+                if after.fresh(entry):
+                    printer.write(entry, flush=True)
+            after.replay()
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
     say("the daemon stopped; no more lines")
     return EXIT_OK
+
+
+class _After:
+    """Which entries are new, when a stream is asked for again after a re-exec.
+
+    Entries arrive in time order; several can share a time (a batch read at once),
+    even with the same text. So it counts what was shown at the latest time, and a
+    replayed stream skips that many of each before showing anything new.
+    """
+
+    def __init__(self) -> None:
+        self.time = ""
+        self._shown: Counter[tuple[Any, ...]] = Counter()
+        self._skip: Counter[tuple[Any, ...]] = Counter()
+
+    def replay(self) -> None:
+        self._skip = Counter(self._shown)
+
+    def fresh(self, entry: LogEntry) -> bool:
+        when, key = str(entry.get("time", "")), _key(entry)
+        if when < self.time:
+            return False
+        if when == self.time and self._skip[key] > 0:
+            self._skip[key] -= 1
+            return False
+        if when > self.time:
+            self.time, self._shown, self._skip = when, Counter(), Counter()
+        self._shown[key] += 1
+        return True
+
+
+def _since_in_files(config: Path, names: Sequence[str], since: str) -> Iterator[LogEntry]:
+    """The lines of these instances' log files from `since` on, in time order."""
+    log_dir = settings_path(config, "log_dir")
+    per_instance = [
+        [e for e in read_log_file(log_dir, name, MAX_SINCE_LINES) if e["time"] >= since]
+        for name in names
+    ]
+    yield from heapq.merge(*per_instance, key=lambda e: str(e["time"]))
+
+
+def _reexecuted(client: Client, reexecs: int) -> int | None:
+    """The new count if the daemon has re-executed since `reexecs`; None if it is gone
+    or stopping (its listening socket lives through an exec, so one request tells)."""
+    from herdsman.cli.client import ApiError, NoDaemon
+
+    try:
+        daemon = client.request("GET", "/v1/status")["daemon"]
+    except (NoDaemon, ApiError, OSError):
+        return None
+    count = int(daemon.get("reexecs", 0))
+    if daemon.get("shutting_down") or count <= reexecs:
+        return None
+    return count
 
 
 def _logs_query(pattern: str | None, n: int, follow: bool) -> str:
@@ -374,9 +464,9 @@ def _recent_lines(
 def _follow(
     client: Client, patterns: Sequence[str], instances: Sequence[Mapping[str, Any]], n: int
 ) -> Iterator[LogEntry]:
+    """The last `n` lines, then new ones as they come; subscribed when this returns."""
     if len(patterns) <= 1:
-        yield from client.stream(_logs_query(patterns[0] if patterns else None, n, follow=True))
-        return
+        return client.stream(_logs_query(patterns[0] if patterns else None, n, follow=True))
     # Several patterns: follow everything and keep what they name. The live stream is
     # opened before the recent lines are fetched, so no line falls between the two;
     # a line in both is shown once.
@@ -384,10 +474,8 @@ def _follow(
     live = client.stream(_logs_query(None, 0, follow=True))
     recent = _recent_lines(client, patterns, instances, n)
     seen = {_key(e) for e in recent}
-    yield from recent
-    for entry in live:
-        if entry.get("instance") in names and _key(entry) not in seen:
-            yield entry
+    rest = (e for e in live if e.get("instance") in names and _key(e) not in seen)
+    return itertools.chain(recent, rest)
 
 
 def _shown(entries: Iterable[LogEntry]) -> list[str]:
@@ -618,13 +706,43 @@ def cmd_reload(args: argparse.Namespace, client: Client) -> int:
 
 
 @_client_command
+def cmd_reexec(args: argparse.Namespace, client: Client) -> int:
+    """Ask for the re-exec, then wait until the new image answers on the socket."""
+    from herdsman.cli.client import ApiError, NoDaemon
+
+    try:
+        answer = client.request("POST", "/v1/reexec", timeout=None)
+    except ApiError as err:
+        for line in err.message.splitlines():
+            say(line)
+        say("nothing was changed: the daemon keeps running as it was")
+        return EXIT_FAILED
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            daemon = client.request("GET", "/v1/status")["daemon"]
+        except (NoDaemon, ApiError, OSError):
+            daemon = None
+        if daemon is not None and daemon.get("reexecs", 0) >= answer["reexecs"]:
+            print(f"herdsman: re-executed (pid {daemon['pid']}, herdsman {daemon['version']})")
+            return EXIT_OK
+        time.sleep(0.05)
+    say(f"the new image did not answer within {args.timeout:g}s")
+    return EXIT_FAILED
+
+
+@_client_command
 def cmd_down(args: argparse.Namespace, client: Client) -> int:
     from herdsman.cli.client import NoDaemon
 
     try:
         client.request("POST", "/v1/shutdown")
     except NoDaemon:
+        stopped = stop_leftovers(client.config, shutdown_timeout(client.config))
         print(f"herdsman: no daemon was running for {client.config}")
+        if stopped:
+            names = ", ".join(stopped)
+            print(f"herdsman: stopped what a daemon that died had left running: {names}")
         return EXIT_OK
     pid = client.peer_pid
     timeout = shutdown_timeout(client.config) + DOWN_GRACE
@@ -634,6 +752,52 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
         return EXIT_FAILED
     print("herdsman: stopped")
     return EXIT_OK
+
+
+def stop_leftovers(config: Path, timeout: float) -> list[str]:
+    """`down` after the daemon died: stop the services it left running (state.json),
+    their stop signal to each process group, SIGKILL after `timeout`. Their names."""
+    import select
+    import signal
+
+    from herdsman.runtime.lock import AlreadyRunning, DaemonLock
+    from herdsman.runtime.state import StateFile, leftovers
+
+    state_dir = settings_path(config, "state_dir")
+    state = StateFile(state_dir / "state.json")
+    document = state.read()
+    if document is None:
+        return []
+    lock = DaemonLock(state_dir)
+    try:
+        lock.acquire()  # no daemon may start (and adopt them) meanwhile
+    except (AlreadyRunning, OSError):
+        return []
+    try:
+        left = leftovers(document)
+        poller, pidfds = select.poll(), []
+        for pid, sig in left.values():
+            try:
+                pidfds.append(os.pidfd_open(pid))
+                poller.register(pidfds[-1], select.POLLIN)
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + timeout
+        running = set(pidfds)
+        while running and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                running.discard(fd)
+        for pid, _ in left.values():  # what is left of each group, the leader included
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for fd in pidfds:
+            os.close(fd)
+        state.remove()
+        return list(left)
+    finally:
+        lock.release()
 
 
 def shutdown_timeout(config: Path) -> float:
@@ -681,4 +845,5 @@ CLIENT_COMMANDS: dict[str, Command] = {
     "logs": cmd_logs,
     "down": cmd_down,
     "reload": cmd_reload,
+    "reexec": cmd_reexec,
 }

@@ -204,6 +204,19 @@ class HealthCheck(_Check):
     initial_delay: Duration = 0.0
 
 
+class KubernetesOptions(_Model):
+    """`[services.NAME.kubernetes]`: what `herdsman export kubernetes` cannot guess."""
+
+    image: str  # the container image that has the service's program in it
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if not value or any(char.isspace() for char in value):
+            raise ValueError(f"must be an image reference such as 'redis:7', not {value!r}")
+        return value
+
+
 class Service(_Model):
     """One `[services.NAME]` table; `replicas` instances run from it.
 
@@ -235,6 +248,7 @@ class Service(_Model):
     health: HealthCheck | None = None
     memory_limit: Size | None = None
     log: LogSettings = Field(default_factory=LogSettings)
+    kubernetes: KubernetesOptions | None = None  # read by export only
 
     @field_validator("name")
     @classmethod

@@ -101,7 +101,7 @@ class Ready:
 @dataclass(frozen=True, slots=True)
 class Exited:
     pid: int
-    code: int | None  # None when killed by a signal
+    code: int | None  # None when killed by a signal, or unknown (adopted)
     signal: int | None
 
 
@@ -116,6 +116,10 @@ class Stop:
 
     restart: bool = False
     reason: str = ""  # set when herdsman itself decided (health, memory): counts as a restart
+    # A restart herdsman decided on because of the instance itself (health, memory,
+    # watchdog) counts toward the start limit, as a crash does; one that follows
+    # another service (restart_with) does not.
+    limited: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ class Instance:
     start_passed: bool = False
     restart_after_stop: bool = False
     automatic_restart: bool = False
+    limited_restart: bool = False  # the automatic restart counts toward the start limit
     killed: bool = False
 
     @property
@@ -198,6 +203,8 @@ class Instance:
 def describe_exit(code: int | None, sig: int | None) -> str:
     if sig is not None:
         return f"killed by {signal_name(sig)}"
+    if code is None:  # an adopted process: not our child, so its status is not ours
+        return "exited (its exit status is unknown: it was adopted after a daemon restart)"
     return f"exited with code {code}"
 
 
@@ -324,11 +331,15 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
             timeout = format_seconds(inst.policy.stop_timeout)
             inst.message = f"killed with SIGKILL after stop_timeout ({timeout})"
         else:
-            inst.message = f"stopped ({how})"
+            inst.message = _stopped(inst.policy, ev)
         if inst.restart_after_stop:
             inst.restart_after_stop = False
             if inst.automatic_restart:
                 inst.automatic_restart = False
+                if inst.limited_restart and _over_start_limit(inst, now):
+                    inst.state = State.FAILED
+                    inst.message = f"{inst.message}; {_gave_up(inst.policy)}"
+                    return [CancelTimer()]
                 inst.restarts += 1
             return _spawn(inst)
         return [CancelTimer()]
@@ -340,15 +351,9 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
         inst.state, inst.message = State.EXITED, how
         return [CancelTimer()]
 
-    window_start = now - policy.interval
-    inst.restart_times = [t for t in inst.restart_times if t > window_start]
-    inst.restart_times.append(now)
-    if len(inst.restart_times) > policy.burst:
+    if _over_start_limit(inst, now):
         inst.state = State.FAILED
-        inst.message = (
-            f"{how}; gave up after more than {policy.burst} restarts "
-            f"within {format_seconds(policy.interval)} (start_limit)"
-        )
+        inst.message = f"{how}; {_gave_up(policy)}"
         return [CancelTimer()]
 
     inst.restarts += 1
@@ -363,16 +368,39 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
     return [SetTimer(now + delay, BackoffElapsed())]
 
 
+def _stopped(policy: Policy, ev: Exited) -> str:
+    if ev.signal is not None and ev.signal == policy.stop_signal:
+        return f"stopped by {signal_name(ev.signal)}"  # ended of the signal it was sent
+    return f"stopped ({describe_exit(ev.code, ev.signal)})"
+
+
+def _over_start_limit(inst: Instance, now: float) -> bool:
+    """Count a restart at `now`; whether that makes more than `burst` within `interval`."""
+    window_start = now - inst.policy.interval
+    inst.restart_times = [t for t in inst.restart_times if t > window_start]
+    inst.restart_times.append(now)
+    return len(inst.restart_times) > inst.policy.burst
+
+
+def _gave_up(policy: Policy) -> str:
+    return (
+        f"gave up after more than {policy.burst} restarts "
+        f"within {format_seconds(policy.interval)} (start_limit)"
+    )
+
+
 def _stop(inst: Instance, ev: Stop, now: float) -> list[Action]:
     if inst.state is State.STOPPING:
         inst.restart_after_stop = ev.restart
         inst.automatic_restart = bool(ev.reason)
+        inst.limited_restart = bool(ev.reason) and ev.limited
         return []
     if inst.live:
         inst.state = State.STOPPING
         inst.ready = False  # dependents must not count on what is going away
         inst.restart_after_stop = ev.restart
         inst.automatic_restart = bool(ev.reason)
+        inst.limited_restart = bool(ev.reason) and ev.limited
         inst.killed = False
         if ev.reason:
             inst.message = ev.reason

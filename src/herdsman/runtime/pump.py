@@ -113,7 +113,7 @@ class LogPump:
         self.stream = stream
         self._sink = sink
         self._on_close = on_close
-        self._partial = partial  # the start of a line whose newline has not come yet
+        self._partial = partial  # a line begun but not ended (handed over by a re-exec)
         self._paused: asyncio.TimerHandle | None = None
         self._last_read = loop.time()
         try:
@@ -127,9 +127,25 @@ class LogPump:
         return self._fd < 0
 
     @property
-    def partial(self) -> bytes:
-        """The held start of a line (at most MAX_LINE bytes), for handing the pump over."""
-        return self._partial
+    def fd(self) -> int:
+        return self._fd
+
+    def hand_over(self) -> tuple[int, bytes]:
+        """Stop reading without closing: (the pipe fd, the line begun but not ended).
+
+        For a re-exec: the new image makes a pump of the same pipe with this
+        partial, so no byte is lost or repeated. The fd stays open (inheritable).
+        """
+        fd, partial = self._fd, self._partial
+        if fd >= 0:
+            if self._paused is not None:
+                self._paused.cancel()
+                self._paused = None
+            else:
+                self._loop.remove_reader(fd)
+            os.set_inheritable(fd, True)
+        self._fd, self._partial = -1, b""
+        return fd, partial
 
     def _readable(self) -> None:
         now = self._loop.time()
