@@ -162,11 +162,11 @@ def test_state_file_is_replaced_whole_and_unreadable_ones_are_ignored(tmp: Path)
 
 
 def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
-    async def scenario() -> list[tuple[str, list[bytes]]]:
+    async def scenario() -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
-        got: list[tuple[str, list[bytes]]] = []
+        got: list[tuple[str, bytes]] = []
 
-        def sink(instance: str, stream: str, lines: list[bytes], ts: float) -> None:
+        def sink(instance: str, stream: str, lines: bytes, ts: float) -> None:
             got.append((stream, lines))
 
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -187,7 +187,7 @@ def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
         return got
 
     got = asyncio.run(scenario())
-    assert [line for _, lines in got for line in lines] == [b"one", b"two", b"three"]
+    assert [line for _, lines in got for line in lines.split(b"\n")] == [b"one", b"two", b"three"]
 
 
 def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) -> None:
