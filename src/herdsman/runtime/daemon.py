@@ -14,16 +14,14 @@ import contextlib
 import fnmatch
 import functools
 import heapq
-import json
 import logging
 import os
 import pickle
 import signal
-import stat
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from herdsman import __version__
@@ -31,6 +29,7 @@ from herdsman.core import graph
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, State, Stop, describe_exit, signal_name
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.logfile import LogFile, format_lines, timestamp
@@ -39,7 +38,7 @@ from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.reaper import decode_status, zombie_status
-from herdsman.runtime.state import FORMAT, StateFile, boot_id, fd_inode, process_start_time
+from herdsman.runtime.state import FORMAT, StateWriter, still_running
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 
@@ -148,11 +147,18 @@ class Daemon:
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
         self._reloading = False
         self.exit_code = 0
-        self._state = StateFile(plan.state_dir / "state.json")
-        self._state_write_scheduled = False
-        self._dirty: set[str] = set()  # instances whose record changed since the last write
-        self._encoded_records: dict[str, str] = {}
-        self._boot_id = boot_id()
+        self._state = StateWriter(
+            plan.state_dir / "state.json",
+            self._loop,
+            lambda: self.supervisor.instances,
+            self.supervisor.record,
+            lambda: {
+                "config": str(self.plan.config_path),
+                "daemon_pid": os.getpid(),
+                "written_at": time.time(),
+            },
+            self._state_file_error,
+        )
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
         self.reexec_reason: str | None = None
@@ -219,7 +225,7 @@ class Daemon:
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
         if not self.supervisor.any_live():
-            self._state.remove()  # nothing left to adopt
+            self._state.file.remove()  # nothing left to adopt
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -407,6 +413,12 @@ class Daemon:
         self._note(logging.WARNING, f"{managed.name}: {reason}; restarting")
         self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
+    def _state_file_error(self, error: str | None) -> None:
+        if error is None:
+            self._note(logging.INFO, f"writing {self._state.file.path} again")
+        else:
+            self._note(logging.ERROR, f"{error}; crash recovery will not know the latest")
+
     def _log_file_error(self, instance: str, error: str | None) -> None:
         if error is None:
             self._log_errors.pop(instance, None)
@@ -420,10 +432,7 @@ class Daemon:
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
-        self._dirty.add(managed.name)
-        if not self._state_write_scheduled:
-            self._state_write_scheduled = True
-            self._loop.call_soon(self.write_state)
+        self._state.changed(managed.name)
         self.prober.changed(managed, old, event)
         self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
@@ -756,40 +765,6 @@ class Daemon:
 
     # --- self-loading: state.json, re-exec, adoption after a crash ---------------
 
-    def write_state(self) -> None:
-        """Rewrite state.json: every instance as a record (once per loop turn at most).
-
-        Only the records of instances that changed are encoded again: with
-        thousands of instances starting, encoding them all each turn would cost
-        more than the starting itself.
-        """
-        self._state_write_scheduled = False
-        sup = self.supervisor
-        encoded = self._encoded_records
-        for name in list(encoded):
-            if name not in sup.instances:
-                del encoded[name]
-        for name, managed in sup.instances.items():
-            if name in self._dirty or name not in encoded:
-                encoded[name] = json.dumps(name) + ":" + json.dumps(sup.record(managed))
-        self._dirty.clear()
-        head = {
-            "format": FORMAT,
-            "boot_id": self._boot_id,
-            "config": str(self.plan.config_path),
-            "daemon_pid": os.getpid(),
-            "written_at": time.time(),
-        }
-        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
-        try:
-            self._state.write_text(document)
-        except OSError as err:
-            if not self._log_errors.get("state.json"):
-                self._note(logging.ERROR, f"cannot write {self._state.path}: {err.strerror}")
-            self._log_errors["state.json"] = err.strerror or str(err)
-        else:
-            self._log_errors.pop("state.json", None)
-
     def recover(self) -> list[str]:
         """After a crash: adopt the services a dead daemon left running (state.json).
 
@@ -798,7 +773,7 @@ class Daemon:
         from /proc. A process of an instance the config no longer has is stopped.
         Returns the names of the adopted instances.
         """
-        stored = _pipes_by_inode(self.manager.passed_fds)
+        stored = pipes_by_inode(self.manager.passed_fds)
         try:
             return self._adopt(stored)
         finally:
@@ -806,19 +781,11 @@ class Daemon:
                 os.close(fd)
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document = self._state.read()
-        if document is None or document.get("boot_id") != self._boot_id:
-            return []
-        if document.get("config") != str(self.plan.config_path):
+        document = self._state.file.read()
+        if document is None or document.get("config") != str(self.plan.config_path):
             return []
         adopted: list[str] = []
-        records = document.get("instances")
-        for name, record in (records or {}).items():
-            pid = record.get("pid") if isinstance(record, dict) else None
-            if not isinstance(pid, int) or pid == os.getpid():
-                continue
-            if process_start_time(pid) != record.get("start_time"):
-                continue  # gone, and the pid may be another process's now
+        for name, record, pid in still_running(document):
             status = zombie_status(pid)
             if status is not None:
                 how = describe_exit(*decode_status(status))
@@ -828,7 +795,7 @@ class Daemon:
             if managed is None:
                 self._stop_stray(name, pid)
                 continue
-            pumps = list(_reopen_pipes(pid, record.get("pipes") or [], stored))
+            pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
@@ -974,43 +941,3 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
-
-
-def _pipes_by_inode(fds: list[int]) -> dict[int, int]:
-    """Of the fds the service manager passed back (its fd store), the pipes by inode."""
-    pipes = {}
-    for fd in fds:
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            continue
-        if stat.S_ISFIFO(st.st_mode):
-            os.set_blocking(fd, False)
-            pipes[st.st_ino] = fd
-        else:
-            os.close(fd)
-    return pipes
-
-
-def _reopen_pipes(
-    pid: int, pipes: list[Any], stored: dict[int, int]
-) -> Iterator[tuple[str, int, bytes]]:
-    """The output pipes of a process as (stream, fd, b""): the copies the service
-    manager kept for us (`stored`, by inode), or opened again through /proc.
-
-    Only a pipe that is still the one herdsman made for it (same inode) is taken:
-    the process may have pointed its stdout elsewhere since.
-    """
-    for stream, inode in pipes:
-        if inode in stored:
-            yield stream, stored.pop(inode), b""
-            continue
-        number = 1 if stream == "out" else 2
-        try:
-            fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue
-        if fd_inode(fd) != inode:
-            os.close(fd)
-            continue
-        yield stream, fd, b""
