@@ -28,10 +28,12 @@ from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
+from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
+from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
@@ -40,6 +42,7 @@ LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
+HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
@@ -130,7 +133,9 @@ class Daemon:
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
-        self.prober = Prober(self.supervisor, self._run_in_background, log)
+        self.plugins = Plugins(plan.plugins, log)
+        self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
@@ -154,6 +159,7 @@ class Daemon:
                     functools.partial(self._log_file_error, inst.name),
                 )
         self.prober.track(self.supervisor.instances)
+        self.hooks.track(plan)
 
     # --- running --------------------------------------------------------------
 
@@ -186,7 +192,9 @@ class Daemon:
         """Wait for a shutdown request, then stop everything; False if something was killed."""
         await self._shutdown.wait()
         self.manager.stopping()
-        return await self.supervisor.stop_all(self.plan.shutdown_timeout)
+        stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
+        await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
+        return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task owned by the daemon's task group, cancelled when the daemon closes."""
@@ -197,6 +205,8 @@ class Daemon:
 
     def close(self) -> None:
         self.prober.close()
+        self.hooks.close()
+        self.plugins.close()
         for name in list(self._watchdogs):
             self._disarm_watchdog(name)
         if self._notify is not None:
@@ -340,6 +350,7 @@ class Daemon:
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
         self.prober.changed(managed, old, event)
+        self.hooks.changed(managed, old, event)
         self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
             self._disarm_watchdog(managed.name)
@@ -417,6 +428,7 @@ class Daemon:
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
             "message": self._log_errors.get(managed.name)
+            or self.prober.problems.get(managed.name)
             or core.message
             or self._notify_status.get(managed.name, ""),
         }
