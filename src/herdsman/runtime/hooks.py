@@ -34,7 +34,7 @@ QUEUE_LIMIT = 100  # events waiting per hook
 RunInBackground = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 
 
-def event_document(managed: Managed, old: State, event: Event) -> dict[str, Any]:
+def event_document(managed: Managed, old: State, new: State, event: Event) -> dict[str, Any]:
     """What a hook is told about one state change."""
     core = managed.core
     pid = event.pid if isinstance(event, Exited) else core.pid  # the one that just ended
@@ -43,7 +43,7 @@ def event_document(managed: Managed, old: State, event: Event) -> dict[str, Any]
         "instance": managed.name,
         "service": managed.service,
         "replica": managed.plan.replica,
-        "state": core.state.value,
+        "state": new.value,
         "previous": old.value,
         "pid": pid,
         "ready": core.ready,
@@ -144,6 +144,9 @@ class Hooks:
         self._log = log
         self._runners: list[_Runner] = []
         self._cwd = Path("/")
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[Managed, list[tuple[State, Event]]] = {}
+        self._flush_scheduled = False
 
     def track(self, plan: Plan) -> None:
         """Use the hooks of `plan` (after a reload: a hook that stayed the same keeps
@@ -163,17 +166,34 @@ class Hooks:
             runner.close()
 
     def changed(self, managed: Managed, old: State, event: Event) -> None:
-        state = managed.core.state
-        if state is old:
-            return
+        # The supervisor delivers a burst of changes once it has settled (a start whose
+        # spawn fails arrives as stopped->?, starting->? with the state already
+        # `failed`), so each change's new state is the next one's old state: collected
+        # here, sorted out at the end of this loop turn.
+        self._pending.setdefault(managed, []).append((old, event))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for managed, changes in pending.items():
+            states = [old for old, _ in changes] + [managed.core.state]
+            for (old, event), new in zip(changes, states[1:], strict=True):
+                if new is not old:
+                    self._entered(managed, old, new, event)
+
+    def _entered(self, managed: Managed, old: State, new: State, event: Event) -> None:
         doc: dict[str, Any] | None = None
         for runner in self._runners:
-            if state.value in runner.plan.on and runner.service in (None, managed.service):
-                doc = doc or event_document(managed, old, event)
+            if new.value in runner.plan.on and runner.service in (None, managed.service):
+                doc = doc or event_document(managed, old, new, event)
                 runner.offer(managed, doc)
 
     async def drain(self, timeout: float) -> None:
         """Give queued events up to `timeout` seconds to be handled (at shutdown)."""
+        self._flush()  # the last changes (to `stopped`) may not be sorted out yet
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 for runner in self._runners:

@@ -130,6 +130,8 @@ class Plugins:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
+    if isinstance(fn, type):
+        return False  # making an instance: its `async def __call__` is for later
     call = getattr(fn, "__call__", None)  # noqa: B004 (an instance with `async def __call__`)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
