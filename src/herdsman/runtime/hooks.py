@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -86,7 +87,7 @@ async def post_json(url: str, body: bytes, timeout: float) -> str | None:
     except TimeoutError:
         return f"no answer from {url} within {timeout:g}s"
     except OSError as err:
-        return f"cannot connect to {url}: {err.strerror or err}"
+        return f"cannot connect to {url}: {os.strerror(err.errno) if err.errno else err}"
     except h11.ProtocolError:
         return f"{url} did not answer in HTTP"
     if status is None:
