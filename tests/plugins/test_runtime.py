@@ -219,3 +219,24 @@ def test_hooks_follow_a_reload(tmp: Path) -> None:
             assert stopped.read_text() == "web was stopping\n"
 
     asyncio.run(body())
+
+
+def test_a_command_nobody_waits_for_any_more_is_killed(tmp: Path) -> None:
+    # A hook or probe command whose task is cancelled (the instance stopped, the daemon
+    # closed) must not outlive it; the leak check of every test would see it.
+    started = tmp / "started"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.web]
+            command = ["sleep", "60"]
+            start_seconds = 0
+            health = {{ exec = "sh -c 'touch {started}; exec sleep 60'", timeout = "60s" }}
+            """,
+        ) as daemon:
+            await until(started.exists)
+            await daemon.stop("web", wait=True)
+
+    asyncio.run(body())

@@ -148,6 +148,7 @@ class Hooks:
         self._loop = asyncio.get_running_loop()
         self._pending: dict[Managed, list[tuple[State, Event]]] = {}
         self._flush_scheduled = False
+        self._closed = False
 
     def track(self, plan: Plan) -> None:
         """Use the hooks of `plan` (after a reload: a hook that stayed the same keeps
@@ -167,6 +168,8 @@ class Hooks:
             runner.close()
 
     def changed(self, managed: Managed, old: State, event: Event) -> None:
+        if self._closed:
+            return
         # The supervisor delivers a burst of changes once it has settled (a start whose
         # spawn fails arrives as stopped->?, starting->? with the state already
         # `failed`), so each change's new state is the next one's old state: collected
@@ -178,6 +181,8 @@ class Hooks:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._closed:
+            return  # no new workers once the daemon closed: its task group could never end
         pending, self._pending = self._pending, {}
         for managed, changes in pending.items():
             states = [old for old, _ in changes] + [managed.core.state]
@@ -201,6 +206,7 @@ class Hooks:
                     await runner.idle()
 
     def close(self) -> None:
+        self._closed = True
         for runner in self._runners:
             runner.close()
 

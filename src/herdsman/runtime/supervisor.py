@@ -227,6 +227,9 @@ class Supervisor:
             kill_group(pid)
             await exited
             return None, f"timed out after {timeout:g}s"
+        except asyncio.CancelledError:
+            kill_group(pid)  # nobody waits for it any more (a stopped instance's probe, a hook)
+            raise
         finally:
             for pump in pumps:
                 pump.drain()
