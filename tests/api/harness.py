@@ -193,6 +193,13 @@ class FakeController:
             "not_applied": [],
         }
 
+    async def reexec(self) -> dict[str, Any]:
+        self.calls.append(("reexec",))
+        return {"pid": 4100, "reexecs": 1}
+
+    async def begin_reexec(self) -> None:
+        self.calls.append(("begin_reexec",))
+
     def metrics(self) -> tuple[bytes, str]:
         return METRICS, METRICS_TYPE
 

@@ -87,6 +87,16 @@ class Controller(Protocol):
         (nothing changes), 409 while another reload runs."""
         ...
 
+    async def reexec(self) -> dict[str, Any]:
+        """Check that the code on disk imports and validates the config: `{"pid",
+        "reexecs"}`; ControlError (400 invalid config, 500 broken code, 409 busy)
+        and nothing changes otherwise. The exec itself waits for `begin_reexec`."""
+        ...
+
+    async def begin_reexec(self) -> None:
+        """Runs once the reply to `reexec` has been sent: the daemon execs."""
+        ...
+
     def metrics(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         ...

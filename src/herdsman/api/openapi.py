@@ -313,6 +313,31 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/v1/reexec": {
+            "post": {
+                "operationId": "reexec",
+                "summary": "Replace the daemon's process image with the code now on disk.",
+                "description": "The new code must import and validate the config first, "
+                "or nothing changes (400/500 with the reason). Answers before the exec; "
+                "same pid, every service keeps running with its pid and output. Wait "
+                "for `reexecs` in /v1/status to grow to know the new image answers.",
+                "responses": {
+                    "202": _json(
+                        "The re-exec begins.",
+                        {
+                            "type": "object",
+                            "required": ["pid", "reexecs"],
+                            "properties": {
+                                "pid": {"type": "integer", "minimum": 1},
+                                "reexecs": {"type": "integer", "minimum": 1},
+                            },
+                            "additionalProperties": False,
+                        },
+                    ),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "operationId": "getMetrics",
@@ -359,6 +384,16 @@ DOCUMENT: dict[str, Any] = {
                     "config": {"type": "string", "description": "The config file's path."},
                     "started_at": {"type": "string", "format": "date-time"},
                     "shutting_down": {"type": "boolean"},
+                    "reexecs": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "How often this daemon replaced its process image.",
+                    },
+                    "image_started_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "When the current process image started.",
+                    },
                 },
             },
             "Status": {

@@ -114,6 +114,7 @@ class Routes:
             (("v1", "events"), {"GET": self._events}),
             (("v1", "shutdown"), {"POST": self._shutdown}),
             (("v1", "reload"), {"POST": self._reload}),
+            (("v1", "reexec"), {"POST": self._reexec}),
             (("metrics",), {"GET": self._metrics}),
             (("openapi.json",), {"GET": self._openapi_document}),
         ]
@@ -212,6 +213,10 @@ class Routes:
 
     async def _reload(self, args: list[str], query: str, body: bytes) -> Reply:
         return json_reply(200, await self._controller.reload())
+
+    async def _reexec(self, args: list[str], query: str, body: bytes) -> Reply:
+        answer = await self._controller.reexec()
+        return Reply(202, to_json(answer), after=self._controller.begin_reexec)
 
     async def _metrics(self, args: list[str], query: str, body: bytes) -> Reply:
         data, content_type = self._controller.metrics()

@@ -83,8 +83,16 @@ class ApiServer:
         """The TCP (host, port) actually bound (useful with port 0), or None."""
         return self._tcp_address
 
-    async def start(self) -> None:
-        """Listen on the Unix socket (and TCP when configured); raises ListenError."""
+    async def start(self, inherited: list[int] | None = None) -> None:
+        """Listen on the Unix socket (and TCP when configured); raises ListenError.
+
+        `inherited`: the listening fds a previous image of the daemon handed over
+        (Unix first, then TCP), already bound: clients that connected meanwhile
+        wait in their backlog and are served.
+        """
+        if inherited:
+            await self._adopt(inherited)
+            return
         await self._start_unix()
         if self._tcp is not None:
             try:
@@ -92,6 +100,36 @@ class ApiServer:
             except BaseException:
                 await self.close()
                 raise
+
+    async def _adopt(self, fds: list[int]) -> None:
+        for i, fd in enumerate(fds):
+            os.set_inheritable(fd, False)
+            sock = socket.socket(fileno=fd)
+            if i == 0:
+                bound = os.stat(self._unix_path)
+                self._socket_id = (bound.st_dev, bound.st_ino)
+                server = await asyncio.start_unix_server(
+                    functools.partial(self._on_connect, tcp=False), sock=sock
+                )
+            else:
+                server = await asyncio.start_server(
+                    functools.partial(self._on_connect, tcp=True), sock=sock
+                )
+                self._tcp_address = sock.getsockname()[:2]
+            self._servers.append(server)
+
+    async def hand_over(self) -> list[int]:
+        """Close like `close()`, but keep the listening sockets (and the socket file)
+        for a new image: their fds, inheritable, Unix first."""
+        fds = []
+        for server in self._servers:
+            for sock in server.sockets:
+                fd = os.dup(sock.fileno())
+                os.set_inheritable(fd, True)
+                fds.append(fd)
+        self._socket_id = None  # the file stays: the new image serves it
+        await self.close()
+        return fds
 
     async def close(self) -> None:
         """Stop accepting, cancel every connection (streams included), remove the socket.

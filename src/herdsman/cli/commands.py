@@ -31,6 +31,7 @@ LogEntry = dict[str, Any]  # the API's form: time, instance, stream, line
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LINES = 100
 MAX_SINCE_LINES = 100_000  # the API's largest n
+REEXEC_TIMEOUT = 30.0
 DOWN_GRACE = 15.0  # seconds `down` waits beyond shutdown_timeout before giving up
 GONE_POLL = 0.05  # how often `down` checks the socket when it cannot watch the pid
 LOG_FILE_BLOCK = 65536
@@ -85,6 +86,16 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
     sub.add_parser("down", help="stop all services, then the daemon")
     sub.add_parser("reload", help="re-read the config and apply the difference")
+    reexec = sub.add_parser(
+        "reexec", help="replace the daemon's code with what is on disk; services keep running"
+    )
+    reexec.add_argument(
+        "--timeout",
+        type=float,
+        default=REEXEC_TIMEOUT,
+        metavar="S",
+        help=f"give up waiting for the new image after S seconds (default {REEXEC_TIMEOUT:g})",
+    )
 
 
 def _line_count(text: str) -> int:
@@ -611,6 +622,32 @@ def cmd_reload(args: argparse.Namespace, client: Client) -> int:
 
 
 @_client_command
+def cmd_reexec(args: argparse.Namespace, client: Client) -> int:
+    """Ask for the re-exec, then wait until the new image answers on the socket."""
+    from herdsman.cli.client import ApiError, NoDaemon
+
+    try:
+        answer = client.request("POST", "/v1/reexec", timeout=None)
+    except ApiError as err:
+        for line in err.message.splitlines():
+            say(line)
+        say("nothing was changed: the daemon keeps running as it was")
+        return EXIT_FAILED
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            daemon = client.request("GET", "/v1/status")["daemon"]
+        except (NoDaemon, ApiError, OSError):
+            daemon = None
+        if daemon is not None and daemon.get("reexecs", 0) >= answer["reexecs"]:
+            print(f"herdsman: re-executed (pid {daemon['pid']}, herdsman {daemon['version']})")
+            return EXIT_OK
+        time.sleep(0.05)
+    say(f"the new image did not answer within {args.timeout:g}s")
+    return EXIT_FAILED
+
+
+@_client_command
 def cmd_down(args: argparse.Namespace, client: Client) -> int:
     from herdsman.cli.client import NoDaemon
 
@@ -674,4 +711,5 @@ CLIENT_COMMANDS: dict[str, Command] = {
     "logs": cmd_logs,
     "down": cmd_down,
     "reload": cmd_reload,
+    "reexec": cmd_reexec,
 }

@@ -12,10 +12,13 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from herdsman import __version__
 from herdsman.api.server import ApiServer, ListenError
@@ -27,6 +30,9 @@ from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
+
+# Blocked from just before a re-exec until the new image handles them.
+HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
 class StartupError(Exception):
@@ -114,27 +120,69 @@ def console_hooks(console: Console) -> dict[str, Callable[..., None]]:
     }
 
 
-def run_up(plan: Plan, services: list[str], *, detached: bool = False) -> int:
-    """Run the daemon until it is told to stop; the process exit code."""
+def run_up(
+    plan: Plan,
+    services: list[str],
+    *,
+    detached: bool = False,
+    resumed: dict[str, Any] | None = None,
+) -> int:
+    """Run the daemon until it is told to stop; the process exit code.
+
+    `resumed`: what a previous image of this daemon handed over (see resume.py).
+    A re-exec ends here in `os.execv`, with the lock, the listening sockets and
+    every service's pipes kept open for the new image.
+    """
     lock = DaemonLock(plan.state_dir)
+    if resumed is not None:
+        lock.adopt(resumed["lock_fd"])
+    else:
+        try:
+            lock.acquire()
+        except AlreadyRunning as err:
+            print(f"herdsman: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:
+            print(
+                f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr
+            )
+            return 1
+    outcome: int | Reexec = 1
     try:
-        lock.acquire()
-    except AlreadyRunning as err:
-        print(f"herdsman: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr)
-        return 1
-    try:
-        return asyncio.run(_serve(plan, services, detached=detached))
+        outcome = asyncio.run(_serve(plan, services, detached=detached, resumed=resumed))
     except StartupError as err:
         print(f"herdsman: {err}", file=sys.stderr)
         return 1
     finally:
-        lock.release()
+        if not isinstance(outcome, Reexec):
+            lock.release()
+    if isinstance(outcome, int):
+        return outcome
+    from herdsman.cli.resume import exec_new_image
+
+    exec_new_image(
+        {
+            **outcome.handover,
+            "listen_fds": outcome.listen_fds,
+            "lock_fd": lock.hand_over(),
+            "services": services,
+            "detached": detached,
+        }
+    )
+    raise AssertionError("os.execv returned")  # pragma: no cover
 
 
-async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
+@dataclass
+class Reexec:
+    """The loop ended for a re-exec: what goes to the new image."""
+
+    handover: dict[str, Any]
+    listen_fds: list[int]
+
+
+async def _serve(
+    plan: Plan, services: list[str], *, detached: bool, resumed: dict[str, Any] | None
+) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
     token = read_token(plan)
     console = None
@@ -158,19 +206,19 @@ async def _serve(plan: Plan, services: list[str], *, detached: bool) -> int:
             log=log.getChild("api"),
         )
         try:
-            await server.start()
+            await server.start(resumed["listen_fds"] if resumed else None)
         except ListenError as err:
             listen_error = str(err)
             daemon.close()
         else:
-            await _run(plan, services, daemon, server, log, detached=detached)
+            outcome = await _run(plan, services, daemon, server, log, resumed, detached=detached)
             if console is not None:
                 console.flush()
     # Raised outside the task group, so the caller gets the error itself rather
     # than an ExceptionGroup around it.
     if listen_error is not None:
         raise StartupError(listen_error)
-    return 0
+    return outcome
 
 
 async def _run(
@@ -179,24 +227,41 @@ async def _run(
     daemon: Daemon,
     server: ApiServer,
     log: logging.Logger,
+    resumed: dict[str, Any] | None,
     *,
     detached: bool,
-) -> None:
-    """Serve until told to stop, then stop everything and close."""
-    daemon.open()
+) -> int | Reexec:
+    """Serve until told to stop, then stop everything and close (or hand over)."""
+    daemon.open(notify_fd=resumed["notify_fd"] if resumed else None)
+    # A previous image blocked these across its exec, so none could kill us before
+    # our handlers were in place; now they are (and children must not inherit a mask).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
-    daemon.start_services(services or None)
+    if resumed is not None:
+        daemon.resume(resumed)
+    else:
+        daemon.recover()
+        daemon.start_services(services or None)
     daemon.manager.ready(daemon.summary())
     daemon.manager.start_watchdog(asyncio.get_running_loop())
-    if detached:
+    if detached and resumed is None:
         detach_output(plan.log_dir / "herdsman.log")
+    outcome: int | Reexec = 0
     try:
         await daemon.wait_for_shutdown()
+        outcome = daemon.exit_code
     finally:
-        await server.close()
-        daemon.close()
+        if daemon.reexec_reason is not None:
+            handover = daemon.hand_over()
+            outcome = Reexec(handover, await server.hand_over())
+            daemon.close()
+            log.info("herdsman handing over to a new image (%s)", daemon.reexec_reason)
+        else:
+            await server.close()
+            daemon.close()
+            log.info("herdsman stopped")
         daemon.manager.close()
-        log.info("herdsman stopped")
+    return outcome
 
 
 def detach_output(log_file: Path) -> None:

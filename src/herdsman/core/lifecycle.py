@@ -101,7 +101,7 @@ class Ready:
 @dataclass(frozen=True, slots=True)
 class Exited:
     pid: int
-    code: int | None  # None when killed by a signal
+    code: int | None  # None when killed by a signal, or unknown (adopted)
     signal: int | None
 
 
@@ -198,6 +198,8 @@ class Instance:
 def describe_exit(code: int | None, sig: int | None) -> str:
     if sig is not None:
         return f"killed by {signal_name(sig)}"
+    if code is None:  # an adopted process: not our child, so its status is not ours
+        return "exited (its exit status is unknown: it was adopted after a daemon restart)"
     return f"exited with code {code}"
 
 

@@ -10,21 +10,25 @@ the graceful shutdown. The CLI composes it with the API server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import functools
 import heapq
+import json
 import logging
 import os
+import pickle
 import signal
+import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 from herdsman import __version__
 from herdsman.core import graph
 from herdsman.core.diff import diff_plans
-from herdsman.core.lifecycle import Event, Spawned, State, Stop, signal_name
+from herdsman.core.lifecycle import Event, Spawned, State, Stop, describe_exit, signal_name
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
@@ -35,7 +39,9 @@ from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.supervisor import Managed, Supervisor
+from herdsman.runtime.reaper import decode_status, zombie_status
+from herdsman.runtime.state import FORMAT, StateFile, boot_id, fd_inode, process_start_time
+from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
@@ -43,6 +49,9 @@ SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
+# Self-healing: an unexpected error re-execs the daemon, at most this often.
+HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
+STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
@@ -142,6 +151,19 @@ class Daemon:
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
         self._reloading = False
+        self.exit_code = 0
+        self._state = StateFile(plan.state_dir / "state.json")
+        self._state_write_scheduled = False
+        self._dirty: set[str] = set()  # instances whose record changed since the last write
+        self._encoded_records: dict[str, str] = {}
+        self._boot_id = boot_id()
+        # Re-exec: why the loop ends without stopping the services ("reexec" or
+        # "heal"), the plan pickled for the new image, and the history carried along.
+        self.reexec_reason: str | None = None
+        self._reexec_plan: bytes | None = None
+        self.reexecs = 0
+        self.image_started_at = self.started_at
+        self._heals: list[float] = []
         self._track_instances(plan)
 
     def _track_instances(self, plan: Plan) -> None:
@@ -163,7 +185,10 @@ class Daemon:
 
     # --- running --------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, *, notify_fd: int | None = None) -> None:
+        """Start watching: children's exits, the sd_notify socket (`notify_fd`: the one
+        a previous image bound), signals; the loop's exception handler heals."""
+        self._loop.set_exception_handler(self.loop_exception)
         try:
             self.plan.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -172,7 +197,7 @@ class Daemon:
         if self.plan.notify_socket is not None:
             self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
             try:
-                self._notify.open(self._loop)
+                self._notify.open(self._loop, notify_fd)
             except OSError as err:
                 self._notify = None
                 self._note(
@@ -189,19 +214,71 @@ class Daemon:
         self.supervisor.start_services(services)
 
     async def wait_for_shutdown(self) -> bool:
-        """Wait for a shutdown request, then stop everything; False if something was killed."""
+        """Wait for a shutdown request, then stop everything; False if something was killed.
+
+        A re-exec also ends the wait, and stops nothing: the services carry on.
+        """
         await self._shutdown.wait()
+        if self.reexec_reason is not None:
+            return True
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
+        if not self.supervisor.any_live():
+            self._state.remove()  # nothing left to adopt
         await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """A task owned by the daemon's task group, cancelled when the daemon closes."""
-        task = self._tasks.create_task(coro)
+        """A task owned by the daemon's task group, cancelled when the daemon closes.
+
+        An unexpected error in it does not tear the daemon down (which would leave
+        the services unmanaged): it is logged and answered by a re-exec (`heal`).
+        """
+        task = self._tasks.create_task(self._guarded(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: coro.close())  # cancelled before it began
         return task
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._log.exception("unexpected error in a daemon task")
+            self.heal("an unexpected error in a daemon task")
+            return None
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The loop's exception handler: an error escaping a callback (a pump, a timer,
+        a signal handler) leaves the supervision state in doubt, so heal."""
+        error = context.get("exception")
+        message = context.get("message", "unexpected error")
+        if error is None:
+            self._log.error("event loop: %s", message)
+            return
+        self._log.error("event loop: %s", message, exc_info=error)
+        self.heal(f"an unexpected error in the event loop ({error!r})")
+
+    def heal(self, why: str) -> None:
+        """Re-exec the daemon keeping every service, unless it keeps failing at once."""
+        if self.reexec_reason is not None or self.shutting_down:
+            return
+        now = time.monotonic()
+        self._heals = [t for t in self._heals if t > now - HEAL_WINDOW] + [now]
+        if len(self._heals) > HEAL_LIMIT:
+            self._note(
+                logging.CRITICAL,
+                f"{why}: more than {HEAL_LIMIT} re-execs within {HEAL_WINDOW:g}s to recover; "
+                "stopping all services",
+            )
+            self.exit_code = 1
+            self._shutdown.set()
+            return
+        self._note(logging.ERROR, f"{why}: re-executing herdsman, the services keep running")
+        self.reexec_reason = "heal"
+        self._shutdown.set()
 
     def close(self) -> None:
         self.prober.close()
@@ -349,6 +426,10 @@ class Daemon:
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
+        self._dirty.add(managed.name)
+        if not self._state_write_scheduled:
+            self._state_write_scheduled = True
+            self._loop.call_soon(self.write_state)
         self.prober.changed(managed, old, event)
         self.hooks.changed(managed, old, event)
         self._follow_restarts(managed, event)
@@ -447,6 +528,8 @@ class Daemon:
             "config": str(self.plan.config_path),
             "started_at": iso(self.started_at),
             "shutting_down": self.shutting_down,
+            "reexecs": self.reexecs,
+            "image_started_at": iso(self.image_started_at),
         }
 
     def status(self) -> dict[str, Any]:
@@ -601,7 +684,10 @@ class Daemon:
             self.manager.ready(self.summary())
 
     async def _reload(self) -> dict[str, Any]:
-        new = await self._compile()
+        new, _ = await self._compile()
+        return await self._apply(new)
+
+    async def _apply(self, new: Plan) -> dict[str, Any]:
         old = self.plan
         change = diff_plans(old, new)
         sup = self.supervisor
@@ -652,22 +738,201 @@ class Daemon:
             )
         return {**summary, "not_applied": needs_restart}
 
-    async def _compile(self) -> Plan:
-        """The new plan, validated by a helper process (pydantic stays out of the daemon)."""
+    async def _compile(self, *, for_reexec: bool = False) -> tuple[Plan, bytes]:
+        """The new plan, validated by a helper process (pydantic stays out of the daemon),
+        and its pickle. `for_reexec`: the helper is the code now on disk, which must
+        also import everything a new image of the daemon needs."""
         out = self.plan.state_dir / "reload.plan"
         argv = helper_argv(self.plan.config_path, out)
+        if for_reexec:
+            argv = (sys.executable, "-m", "herdsman.cli.resume", "--check", *argv[3:])
         runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
         code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
         try:
             data = out.read_bytes()
         except OSError:
-            raise ControlError(500, f"the config validator failed: {why or code}") from None
+            what = "the new code" if for_reexec else "the config validator"
+            raise ControlError(500, f"{what} failed: {why or f'exit code {code}'}") from None
         finally:
             out.unlink(missing_ok=True)
         try:
-            return unpickle_plan(data, f"exit code {code}")
+            return unpickle_plan(data, f"exit code {code}"), data
         except PlanError as err:
             raise ControlError(400, "\n".join(err.errors)) from None
+
+    # --- self-loading: state.json, re-exec, adoption after a crash ---------------
+
+    def write_state(self) -> None:
+        """Rewrite state.json: every instance as a record (once per loop turn at most).
+
+        Only the records of instances that changed are encoded again: with
+        thousands of instances starting, encoding them all each turn would cost
+        more than the starting itself.
+        """
+        self._state_write_scheduled = False
+        sup = self.supervisor
+        encoded = self._encoded_records
+        for name in list(encoded):
+            if name not in sup.instances:
+                del encoded[name]
+        for name, managed in sup.instances.items():
+            if name in self._dirty or name not in encoded:
+                encoded[name] = json.dumps(name) + ":" + json.dumps(sup.record(managed))
+        self._dirty.clear()
+        head = {
+            "format": FORMAT,
+            "boot_id": self._boot_id,
+            "config": str(self.plan.config_path),
+            "daemon_pid": os.getpid(),
+            "written_at": time.time(),
+        }
+        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
+        try:
+            self._state.write_text(document)
+        except OSError as err:
+            if not self._log_errors.get("state.json"):
+                self._note(logging.ERROR, f"cannot write {self._state.path}: {err.strerror}")
+            self._log_errors["state.json"] = err.strerror or str(err)
+        else:
+            self._log_errors.pop("state.json", None)
+
+    def recover(self) -> list[str]:
+        """After a crash: adopt the services a dead daemon left running (state.json).
+
+        An instance whose recorded process still runs (same pid and start time, so
+        not a reused pid) keeps it: watched by pidfd, its output pipes opened again
+        from /proc. A process of an instance the config no longer has is stopped.
+        Returns the names of the adopted instances.
+        """
+        document = self._state.read()
+        if document is None or document.get("boot_id") != self._boot_id:
+            return []
+        if document.get("config") != str(self.plan.config_path):
+            return []
+        adopted: list[str] = []
+        records = document.get("instances")
+        for name, record in (records or {}).items():
+            pid = record.get("pid") if isinstance(record, dict) else None
+            if not isinstance(pid, int) or pid == os.getpid():
+                continue
+            if process_start_time(pid) != record.get("start_time"):
+                continue  # gone, and the pid may be another process's now
+            status = zombie_status(pid)
+            if status is not None:
+                how = describe_exit(*decode_status(status))
+                self._note(logging.INFO, f"{name}: pid {pid} ended while no daemon ran ({how})")
+                continue
+            managed = self.supervisor.instances.get(name)
+            if managed is None:
+                self._stop_stray(name, pid)
+                continue
+            pumps = list(_reopen_pipes(pid, record.get("pipes") or []))
+            record["foreign"] = True
+            if self.supervisor.restore(managed, record, pumps):
+                adopted.append(name)
+                self.prober.resume(managed)
+        if adopted:
+            self._note(
+                logging.INFO,
+                f"adopted {len(adopted)} running instance(s) of a previous daemon: "
+                + ", ".join(adopted),
+            )
+        self.supervisor.resume_waiting()
+        return adopted
+
+    def _stop_stray(self, name: str, pid: int) -> None:
+        self._note(
+            logging.WARNING,
+            f"{name}: pid {pid} of a previous daemon is no longer in the config; stopping it",
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        self._loop.call_later(STRAY_KILL_AFTER, kill_group, pid)
+
+    async def reexec(self) -> dict[str, Any]:
+        """Check the code on disk and the config, then have the loop end for a re-exec.
+
+        The new image must import and validate the config; otherwise ControlError
+        and nothing changes. A config that changed on disk is applied first (as a
+        reload), so the new image starts from a plan its own code compiled.
+        """
+        self._refuse_while_stopping()
+        if self._reloading or self.reexec_reason is not None:
+            raise ControlError(409, "a reload or re-exec is already in progress")
+        self._reloading = True
+        try:
+            new, data = await self._compile(for_reexec=True)
+            if new != self.plan:
+                self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
+                await self._apply(new)
+        finally:
+            self._reloading = False
+        self._reexec_plan = data
+        self._note(logging.INFO, f"re-executing herdsman ({sys.executable}), services keep running")
+        return {"pid": os.getpid(), "reexecs": self.reexecs + 1}
+
+    async def begin_reexec(self) -> None:
+        """After `reexec()` was answered: end the loop (the caller execs)."""
+        if self._reexec_plan is not None and not self.shutting_down:
+            self.reexec_reason = "reexec"
+            self._shutdown.set()
+
+    def hand_over(self) -> dict[str, Any]:
+        """Everything the new image needs, as plain data; the pipes stay open for it."""
+        self.prober.close()
+        for name in list(self._watchdogs):
+            self._disarm_watchdog(name)
+        notify_fd = self._notify.hand_over() if self._notify is not None else None
+        self._notify = None
+        sup = self.supervisor
+        records = {name: sup.record(m) for name, m in sup.instances.items()}
+        plan = self._reexec_plan if self.reexec_reason == "reexec" else None
+        return {
+            "format": FORMAT,
+            "plan": plan if plan is not None else pickle.dumps(("ok", self.plan)),
+            "records": records,
+            "pumps": sup.hand_over(),
+            "tails": {name: tail.entries() for name, tail in self._lines.items()},
+            "health": dict(self.prober.health),
+            "notify_fd": notify_fd,
+            "started_at": self.started_at,
+            "reexecs": self.reexecs + 1,
+            "heals": self._heals,
+            "notify_status": dict(self._notify_status),
+            "spawned_before": sorted(self._spawned_before),
+        }
+
+    def resume(self, handover: dict[str, Any]) -> None:
+        """In the new image: take every instance over from the old one, as it was."""
+        self.started_at = float(handover.get("started_at", self.started_at))
+        self.reexecs = int(handover.get("reexecs", 1))
+        self._heals = list(handover.get("heals", []))
+        self._notify_status.update(handover.get("notify_status", {}))
+        self._spawned_before.update(handover.get("spawned_before", []))
+        for name, entries in handover.get("tails", {}).items():
+            tail = self._lines.get(name)
+            if tail is not None:
+                for ts, _instance, stream, line in entries:
+                    tail.add(ts, stream, [line])
+        health = handover.get("health", {})
+        pumps = handover.get("pumps", {})
+        sup = self.supervisor
+        for name, record in handover.get("records", {}).items():
+            managed = sup.instances.get(name)
+            if managed is None:  # cannot happen: the plan is the one they ran under
+                for _stream, fd, _partial in pumps.get(name, []):
+                    os.close(fd)
+                continue
+            sup.restore(managed, record, pumps.get(name, []))
+            if health.get(name) is not None and self.prober.health.get(name) is not None:
+                self.prober.health[name] = health[name]
+            self.prober.resume(managed)
+            self._arm_watchdog(managed)
+        sup.resume_waiting()
+        self._note(
+            logging.INFO,
+            f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
+        )
 
     # --- metrics and memory limits --------------------------------------------
 
@@ -703,3 +968,21 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
+
+
+def _reopen_pipes(pid: int, pipes: list[Any]) -> Iterator[tuple[str, int, bytes]]:
+    """Open the output pipes of a process again, through /proc, as (stream, fd, b"").
+
+    Only a pipe that is still the one herdsman made for it (same inode) is taken:
+    the process may have pointed its stdout elsewhere since.
+    """
+    for stream, inode in pipes:
+        number = 1 if stream == "out" else 2
+        try:
+            fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        if fd_inode(fd) != inode:
+            os.close(fd)
+            continue
+        yield stream, fd, b""

@@ -37,6 +37,16 @@ class DaemonLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def adopt(self, fd: int) -> None:
+        """Hold the lock through `fd`, inherited from a previous image of this daemon."""
+        os.set_inheritable(fd, False)
+        self._fd = fd
+
+    def hand_over(self) -> int:
+        """Keep the lock held across an exec: its fd, inheritable."""
+        os.set_inheritable(self._fd, True)
+        return self._fd
+
     def release(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(OSError):

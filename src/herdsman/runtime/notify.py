@@ -118,7 +118,15 @@ class NotifySocket:
     def _abstract(self) -> bool:
         return self.address.startswith("@")
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+    def open(self, loop: asyncio.AbstractEventLoop, inherited: int | None = None) -> None:
+        """Bind the socket, or take the already bound `inherited` fd (a re-exec)."""
+        if inherited is not None:
+            sock = socket.socket(fileno=inherited)
+            os.set_inheritable(inherited, False)
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._readable)
+            self._sock, self._loop = sock, loop
+            return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         bound_file = False
         try:
@@ -143,6 +151,18 @@ class NotifySocket:
             raise
         self._sock = sock
         self._loop = loop
+
+    def hand_over(self) -> int | None:
+        """Stop reading, keep the socket bound and open (inheritable) for a new image."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return None
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop = None
+        fd = sock.detach()
+        os.set_inheritable(fd, True)
+        return fd
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -143,11 +143,7 @@ class Prober:
             self.problems.pop(name, None)
             if plan.health is not None:
                 self.health[name] = "unknown"
-            ready = plan.ready
-            if ready is not None and ready.kind in ("tcp", "http", "exec", "plugin"):
-                self._start(name, self._until_ready(managed, ready, event.pid))
-            elif ready is not None and ready.kind == "log":
-                self._log_patterns[name] = (event.pid, re.compile(ready.target.encode()))
+            self._probe_readiness(managed, event.pid)
         elif core.pid is None:
             self._cancel(name)
             return
@@ -155,6 +151,23 @@ class Prober:
         running = core.state is State.RUNNING and old is not State.RUNNING
         if running and plan.health and core.pid is not None:
             self._start(name, self._watch_health(managed, plan.health, core.pid))
+
+    def resume(self, managed: Managed) -> None:
+        """Probes for an instance taken over with its process (re-exec, adoption)."""
+        core, plan = managed.core, managed.plan
+        if core.pid is None:
+            return
+        if not core.ready:
+            self._probe_readiness(managed, core.pid)
+        if core.state is State.RUNNING and plan.health:
+            self._start(managed.name, self._watch_health(managed, plan.health, core.pid))
+
+    def _probe_readiness(self, managed: Managed, pid: int) -> None:
+        ready = managed.plan.ready
+        if ready is not None and ready.kind in ("tcp", "http", "exec", "plugin"):
+            self._start(managed.name, self._until_ready(managed, ready, pid))
+        elif ready is not None and ready.kind == "log":
+            self._log_patterns[managed.name] = (pid, re.compile(ready.target.encode()))
 
     def lines(self, instance: str, lines: list[bytes]) -> None:
         """Output of an instance: a `ready = { log = ... }` probe passes on a match."""

@@ -45,6 +45,8 @@ class LogPump:
         stream: str,
         sink: LineSink,
         on_close: Callable[[LogPump], None] | None = None,
+        *,
+        partial: bytes = b"",
     ) -> None:
         self._loop = loop
         self._fd = fd
@@ -52,7 +54,7 @@ class LogPump:
         self.stream = stream
         self._sink = sink
         self._on_close = on_close
-        self._partial = b""
+        self._partial = partial  # a line begun but not ended (handed over by a re-exec)
         self._paused: asyncio.TimerHandle | None = None
         self._last_read = loop.time()
         loop.add_reader(fd, self._readable)
@@ -60,6 +62,27 @@ class LogPump:
     @property
     def closed(self) -> bool:
         return self._fd < 0
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def hand_over(self) -> tuple[int, bytes]:
+        """Stop reading without closing: (the pipe fd, the line begun but not ended).
+
+        For a re-exec: the new image makes a pump of the same pipe with this
+        partial, so no byte is lost or repeated. The fd stays open (inheritable).
+        """
+        fd, partial = self._fd, self._partial
+        if fd >= 0:
+            if self._paused is not None:
+                self._paused.cancel()
+                self._paused = None
+            else:
+                self._loop.remove_reader(fd)
+            os.set_inheritable(fd, True)
+        self._fd, self._partial = -1, b""
+        return fd, partial
 
     def _readable(self) -> None:
         now = self._loop.time()

@@ -4,6 +4,10 @@ SIGCHLD wakes the event loop (through the signal wakeup fd, no thread and no
 polling); each wake-up drains `waitpid(-1, WNOHANG)` and hands each status to
 whoever watches that pid. Orphans we inherit (daemonizing grandchildren) are
 reaped too, so no zombie is left behind, also when herdsman runs as PID 1.
+
+Processes that are not our children (services adopted after the daemon itself
+was killed and started again) are watched through a pidfd, which becomes
+readable when the process exits; their exit status is not ours to collect.
 """
 
 from __future__ import annotations
@@ -35,10 +39,27 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
     return os.WEXITSTATUS(status), None
 
 
+def zombie_status(pid: int) -> int | None:
+    """The wait status of `pid` if it is a zombie not yet reaped by its parent.
+
+    /proc shows it (field 52 of stat) until the parent collects it: for an adopted
+    process whose parent is some other reaper, the best there is.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != b"Z" or len(fields) < 50:
+        return None
+    return int(fields[49])  # field 52 of the whole line
+
+
 class Reaper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._watched: dict[int, ExitCallback] = {}
+        self._pidfds: dict[int, int] = {}  # adopted pid -> its pidfd
         self.orphans_reaped = 0
 
     def start(self) -> None:
@@ -53,6 +74,40 @@ class Reaper:
 
     def close(self) -> None:
         self._loop.remove_signal_handler(signal.SIGCHLD)
+        for pid in list(self._pidfds):
+            self._forget_pidfd(pid)
+
+    def watch_foreign(self, pid: int, callback: ExitCallback) -> bool:
+        """Call `callback(None, None)` when `pid`, which is not our child, exits.
+
+        False when there is no such process (any more).
+        """
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        os.set_inheritable(pidfd, False)
+        self._pidfds[pid] = pidfd
+        self._watched[pid] = callback
+        self._loop.add_reader(pidfd, self._foreign_exited, pid)
+        return True
+
+    def unwatch(self, pid: int) -> None:
+        self._forget_pidfd(pid)
+        self._watched.pop(pid, None)
+
+    def _foreign_exited(self, pid: int) -> None:
+        self._forget_pidfd(pid)
+        callback = self._watched.pop(pid, None)
+        if callback is not None:
+            status = zombie_status(pid)
+            callback(*(decode_status(status) if status is not None else (None, None)))
+
+    def _forget_pidfd(self, pid: int) -> None:
+        pidfd = self._pidfds.pop(pid, None)
+        if pidfd is not None:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
 
     def watch(self, pid: int, callback: ExitCallback) -> None:
         """Call `callback(code, signal)` when `pid` exits.

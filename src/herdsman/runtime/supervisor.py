@@ -42,6 +42,14 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
+from herdsman.runtime.state import (
+    fd_inode,
+    instance_record,
+    process_start_time,
+    restore_instance,
+    timer_event,
+    timer_record,
+)
 from herdsman.runtime.systemd import without_manager_variables
 
 
@@ -54,7 +62,11 @@ class Managed:
     env: dict[str, str]  # the complete environment of the child
     depends_on: dict[str, graph.Condition]
     timer: asyncio.TimerHandle | None = None
+    timer_due: tuple[float, Event] | None = None  # what `timer` will feed, and when
     pumps: set[LogPump] = field(default_factory=set)  # may outlive a process (EOF comes later)
+    pipes: list[tuple[str, int]] = field(default_factory=list)  # (stream, inode) of the process
+    start_time: tuple[int, int | None] = (0, None)  # (pid, its start time), read once
+    foreign: bool = False  # adopted after a crash: not our child, watched by pidfd
 
     @property
     def name(self) -> str:
@@ -304,19 +316,23 @@ class Supervisor:
             case SignalGroup(signal=sig):
                 self.signal_group(managed, sig)
             case SetTimer(at=at, event=event):
-                self._cancel_timer(managed)
-                managed.timer = self._loop.call_at(at, self._timer_fired, managed, event)
+                self._set_timer(managed, at, event)
             case CancelTimer():
                 self._cancel_timer(managed)
 
+    def _set_timer(self, managed: Managed, at: float, event: Event) -> None:
+        self._cancel_timer(managed)
+        managed.timer = self._loop.call_at(at, self._timer_fired, managed, event)
+        managed.timer_due = (at, event)
+
     def _timer_fired(self, managed: Managed, event: Event) -> None:
-        managed.timer = None
+        managed.timer = managed.timer_due = None
         self.feed(managed, event)
 
     def _cancel_timer(self, managed: Managed) -> None:
         if managed.timer is not None:
             managed.timer.cancel()
-            managed.timer = None
+            managed.timer = managed.timer_due = None
 
     def _spawn(self, managed: Managed) -> None:
         try:
@@ -325,12 +341,103 @@ class Supervisor:
             self.feed(managed, SpawnFailed(f"cannot start: {error}"))
             return
         name = managed.name
+        managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
+        managed.foreign = False
         for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.add(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
             )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
+
+    # --- handing over to a new image, and adopting ------------------------------
+
+    def record(self, managed: Managed) -> dict[str, object]:
+        """The instance as plain data (see state.py): for state.json and a re-exec."""
+        core = managed.core
+        record: dict[str, object] = instance_record(core)
+        if core.pid is not None:
+            if managed.start_time[0] != core.pid:
+                managed.start_time = (core.pid, process_start_time(core.pid))
+            record["start_time"] = managed.start_time[1]
+            record["pipes"] = [list(p) for p in managed.pipes]
+            record["foreign"] = managed.foreign
+        if managed.timer_due is not None:
+            record["timer"] = timer_record(*managed.timer_due)
+        return record
+
+    def hand_over(self) -> dict[str, list[tuple[str, int, bytes]]]:
+        """Stop watching everything, keeping pipes open: per instance (stream, fd, partial).
+
+        Timers are cancelled (their due times are in each record) and the pumps
+        stop reading; the pipes' fds become inheritable for the new image.
+        """
+        pumps: dict[str, list[tuple[str, int, bytes]]] = {}
+        for managed in self.instances.values():
+            if managed.timer is not None:
+                managed.timer.cancel()
+                managed.timer = None
+            for pump in list(managed.pumps):
+                fd, partial = pump.hand_over()
+                if fd >= 0:
+                    pumps.setdefault(managed.name, []).append((pump.stream, fd, partial))
+            managed.pumps.clear()
+        return pumps
+
+    def restore(
+        self, managed: Managed, record: dict[str, object], pumps: list[tuple[str, int, bytes]]
+    ) -> bool:
+        """Take over an instance from a record: its state, its process, its pipes.
+
+        A process that is our child (a re-exec) is reaped as usual; a foreign one
+        (adopted after a crash) is watched by pidfd. Returns False when its
+        process turned out to be gone (it is then handled as having exited).
+        """
+        core = managed.core
+        restore_instance(core, record)
+        name = managed.name
+        for stream, fd, partial in pumps:
+            os.set_inheritable(fd, False)
+            managed.pumps.add(
+                LogPump(
+                    self._loop, fd, name, stream, self._sink, managed.pumps.discard, partial=partial
+                )
+            )
+        pipes = record.get("pipes")
+        if isinstance(pipes, list):
+            managed.pipes = [(str(s), int(i)) for s, i in pipes]
+        due = record.get("timer")
+        if isinstance(due, list) and (timer := timer_event(due)) is not None:
+            self._set_timer(managed, *timer)
+        if core.waiting:
+            self._waiting[name] = managed
+        pid = core.pid
+        if pid is None:
+            return True
+        start_time = record.get("start_time")
+        managed.start_time = (pid, start_time if isinstance(start_time, int) else None)
+        managed.foreign = bool(record.get("foreign"))
+
+        def on_exit(code: int | None, sig: int | None) -> None:
+            self._exited(managed, pid, code, sig)
+
+        if not managed.foreign:
+            self._reaper.watch(pid, on_exit)
+            return True
+        if self._reaper.watch_foreign(pid, on_exit):
+            if process_start_time(pid) == start_time:
+                return True  # the pidfd now pins this very process
+            self._reaper.unwatch(pid)
+        # Gone, and its pid may be someone else's by now: nothing of it is signalled.
+        for pump in list(managed.pumps):
+            pump.close()
+        self._loop.call_soon(self.feed, managed, Exited(pid, None, None))
+        return False
+
+    def resume_waiting(self) -> None:
+        """After restoring: start what waits for dependencies that are now met."""
+        if self._waiting:
+            self._recheck_waiting()
 
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too

@@ -94,9 +94,11 @@ NotifyAccess=main
 ExecStart={herdsman} -c {config} up
 ExecReload=/bin/kill -HUP $MAINPID
 WorkingDirectory={config.parent}
-# herdsman answers SIGTERM by stopping every service in reverse dependency order;
-# whatever is left when it exits (or after TimeoutStopSec) is killed by systemd.
-KillMode=mixed
+# herdsman answers SIGTERM by stopping every service in reverse dependency order.
+# KillMode=process: if herdsman itself dies (or its watchdog fires), systemd kills
+# only herdsman and restarts it, and the new herdsman adopts the services still
+# running (state.json) instead of everything being killed and started again.
+KillMode=process
 TimeoutStopSec={int(shutdown_timeout) + 15}
 WatchdogSec=30
 Restart=on-failure

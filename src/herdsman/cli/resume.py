@@ -1,0 +1,72 @@
+"""`herdsman reexec`: the daemon replaces its own process image with the code on disk.
+
+The old image writes what the new one needs (the plan, every instance as a plain
+record, the fds of the services' pipes with the line each had begun, the
+listening sockets, the lock, the recent lines) into a memfd, blocks the signals
+it handles, and calls `os.execv(python, -m herdsman.cli.resume FD)`. Same pid, so
+the services stay its children; the pipes stay open, so no output is lost.
+
+`python -m herdsman.cli.resume --check [-c FILE] --out FILE` is what the old
+image runs first: the new code must import everything the daemon needs and
+validate the config, or the re-exec is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+from typing import Any
+
+
+def exec_new_image(state: dict[str, Any]) -> None:
+    from herdsman.cli.up import HELD_SIGNALS
+
+    data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    fd = os.memfd_create("herdsman-handover", 0)  # inheritable: no MFD_CLOEXEC
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    argv = [sys.executable, "-m", "herdsman.cli.resume", str(fd)]
+    os.execv(sys.executable, argv)
+
+
+def _read_handover(fd: int) -> dict[str, Any]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    state: dict[str, Any] = pickle.loads(b"".join(chunks))
+    return state
+
+
+def check(argv: list[str]) -> int:
+    """Import what a new image needs, then validate the config (as config.plan does)."""
+    import herdsman.api.server
+    import herdsman.cli.up
+    import herdsman.runtime.daemon  # noqa: F401
+    from herdsman.config.plan import main as compile_main
+
+    return compile_main(argv)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--check"]:
+        return check(argv[1:])
+    from herdsman.cli.up import run_up
+    from herdsman.runtime.planner import unpickle_plan
+
+    state = _read_handover(int(argv[0]))
+    plan = unpickle_plan(state["plan"], "handed over by the previous image")
+    return run_up(plan, state["services"], detached=state["detached"], resumed=state)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+"""What a daemon knows about its instances, as plain data: `state.json` and re-exec.
+
+A record is a dict of plain values (no classes), so a record written by one
+version of herdsman is read by the next: the in-place re-exec hands records to
+the new code, and after a crash the next daemon reads them from
+`<state_dir>/state.json` to adopt the services that still run. A pid alone
+proves nothing after a crash (pids are reused), so a record also carries the
+process's start time (clock ticks since boot, from /proc) and the boot id, and
+the inodes of its output pipes, so they can be opened again from /proc.
+
+`state.json` is written atomically (a temporary file renamed over it), at most
+once per turn of the event loop however many instances changed in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from herdsman.core.lifecycle import (
+    BackoffElapsed,
+    Event,
+    Instance,
+    StartSecondsPassed,
+    State,
+    StopTimeout,
+)
+
+FORMAT = 1
+# Instance fields a record carries, all plain values.
+_FIELDS = (
+    "pid",
+    "ready",
+    "restarts",
+    "attempt",
+    "restart_times",
+    "spawned_at",
+    "exit_code",
+    "exit_signal",
+    "message",
+    "start_passed",
+    "restart_after_stop",
+    "automatic_restart",
+    "killed",
+)
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot; None if there is no such process."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not stat:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])  # field 22 of the whole line
+
+
+def fd_inode(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+def timer_record(at: float, event: Event) -> list[Any] | None:
+    match event:
+        case StartSecondsPassed(pid=pid):
+            return [at, "start_seconds", pid]
+        case BackoffElapsed():
+            return [at, "backoff", None]
+        case StopTimeout(pid=pid):
+            return [at, "stop_timeout", pid]
+    return None
+
+
+def timer_event(record: list[Any]) -> tuple[float, Event] | None:
+    at, kind, pid = record
+    if kind == "start_seconds":
+        return float(at), StartSecondsPassed(int(pid))
+    if kind == "backoff":
+        return float(at), BackoffElapsed()
+    if kind == "stop_timeout":
+        return float(at), StopTimeout(int(pid))
+    return None
+
+
+def instance_record(core: Instance) -> dict[str, Any]:
+    record: dict[str, Any] = {"state": core.state.value}
+    for name in _FIELDS:
+        value = getattr(core, name)
+        record[name] = list(value) if isinstance(value, list) else value
+    return record
+
+
+def restore_instance(core: Instance, record: dict[str, Any]) -> None:
+    """Put a record's values into `core` (fields it lacks keep their defaults)."""
+    try:
+        core.state = State(record.get("state", "stopped"))
+    except ValueError:
+        core.state = State.STOPPED
+    for name in _FIELDS:
+        if name in record:
+            value = record[name]
+            setattr(core, name, list(value) if isinstance(value, list) else value)
+
+
+class StateFile:
+    """`<state_dir>/state.json`, rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path.with_name(path.name + ".tmp")
+
+    def write(self, document: dict[str, Any]) -> None:
+        self.write_text(json.dumps(document, separators=(",", ":")))
+
+    def write_text(self, text: str) -> None:
+        """Replace the file with `text` (a JSON document) in one rename."""
+        data = text.encode()
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, self.path)
+
+    def read(self) -> dict[str, Any] | None:
+        """The last document written, or None when there is none (or it is unreadable)."""
+        try:
+            document = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            return None
+        return document
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

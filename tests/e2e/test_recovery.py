@@ -1,0 +1,211 @@
+"""Crash recovery: SIGKILL the daemon, `up -d` again, and every instance has exactly
+one live process: the survivors adopted (same pid, output captured again through
+their reopened pipes), the ones that died restarted, none started twice, nothing
+of a removed service left running, and an unrelated process with a recorded pid
+left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import MARK, alive, wait_for
+
+CONFIG = """
+[settings]
+shutdown_timeout = "5s"
+
+[services.quiet]
+command = "sleep 600"
+start_seconds = "0.1s"
+replicas = 2
+
+[services.talker]
+# Quiet until poked through a FIFO: then it writes a line.
+command = ["sh", "-c", "while :; do read x < poke; echo \\"got $x\\"; done"]
+start_seconds = "0.1s"
+
+[services.chatty]
+command = ["sh", "-c", "while :; do echo chat; sleep 0.01; done"]
+start_seconds = "0.1s"
+"""
+
+GONE = """
+[services.gone]
+command = "sleep 602"
+start_seconds = "0.1s"
+"""
+
+
+def herdsman(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "herdsman", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def status(cwd: Path) -> dict[str, Any]:
+    result = herdsman(cwd, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def instances(cwd: Path) -> dict[str, dict[str, Any]]:
+    return {i["name"]: i for i in status(cwd)["services"]}
+
+
+def live_processes_of(instance: str) -> list[int]:
+    """Live processes (not zombies) of this test that run as `instance`'s main process."""
+    mark = f"{MARK}={os.environ[MARK]}".encode()
+    wanted = f"HERDSMAN_INSTANCE={instance}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # A session leader: the main process (a shell's children share its session).
+        if mark in env and wanted in env and stat[0] != b"Z" and int(stat[3]) == pid:
+            found.append(pid)
+    return found
+
+
+def test_sigkill_of_the_daemon_then_up_adopts_survivors_and_restarts_the_dead(
+    tmp: Path,
+) -> None:
+    config = tmp / "herdsman.toml"
+    config.write_text(CONFIG + GONE)
+    os.mkfifo(tmp / "poke")
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        before = status(tmp)
+        old_daemon = before["daemon"]["pid"]
+        pids = {i["name"]: i["pid"] for i in before["services"]}
+        state = json.loads((tmp / ".herdsman/state.json").read_text())
+        assert state["instances"]["quiet.0"]["pid"] == pids["quiet.0"]
+        assert state["instances"]["quiet.0"]["start_time"] > 0
+
+        os.kill(old_daemon, signal.SIGKILL)
+        wait_for(lambda: not alive(old_daemon))
+        # Nobody reads the pipes now: the chatty one dies of it, the quiet ones live on.
+        wait_for(lambda: not live_processes_of("chatty"), timeout=10)
+        assert all(alive(pids[n]) for n in ("quiet.0", "quiet.1", "talker", "gone"))
+        config.write_text(CONFIG)  # `gone` is no longer in the config
+
+        again = herdsman(tmp, "up", "-d", "--wait")
+        assert again.returncode == 0, again.stderr
+        after = status(tmp)
+        assert after["daemon"]["pid"] != old_daemon
+        now = {i["name"]: i for i in after["services"]}
+        assert set(now) == {"quiet.0", "quiet.1", "talker", "chatty"}
+        for name in ("quiet.0", "quiet.1", "talker"):
+            assert now[name]["pid"] == pids[name], name
+            assert now[name]["state"] == "running"
+        assert now["chatty"]["pid"] != pids["chatty"]
+        assert now["chatty"]["state"] == "running"
+        wait_for(lambda: not alive(pids["gone"]), timeout=10)
+        # Exactly one live process per instance: none was started twice.
+        for name, inst in now.items():
+            assert live_processes_of(name) == [inst["pid"]], name
+        daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
+        assert "adopted 3 running instance(s) of a previous daemon" in daemon_log
+        assert f"gone: pid {pids['gone']} of a previous daemon is no longer in the config" in (
+            daemon_log
+        )
+
+        # The adopted talker's output reaches its log again, through its reopened pipe.
+        with open(tmp / "poke", "w") as fifo:
+            fifo.write("hello\n")
+        talker_log = tmp / ".herdsman/logs/talker.log"
+        wait_for(lambda: talker_log.exists() and b" out got hello\n" in talker_log.read_bytes())
+        assert instances(tmp)["talker"]["pid"] == pids["talker"]  # it wrote, and lives on
+
+        # An adopted instance stops (and restarts) like any other.
+        stopped = herdsman(tmp, "stop", "quiet.0")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not alive(pids["quiet.0"])
+        assert instances(tmp)["quiet.0"]["state"] == "stopped"
+        assert herdsman(tmp, "start", "quiet.0").returncode == 0
+        assert instances(tmp)["quiet.0"]["pid"] not in (None, pids["quiet.0"])
+
+        # A process that exits on its own while adopted is restarted, status read off /proc.
+        os.kill(pids["quiet.1"], signal.SIGTERM)
+        wait_for(lambda: instances(tmp)["quiet.1"]["pid"] not in (None, pids["quiet.1"]))
+        assert instances(tmp)["quiet.1"]["restarts"] == 1
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+    for pid in pids.values():
+        assert not alive(pid)
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_left_alone(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(CONFIG.split("[services.talker]")[0])
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        state_dir = tmp / ".herdsman"
+        state_dir.mkdir()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        record = {"state": "running", "pid": stranger.pid, "start_time": 1, "pipes": []}
+        (state_dir / "state.json").write_text(
+            json.dumps(
+                {
+                    "format": 1,
+                    "boot_id": boot,
+                    "config": str(tmp / "herdsman.toml"),
+                    "instances": {"quiet.0": record, "removed": record},
+                }
+            )
+        )
+        assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+        try:
+            quiet = instances(tmp)["quiet.0"]
+            assert quiet["pid"] != stranger.pid and quiet["state"] == "running"
+            assert stranger.poll() is None  # neither adopted nor killed
+        finally:
+            assert herdsman(tmp, "down").returncode == 0
+        assert stranger.poll() is None
+        assert not (state_dir / "state.json").exists()  # a clean stop leaves nothing to adopt
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_state_json_is_rewritten_as_instances_change(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(
+        textwrap.dedent(
+            """
+            [services.crashy]
+            command = ["sh", "-c", "exit 4"]
+            start_seconds = "0.1s"
+            backoff = { initial = "0.1s", max = "0.1s" }
+            start_limit = { burst = 3, interval = "60s" }
+            """
+        )
+    )
+    assert herdsman(tmp, "up", "-d").returncode == 0
+    try:
+        path = tmp / ".herdsman/state.json"
+        wait_for(lambda: instances(tmp)["crashy"]["state"] == "failed", timeout=10)
+        record = json.loads(path.read_text())["instances"]["crashy"]
+        assert record["state"] == "failed"
+        assert record["restarts"] == 3
+        assert record["exit_code"] == 4
+        assert record["pid"] is None
+    finally:
+        assert herdsman(tmp, "down").returncode == 0

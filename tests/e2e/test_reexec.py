@@ -1,0 +1,329 @@
+"""`herdsman reexec` against a real daemon: same daemon pid, same service pids, every
+line of a service writing 2,000 lines a second, state carried over; refused (and
+nothing changes) when the new code does not import or the config is invalid; and
+the self-healing re-exec after an unexpected error in the event loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import alive, wait_for
+
+# Writes numbered lines at 2,000 a second, on schedule (not "sleep after each").
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    start = time.monotonic()
+    i = 0
+    while True:
+        due = start + i / 2000
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        sys.stdout.write(f"{i}\\n")
+        sys.stdout.flush()
+        i += 1
+    """
+)
+
+# Writes the first half of a line, says so, and ends the line once told to.
+HALF = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.stdout.write("begun-"); sys.stdout.flush()
+    open("half.written", "w").close()
+    while not os.path.exists("half.go"):
+        time.sleep(0.01)
+    sys.stdout.write("ended\\n"); sys.stdout.flush()
+    time.sleep(600)
+    """
+)
+
+CONFIG = """
+[settings]
+shutdown_timeout = "5s"
+
+[services.writer]
+command = ["python3", "-c", {writer}]
+start_seconds = "0.2s"
+
+[services.half]
+command = ["python3", "-c", {half}]
+start_seconds = "0.2s"
+
+[services.web]
+command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+ready = {{ http = "http://127.0.0.1:{port}/", interval = "0.1s" }}
+health = {{ http = "http://127.0.0.1:{port}/", interval = "0.2s" }}
+start_seconds = "0.1s"
+
+[services.crashy]
+command = ["sh", "-c", "sleep 0.3; exit 3"]
+start_seconds = "0.1s"
+backoff = {{ initial = "0.2s", max = "0.2s" }}
+start_limit = {{ burst = 1000, interval = "1s" }}
+
+[services.notifier]
+# Reports ready by sd_notify only once told to, which is after the re-execs.
+command = ["sh", "-c", "while [ ! -e notify.go ]; do sleep 0.05; done; systemd-notify --ready; exec sleep 600"]
+ready = {{ notify = true }}
+start_seconds = "0.1s"
+
+[services.manual]
+command = "sleep 600"
+autostart = false
+"""
+
+
+def herdsman(
+    cwd: Path, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "herdsman", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def status(cwd: Path) -> dict[str, Any]:
+    result = herdsman(cwd, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def instances(cwd: Path) -> dict[str, dict[str, Any]]:
+    return {i["name"]: i for i in status(cwd)["services"]}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def numbers(log: Path) -> list[int]:
+    return [int(line.split(b" ", 2)[2]) for line in log.read_bytes().splitlines()]
+
+
+def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
+    config = CONFIG.format(writer=json.dumps(WRITER), half=json.dumps(HALF), port=free_port())
+    (tmp / "herdsman.toml").write_text(config)
+    started = herdsman(tmp, "up", "-d")
+    assert started.returncode == 0, started.stderr
+    try:
+        wait_for(lambda: instances(tmp)["web"]["health"] == "healthy", timeout=15)
+        wait_for(lambda: instances(tmp)["crashy"]["restarts"] >= 2, timeout=15)
+        wait_for(lambda: (tmp / "half.written").exists(), timeout=10)
+        time.sleep(0.2)  # the daemon has read "begun-" by now: it holds half a line
+        before = status(tmp)
+        daemon_pid = before["daemon"]["pid"]
+        pids = {i["name"]: i["pid"] for i in before["services"] if i["name"] != "crashy"}
+        assert before["daemon"]["reexecs"] == 0
+
+        for n in (1, 2, 3):
+            done = herdsman(tmp, "reexec")
+            assert done.returncode == 0, done.stderr
+            assert f"re-executed (pid {daemon_pid}" in done.stdout
+            assert status(tmp)["daemon"]["reexecs"] == n
+            time.sleep(0.3)  # the writer goes on writing between the execs
+        (tmp / "half.go").touch()
+        (tmp / "notify.go").touch()
+
+        after = status(tmp)
+        assert after["daemon"]["pid"] == daemon_pid
+        assert after["daemon"]["started_at"] == before["daemon"]["started_at"]
+        assert after["daemon"]["image_started_at"] > before["daemon"]["image_started_at"]
+        now = {i["name"]: i for i in after["services"]}
+        for name, pid in pids.items():
+            assert now[name]["pid"] == pid, name
+        assert now["manual"]["state"] == "stopped" and now["manual"]["pid"] is None
+        assert now["web"]["ready"] is True and now["web"]["state"] == "running"
+        # The sd_notify socket came through the exec: READY=1 sent to it counts.
+        assert before["services"][-2]["name"] == "notifier"
+        assert before["services"][-2]["state"] == "starting"
+        wait_for(lambda: instances(tmp)["notifier"]["ready"] is True, timeout=10)
+        assert instances(tmp)["notifier"]["pid"] == pids["notifier"]
+        # The crash loop goes on where it was: its count did not start again.
+        crashes = before["services"][[i["name"] for i in before["services"]].index("crashy")]
+        wait_for(lambda: instances(tmp)["crashy"]["restarts"] > crashes["restarts"], timeout=10)
+        # Health checks run in the new image: the server logs their requests.
+        web_log = tmp / ".herdsman/logs/web.log"
+        checks = web_log.read_bytes().count(b'"GET / HTTP/1.1" 200')
+        wait_for(lambda: web_log.read_bytes().count(b'"GET / HTTP/1.1" 200') > checks + 2)
+        # The half line was handed over and ended in the new image: one line.
+        wait_for(lambda: b" out begun-ended\n" in (tmp / ".herdsman/logs/half.log").read_bytes())
+        # Every line the writer wrote, once and in order, across three execs.
+        log = tmp / ".herdsman" / "logs" / "writer.log"
+        last = numbers(log)[-1]
+        wait_for(lambda: numbers(log)[-1] > last + 200, timeout=10)
+        got = numbers(log)
+        assert got == list(range(len(got)))
+        assert len(got) > 2000
+        # `logs` answers from the carried-over tail too.
+        shown = herdsman(tmp, "logs", "-n", "5", "half")
+        assert "begun-ended" in shown.stdout
+        daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
+        assert daemon_log.count("re-executed (image") == 3
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+    assert not alive(daemon_pid)
+    for pid in pids.values():
+        if pid is not None:
+            assert not alive(pid)
+
+
+SIMPLE = """
+[services.sleeper]
+command = "sleep 600"
+start_seconds = "0.1s"
+"""
+
+
+def test_reexec_is_refused_when_the_config_no_longer_validates(tmp: Path) -> None:
+    config = tmp / "herdsman.toml"
+    config.write_text(SIMPLE)
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        before = instances(tmp)["sleeper"]["pid"]
+        config.write_text(SIMPLE + 'restart = "sometimes"\n')
+        refused = herdsman(tmp, "reexec")
+        assert refused.returncode == 1
+        assert "services.sleeper.restart" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+        after = status(tmp)
+        assert after["daemon"]["reexecs"] == 0
+        assert after["services"][0]["pid"] == before
+    finally:
+        config.write_text(SIMPLE)
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_reexec_is_refused_when_the_new_code_does_not_import(tmp: Path) -> None:
+    # The daemon's PYTHONPATH names an empty directory; a "new version" of herdsman
+    # that fails to import appears there once the daemon runs.
+    shadow = tmp / "shadow"
+    shadow.mkdir()
+    (tmp / "herdsman.toml").write_text(SIMPLE)
+    env = {**os.environ, "PYTHONPATH": f"{shadow}:{os.environ.get('PYTHONPATH', '')}"}
+    assert herdsman(tmp, "up", "-d", "--wait", env=env).returncode == 0
+    try:
+        pid = instances(tmp)["sleeper"]["pid"]
+        broken = shadow / "herdsman"
+        broken.mkdir()
+        (broken / "__init__.py").write_text('raise ImportError("a broken build of herdsman")\n')
+        refused = herdsman(tmp, "reexec")
+        assert refused.returncode == 1
+        assert "a broken build of herdsman" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+        assert status(tmp)["daemon"]["reexecs"] == 0
+        assert instances(tmp)["sleeper"]["pid"] == pid
+        (broken / "__init__.py").unlink()
+        broken.rmdir()
+        assert herdsman(tmp, "reexec").returncode == 0
+        assert instances(tmp)["sleeper"]["pid"] == pid
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_reexec_applies_a_changed_config_first(tmp: Path) -> None:
+    config = tmp / "herdsman.toml"
+    config.write_text(SIMPLE)
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        pid = instances(tmp)["sleeper"]["pid"]
+        config.write_text(SIMPLE + '[services.added]\ncommand = "sleep 601"\n')
+        assert herdsman(tmp, "reexec").returncode == 0
+        wait_for(lambda: instances(tmp).get("added", {}).get("state") == "running", timeout=10)
+        assert instances(tmp)["sleeper"]["pid"] == pid
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+# An unexpected error in a pump's callback: injected into the daemon (and only the
+# daemon) by a sitecustomize on its PYTHONPATH, while a file named by the variable
+# exists (the first fault removes it unless HERDSMAN_TEST_FAULT_KEEP is set).
+FAULT = textwrap.dedent(
+    """
+    import os
+    path = os.environ.get("HERDSMAN_TEST_FAULT")
+    if path:
+        import herdsman.runtime.daemon as daemon
+        read_lines = daemon.Daemon._read_lines
+
+        def faulty(self, instance, stream, lines, ts):
+            read_lines(self, instance, stream, lines, ts)
+            if os.path.exists(path):
+                if not os.environ.get("HERDSMAN_TEST_FAULT_KEEP"):
+                    os.unlink(path)
+                raise RuntimeError("an injected fault")
+
+        daemon.Daemon._read_lines = faulty
+    """
+)
+
+TICKER = """
+[services.ticker]
+command = ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]
+start_seconds = "0.1s"
+
+[services.sleeper]
+command = "sleep 600"
+start_seconds = "0.1s"
+"""
+
+
+def _fault_env(tmp: Path, keep: bool) -> dict[str, str]:
+    inject = tmp / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAULT)
+    env = {**os.environ, "PYTHONPATH": str(inject), "HERDSMAN_TEST_FAULT": str(tmp / "fault")}
+    if keep:
+        env["HERDSMAN_TEST_FAULT_KEEP"] = "1"
+    return env
+
+
+def test_an_unexpected_error_is_healed_by_a_reexec_that_keeps_the_services(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(TICKER)
+    assert herdsman(tmp, "up", "-d", "--wait", env=_fault_env(tmp, keep=False)).returncode == 0
+    try:
+        before = instances(tmp)
+        (tmp / "fault").touch()
+        wait_for(lambda: status(tmp)["daemon"]["reexecs"] == 1, timeout=10)
+        assert not (tmp / "fault").exists()
+        after = instances(tmp)
+        assert {n: i["pid"] for n, i in after.items()} == {n: i["pid"] for n, i in before.items()}
+        daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
+        assert "RuntimeError: an injected fault" in daemon_log  # the traceback
+        assert "re-executing herdsman, the services keep running" in daemon_log
+        log = tmp / ".herdsman/logs/ticker.log"
+        size = log.stat().st_size
+        wait_for(lambda: log.stat().st_size > size + 50)  # still captured
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_a_fault_that_recurs_at_once_stops_the_services_instead_of_looping(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(TICKER)
+    assert herdsman(tmp, "up", "-d", "--wait", env=_fault_env(tmp, keep=True)).returncode == 0
+    daemon_pid = status(tmp)["daemon"]["pid"]
+    pids = [i["pid"] for i in instances(tmp).values()]
+    (tmp / "fault").touch()
+    wait_for(lambda: not alive(daemon_pid), timeout=30)
+    for pid in pids:
+        assert not alive(pid)
+    daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
+    assert daemon_log.count("re-executed (image") == 3
+    assert "more than 3 re-execs within 60s to recover; stopping all services" in daemon_log

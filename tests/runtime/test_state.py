@@ -1,0 +1,189 @@
+"""What a daemon hands to its next image or leaves for the next daemon: instance
+records, process start times, zombie statuses, state.json, and a pump's pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herdsman.core.lifecycle import (
+    BackoffElapsed,
+    Instance,
+    Policy,
+    StartSecondsPassed,
+    State,
+    StopTimeout,
+)
+from herdsman.runtime.pump import LogPump
+from herdsman.runtime.reaper import decode_status, zombie_status
+from herdsman.runtime.state import (
+    StateFile,
+    instance_record,
+    process_start_time,
+    restore_instance,
+    timer_event,
+    timer_record,
+)
+from tests.conftest import wait_for
+
+small = st.integers(min_value=0, max_value=10**6)
+times = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+
+
+@given(
+    state=st.sampled_from(State),
+    pid=st.none() | small,
+    ready=st.booleans(),
+    restarts=small,
+    attempt=small,
+    restart_times=st.lists(times, max_size=5),
+    spawned_at=st.none() | times,
+    exit_code=st.none() | st.integers(0, 255),
+    exit_signal=st.none() | st.integers(1, 64),
+    message=st.text(max_size=40),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+)
+def test_a_record_through_json_restores_the_same_instance(
+    state: State,
+    pid: int | None,
+    ready: bool,
+    restarts: int,
+    attempt: int,
+    restart_times: list[float],
+    spawned_at: float | None,
+    exit_code: int | None,
+    exit_signal: int | None,
+    message: str,
+    flags: tuple[bool, bool, bool, bool],
+) -> None:
+    original = Instance("web.0", Policy(), state, pid, ready, restarts, attempt, restart_times)
+    original.spawned_at, original.exit_code, original.exit_signal = (
+        spawned_at,
+        exit_code,
+        exit_signal,
+    )
+    original.message = message
+    (
+        original.start_passed,
+        original.restart_after_stop,
+        original.automatic_restart,
+        original.killed,
+    ) = flags
+    record = json.loads(json.dumps(instance_record(original)))
+    restored = Instance("web.0", Policy())
+    restore_instance(restored, record)
+    assert restored == original
+
+
+def test_a_record_from_another_version_keeps_defaults_for_what_it_lacks() -> None:
+    restored = Instance("web.0", Policy())
+    restore_instance(restored, {"state": "no-such-state", "pid": 12, "future_field": 1})
+    assert (restored.state, restored.pid, restored.restarts) == (State.STOPPED, 12, 0)
+
+
+def test_timers_round_trip() -> None:
+    for at, event in (
+        (5.0, StartSecondsPassed(7)),
+        (6.5, BackoffElapsed()),
+        (7.25, StopTimeout(9)),
+    ):
+        record = timer_record(at, event)
+        assert record is not None
+        assert timer_event(json.loads(json.dumps(record))) == (at, event)
+    assert timer_event([1.0, "from-a-newer-version", None]) is None
+
+
+def test_process_start_time_survives_odd_command_names() -> None:
+    # A command name with spaces and parentheses must not shift the fields.
+    code = (
+        "import ctypes, sys, time; libc = ctypes.CDLL(None); "
+        "libc.prctl(15, b'a) b (c', 0, 0, 0); print('named', flush=True); time.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"named\n"
+        assert Path(f"/proc/{child.pid}/comm").read_text() == "a) b (c\n"
+        ticks = process_start_time(child.pid)
+        assert ticks is not None and ticks == process_start_time(child.pid)
+        started = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+        assert abs(started - psutil.Process(child.pid).create_time()) < 1.5
+        assert abs(started - time.time()) < 60
+    finally:
+        child.kill()
+        child.wait()
+    assert process_start_time(child.pid) is None
+
+
+def test_a_zombie_shows_its_exit_status_until_reaped() -> None:
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 7"], {})
+    try:
+        wait_for(lambda: zombie_status(pid) is not None)
+        status = zombie_status(pid)
+        assert status is not None and decode_status(status) == (7, None)
+    finally:
+        os.waitpid(pid, 0)
+    assert zombie_status(pid) is None
+    killed = os.posix_spawn("/bin/sleep", ["sleep", "30"], {})
+    try:
+        assert zombie_status(killed) is None  # alive: not a zombie
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: zombie_status(killed) is not None)
+        status = zombie_status(killed)
+        assert status is not None and decode_status(status) == (None, signal.SIGKILL)
+    finally:
+        os.waitpid(killed, 0)
+
+
+def test_state_file_is_replaced_whole_and_unreadable_ones_are_ignored(tmp: Path) -> None:
+    state = StateFile(tmp / "state.json")
+    assert state.read() is None
+    state.write({"format": 1, "instances": {"a": {"pid": 1}}})
+    assert state.read() == {"format": 1, "instances": {"a": {"pid": 1}}}
+    assert sorted(p.name for p in tmp.iterdir()) == ["state.json"]  # no temporary left
+    assert oct(state.path.stat().st_mode & 0o777) == "0o600"
+    state.path.write_text('{"format": 1, "instan')  # torn by hand: never by herdsman
+    assert state.read() is None
+    state.path.write_text('{"format": 99}')
+    assert state.read() is None
+    state.remove()
+    state.remove()
+    assert not state.path.exists()
+
+
+def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
+    async def scenario() -> list[tuple[str, list[bytes]]]:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[str, list[bytes]]] = []
+
+        def sink(instance: str, stream: str, lines: list[bytes], ts: float) -> None:
+            got.append((stream, lines))
+
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(write_end, True)
+        first = LogPump(loop, read_end, "web", "out", sink)
+        os.write(write_end, b"one\ntw")
+        while not got:
+            await asyncio.sleep(0.005)
+        fd, partial = first.hand_over()
+        assert (fd, partial) == (read_end, b"tw")
+        assert os.get_inheritable(fd)
+        assert first.closed
+        os.write(write_end, b"o\nthree")  # written while nobody reads
+        second = LogPump(loop, fd, "web", "out", sink, partial=partial)
+        os.close(write_end)
+        while not second.closed:
+            await asyncio.sleep(0.005)
+        return got
+
+    got = asyncio.run(scenario())
+    assert [line for _, lines in got for line in lines] == [b"one", b"two", b"three"]
