@@ -4,6 +4,8 @@ installed by pip and found through the daemon's PYTHONPATH."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -231,3 +233,49 @@ def test_failing_plugins_are_disabled_and_the_daemon_keeps_supervising(daemon: D
     down = daemon.cli("down")
     assert down.returncode == 0, down.stderr
     assert time.monotonic() - began < 10
+
+
+def test_hooks_and_plugins_carry_on_after_a_reexec(daemon: Daemon) -> None:
+    tmp = daemon.dir
+    events = tmp / "events.jsonl"
+    write_config(
+        tmp,
+        f"""
+        [settings]
+        shutdown_timeout = "5s"
+
+        [[hooks]]
+        on = ["running", "restarting"]
+        plugin = "record"
+        options = {{ path = "{events}" }}
+
+        [services.web]
+        command = ["sleep", "600"]
+        start_seconds = 0
+        backoff = {{ initial = "100ms" }}
+        ready = {{ plugin = "file-exists", options = {{ path = "/" }}, interval = "50ms" }}
+        """,
+    )
+    up = daemon.up("--wait")
+    assert up.returncode == 0, up.stderr
+    wait_for(lambda: len(json_lines(events)) == 1)
+    first = daemon.status()["web"]["pid"]
+
+    reexec = daemon.cli("reexec")
+    assert reexec.returncode == 0, reexec.stderr
+    assert daemon.status()["web"]["pid"] == first
+    # The new image takes the instances over as they were: no change, so no event.
+    time.sleep(0.3)
+    assert [e["state"] for e in json_lines(events)] == ["running"]
+
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(json_lines(events)) == 3, 10)
+    restarting, running = json_lines(events)[1:]
+    assert (restarting["state"], restarting["pid"], restarting["exit_signal"]) == (
+        "restarting",
+        first,
+        "SIGKILL",
+    )
+    assert running["state"] == "running"
+    assert running["pid"] == daemon.status()["web"]["pid"] != first
+    assert daemon.status()["web"]["ready"] is True  # the probe plugin ran in the new image
