@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.metadata
 import re
 
 PROBES = "herdsman.probes"
@@ -54,7 +53,9 @@ def load_reference(reference: str) -> object:
 
 
 def entry_point_names(group: str) -> list[str]:
-    return sorted({ep.name for ep in importlib.metadata.entry_points(group=group)})
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=group)})
 
 
 def resolve(name: str, group: str, listed: tuple[str, ...]) -> object:
@@ -63,7 +64,11 @@ def resolve(name: str, group: str, listed: tuple[str, ...]) -> object:
     if name in by_name:
         obj = load_reference(by_name[name])
     else:
-        found = importlib.metadata.entry_points(group=group, name=name)
+        # Imported here: importlib.metadata (with email, zipfile, csv) costs a daemon
+        # whose plugins all come from settings.plugins, or that has none, almost 1 MB.
+        from importlib.metadata import entry_points
+
+        found = entry_points(group=group, name=name)
         if not found:
             raise PluginError(_unknown(name, group, list(by_name)))
         ep = next(iter(found))
