@@ -14,9 +14,10 @@ from tests.plugins.conftest import Daemon, WebhookServer, write_config
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:
+    """The complete lines written so far (a line being written is left for later)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]]
 
 
 def test_entry_point_probe_and_hook_plugins(daemon: Daemon) -> None:
@@ -100,7 +101,7 @@ def test_settings_plugin_and_builtin_exec_and_webhook_hooks(
         [[services.missing.hooks]]
         on = ["failed"]
         shell = true
-        exec = 'echo "$HERDSMAN_EVENT_INSTANCE $HERDSMAN_EVENT_PREVIOUS $HERDSMAN_EVENT_STATE" > failed.txt; printf %s "$HERDSMAN_EVENT" > event.json'
+        exec = 'printf %s "$HERDSMAN_EVENT" > event.json; echo "$HERDSMAN_EVENT_INSTANCE $HERDSMAN_EVENT_PREVIOUS $HERDSMAN_EVENT_STATE" > failed.txt'
 
         [[services.missing.hooks]]
         on = ["failed"]

@@ -114,7 +114,7 @@ def test_a_blocking_sync_hook_never_stalls_the_event_loop(
                 began = time.monotonic()
                 await asyncio.sleep(0.01)
                 worst = max(worst, time.monotonic() - began)
-            assert worst < 0.15
+            assert worst < 0.5  # on the loop, the hook would hold it for 1.5 s at a time
 
     with caplog.at_level(logging.WARNING, logger="test"):
         asyncio.run(body())
