@@ -585,6 +585,39 @@ def test_an_automatic_restart_with_a_reason_counts_in_restarts() -> None:
     assert inst.message == reason  # why herdsman restarted it stays visible
 
 
+def test_automatic_restarts_count_toward_the_start_limit() -> None:
+    # An instance that keeps failing its health check is a crash loop too.
+    inst = running(make(burst=2, interval=60.0, start_seconds=0))
+    reason = "health check failed: connection refused"
+    for pid, now in ((100, 10.0), (101, 20.0)):
+        on_event(inst, Stop(restart=True, reason=reason), now)
+        assert on_event(inst, Exited(pid, None, signal.SIGTERM), now + 1) == SPAWN
+        on_event(inst, Spawned(pid + 1), now + 1)
+    assert inst.restarts == 2
+    on_event(inst, Stop(restart=True, reason=reason), 30.0)
+    assert on_event(inst, Exited(102, None, signal.SIGTERM), 31.0) == [CancelTimer()]
+    assert (inst.state, inst.pid, inst.restarts) == (State.FAILED, None, 2)
+    assert inst.message == (
+        f"{reason}; gave up after more than 2 restarts within 60s (start_limit)"
+    )
+    # A crash and an automatic restart share the one window.
+    mixed = running(make(burst=1, interval=60.0, start_seconds=0, backoff_initial=0))
+    assert on_event(mixed, Exited(100, 1, None), 5.0) == SPAWN
+    on_event(mixed, Spawned(101), 5.0)
+    on_event(mixed, Stop(restart=True, reason="memory limit exceeded"), 6.0)
+    on_event(mixed, Exited(101, None, signal.SIGTERM), 7.0)
+    assert mixed.state is State.FAILED
+
+
+def test_restarts_that_follow_another_service_never_exhaust_the_limit() -> None:
+    inst = running(make(burst=1, interval=60.0, start_seconds=0))
+    for pid in range(100, 110):
+        on_event(inst, Stop(restart=True, reason="restarted with db", limited=False), pid)
+        assert on_event(inst, Exited(pid, None, signal.SIGTERM), pid + 0.5) == SPAWN
+        on_event(inst, Spawned(pid + 1), pid + 0.5)
+    assert (inst.state, inst.restarts) == (State.RUNNING, 10)
+
+
 def test_restart_of_a_resting_instance_spawns_at_once() -> None:
     inst = make()
     inst.state = State.EXITED

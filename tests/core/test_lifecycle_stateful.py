@@ -44,6 +44,7 @@ from herdsman.core.lifecycle import (
     Stop,
     StopTimeout,
     describe_exit,
+    format_seconds,
     on_event,
 )
 
@@ -112,6 +113,7 @@ class LifecycleRuntime(RuleBasedStateMachine):
         self.crash_times: list[float] = []  # exits that asked for a restart, since a manual start
         self.restart_after_stop = False
         self.automatic_restart = False
+        self.limited_restart = False
         self.stopping_since = 0.0
         self.stopped_by: float | None = None  # a pending stop must have ended by then
         self.killed: int | None = None  # the pid that was sent SIGKILL
@@ -126,6 +128,9 @@ class LifecycleRuntime(RuleBasedStateMachine):
         crash = isinstance(ev, Exited) and ev.pid == inst.pid and before is not State.STOPPING
         stop_exit = isinstance(ev, Exited) and ev.pid == inst.pid and before is State.STOPPING
         window = 0
+        if stop_exit and self.restart_after_stop and self.limited_restart:
+            self.crash_times.append(self.now)  # herdsman's own restart counts like a crash
+            window = sum(1 for t in self.crash_times if t > self.now - policy.interval)
         if crash:
             assert isinstance(ev, Exited)
             failed = ev.code != 0 or ev.signal is not None
@@ -146,7 +151,7 @@ class LifecycleRuntime(RuleBasedStateMachine):
         if crash:
             self.check_crash(ev, actions, window, restarts)
         if stop_exit:
-            self.check_stop_exit(ev, actions, restarts)
+            self.check_stop_exit(ev, actions, restarts, window)
 
         for action in actions:
             self.execute(action)
@@ -172,10 +177,16 @@ class LifecycleRuntime(RuleBasedStateMachine):
                 assert (inst.state, inst.message) == (State.STARTING, how)
                 assert actions == [CancelTimer(), Spawn()]
 
-    def check_stop_exit(self, ev: Event, actions: list[Action], restarts: int) -> None:
+    def check_stop_exit(self, ev: Event, actions: list[Action], restarts: int, window: int) -> None:
         inst = self.inst
         assert isinstance(ev, Exited)
-        if self.restart_after_stop:
+        if self.restart_after_stop and window > self.policy.burst:
+            assert (inst.state, actions, inst.restarts) == (State.FAILED, [CancelTimer()], restarts)
+            assert inst.message.endswith(
+                f"gave up after more than {self.policy.burst} "
+                f"restarts within {format_seconds(self.policy.interval)} (start_limit)"
+            )
+        elif self.restart_after_stop:
             assert (inst.state, actions) == (State.STARTING, [CancelTimer(), Spawn()])
             assert inst.restarts == restarts + self.automatic_restart
         else:
@@ -185,7 +196,7 @@ class LifecycleRuntime(RuleBasedStateMachine):
                 assert inst.message.startswith("killed with SIGKILL after stop_timeout")
             else:
                 assert inst.message == f"stopped ({describe_exit(ev.code, ev.signal)})"
-        self.restart_after_stop = self.automatic_restart = False
+        self.restart_after_stop = self.automatic_restart = self.limited_restart = False
 
     def execute(self, action: Action) -> None:
         match action:
@@ -281,11 +292,18 @@ class LifecycleRuntime(RuleBasedStateMachine):
         assert self.feed(DependenciesMet()) == [CancelTimer(), Spawn()]
         self.run_until(self.now)
 
-    @rule(restart=st.booleans(), reason=REASONS, answer=STOP_ANSWERS, wait=st.booleans())
+    @rule(
+        restart=st.booleans(),
+        reason=REASONS,
+        limited=st.booleans(),
+        answer=STOP_ANSWERS,
+        wait=st.booleans(),
+    )
     def stop(
         self,
         restart: bool,
         reason: str,
+        limited: bool,
         answer: tuple[float, tuple[int | None, int | None]] | None,
         wait: bool,
     ) -> None:
@@ -294,8 +312,9 @@ class LifecycleRuntime(RuleBasedStateMachine):
         live, stopping = inst.live, inst.state is State.STOPPING
         if live or stopping:
             self.restart_after_stop, self.automatic_restart = restart, bool(reason)
+            self.limited_restart = bool(reason) and limited
         self.stop_answer = answer
-        self.feed(Stop(restart=restart, reason=reason))
+        self.feed(Stop(restart=restart, reason=reason, limited=limited))
         if live:
             assert inst.state is State.STOPPING
             if reason and not stopping:
@@ -312,7 +331,7 @@ class LifecycleRuntime(RuleBasedStateMachine):
     def kill(self) -> None:
         """What the runtime's kill does: a stop, then the stop timeout at once."""
         if self.inst.live or self.inst.state is State.STOPPING:
-            self.restart_after_stop = self.automatic_restart = False
+            self.restart_after_stop = self.automatic_restart = self.limited_restart = False
         self.stop_answer = None
         self.feed(Stop())
         pid = self.inst.pid

@@ -327,3 +327,44 @@ def test_a_fault_that_recurs_at_once_stops_the_services_instead_of_looping(tmp: 
     daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
     assert daemon_log.count("re-executed (image") == 3
     assert "more than 3 re-execs within 60s to recover; stopping all services" in daemon_log
+
+
+WATCHED = """
+[services.pinger]
+command = ["sh", "-c", "systemd-notify --ready; while :; do systemd-notify WATCHDOG=1; sleep 0.2; done"]
+ready = { notify = true, watchdog = "1.5s" }
+start_seconds = "0.1s"
+
+[services.late]
+# Not ready before the re-exec: no watchdog runs for it until its first READY=1.
+command = ["sh", "-c", "while [ ! -e late.go ]; do sleep 0.05; done; systemd-notify --ready; while :; do systemd-notify WATCHDOG=1; sleep 0.2; done"]
+ready = { notify = true, watchdog = "1s" }
+start_seconds = "0.1s"
+
+[services.mute]
+# Ready, then silent: its watchdog must still fire after the re-exec.
+command = ["sh", "-c", "systemd-notify --ready; exec sleep 600"]
+ready = { notify = true, watchdog = "3s" }
+start_seconds = "0.1s"
+"""
+
+
+def test_watchdogs_carry_on_across_a_reexec(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(WATCHED)
+    assert herdsman(tmp, "up", "-d").returncode == 0
+    try:
+        wait_for(lambda: instances(tmp)["mute"]["ready"] and instances(tmp)["pinger"]["ready"])
+        before = instances(tmp)
+        for _ in range(2):
+            assert herdsman(tmp, "reexec").returncode == 0
+        wait_for(lambda: instances(tmp)["mute"]["restarts"] >= 1, timeout=10)
+        after = instances(tmp)
+        assert after["pinger"]["pid"] == before["pinger"]["pid"]
+        assert after["pinger"]["restarts"] == 0
+        assert "watchdog: no WATCHDOG=1 within 3s" in after["mute"]["message"]
+        assert after["late"]["pid"] == before["late"]["pid"]  # 3 s without a watchdog
+        assert after["late"]["restarts"] == 0
+        (tmp / "late.go").touch()
+        wait_for(lambda: instances(tmp)["late"]["ready"] is True)
+    finally:
+        assert herdsman(tmp, "down").returncode == 0

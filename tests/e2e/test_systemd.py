@@ -69,6 +69,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
     assert result.returncode == 0, result.stderr
     unit = result.stdout
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=process" in unit
+    assert "FileDescriptorStoreMax=4096" in unit and "Environment=HERDSMAN_FDSTORE=4096" in unit
     assert f"-c {tmp}/herdsman.toml up" in unit
     assert "TimeoutStopSec=35" in unit
     path = tmp / "herdsman-test.service"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from herdsman.runtime.probes import check_http, check_tcp
+from tests.conftest import alive
 from tests.runtime.harness import until
 from tests.runtime.test_daemon import running, state
 
@@ -262,5 +263,50 @@ def test_start_and_stop_order_from_timestamps_the_services_record(tmp: Path) -> 
         assert events["start web"] >= ready_at  # waited for db to be ready
         assert events["stop web"] <= events["stop db"]  # dependents stop first
         assert events["stop web"] <= events["stop cache"]
+
+    asyncio.run(body())
+
+
+def test_a_probe_still_running_when_its_instance_stops_is_killed(tmp: Path) -> None:
+    pidfile = tmp / "probe.pid"
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.slow]
+            command = "sleep 60"
+            start_seconds = 0
+            ready = {{ exec = "sh -c 'echo $$$$ > {pidfile}; exec sleep 60'", timeout = "60s" }}
+            """,
+        ) as daemon:
+            await until(lambda: pidfile.exists() and pidfile.read_text().strip())
+            probe = int(pidfile.read_text())
+            assert alive(probe)
+            await daemon.stop("slow", wait=True)
+            await until(lambda: not alive(probe))
+
+    asyncio.run(body())
+
+
+def test_an_instance_that_never_gets_healthy_ends_failed_by_the_start_limit(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(
+            tmp,
+            """
+            [services.sick]
+            command = "sleep 60"
+            start_seconds = 0
+            health = { exec = "false", interval = "50ms", failure_threshold = 1 }
+            start_limit = { burst = 2, interval = "60s" }
+            """,
+        ) as daemon:
+            await until(lambda: state(daemon, "sick") == "failed", timeout=10)
+            sick = daemon.instance("sick")
+            assert (sick["pid"], sick["restarts"]) == (None, 2)
+            assert sick["message"] == (
+                "health check failed: 'false' exited with code 1; "
+                "gave up after more than 2 restarts within 60s (start_limit)"
+            )
 
     asyncio.run(body())

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -187,3 +188,24 @@ def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
 
     got = asyncio.run(scenario())
     assert [line for _, lines in got for line in lines] == [b"one", b"two", b"three"]
+
+
+def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) -> None:
+    from herdsman.runtime.daemon import _pipes_by_inode, _reopen_pipes
+
+    read_end, write_end = os.pipe()
+    other = os.open(tmp / "not-a-pipe", os.O_WRONLY | os.O_CREAT)
+    try:
+        inode = os.fstat(read_end).st_ino
+        stored = _pipes_by_inode([read_end, other])
+        assert stored == {inode: read_end}
+        assert not os.get_blocking(read_end)
+        with pytest.raises(OSError):
+            os.fstat(other)  # not a pipe: closed
+        # pid 0 has no /proc entry: only the stored pipe can answer.
+        got = list(_reopen_pipes(0, [["out", inode], ["err", inode + 1]], stored))
+        assert got == [("out", read_end, b"")]
+        assert stored == {}
+    finally:
+        os.close(read_end)
+        os.close(write_end)

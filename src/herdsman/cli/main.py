@@ -61,8 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     sub.add_parser("check", help="validate the config")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
+    imp = sub.add_parser(
+        "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
+    )
+    imp.add_argument("format", choices=["procfile", "supervisord"], help="what FILE is")
+    imp.add_argument("file", metavar="FILE", help="the Procfile or supervisord.conf to import")
+    imp.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="procfile: the first PORT (default: PORT from .env, else 5000, as foreman does)",
+    )
+    _add_export_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _add_export_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    export = sub.add_parser("export", help="write systemd units or Kubernetes manifests")
+    targets = export.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
+    targets.required = True
+    systemd = targets.add_parser("systemd", help="one unit per service, and a target")
+    kubernetes = targets.add_parser("kubernetes", help="a Deployment or Job per service")
+    for target in (systemd, kubernetes):
+        target.add_argument(
+            "-o", "--output", metavar="DIR", help="write one file per unit or object into DIR"
+        )
+        target.add_argument(
+            "--name", help="name of the whole stack (default: the config file's directory)"
+        )
+    systemd.add_argument(
+        "--systemd-version",
+        type=int,
+        default=252,
+        metavar="N",
+        help="the oldest systemd to run the units (default 252: Debian 12)",
+    )
+    systemd.add_argument("--prefix", default="", help="put PREFIX before every unit's name")
+    kubernetes.add_argument(
+        "--image", help="container image for services without [services.NAME.kubernetes] image"
+    )
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -127,6 +165,51 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from herdsman.config import ConfigError
+
+    path = Path(args.file)
+    try:
+        if args.format == "procfile":
+            from herdsman.config.importers.procfile import import_procfile
+
+            imported = import_procfile(path, args.port)
+        else:
+            if args.port is not None:
+                raise UsageError("--port only goes with import procfile")
+            from herdsman.config.importers.supervisord import import_supervisord
+
+            imported = import_supervisord(path)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    print(imported.toml, end="")
+    for warning in imported.warnings:
+        print(f"herdsman: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from herdsman.export import ExportError
+    from herdsman.export.output import write_export
+
+    config = load(args)
+    try:
+        if args.target == "systemd":
+            from herdsman.export.systemd import export_systemd
+
+            result = export_systemd(
+                config, version=args.systemd_version, name=args.name, prefix=args.prefix
+            )
+        else:
+            from herdsman.export.kubernetes import export_kubernetes
+
+            result = export_kubernetes(config, image=args.image, name=args.name)
+        write_export(result, args.output, args.target)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"herdsman {__version__}")
     return EXIT_OK
@@ -136,6 +219,8 @@ COMMANDS = {
     "up": cmd_up,
     "check": cmd_check,
     "systemd-unit": cmd_systemd_unit,
+    "import": cmd_import,
+    "export": cmd_export,
     "version": cmd_version,
     **CLIENT_COMMANDS,
 }

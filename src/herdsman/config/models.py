@@ -271,6 +271,19 @@ class Hook(_Model):
         return next(kind for kind in self.KINDS if getattr(self, kind) is not None)
 
 
+class KubernetesOptions(_Model):
+    """`[services.NAME.kubernetes]`: what `herdsman export kubernetes` cannot guess."""
+
+    image: str  # the container image that has the service's program in it
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if not value or any(char.isspace() for char in value):
+            raise ValueError(f"must be an image reference such as 'redis:7', not {value!r}")
+        return value
+
+
 class Service(_Model):
     """One `[services.NAME]` table; `replicas` instances run from it.
 
@@ -303,6 +316,7 @@ class Service(_Model):
     memory_limit: Size | None = None
     log: LogSettings = Field(default_factory=LogSettings)
     hooks: list[Hook] = Field(default_factory=list)
+    kubernetes: KubernetesOptions | None = None  # read by export only
 
     @field_validator("name")
     @classmethod

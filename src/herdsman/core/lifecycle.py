@@ -116,6 +116,10 @@ class Stop:
 
     restart: bool = False
     reason: str = ""  # set when herdsman itself decided (health, memory): counts as a restart
+    # A restart herdsman decided on because of the instance itself (health, memory,
+    # watchdog) counts toward the start limit, as a crash does; one that follows
+    # another service (restart_with) does not.
+    limited: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ class Instance:
     start_passed: bool = False
     restart_after_stop: bool = False
     automatic_restart: bool = False
+    limited_restart: bool = False  # the automatic restart counts toward the start limit
     killed: bool = False
 
     @property
@@ -331,6 +336,10 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
             inst.restart_after_stop = False
             if inst.automatic_restart:
                 inst.automatic_restart = False
+                if inst.limited_restart and _over_start_limit(inst, now):
+                    inst.state = State.FAILED
+                    inst.message = f"{inst.message}; {_gave_up(inst.policy)}"
+                    return [CancelTimer()]
                 inst.restarts += 1
             return _spawn(inst)
         return [CancelTimer()]
@@ -342,15 +351,9 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
         inst.state, inst.message = State.EXITED, how
         return [CancelTimer()]
 
-    window_start = now - policy.interval
-    inst.restart_times = [t for t in inst.restart_times if t > window_start]
-    inst.restart_times.append(now)
-    if len(inst.restart_times) > policy.burst:
+    if _over_start_limit(inst, now):
         inst.state = State.FAILED
-        inst.message = (
-            f"{how}; gave up after more than {policy.burst} restarts "
-            f"within {format_seconds(policy.interval)} (start_limit)"
-        )
+        inst.message = f"{how}; {_gave_up(policy)}"
         return [CancelTimer()]
 
     inst.restarts += 1
@@ -365,16 +368,33 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
     return [SetTimer(now + delay, BackoffElapsed())]
 
 
+def _over_start_limit(inst: Instance, now: float) -> bool:
+    """Count a restart at `now`; whether that makes more than `burst` within `interval`."""
+    window_start = now - inst.policy.interval
+    inst.restart_times = [t for t in inst.restart_times if t > window_start]
+    inst.restart_times.append(now)
+    return len(inst.restart_times) > inst.policy.burst
+
+
+def _gave_up(policy: Policy) -> str:
+    return (
+        f"gave up after more than {policy.burst} restarts "
+        f"within {format_seconds(policy.interval)} (start_limit)"
+    )
+
+
 def _stop(inst: Instance, ev: Stop, now: float) -> list[Action]:
     if inst.state is State.STOPPING:
         inst.restart_after_stop = ev.restart
         inst.automatic_restart = bool(ev.reason)
+        inst.limited_restart = bool(ev.reason) and ev.limited
         return []
     if inst.live:
         inst.state = State.STOPPING
         inst.ready = False  # dependents must not count on what is going away
         inst.restart_after_stop = ev.restart
         inst.automatic_restart = bool(ev.reason)
+        inst.limited_restart = bool(ev.reason) and ev.limited
         inst.killed = False
         if ev.reason:
             inst.message = ev.reason

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -284,7 +285,8 @@ class Daemon:
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
-        for name in list(self._watchdogs):
+        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
+        for name in watched:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
@@ -388,7 +390,8 @@ class Daemon:
                 for dependent in self.supervisor.by_service[svc.name]:
                     if dependent.core.live and dependent.state is not State.STOPPING:
                         reason = f"restarted with {service}"
-                        self.supervisor.feed(dependent, Stop(restart=True, reason=reason))
+                        stop = Stop(restart=True, reason=reason, limited=False)
+                        self.supervisor.feed(dependent, stop)
 
     def _arm_watchdog(self, managed: Managed) -> None:
         """(Re)start the instance's watchdog: no WATCHDOG=1 in time means a restart."""
@@ -438,6 +441,8 @@ class Daemon:
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            if self.manager.fdstore:
+                self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
@@ -804,6 +809,14 @@ class Daemon:
         from /proc. A process of an instance the config no longer has is stopped.
         Returns the names of the adopted instances.
         """
+        stored = _pipes_by_inode(self.manager.passed_fds)
+        try:
+            return self._adopt(stored)
+        finally:
+            for fd in stored.values():  # pipes of instances that are gone
+                os.close(fd)
+
+    def _adopt(self, stored: dict[int, int]) -> list[str]:
         document = self._state.read()
         if document is None or document.get("boot_id") != self._boot_id:
             return []
@@ -826,7 +839,7 @@ class Daemon:
             if managed is None:
                 self._stop_stray(name, pid)
                 continue
-            pumps = list(_reopen_pipes(pid, record.get("pipes") or []))
+            pumps = list(_reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
@@ -880,7 +893,8 @@ class Daemon:
     def hand_over(self) -> dict[str, Any]:
         """Everything the new image needs, as plain data; the pipes stay open for it."""
         self.prober.close()
-        for name in list(self._watchdogs):
+        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
+        for name in watched:
             self._disarm_watchdog(name)
         notify_fd = self._notify.hand_over() if self._notify is not None else None
         self._notify = None
@@ -900,6 +914,7 @@ class Daemon:
             "heals": self._heals,
             "notify_status": dict(self._notify_status),
             "spawned_before": sorted(self._spawned_before),
+            "watchdogs": watched,
         }
 
     def resume(self, handover: dict[str, Any]) -> None:
@@ -915,6 +930,7 @@ class Daemon:
                 for ts, _instance, stream, line in entries:
                     tail.add(ts, stream, [line])
         health = handover.get("health", {})
+        watchdogs = set(handover.get("watchdogs", []))
         pumps = handover.get("pumps", {})
         sup = self.supervisor
         for name, record in handover.get("records", {}).items():
@@ -927,7 +943,8 @@ class Daemon:
             if health.get(name) is not None and self.prober.health.get(name) is not None:
                 self.prober.health[name] = health[name]
             self.prober.resume(managed)
-            self._arm_watchdog(managed)
+            if name in watchdogs:
+                self._arm_watchdog(managed)  # a full period from now
         sup.resume_waiting()
         self._note(
             logging.INFO,
@@ -970,13 +987,35 @@ class Daemon:
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
 
-def _reopen_pipes(pid: int, pipes: list[Any]) -> Iterator[tuple[str, int, bytes]]:
-    """Open the output pipes of a process again, through /proc, as (stream, fd, b"").
+def _pipes_by_inode(fds: list[int]) -> dict[int, int]:
+    """Of the fds the service manager passed back (its fd store), the pipes by inode."""
+    pipes = {}
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISFIFO(st.st_mode):
+            os.set_blocking(fd, False)
+            pipes[st.st_ino] = fd
+        else:
+            os.close(fd)
+    return pipes
+
+
+def _reopen_pipes(
+    pid: int, pipes: list[Any], stored: dict[int, int]
+) -> Iterator[tuple[str, int, bytes]]:
+    """The output pipes of a process as (stream, fd, b""): the copies the service
+    manager kept for us (`stored`, by inode), or opened again through /proc.
 
     Only a pipe that is still the one herdsman made for it (same inode) is taken:
     the process may have pointed its stdout elsewhere since.
     """
     for stream, inode in pipes:
+        if inode in stored:
+            yield stream, stored.pop(inode), b""
+            continue
         number = 1 if stream == "out" else 2
         try:
             fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

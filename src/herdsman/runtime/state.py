@@ -44,6 +44,7 @@ _FIELDS = (
     "start_passed",
     "restart_after_stop",
     "automatic_restart",
+    "limited_restart",
     "killed",
 )
 

@@ -240,7 +240,7 @@ class Supervisor:
             await exited
             return None, f"timed out after {timeout:g}s"
         except asyncio.CancelledError:
-            kill_group(pid)  # nobody waits for it any more (a stopped instance's probe, a hook)
+            kill_group(pid)  # the probe is no longer wanted (its instance went away)
             raise
         finally:
             for pump in pumps:

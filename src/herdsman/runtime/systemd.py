@@ -9,6 +9,7 @@ taken out of what its children inherit.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import os
@@ -18,13 +19,38 @@ import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
-MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+MANAGER_VARIABLES = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "FDSTORE",
+    "HERDSMAN_FDSTORE",
+)
+LISTEN_FDS_START = 3  # sd_listen_fds(3): passed fds begin here
+FDSTORE_NAME = "herdsman-pipe"
 
 
 def without_manager_variables(environ: MutableMapping[str, str]) -> None:
     """Children must not talk to herdsman's own manager as if they were herdsman."""
     for name in MANAGER_VARIABLES:
         environ.pop(name, None)
+
+
+def passed_fds(environ: MutableMapping[str, str]) -> list[int]:
+    """The fds the manager passed to this process (LISTEN_FDS, for this pid only).
+
+    The variables are removed, as sd_listen_fds(1) does: after a re-exec (same pid)
+    they would otherwise name fds that are long closed or reused.
+    """
+    count = environ.pop("LISTEN_FDS", "")
+    pid = environ.pop("LISTEN_PID", "")
+    environ.pop("LISTEN_FDNAMES", None)
+    if not count.isdigit() or pid != str(os.getpid()):
+        return []
+    return list(range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)))
 
 
 class Manager:
@@ -42,6 +68,22 @@ class Manager:
         self._ping: asyncio.TimerHandle | None = None
         if self._address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        # The fd store keeps a copy of every service's output pipe, so that if
+        # herdsman dies nothing loses its reader: systemd 254+ says it is enabled
+        # with $FDSTORE, the unit herdsman prints sets HERDSMAN_FDSTORE for 252.
+        store = environ.get("FDSTORE") or environ.get("HERDSMAN_FDSTORE") or ""
+        self.fdstore = self._sock is not None and store.isdigit() and int(store) > 0
+        self.passed_fds = passed_fds(environ)
+
+    def store_fds(self, fds: list[int]) -> None:
+        """FDSTORE=1: the manager keeps a copy of `fds` for the next herdsman (until
+        they hang up: a pipe's read end does once its writers are gone)."""
+        if not self.fdstore or self._sock is None:
+            return
+        payload = f"FDSTORE=1\nFDNAME={FDSTORE_NAME}".encode()
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        with contextlib.suppress(OSError):
+            self._sock.sendmsg([payload], rights, 0, self._address)
 
     def notify(self, *fields: str) -> None:
         if self._sock is None:
@@ -93,6 +135,11 @@ Type=notify
 NotifyAccess=main
 ExecStart={herdsman} -c {config} up
 ExecReload=/bin/kill -HUP $MAINPID
+# systemd keeps a copy of every service's output pipe (two per instance): if
+# herdsman dies, its services' output waits in the pipes for the next herdsman
+# instead of nothing reading them.
+FileDescriptorStoreMax=4096
+Environment=HERDSMAN_FDSTORE=4096
 WorkingDirectory={config.parent}
 # herdsman answers SIGTERM by stopping every service in reverse dependency order.
 # KillMode=process: if herdsman itself dies (or its watchdog fires), systemd kills
