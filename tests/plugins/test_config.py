@@ -280,3 +280,47 @@ def test_without_the_package_on_the_path_the_plugin_is_unknown(
     )
     assert check.returncode == 2
     assert "no hook plugin named 'record'" in check.stderr
+
+
+def test_export_says_plugin_probes_and_hooks_stay_with_herdsman(
+    tmp: Path, local_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from herdsman.cli.main import main
+
+    path = config(
+        tmp,
+        f"""
+        [settings]
+        plugins = ["{local_module}:probe"]
+
+        [[hooks]]
+        on = "failed"
+        webhook = "http://127.0.0.1:9/x"
+
+        [services.web]
+        command = "sleep 60"
+        ready = {{ plugin = "probe" }}
+        health = {{ plugin = "probe" }}
+        kubernetes = {{ image = "busybox:1" }}
+        """,
+    )
+    warnings = {}
+    for target in ("systemd", "kubernetes"):
+        capsys.readouterr()
+        assert main(["-c", str(path), "export", target]) == 0
+        err = capsys.readouterr().err
+        warnings[target] = [line for line in err.splitlines() if "warning" in line]
+    assert "herdsman: warning: web: ready = { plugin = 'probe' } has no systemd equivalent:" in (
+        "\n".join(warnings["systemd"])
+    )
+    assert (
+        "herdsman: warning: web: hooks are run by herdsman: the unit does not run them"
+        in (warnings["systemd"])
+    )
+    assert warnings["kubernetes"] == [
+        "herdsman: warning: web: ready = { plugin = 'probe' } is a herdsman plugin: it has no"
+        " Kubernetes equivalent",
+        "herdsman: warning: web: health = { plugin = 'probe' } is a herdsman plugin: it has no"
+        " Kubernetes equivalent",
+        "herdsman: warning: web: hooks are run by herdsman: nothing runs them in Kubernetes",
+    ]
