@@ -168,7 +168,7 @@ class Hooks:
             runner.close()
 
     def changed(self, managed: Managed, old: State, event: Event) -> None:
-        if self._closed:
+        if self._closed or not self._runners:
             return
         # The supervisor delivers a burst of changes once it has settled (a start whose
         # spawn fails arrives as stopped->?, starting->? with the state already
