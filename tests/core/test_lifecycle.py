@@ -480,7 +480,8 @@ def test_stop_of_a_starting_instance_replaces_its_start_seconds_timer() -> None:
 @pytest.mark.parametrize(
     ("code", "sig", "message"),
     [
-        (None, signal.SIGTERM, "stopped (killed by SIGTERM)"),
+        (None, signal.SIGTERM, "stopped by SIGTERM"),  # the stop signal did it
+        (None, signal.SIGKILL, "stopped (killed by SIGKILL)"),  # something else did
         (0, None, "stopped (exited with code 0)"),
         (1, None, "stopped (exited with code 1)"),
     ],

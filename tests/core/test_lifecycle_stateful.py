@@ -195,7 +195,10 @@ class LifecycleRuntime(RuleBasedStateMachine):
             if ev.pid == self.killed:
                 assert inst.message.startswith("killed with SIGKILL after stop_timeout")
             else:
-                assert inst.message == f"stopped ({describe_exit(ev.code, ev.signal)})"
+                if ev.signal is not None and ev.signal == self.policy.stop_signal:
+                    assert inst.message == f"stopped by {signal.Signals(ev.signal).name}"
+                else:
+                    assert inst.message == f"stopped ({describe_exit(ev.code, ev.signal)})"
         self.restart_after_stop = self.automatic_restart = self.limited_restart = False
 
     def execute(self, action: Action) -> None:

@@ -209,3 +209,41 @@ def test_state_json_is_rewritten_as_instances_change(tmp: Path) -> None:
         assert record["pid"] is None
     finally:
         assert herdsman(tmp, "down").returncode == 0
+
+
+def test_down_without_a_daemon_stops_what_a_dead_one_left_running(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(
+        textwrap.dedent(
+            """
+            [services.quiet]
+            command = "sleep 600"
+            start_seconds = "0.1s"
+            replicas = 2
+            [services.stubborn]
+            # Ignores its stop signal: SIGKILL after the shutdown timeout.
+            command = ["sh", "-c", "trap '' TERM; sleep 600 & wait; wait"]
+            start_seconds = "0.1s"
+            [settings]
+            shutdown_timeout = "1s"
+            """
+        )
+    )
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    document = status(tmp)
+    pids = {i["name"]: i["pid"] for i in document["services"]}
+    os.kill(document["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(document["daemon"]["pid"]))
+    assert all(alive(pid) for pid in pids.values())
+
+    down = herdsman(tmp, "down")
+    assert down.returncode == 0, down.stderr
+    assert "no daemon was running" in down.stdout
+    assert (
+        "stopped what a daemon that died had left running: quiet.0, quiet.1, stubborn"
+        in down.stdout
+    )
+    for pid in pids.values():
+        assert not alive(pid)
+    assert not (tmp / ".herdsman/state.json").exists()
+    again = herdsman(tmp, "down")
+    assert again.stdout.strip() == f"herdsman: no daemon was running for {tmp}/herdsman.toml"

@@ -368,3 +368,34 @@ def test_watchdogs_carry_on_across_a_reexec(tmp: Path) -> None:
         wait_for(lambda: instances(tmp)["late"]["ready"] is True)
     finally:
         assert herdsman(tmp, "down").returncode == 0
+
+
+def test_logs_follow_goes_on_across_a_reexec(tmp: Path) -> None:
+    config = f'[services.writer]\ncommand = ["python3", "-c", {json.dumps(WRITER)}]\n'
+    (tmp / "herdsman.toml").write_text(config)
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "logs", "-f", "-n", "0", "--json", "writer"],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = int(json.loads(follower.stdout.readline())["line"])
+        assert herdsman(tmp, "reexec").returncode == 0
+        assert herdsman(tmp, "reexec").returncode == 0
+        expected = first + 1
+        deadline = time.monotonic() + 10
+        while expected < first + 3000:  # 1.5 s of lines, through two execs
+            assert time.monotonic() < deadline
+            assert int(json.loads(follower.stdout.readline())["line"]) == expected
+            expected += 1
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+        follower.wait(timeout=10)
+    assert follower.returncode == 0
+    assert "the daemon stopped; no more lines" in (
+        follower.stderr.read() if follower.stderr else ""
+    )

@@ -10,6 +10,7 @@ client command runs, so `herdsman up` does not pay for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -339,13 +340,55 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     # What will be printed is not known yet: make room for every instance asked for.
     printer = LinePrinter(names, [i["name"] for i in chosen], json_lines=args.json)
+    reexecs = document.get("daemon", {}).get("reexecs", 0)
+    backlog, after = args.lines, _After()
     try:
-        for entry in _from(_follow(client, args.patterns, instances, args.lines), args.since):
-            printer.write(entry, flush=True)
+        while True:
+            for entry in _from(_follow(client, args.patterns, instances, backlog), args.since):
+                if after.fresh(entry):
+                    printer.write(entry, flush=True)
+            # The stream ends when the daemon stops, or re-execs: then follow the
+            # new image, from the lines it kept, past what was already shown.
+            reexecs = _reexecuted(client, reexecs)
+            if reexecs is None:
+                break
+            backlog = MAX_SINCE_LINES
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
     say("the daemon stopped; no more lines")
     return EXIT_OK
+
+
+class _After:
+    """Which entries come after the last one shown (entries arrive in time order)."""
+
+    def __init__(self) -> None:
+        self._time = ""
+        self._at_time: set[tuple[Any, ...]] = set()
+
+    def fresh(self, entry: LogEntry) -> bool:
+        when, key = str(entry.get("time", "")), _key(entry)
+        if when < self._time or (when == self._time and key in self._at_time):
+            return False
+        if when > self._time:
+            self._time, self._at_time = when, set()
+        self._at_time.add(key)
+        return True
+
+
+def _reexecuted(client: Client, reexecs: int) -> int | None:
+    """The new count if the daemon has re-executed since `reexecs`; None if it is gone
+    or stopping (its listening socket lives through an exec, so one request tells)."""
+    from herdsman.cli.client import ApiError, NoDaemon
+
+    try:
+        daemon = client.request("GET", "/v1/status")["daemon"]
+    except (NoDaemon, ApiError, OSError):
+        return None
+    count = int(daemon.get("reexecs", 0))
+    if daemon.get("shutting_down") or count <= reexecs:
+        return None
+    return count
 
 
 def _logs_query(pattern: str | None, n: int, follow: bool) -> str:
@@ -654,7 +697,11 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
     try:
         client.request("POST", "/v1/shutdown")
     except NoDaemon:
+        stopped = stop_leftovers(client.config, shutdown_timeout(client.config))
         print(f"herdsman: no daemon was running for {client.config}")
+        if stopped:
+            names = ", ".join(stopped)
+            print(f"herdsman: stopped what a daemon that died had left running: {names}")
         return EXIT_OK
     pid = client.peer_pid
     timeout = shutdown_timeout(client.config) + DOWN_GRACE
@@ -664,6 +711,52 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
         return EXIT_FAILED
     print("herdsman: stopped")
     return EXIT_OK
+
+
+def stop_leftovers(config: Path, timeout: float) -> list[str]:
+    """`down` after the daemon died: stop the services it left running (state.json),
+    their stop signal to each process group, SIGKILL after `timeout`. Their names."""
+    import select
+    import signal
+
+    from herdsman.runtime.lock import AlreadyRunning, DaemonLock
+    from herdsman.runtime.state import StateFile, leftovers
+
+    state_dir = settings_path(config, "state_dir")
+    state = StateFile(state_dir / "state.json")
+    document = state.read()
+    if document is None:
+        return []
+    lock = DaemonLock(state_dir)
+    try:
+        lock.acquire()  # no daemon may start (and adopt them) meanwhile
+    except (AlreadyRunning, OSError):
+        return []
+    try:
+        left = leftovers(document)
+        poller, pidfds = select.poll(), []
+        for pid, sig in left.values():
+            try:
+                pidfds.append(os.pidfd_open(pid))
+                poller.register(pidfds[-1], select.POLLIN)
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + timeout
+        running = set(pidfds)
+        while running and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                running.discard(fd)
+        for pid, _ in left.values():  # what is left of each group, the leader included
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for fd in pidfds:
+            os.close(fd)
+        state.remove()
+        return list(left)
+    finally:
+        lock.release()
 
 
 def shutdown_timeout(config: Path) -> float:

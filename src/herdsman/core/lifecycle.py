@@ -331,7 +331,7 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
             timeout = format_seconds(inst.policy.stop_timeout)
             inst.message = f"killed with SIGKILL after stop_timeout ({timeout})"
         else:
-            inst.message = f"stopped ({how})"
+            inst.message = _stopped(inst.policy, ev)
         if inst.restart_after_stop:
             inst.restart_after_stop = False
             if inst.automatic_restart:
@@ -366,6 +366,12 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
     inst.state = State.RESTARTING
     inst.message = f"{how}; restarting in {format_seconds(delay)}"
     return [SetTimer(now + delay, BackoffElapsed())]
+
+
+def _stopped(policy: Policy, ev: Exited) -> str:
+    if ev.signal is not None and ev.signal == policy.stop_signal:
+        return f"stopped by {signal_name(ev.signal)}"  # ended of the signal it was sent
+    return f"stopped ({describe_exit(ev.code, ev.signal)})"
 
 
 def _over_start_limit(inst: Instance, now: float) -> bool:

@@ -156,3 +156,18 @@ class StateFile:
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def leftovers(document: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Instances of a dead daemon whose processes still run: name -> (pid, stop signal).
+
+    Only a process with the recorded start time, on the same boot, counts.
+    """
+    if document.get("boot_id") != boot_id():
+        return {}
+    found = {}
+    for name, record in (document.get("instances") or {}).items():
+        pid = record.get("pid") if isinstance(record, dict) else None
+        if isinstance(pid, int) and pid > 0 and process_start_time(pid) == record.get("start_time"):
+            found[name] = (pid, int(record.get("stop_signal", 15)))
+    return found

@@ -362,6 +362,7 @@ class Supervisor:
             record["start_time"] = managed.start_time[1]
             record["pipes"] = [list(p) for p in managed.pipes]
             record["foreign"] = managed.foreign
+            record["stop_signal"] = int(core.policy.stop_signal)  # for `down` without a daemon
         if managed.timer_due is not None:
             record["timer"] = timer_record(*managed.timer_due)
         return record
