@@ -32,10 +32,12 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
+from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
+from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.reaper import decode_status, zombie_status
 from herdsman.runtime.state import FORMAT, StateWriter, still_running
@@ -46,6 +48,7 @@ LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
+HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
@@ -139,7 +142,9 @@ class Daemon:
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
-        self.prober = Prober(self.supervisor, self._run_in_background, log)
+        self.plugins = Plugins(plan.plugins, log)
+        self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
@@ -183,6 +188,7 @@ class Daemon:
                     functools.partial(self._log_file_error, inst.name),
                 )
         self.prober.track(self.supervisor.instances)
+        self.hooks.track(plan)
 
     # --- running --------------------------------------------------------------
 
@@ -226,6 +232,7 @@ class Daemon:
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
         if not self.supervisor.any_live():
             self._state.file.remove()  # nothing left to adopt
+        await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -282,6 +289,8 @@ class Daemon:
 
     def close(self) -> None:
         self.prober.close()
+        self.hooks.close()
+        self.plugins.close()
         watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
         for name in watched:
             self._disarm_watchdog(name)
@@ -434,6 +443,7 @@ class Daemon:
         core = managed.core
         self._state.changed(managed.name)
         self.prober.changed(managed, old, event)
+        self.hooks.changed(managed, old, event)
         self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
             self._disarm_watchdog(managed.name)
@@ -513,6 +523,7 @@ class Daemon:
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
             "message": self._log_errors.get(managed.name)
+            or self.prober.problems.get(managed.name)
             or core.message
             or self._notify_status.get(managed.name, ""),
         }
