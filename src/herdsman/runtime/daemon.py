@@ -22,6 +22,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from herdsman import __version__
@@ -49,6 +50,9 @@ SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
+# Blocked from the moment a re-exec is decided until the new image handles them:
+# none may end the daemon half-way through handing over.
+HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
@@ -169,7 +173,13 @@ class Daemon:
         self.reexec_reason: str | None = None
         self._reexec_plan: bytes | None = None
         self.reexecs = 0
+        self._healing = False
         self.image_started_at = self.started_at
+        # What cannot change under a running daemon (its lock, sockets): as it
+        # started, carried across re-execs; a re-exec to a config that moved them
+        # is refused.
+        self.bound = _restart_only(plan)
+        self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals: list[float] = []
         self._track_instances(plan)
 
@@ -270,7 +280,7 @@ class Daemon:
 
     def heal(self, why: str) -> None:
         """Re-exec the daemon keeping every service, unless it keeps failing at once."""
-        if self.reexec_reason is not None or self.shutting_down:
+        if self.reexec_reason is not None or self.shutting_down or self._healing:
             return
         now = time.monotonic()
         self._heals = [t for t in self._heals if t > now - HEAL_WINDOW] + [now]
@@ -284,7 +294,26 @@ class Daemon:
             self._shutdown.set()
             return
         self._note(logging.ERROR, f"{why}: re-executing herdsman, the services keep running")
-        self.reexec_reason = "heal"
+        self._healing = True
+        self._run_in_background(self._heal())
+
+    async def _heal(self) -> None:
+        """The heal's re-exec, once the code on disk passed the same check as `reexec`."""
+        try:
+            _, self._reexec_plan = await self._compile(for_reexec=True)
+        except ControlError as err:
+            self._note(
+                logging.ERROR,
+                f"cannot re-exec to recover: {err.message}; carrying on in this image",
+            )
+            self._healing = False
+            return
+        self._decide_reexec("heal")
+
+    def _decide_reexec(self, reason: str) -> None:
+        # From here on no signal may end this image before the new one handles it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        self.reexec_reason = reason
         self._shutdown.set()
 
     def close(self) -> None:
@@ -631,9 +660,11 @@ class Daemon:
             self._start(managed)
             return await self._settled(managed)
 
+        task = self._run_in_background(stop_then_start())
+        self._restarts_in_flight.add(task)
+        task.add_done_callback(self._restarts_in_flight.discard)
         if wait:
-            return self._result(managed, await stop_then_start())
-        self._run_in_background(stop_then_start())
+            return self._result(managed, await asyncio.shield(task))
         return self._result(managed, [])
 
     def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
@@ -759,7 +790,7 @@ class Daemon:
         out = self.plan.state_dir / "reload.plan"
         argv = helper_argv(self.plan.config_path, out)
         if for_reexec:
-            argv = (sys.executable, "-m", "herdsman.cli.resume", "--check", *argv[3:])
+            argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
         runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
         code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
         try:
@@ -793,7 +824,9 @@ class Daemon:
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
         document = self._state.file.read()
-        if document is None or document.get("config") != str(self.plan.config_path):
+        # The same config however it was named (a symlink, a relative path): the
+        # lock on its state_dir already tells that no other daemon runs it.
+        if document is None or not _same_file(document.get("config"), self.plan.config_path):
             return []
         adopted: list[str] = []
         for name, record, pid in still_running(document):
@@ -810,6 +843,7 @@ class Daemon:
             record["foreign"] = True
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
+                self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
                 self.prober.resume(managed)
         if adopted:
             self._note(
@@ -837,11 +871,20 @@ class Daemon:
         reload), so the new image starts from a plan its own code compiled.
         """
         self._refuse_while_stopping()
-        if self._reloading or self.reexec_reason is not None:
+        if self._reloading or self.reexec_reason is not None or self._healing:
             raise ControlError(409, "a reload or re-exec is already in progress")
+        if self._restarts_in_flight:
+            raise ControlError(409, "a restart is in progress: re-exec once it is done")
         self._reloading = True
         try:
             new, data = await self._compile(for_reexec=True)
+            moved = [k for k, v in _restart_only(new).items() if v != self.bound[k]]
+            if moved:
+                raise ControlError(
+                    400,
+                    f"the config changes {', '.join(moved)}, which a running daemon keeps: "
+                    "restart herdsman (down, then up) to apply them, or change them back",
+                )
             if new != self.plan:
                 self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
                 await self._apply(new)
@@ -854,8 +897,7 @@ class Daemon:
     async def begin_reexec(self) -> None:
         """After `reexec()` was answered: end the loop (the caller execs)."""
         if self._reexec_plan is not None and not self.shutting_down:
-            self.reexec_reason = "reexec"
-            self._shutdown.set()
+            self._decide_reexec("reexec")
 
     def hand_over(self) -> dict[str, Any]:
         """Everything the new image needs, as plain data; the pipes stay open for it."""
@@ -881,7 +923,9 @@ class Daemon:
             "heals": self._heals,
             "notify_status": dict(self._notify_status),
             "spawned_before": sorted(self._spawned_before),
+            "restarted_deps": sorted(self._restarted_deps),
             "watchdogs": watched,
+            "bound": self.bound,
         }
 
     def resume(self, handover: dict[str, Any]) -> None:
@@ -891,6 +935,8 @@ class Daemon:
         self._heals = list(handover.get("heals", []))
         self._notify_status.update(handover.get("notify_status", {}))
         self._spawned_before.update(handover.get("spawned_before", []))
+        self._restarted_deps.update(handover.get("restarted_deps", []))
+        self.bound = handover.get("bound", self.bound)
         for name, entries in handover.get("tails", {}).items():
             tail = self._lines.get(name)
             if tail is not None:
@@ -912,7 +958,6 @@ class Daemon:
             self.prober.resume(managed)
             if name in watchdogs:
                 self._arm_watchdog(managed)  # a full period from now
-        sup.resume_waiting()
         self._note(
             logging.INFO,
             f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
@@ -952,3 +997,20 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
+
+
+RESTART_ONLY = ("state_dir", "socket", "tcp")
+
+
+def _restart_only(plan: Plan) -> dict[str, Any]:
+    """The settings a running daemon keeps (its lock and sockets), as plain values."""
+    return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
+
+
+def _same_file(recorded: object, path: Path) -> bool:
+    if not isinstance(recorded, str):
+        return False
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return recorded == str(path)
