@@ -70,7 +70,7 @@ MANY_TOML_ERRORS = [
     " not 'redy'",
     "herdsman.toml:21: services.web.ready.tcp: 'localhost' is not a host:port address"
     " (use e.g. '127.0.0.1:8000')",
-    "herdsman.toml:23: services.web.health: needs exactly one of tcp, http, exec"
+    "herdsman.toml:23: services.web.health: needs exactly one of tcp, http, exec, plugin"
     " (found http and exec)",
     "herdsman.toml:28: services.worker.command: is empty",
     "herdsman.toml:29: services.worker.env_file: 'missing.env' does not exist (looked for {tmp}/missing.env)",
@@ -147,7 +147,7 @@ MANY_YAML_ERRORS = [
     "herdsman.yaml:21: services.web.depends_on: dependency cycle: web -> worker -> web",
     "herdsman.yaml:23: services.web.ready.tcp: 'localhost' is not a host:port address"
     " (use e.g. '127.0.0.1:8000')",
-    "herdsman.yaml:24: services.web.health: needs exactly one of tcp, http, exec"
+    "herdsman.yaml:24: services.web.health: needs exactly one of tcp, http, exec, plugin"
     " (found http and exec)",
     "herdsman.yaml:28: services.worker.command: is empty",
     "herdsman.yaml:29: services.worker.env_file: 'missing.env' does not exist (looked for {tmp}/missing.env)",

@@ -407,3 +407,154 @@ def test_logs_follow_goes_on_across_a_reexec(tmp: Path) -> None:
     assert "the daemon stopped; no more lines" in (
         follower.stderr.read() if follower.stderr else ""
     )
+
+
+def test_an_exit_during_the_exec_is_not_lost(tmp: Path) -> None:
+    # Exits while the new image starts (its command line names the resume module).
+    quitter = (
+        "while ! grep -q herdsman.cli.resume /proc/$PPID/cmdline; do sleep 0.005; done; exit 5"
+    )
+    (tmp / "herdsman.toml").write_text(
+        SIMPLE
+        + f'[services.quitter]\ncommand = ["sh", "-c", {json.dumps(quitter)}]\n'
+        + 'restart = "never"\nstart_seconds = "0.1s"\n'
+    )
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        pid = instances(tmp)["quitter"]["pid"]
+        assert herdsman(tmp, "reexec").returncode == 0
+        wait_for(lambda: not alive(pid))
+        wait_for(lambda: instances(tmp)["quitter"]["state"] == "exited")
+        quit_doc = instances(tmp)["quitter"]
+        assert (quit_doc["pid"], quit_doc["exit_code"]) == (None, 5)
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_signals_during_the_hand_over_wait_for_the_new_image(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(SIMPLE)
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        daemon = status(tmp)["daemon"]["pid"]
+        pid = instances(tmp)["sleeper"]["pid"]
+        reexec = subprocess.Popen([sys.executable, "-m", "herdsman", "reexec"], cwd=tmp)
+        daemon_log = tmp / ".herdsman/logs/herdsman.log"
+        wait_for(lambda: "re-executing herdsman (" in daemon_log.read_text(), timeout=15)
+        deadline = time.monotonic() + 30
+        while reexec.poll() is None and time.monotonic() < deadline:
+            os.kill(daemon, signal.SIGHUP)  # a reload each: never the daemon's end
+            time.sleep(0.002)
+        assert reexec.wait() == 0
+        assert alive(daemon)
+        assert status(tmp)["daemon"]["reexecs"] == 1
+        assert instances(tmp)["sleeper"]["pid"] == pid
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_a_restart_in_flight_or_a_moved_socket_refuses_the_reexec(tmp: Path) -> None:
+    slow = """
+[services.slow]
+command = ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
+start_seconds = "0.1s"
+"""
+    config = tmp / "herdsman.toml"
+    config.write_text(slow)
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    try:
+        assert herdsman(tmp, "restart", "--no-wait", "slow").returncode == 0
+        refused = herdsman(tmp, "reexec")
+        assert refused.returncode == 1
+        assert "a restart is in progress" in refused.stderr
+        wait_for(lambda: instances(tmp)["slow"]["state"] == "running", timeout=10)
+        (tmp / "token").write_text("t0ken\n")
+        config.write_text('[settings]\ntcp = "127.0.0.1:19998"\ntoken_file = "token"\n' + slow)
+        moved = herdsman(tmp, "reexec")
+        assert moved.returncode == 1
+        assert "the config changes tcp, which a running daemon keeps" in moved.stderr
+        assert status(tmp)["daemon"]["reexecs"] == 0
+    finally:
+        config.write_text(slow)
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_restart_with_still_follows_after_a_reexec(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(
+        """
+[services.db]
+# Crashes once, then runs: its second run is starting for 3 s, across the re-exec.
+command = ["sh", "-c", "[ -e crashed ] && exec sleep 600; touch crashed; exit 1"]
+start_seconds = "3s"
+backoff = { initial = "0.1s" }
+[services.web]
+command = "sleep 601"
+start_seconds = "0.1s"
+depends_on = ["db"]
+restart_with = ["db"]
+"""
+    )
+    assert herdsman(tmp, "up", "-d").returncode == 0
+    try:
+        wait_for(lambda: instances(tmp)["web"]["state"] == "running", timeout=15)
+        web = instances(tmp)["web"]["pid"]
+        (tmp / "crashed").unlink()  # db crashes once more ...
+        assert herdsman(tmp, "signal", "KILL", "db").returncode == 0
+        wait_for(lambda: instances(tmp)["db"]["restarts"] == 2, timeout=10)
+        assert instances(tmp)["db"]["state"] in ("starting", "restarting")
+        assert herdsman(tmp, "reexec").returncode == 0  # ... and is back after the exec
+        wait_for(lambda: instances(tmp)["web"]["pid"] not in (None, web), timeout=15)
+        assert instances(tmp)["web"]["message"] == "restarted with db"
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+# A failing execv, injected into the daemon only while the named file exists.
+NO_EXEC = textwrap.dedent(
+    """
+    import os
+    path = os.environ.get("HERDSMAN_TEST_NO_EXEC")
+    if path:
+        execv = os.execv
+
+        def failing(program, argv):
+            if os.path.exists(path):
+                os.unlink(path)
+                raise FileNotFoundError(2, "No such file or directory", program)
+            execv(program, argv)
+
+        os.execv = failing
+    """
+)
+
+
+def test_a_failed_exec_leaves_the_daemon_running_as_it_was(tmp: Path) -> None:
+    inject = tmp / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(NO_EXEC)
+    (tmp / "herdsman.toml").write_text(TICKER)
+    env = {**os.environ, "PYTHONPATH": str(inject), "HERDSMAN_TEST_NO_EXEC": str(tmp / "no")}
+    assert herdsman(tmp, "up", "-d", "--wait", env=env).returncode == 0
+    try:
+        before = {n: i["pid"] for n, i in instances(tmp).items()}
+        daemon = status(tmp)["daemon"]["pid"]
+        (tmp / "no").touch()
+        failed = subprocess.run(
+            [sys.executable, "-m", "herdsman", "reexec", "--timeout", "3"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert failed.returncode == 1
+        assert "did not answer within 3s" in failed.stderr
+        after = status(tmp)
+        assert (after["daemon"]["pid"], after["daemon"]["reexecs"]) == (daemon, 0)
+        assert {i["name"]: i["pid"] for i in after["services"]} == before
+        daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
+        assert "cannot re-exec ([Errno 2] No such file or directory" in daemon_log
+        log = tmp / ".herdsman/logs/ticker.log"
+        size = log.stat().st_size
+        wait_for(lambda: log.stat().st_size > size + 50)  # still captured
+        assert herdsman(tmp, "reexec").returncode == 0  # and the next one works
+    finally:
+        assert herdsman(tmp, "down").returncode == 0

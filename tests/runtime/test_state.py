@@ -191,21 +191,72 @@ def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
 
 
 def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) -> None:
-    from herdsman.runtime.daemon import _pipes_by_inode, _reopen_pipes
+    from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 
     read_end, write_end = os.pipe()
     other = os.open(tmp / "not-a-pipe", os.O_WRONLY | os.O_CREAT)
     try:
         inode = os.fstat(read_end).st_ino
-        stored = _pipes_by_inode([read_end, other])
+        stored = pipes_by_inode([read_end, other])
         assert stored == {inode: read_end}
         assert not os.get_blocking(read_end)
         with pytest.raises(OSError):
             os.fstat(other)  # not a pipe: closed
         # pid 0 has no /proc entry: only the stored pipe can answer.
-        got = list(_reopen_pipes(0, [["out", inode], ["err", inode + 1]], stored))
+        got = list(reopen_pipes(0, [["out", inode], ["err", inode + 1]], stored))
         assert got == [("out", read_end, b"")]
         assert stored == {}
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_the_writer_writes_once_per_loop_turn_and_encodes_only_what_changed(tmp: Path) -> None:
+    from herdsman.runtime.state import StateWriter
+
+    async def scenario() -> None:
+        instances = {"a": {"pid": 1}, "b": {"pid": 2}}
+        encoded: list[str] = []
+        errors: list[str | None] = []
+
+        def record(instance: dict[str, int]) -> dict[str, int]:
+            encoded.append(next(n for n, i in instances.items() if i is instance))
+            return dict(instance)
+
+        writer = StateWriter(
+            tmp / "state.json",
+            asyncio.get_running_loop(),
+            lambda: instances,
+            record,
+            lambda: {"config": "c"},
+            errors.append,
+        )
+        for name in ("a", "b", "a"):
+            writer.changed(name)
+        assert not writer.file.path.exists()  # not before the loop turns
+        await asyncio.sleep(0)
+        document = writer.file.read()
+        assert document is not None and document["instances"] == instances
+        assert document["config"] == "c" and sorted(encoded) == ["a", "b"]
+        instances["a"]["pid"] = 7
+        writer.changed("a")
+        await asyncio.sleep(0)
+        assert encoded[2:] == ["a"]
+        document = writer.file.read()
+        assert document is not None and document["instances"]["a"] == {"pid": 7}
+        del instances["b"]
+        writer.changed("a")
+        await asyncio.sleep(0)
+        document = writer.file.read()
+        assert document is not None and list(document["instances"]) == ["a"]
+        writer.file.path.unlink()
+        writer.file.path.mkdir()  # a directory in the way: the rename fails
+        writer.changed("a")
+        await asyncio.sleep(0)
+        writer.file.path.rmdir()
+        writer.changed("a")
+        await asyncio.sleep(0)
+        assert errors[0] is not None and errors[0].startswith(f"cannot write {tmp}/state.json")
+        assert errors[1:] == [None]
+
+    asyncio.run(scenario())

@@ -106,8 +106,12 @@ class ApiServer:
             os.set_inheritable(fd, False)
             sock = socket.socket(fileno=fd)
             if i == 0:
-                bound = os.stat(self._unix_path)
-                self._socket_id = (bound.st_dev, bound.st_ino)
+                # The path it is bound to, whatever the config says now (a reload
+                # may have changed `socket`, which applies only at a restart).
+                self._unix_path = Path(sock.getsockname())
+                with contextlib.suppress(OSError):
+                    bound = os.stat(self._unix_path)
+                    self._socket_id = (bound.st_dev, bound.st_ino)
                 server = await asyncio.start_unix_server(
                     functools.partial(self._on_connect, tcp=False), sock=sock
                 )

@@ -761,7 +761,7 @@ def stop_leftovers(config: Path, timeout: float) -> list[str]:
     import signal
 
     from herdsman.runtime.lock import AlreadyRunning, DaemonLock
-    from herdsman.runtime.state import StateFile, leftovers
+    from herdsman.runtime.state import StateFile, still_running
 
     state_dir = settings_path(config, "state_dir")
     state = StateFile(state_dir / "state.json")
@@ -774,7 +774,10 @@ def stop_leftovers(config: Path, timeout: float) -> list[str]:
     except (AlreadyRunning, OSError):
         return []
     try:
-        left = leftovers(document)
+        left = {
+            name: (pid, int(record.get("stop_signal", signal.SIGTERM)))
+            for name, record, pid in still_running(document)
+        }
         poller, pidfds = select.poll(), []
         for pid, sig in left.values():
             try:

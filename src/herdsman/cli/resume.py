@@ -16,14 +16,16 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import signal
 import sys
 from typing import Any
 
 
-def exec_new_image(state: dict[str, Any]) -> None:
-    from herdsman.cli.up import HELD_SIGNALS
+def exec_new_image(state: dict[str, Any]) -> OSError:
+    """Exec the new image with `state`; returns only if the exec failed, with why.
 
+    The signals the daemon handles are blocked already (since the re-exec was
+    decided) and stay blocked across the exec until the new image handles them.
+    """
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     fd = os.memfd_create("herdsman-handover", 0)  # inheritable: no MFD_CLOEXEC
     view = memoryview(data)
@@ -33,9 +35,14 @@ def exec_new_image(state: dict[str, Any]) -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-    argv = [sys.executable, "-m", "herdsman.cli.resume", str(fd)]
-    os.execv(sys.executable, argv)
+    # -P: the daemon's working directory must not shadow any module of the new image.
+    argv = [sys.executable, "-P", "-m", "herdsman.cli.resume", str(fd)]
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as err:
+        os.close(fd)
+        return err
+    raise AssertionError("os.execv returned")  # pragma: no cover
 
 
 def _read_handover(fd: int) -> dict[str, Any]:

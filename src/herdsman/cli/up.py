@@ -26,13 +26,10 @@ from herdsman.cli.console import Console
 from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
-from herdsman.runtime.daemon import Daemon
+from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
-
-# Blocked from just before a re-exec until the new image handles them.
-HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
 class StartupError(Exception):
@@ -160,16 +157,19 @@ def run_up(
         return outcome
     from herdsman.cli.resume import exec_new_image
 
-    exec_new_image(
-        {
-            **outcome.handover,
-            "listen_fds": outcome.listen_fds,
-            "lock_fd": lock.hand_over(),
-            "services": services,
-            "detached": detached,
-        }
-    )
-    raise AssertionError("os.execv returned")  # pragma: no cover
+    state = {
+        **outcome.handover,
+        "listen_fds": outcome.listen_fds,
+        "lock_fd": lock.hand_over(),
+        "services": services,
+        "detached": detached,
+    }
+    error = exec_new_image(state)
+    # The exec failed (the interpreter is gone?): this image takes over again, from
+    # the same hand-over, rather than leaving the services without a daemon.
+    print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
+    state["reexecs"] -= 1  # it did not happen: `reexec` must not report it did
+    return run_up(outcome.plan, services, detached=detached, resumed=state)
 
 
 @dataclass
@@ -178,13 +178,16 @@ class Reexec:
 
     handover: dict[str, Any]
     listen_fds: list[int]
+    plan: Plan  # what ran: if the exec fails, this image takes over again
 
 
 async def _serve(
     plan: Plan, services: list[str], *, detached: bool, resumed: dict[str, Any] | None
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
-    token = read_token(plan)
+    # A new image keeps the token the daemon started with, as it keeps its sockets:
+    # a token file that is gone or changed since must not take the daemon down.
+    token = resumed["token"] if resumed is not None else read_token(plan)
     console = None
     hooks: dict[str, Callable[..., None]] = {}
     if not detached:
@@ -218,6 +221,8 @@ async def _serve(
     # than an ExceptionGroup around it.
     if listen_error is not None:
         raise StartupError(listen_error)
+    if isinstance(outcome, Reexec):
+        outcome.handover["token"] = token
     return outcome
 
 
@@ -232,13 +237,17 @@ async def _run(
     detached: bool,
 ) -> int | Reexec:
     """Serve until told to stop, then stop everything and close (or hand over)."""
+    if resumed is not None:
+        # Before the reaper's first collect: an instance that exited during the exec
+        # must find its watcher registered, or its status would pass for an orphan's.
+        daemon.resume(resumed)
     daemon.open(notify_fd=resumed["notify_fd"] if resumed else None)
     # A previous image blocked these across its exec, so none could kill us before
     # our handlers were in place; now they are (and children must not inherit a mask).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
     if resumed is not None:
-        daemon.resume(resumed)
+        daemon.supervisor.resume_waiting()
     else:
         daemon.recover()
         daemon.start_services(services or None)
@@ -252,8 +261,11 @@ async def _run(
         outcome = daemon.exit_code
     finally:
         if daemon.reexec_reason is not None:
-            handover = daemon.hand_over()
-            outcome = Reexec(handover, await server.hand_over())
+            # The signals were blocked when the re-exec was decided; the server goes
+            # first (it awaits), then the instances are recorded with nothing more
+            # running on the loop, so no change can fall after the records.
+            listen_fds = await server.hand_over()
+            outcome = Reexec(daemon.hand_over(), listen_fds, daemon.plan)
             daemon.close()
             log.info("herdsman handing over to a new image (%s)", daemon.reexec_reason)
         else:

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from herdsman import plugins
 from herdsman.config.errors import ConfigError, Loc, format_loc
 from herdsman.config.interpolate import interpolate
 from herdsman.config.locate import line_of
@@ -24,7 +25,7 @@ from herdsman.config.parse import read_document
 from herdsman.config.paths import find_config_file as find_config_file
 from herdsman.core.graph import Condition, find_cycle, unknown_dependencies
 
-_TOP_LEVEL = ("settings", "services")
+_TOP_LEVEL = ("settings", "services", "hooks")
 # Settings that default to a path under state_dir: when unset, point at state_dir.
 _DERIVED: dict[Loc, Loc] = {
     ("settings", "log_dir"): ("settings", "state_dir"),
@@ -48,7 +49,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     for key, value in data.items():
         if key in _TOP_LEVEL:
             # An empty YAML section (`settings:`) is null; read it as empty.
-            sections[str(key)] = {} if value is None else value
+            empty: object = [] if key == "hooks" else {}
+            sections[str(key)] = empty if value is None else value
         else:
             report.add((str(key),), "unknown key" + did_you_mean(str(key), list(_TOP_LEVEL)))
     services = sections.get("services")
@@ -75,9 +77,46 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             if not any(loc[: len(bad)] == bad for bad in blamed):
                 at = loc if loc in report.lines else _DERIVED.get(loc, loc)
                 report.add(loc, message, at=at)
+    if config is not None and not report.errors:
+        _check_plugins(config, report)
     if config is None or report.errors:
         raise report.error()
     return config
+
+
+def _check_plugins(config: Config, report: _Report) -> None:
+    """Import every plugin the config names, so `check` and `up` fail early, naming it.
+
+    Only once the rest is valid: plugin code runs here, and a config with errors
+    may name plugins it does not mean.
+    """
+    listed = tuple(config.settings.plugins)
+    broken: set[str] = set()
+    for index, reference in enumerate(listed):
+        try:
+            plugins.load_reference(reference)
+        except plugins.PluginError as err:
+            broken.add(plugins.short_name(reference))
+            report.add(("settings", "plugins", index), str(err))
+    uses: list[tuple[Loc, str, str]] = []
+    for index, hook in enumerate(config.hooks):
+        if hook.plugin is not None:
+            uses.append((("hooks", index, "plugin"), hook.plugin, plugins.HOOKS))
+    for name, svc in config.services.items():
+        for index, hook in enumerate(svc.hooks):
+            if hook.plugin is not None:
+                loc: Loc = ("services", name, "hooks", index, "plugin")
+                uses.append((loc, hook.plugin, plugins.HOOKS))
+        for key, check in (("ready", svc.ready), ("health", svc.health)):
+            if check is not None and check.plugin is not None:
+                uses.append((("services", name, key, "plugin"), check.plugin, plugins.PROBES))
+    for loc, plugin, group in uses:
+        if plugin in broken:
+            continue  # already said, at its settings.plugins entry
+        try:
+            plugins.resolve(plugin, group, listed)
+        except plugins.PluginError as err:
+            report.add(loc, str(err))
 
 
 _ABSENT = object()

@@ -66,7 +66,7 @@ def describe(error: ErrorDetails, table_word: str) -> tuple[Loc, str]:
         return loc, f"must be one of {choices}, not {given}"
     if kind in _TYPE_NAMES:
         return loc, f"must be {_TYPE_NAMES[kind]}, not {given}"
-    if kind == "string_too_short":
+    if kind in ("string_too_short", "too_short"):
         return loc, "must not be empty"
     if kind in _TABLE_TYPES:
         return loc, f"must be a {table_word}, not {given}"
@@ -94,6 +94,8 @@ def _known_keys(loc: Loc) -> list[str]:
             annotation = field.annotation
         elif get_origin(annotation) is dict:
             annotation = get_args(annotation)[1]
+        elif get_origin(annotation) is list and isinstance(part, int):
+            annotation = get_args(annotation)[0]
         else:
             return []
     model = _model_in(annotation)

@@ -26,11 +26,14 @@ from pydantic import (
     model_validator,
 )
 
+from herdsman import plugins as lookup
 from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file
 from herdsman.core.graph import Condition
 
-ProbeKind = Literal["tcp", "http", "exec", "notify", "log"]
+ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
+# The states a hook can fire on: the instance has just entered one of them.
+HookState = Literal["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -109,11 +112,15 @@ class LogSettings(_Model):
 class _Check(_Model):
     """What readiness probes and health checks share: exactly one way to check."""
 
-    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec")
+    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "plugin")
 
     tcp: str | None = None
     http: str | None = None
     exec: list[str] | None = None
+    # A probe from a plugin, by name, and what it is called with (its keyword
+    # arguments): a table of their own, so a typo in `interval` is still an error.
+    plugin: str | None = Field(default=None, min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
 
     # `{replica}` may stand in a port or URL, so check the text as replica 0 would see it.
     @field_validator("tcp")
@@ -141,6 +148,8 @@ class _Check(_Model):
         if len(given) != 1:
             found = " and ".join(given) if given else "none"
             raise ValueError(f"needs exactly one of {', '.join(self.KINDS)} (found {found})")
+        if self.options and self.plugin is None:
+            raise ValueError("options only go with plugin")
         return self
 
     def _given(self) -> list[ProbeKind]:
@@ -159,6 +168,10 @@ class _Check(_Model):
                 "tcp": self.tcp and self.tcp.replace(_REPLICA, number),
                 "http": self.http and self.http.replace(_REPLICA, number),
                 "exec": self.exec and [arg.replace(_REPLICA, number) for arg in self.exec],
+                "options": {
+                    key: value.replace(_REPLICA, number) if isinstance(value, str) else value
+                    for key, value in self.options.items()
+                },
             }
         )
 
@@ -166,7 +179,7 @@ class _Check(_Model):
 class Probe(_Check):
     """Readiness: when a started instance counts as ready for its dependents."""
 
-    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify", "log")
+    KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify", "log", "plugin")
 
     notify: bool = False
     log: str | None = None
@@ -202,6 +215,60 @@ class HealthCheck(_Check):
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=1, ge=1)  # passes in a row to be healthy again
     initial_delay: Duration = 0.0
+
+
+class Hook(_Model):
+    """`[[hooks]]` or `[[services.NAME.hooks]]`: something to do when an instance enters
+    one of the states in `on`: run a command, POST the event as JSON, or call a plugin.
+
+    Field order matters: `exec` reads `shell` from `info.data`.
+    """
+
+    KINDS: ClassVar[tuple[str, ...]] = ("exec", "webhook", "plugin")
+
+    on: list[HookState] = Field(min_length=1)
+    shell: bool = False
+    exec: list[str] | None = None
+    webhook: str | None = None
+    plugin: str | None = Field(default=None, min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_state(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _exec_argv(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or not info.data.get("shell"):
+            return None if value is None else _argv(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string when shell = true")
+        return ["/bin/sh", "-c", value]
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else units.check_url(value)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Self:
+        given = [kind for kind in self.KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "none"
+            raise ValueError(f"needs exactly one of {', '.join(self.KINDS)} (found {found})")
+        if self.options and self.plugin is None:
+            raise ValueError("options only go with plugin")
+        if self.shell and self.exec is None:
+            raise ValueError("shell only goes with exec")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """ "exec", "webhook" or "plugin"."""
+        return next(kind for kind in self.KINDS if getattr(self, kind) is not None)
 
 
 class KubernetesOptions(_Model):
@@ -248,6 +315,7 @@ class Service(_Model):
     health: HealthCheck | None = None
     memory_limit: Size | None = None
     log: LogSettings = Field(default_factory=LogSettings)
+    hooks: list[Hook] = Field(default_factory=list)
     kubernetes: KubernetesOptions | None = None  # read by export only
 
     @field_validator("name")
@@ -363,6 +431,23 @@ class Settings(_Model):
     socket_group: str | None = Field(default=None, min_length=1)
     log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
     log_format: Literal["text", "json"] = "text"  # of the daemon's own herdsman.log
+    # `package.module:object` references; each is known by its object's name.
+    plugins: list[Annotated[str, AfterValidator(lookup.check_reference)]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("plugins")
+    @classmethod
+    def _distinct_names(cls, value: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for reference in value:
+            name = lookup.short_name(reference)
+            if name in seen and seen[name] != reference:
+                raise ValueError(
+                    f"{seen[name]!r} and {reference!r} would both be known as {name!r}"
+                )
+            seen[name] = reference
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -419,6 +504,7 @@ class Config(_Model):
     path: Path
     settings: Settings = Field(default_factory=Settings)
     services: dict[str, Service] = Field(default_factory=dict, validate_default=True)
+    hooks: list[Hook] = Field(default_factory=list)  # for every instance of every service
 
     @model_validator(mode="before")
     @classmethod

@@ -17,9 +17,9 @@ from typing import Any
 from herdsman.config import units
 from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
-from herdsman.config.models import Config, HealthCheck, Probe, Service
+from herdsman.config.models import Config, HealthCheck, Hook, Probe, Service
 from herdsman.core.lifecycle import Policy
-from herdsman.core.plan import CheckPlan, InstancePlan, Plan, ServicePlan
+from herdsman.core.plan import CheckPlan, HookPlan, InstancePlan, Plan, ServicePlan
 
 
 def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | None:
@@ -27,7 +27,7 @@ def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | N
         return None
     check = check.for_replica(replica)
     kind = check.kind
-    target = {"tcp": check.tcp, "http": check.http}.get(kind) or ""
+    target = {"tcp": check.tcp, "http": check.http, "plugin": check.plugin}.get(kind) or ""
     if isinstance(check, Probe) and kind == "log":
         target = check.log or ""
     thresholds: dict[str, Any] = {}
@@ -46,7 +46,24 @@ def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | N
         interval=check.interval,
         timeout=check.timeout,
         initial_delay=check.initial_delay,
+        options=dict(check.options),
         **thresholds,
+    )
+
+
+def hook_plans(hooks: list[Hook], where: str) -> tuple[HookPlan, ...]:
+    return tuple(
+        HookPlan(
+            on=frozenset(hook.on),
+            kind=hook.kind,
+            where=f"{where}[{index}]",
+            argv=tuple(hook.exec or ()),
+            url=hook.webhook or "",
+            plugin=hook.plugin or "",
+            options=dict(hook.options),
+            timeout=hook.timeout,
+        )
+        for index, hook in enumerate(hooks)
     )
 
 
@@ -105,6 +122,7 @@ def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
         restart_with=tuple(svc.restart_with),
         log_max_bytes=svc.log.max_bytes,
         log_backups=svc.log.backups,
+        hooks=hook_plans(svc.hooks, f"services.{svc.name}.hooks"),
     )
 
 
@@ -124,6 +142,8 @@ def compile_plan(config: Config) -> Plan:
         token_file=settings.token_file,
         log_format=settings.log_format,
         notify_socket=notify,
+        plugins=tuple(settings.plugins),
+        hooks=hook_plans(config.hooks, "hooks"),
     )
 
 

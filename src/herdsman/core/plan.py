@@ -8,8 +8,9 @@ which keeps the long-running process small.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from herdsman.core.graph import Condition
 from herdsman.core.lifecycle import Policy
@@ -19,8 +20,8 @@ from herdsman.core.lifecycle import Policy
 class CheckPlan:
     """A readiness probe or health check of one instance, `{replica}` substituted."""
 
-    kind: str  # "tcp", "http", "exec", "notify" or "log"
-    target: str = ""  # host:port, URL or regex, as written (for messages)
+    kind: str  # "tcp", "http", "exec", "notify", "log" or "plugin"
+    target: str = ""  # host:port, URL, regex or plugin name, as written (for messages)
     address: tuple[str, int] | None = None  # tcp: the target parsed
     argv: tuple[str, ...] = ()  # for exec
     interval: float = 1.0
@@ -29,6 +30,21 @@ class CheckPlan:
     failure_threshold: int = 1
     success_threshold: int = 1
     watchdog: float | None = None  # notify: seconds allowed between WATCHDOG=1 pings
+    options: dict[str, Any] = field(default_factory=dict)  # plugin: its keyword arguments
+
+
+@dataclass(frozen=True, slots=True)
+class HookPlan:
+    """What to do when an instance enters one of the states in `on`."""
+
+    on: frozenset[str]
+    kind: str  # "exec", "webhook" or "plugin"
+    where: str  # its key path in the config (`services.web.hooks[0]`), for messages
+    argv: tuple[str, ...] = ()  # exec
+    url: str = ""  # webhook
+    plugin: str = ""  # plugin: its name
+    options: dict[str, Any] = field(default_factory=dict)
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,7 @@ class ServicePlan:
     restart_with: tuple[str, ...] = ()  # restart after one of these came back from a restart
     log_max_bytes: int = 10 * 1024 * 1024  # rotate `<instance>.log` past this size
     log_backups: int = 5
+    hooks: tuple[HookPlan, ...] = ()  # for this service's instances only
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +92,8 @@ class Plan:
     token_file: Path | None = None
     log_format: str = "text"  # of herdsman.log: "text" or "json"
     notify_socket: Path | None = None  # bound when some instance reports readiness by sd_notify
+    plugins: tuple[str, ...] = ()  # `package.module:object` references (settings.plugins)
+    hooks: tuple[HookPlan, ...] = ()  # for every instance
 
     def dependency_map(self) -> dict[str, dict[str, Condition]]:
         return {name: svc.depends_on for name, svc in self.services.items()}

@@ -293,6 +293,8 @@ class _Service:
             )
         if svc.umask is not None:
             self.note(f"umask {svc.umask:04o} has no Kubernetes equivalent")
+        if svc.hooks or self.config.hooks:
+            self.note("hooks are run by herdsman: nothing runs them in Kubernetes")
         return container
 
     def _env(self) -> list[dict[str, Any]]:
@@ -319,6 +321,12 @@ class _Service:
 
     def _probe(self, check: Probe | HealthCheck, key: str) -> dict[str, Any] | None:
         kind = check.kind
+        if kind == "plugin":
+            self.note(
+                f"{key} = {{ plugin = {check.plugin!r} }} is a herdsman plugin: it has no"
+                " Kubernetes equivalent"
+            )
+            return None
         if kind in ("notify", "log"):
             what = "sd_notify READY=1"
             if isinstance(check, Probe) and kind == "log":

@@ -340,16 +340,27 @@ class _Unit:
 
     def _note_unmapped(self) -> None:
         svc = self.svc
+        if svc.hooks or self.config.hooks:
+            self.note("hooks are run by herdsman: the unit does not run them")
         if svc.ready is not None and svc.ready.kind != "notify":
             target = (
-                svc.ready.tcp or svc.ready.http or svc.ready.log or " ".join(svc.ready.exec or [])
+                svc.ready.tcp
+                or svc.ready.http
+                or svc.ready.log
+                or svc.ready.plugin
+                or " ".join(svc.ready.exec or [])
             )
             self.note(
                 f"ready = {{ {svc.ready.kind} = {target!r} }} has no systemd equivalent:"
                 " systemd counts the service ready once it has started"
             )
         if svc.health is not None:
-            target = svc.health.tcp or svc.health.http or " ".join(svc.health.exec or [])
+            target = (
+                svc.health.tcp
+                or svc.health.http
+                or svc.health.plugin
+                or " ".join(svc.health.exec or [])
+            )
             self.note(
                 f"health = {{ {svc.health.kind} = {target!r} }} has no systemd equivalent:"
                 " nothing restarts the service when the check fails"

@@ -14,16 +14,15 @@ import contextlib
 import fnmatch
 import functools
 import heapq
-import json
 import logging
 import os
 import pickle
 import signal
-import stat
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from herdsman import __version__
@@ -31,16 +30,19 @@ from herdsman.core import graph
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, State, Stop, describe_exit, signal_name
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
+from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
+from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.pump import CUT, split_lines
 from herdsman.runtime.reaper import decode_status, zombie_status
-from herdsman.runtime.state import FORMAT, StateFile, boot_id, fd_inode, process_start_time
+from herdsman.runtime.state import FORMAT, StateWriter, still_running
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 
@@ -48,6 +50,10 @@ LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
+HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
+# Blocked from the moment a re-exec is decided until the new image handles them:
+# none may end the daemon half-way through handing over.
+HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
@@ -170,7 +176,9 @@ class Daemon:
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
-        self.prober = Prober(self.supervisor, self._run_in_background, log)
+        self.plugins = Plugins(plan.plugins, log)
+        self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
@@ -178,17 +186,30 @@ class Daemon:
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
         self._reloading = False
         self.exit_code = 0
-        self._state = StateFile(plan.state_dir / "state.json")
-        self._state_write_scheduled = False
-        self._dirty: set[str] = set()  # instances whose record changed since the last write
-        self._encoded_records: dict[str, str] = {}
-        self._boot_id = boot_id()
+        self._state = StateWriter(
+            plan.state_dir / "state.json",
+            self._loop,
+            lambda: self.supervisor.instances,
+            self.supervisor.record,
+            lambda: {
+                "config": str(self.plan.config_path),
+                "daemon_pid": os.getpid(),
+                "written_at": time.time(),
+            },
+            self._state_file_error,
+        )
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
         self.reexec_reason: str | None = None
         self._reexec_plan: bytes | None = None
         self.reexecs = 0
+        self._healing = False
         self.image_started_at = self.started_at
+        # What cannot change under a running daemon (its lock, sockets): as it
+        # started, carried across re-execs; a re-exec to a config that moved them
+        # is refused.
+        self.bound = _restart_only(plan)
+        self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals: list[float] = []
         self._track_instances(plan)
 
@@ -207,6 +228,7 @@ class Daemon:
                     functools.partial(self._log_file_error, inst.name),
                 )
         self.prober.track(self.supervisor.instances)
+        self.hooks.track(plan)
 
     # --- running --------------------------------------------------------------
 
@@ -249,7 +271,8 @@ class Daemon:
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
         if not self.supervisor.any_live():
-            self._state.remove()  # nothing left to adopt
+            self._state.file.remove()  # nothing left to adopt
+        await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -287,7 +310,7 @@ class Daemon:
 
     def heal(self, why: str) -> None:
         """Re-exec the daemon keeping every service, unless it keeps failing at once."""
-        if self.reexec_reason is not None or self.shutting_down:
+        if self.reexec_reason is not None or self.shutting_down or self._healing:
             return
         now = time.monotonic()
         self._heals = [t for t in self._heals if t > now - HEAL_WINDOW] + [now]
@@ -301,11 +324,32 @@ class Daemon:
             self._shutdown.set()
             return
         self._note(logging.ERROR, f"{why}: re-executing herdsman, the services keep running")
-        self.reexec_reason = "heal"
+        self._healing = True
+        self._run_in_background(self._heal())
+
+    async def _heal(self) -> None:
+        """The heal's re-exec, once the code on disk passed the same check as `reexec`."""
+        try:
+            _, self._reexec_plan = await self._compile(for_reexec=True)
+        except ControlError as err:
+            self._note(
+                logging.ERROR,
+                f"cannot re-exec to recover: {err.message}; carrying on in this image",
+            )
+            self._healing = False
+            return
+        self._decide_reexec("heal")
+
+    def _decide_reexec(self, reason: str) -> None:
+        # From here on no signal may end this image before the new one handles it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        self.reexec_reason = reason
         self._shutdown.set()
 
     def close(self) -> None:
         self.prober.close()
+        self.hooks.close()
+        self.plugins.close()
         watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
         for name in watched:
             self._disarm_watchdog(name)
@@ -438,6 +482,12 @@ class Daemon:
         self._note(logging.WARNING, f"{managed.name}: {reason}; restarting")
         self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
+    def _state_file_error(self, error: str | None) -> None:
+        if error is None:
+            self._note(logging.INFO, f"writing {self._state.file.path} again")
+        else:
+            self._note(logging.ERROR, f"{error}; crash recovery will not know the latest")
+
     def _log_file_error(self, instance: str, error: str | None) -> None:
         if error is None:
             self._log_errors.pop(instance, None)
@@ -451,11 +501,9 @@ class Daemon:
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
-        self._dirty.add(managed.name)
-        if not self._state_write_scheduled:
-            self._state_write_scheduled = True
-            self._loop.call_soon(self.write_state)
+        self._state.changed(managed.name)
         self.prober.changed(managed, old, event)
+        self.hooks.changed(managed, old, event)
         self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
             self._disarm_watchdog(managed.name)
@@ -538,6 +586,7 @@ class Daemon:
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
             "message": self._log_errors.get(managed.name)
+            or self.prober.problems.get(managed.name)
             or core.message
             or self._notify_status.get(managed.name, ""),
         }
@@ -645,9 +694,11 @@ class Daemon:
             self._start(managed)
             return await self._settled(managed)
 
+        task = self._run_in_background(stop_then_start())
+        self._restarts_in_flight.add(task)
+        task.add_done_callback(self._restarts_in_flight.discard)
         if wait:
-            return self._result(managed, await stop_then_start())
-        self._run_in_background(stop_then_start())
+            return self._result(managed, await asyncio.shield(task))
         return self._result(managed, [])
 
     def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
@@ -781,7 +832,7 @@ class Daemon:
         out = self.plan.state_dir / "reload.plan"
         argv = helper_argv(self.plan.config_path, out)
         if for_reexec:
-            argv = (sys.executable, "-m", "herdsman.cli.resume", "--check", *argv[3:])
+            argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
         runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
         code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
         try:
@@ -798,40 +849,6 @@ class Daemon:
 
     # --- self-loading: state.json, re-exec, adoption after a crash ---------------
 
-    def write_state(self) -> None:
-        """Rewrite state.json: every instance as a record (once per loop turn at most).
-
-        Only the records of instances that changed are encoded again: with
-        thousands of instances starting, encoding them all each turn would cost
-        more than the starting itself.
-        """
-        self._state_write_scheduled = False
-        sup = self.supervisor
-        encoded = self._encoded_records
-        for name in list(encoded):
-            if name not in sup.instances:
-                del encoded[name]
-        for name, managed in sup.instances.items():
-            if name in self._dirty or name not in encoded:
-                encoded[name] = json.dumps(name) + ":" + json.dumps(sup.record(managed))
-        self._dirty.clear()
-        head = {
-            "format": FORMAT,
-            "boot_id": self._boot_id,
-            "config": str(self.plan.config_path),
-            "daemon_pid": os.getpid(),
-            "written_at": time.time(),
-        }
-        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
-        try:
-            self._state.write_text(document)
-        except OSError as err:
-            if not self._log_errors.get("state.json"):
-                self._note(logging.ERROR, f"cannot write {self._state.path}: {err.strerror}")
-            self._log_errors["state.json"] = err.strerror or str(err)
-        else:
-            self._log_errors.pop("state.json", None)
-
     def recover(self) -> list[str]:
         """After a crash: adopt the services a dead daemon left running (state.json).
 
@@ -840,7 +857,7 @@ class Daemon:
         from /proc. A process of an instance the config no longer has is stopped.
         Returns the names of the adopted instances.
         """
-        stored = _pipes_by_inode(self.manager.passed_fds)
+        stored = pipes_by_inode(self.manager.passed_fds)
         try:
             return self._adopt(stored)
         finally:
@@ -848,19 +865,13 @@ class Daemon:
                 os.close(fd)
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document = self._state.read()
-        if document is None or document.get("boot_id") != self._boot_id:
-            return []
-        if document.get("config") != str(self.plan.config_path):
+        document = self._state.file.read()
+        # The same config however it was named (a symlink, a relative path): the
+        # lock on its state_dir already tells that no other daemon runs it.
+        if document is None or not _same_file(document.get("config"), self.plan.config_path):
             return []
         adopted: list[str] = []
-        records = document.get("instances")
-        for name, record in (records or {}).items():
-            pid = record.get("pid") if isinstance(record, dict) else None
-            if not isinstance(pid, int) or pid == os.getpid():
-                continue
-            if process_start_time(pid) != record.get("start_time"):
-                continue  # gone, and the pid may be another process's now
+        for name, record, pid in still_running(document):
             status = zombie_status(pid)
             if status is not None:
                 how = describe_exit(*decode_status(status))
@@ -870,10 +881,11 @@ class Daemon:
             if managed is None:
                 self._stop_stray(name, pid)
                 continue
-            pumps = list(_reopen_pipes(pid, record.get("pipes") or [], stored))
+            pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
+                self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
                 self.prober.resume(managed)
         if adopted:
             self._note(
@@ -901,11 +913,20 @@ class Daemon:
         reload), so the new image starts from a plan its own code compiled.
         """
         self._refuse_while_stopping()
-        if self._reloading or self.reexec_reason is not None:
+        if self._reloading or self.reexec_reason is not None or self._healing:
             raise ControlError(409, "a reload or re-exec is already in progress")
+        if self._restarts_in_flight:
+            raise ControlError(409, "a restart is in progress: re-exec once it is done")
         self._reloading = True
         try:
             new, data = await self._compile(for_reexec=True)
+            moved = [k for k, v in _restart_only(new).items() if v != self.bound[k]]
+            if moved:
+                raise ControlError(
+                    400,
+                    f"the config changes {', '.join(moved)}, which a running daemon keeps: "
+                    "restart herdsman (down, then up) to apply them, or change them back",
+                )
             if new != self.plan:
                 self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
                 await self._apply(new)
@@ -918,8 +939,7 @@ class Daemon:
     async def begin_reexec(self) -> None:
         """After `reexec()` was answered: end the loop (the caller execs)."""
         if self._reexec_plan is not None and not self.shutting_down:
-            self.reexec_reason = "reexec"
-            self._shutdown.set()
+            self._decide_reexec("reexec")
 
     def hand_over(self) -> dict[str, Any]:
         """Everything the new image needs, as plain data; the pipes stay open for it."""
@@ -945,7 +965,9 @@ class Daemon:
             "heals": self._heals,
             "notify_status": dict(self._notify_status),
             "spawned_before": sorted(self._spawned_before),
+            "restarted_deps": sorted(self._restarted_deps),
             "watchdogs": watched,
+            "bound": self.bound,
         }
 
     def resume(self, handover: dict[str, Any]) -> None:
@@ -955,6 +977,8 @@ class Daemon:
         self._heals = list(handover.get("heals", []))
         self._notify_status.update(handover.get("notify_status", {}))
         self._spawned_before.update(handover.get("spawned_before", []))
+        self._restarted_deps.update(handover.get("restarted_deps", []))
+        self.bound = handover.get("bound", self.bound)
         for name, entries in handover.get("tails", {}).items():
             tail = self._lines.get(name)
             if tail is not None:
@@ -976,7 +1000,6 @@ class Daemon:
             self.prober.resume(managed)
             if name in watchdogs:
                 self._arm_watchdog(managed)  # a full period from now
-        sup.resume_waiting()
         self._note(
             logging.INFO,
             f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
@@ -1018,41 +1041,18 @@ class Daemon:
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
 
-def _pipes_by_inode(fds: list[int]) -> dict[int, int]:
-    """Of the fds the service manager passed back (its fd store), the pipes by inode."""
-    pipes = {}
-    for fd in fds:
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            continue
-        if stat.S_ISFIFO(st.st_mode):
-            os.set_blocking(fd, False)
-            pipes[st.st_ino] = fd
-        else:
-            os.close(fd)
-    return pipes
+RESTART_ONLY = ("state_dir", "socket", "tcp")
 
 
-def _reopen_pipes(
-    pid: int, pipes: list[Any], stored: dict[int, int]
-) -> Iterator[tuple[str, int, bytes]]:
-    """The output pipes of a process as (stream, fd, b""): the copies the service
-    manager kept for us (`stored`, by inode), or opened again through /proc.
+def _restart_only(plan: Plan) -> dict[str, Any]:
+    """The settings a running daemon keeps (its lock and sockets), as plain values."""
+    return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
 
-    Only a pipe that is still the one herdsman made for it (same inode) is taken:
-    the process may have pointed its stdout elsewhere since.
-    """
-    for stream, inode in pipes:
-        if inode in stored:
-            yield stream, stored.pop(inode), b""
-            continue
-        number = 1 if stream == "out" else 2
-        try:
-            fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue
-        if fd_inode(fd) != inode:
-            os.close(fd)
-            continue
-        yield stream, fd, b""
+
+def _same_file(recorded: object, path: Path) -> bool:
+    if not isinstance(recorded, str):
+        return False
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return recorded == str(path)

@@ -23,7 +23,7 @@ class PlanError(Exception):
 
 
 def request_plan(config: str | None) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "herdsman.config.plan"]
+    argv = [sys.executable, "-P", "-m", "herdsman.config.plan"]  # -P: cwd shadows nothing
     if config is not None:
         argv += ["-c", config]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -36,7 +36,16 @@ def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
 
 def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
     """The validating helper for a daemon's reload: it writes its answer to `out`."""
-    return (sys.executable, "-m", "herdsman.config.plan", "-c", str(config), "--out", str(out))
+    return (
+        sys.executable,
+        "-P",
+        "-m",
+        "herdsman.config.plan",
+        "-c",
+        str(config),
+        "--out",
+        str(out),
+    )
 
 
 def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:

@@ -6,7 +6,8 @@ instance is running and, after `failure_threshold` failures in a row, restarts i
 Each runs as one task per instance, cancelled when its process goes away; the
 checks themselves never block the event loop (asyncio connections; exec through
 the supervisor's spawner and reaper, with the probe's process group killed on
-timeout).
+timeout). A probe plugin is called through runtime/plugins.py, which enforces its
+timeout; once disabled, the instance's message says so and its probe stops.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,8 @@ import h11
 
 from herdsman.core.lifecycle import Event, Ready, Spawned, State, Stop
 from herdsman.core.plan import CheckPlan
+from herdsman.plugins import PROBES
+from herdsman.runtime.plugins import PluginDisabled, Plugins, PluginTimeout
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 RunInBackground = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
@@ -104,11 +107,17 @@ class Prober:
     """Runs every instance's readiness probe and health check."""
 
     def __init__(
-        self, supervisor: Supervisor, run_in_background: RunInBackground, log: Any
+        self,
+        supervisor: Supervisor,
+        run_in_background: RunInBackground,
+        log: Any,
+        plugins: Plugins | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._background = run_in_background
         self._log = log
+        self._plugins = plugins or Plugins((), log)
+        self.problems: dict[str, str] = {}  # instance -> why its probe plugin stopped
         self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._log_patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}
         self.health: dict[str, str | None] = {}
@@ -120,6 +129,7 @@ class Prober:
             if name not in instances:
                 self._cancel(name)
                 del self.health[name]
+                self.problems.pop(name, None)
         for name, managed in instances.items():
             if managed.plan.health is None:
                 self.health[name] = None
@@ -130,6 +140,7 @@ class Prober:
         name, core, plan = managed.name, managed.core, managed.plan
         if isinstance(event, Spawned):
             self._cancel(name)
+            self.problems.pop(name, None)
             if plan.health is not None:
                 self.health[name] = "unknown"
             self._probe_readiness(managed, event.pid)
@@ -153,7 +164,7 @@ class Prober:
 
     def _probe_readiness(self, managed: Managed, pid: int) -> None:
         ready = managed.plan.ready
-        if ready is not None and ready.kind in ("tcp", "http", "exec"):
+        if ready is not None and ready.kind in ("tcp", "http", "exec", "plugin"):
             self._start(managed.name, self._until_ready(managed, ready, pid))
         elif ready is not None and ready.kind == "log":
             self._log_patterns[managed.name] = (pid, re.compile(ready.target.encode()))
@@ -207,10 +218,29 @@ class Prober:
             return f"{command!r} {why}" if why.startswith("timed out") else why
         return f"{command!r} exited with code {code}" + (f": {why}" if why else "")
 
+    def _checker(
+        self, managed: Managed, check: CheckPlan, role: str
+    ) -> Callable[[], Awaitable[str | None]]:
+        """One check, as a function of nothing: None when it passed, else why not."""
+        if check.kind == "plugin":
+            return _PluginCheck(self._plugins, managed, check, role)
+        return lambda: self._check(managed, check)
+
     async def _until_ready(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        try:
+            await self._ready_loop(managed, check, pid)
+        except PluginDisabled as err:
+            self._stopped_by_plugin(managed, "readiness probe", err)
+
+    def _stopped_by_plugin(self, managed: Managed, what: str, err: PluginDisabled) -> None:
+        self.problems[managed.name] = f"{what} stopped: {err}"
+        self._log.warning("%s: %s stopped: %s", managed.name, what, err)
+
+    async def _ready_loop(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        checker = self._checker(managed, check, "ready")
         await asyncio.sleep(check.initial_delay)
         while managed.core.pid == pid:
-            why = await self._check(managed, check)
+            why = await checker()
             if why is None:
                 self._supervisor.feed(managed, Ready(pid))
                 return
@@ -218,10 +248,17 @@ class Prober:
             await asyncio.sleep(check.interval)
 
     async def _watch_health(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        try:
+            await self._health_loop(managed, check, pid)
+        except PluginDisabled as err:
+            self._stopped_by_plugin(managed, "health check", err)
+
+    async def _health_loop(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        checker = self._checker(managed, check, "health")
         await asyncio.sleep(check.initial_delay)
         failures = successes = 0
         while managed.core.pid == pid:
-            why = await self._check(managed, check)
+            why = await checker()
             if why is None:
                 failures, successes = 0, successes + 1
                 if successes >= check.success_threshold:
@@ -241,3 +278,66 @@ class Prober:
                     self._supervisor.feed(managed, Stop(restart=True, reason=reason))
                     return
             await asyncio.sleep(check.interval)
+
+
+class _PluginCheck:
+    """A probe plugin's check of one process (a plugin class is made once per process).
+
+    The protocol: called with a dict about the instance (`instance`, `service`,
+    `replica`, `pid`, `check` = "ready" or "health") and the probe's `options` as
+    keyword arguments, it returns True or None (passed), False (failed), a string
+    (failed, and why) or a `(passed, message)` pair.
+    """
+
+    def __init__(self, plugins: Plugins, managed: Managed, check: CheckPlan, role: str) -> None:
+        self._plugins = plugins
+        self._managed = managed
+        self._check = check
+        self._role = role
+        self._probe: Any = None
+
+    async def __call__(self) -> str | None:
+        name, check, plugins = self._check.target, self._check, self._plugins
+        obj = plugins.load(PROBES, name)
+        fn, kwargs = obj, check.options
+        if isinstance(obj, type):
+            if self._probe is None:
+                self._probe = await plugins.call(
+                    PROBES, name, obj, (), check.options, check.timeout
+                )
+            fn, kwargs = self._probe, {}
+        managed = self._managed
+        info = {
+            "instance": managed.name,
+            "service": managed.service,
+            "replica": managed.plan.replica,
+            "pid": managed.core.pid,
+            "check": self._role,
+        }
+        try:
+            result = await plugins.call(PROBES, name, fn, (info,), kwargs, check.timeout)
+        except PluginTimeout as err:
+            return f"probe plugin {name!r} {err}"
+        return self._verdict(name, result)
+
+    def _verdict(self, name: str, result: object) -> str | None:
+        if result is None or result is True:
+            return None
+        if result is False:
+            return f"probe plugin {name!r} failed"
+        if isinstance(result, str):
+            return result or f"probe plugin {name!r} failed"
+        if (
+            isinstance(result, tuple)
+            and len(result) == 2
+            and isinstance(result[0], bool)
+            and isinstance(result[1], str)
+        ):
+            passed, message = result
+            return None if passed else message or f"probe plugin {name!r} failed"
+        raise self._plugins.fail(
+            PROBES,
+            name,
+            f"it returned {result!r}; a probe returns True, False, None, a message"
+            " or (passed, message)",
+        )

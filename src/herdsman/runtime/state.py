@@ -14,9 +14,12 @@ once per turn of the event loop however many instances changed in it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ _FIELDS = (
 )
 
 
+@functools.cache
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -158,16 +162,75 @@ class StateFile:
             self.path.unlink()
 
 
-def leftovers(document: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """Instances of a dead daemon whose processes still run: name -> (pid, stop signal).
+def still_running(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """The records of a dead daemon whose process still runs: (name, record, pid).
 
-    Only a process with the recorded start time, on the same boot, counts.
+    Only a process with the recorded start time, on the same boot, counts: a pid
+    alone may be another process's by now. (A zombie counts: its group may live on.)
     """
     if document.get("boot_id") != boot_id():
-        return {}
-    found = {}
+        return
     for name, record in (document.get("instances") or {}).items():
         pid = record.get("pid") if isinstance(record, dict) else None
-        if isinstance(pid, int) and pid > 0 and process_start_time(pid) == record.get("start_time"):
-            found[name] = (pid, int(record.get("stop_signal", 15)))
-    return found
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            continue
+        if process_start_time(pid) == record.get("start_time"):
+            yield name, record, pid
+
+
+class StateWriter:
+    """Keeps state.json up to date as instances change.
+
+    At most one write per turn of the event loop, however many instances changed
+    in it, and only the records of those are encoded again: with thousands of
+    instances starting, encoding them all each turn would cost more than the
+    starting itself.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        loop: asyncio.AbstractEventLoop,
+        instances: Callable[[], Mapping[str, Any]],
+        record: Callable[[Any], dict[str, Any]],
+        header: Callable[[], dict[str, Any]],
+        on_error: Callable[[str | None], None],
+    ) -> None:
+        self.file = StateFile(path)
+        self._loop = loop
+        self._instances = instances
+        self._record = record
+        self._header = header
+        self._on_error = on_error
+        self._dirty: set[str] = set()
+        self._encoded: dict[str, str] = {}
+        self._scheduled = False
+        self._failing = False
+
+    def changed(self, name: str) -> None:
+        self._dirty.add(name)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.write)
+
+    def write(self) -> None:
+        self._scheduled = False
+        instances, encoded = self._instances(), self._encoded
+        for name in [n for n in encoded if n not in instances]:
+            del encoded[name]
+        for name, instance in instances.items():
+            if name in self._dirty or name not in encoded:
+                encoded[name] = json.dumps(name) + ":" + json.dumps(self._record(instance))
+        self._dirty.clear()
+        head = {"format": FORMAT, "boot_id": boot_id(), **self._header()}
+        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
+        try:
+            self.file.write_text(document)
+        except OSError as err:
+            if not self._failing:
+                self._on_error(f"cannot write {self.file.path}: {err.strerror or err}")
+            self._failing = True
+        else:
+            if self._failing:
+                self._on_error(None)
+            self._failing = False
