@@ -38,15 +38,16 @@ READ_SIZE = 1024 * 1024
 # timestamp) dominates; a reader that keeps up takes a few KiB at a time and spends
 # several times the CPU per MB. The pause must never let the pipe fill: the child
 # would wait, and a full pipe's reads measure the pipe, not the child, so the pump
-# would never speed up again. So it gathers at most a quarter of the pipe's
+# would never speed up again. So it gathers at most an eighth of the pipe's
 # capacity, and does not pause at all when the loop's own lateness (epoll counts
-# milliseconds) could fill three quarters of it at that rate: small pipes (when
-# F_SETPIPE_SZ was refused) are read as they become readable. Quiet output (small
-# reads) is read at once. Nothing is ever dropped.
+# milliseconds, and a busy machine wakes a sleeper late) could fill three quarters
+# of it at that rate: small pipes (when F_SETPIPE_SZ was refused) are read as they
+# become readable. Quiet output (small reads) is read at once. Nothing is ever
+# dropped.
 FLOOD_READ = 4 * 1024
 BATCH = 256 * 1024
 MAX_PAUSE = 0.02
-TIMER_SLACK = 0.001  # how late the loop may wake for a timer
+TIMER_SLACK = 0.002  # how late the loop may wake for a timer
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 CUT = "+"  # the mark on a stream whose lines are pieces continued by the next line
 
@@ -67,7 +68,7 @@ def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
     if got < FLOOD_READ:
         return None
     rate = got / max(elapsed, 1e-6)
-    pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
+    pause = min(MAX_PAUSE, min(BATCH, capacity // 8) / rate)
     if rate * (pause + TIMER_SLACK) > capacity * 3 // 4:
         return None
     return pause
