@@ -281,3 +281,22 @@ def test_sigkill_in_the_middle_of_a_burst_of_spawns_leaves_no_duplicate(tmp: Pat
             assert "of a previous daemon was not recorded; stopping it" in log.read_text()
     finally:
         assert herdsman(tmp, "down").returncode == 0
+
+
+def test_the_same_config_by_another_path_adopts_too(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text('[services.quiet]\ncommand = "sleep 600"\n')
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    document = status(tmp)
+    pid = document["services"][0]["pid"]
+    os.kill(document["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(document["daemon"]["pid"]))
+    link = Path(f"{tmp}-link")
+    link.symlink_to(tmp)
+    try:
+        again = herdsman(tmp, "-c", f"{link}/herdsman.toml", "up", "-d", "--wait")
+        assert again.returncode == 0, again.stderr
+        assert instances(tmp)["quiet"]["pid"] == pid
+        assert live_processes_of("quiet") == [pid]
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+        link.unlink()

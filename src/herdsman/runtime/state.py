@@ -219,7 +219,8 @@ class StateFile:
                 pipes=[["out", out], ["err", err]],
                 journalled=True,
             )
-        document["unfinished_spawns"] = sorted(unfinished)
+        if unfinished:
+            document["unfinished_spawns"] = sorted(unfinished)
         return document
 
     def remove(self) -> None:
