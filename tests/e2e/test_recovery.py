@@ -247,3 +247,56 @@ def test_down_without_a_daemon_stops_what_a_dead_one_left_running(tmp: Path) -> 
     assert not (tmp / ".herdsman/state.json").exists()
     again = herdsman(tmp, "down")
     assert again.stdout.strip() == f"herdsman: no daemon was running for {tmp}/herdsman.toml"
+
+
+def test_sigkill_in_the_middle_of_a_burst_of_spawns_leaves_no_duplicate(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(
+        '[services.many]\ncommand = "sleep 600"\nreplicas = 200\nstart_seconds = "0.1s"\n'
+    )
+    starting = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "up", "-d"],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log = tmp / ".herdsman/logs/herdsman.log"
+    lock = tmp / ".herdsman/herdsman.lock"
+    wait_for(lambda: log.exists() and log.read_text().count("spawned pid") >= 20, 30, 0.001)
+    os.kill(int(lock.read_text()), signal.SIGKILL)  # long before the burst is over
+    starting.wait(timeout=30)
+    spawned = [p for i in range(200) for p in live_processes_of(f"many.{i}")]
+    assert 20 <= len(spawned) < 200  # some were spawned, not all
+    again = herdsman(tmp, "up", "-d", "--wait")
+    assert again.returncode == 0, again.stderr
+    try:
+        now = instances(tmp)
+        assert len(now) == 200
+        for name, inst in now.items():
+            assert live_processes_of(name) == [inst["pid"]], name  # exactly one each
+        # Every one journalled is adopted; one spawned as the daemon died, before its
+        # pid reached the journal, is found by its environment and replaced.
+        kept = sum(inst["pid"] in spawned for inst in now.values())
+        assert kept in (len(spawned), len(spawned) - 1)
+        if kept < len(spawned):
+            assert "of a previous daemon was not recorded; stopping it" in log.read_text()
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
+def test_the_same_config_by_another_path_adopts_too(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text('[services.quiet]\ncommand = "sleep 600"\n')
+    assert herdsman(tmp, "up", "-d", "--wait").returncode == 0
+    document = status(tmp)
+    pid = document["services"][0]["pid"]
+    os.kill(document["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(document["daemon"]["pid"]))
+    link = Path(f"{tmp}-link")
+    link.symlink_to(tmp)
+    try:
+        again = herdsman(tmp, "-c", f"{link}/herdsman.toml", "up", "-d", "--wait")
+        assert again.returncode == 0, again.stderr
+        assert instances(tmp)["quiet"]["pid"] == pid
+        assert live_processes_of("quiet") == [pid]
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+        link.unlink()

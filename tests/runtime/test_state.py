@@ -260,3 +260,30 @@ def test_the_writer_writes_once_per_loop_turn_and_encodes_only_what_changed(tmp:
         assert errors[1:] == [None]
 
     asyncio.run(scenario())
+
+
+def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: Path) -> None:
+    state = StateFile(tmp / "state.json")
+    state.write({"format": 1, "instances": {"web": {"state": "running", "pid": 5, "timer": [1]}}})
+    state.spawning("web")
+    state.spawned("web", 41, 1234, [11, 12], 99.5)
+    state.spawning("db")  # the daemon died here, before the pid was journalled
+    with open(state.journal, "a") as f:
+        f.write("42 12")  # and a line torn by the crash
+    document = state.read()
+    assert document is not None
+    assert document["instances"]["web"] == {
+        "state": "starting",
+        "pid": 41,
+        "start_time": 1234,
+        "spawned_at": 99.5,
+        "pipes": [["out", 11], ["err", 12]],
+        "journalled": True,
+    }
+    assert document["unfinished_spawns"] == ["db"]
+    state.write({"format": 1, "instances": {}})  # a rewrite takes the journal in
+    assert state.journal.read_text() == ""
+    assert state.read() == {"format": 1, "instances": {}}
+    state.close()
+    state.remove()
+    assert not state.journal.exists() and not state.path.exists()

@@ -761,7 +761,7 @@ def stop_leftovers(config: Path, timeout: float) -> list[str]:
     import signal
 
     from herdsman.runtime.lock import AlreadyRunning, DaemonLock
-    from herdsman.runtime.state import StateFile, still_running
+    from herdsman.runtime.state import StateFile, processes_of, still_running
 
     state_dir = settings_path(config, "state_dir")
     state = StateFile(state_dir / "state.json")
@@ -778,6 +778,9 @@ def stop_leftovers(config: Path, timeout: float) -> list[str]:
             name: (pid, int(record.get("stop_signal", signal.SIGTERM)))
             for name, record, pid in still_running(document)
         }
+        for name in document.get("unfinished_spawns", []):
+            for pid in processes_of(state_dir, name):  # spawned as the daemon died
+                left.setdefault(name, (pid, signal.SIGTERM))
         poller, pidfds = select.poll(), []
         for pid, sig in left.values():
             try:

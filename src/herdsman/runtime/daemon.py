@@ -28,7 +28,15 @@ from typing import Any
 from herdsman import __version__
 from herdsman.core import graph
 from herdsman.core.diff import diff_plans
-from herdsman.core.lifecycle import Event, Spawned, State, Stop, describe_exit, signal_name
+from herdsman.core.lifecycle import (
+    Event,
+    Policy,
+    Spawned,
+    State,
+    Stop,
+    describe_exit,
+    signal_name,
+)
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
@@ -42,7 +50,7 @@ from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.pump import CUT, split_lines
 from herdsman.runtime.reaper import decode_status, zombie_status
-from herdsman.runtime.state import FORMAT, StateWriter, still_running
+from herdsman.runtime.state import FORMAT, StateWriter, processes_of, still_running
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 
@@ -203,6 +211,7 @@ class Daemon:
             },
             self._state_file_error,
         )
+        self.supervisor.journal = self._state
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
         self.reexec_reason: str | None = None
@@ -360,6 +369,7 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
@@ -868,6 +878,9 @@ class Daemon:
         finally:
             for fd in stored.values():  # pipes of instances that are gone
                 os.close(fd)
+            # Before anything is spawned: a journal of spawns needs a state.json
+            # of this daemon to belong to.
+            self._state.write()
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
         document = self._state.file.read()
@@ -888,10 +901,20 @@ class Daemon:
                 continue
             pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
+            if record.get("journalled"):  # spawned after the last state.json: as new
+                _as_just_spawned(record, managed.core.policy, pid)
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
                 self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
                 self.prober.resume(managed)
+        for name in document.get("unfinished_spawns", []):
+            # Spawned by the previous daemon as it died, before it could journal the
+            # pid: found by the environment it was given, and stopped.
+            managed = self.supervisor.instances.get(name)
+            adopted_pid = managed.core.pid if managed is not None else None
+            for pid in processes_of(self.plan.state_dir, name):
+                if pid != adopted_pid:
+                    self._stop_stray(name, pid, "was not recorded")
         if adopted:
             self._note(
                 logging.INFO,
@@ -901,11 +924,8 @@ class Daemon:
         self.supervisor.resume_waiting()
         return adopted
 
-    def _stop_stray(self, name: str, pid: int) -> None:
-        self._note(
-            logging.WARNING,
-            f"{name}: pid {pid} of a previous daemon is no longer in the config; stopping it",
-        )
+    def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
+        self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
         self._loop.call_later(STRAY_KILL_AFTER, kill_group, pid)
@@ -1061,3 +1081,14 @@ def _same_file(recorded: object, path: Path) -> bool:
         return os.path.samefile(recorded, path)
     except OSError:
         return recorded == str(path)
+
+
+def _as_just_spawned(record: dict[str, Any], policy: Policy, pid: int) -> None:
+    """A journalled spawn's record, completed as the lifecycle would be right after it."""
+    at = float(record.get("spawned_at") or 0.0)
+    if policy.start_seconds > 0:
+        record["timer"] = [at + policy.start_seconds, "start_seconds", pid]
+    else:
+        record["start_passed"] = True
+        record["ready"] = not policy.needs_ready
+        record["state"] = "starting" if policy.needs_ready else "running"

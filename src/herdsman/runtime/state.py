@@ -126,11 +126,43 @@ def restore_instance(core: Instance, record: dict[str, Any]) -> None:
 
 
 class StateFile:
-    """`<state_dir>/state.json`, rewritten atomically."""
+    """`<state_dir>/state.json`, rewritten atomically, and its journal of spawns.
+
+    state.json is rewritten at the end of a loop turn; a spawn is appended to
+    `state.journal` (one short write) at once, so a daemon killed in the middle of
+    starting hundreds of instances still leaves every pid it spawned on disk. Each
+    rewrite of state.json empties the journal.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._tmp = path.with_name(path.name + ".tmp")
+        self.journal = path.with_suffix(".journal")
+        self._journal_fd = -1
+
+    def spawning(self, name: str) -> None:
+        """Journal that `name` is about to be spawned: if the daemon dies before the
+        pid is journalled, the next one looks for the process by its environment."""
+        self._append(f"? {name}")
+
+    def spawned(
+        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
+    ) -> None:
+        """Journal a spawn: `pid` (started at `start_time`, ticks) with its two pipes'
+        inodes, spawned at `at` on the monotonic clock."""
+        fields = [pid, start_time if start_time is not None else -1, *pipes[:2], at, name]
+        self._append(" ".join(map(str, fields)))
+
+    def _append(self, line: str) -> None:
+        if self._journal_fd < 0:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._journal_fd = os.open(self.journal, flags, 0o600)
+        os.write(self._journal_fd, (line + "\n").encode())
+
+    def close(self) -> None:
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
 
     def write(self, document: dict[str, Any]) -> None:
         self.write_text(json.dumps(document, separators=(",", ":")))
@@ -146,20 +178,55 @@ class StateFile:
         finally:
             os.close(fd)
         os.replace(self._tmp, self.path)
+        if self._journal_fd >= 0:
+            os.ftruncate(self._journal_fd, 0)  # all it held is in state.json now
 
     def read(self) -> dict[str, Any] | None:
-        """The last document written, or None when there is none (or it is unreadable)."""
+        """The last document written, with the spawns journalled since applied;
+        None when there is none (or it is unreadable)."""
         try:
             document = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             return None
+        instances = document.setdefault("instances", {})
+        try:
+            journal = self.journal.read_text()
+        except OSError:
+            journal = ""
+        unfinished: set[str] = set()  # about to be spawned, and no pid journalled
+        for line in journal.splitlines():
+            if line.startswith("? "):
+                unfinished.add(line[2:])
+                continue
+            fields = line.split(" ", 5)
+            try:
+                pid, start_time, out, err = map(int, fields[:4])
+                at, name = float(fields[4]), fields[5]
+            except (ValueError, IndexError):
+                continue  # a line torn by the crash
+            unfinished.discard(name)
+            # Just spawned, as the lifecycle has it right after a spawn.
+            record = instances.setdefault(name, {})
+            for key in ("timer", "ready", "start_passed", "killed", "restart_after_stop"):
+                record.pop(key, None)
+            record.update(
+                state="starting",
+                pid=pid,
+                start_time=start_time,
+                spawned_at=at,
+                pipes=[["out", out], ["err", err]],
+                journalled=True,
+            )
+        if unfinished:
+            document["unfinished_spawns"] = sorted(unfinished)
         return document
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, self.journal):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def still_running(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
@@ -213,6 +280,24 @@ class StateWriter:
             self._scheduled = True
             self._loop.call_soon(self.write)
 
+    def spawning(self, name: str) -> None:
+        self._journal(self.file.spawning, name)
+
+    def spawned(
+        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
+    ) -> None:
+        """Journal a spawn now; the next write of state.json takes it in."""
+        self._journal(self.file.spawned, name, pid, start_time, pipes, at)
+        self.changed(name)
+
+    def _journal(self, append: Callable[..., None], *args: Any) -> None:
+        try:
+            append(*args)
+        except OSError as err:
+            if not self._failing:
+                self._on_error(f"cannot write {self.file.journal}: {err.strerror or err}")
+            self._failing = True
+
     def write(self) -> None:
         self._scheduled = False
         instances, encoded = self._instances(), self._encoded
@@ -234,3 +319,23 @@ class StateWriter:
             if self._failing:
                 self._on_error(None)
             self._failing = False
+
+
+def processes_of(state_dir: Path, instance: str) -> list[int]:
+    """Main processes (session leaders, not zombies) that a daemon of `state_dir`
+    spawned for `instance`, found by the environment they were given."""
+    wanted = (f"HERDSMAN_INSTANCE={instance}".encode(), f"HERDSMAN_STATE_DIR={state_dir}".encode())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if all(w in environ for w in wanted) and stat[0] != b"Z" and int(stat[3]) == int(entry):
+            found.append(int(entry))
+    return found

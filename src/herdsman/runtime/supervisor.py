@@ -17,6 +17,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from herdsman.core import graph
 from herdsman.core.lifecycle import (
@@ -83,6 +84,19 @@ class Managed:
 
 # (instance, state before the event, the event): called once things have settled.
 ChangeCallback = Callable[[Managed, State, Event], None]
+# Children carry the state_dir of the daemon that spawned them: after a crash, the
+# next daemon can tell its own processes from anyone's.
+STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
+
+
+class SpawnJournal(Protocol):
+    """Told of every spawn before it happens and right after (see state.StateFile)."""
+
+    def spawning(self, name: str) -> None: ...
+
+    def spawned(
+        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
+    ) -> None: ...
 
 
 class Supervisor:
@@ -110,6 +124,7 @@ class Supervisor:
         self._spawner = Spawner()
         self._base_env = dict(os.environ if environ is None else environ)
         without_manager_variables(self._base_env)
+        self.journal: SpawnJournal | None = None
         self.replace_plan(plan)
 
     def replace_plan(self, plan: Plan) -> list[Managed]:
@@ -123,6 +138,7 @@ class Supervisor:
             members = []
             for inst in svc.instances:
                 env = child_environment(self._base_env, inst)
+                env[STATE_DIR_VARIABLE] = str(plan.state_dir)
                 managed = old.get(inst.name)
                 if managed is None:
                     managed = Managed(Instance(inst.name, svc.policy), inst, env, svc.depends_on)
@@ -335,6 +351,9 @@ class Supervisor:
             managed.timer = managed.timer_due = None
 
     def _spawn(self, managed: Managed) -> None:
+        journal = self.journal
+        if journal is not None:
+            journal.spawning(managed.name)
         try:
             pid, out, err = self._spawner.spawn(managed.plan, managed.env)
         except SpawnError as error:
@@ -343,6 +362,10 @@ class Supervisor:
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
         managed.foreign = False
+        if journal is not None:  # first of all: a crash from here on leaves it on disk
+            managed.start_time = (pid, process_start_time(pid))
+            inodes = [inode for _, inode in managed.pipes]
+            journal.spawned(name, pid, managed.start_time[1], inodes, self._loop.time())
         for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.add(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
@@ -352,14 +375,22 @@ class Supervisor:
 
     # --- handing over to a new image, and adopting ------------------------------
 
+    @staticmethod
+    def start_time_of(managed: Managed) -> int | None:
+        """When the instance's process started (clock ticks since boot), read once."""
+        pid = managed.core.pid
+        if pid is None:
+            return None
+        if managed.start_time[0] != pid:
+            managed.start_time = (pid, process_start_time(pid))
+        return managed.start_time[1]
+
     def record(self, managed: Managed) -> dict[str, object]:
         """The instance as plain data (see state.py): for state.json and a re-exec."""
         core = managed.core
         record: dict[str, object] = instance_record(core)
         if core.pid is not None:
-            if managed.start_time[0] != core.pid:
-                managed.start_time = (core.pid, process_start_time(core.pid))
-            record["start_time"] = managed.start_time[1]
+            record["start_time"] = self.start_time_of(managed)
             record["pipes"] = [list(p) for p in managed.pipes]
             record["foreign"] = managed.foreign
             record["stop_signal"] = int(core.policy.stop_signal)  # for `down` without a daemon
