@@ -202,8 +202,9 @@ def test_state_json_is_rewritten_as_instances_change(tmp: Path) -> None:
     try:
         path = tmp / ".herdsman/state.json"
         wait_for(lambda: instances(tmp)["crashy"]["state"] == "failed", timeout=10)
+        # It follows within state.WRITE_DELAY.
+        wait_for(lambda: json.loads(path.read_text())["instances"]["crashy"]["state"] == "failed")
         record = json.loads(path.read_text())["instances"]["crashy"]
-        assert record["state"] == "failed"
         assert record["restarts"] == 3
         assert record["exit_code"] == 4
         assert record["pid"] is None

@@ -68,11 +68,3 @@ def test_long_lines_are_cut_every_max_line_bytes_and_marked(herd: Herd) -> None:
         assert [(d["stream"], d.get("partial", False), d["line"]) for d in docs] == [
             ("out", stream == b"out+", text.decode()) for stream, text in expected
         ]
-
-
-def test_the_log_file_is_there_once_the_instance_is_spawned(herd: Herd) -> None:
-    """Before the first line: it can be followed with `tail -f` at once."""
-    herd.up('[services.quiet]\ncommand = "sleep 30"\n')
-    wait_for(lambda: herd.instance("quiet")["state"] == "running", 20)
-    assert herd.log("quiet").exists()
-    assert herd.log("quiet").read_bytes() == b""

@@ -776,7 +776,7 @@ def stop_leftovers(config: Path, timeout: float) -> list[str]:
     try:
         left = {
             name: (pid, int(record.get("stop_signal", signal.SIGTERM)))
-            for name, record, pid in still_running(document)
+            for name, record, pid in still_running(document, state_dir)
         }
         for name in document.get("unfinished_spawns", []):
             for pid in processes_of(state_dir, name):  # spawned as the daemon died

@@ -525,9 +525,6 @@ class Daemon:
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             self._log.info("%s: spawned pid %d", managed.name, event.pid)
-            log_file = self._log_files.get(managed.name)
-            if log_file is not None:
-                log_file.create()
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
@@ -889,7 +886,7 @@ class Daemon:
         if document is None or not _same_file(document.get("config"), self.plan.config_path):
             return []
         adopted: list[str] = []
-        for name, record, pid in still_running(document):
+        for name, record, pid in still_running(document, self.plan.state_dir):
             status = zombie_status(pid)
             if status is not None:
                 how = describe_exit(*decode_status(status))

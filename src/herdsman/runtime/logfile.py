@@ -69,12 +69,6 @@ class LogFile:
         self.dropped_bytes = 0
         self.error: str | None = None
 
-    def create(self) -> None:
-        """Open the file now (an instance was spawned), not at its first line: it is
-        there to follow at once, and a file that cannot be written is reported then."""
-        if self._fd < 0 and not self._pending:
-            self.write()
-
     def write(self, *parts: bytes) -> None:
         """Append `parts`, whole lines together, with one `writev` when all goes well."""
         if self._pending:

@@ -145,13 +145,11 @@ class StateFile:
         pid is journalled, the next one looks for the process by its environment."""
         self._append(f"? {name}")
 
-    def spawned(
-        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
-    ) -> None:
-        """Journal a spawn: `pid` (started at `start_time`, ticks) with its two pipes'
-        inodes, spawned at `at` on the monotonic clock."""
-        fields = [pid, start_time if start_time is not None else -1, *pipes[:2], at, name]
-        self._append(" ".join(map(str, fields)))
+    def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
+        """Journal a spawn: `pid` with its two pipes' inodes, spawned at `at` on the
+        monotonic clock. (Whether a pid is still that process is told later by the
+        environment it was given: HERDSMAN_STATE_DIR and HERDSMAN_INSTANCE.)"""
+        self._append(" ".join(map(str, [pid, *pipes[:2], at, name])))
 
     def _append(self, line: str) -> None:
         if self._journal_fd < 0:
@@ -200,10 +198,10 @@ class StateFile:
             if line.startswith("? "):
                 unfinished.add(line[2:])
                 continue
-            fields = line.split(" ", 5)
+            fields = line.split(" ", 4)
             try:
-                pid, start_time, out, err = map(int, fields[:4])
-                at, name = float(fields[4]), fields[5]
+                pid, out, err = map(int, fields[:3])
+                at, name = float(fields[3]), fields[4]
             except (ValueError, IndexError):
                 continue  # a line torn by the crash
             unfinished.discard(name)
@@ -214,7 +212,7 @@ class StateFile:
             record.update(
                 state="starting",
                 pid=pid,
-                start_time=start_time,
+                start_time=None,
                 spawned_at=at,
                 pipes=[["out", out], ["err", err]],
                 journalled=True,
@@ -229,11 +227,15 @@ class StateFile:
                 path.unlink()
 
 
-def still_running(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
+def still_running(
+    document: dict[str, Any], state_dir: Path
+) -> Iterator[tuple[str, dict[str, Any], int]]:
     """The records of a dead daemon whose process still runs: (name, record, pid).
 
     Only a process with the recorded start time, on the same boot, counts: a pid
-    alone may be another process's by now. (A zombie counts: its group may live on.)
+    alone may be another process's by now. A spawn known from the journal only
+    has no start time yet: its process must carry the environment herdsman gave
+    it, and then gets its start time. (A zombie counts: its group may live on.)
     """
     if document.get("boot_id") != boot_id():
         return
@@ -241,17 +243,25 @@ def still_running(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
         pid = record.get("pid") if isinstance(record, dict) else None
         if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
             continue
-        if process_start_time(pid) == record.get("start_time"):
+        if record.get("journalled"):
+            if pid in processes_of(state_dir, name, [pid]):
+                record["start_time"] = process_start_time(pid)
+                yield name, record, pid
+        elif process_start_time(pid) == record.get("start_time"):
             yield name, record, pid
+
+
+WRITE_DELAY = 0.1  # seconds: state.json follows changes at most this late
 
 
 class StateWriter:
     """Keeps state.json up to date as instances change.
 
-    At most one write per turn of the event loop, however many instances changed
-    in it, and only the records of those are encoded again: with thousands of
-    instances starting, encoding them all each turn would cost more than the
-    starting itself.
+    Spawns are journalled at once (see StateFile); the rest (states, counters,
+    timers) reaches state.json at most WRITE_DELAY later, in one write however
+    many instances changed meanwhile, and only the records of those are encoded
+    again: with thousands of instances starting, rewriting the whole file each
+    loop turn cost more than the starting itself.
     """
 
     def __init__(
@@ -262,8 +272,10 @@ class StateWriter:
         record: Callable[[Any], dict[str, Any]],
         header: Callable[[], dict[str, Any]],
         on_error: Callable[[str | None], None],
+        delay: float = WRITE_DELAY,
     ) -> None:
         self.file = StateFile(path)
+        self._delay = delay
         self._loop = loop
         self._instances = instances
         self._record = record
@@ -271,23 +283,20 @@ class StateWriter:
         self._on_error = on_error
         self._dirty: set[str] = set()
         self._encoded: dict[str, str] = {}
-        self._scheduled = False
+        self._scheduled: asyncio.TimerHandle | None = None
         self._failing = False
 
     def changed(self, name: str) -> None:
         self._dirty.add(name)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.write)
+        if self._scheduled is None:
+            self._scheduled = self._loop.call_later(self._delay, self.write)
 
     def spawning(self, name: str) -> None:
         self._journal(self.file.spawning, name)
 
-    def spawned(
-        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
-    ) -> None:
+    def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
         """Journal a spawn now; the next write of state.json takes it in."""
-        self._journal(self.file.spawned, name, pid, start_time, pipes, at)
+        self._journal(self.file.spawned, name, pid, pipes, at)
         self.changed(name)
 
     def _journal(self, append: Callable[..., None], *args: Any) -> None:
@@ -299,7 +308,9 @@ class StateWriter:
             self._failing = True
 
     def write(self) -> None:
-        self._scheduled = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         instances, encoded = self._instances(), self._encoded
         for name in [n for n in encoded if n not in instances]:
             del encoded[name]
@@ -321,12 +332,14 @@ class StateWriter:
             self._failing = False
 
 
-def processes_of(state_dir: Path, instance: str) -> list[int]:
+def processes_of(state_dir: Path, instance: str, pids: list[int] | None = None) -> list[int]:
     """Main processes (session leaders, not zombies) that a daemon of `state_dir`
-    spawned for `instance`, found by the environment they were given."""
+    spawned for `instance`, found by the environment they were given; among
+    `pids`, or among all processes."""
     wanted = (f"HERDSMAN_INSTANCE={instance}".encode(), f"HERDSMAN_STATE_DIR={state_dir}".encode())
     found = []
-    for entry in os.listdir("/proc"):
+    entries = [str(pid) for pid in pids] if pids is not None else os.listdir("/proc")
+    for entry in entries:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:

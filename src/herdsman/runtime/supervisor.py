@@ -94,9 +94,7 @@ class SpawnJournal(Protocol):
 
     def spawning(self, name: str) -> None: ...
 
-    def spawned(
-        self, name: str, pid: int, start_time: int | None, pipes: list[int], at: float
-    ) -> None: ...
+    def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
 
 class Supervisor:
@@ -363,9 +361,10 @@ class Supervisor:
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
         managed.foreign = False
         if journal is not None:  # first of all: a crash from here on leaves it on disk
-            managed.start_time = (pid, process_start_time(pid))
+            # Not its start time: /proc/<pid>/stat of a process that is still in
+            # exec waits for the exec to finish, which would serialise every spawn.
             inodes = [inode for _, inode in managed.pipes]
-            journal.spawned(name, pid, managed.start_time[1], inodes, self._loop.time())
+            journal.spawned(name, pid, inodes, self._loop.time())
         for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.add(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
