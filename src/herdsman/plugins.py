@@ -9,7 +9,6 @@ it imports neither pydantic nor asyncio.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 
@@ -85,6 +84,8 @@ def resolve(name: str, group: str, listed: tuple[str, ...]) -> object:
 
 def _unknown(name: str, group: str, listed: list[str]) -> str:
     known = sorted({*listed, *entry_point_names(group)})
+    import difflib  # only for the error sentence
+
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     available = f"; known: {', '.join(known)}" if known else ""

@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +147,9 @@ class WorkerThreads:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self._loop = loop
+        import queue  # the threads are made only when a plain function must run
+        import threading
+
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"herdsman-plugin-{i}", daemon=True)

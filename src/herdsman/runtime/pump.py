@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -57,8 +58,10 @@ LineSink = Callable[[str, str, bytes, float], None]
 
 # One read buffer for every pump: reusing it costs no allocation per read. A fresh
 # megabyte each read (os.read) is mapped anew by malloc every time, and its page
-# faults cost more than the copy itself.
-_buffer = bytearray(READ_SIZE)
+# faults cost more than the copy itself. An anonymous mapping, not a bytearray: its
+# pages take memory only once a read has filled them (a bytearray is zeroed whole),
+# so a daemon whose services write little stays a megabyte lighter.
+_buffer = mmap.mmap(-1, READ_SIZE)
 _view = memoryview(_buffer)
 
 
