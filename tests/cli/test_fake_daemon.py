@@ -354,3 +354,35 @@ def test_down_gives_up_at_its_deadline(
     result = cli("down")
     assert result.code == 1
     assert result.err == f"herdsman: the daemon (pid {os.getpid()}) did not stop within 0.3s\n"
+
+
+def test_a_get_cut_off_before_its_answer_is_asked_again(cli, fake: FakeDaemon) -> None:
+    """What a client sees when it connects just as the daemon hands over to a new image."""
+    calls: list[int] = []
+
+    def cut_off_once(request: Request) -> Reply:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("handing over")  # the fake closes the connection, no answer
+        return Reply(200, status_doc(WEB0))
+
+    fake.answer("GET", "/v1/status", cut_off_once)
+    result = cli("status")
+    assert result.code == 0, result.err
+    assert len(calls) == 2
+    assert "web.0" in result.out
+
+
+def test_a_post_cut_off_before_its_answer_is_not_sent_again(cli, fake: FakeDaemon) -> None:
+    calls: list[int] = []
+
+    def cut_off(request: Request) -> Reply:
+        calls.append(1)
+        raise OSError("handing over")
+
+    fake.answer("GET", "/v1/status", Reply(200, status_doc(WEB0)))
+    fake.answer("POST", "/v1/instances/web.0/stop", cut_off)
+    result = cli("stop", "web.0")
+    assert result.code == 1
+    assert "the daemon closed the connection before answering" in result.err
+    assert len(calls) == 1

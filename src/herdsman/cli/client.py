@@ -12,12 +12,15 @@ import json
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 CONNECT_TIMEOUT = 5.0
+GET_ATTEMPTS = 3  # a GET cut off by a re-exec is asked again
+RETRY_PAUSE = 0.05
 READ_TIMEOUT = 10.0  # for answers that need no waiting; waiting ones pass None
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 1, 2, 3
 _SUN_PATH_MAX = 108  # bytes in sockaddr_un.sun_path, the trailing NUL included
@@ -41,6 +44,10 @@ class NoDaemon(ClientError):
             EXIT_NO_DAEMON,
         )
         self.config = config
+
+
+class ConnectionLost(ClientError):
+    """The daemon closed the connection before it answered."""
 
 
 class ApiError(ClientError):
@@ -114,13 +121,25 @@ class Client:
         *,
         timeout: float | None = READ_TIMEOUT,
     ) -> Any:
-        """The decoded JSON answer; ApiError for a 4xx/5xx answer."""
-        conn, response = self._send(method, path, body, timeout)
-        try:
-            data = self._read(response)
-        finally:
-            conn.close()
-        return self._decode(data)
+        """The decoded JSON answer; ApiError for a 4xx/5xx answer.
+
+        A GET whose connection is closed before the answer (the daemon was just
+        handing over to a new image: one that `reexec` or a self-heal started) is
+        asked again; the next connection waits in the backlog for the new image.
+        """
+        for attempt in range(GET_ATTEMPTS):
+            try:
+                conn, response = self._send(method, path, body, timeout)
+                try:
+                    data = self._read(response)
+                finally:
+                    conn.close()
+                return self._decode(data)
+            except ConnectionLost:
+                if method != "GET" or attempt == GET_ATTEMPTS - 1:
+                    raise
+                time.sleep(RETRY_PAUSE)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stream(self, path: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """The objects of a newline-delimited JSON answer, as they arrive. The request is
@@ -238,5 +257,7 @@ class Client:
 
     @staticmethod
     def _lost(err: Exception) -> ClientError:
-        why = "closed the connection" if isinstance(err, ConnectionError) else "broke the protocol"
-        return ClientError(f"the daemon {why} before answering ({err.__class__.__name__})")
+        name = err.__class__.__name__
+        if isinstance(err, ConnectionError | http.client.RemoteDisconnected):
+            return ConnectionLost(f"the daemon closed the connection before answering ({name})")
+        return ClientError(f"the daemon broke the protocol before answering ({name})")

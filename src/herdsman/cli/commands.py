@@ -708,7 +708,7 @@ def cmd_reload(args: argparse.Namespace, client: Client) -> int:
 @_client_command
 def cmd_reexec(args: argparse.Namespace, client: Client) -> int:
     """Ask for the re-exec, then wait until the new image answers on the socket."""
-    from herdsman.cli.client import ApiError, NoDaemon
+    from herdsman.cli.client import ApiError, ConnectionLost, NoDaemon
 
     try:
         answer = client.request("POST", "/v1/reexec", timeout=None)
@@ -721,7 +721,7 @@ def cmd_reexec(args: argparse.Namespace, client: Client) -> int:
     while time.monotonic() < deadline:
         try:
             daemon = client.request("GET", "/v1/status")["daemon"]
-        except (NoDaemon, ApiError, OSError):
+        except (NoDaemon, ApiError, ConnectionLost, OSError):
             daemon = None
         if daemon is not None and daemon.get("reexecs", 0) >= answer["reexecs"]:
             print(f"herdsman: re-executed (pid {daemon['pid']}, herdsman {daemon['version']})")
