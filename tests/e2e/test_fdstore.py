@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import alive, wait_for
-from tests.e2e.test_reexec import WRITER, instances, numbers
+from tests.e2e.helpers import instances, numbers
+from tests.e2e.test_reexec import WRITER
 
 # Puts the fds named in argv[1] at 3, 4, ... and execs `herdsman up` with
 # LISTEN_FDS/LISTEN_PID set for itself, as systemd does for a service.

@@ -13,9 +13,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import MARK, alive, wait_for
+from tests.e2e.helpers import herdsman, instances, status
 
 CONFIG = """
 [settings]
@@ -41,27 +41,6 @@ GONE = """
 command = "sleep 602"
 start_seconds = "0.1s"
 """
-
-
-def herdsman(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "herdsman", *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def status(cwd: Path) -> dict[str, Any]:
-    result = herdsman(cwd, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
-def instances(cwd: Path) -> dict[str, dict[str, Any]]:
-    return {i["name"]: i for i in status(cwd)["services"]}
 
 
 def live_processes_of(instance: str) -> list[int]:

@@ -13,9 +13,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import alive, wait_for
+from tests.e2e.helpers import free_port, herdsman, instances, numbers, status
 
 # Writes numbered lines at 2,000 a second, on schedule (not "sleep after each").
 WRITER = textwrap.dedent(
@@ -81,45 +81,6 @@ start_seconds = "0.1s"
 command = "sleep 600"
 autostart = false
 """
-
-
-def herdsman(
-    cwd: Path, *argv: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "herdsman", *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-
-
-def status(cwd: Path) -> dict[str, Any]:
-    result = herdsman(cwd, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
-def instances(cwd: Path) -> dict[str, dict[str, Any]]:
-    return {i["name"]: i for i in status(cwd)["services"]}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def numbers(log: Path) -> list[int]:
-    """The numbers of the complete lines (a write may be under way at the end)."""
-    data = log.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]
-    return [int(line.split(b" ", 2)[2]) for line in whole.splitlines()]
 
 
 def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:

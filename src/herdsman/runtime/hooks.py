@@ -15,18 +15,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-import h11
 
 from herdsman.core.lifecycle import Event, Exited, State, signal_name
 from herdsman.core.plan import HookPlan, InstancePlan, Plan
 from herdsman.plugins import HOOKS
+from herdsman.runtime.httpclient import RequestFailed, status_of
 from herdsman.runtime.logfile import timestamp
 from herdsman.runtime.plugins import PluginDisabled, Plugins, PluginTimeout
 from herdsman.runtime.supervisor import Managed, Supervisor
@@ -68,65 +65,11 @@ def event_environment(doc: dict[str, Any]) -> dict[str, str]:
 
 async def post_json(url: str, body: bytes, timeout: float) -> str | None:
     """POST `body` as JSON to `url`; None on a 2xx answer, else why not."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    ssl_context: Any = None
-    if secure:
-        import ssl  # only for https webhooks
-
-        ssl_context = ssl.create_default_context()
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
-            try:
-                status = await _post(reader, writer, parts.netloc, target, body)
-            finally:
-                writer.close()
-    except TimeoutError:
-        return f"no answer from {url} within {timeout:g}s"
-    except OSError as err:
-        return f"cannot connect to {url}: {os.strerror(err.errno) if err.errno else err}"
-    except h11.ProtocolError:
-        return f"{url} did not answer in HTTP"
-    if status is None:
-        return f"{url} closed the connection without an answer"
+        status = await status_of(url, timeout, agent="herdsman-hook", method="POST", json_body=body)
+    except RequestFailed as err:
+        return str(err)
     return None if 200 <= status < 300 else f"{url} answered HTTP {status}"
-
-
-async def _post(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    host: str,
-    target: str,
-    body: bytes,
-) -> int | None:
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="POST",
-        target=target,
-        headers=[
-            ("Host", host),
-            ("User-Agent", "herdsman-hook"),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ],
-    )
-    writer.write(
-        conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-    )
-    await writer.drain()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-            continue
-        if isinstance(event, h11.Response):
-            return int(event.status_code)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
 
 
 class Hooks:

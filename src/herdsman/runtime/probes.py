@@ -13,26 +13,18 @@ timeout; once disabled, the instance's message says so and its probe stops.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
-
-import h11
 
 from herdsman.core.lifecycle import Event, Ready, Spawned, State, Stop
 from herdsman.core.plan import CheckPlan
 from herdsman.plugins import PROBES
+from herdsman.runtime.httpclient import RequestFailed, reason, status_of
 from herdsman.runtime.plugins import PluginDisabled, Plugins, PluginTimeout
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 RunInBackground = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
-
-
-def _reason(err: OSError) -> str:
-    # asyncio's strerror is "Connect call failed (...)"; the errno's text is the reason.
-    return os.strerror(err.errno) if err.errno else str(err)
 
 
 async def check_tcp(address: tuple[str, int], timeout: float) -> str | None:
@@ -45,62 +37,18 @@ async def check_tcp(address: tuple[str, int], timeout: float) -> str | None:
     except TimeoutError:
         return f"no connection to {shown} within {timeout:g}s"
     except OSError as err:
-        return f"cannot connect to {shown}: {_reason(err)}"
+        return f"cannot connect to {shown}: {reason(err)}"
     writer.close()
     return None
 
 
 async def check_http(url: str, timeout: float) -> str | None:
     """None when GET `url` answers 2xx or 3xx, else why not."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    ssl_context: Any = None
-    if secure:
-        import ssl  # only for https probes: it costs memory a plain daemon does not need
-
-        ssl_context = ssl.create_default_context()
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
-            try:
-                status = await _http_status(reader, writer, parts.netloc, target)
-            finally:
-                writer.close()
-    except TimeoutError:
-        return f"no answer from {url} within {timeout:g}s"
-    except OSError as err:
-        return f"cannot connect to {url}: {_reason(err)}"
-    except h11.ProtocolError:
-        return f"{url} did not answer in HTTP"
-    if status is None:
-        return f"{url} closed the connection without an answer"
-    if 200 <= status < 400:
-        return None
-    return f"{url} answered HTTP {status}"
-
-
-async def _http_status(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, target: str
-) -> int | None:
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="GET",
-        target=target,
-        headers=[("Host", host), ("User-Agent", "herdsman-probe"), ("Connection", "close")],
-    )
-    writer.write(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
-    await writer.drain()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-            continue
-        if isinstance(event, h11.Response):
-            return int(event.status_code)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
+        status = await status_of(url, timeout, agent="herdsman-probe")
+    except RequestFailed as err:
+        return str(err)
+    return None if 200 <= status < 400 else f"{url} answered HTTP {status}"
 
 
 class Prober:
