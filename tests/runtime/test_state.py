@@ -26,7 +26,7 @@ from herdsman.core.lifecycle import (
     StopTimeout,
 )
 from herdsman.runtime.pump import LogPump
-from herdsman.runtime.reaper import decode_status, zombie_status
+from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.state import (
     StateFile,
     instance_record,
@@ -34,6 +34,7 @@ from herdsman.runtime.state import (
     restore_instance,
     timer_event,
     timer_record,
+    zombie_status,
 )
 from tests.conftest import wait_for
 
@@ -148,7 +149,7 @@ def test_a_zombie_shows_its_exit_status_until_reaped() -> None:
 def test_state_file_is_replaced_whole_and_unreadable_ones_are_ignored(tmp: Path) -> None:
     state = StateFile(tmp / "state.json")
     assert state.read() is None
-    state.write({"format": 1, "instances": {"a": {"pid": 1}}})
+    state.write_text(json.dumps({"format": 1, "instances": {"a": {"pid": 1}}}))
     assert state.read() == {"format": 1, "instances": {"a": {"pid": 1}}}
     assert sorted(p.name for p in tmp.iterdir()) == ["state.json"]  # no temporary left
     assert oct(state.path.stat().st_mode & 0o777) == "0o600"
@@ -265,7 +266,11 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
 
 def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: Path) -> None:
     state = StateFile(tmp / "state.json")
-    state.write({"format": 1, "instances": {"web": {"state": "running", "pid": 5, "timer": [1]}}})
+    state.write_text(
+        json.dumps(
+            {"format": 1, "instances": {"web": {"state": "running", "pid": 5, "timer": [1]}}}
+        )
+    )
     state.spawning("web")
     state.spawned("web", 41, [11, 12], 99.5)
     state.spawning("db")  # the daemon died here, before the pid was journalled
@@ -282,9 +287,26 @@ def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: P
         "journalled": True,
     }
     assert document["unfinished_spawns"] == ["db"]
-    state.write({"format": 1, "instances": {}})  # a rewrite takes the journal in
+    state.write_text(json.dumps({"format": 1, "instances": {}}))  # a rewrite takes the journal in
     assert state.journal.read_text() == ""
     assert state.read() == {"format": 1, "instances": {}}
     state.close()
     state.remove()
     assert not state.journal.exists() and not state.path.exists()
+
+
+def test_a_journalled_spawn_is_completed_as_the_lifecycle_has_it_after_a_spawn() -> None:
+    from herdsman.runtime.state import just_spawned
+
+    journalled = {"state": "starting", "pid": 41, "spawned_at": 10.0, "restarts": 2}
+    waits = dict(journalled)
+    just_spawned(waits, Policy(start_seconds=2.0), 41)
+    assert (waits["state"], waits["pid"], waits["restarts"]) == ("starting", 41, 2)
+    assert waits["timer"] == [12.0, "start_seconds", 41]
+    at_once = dict(journalled)
+    just_spawned(at_once, Policy(start_seconds=0), 41)
+    assert (at_once["state"], at_once["ready"], at_once["start_passed"]) == ("running", True, True)
+    assert "timer" not in at_once
+    probed = dict(journalled)
+    just_spawned(probed, Policy(start_seconds=0, needs_ready=True), 41)
+    assert (probed["state"], probed["ready"]) == ("starting", False)

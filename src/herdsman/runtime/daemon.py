@@ -30,7 +30,6 @@ from herdsman.core import graph
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import (
     Event,
-    Policy,
     Spawned,
     State,
     Stop,
@@ -49,8 +48,15 @@ from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.pump import CUT, split_lines
-from herdsman.runtime.reaper import decode_status, zombie_status
-from herdsman.runtime.state import FORMAT, StateWriter, processes_of, still_running
+from herdsman.runtime.reaper import decode_status
+from herdsman.runtime.state import (
+    FORMAT,
+    StateWriter,
+    just_spawned,
+    processes_of,
+    still_running,
+    zombie_status,
+)
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 
@@ -342,9 +348,13 @@ class Daemon:
         self._run_in_background(self._heal())
 
     async def _heal(self) -> None:
-        """The heal's re-exec, once the code on disk passed the same check as `reexec`."""
+        """The heal's re-exec, once the code on disk passed the same check as `reexec`.
+
+        The new image keeps the running plan (not the one just compiled): a config
+        edited on disk but not reloaded must not change what runs behind its back.
+        """
         try:
-            _, self._reexec_plan = await self._compile(for_reexec=True)
+            await self._compile(for_reexec=True)
         except ControlError as err:
             self._note(
                 logging.ERROR,
@@ -364,8 +374,7 @@ class Daemon:
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
-        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-        for name in watched:
+        for name in list(self._watchdogs):
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
@@ -899,7 +908,7 @@ class Daemon:
             pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
             record["foreign"] = True
             if record.get("journalled"):  # spawned after the last state.json: as new
-                _as_just_spawned(record, managed.core.policy, pid)
+                just_spawned(record, managed.core.policy, pid)
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
                 self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
@@ -973,10 +982,10 @@ class Daemon:
         self._notify = None
         sup = self.supervisor
         records = {name: sup.record(m) for name, m in sup.instances.items()}
-        plan = self._reexec_plan if self.reexec_reason == "reexec" else None
+        plan = self._reexec_plan or pickle.dumps(("ok", self.plan))  # a heal: the running plan
         return {
             "format": FORMAT,
-            "plan": plan if plan is not None else pickle.dumps(("ok", self.plan)),
+            "plan": plan,
             "records": records,
             "pumps": sup.hand_over(),
             "tails": {name: tail.entries() for name, tail in self._lines.items()},
@@ -1078,14 +1087,3 @@ def _same_file(recorded: object, path: Path) -> bool:
         return os.path.samefile(recorded, path)
     except OSError:
         return recorded == str(path)
-
-
-def _as_just_spawned(record: dict[str, Any], policy: Policy, pid: int) -> None:
-    """A journalled spawn's record, completed as the lifecycle would be right after it."""
-    at = float(record.get("spawned_at") or 0.0)
-    if policy.start_seconds > 0:
-        record["timer"] = [at + policy.start_seconds, "start_seconds", pid]
-    else:
-        record["start_passed"] = True
-        record["ready"] = not policy.needs_ready
-        record["state"] = "starting" if policy.needs_ready else "running"

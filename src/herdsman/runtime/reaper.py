@@ -18,6 +18,8 @@ import os
 import signal
 from collections.abc import Callable
 
+from herdsman.runtime.state import zombie_status
+
 PR_SET_CHILD_SUBREAPER = 36
 
 ExitCallback = Callable[[int | None, int | None], None]
@@ -37,22 +39,6 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
     if os.WIFSIGNALED(status):
         return None, os.WTERMSIG(status)
     return os.WEXITSTATUS(status), None
-
-
-def zombie_status(pid: int) -> int | None:
-    """The wait status of `pid` if it is a zombie not yet reaped by its parent.
-
-    /proc shows it (field 52 of stat) until the parent collects it: for an adopted
-    process whose parent is some other reaper, the best there is.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] != b"Z" or len(fields) < 50:
-        return None
-    return int(fields[49])  # field 52 of the whole line
 
 
 class Reaper:

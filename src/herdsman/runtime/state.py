@@ -8,8 +8,9 @@ proves nothing after a crash (pids are reused), so a record also carries the
 process's start time (clock ticks since boot, from /proc) and the boot id, and
 the inodes of its output pipes, so they can be opened again from /proc.
 
-`state.json` is written atomically (a temporary file renamed over it), at most
-once per turn of the event loop however many instances changed in it.
+`state.json` is written atomically (a temporary file renamed over it) within
+WRITE_DELAY of a change, however many instances changed meanwhile; every spawn is
+journalled at once beside it (`state.journal`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ from herdsman.core.lifecycle import (
     BackoffElapsed,
     Event,
     Instance,
+    Policy,
+    SetTimer,
+    Spawned,
     StartSecondsPassed,
     State,
     StopTimeout,
+    on_event,
 )
 
 FORMAT = 1
@@ -60,8 +65,11 @@ def boot_id() -> str:
         return ""
 
 
-def process_start_time(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot; None if there is no such process."""
+def proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat from field 3 (the state) on; None if no such process.
+
+    The command name (field 2) may hold spaces and parentheses: split after its end.
+    """
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -72,11 +80,26 @@ def process_start_time(pid: int) -> int | None:
         return None
     finally:
         os.close(fd)
-    if not stat:
+    end = stat.rfind(b")")
+    return stat[end + 2 :].split() if end >= 0 else None
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot; None if there is no such process."""
+    fields = proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of the whole line
+
+
+def zombie_status(pid: int) -> int | None:
+    """The wait status of `pid` if it is a zombie not yet reaped by its parent.
+
+    /proc shows it (field 52 of stat) until the parent collects it: for an adopted
+    process whose parent is some other reaper, the best there is.
+    """
+    fields = proc_stat(pid)
+    if not fields or fields[0] != b"Z" or len(fields) < 50:
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after its end.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])  # field 22 of the whole line
+    return int(fields[49])
 
 
 def fd_inode(fd: int) -> int:
@@ -128,7 +151,7 @@ def restore_instance(core: Instance, record: dict[str, Any]) -> None:
 class StateFile:
     """`<state_dir>/state.json`, rewritten atomically, and its journal of spawns.
 
-    state.json is rewritten at the end of a loop turn; a spawn is appended to
+    state.json is rewritten shortly after changes; a spawn is appended to
     `state.journal` (one short write) at once, so a daemon killed in the middle of
     starting hundreds of instances still leaves every pid it spawned on disk. Each
     rewrite of state.json empties the journal.
@@ -161,9 +184,6 @@ class StateFile:
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
-
-    def write(self, document: dict[str, Any]) -> None:
-        self.write_text(json.dumps(document, separators=(",", ":")))
 
     def write_text(self, text: str) -> None:
         """Replace the file with `text` (a JSON document) in one rename."""
@@ -345,10 +365,26 @@ def processes_of(state_dir: Path, instance: str, pids: list[int] | None = None) 
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
                 environ = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if all(w in environ for w in wanted) and stat[0] != b"Z" and int(stat[3]) == int(entry):
+        stat = proc_stat(int(entry))
+        if (
+            stat
+            and all(w in environ for w in wanted)
+            and stat[0] != b"Z"
+            and int(stat[3]) == int(entry)
+        ):
             found.append(int(entry))
     return found
+
+
+def just_spawned(record: dict[str, Any], policy: Policy, pid: int) -> None:
+    """Complete a journalled spawn's record as the lifecycle has an instance right
+    after it spawned `pid` at the record's `spawned_at` (the lifecycle decides it)."""
+    core = Instance("", policy)
+    restore_instance(core, {**record, "pid": None})
+    at = float(record.get("spawned_at") or 0.0)
+    for action in on_event(core, Spawned(pid), at):
+        if isinstance(action, SetTimer):
+            record["timer"] = timer_record(action.at, action.event)
+    record.update(instance_record(core))
