@@ -129,13 +129,13 @@ class FakeController:
             inst["state"] = state
         return {"instances": matched, "failed": []}
 
-    async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
         return await self._act("start", pattern, wait, "running")
 
-    async def stop(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
         return await self._act("stop", pattern, wait, "stopped")
 
-    async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
         return await self._act("restart", pattern, wait, "running")
 
     def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:

@@ -90,7 +90,9 @@ def test_start_prints_each_instance(cli, fake: FakeDaemon) -> None:
     )
     result = cli("start", "web.0")
     assert (result.code, result.out, result.err) == (0, "web.0: running (pid 4242)\n", "")
-    assert fake.requests[0].body == {"wait": True}
+    assert fake.requests[0].body == {"wait": True, "timeout": 60.0}
+    assert cli("start", "--timeout", "2m", "web.0").code == 0
+    assert fake.requests[1].body == {"wait": True, "timeout": 120.0}
 
 
 def test_start_failed_instances_exit_1(cli, fake: FakeDaemon) -> None:
@@ -105,9 +107,7 @@ def test_start_failed_instances_exit_1(cli, fake: FakeDaemon) -> None:
         "web.0: running (pid 4242)",
         "web.1: failed (cannot start: command 'x' not found in PATH)",
     ]
-    assert result.err == (
-        "herdsman: failed to start: web.1 (cannot start: command 'x' not found in PATH)\n"
-    )
+    assert result.err == "herdsman: web.1: cannot start: command 'x' not found in PATH\n"
 
 
 def test_stop_that_killed_exits_0(cli, fake: FakeDaemon) -> None:
@@ -159,16 +159,12 @@ def test_signal_by_name_and_number(cli, fake: FakeDaemon) -> None:
     fake.answer("POST", "/v1/instances/web/signal", Reply(200, answer))
     result = cli("signal", "hup", "web")
     assert result.code == 0
-    assert result.out == "web.0: sent SIGHUP (pid 4242)\nweb.1: not signalled, it is failed\n"
+    assert result.out == "sent SIGHUP to web.0\nweb.1: not signalled, it is failed\n"
     assert cli("signal", "SIGUSR1", "web").code == 0
-    result = cli("signal", "9", "web")
+    result = cli("signal", "10", "web")
     assert result.code == 0
-    assert result.out.startswith("web.0: sent signal 9 (pid 4242)\n")
-    assert [r.body for r in fake.requests] == [
-        {"signal": "SIGHUP"},
-        {"signal": "SIGUSR1"},
-        {"signal": 9},
-    ]
+    assert result.out.startswith("sent SIGUSR1 to web.0\n")  # a number is named too
+    assert [r.body for r in fake.requests] == [{"signal": 1}, {"signal": 10}, {"signal": 10}]
 
 
 def test_unknown_signal_exit_2_before_asking(cli, fake: FakeDaemon) -> None:

@@ -34,19 +34,22 @@ class Controller(Protocol):
         """One instance by exact name; ControlError(404) when there is none."""
         ...
 
-    async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
-        """`{"instances": [...], "failed": [names]}`; ControlError(404) when nothing matches.
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+        """`{"instances": [...], "failed": [names], "timed_out": bool}`; ControlError(404)
+        when nothing matches.
 
         `pattern` is an instance name, a service name or a shell glob, already
-        percent-decoded. With `wait`, returns once every matched instance settled.
+        percent-decoded. With `wait`, returns once every matched instance runs, or
+        as soon as one cannot get there (it failed, exited, stopped, or is blocked),
+        or after `timeout` seconds (None: no limit).
         """
         ...
 
-    async def stop(self, pattern: str, wait: bool) -> dict[str, Any]:
-        """As `start`."""
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+        """As `start`: with `wait`, once none has a process."""
         ...
 
-    async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
         """As `start`."""
         ...
 

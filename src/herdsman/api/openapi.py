@@ -14,6 +14,7 @@ from herdsman import __version__
 MAX_LOG_LINES = 100_000
 MAX_SIGNAL = signal.NSIG - 1  # 64 on Linux: the last real-time signal
 MAX_BODY = 64 * 1024
+MAX_WAIT = 86_400.0  # seconds a start/stop/restart may be asked to wait
 
 
 def _any_case(word: str) -> str:
@@ -130,6 +131,19 @@ _INSTANCE = {
         "message": _nullable("string", description="The last error or reason, one sentence."),
         "processes": _nullable("integer", minimum=0, description="In its process tree."),
         "open_fds": _nullable("integer", minimum=0),
+        "blocked": _nullable(
+            "string",
+            description="Why this instance, waiting for its dependencies, can no longer "
+            "start without someone asking again: `depends on db, which failed (...)`.",
+        ),
+        "since": _nullable("string", description="When it entered its state (ISO-8601 UTC)."),
+        "command": {"type": "array", "items": {"type": "string"}, "description": "Its argv."},
+        "checks": {
+            "type": "object",
+            "description": "The last result of its readiness probe (`ready`) and health "
+            "check (`health`) on its current process: `passed`, or why not.",
+            "additionalProperties": {"type": "string"},
+        },
     },
 }
 
@@ -410,8 +424,17 @@ DOCUMENT: dict[str, Any] = {
                     "wait": {
                         "type": "boolean",
                         "default": False,
-                        "description": "Answer once every matched instance has settled.",
-                    }
+                        "description": "Answer once every matched instance got there "
+                        "(start: running; stop: no process), or one of them cannot "
+                        "(it failed, exited, was stopped, or is blocked).",
+                    },
+                    "timeout": {
+                        "type": ["number", "null"],
+                        "exclusiveMinimum": 0,
+                        "maximum": MAX_WAIT,
+                        "description": "With `wait`: answer after this many seconds at the "
+                        "latest (`timed_out` is then true). Default: no limit.",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -440,7 +463,13 @@ DOCUMENT: dict[str, Any] = {
                     "failed": {
                         "type": "array",
                         "items": {"type": "string"},
-                        "description": "Names of the instances that did not reach the goal.",
+                        "description": "Names of the instances that did not reach the goal "
+                        "(with `wait`: it ended, it is blocked, or time ran out; each "
+                        "instance's `message` says why).",
+                    },
+                    "timed_out": {
+                        "type": "boolean",
+                        "description": "The wait ended at its `timeout`, not with an answer.",
                     },
                 },
             },

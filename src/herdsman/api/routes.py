@@ -21,6 +21,7 @@ from herdsman.api.openapi import (
     JSON,
     MAX_LOG_LINES,
     MAX_SIGNAL,
+    MAX_WAIT,
     NDJSON,
     SIGNAL_NAME_PATTERN,
 )
@@ -160,13 +161,21 @@ class Routes:
     async def _instance(self, args: list[str], query: str, body: bytes) -> Reply:
         return json_reply(200, self._controller.instance(args[0]))
 
-    def _action(self, call: Callable[[str, bool], Awaitable[dict[str, Any]]]) -> Handler:
+    def _action(
+        self, call: Callable[[str, bool, float | None], Awaitable[dict[str, Any]]]
+    ) -> Handler:
         async def action(args: list[str], query: str, body: bytes) -> Reply:
-            fields = _json_object(body, allowed={"wait"}, required=False)
+            fields = _json_object(body, allowed={"wait", "timeout"}, required=False)
             wait = fields.get("wait", False)
             if not isinstance(wait, bool):
                 raise HttpError(400, "field 'wait' must be true or false")
-            return json_reply(200, await call(args[0], wait))
+            timeout = fields.get("timeout")
+            valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            if timeout is not None and not (valid and 0 < timeout <= MAX_WAIT):
+                raise HttpError(
+                    400, f"field 'timeout' must be a number of seconds from 0 to {MAX_WAIT:g}"
+                )
+            return json_reply(200, await call(args[0], wait, timeout))
 
         return action
 

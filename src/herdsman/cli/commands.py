@@ -36,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LINES = 100
 MAX_SINCE_LINES = 100_000  # the API's largest n
 REEXEC_TIMEOUT = 30.0
+WAIT_TIMEOUT = 60.0  # default --timeout of start, stop, restart and up --wait
+MAX_WAIT = 86_400.0  # the API's largest timeout
 DOWN_GRACE = 15.0  # seconds `down` waits beyond shutdown_timeout before giving up
 GONE_POLL = 0.05  # how often `down` checks the socket when it cannot watch the pid
 LOG_FILE_BLOCK = 65536
@@ -64,6 +66,14 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
             "patterns", nargs="+", metavar="PATTERN", help="instance, service or glob"
         )
         action.add_argument("--no-wait", action="store_true", help="return without waiting")
+        action.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=WAIT_TIMEOUT,
+            metavar="S",
+            help=f"stop waiting after S seconds (default {WAIT_TIMEOUT:g}); a wait also ends"
+            " as soon as an instance cannot get there",
+        )
 
     sig = sub.add_parser("signal", help="send a signal to instances' process groups")
     sig.add_argument("signal", metavar="SIG", help="a name (HUP, SIGHUP) or a number")
@@ -100,6 +110,21 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="S",
         help=f"give up waiting for the new image after S seconds (default {REEXEC_TIMEOUT:g})",
     )
+
+
+def _seconds(text: str) -> float:
+    """A timeout: seconds (`30`, `1.5`) or a duration (`2m`)."""
+    from herdsman.config.units import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_WAIT:
+        raise argparse.ArgumentTypeError(
+            f"not a timeout: {text!r} (seconds, or a duration such as 90s or 2m)"
+        )
+    return seconds
 
 
 def _line_count(text: str) -> int:
@@ -202,12 +227,22 @@ def outcome(instance: Mapping[str, Any]) -> str:
     return f"{instance['name']}: {head}{suffix}"
 
 
-def signalled(instance: Mapping[str, Any], sig: str | int) -> str:
-    """`web.0: sent SIGHUP (pid 123)`, or why it was not (no process to signal)."""
-    if instance.get("pid") is None:
-        return f"{instance['name']}: not signalled, it is {instance['state']}"
-    name = sig if isinstance(sig, str) else f"signal {sig}"
-    return f"{instance['name']}: sent {name} (pid {instance['pid']})"
+def failure(instance: Mapping[str, Any], action: str, timed_out: bool, timeout: float) -> str:
+    """Why an instance did not get where `action` was to take it, one line:
+    `app: cannot start: depends on db, which failed (exited with code 1)`,
+    `web: not running within 5s (starting: ready: cannot connect to ...)`."""
+    name, state = instance.get("name"), str(instance.get("state"))
+    message = table.message(instance)
+    if action == "stop":
+        return f"{name}: still {state} after {timeout:g}s" + (f" ({message})" if message else "")
+    if message.startswith("cannot start"):
+        return f"{name}: {message}"
+    if state in ("starting", "restarting", "stopping", "running"):
+        detail = f" ({state}: {message})" if message else f" ({state})"
+        if timed_out:
+            return f"{name}: not running within {timeout:g}s{detail}"
+        return f"{name}: not running yet{detail}"
+    return f"{name}: {state}: {message}" if message else f"{name}: {state}"
 
 
 def _act(
@@ -217,20 +252,35 @@ def _act(
     body: dict[str, Any],
     describe: Callable[[Mapping[str, Any]], str] = outcome,
 ) -> int:
-    """One request per pattern; a line per instance on stdout (by default its state)."""
+    """One request per pattern; a line per instance on stdout (by default its state);
+    with a wait, what is still pending shown meanwhile, and why each one that did not
+    get there did not, one line each on stderr."""
     from herdsman.cli.client import READ_TIMEOUT, ApiError, instance_path
+    from herdsman.cli.progress import pending_text, wait_showing
 
     wait = bool(body.get("wait"))
     code = EXIT_OK
     failed: list[str] = []
     for pattern in args.patterns:
-        try:
-            answer = client.request(
+
+        def ask(pattern: str = pattern) -> Any:
+            return client.request(
                 "POST",
                 instance_path(pattern, action),
                 body,
                 timeout=None if wait else READ_TIMEOUT,
             )
+
+        def look(pattern: str = pattern) -> str:
+            from herdsman.cli.client import Client
+
+            # Its own client: the waiting request is on the other thread.
+            status = Client(client.config, client.socket_path).request("GET", "/v1/status")
+            chosen, _ = select(status.get("services") or [], [pattern])
+            return pending_text(chosen, _stopped if action == "stop" else _running)
+
+        try:
+            answer = wait_showing(ask, look) if wait else ask()
         except ApiError as err:
             if err.status != 404:
                 raise
@@ -241,53 +291,74 @@ def _act(
         by_name = {i["name"]: i for i in answer.get("instances") or []}
         for instance in by_name.values():
             print(describe(instance), flush=True)
+        timed_out = bool(answer.get("timed_out"))
         for name in answer.get("failed") or []:
-            why = table.message(by_name.get(name, {})) or by_name.get(name, {}).get("state")
-            failed.append(f"{name} ({why})" if why else name)
-    if failed:
-        say(f"failed to {action}: {', '.join(failed)}")
-        code = EXIT_FAILED
-    return code
+            instance = by_name.get(name, {"name": name, "state": "unknown"})
+            failed.append(failure(instance, action, timed_out, body.get("timeout") or 0.0))
+    for line in failed:
+        say(line)
+    return EXIT_FAILED if failed else code
+
+
+def _running(instance: Mapping[str, Any]) -> bool:
+    return instance.get("state") == "running"
+
+
+def _stopped(instance: Mapping[str, Any]) -> bool:
+    return instance.get("pid") is None
+
+
+def _wait_body(args: argparse.Namespace) -> dict[str, Any]:
+    if args.no_wait:
+        return {"wait": False}
+    return {"wait": True, "timeout": args.timeout}
 
 
 @_client_command
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
-    return _act(args, client, "start", {"wait": not args.no_wait})
+    return _act(args, client, "start", _wait_body(args))
 
 
 @_client_command
 def cmd_stop(args: argparse.Namespace, client: Client) -> int:
     # A stop that had to SIGKILL still succeeded: the message says so, the exit code is 0.
-    return _act(args, client, "stop", {"wait": not args.no_wait})
+    return _act(args, client, "stop", _wait_body(args))
 
 
 @_client_command
 def cmd_restart(args: argparse.Namespace, client: Client) -> int:
-    return _act(args, client, "restart", {"wait": not args.no_wait})
-
-
-def parse_signal(text: str) -> str | int:
-    """`HUP`, `sighup` or `1` as the API takes it: a `SIG...` name or a number.
-    Checked here too, so a typo is exit 2 before anything is sent."""
-    import signal
-
-    from herdsman.cli.client import ClientError
-
-    if text.isdigit():
-        if 1 <= int(text) < signal.NSIG:
-            return int(text)
-        raise ClientError(f"{text} is not a signal number (1 to {signal.NSIG - 1})", EXIT_USAGE)
-    name = text.upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    if name not in signal.Signals.__members__:
-        raise ClientError(f"unknown signal {text!r} (use e.g. HUP, SIGTERM or 15)", EXIT_USAGE)
-    return name
+    return _act(args, client, "restart", _wait_body(args))
 
 
 @_client_command
 def cmd_signal(args: argparse.Namespace, client: Client) -> int:
-    sig = parse_signal(args.signal)
-    return _act(args, client, "signal", {"signal": sig}, lambda i: signalled(i, sig))
+    from herdsman.cli.client import ApiError, ClientError, instance_path
+    from herdsman.core.signals import parse_signal, signal_name
+
+    try:
+        number = parse_signal(args.signal)
+    except ValueError as err:
+        raise ClientError(str(err), EXIT_USAGE) from None
+    name = signal_name(number)
+    code = EXIT_OK
+    for pattern in args.patterns:
+        try:
+            # By number: the daemon names it back with the same function.
+            answer = client.request("POST", instance_path(pattern, "signal"), {"signal": number})
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            say(err.message)
+            code = EXIT_FAILED
+            continue
+        instances = answer.get("instances") or []
+        sent = [str(i["name"]) for i in instances if i.get("pid") is not None]
+        if sent:
+            print(f"sent {name} to {', '.join(sent)}", flush=True)
+        for instance in instances:
+            if instance.get("pid") is None:
+                print(f"{instance['name']}: not signalled, it is {instance['state']}", flush=True)
+    return code
 
 
 # --- logs -----------------------------------------------------------------------

@@ -100,11 +100,11 @@ def console_hooks(console: Console) -> dict[str, Callable[..., None]]:
         match event:
             case Spawned(pid=pid):
                 say(managed.name, f"started (pid {pid})")
-            case Exited(code=code, signal=sig):
+            case Exited(code=code, signal=sig, said=said):
                 if core.state is State.STARTING:
-                    say(managed.name, describe_exit(code, sig) + "; restarting now")
+                    say(managed.name, describe_exit(code, sig, said) + "; restarting now")
                 else:
-                    say(managed.name, core.message or describe_exit(code, sig))
+                    say(managed.name, core.message or describe_exit(code, sig, said))
             case Start() if core.waiting:
                 say(managed.name, core.message)
             case SpawnFailed():

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-import signal
 from decimal import Decimal
 from urllib.parse import urlsplit
+
+from herdsman.core import signals
 
 _DURATION_UNITS = {
     "ms": Decimal("0.001"),
@@ -93,18 +94,7 @@ def parse_signal(value: object) -> int:
     """A signal number from `"TERM"`, `"SIGTERM"`, `"term"`, `"15"` or `15`."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"must be a signal name like 'TERM' or a number, not {show_value(value)}")
-    if isinstance(value, str) and not value.strip().isdigit():
-        name = value.strip().upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            hint = "use e.g. 'TERM', 'INT', 'HUP' or a number"
-            raise ValueError(f"{show_value(value)} is not a signal name ({hint})") from None
-    number = int(value)
-    if number not in {int(s) for s in signal.valid_signals()}:
-        raise ValueError(f"{number} is not a signal number on this system")
-    return number
+    return signals.parse_signal(value)
 
 
 def parse_mode(value: object) -> int:

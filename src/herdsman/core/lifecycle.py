@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from herdsman.core.signals import signal_name
+
 RestartMode = Literal["always", "on-failure", "never"]
 
 
@@ -103,6 +105,7 @@ class Exited:
     pid: int
     code: int | None  # None when killed by a signal, or unknown (adopted)
     signal: int | None
+    said: str = ""  # the last line it wrote on stderr (bounded), for the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ class Instance:
     spawned_at: float | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    exit_said: str = ""  # the last stderr line of a process that exited with an error
     message: str = ""
     start_passed: bool = False
     restart_after_stop: bool = False
@@ -200,19 +204,16 @@ class Instance:
         return self.state is State.STARTING and self.pid is None
 
 
-def describe_exit(code: int | None, sig: int | None) -> str:
+def describe_exit(code: int | None, sig: int | None, said: str = "") -> str:
+    """`exited with code 1`, with what it said last on stderr when it failed:
+    `exited with code 1: OSError: [Errno 98] Address already in use`."""
     if sig is not None:
         return f"killed by {signal_name(sig)}"
     if code is None:  # an adopted process: not our child, so its status is not ours
         return "exited (its exit status is unknown: it was adopted after a daemon restart)"
+    if code != 0 and said:
+        return f"exited with code {code}: {said}"
     return f"exited with code {code}"
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def format_seconds(seconds: float) -> str:
@@ -255,7 +256,7 @@ def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[A
             return _exited(inst, ev, now, rand)
         case BackoffElapsed():
             if inst.state is State.RESTARTING:
-                inst.message = describe_exit(inst.exit_code, inst.exit_signal)
+                inst.message = describe_exit(inst.exit_code, inst.exit_signal, inst.exit_said)
                 return _spawn(inst)
             return []
         case Stop():
@@ -278,7 +279,7 @@ def _start(inst: Instance, ev: Start, now: float) -> list[Action]:
     if inst.state in (State.STOPPED, State.EXITED, State.FAILED) or inst.waiting:
         inst.state = State.STARTING
         inst.exit_code = inst.exit_signal = None
-        inst.message = ""
+        inst.exit_said = inst.message = ""
         if ev.waiting_for:
             inst.message = "waiting for " + ", ".join(ev.waiting_for)
             return []
@@ -320,8 +321,8 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
         return []
     inst.pid = None
     inst.ready = False
-    inst.exit_code, inst.exit_signal = ev.code, ev.signal
-    how = describe_exit(ev.code, ev.signal)
+    inst.exit_code, inst.exit_signal, inst.exit_said = ev.code, ev.signal, ev.said
+    how = describe_exit(ev.code, ev.signal, ev.said)
 
     if inst.state is State.STOPPING:
         inst.state = State.STOPPED
@@ -371,7 +372,7 @@ def _exited(inst: Instance, ev: Exited, now: float, rand: float) -> list[Action]
 def _stopped(policy: Policy, ev: Exited) -> str:
     if ev.signal is not None and ev.signal == policy.stop_signal:
         return f"stopped by {signal_name(ev.signal)}"  # ended of the signal it was sent
-    return f"stopped ({describe_exit(ev.code, ev.signal)})"
+    return f"stopped ({describe_exit(ev.code, ev.signal, ev.said)})"
 
 
 def _over_start_limit(inst: Instance, now: float) -> bool:

@@ -6,7 +6,6 @@ variables come from its env_file, which settings did the user write).
 from __future__ import annotations
 
 import re
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,11 +85,3 @@ def environment_of(svc: Service) -> Environment:
 def seconds(value: float) -> str:
     """A duration for messages: `10s`, `0.5s`."""
     return f"{value:g}s"
-
-
-def signal_name(number: int) -> str:
-    """`SIGTERM` for 15: the form both systemd and Kubernetes take."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)

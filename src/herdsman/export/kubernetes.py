@@ -18,6 +18,7 @@ import yaml
 
 from herdsman.config import units
 from herdsman.config.models import Config, HealthCheck, Probe, Service
+from herdsman.core.signals import signal_name
 from herdsman.export.common import (
     REPLICA,
     Export,
@@ -26,7 +27,6 @@ from herdsman.export.common import (
     group_name,
     is_task,
     seconds,
-    signal_name,
     written,
 )
 

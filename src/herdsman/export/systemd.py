@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from herdsman.config.models import Config, Service
+from herdsman.core.signals import signal_name
 from herdsman.export.common import (
     REPLICA,
     Environment,
@@ -25,7 +26,6 @@ from herdsman.export.common import (
     group_name,
     is_task,
     seconds,
-    signal_name,
     written,
 )
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from herdsman import __version__
 from herdsman.core import graph
+from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import (
     Event,
@@ -34,9 +35,9 @@ from herdsman.core.lifecycle import (
     State,
     Stop,
     describe_exit,
-    signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.signals import parse_signal, signal_name
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
@@ -147,21 +148,6 @@ def iso(ts: float) -> str:
     return timestamp(ts).decode()
 
 
-def parse_signal(value: str | int) -> int:
-    """A signal from `HUP`, `SIGHUP`, `hup` or a number; ControlError otherwise."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        number = int(value)
-        if 1 <= number < signal.NSIG:  # real-time signals have numbers but no names
-            return number
-        raise ControlError(400, f"{value} is not a signal number (1 to {signal.NSIG - 1})")
-    name = str(value).upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise ControlError(400, f"unknown signal {value!r}") from None
-
-
 class Daemon:
     def __init__(
         self,
@@ -189,6 +175,7 @@ class Daemon:
         self._log_errors: dict[str, str] = {}
         self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._samples: dict[str, Sample] = {}
+        self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._sampled_at = 0.0
         self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
@@ -537,6 +524,7 @@ class Daemon:
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
+            self._since[managed.name] = time.time()
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
         if self._event_followers:
@@ -584,20 +572,30 @@ class Daemon:
             self._samples[name] = sample
         return sample
 
-    def _document(self, managed: Managed) -> dict[str, Any]:
+    def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
+        """Why waiting instances (of `managed`'s services, default all) cannot start."""
+        sup = self.supervisor
+        by_service = {name: [m.core for m in members] for name, members in sup.by_service.items()}
+        services = None if managed is None else list(dict.fromkeys(m.service for m in managed))
+        return blocked(by_service, self.plan.dependency_map(), services)
+
+    def _document(self, managed: Managed, reasons: dict[str, str]) -> dict[str, Any]:
         core = managed.core
-        sample = self._samples.get(managed.name) if core.pid is not None else None
+        name = managed.name
+        sample = self._samples.get(name) if core.pid is not None else None
         uptime = None
         if core.pid is not None and core.spawned_at is not None:
             uptime = round(self._loop.time() - core.spawned_at, 3)
+        why_blocked = reasons.get(name)
+        since = self._since.get(name)
         return {
-            "name": managed.name,
+            "name": name,
             "service": managed.service,
             "replica": managed.plan.replica,
             "state": core.state.value,
             "pid": core.pid,
             "ready": core.ready,
-            "health": self.prober.health.get(managed.name),
+            "health": self.prober.health.get(name),
             "restarts": core.restarts,
             "exit_code": core.exit_code,
             "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,
@@ -606,10 +604,16 @@ class Daemon:
             "rss_bytes": sample.rss_bytes if sample else None,
             "processes": sample.processes if sample else None,
             "open_fds": sample.open_fds if sample else None,
-            "message": self._log_errors.get(managed.name)
-            or self.prober.problems.get(managed.name)
+            "message": self._log_errors.get(name)
+            or self.prober.problems.get(name)
+            or (f"cannot start: {why_blocked}" if why_blocked else "")
+            or self.prober.failures.get(name)
             or core.message
-            or self._notify_status.get(managed.name, ""),
+            or self._notify_status.get(name, ""),
+            "blocked": why_blocked,
+            "since": iso(since) if since is not None else None,
+            "command": list(managed.plan.argv),
+            "checks": dict(self.prober.results.get(name, {})),
         }
 
     def summary(self) -> str:
@@ -635,14 +639,15 @@ class Daemon:
 
     def instances(self) -> list[dict[str, Any]]:
         self._refresh_samples()
-        return [self._document(m) for m in self.supervisor.instances.values()]
+        why = self._blocked()
+        return [self._document(m, why) for m in self.supervisor.instances.values()]
 
     def instance(self, name: str) -> dict[str, Any]:
         managed = self.supervisor.instances.get(name)
         if managed is None:
             raise ControlError(404, f"no instance named {name!r}")
         self._refresh_samples()
-        return self._document(managed)
+        return self._document(managed, self._blocked([managed]))
 
     # --- requests -------------------------------------------------------------
 
@@ -666,9 +671,16 @@ class Daemon:
         if self.shutting_down:
             raise ControlError(409, "herdsman is shutting down")
 
-    def _result(self, managed: list[Managed], failed: list[str]) -> dict[str, Any]:
+    def _result(
+        self, managed: list[Managed], failed: list[str], *, timed_out: bool = False
+    ) -> dict[str, Any]:
         self._refresh_samples()
-        return {"instances": [self._document(m) for m in managed], "failed": failed}
+        why = self._blocked(managed)
+        return {
+            "instances": [self._document(m, why) for m in managed],
+            "failed": failed,
+            "timed_out": timed_out,
+        }
 
     def _start(self, managed: list[Managed]) -> None:
         # What they depend on and is not running comes up first (like `up SERVICE`).
@@ -683,47 +695,79 @@ class Daemon:
         for m in managed:
             sup.start(m, manual=True)
 
-    async def _settled(self, managed: list[Managed]) -> list[str]:
-        await self.supervisor.wait_until(
-            lambda: all(m.state in START_DONE for m in managed), timeout=None
-        )
-        return [m.name for m in managed if m.state is not State.RUNNING]
+    def _hopeless(self, managed: list[Managed]) -> bool:
+        """Whether one of `managed` can no longer get to running without someone
+        asking again: it ended (failed, exited, stopped), or it is blocked."""
+        if any(m.state in START_DONE and m.state is not State.RUNNING for m in managed):
+            return True
+        return any(m.core.waiting for m in managed) and bool(self._blocked(managed))
 
-    async def start(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def _settled(
+        self, managed: list[Managed], deadline: float | None
+    ) -> tuple[list[str], bool]:
+        """Wait until every one of `managed` runs, or one cannot get there, or the
+        deadline (loop time) passes: the names not running, and whether time ran out."""
+
+        def answered() -> bool:
+            return all(m.state is State.RUNNING for m in managed) or self._hopeless(managed)
+
+        remaining = None if deadline is None else max(0.0, deadline - self._loop.time())
+        in_time = await self.supervisor.wait_until(answered, remaining)
+        return [m.name for m in managed if m.state is not State.RUNNING], not in_time
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else self._loop.time() + timeout
+
+    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
         self._refuse_while_stopping()
         managed = self.match(pattern)
         self._start(managed)
-        failed = await self._settled(managed) if wait else []
-        return self._result(managed, failed)
+        if not wait:
+            return self._result(managed, [])
+        failed, timed_out = await self._settled(managed, self._deadline(timeout))
+        return self._result(managed, failed, timed_out=timed_out)
 
-    async def stop(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.stop(m)
-        if wait:
-            await self.supervisor.wait_stopped(managed, None)
+        if wait and not await self.supervisor.wait_stopped(managed, timeout):
+            live = [m.name for m in managed if m.core.live]
+            return self._result(managed, live, timed_out=True)
         return self._result(managed, [])
 
-    async def restart(self, pattern: str, wait: bool) -> dict[str, Any]:
+    async def restart(
+        self, pattern: str, wait: bool, timeout: float | None = None
+    ) -> dict[str, Any]:
         self._refuse_while_stopping()
         managed = self.match(pattern)
+        deadline = self._deadline(timeout)
 
-        async def stop_then_start() -> list[str]:
+        async def stop_then_start() -> tuple[list[str], bool]:
             for m in managed:
                 self.supervisor.stop(m)
             await self.supervisor.wait_stopped(managed, None)
             self._start(managed)
-            return await self._settled(managed)
+            return await self._settled(managed, deadline)
 
         task = self._run_in_background(stop_then_start())
         self._restarts_in_flight.add(task)
         task.add_done_callback(self._restarts_in_flight.discard)
-        if wait:
-            return self._result(managed, await asyncio.shield(task))
-        return self._result(managed, [])
+        if not wait:
+            return self._result(managed, [])
+        remaining = None if deadline is None else max(0.0, deadline - self._loop.time())
+        try:
+            # The restart itself goes on: only the wait for it has a limit.
+            failed, timed_out = await asyncio.wait_for(asyncio.shield(task), remaining)
+        except TimeoutError:
+            failed, timed_out = [m.name for m in managed if m.state is not State.RUNNING], True
+        return self._result(managed, failed, timed_out=timed_out)
 
     def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
-        number = parse_signal(sig)
+        try:
+            number = parse_signal(sig)
+        except ValueError as err:
+            raise ControlError(400, str(err)) from None
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.signal_group(m, number)

@@ -20,8 +20,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from herdsman.core.lifecycle import Event, Exited, State, signal_name
+from herdsman.core.lifecycle import Event, Exited, State
 from herdsman.core.plan import HookPlan, InstancePlan, Plan
+from herdsman.core.signals import signal_name
 from herdsman.plugins import HOOKS
 from herdsman.runtime.httpclient import RequestFailed, status_of
 from herdsman.runtime.logfile import timestamp

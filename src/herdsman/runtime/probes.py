@@ -66,6 +66,11 @@ class Prober:
         self._log = log
         self._plugins = plugins or Plugins((), log)
         self.problems: dict[str, str] = {}  # instance -> why its probe plugin stopped
+        # instance -> the last failure of its probe still failing (`ready: ...`,
+        # `health: ...`): its message says why it is not ready or healthy yet.
+        self.failures: dict[str, str] = {}
+        # instance -> {"ready" | "health": the last result, "passed" or why not}
+        self.results: dict[str, dict[str, str]] = {}
         self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._log_patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}
         self.health: dict[str, str | None] = {}
@@ -78,6 +83,7 @@ class Prober:
                 self._cancel(name)
                 del self.health[name]
                 self.problems.pop(name, None)
+                self._forget_results(name)
         for name, managed in instances.items():
             if managed.plan.health is None:
                 self.health[name] = None
@@ -89,11 +95,13 @@ class Prober:
         if isinstance(event, Spawned):
             self._cancel(name)
             self.problems.pop(name, None)
+            self._forget_results(name)
             if plan.health is not None:
                 self.health[name] = "unknown"
             self._probe_readiness(managed, event.pid)
         elif core.pid is None:
             self._cancel(name)
+            self.failures.pop(name, None)  # its exit says why now
             return
         # Also right after a spawn: with start_seconds = 0 it is running at once.
         running = core.state is State.RUNNING and old is not State.RUNNING
@@ -137,6 +145,19 @@ class Prober:
     def close(self) -> None:
         for name in list(self._tasks):
             self._cancel(name)
+
+    def _forget_results(self, name: str) -> None:
+        self.failures.pop(name, None)
+        self.results.pop(name, None)
+
+    def _record(self, name: str, role: str, why: str | None) -> None:
+        """The result of one check: kept for `status NAME`; a failure is the
+        instance's message until the same check passes."""
+        self.results.setdefault(name, {})[role] = "passed" if why is None else why
+        if why is not None:
+            self.failures[name] = f"{role}: {why}"
+        elif self.failures.get(name, "").startswith(f"{role}: "):
+            del self.failures[name]
 
     def _start(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._background(coro)
@@ -189,6 +210,9 @@ class Prober:
         await asyncio.sleep(check.initial_delay)
         while managed.core.pid == pid:
             why = await checker()
+            if managed.core.pid != pid:
+                return  # a result about a process that is gone says nothing
+            self._record(managed.name, "ready", why)
             if why is None:
                 self._supervisor.feed(managed, Ready(pid))
                 return
@@ -207,6 +231,9 @@ class Prober:
         failures = successes = 0
         while managed.core.pid == pid:
             why = await checker()
+            if managed.core.pid != pid:
+                return
+            self._record(managed.name, "health", why)
             if why is None:
                 failures, successes = 0, successes + 1
                 if successes >= check.success_threshold:

@@ -48,6 +48,7 @@ _FIELDS = (
     "spawned_at",
     "exit_code",
     "exit_signal",
+    "exit_said",
     "message",
     "start_passed",
     "restart_after_stop",

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import random
+import re
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,9 +38,9 @@ from herdsman.core.lifecycle import (
     Stop,
     StopTimeout,
     on_event,
-    signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.signals import signal_name
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
@@ -68,6 +69,7 @@ class Managed:
     pipes: list[tuple[str, int]] = field(default_factory=list)  # (stream, inode) of the process
     start_time: tuple[int, int | None] = (0, None)  # (pid, its start time), read once
     foreign: bool = False  # adopted after a crash: not our child, watched by pidfd
+    last_err: bytes = b""  # the last line its process wrote on stderr: why it exited
 
     @property
     def name(self) -> str:
@@ -87,6 +89,10 @@ ChangeCallback = Callable[[Managed, State, Event], None]
 # Children carry the state_dir of the daemon that spawned them: after a crash, the
 # next daemon can tell its own processes from anyone's.
 STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
+# The last stderr line of a process that fails joins its exit in the message.
+LAST_WORDS_MAX = 200
+LAST_WORDS_SCAN = 4096  # bytes at the end of a batch searched for its last line
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
@@ -365,10 +371,11 @@ class Supervisor:
             # exec waits for the exec to finish, which would serialise every spawn.
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
-        for fd, stream in ((out, "out"), (err, "err")):
-            managed.pumps.add(
-                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
-            )
+        managed.last_err = b""
+        managed.pumps.add(LogPump(self._loop, out, name, "out", self._sink, managed.pumps.discard))
+        managed.pumps.add(
+            LogPump(self._loop, err, name, "err", self._err_sink(managed), managed.pumps.discard)
+        )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
 
@@ -470,11 +477,27 @@ class Supervisor:
         if self._waiting:
             self._recheck_waiting()
 
+    def _err_sink(self, managed: Managed) -> LineSink:
+        """The sink for an instance's stderr: it also keeps the last non-blank line,
+        which says why a process that fails exited (one rsplit per batch read)."""
+        sink = self._sink
+
+        def err_lines(instance: str, stream: str, lines: bytes, ts: float) -> None:
+            for line in reversed(lines[-LAST_WORDS_SCAN:].rsplit(b"\n", 8)):
+                if line.strip():
+                    managed.last_err = line
+                    break
+            sink(instance, stream, lines, ts)
+
+        return err_lines
+
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too
         for pump in list(managed.pumps):
             pump.drain()
-        self.feed(managed, Exited(pid, code, sig))
+        said = last_words(managed.last_err)
+        managed.last_err = b""
+        self.feed(managed, Exited(pid, code, sig, said))
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         if managed.core.waiting:
@@ -521,6 +544,13 @@ class _Views(dict[str, list[graph.DependencyView]]):
         views = [_view(m.core) for m in self._by_service[service]]
         self[service] = views
         return views
+
+
+def last_words(line: bytes) -> str:
+    """A line of output as one short, printable reason (bounded, control characters
+    and colour codes dropped)."""
+    text = _CONTROL.sub("", line.decode("utf-8", "replace")).strip()
+    return text if len(text) <= LAST_WORDS_MAX else text[: LAST_WORDS_MAX - 1] + "…"
 
 
 def kill_group(pgid: int) -> None:

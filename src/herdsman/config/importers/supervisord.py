@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from herdsman.config.importers.toml_text import (
     escape_interpolation,
     service_path,
 )
+from herdsman.core.signals import parse_signal, signal_name
 
 _TRUE = ("yes", "true", "on", "1")
 _FALSE = ("no", "false", "off", "0")
@@ -689,13 +689,7 @@ def _byte_size(section: Section, key: str, text: str) -> int:
 
 
 def _signal_name(section: Section, text: str) -> str:
-    name = text.strip().upper()
     try:
-        number = (
-            int(name)
-            if name.isdigit()
-            else int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-        )
-        return signal.Signals(number).name.removeprefix("SIG")
-    except (KeyError, ValueError):
+        return signal_name(parse_signal(text.strip())).removeprefix("SIG")
+    except ValueError:
         raise ConfigError([f"{section.where}: stopsignal: {text!r} is not a signal"]) from None
