@@ -68,7 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         action.add_argument("--no-wait", action="store_true", help="return without waiting")
         action.add_argument(
             "--timeout",
-            type=_seconds,
+            type=seconds_arg,
             default=WAIT_TIMEOUT,
             metavar="S",
             help=f"stop waiting after S seconds (default {WAIT_TIMEOUT:g}); a wait also ends"
@@ -112,7 +112,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     )
 
 
-def _seconds(text: str) -> float:
+def seconds_arg(text: str) -> float:
     """A timeout: seconds (`30`, `1.5`) or a duration (`2m`)."""
     from herdsman.config.units import parse_duration
 

@@ -15,10 +15,13 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from herdsman.core.plan import Plan
 
 START_TIMEOUT = 30.0
+POLL = 0.05  # seconds between looks at the status while `--wait` waits
 
 
 class DetachError(Exception):
@@ -71,34 +74,50 @@ def _read_until_eof(fd: int, deadline: float) -> bytes:
 
 
 def wait_until_settled(plan: Plan, services: list[str], timeout: float) -> list[str]:
-    """Wait until every started instance runs and is ready (a one-shot: exited 0).
+    """Wait until every started instance runs and is ready (a one-shot: exited 0),
+    or one of them cannot get there (failed, stopped, exited otherwise, blocked by a
+    dependency), or `timeout` passes; what is pending meanwhile is shown on stderr.
 
-    Returns one "name (state: message)" per instance that failed or did not get
-    there within `timeout`.
+    Returns one line per instance that did not get there, saying why.
     """
     from herdsman.cli.client import Client
+    from herdsman.cli.commands import failure
+    from herdsman.cli.progress import PendingLine, pending_text
     from herdsman.core.graph import closure
 
     names = services or [n for n, svc in plan.services.items() if svc.autostart]
     wanted = set(closure(plan.dependency_map(), names))
     client = Client(plan.config_path, plan.socket)
     deadline = time.monotonic() + timeout
-    while True:
-        status = client.request("GET", "/v1/status")
-        docs = [d for d in status["services"] if d["service"] in wanted]
-        bad = [d for d in docs if d["state"] in ("failed", "stopped")]
-        bad += [d for d in docs if d["state"] == "exited" and d["exit_code"] != 0]
-        pending = [d for d in docs if d not in bad and not _settled_ok(d)]
-        if not pending or time.monotonic() > deadline:
-            late = [f"{d['name']} ({d['state']}, not ready within {timeout:g}s)" for d in pending]
-            return [f"{d['name']} ({d['state']}: {d['message']})" for d in bad] + late
-        time.sleep(0.05)
+    line = PendingLine()
+    try:
+        while True:
+            status = client.request("GET", "/v1/status")
+            docs = [d for d in status["services"] if d["service"] in wanted]
+            hopeless = [d for d in docs if _hopeless(d)]
+            pending = [d for d in docs if not _settled_ok(d)]
+            timed_out = time.monotonic() > deadline
+            if not pending or hopeless or timed_out:
+                # The ones that cannot get there first: they are why it ended.
+                ordered = hopeless + [d for d in pending if d not in hopeless]
+                return [failure(d, "start", timed_out, timeout) for d in ordered]
+            line.show(pending_text(pending, _settled_ok))
+            time.sleep(POLL)
+    finally:
+        line.clear()
 
 
-def _settled_ok(doc: dict[str, object]) -> bool:
+def _settled_ok(doc: Mapping[str, Any]) -> bool:
     if doc["state"] == "exited":
-        return doc["exit_code"] == 0
+        return bool(doc["exit_code"] == 0)
     return doc["state"] == "running" and bool(doc["ready"])
+
+
+def _hopeless(doc: Mapping[str, Any]) -> bool:
+    """It will not get to running and ready unless someone asks again."""
+    if doc["state"] == "exited":
+        return bool(doc["exit_code"] != 0)
+    return doc["state"] in ("failed", "stopped") or bool(doc.get("blocked"))
 
 
 def main() -> int:

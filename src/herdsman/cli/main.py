@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from herdsman import __version__
-from herdsman.cli.commands import CLIENT_COMMANDS, add_parsers
+from herdsman.cli.commands import CLIENT_COMMANDS, WAIT_TIMEOUT, add_parsers, seconds_arg
 
 if TYPE_CHECKING:
     from herdsman.config import Config
@@ -51,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="with -d: wait until the services run and are ready"
     )
     up.add_argument(
+        "--timeout",
         "--wait-timeout",
-        type=float,
-        default=60.0,
+        dest="timeout",
+        type=seconds_arg,
         metavar="S",
-        help="with --wait: give up after S seconds (default 60)",
+        help=f"with --wait: give up after S seconds (default {WAIT_TIMEOUT:g}); the wait"
+        " also ends as soon as an instance cannot get there",
     )
 
     add_parsers(sub)
@@ -136,8 +138,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             close = difflib.get_close_matches(name, plan.services, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"unknown service {name!r}{hint}")
-    if (args.wait or args.wait_timeout != 60.0) and not args.detach:
-        raise UsageError("--wait and --wait-timeout only go with -d")
+    if (args.wait or args.timeout is not None) and not args.detach:
+        raise UsageError("--wait and --timeout only go with -d")
     if not args.detach:
         return run_up(plan, args.services)
     from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
@@ -150,9 +152,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
     if not args.wait:
         return EXIT_OK
-    failed = wait_until_settled(plan, args.services, args.wait_timeout)
+    failed = wait_until_settled(plan, args.services, args.timeout or WAIT_TIMEOUT)
+    for line in failed:
+        print(f"herdsman: {line}", file=sys.stderr)
     if failed:
-        print(f"herdsman: not running and ready: {'; '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

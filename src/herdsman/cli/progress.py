@@ -37,15 +37,49 @@ def pending_text(
     return ", ".join(parts)
 
 
-def wait_showing(
-    wait: Callable[[], T],
-    look: Callable[[], str],
-    *,
-    out: TextIO | None = None,
-) -> T:
-    """Run `wait()` in a worker thread; meanwhile show `look()` (what is pending)
-    on `out` (stderr). Returns what `wait()` returned, or raises what it raised."""
-    out = sys.stderr if out is None else out
+class PendingLine:
+    """The line that shows what is pending: redrawn in place on a terminal, else
+    written as a plain line when it changes (not before PLAIN_AFTER seconds)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = sys.stderr if out is None else out
+        self._tty = self._out.isatty()
+        self._started = time.monotonic()
+        self._shown = ""
+        self._frame = 0
+
+    @property
+    def every(self) -> float:
+        """How often it is worth looking again."""
+        return TTY_EVERY if self._tty else PLAIN_EVERY
+
+    def show(self, text: str) -> None:
+        elapsed = time.monotonic() - self._started
+        out = self._out
+        if not text:
+            return
+        if self._tty:
+            self._frame += 1
+            line = f"{SPINNER[self._frame % len(SPINNER)]} {elapsed:.0f}s waiting for {text}"
+            width = shutil.get_terminal_size().columns
+            out.write("\r\x1b[K" + (line if len(line) < width else line[: width - 2] + "…"))
+            out.flush()
+            self._shown = line
+        elif text != self._shown and elapsed >= PLAIN_AFTER:
+            out.write(f"herdsman: waiting for {text}\n")
+            out.flush()
+            self._shown = text
+
+    def clear(self) -> None:
+        if self._tty and self._shown:
+            self._out.write("\r\x1b[K")
+            self._out.flush()
+            self._shown = ""
+
+
+def wait_showing(wait: Callable[[], T], look: Callable[[], str]) -> T:
+    """Run `wait()` in a worker thread; meanwhile show `look()` (what is pending) on
+    stderr. Returns what `wait()` returned, or raises what it raised."""
     result: list[T] = []
     error: list[BaseException] = []
 
@@ -57,35 +91,18 @@ def wait_showing(
 
     worker = threading.Thread(target=run, name="herdsman-wait", daemon=True)
     worker.start()
-    tty = out.isatty()
-    started = time.monotonic()
-    shown = ""
-    frame = 0
+    line = PendingLine()
     try:
         while worker.is_alive():
-            worker.join(TTY_EVERY if tty else PLAIN_EVERY)
+            worker.join(line.every)
             if not worker.is_alive():
                 break
             try:
-                text = look()
+                line.show(look())
             except Exception:  # a status that fails to come is no reason to stop waiting
                 continue
-            elapsed = time.monotonic() - started
-            if tty:
-                frame += 1
-                line = f"{SPINNER[frame % len(SPINNER)]} {elapsed:.0f}s waiting for {text}"
-                width = shutil.get_terminal_size().columns
-                out.write("\r\x1b[K" + (line if len(line) < width else line[: width - 2] + "…"))
-                out.flush()
-                shown = line
-            elif text and text != shown and elapsed >= PLAIN_AFTER:
-                out.write(f"herdsman: waiting for {text}\n")
-                out.flush()
-                shown = text
     finally:
-        if tty and shown:
-            out.write("\r\x1b[K")
-            out.flush()
+        line.clear()
     if error:
         raise error[0]
     return result[0]
