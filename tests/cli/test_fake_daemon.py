@@ -77,6 +77,44 @@ def test_status_pattern_without_match(cli, fake: FakeDaemon) -> None:
     assert "db" in result.out and "web.0" not in result.out
 
 
+def test_status_of_one_instance_is_a_detail_view(cli, fake: FakeDaemon) -> None:
+    web = instance(
+        "web.0",
+        "starting",
+        pid=4242,
+        ready=False,
+        health="unknown",
+        restarts=3,
+        exit_code=1,
+        since="2026-11-23T10:00:00.000000Z",
+        command=["python3", "-m", "http.server", "8000"],
+        checks={"ready": "cannot connect to 127.0.0.1:8000: Connection refused"},
+        message="ready: cannot connect to 127.0.0.1:8000: Connection refused",
+    )
+    fake.answer("GET", "/v1/status", Reply(200, status_doc(web, WEB1, DB)))
+    lines = [log_line("web.0", f"line {i}", i) for i in range(10)]
+    fake.answer("GET", "/v1/logs", Stream(lines))
+    result = cli("status", "web.0")
+    assert result.code == 0, result.err
+    out = result.out.splitlines()
+    assert out[0] == "web.0 (web)"
+    assert out[1].startswith("      State: starting since 2026-11-23 10:00:00 UTC (")
+    assert out[2:9] == [
+        "        PID: 4242 (1 process, 12.4M memory, 0.3% CPU) up 12s",
+        "   Restarts: 3",
+        "  Last exit: exited with code 1",
+        "      Ready: no (last check: cannot connect to 127.0.0.1:8000: Connection refused)",
+        "     Health: unknown",
+        "    Command: python3 -m http.server 8000",
+        "    Message: ready: cannot connect to 127.0.0.1:8000: Connection refused",
+    ]
+    assert out[10] == "Last 10 lines:"
+    assert out[11] == "  2026-11-23T10:00:00Z out line 0"
+    assert len(out) == 21
+    logs = [r for r in fake.requests if r.path == "/v1/logs"]
+    assert logs[0].query == {"instance": ["web.0"], "n": ["10"]}
+
+
 def test_status_while_shutting_down(cli, fake: FakeDaemon) -> None:
     fake.answer("GET", "/v1/status", Reply(200, status_doc(WEB0, shutting_down=True)))
     result = cli("status")

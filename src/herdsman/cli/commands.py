@@ -34,6 +34,7 @@ LogEntry = dict[str, Any]  # the API's form: time, instance, stream, line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LINES = 100
+DETAIL_LINES = 10  # the last lines `status NAME` shows
 MAX_SINCE_LINES = 100_000  # the API's largest n
 REEXEC_TIMEOUT = 30.0
 WAIT_TIMEOUT = 60.0  # default --timeout of start, stop, restart and up --wait
@@ -201,6 +202,15 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     chosen, unmatched = select(document.get("services") or [], args.patterns)
     if args.json:
         print(json.dumps({**document, "services": chosen}, indent=2))
+    elif args.patterns and len(chosen) == 1 and not unmatched:
+        # One instance named: all there is to know of it, and its last lines.
+        from herdsman.cli.client import READ_TIMEOUT
+
+        name = str(chosen[0]["name"])
+        path = _logs_query(name, DETAIL_LINES, follow=False)
+        lines = [e for e in client.stream(path, timeout=READ_TIMEOUT) if e.get("instance") == name]
+        colour = table.wants_colour(sys.stdout)
+        sys.stdout.write(table.render_detail(chosen[0], lines, colour=colour, now=time.time()))
     else:
         out = sys.stdout
         colour = table.wants_colour(out)

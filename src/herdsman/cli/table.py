@@ -148,3 +148,84 @@ def instance_prefixes(names: Sequence[str], *, colour: bool, width: int) -> dict
             label = f"\x1b[{INSTANCE_COLOURS[index % len(INSTANCE_COLOURS)]}m{label}\x1b[0m"
         prefixes[name] = label
     return prefixes
+
+
+def render_detail(
+    inst: Mapping[str, Any], lines: Sequence[Mapping[str, Any]], *, colour: bool, now: float
+) -> str:
+    """One instance in detail, as `systemctl status` shows a unit: its state and since
+    when, process, restarts, last exit, readiness and health with the last check's
+    result, command, message, then its last lines."""
+    import shlex
+
+    state = str(inst["state"])
+    shown = (
+        f"\x1b[{STATE_COLOURS[state]}m{state}\x1b[0m"
+        if colour and state in STATE_COLOURS
+        else state
+    )
+    since = _since(inst.get("since"), now)
+    rows = [("State", f"{shown}{since}")]
+    if inst.get("pid") is not None:
+        usage = [
+            _count(inst.get("processes"), "process", "processes"),
+            f"{memory(inst.get('rss_bytes'))} memory" if inst.get("rss_bytes") is not None else "",
+            f"{cpu(inst.get('cpu_percent'))} CPU" if inst.get("cpu_percent") is not None else "",
+        ]
+        extra = ", ".join(u for u in usage if u)
+        up = f"up {uptime(inst.get('uptime'))}" if inst.get("uptime") is not None else ""
+        rows.append(
+            ("PID", " ".join(p for p in (str(inst["pid"]), f"({extra})" if extra else "", up) if p))
+        )
+    rows.append(("Restarts", str(inst.get("restarts", 0))))
+    if inst.get("exit_signal"):
+        rows.append(("Last exit", f"killed by {inst['exit_signal']}"))
+    elif inst.get("exit_code") is not None:
+        rows.append(("Last exit", f"exited with code {inst['exit_code']}"))
+    checks = inst.get("checks") or {}
+    if inst.get("pid") is not None:
+        ready = "yes" if inst.get("ready") else "no"
+        rows.append(
+            ("Ready", ready + (f" (last check: {checks['ready']})" if "ready" in checks else ""))
+        )
+        if inst.get("health"):
+            health = str(inst["health"])
+            rows.append(
+                (
+                    "Health",
+                    health + (f" (last check: {checks['health']})" if "health" in checks else ""),
+                )
+            )
+    if inst.get("command"):
+        rows.append(("Command", shlex.join(inst["command"])))
+    text = message(inst)
+    if text:
+        rows.append(("Message", text))
+    width = max(len(label) for label, _ in rows)
+    out = [f"{inst['name']} ({inst.get('service', '')})\n"]
+    out += [f"  {label.rjust(width)}: {value}\n" for label, value in rows]
+    if lines:
+        out.append(f"\nLast {len(lines)} lines:\n")
+        out += [
+            f"  {str(e.get('time', ''))[:19]}Z {e.get('stream', 'out')} {e.get('line', '')}\n"
+            for e in lines
+        ]
+    return "".join(out)
+
+
+def _count(n: object, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}" if isinstance(n, int) and n else ""
+
+
+def _since(when: object, now: float) -> str:
+    """` since 2026-12-06 13:40:01 UTC (3m12s ago)`, or nothing when unknown."""
+    if not isinstance(when, str) or not when:
+        return ""
+    from datetime import datetime
+
+    try:
+        at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    ago = uptime(max(0.0, now - at.timestamp()))
+    return f" since {at.strftime('%Y-%m-%d %H:%M:%S')} UTC ({ago} ago)"
