@@ -434,3 +434,45 @@ def test_unreadable_files(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert errors(tmp / "nope.toml") == ["nope.toml: config file does not exist"]
     (tmp / "latin1.toml").write_bytes(b"# caf\xe9\n")
     assert errors(tmp / "latin1.toml") == ["latin1.toml: config file is not UTF-8 text"]
+
+
+def test_yaml_booleans_and_fractions_in_env_must_be_quoted(write: WriteConfig) -> None:
+    """YAML's boolean trap: `NORWAY: no` is false, `VERSION: 1.10` is 1.1."""
+    text = """\
+        services:
+          web:
+            command: serve
+            env:
+              NORWAY: no
+              DEBUG: on
+              VERSION: 1.10
+              PORT: 8000
+              QUOTED: "no"
+        """
+    assert errors(write(text, "herdsman.yaml")) == [
+        "herdsman.yaml:5: services.web.env.NORWAY: is the YAML boolean false (YAML reads yes,"
+        ' no, on, off, true and false so): quote the text the variable should hold, e.g. "no"',
+        "herdsman.yaml:6: services.web.env.DEBUG: is the YAML boolean true (YAML reads yes,"
+        ' no, on, off, true and false so): quote the text the variable should hold, e.g. "no"',
+        "herdsman.yaml:7: services.web.env.VERSION: is the YAML number 1.1, which loses how it"
+        " was written (1.10 becomes 1.1): quote it",
+    ]
+
+
+def test_flags_take_only_true_or_false(write: WriteConfig) -> None:
+    text = """\
+        [services.web]
+        command = "serve"
+        autostart = "yes"
+        shell = 1
+
+        [[services.web.hooks]]
+        on = "failed"
+        exec = "true"
+        shell = "no"
+        """
+    assert errors(write(text)) == [
+        "herdsman.toml:3: services.web.autostart: must be true or false, not 'yes'",
+        "herdsman.toml:4: services.web.shell: must be true or false, not 1",
+        "herdsman.toml:9: services.web.hooks[0].shell: must be true or false, not 'no'",
+    ]

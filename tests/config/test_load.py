@@ -14,17 +14,47 @@ from tests.config.helpers import load
 
 
 def test_toml_first_then_yaml_then_yml(tmp: Path) -> None:
+    home = {"HOME": str(tmp)}  # the search stops there
     with pytest.raises(ConfigError) as caught:
-        find_config_file(None, tmp, {})
+        find_config_file(None, tmp, home)
     assert caught.value.errors == [
         f"no herdsman.toml, herdsman.yaml or herdsman.yml in {tmp} (use -c FILE)"
     ]
     (tmp / "herdsman.yml").touch()
-    assert find_config_file(None, tmp, {}) == tmp / "herdsman.yml"
+    assert find_config_file(None, tmp, home) == tmp / "herdsman.yml"
     (tmp / "herdsman.yaml").touch()
-    assert find_config_file(None, tmp, {}) == tmp / "herdsman.yaml"
+    assert find_config_file(None, tmp, home) == tmp / "herdsman.yaml"
     (tmp / "herdsman.toml").touch()
-    assert find_config_file(None, tmp, {}) == tmp / "herdsman.toml"
+    assert find_config_file(None, tmp, home) == tmp / "herdsman.toml"
+
+
+def test_the_nearest_parent_with_a_config_wins(tmp: Path) -> None:
+    """As git and docker compose look: from a subdirectory of the project."""
+    deep = tmp / "project" / "src" / "app"
+    deep.mkdir(parents=True)
+    (tmp / "herdsman.yaml").touch()
+    (tmp / "project" / "herdsman.toml").touch()
+    home = {"HOME": str(tmp)}
+    assert find_config_file(None, deep, home) == tmp / "project" / "herdsman.toml"
+    (tmp / "project" / "herdsman.toml").unlink()
+    assert find_config_file(None, deep, home) == tmp / "herdsman.yaml"
+    # Not above the home directory, nor above a repository's top.
+    with pytest.raises(ConfigError):
+        find_config_file(None, deep, {"HOME": str(tmp / "project")})
+
+
+def test_the_search_stops_at_a_repository_or_home(tmp: Path) -> None:
+    deep = tmp / "repo" / "src"
+    deep.mkdir(parents=True)
+    (tmp / "herdsman.toml").touch()
+    (tmp / "repo" / ".git").mkdir()
+    for environ in ({}, {"HOME": str(tmp / "repo")}):
+        with pytest.raises(ConfigError) as caught:
+            find_config_file(None, deep, environ)
+        assert caught.value.errors == [
+            "no herdsman.toml, herdsman.yaml or herdsman.yml in "
+            f"{deep} or its parents up to {tmp / 'repo'} (use -c FILE)"
+        ]
 
 
 def test_explicit_file_then_environment(tmp: Path) -> None:
@@ -94,7 +124,7 @@ services:
     command: [python3, -m, http.server, "8000"]
     depends_on: {db: ready}
     replicas: 2
-    env: {PORT: 8000, DEBUG: true}
+    env: {PORT: 8000, DEBUG: "true"}
     log: {max_bytes: 1MiB, backups: 2}
 """
 

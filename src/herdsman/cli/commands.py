@@ -214,6 +214,8 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     else:
         out = sys.stdout
         colour = table.wants_colour(out)
+        if client.config.parent != Path.cwd():
+            say(f"config: {client.config}")  # found in a parent directory: say which
         out.write(table.render_status(chosen, colour=colour, width=table.terminal_width(out)))
         if (document.get("daemon") or {}).get("shutting_down"):
             say("the daemon is shutting down")

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from herdsman.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+CONFIG_HELP = (
+    "config file (default: herdsman.toml, herdsman.yaml or herdsman.yml in the current"
+    " directory or the nearest parent that has one)"
+)
+DEBUG_HELP = "show tracebacks on errors"
 
 
 class UsageError(Exception):
@@ -30,15 +35,45 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"herdsman: {message}\n")
+        self.exit(EXIT_USAGE, f"herdsman: {_with_suggestion(message)}\n")
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice" with a "did you mean" (a mistyped command, above all)."""
+    import re
+
+    found = re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return message
+    what, given = found.group(1), found.group(2)
+    choices = re.findall(r"'([^']*)'", found.group(3))
+    close = difflib.get_close_matches(given, choices, n=1)
+    if what == "COMMAND":
+        hint = f"did you mean {close[0]!r}?" if close else "see 'herdsman --help'"
+        return f"unknown command {given!r} ({hint})"
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{what}: {given!r} is not one of {', '.join(choices)}{hint}"
+
+
+def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`-c FILE` and `--debug` after the command too (`herdsman status -c x.toml`):
+    each subcommand takes them, and leaves the value given before it when absent."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for sub in getattr(action, "choices", {}).values():
+            sub.add_argument(
+                "-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP
+            )
+            sub.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+            )
+            _global_options_anywhere(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="herdsman", description="A process supervisor for Linux.")
-    parser.add_argument(
-        "-c", "--config", metavar="FILE", help="config file (default: ./herdsman.toml)"
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"herdsman {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -76,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_export_parser(sub)
     sub.add_parser("version", help="print the version")
+    _global_options_anywhere(parser)
     return parser
 
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from herdsman import plugins
 from herdsman.config.errors import ConfigError, Loc, format_loc
+from herdsman.config import units
 from herdsman.config.interpolate import interpolate
 from herdsman.config.locate import line_of
 from herdsman.config.messages import describe, did_you_mean
@@ -59,6 +60,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             if isinstance(body, dict) and "name" in body:
                 report.add(("services", name, "name"), "unknown key (a service's name is its key)")
         _check_dependencies(services, report)
+        if document.yaml:
+            _check_yaml_env(services, report)
 
     config = None
     try:
@@ -82,6 +85,30 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if config is None or report.errors:
         raise report.error()
     return config
+
+
+def _check_yaml_env(services: dict[Any, Any], report: _Report) -> None:
+    """YAML reads `no`, `on` or `off` as booleans and `1.10` as the number 1.1: as
+    an environment value that is never what was meant, so it must be quoted."""
+    for name, body in services.items():
+        env = body.get("env") if isinstance(body, dict) else None
+        if not isinstance(env, dict):
+            continue
+        for key, value in env.items():
+            loc: Loc = ("services", name, "env", key)
+            if isinstance(value, bool):
+                report.add(
+                    loc,
+                    f"is the YAML boolean {units.show_value(value)} (YAML reads yes, no, on,"
+                    " off, true and false so): quote the text the variable should hold,"
+                    ' e.g. "no"',
+                )
+            elif isinstance(value, float):
+                report.add(
+                    loc,
+                    f"is the YAML number {value!r}, which loses how it was written (1.10"
+                    " becomes 1.1): quote it",
+                )
 
 
 def _check_plugins(config: Config, report: _Report) -> None:

@@ -67,6 +67,17 @@ def _argv(value: object) -> object:
     return value
 
 
+def _strict_bool(value: object) -> bool:
+    """`true` or `false`, or that text (what `"${VAR}"` gives): pydantic would also
+    take "yes", "on", "1" or 0, which hides a typo or YAML's idea of a boolean."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"must be true or false, not {units.show_value(value)}")
+
+
+Flag = Annotated[bool, BeforeValidator(_strict_bool)]
 Duration = Annotated[float, BeforeValidator(units.parse_duration)]
 Size = Annotated[int, BeforeValidator(units.parse_size), Field(gt=0)]
 SignalNumber = Annotated[int, BeforeValidator(units.parse_signal)]
@@ -181,7 +192,7 @@ class Probe(_Check):
 
     KINDS: ClassVar[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify", "log", "plugin")
 
-    notify: bool = False
+    notify: Flag = False
     log: str | None = None
     interval: Duration = Field(default=1.0, gt=0)
     timeout: Duration = Field(default=1.0, gt=0)
@@ -227,7 +238,7 @@ class Hook(_Model):
     KINDS: ClassVar[tuple[str, ...]] = ("exec", "webhook", "plugin")
 
     on: list[HookState] = Field(min_length=1)
-    shell: bool = False
+    shell: Flag = False
     exec: list[str] | None = None
     webhook: str | None = None
     plugin: str | None = Field(default=None, min_length=1)
@@ -292,7 +303,7 @@ class Service(_Model):
     """
 
     name: str
-    shell: bool = False
+    shell: Flag = False
     command: list[str]
     cwd: ConfigPath = Field(default=Path("."), validate_default=True)
     env_file: Path | None = None
@@ -300,7 +311,7 @@ class Service(_Model):
     user: str | None = Field(default=None, min_length=1)
     group: str | None = Field(default=None, min_length=1)
     umask: Mode | None = None
-    autostart: bool = True
+    autostart: Flag = True
     replicas: int = Field(default=1, ge=1)
     restart: RestartPolicy = "always"
     backoff: Backoff = Field(default_factory=Backoff)

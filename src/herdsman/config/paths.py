@@ -22,7 +22,9 @@ SOCKET_NAME = "herdsman.sock"
 
 def find_config_file(explicit: str | None, cwd: Path, environ: Mapping[str, str]) -> Path:
     """The config to use: `-c FILE`, else $HERDSMAN_CONFIG, else the first of
-    herdsman.toml, herdsman.yaml, herdsman.yml in `cwd`. Absolute, and it exists.
+    herdsman.toml, herdsman.yaml, herdsman.yml in `cwd` or the nearest parent
+    directory that has one (as git and docker compose look), not above a directory
+    with a `.git`, the home directory or `/`. Absolute, and it exists.
     """
     named, source = explicit, "-c"
     if not named and environ.get("HERDSMAN_CONFIG"):
@@ -33,11 +35,19 @@ def find_config_file(explicit: str | None, cwd: Path, environ: Mapping[str, str]
             why = "is a directory" if path.is_dir() else "does not exist"
             raise ConfigError([f"{named}: config file {why} (given by {source})"])
         return path
-    for name in CONFIG_NAMES:
-        if (cwd / name).is_file():
-            return cwd / name
+    home = Path(environ["HOME"]) if environ.get("HOME") else None
+    directory = cwd
+    while True:
+        for name in CONFIG_NAMES:
+            if (directory / name).is_file():
+                return directory / name
+        top = directory.parent == directory or directory == home
+        if top or (directory / ".git").exists():
+            break
+        directory = directory.parent
     names = f"{', '.join(CONFIG_NAMES[:-1])} or {CONFIG_NAMES[-1]}"
-    raise ConfigError([f"no {names} in {cwd} (use -c FILE)"])
+    where = str(cwd) if directory == cwd else f"{cwd} or its parents up to {directory}"
+    raise ConfigError([f"no {names} in {where} (use -c FILE)"])
 
 
 def resolve(path: Path, base_dir: Path) -> Path:
