@@ -152,9 +152,15 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from herdsman.config.programs import missing_programs
+
     config = load(args)
     count = sum(svc.replicas for svc in config.services.values())
     print(f"{config.path}: ok ({len(config.services)} services, {count} instances)")
+    for warning in missing_programs(config, os.environ):
+        print(
+            f"herdsman: warning: {warning}; it may be there when the service runs", file=sys.stderr
+        )
     return EXIT_OK
 
 
