@@ -7,13 +7,20 @@ BIN = $(VENV)/bin
 
 install: $(VENV)/.installed
 
+# With the development tools (tests, linters); `make run` needs only what runs.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(VENV)/.runtime $@
+
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-run: install
+run: $(VENV)/.runtime
 	cd examples && ../$(BIN)/herdsman up
 
 lint: install

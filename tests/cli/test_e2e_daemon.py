@@ -117,7 +117,7 @@ def test_a_session(project: Project, daemon: int) -> None:
 
     sig = herdsman(project, "signal", "HUP", "web")
     assert sig.returncode == 0, sig.stderr
-    assert sig.stdout.splitlines()[0].startswith("web.0: sent SIGHUP (pid ")
+    assert sig.stdout.splitlines()[0] == "sent SIGHUP to web.0, web.1"
 
     def hup_logged() -> bool:
         logs = herdsman(project, "logs", "-n", "5", "web")
@@ -154,7 +154,7 @@ def test_second_up_is_refused_and_socket_is_private(project: Project, daemon: in
 def test_failures_and_kills(project: Project, daemon: int) -> None:
     broken = herdsman(project, "start", "broken")
     assert broken.returncode == 1
-    assert broken.stderr.startswith("herdsman: failed to start: broken (cannot start:")
+    assert broken.stderr.startswith("herdsman: broken: cannot start: command ")
     assert "no-such-program-herdsman-test" in broken.stderr
 
     assert herdsman(project, "start", "stubborn").returncode == 0

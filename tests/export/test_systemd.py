@@ -50,6 +50,9 @@ def test_examples_pass_systemd_analyze_verify(export, tmp: Path) -> None:
 
 
 def test_rich_config_passes_verify_and_254_keys_only_when_asked(export, tmp: Path) -> None:
+    # systemd-analyze verify checks that every ExecStart program exists.
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
     config = write_rich(tmp)
     for version in ("252", "254"):
         out = tmp / f"units{version}"

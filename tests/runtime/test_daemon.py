@@ -14,8 +14,9 @@ import pytest
 
 from herdsman.config import load_config
 from herdsman.config.plan import compile_plan
+from herdsman.core.signals import parse_signal
 from herdsman.runtime.control import ControlError
-from herdsman.runtime.daemon import Daemon, parse_signal
+from herdsman.runtime.daemon import Daemon
 from tests.runtime.harness import until
 
 
@@ -144,7 +145,7 @@ def test_parse_signal_forms() -> None:
     assert parse_signal("15") == signal.SIGTERM
     assert parse_signal(40) == 40  # a real-time signal: a number without a name
     for bad in ("BOGUS", "999", 0, signal.NSIG):
-        with pytest.raises(ControlError):
+        with pytest.raises(ValueError):
             parse_signal(bad)
 
 

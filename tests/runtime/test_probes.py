@@ -115,7 +115,8 @@ def test_completed_gates_on_a_one_shot_task_and_says_when_it_failed(tmp: Path) -
             await until(lambda: state(daemon, "broken") == "exited")
             stuck = daemon.instance("stuck")
             assert (stuck["state"], stuck["pid"]) == ("starting", None)
-            assert stuck["message"] == "waiting for broken (completed), which has failed"
+            assert stuck["message"] == "cannot start: depends on broken, which exited with code 3"
+            assert stuck["blocked"] == "depends on broken, which exited with code 3"
 
     asyncio.run(body())
 

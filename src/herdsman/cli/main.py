@@ -2,7 +2,7 @@
 
 Each command imports what it needs when it runs, so client commands stay fast
 and never load the server stack. Errors are one sentence on stderr; exit codes
-follow DESIGN.md: 0 ok, 1 failed, 2 bad usage or config, 3 no daemon.
+follow the README: 0 ok, 1 failed, 2 bad usage or config, 3 no daemon.
 """
 
 from __future__ import annotations
