@@ -14,8 +14,8 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from herdsman import plugins
-from herdsman.config.errors import ConfigError, Loc, format_loc
 from herdsman.config import units
+from herdsman.config.errors import ConfigError, Loc, format_loc
 from herdsman.config.interpolate import interpolate
 from herdsman.config.locate import line_of
 from herdsman.config.messages import describe, did_you_mean
