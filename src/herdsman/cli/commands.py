@@ -214,7 +214,8 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     else:
         out = sys.stdout
         colour = table.wants_colour(out)
-        if client.config.parent != Path.cwd():
+        named = args.config or os.environ.get("HERDSMAN_CONFIG")
+        if not named and client.config.parent != Path.cwd():
             say(f"config: {client.config}")  # found in a parent directory: say which
         out.write(table.render_status(chosen, colour=colour, width=table.terminal_width(out)))
         if (document.get("daemon") or {}).get("shutting_down"):
