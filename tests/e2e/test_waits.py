@@ -42,6 +42,13 @@ def config(tmp: Path, toml: str) -> Iterator[Path]:
             os.kill(pid, signal.SIGKILL)
 
 
+def last(stderr: str) -> str:
+    """The answer: the last line (a slow wait says what it waits for before it)."""
+    lines = stderr.splitlines()
+    assert all(line.startswith("herdsman: waiting for ") for line in lines[:-1]), lines
+    return lines[-1] if lines else ""
+
+
 def timed(cwd: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = herdsman(cwd, *argv)
@@ -88,7 +95,7 @@ def test_start_ends_at_once_when_a_dependency_failed(tmp: Path) -> None:
         start, took = timed(tmp, "start", "app", "--timeout", LONG)
         assert start.returncode == 1
         assert took < EARLY
-        assert start.stderr.startswith(
+        assert last(start.stderr).startswith(
             "herdsman: app: cannot start: depends on db, which failed (exited with code 1: FATAL"
         ), start.stderr
 
@@ -106,9 +113,9 @@ def test_start_ends_when_its_start_limit_is_spent(tmp: Path) -> None:
         start, took = timed(tmp, "start", "crashy", "--timeout", LONG)
         assert start.returncode == 1
         assert took < EARLY
-        assert start.stderr == (
+        assert last(start.stderr) == (
             "herdsman: crashy: failed: exited with code 1: config error: no API_KEY; "
-            "gave up after more than 2 restarts within 60s (start_limit)\n"
+            "gave up after more than 2 restarts within 60s (start_limit)"
         )
 
 
@@ -128,7 +135,7 @@ def test_start_ends_when_the_spawn_fails(tmp: Path) -> None:
         start, took = timed(tmp, "start", "after", "--timeout", LONG)
         assert start.returncode == 1
         assert took < EARLY
-        assert start.stderr.startswith(
+        assert last(start.stderr).startswith(
             "herdsman: after: cannot start: depends on ghost, which failed (cannot start: "
         ), start.stderr
         assert "no-such-program-herdsman-wait" in start.stderr
@@ -213,7 +220,7 @@ def test_a_stopped_dependency_ends_the_wait(tmp: Path) -> None:
                 waiting.kill()
                 waiting.communicate()
         assert waiting.returncode == 1
-        assert err == "herdsman: app: cannot start: depends on db, which is stopped\n"
+        assert last(err) == "herdsman: app: cannot start: depends on db, which is stopped"
 
 
 def test_stop_ends_at_its_timeout(tmp: Path) -> None:
@@ -228,7 +235,7 @@ def test_stop_ends_at_its_timeout(tmp: Path) -> None:
         stop, took = timed(tmp, "stop", "stubborn", "--timeout", "1")
         assert stop.returncode == 1
         assert 1 <= took < EARLY
-        assert stop.stderr == "herdsman: stubborn: still stopping after 1s\n"
+        assert last(stop.stderr) == "herdsman: stubborn: still stopping after 1s"
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "soon"])
