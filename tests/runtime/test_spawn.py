@@ -13,7 +13,7 @@ import pytest
 from herdsman.core.plan import InstancePlan
 from herdsman.runtime import spawn
 from herdsman.runtime.spawn import Spawner, SpawnError
-from tests.conftest import alive
+from tests.conftest import alive, wait_for
 
 
 def plan(tmp: Path, *argv: str, umask: int | None = None) -> InstancePlan:
@@ -131,4 +131,5 @@ def test_closing_ends_the_thread() -> None:
     assert sp.lean is not None
     tid = sp.lean.native_id
     sp.close()
-    assert not Path(f"/proc/self/task/{tid}").exists()
+    # The OS thread goes a moment after Python's join returns.
+    wait_for(lambda: not Path(f"/proc/self/task/{tid}").exists(), 5.0)

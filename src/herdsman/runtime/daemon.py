@@ -91,32 +91,39 @@ class Tail:
     when someone asks for the lines.
     """
 
+    __slots__ = ("_batches", "_count", "_instance", "_limit")
+
     def __init__(self, instance: str, limit: int) -> None:
         self._instance = instance
         self._limit = limit
-        self._batches: deque[tuple[float, str, bytes, int]] = deque()
+        # Made by the first line: a deque costs 600 bytes, and most services of a
+        # herd of thousands never write one.
+        self._batches: deque[tuple[float, str, bytes, int]] | None = None
         self._count = 0
 
     def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
         """A batch of `count` lines joined by \\n (the count is known to the caller)."""
+        batches = self._batches
+        if batches is None:
+            batches = self._batches = deque()
         if count > self._limit:
             # A flood's batch: its last lines are all we keep. Keeping the whole
             # megabyte instead would hold memory, and fragment what the next
             # batches are read into (page faults on every batch).
-            self._batches.clear()
+            batches.clear()
             self._count = 0
             lines, count = last_lines(lines, count, self._limit), self._limit
-        self._batches.append((ts, stream, lines, count))
+        batches.append((ts, stream, lines, count))
         self._count += count
-        while self._count - self._batches[0][3] >= self._limit:
-            self._count -= self._batches.popleft()[3]
+        while self._count - batches[0][3] >= self._limit:
+            self._count -= batches.popleft()[3]
 
     def entries(self) -> list[LogEntry]:
         """The last `limit` lines, oldest first."""
         name = self._instance
         every = [
             (ts, name, stream, line)
-            for ts, stream, lines, _ in self._batches
+            for ts, stream, lines, _ in self._batches or ()
             for line in split_lines(lines)
         ]
         return every[-self._limit :]

@@ -134,7 +134,7 @@ class LeanSpawner:
 
     def __init__(self, spawn: SpawnCall, keep: tuple[int, ...]) -> None:
         self._spawn = spawn
-        self._keep = keep  # fds of the daemon's table the spawns use (/dev/null, its cwd)
+        self._keep = keep  # fds of the daemon's table the spawns use: /dev/null, its cwd
         self._requests: queue.SimpleQueue[tuple[InstancePlan, Mapping[str, str]]] = (
             queue.SimpleQueue()
         )
@@ -189,6 +189,10 @@ class LeanSpawner:
             if fd > 2 and fd != self._theirs and fd not in self._keep:
                 with contextlib.suppress(OSError):
                     os.close(fd)  # only this thread's copy
+        # Not even stdin/stdout/stderr: a copy of them here would hold whatever the
+        # daemon points them at later (`up -d` waits for the EOF of its start pipe).
+        for fd in (0, 1, 2):
+            os.dup2(self._keep[0], fd, inheritable=False)
         self._ready.set()  # the caller may now close its copy of our socket
         with sock:
             while True:
