@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from herdsman import __version__
 from herdsman.cli.commands import CLIENT_COMMANDS, add_parsers
+from herdsman.cli.live import LIVE_COMMANDS, add_live_parsers
 
 if TYPE_CHECKING:
     from herdsman.config import Config
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_parsers(sub)
+    add_live_parsers(sub)
     sub.add_parser("check", help="validate the config")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
     imp = sub.add_parser(
@@ -223,6 +225,7 @@ COMMANDS = {
     "export": cmd_export,
     "version": cmd_version,
     **CLIENT_COMMANDS,
+    **LIVE_COMMANDS,
 }
 
 

@@ -62,6 +62,7 @@ from herdsman.runtime.systemd import Manager
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
@@ -540,15 +541,14 @@ class Daemon:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
         if self._event_followers:
+            # The instance's whole state as `status` shows it (but the resource samples,
+            # which no change makes fresh), so a follower (`top`) never asks after one.
+            instance = self._document(managed)
             doc = {
                 "time": iso(time.time()),
-                "instance": managed.name,
-                "service": managed.service,
-                "state": core.state.value,
+                "instance": instance.pop("name"),
                 "previous": old.value,
-                "pid": core.pid,
-                "ready": core.ready,
-                "message": core.message,
+                **{k: v for k, v in instance.items() if k not in SAMPLED},
             }
             for queue in list(self._event_followers):
                 self._offer(self._event_followers, queue, doc)
