@@ -230,7 +230,13 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        # A shell's TAB (see `herdsman completion`): answered here, then it exits.
+        from herdsman.cli.completion import complete
+
+        complete(parser)
+    args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:
