@@ -134,9 +134,7 @@ _INSTANCE = {
 }
 # What an Event carries of an Instance: all but its name and the resource samples.
 _EVENT_FIELDS = [
-    key
-    for key in _INSTANCE["required"]
-    if key not in ("name", "cpu_percent", "rss_bytes")
+    key for key in _INSTANCE["required"] if key not in ("name", "cpu_percent", "rss_bytes")
 ]
 
 DOCUMENT: dict[str, Any] = {

@@ -118,6 +118,7 @@ class TopApp(App[int]):
         grid = self.query_one("#instances", DataTable)
         for column in COLUMNS:
             grid.add_column(column.label, key=column.key)
+        grid.focus()  # the keys move through the table, not into the (hidden) filter
         self.heading()
         self.watch_daemon()
         self.set_interval(SAMPLE_EVERY, self.refresh_samples)
@@ -262,7 +263,7 @@ class TopApp(App[int]):
         else:
             for inst in rows:
                 for column, value in zip(COLUMNS, self.row(inst, stale), strict=True):
-                    grid.update_cell(str(inst["name"]), column.key, value)
+                    grid.update_cell(str(inst["name"]), column.key, value, update_width=True)
         if keys and self.selected not in keys:
             self.select(keys[min(grid.cursor_row, len(keys) - 1)])
         for screen in self.screen_stack:
