@@ -233,11 +233,12 @@ class TopApp(App[int]):
             if daemon and self.connected
             else ""
         )
-        sort = self.model.sort_key or "config order"
-        sort += " ↓" if self.model.reverse else ""
+        # Sorting and filtering are said only when they hide the config's order.
+        sort = self.model.sort_key or ("config order" if self.model.reverse else "")
+        sort = f" · sort: {sort}{' ↓' if self.model.reverse else ''}" if sort else ""
         shown = f" · filter {self.model.pattern!r}" if self.model.pattern else ""
         self.query_one("#heading", Static).update(
-            Text(f"{what}{about} · {self.model.counts()} · sort: {sort}{shown} · ? keys")
+            Text(f"{what}{about} · {self.model.counts()}{sort}{shown}")
         )
 
     def say(self, text: str | None, *, problem: bool = True) -> None:
