@@ -199,3 +199,14 @@ def test_in_a_real_terminal(tmp: Path) -> None:
             assert lines[-2:] == ["before top", "top exited 0"], lines
         finally:
             subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_without_a_daemon_it_exits_3_before_taking_the_screen(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text('[services.a]\ncommand = "sleep 1"\n')
+    proc = herdsman(tmp, "top")
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("herdsman: no daemon is running for ")
+    bad = herdsman(tmp, "top", "--url", "ftp://x:1", "--token-file", "t")
+    assert bad.returncode == 2
+    assert bad.stderr == "herdsman: --url must look like http://HOST:PORT, not 'ftp://x:1'\n"
