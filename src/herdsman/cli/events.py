@@ -51,8 +51,14 @@ async def follow(client: AsyncClient, printer: EventPrinter) -> int:
             printer.write(event)
         try:
             response = await client.subscribe("/v1/events")
+        except ClientError as err:
+            if not is_gone(err):
+                raise
+            break
+        try:
             daemon = (await client.request("GET", "/v1/status"))["daemon"]
         except ClientError as err:
+            response.close()
             if not is_gone(err):
                 raise
             break

@@ -24,6 +24,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
+from textual.widgets.data_table import ColumnKey
 
 from herdsman.cli import table
 from herdsman.cli.client import ClientError, instance_path
@@ -64,6 +65,7 @@ class TopApp(App[int]):
     """The dashboard for one daemon (one endpoint)."""
 
     TITLE = "herdsman top"
+    ENABLE_COMMAND_PALETTE = False  # every action has its key; `?` lists them
     CSS = """
     #heading { height: 1; background: $panel; padding: 0 1; }
     #banner { height: auto; padding: 0 1; display: none; }
@@ -130,11 +132,14 @@ class TopApp(App[int]):
         reexecs: int | None = None
         gone_since_connected = False
         while True:
+            response = None
             try:
                 response = await self.client.subscribe("/v1/events")
                 seen = self.model.events_seen
                 status = await self.client.request("GET", "/v1/status")
             except ClientError as err:
+                if response is not None:
+                    response.close()
                 self.lost(err)
                 gone_since_connected = True
                 await asyncio.sleep(RETRY_EVERY)
@@ -254,17 +259,25 @@ class TopApp(App[int]):
         rows = self.model.rows()
         keys = [str(i["name"]) for i in rows]
         stale = not self.connected
-        if keys != self._shown_keys:
+        cells = {str(i["name"]): self.row(i, stale) for i in rows}
+        # New rows, or text wider than its column: lay the table out again (a cell
+        # updated in place does not always widen its column on screen).
+        wider = any(
+            value.cell_len > grid.columns[ColumnKey(column.key)].content_width
+            for values in cells.values()
+            for column, value in zip(COLUMNS, values, strict=True)
+        )
+        if keys != self._shown_keys or wider:
             grid.clear()
-            for inst in rows:
-                grid.add_row(*self.row(inst, stale), key=str(inst["name"]))
+            for name, values in cells.items():
+                grid.add_row(*values, key=name)
             self._shown_keys = keys
             if self.selected in keys:
                 grid.move_cursor(row=keys.index(self.selected), animate=False)
         else:
-            for inst in rows:
-                for column, value in zip(COLUMNS, self.row(inst, stale), strict=True):
-                    grid.update_cell(str(inst["name"]), column.key, value, update_width=True)
+            for name, values in cells.items():
+                for column, value in zip(COLUMNS, values, strict=True):
+                    grid.update_cell(name, column.key, value)
         if keys and self.selected not in keys:
             self.select(keys[min(grid.cursor_row, len(keys) - 1)])
         for screen in self.screen_stack:
@@ -272,8 +285,8 @@ class TopApp(App[int]):
                 screen.show(self.model.instances.get(screen.name_shown))
 
     @staticmethod
-    def row(inst: Mapping[str, Any], stale: bool) -> list[Text | str]:
-        values: list[Text | str] = []
+    def row(inst: Mapping[str, Any], stale: bool) -> list[Text]:
+        values: list[Text] = []
         for column, text in zip(COLUMNS, cells(inst), strict=True):
             style = "dim" if stale else ""
             if column.key == "state" and not stale:
