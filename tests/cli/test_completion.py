@@ -69,8 +69,8 @@ def test_bash_completes_commands_options_and_the_daemons_names(tmp: Path) -> Non
 def test_without_a_daemon_names_complete_to_nothing_at_once(tmp: Path) -> None:
     (tmp / "herdsman.toml").write_text('[services.a]\ncommand = "sleep 1"\n')
     stop, top = bash_tab(tmp, "herdsman stop ", "herdsman top --")
-    assert stop == ["--help", "--no-wait", "-h"]
-    assert top == ["--help", "--token-file", "--url"]
+    assert stop == ["--config", "--debug", "--help", "--no-wait", "--timeout", "-c", "-h"]
+    assert top == ["--config", "--debug", "--help", "--token-file", "--url"]
 
 
 @pytest.mark.skipif(

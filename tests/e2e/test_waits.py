@@ -58,6 +58,7 @@ def timed(cwd: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], floa
 FAILING_DB = """
     [services.db]
     command = ["sh", "-c", "echo 'FATAL: data directory is not empty' >&2; exit 1"]
+    start_seconds = "10s"  # it crashes long before: a loaded machine must not make it "running"
     backoff = { initial = "50ms" }
     start_limit = { burst = 1 }
 
@@ -105,6 +106,7 @@ def test_start_ends_when_its_start_limit_is_spent(tmp: Path) -> None:
         [services.crashy]
         command = ["python3", "-c", "import sys; sys.exit('config error: no API_KEY')"]
         autostart = false
+        start_seconds = "10s"
         backoff = { initial = "50ms" }
         start_limit = { burst = 2 }
     """
@@ -177,6 +179,7 @@ def test_an_exit_during_start_says_the_last_line_on_stderr(tmp: Path) -> None:
         toml = f"""
             [services.web]
             command = ["{sys.executable}", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+            start_seconds = "10s"
             backoff = {{ initial = "50ms" }}
             start_limit = {{ burst = 1 }}
         """
