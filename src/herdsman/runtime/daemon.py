@@ -221,6 +221,7 @@ class Daemon:
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
+        self._followed: set[str] = set()  # services that some service has in restart_with
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -271,6 +272,7 @@ class Daemon:
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
+        self._followed = {name for svc in plan.services.values() for name in svc.restart_with}
         self._track_watches(plan)
 
     def _track_watches(self, plan: Plan) -> None:
@@ -321,6 +323,13 @@ class Daemon:
             self.plan.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
+        # Before the reaper: asyncio sets the signal wake-up fd again with each handler
+        # it adds, which would undo the reaper's warn_on_full_buffer=False, and every
+        # SIGCHLD of an exit storm (a crash loop, stopping thousands) would print a
+        # traceback once the wake-up pipe is full.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(signum, self._on_signal, signum)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.supervisor.open()
         if self.plan.notify_socket is not None:
             self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
@@ -332,9 +341,6 @@ class Daemon:
                     logging.ERROR,
                     f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
                 )
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._on_signal, signum)
-        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         if any(svc.memory_limit for svc in self.plan.services.values()):
             self._run_in_background(self._watch_memory())
 
@@ -530,7 +536,9 @@ class Daemon:
         """restart_with: once a restarted service runs again, restart its dependents."""
         service = managed.service
         if isinstance(event, Spawned):
-            if managed.name in self._spawned_before:
+            # Only a service something restarts with is looked at as a whole after each
+            # change (below): for the others, a crash loop would scan every replica.
+            if managed.name in self._spawned_before and service in self._followed:
                 self._restarted_deps.add(service)
             self._spawned_before.add(managed.name)
         if service not in self._restarted_deps or managed.state is not State.RUNNING:
