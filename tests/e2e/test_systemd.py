@@ -76,7 +76,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=process" in unit
     assert "FileDescriptorStoreMax=4096" in unit and "Environment=HERDSMAN_FDSTORE=4096" in unit
     assert f"-c {tmp}/herdsman.toml up" in unit
-    assert "TimeoutStopSec=35" in unit
+    assert "TimeoutStopSec=35" in unit and "TimeoutStartSec=infinity" in unit
     path = tmp / "herdsman-test.service"
     # systemd-analyze checks ExecStart's binary exists; point it at this interpreter.
     path.write_text(unit.replace(unit.split("ExecStart=")[1].split(" ")[0], sys.executable))

@@ -190,6 +190,10 @@ WorkingDirectory={config.parent}
 # running (state.json) instead of everything being killed and started again.
 KillMode=process
 TimeoutStopSec={int(shutdown_timeout) + 15}
+# READY=1 comes once no instance is starting or restarting, which can take as long
+# as the slowest readiness probe: a start timeout would have systemd stop every
+# service (and restart herdsman) over one slow instance. STATUS= says what is pending.
+TimeoutStartSec=infinity
 WatchdogSec=30
 Restart=on-failure
 RestartSec=1
