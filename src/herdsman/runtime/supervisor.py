@@ -373,7 +373,7 @@ class Supervisor:
             managed.pumps.append(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.remove)
             )
-        self._reaper.watch(pid, functools.partial(self._exited, managed, pid))
+        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
 
     # --- handing over to a new image, and adopting ------------------------------
