@@ -355,7 +355,7 @@ class Supervisor:
         try:
             pid, out, err = self._spawner.spawn(managed.plan, managed.env)
         except SpawnError as error:
-            self.feed(managed, SpawnFailed(f"cannot start: {error}"))
+            self.feed(managed, SpawnFailed(f"cannot start: {error}", retry=error.retry))
             return
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
