@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herdsman.core.lifecycle import (
+    RETRY_MIN,
     BackoffElapsed,
     CancelTimer,
     DependenciesMet,
@@ -23,7 +24,6 @@ from herdsman.core.lifecycle import (
     Exited,
     Instance,
     Policy,
-    RETRY_MIN,
     Ready,
     SetTimer,
     SignalGroup,
