@@ -218,6 +218,7 @@ async def _serve(
             tcp=plan.tcp,
             token=token,
             log=log.getChild("api"),
+            max_connections=plan.max_connections,
         )
         try:
             await server.start(resumed["listen_fds"] if resumed else None)

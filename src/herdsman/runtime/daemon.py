@@ -538,12 +538,13 @@ class Daemon:
             self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
-            self._repeats.log(managed.name, logging.INFO, f"spawned pid {event.pid}")
+            name = managed.name
+            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
-            change = f"{old.value} -> {core.state.value}{why}"
+            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
             self._repeats.log(managed.name, logging.INFO, change)
         if self._event_followers:
             doc = {

@@ -41,8 +41,8 @@ class LogThrottle:
         self._windows: dict[str, _Window] = {}
         self._summary: asyncio.TimerHandle | None = None
 
-    def log(self, key: str, level: int, text: str) -> None:
-        """Log `key: text`, unless `key` already had `burst` lines in this window."""
+    def log(self, key: str, level: int, message: str) -> None:
+        """Log `message`, unless `key` already had `burst` lines in this window."""
         now = self._loop.time()
         window = self._windows.get(key)
         if window is None or now - window.start >= self._window:
@@ -51,10 +51,10 @@ class LogThrottle:
             window = self._windows[key] = _Window(now)
         if window.logged < self._burst:
             window.logged += 1
-            self._log.log(level, "%s: %s", key, text)
+            self._log.log(level, "%s", message)
             return
         window.suppressed += 1
-        window.last, window.level = text, max(window.level, level)
+        window.last, window.level = message, max(window.level, level)
         if self._summary is None:
             self._summary = self._loop.call_at(window.start + self._window, self._summarize_due)
 
@@ -75,7 +75,7 @@ class LogThrottle:
             key,
             f"{window.suppressed:,}",
             self._window,
-            window.last,
+            window.last.removeprefix(f"{key}: "),
         )
         window.suppressed = 0
 
