@@ -218,18 +218,28 @@ class ApiServer:
         self._listen(sock, tcp=False, name=str(path))
 
     async def _start_tcp(self, host: str, port: int) -> None:
+        """Listen on every address `host` names (as asyncio.start_server would:
+        `localhost` is 127.0.0.1 and ::1)."""
         loop = asyncio.get_running_loop()
         try:
             found = await loop.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
-            family = found[0][0]
-            sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
-        except (OSError, IndexError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else "no address"
-            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from e
-        self._tcp_address = sock.getsockname()[:2]
-        self._listen(sock, tcp=True, name=f"{host}:{self._tcp_address[1]}")
+            addresses = list(dict.fromkeys((family, address[:2]) for family, *_, address in found))
+            socks = []
+            try:
+                for family, address in addresses:
+                    socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
+            except OSError:
+                for sock in socks:
+                    sock.close()
+                raise
+        except OSError as e:
+            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        self._tcp_address = socks[0].getsockname()[:2]
+        for sock in socks:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self._listen(sock, tcp=True, name=f"{bound_host}:{bound_port}")
 
     def _listen(self, sock: socket.socket, *, tcp: bool, name: str) -> None:
         sock.setblocking(False)
