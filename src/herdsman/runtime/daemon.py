@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
 # A request waits for at most this much sampling (beyond the first SAMPLE_AT_ONCE
 # instances); the rest of a big herd is sampled in the background, a slice of
 # SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
@@ -610,15 +611,14 @@ class Daemon:
             change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
             self._repeats.log(managed.name, logging.INFO, change)
         if self._event_followers:
+            # The instance's whole state as `status` shows it (but the resource samples,
+            # which no change makes fresh), so a follower (`top`) never asks after one.
+            instance = self._document(managed)
             doc = {
                 "time": iso(time.time()),
-                "instance": managed.name,
-                "service": managed.service,
-                "state": core.state.value,
+                "instance": instance.pop("name"),
                 "previous": old.value,
-                "pid": core.pid,
-                "ready": core.ready,
-                "message": core.message,
+                **{k: v for k, v in instance.items() if k not in SAMPLED},
             }
             for queue in list(self._event_followers):
                 self._offer(self._event_followers, queue, doc)
