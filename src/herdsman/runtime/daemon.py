@@ -86,6 +86,16 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
+# What is up first, what went wrong next, what was never started last.
+SUMMARY_ORDER = (
+    State.RUNNING,
+    State.STARTING,
+    State.RESTARTING,
+    State.STOPPING,
+    State.EXITED,
+    State.FAILED,
+    State.STOPPED,
+)
 
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
@@ -225,6 +235,7 @@ class Daemon:
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
+        self._followed: set[str] = set()  # services that some service has in restart_with
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -275,6 +286,7 @@ class Daemon:
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
+        self._followed = {name for svc in plan.services.values() for name in svc.restart_with}
         self._track_watches(plan)
 
     def _track_watches(self, plan: Plan) -> None:
@@ -336,6 +348,8 @@ class Daemon:
                     logging.ERROR,
                     f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
                 )
+        # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
+        # fd for the process, whose overflow loses no signal (see signals.py).
         signals = self.supervisor.signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
@@ -536,7 +550,9 @@ class Daemon:
         """restart_with: once a restarted service runs again, restart its dependents."""
         service = managed.service
         if isinstance(event, Spawned):
-            if managed.name in self._spawned_before:
+            # Only a service something restarts with is looked at as a whole after each
+            # change (below): for the others, a crash loop would scan every replica.
+            if managed.name in self._spawned_before and service in self._followed:
                 self._restarted_deps.add(service)
             self._spawned_before.add(managed.name)
         if service not in self._restarted_deps or managed.state is not State.RUNNING:
@@ -610,6 +626,7 @@ class Daemon:
             why = f": {core.message}" if core.message else ""
             change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
             self._repeats.log(managed.name, logging.INFO, change)
+            self.manager.status_changed(self.summary)
         if self._event_followers:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
@@ -706,11 +723,22 @@ class Daemon:
         }
 
     def summary(self) -> str:
-        """One line for a service manager's STATUS=: how many instances are in which state."""
-        counts: dict[str, int] = {}
+        """One line for a service manager's STATUS=: how many instances are in which
+        state (`12 running, 1 restarting, 1 failed`), in a fixed order so that the text
+        changes only with the counts."""
+        counts = dict.fromkeys(SUMMARY_ORDER, 0)
         for managed in self.supervisor.instances.values():
-            counts[managed.state.value] = counts.get(managed.state.value, 0) + 1
-        return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no instances"
+            counts[managed.state] += 1
+        return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no instances"
+
+    def settled(self) -> bool:
+        """Whether no instance is on its way up any more (starting or restarting):
+        each runs (past start_seconds, and ready if it has a probe), has exited, has
+        failed, or is stopped (not started, or waiting for a dependency that failed)."""
+        return not any(
+            m.state in (State.STARTING, State.RESTARTING)
+            for m in self.supervisor.instances.values()
+        )
 
     def daemon_document(self) -> dict[str, Any]:
         return {
