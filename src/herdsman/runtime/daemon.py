@@ -59,6 +59,7 @@ from herdsman.runtime.state import (
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
+from herdsman.runtime.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -229,6 +230,8 @@ class Daemon:
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
+        # Per instance: a crash loop's lines are counted, not written one by one.
+        self._repeats = LogThrottle(log, self._loop)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
@@ -334,13 +337,6 @@ class Daemon:
             self.plan.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
-        # Before the reaper: asyncio sets the signal wake-up fd again with each handler
-        # it adds, which would undo the reaper's warn_on_full_buffer=False, and every
-        # SIGCHLD of an exit storm (a crash loop, stopping thousands) would print a
-        # traceback once the wake-up pipe is full.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._on_signal, signum)
-        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.supervisor.open()
         if self.plan.notify_socket is not None:
             self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
@@ -352,6 +348,12 @@ class Daemon:
                     logging.ERROR,
                     f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
                 )
+        # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
+        # fd for the process, whose overflow loses no signal (see signals.py).
+        signals = self.supervisor.signals
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signals.add(signum, functools.partial(self._on_signal, signum))
+        signals.add(signal.SIGHUP, self._on_hangup)
         if any(svc.memory_limit for svc in self.plan.services.values()):
             self._run_in_background(self._watch_memory())
 
@@ -458,13 +460,14 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._repeats.close()
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._loop.remove_signal_handler(signum)
+            self.supervisor.signals.remove(signum)
         # Followers end their streams; None is the end marker.
         for lines in list(self._line_followers):
             self._offer(self._line_followers, lines, None)
@@ -615,12 +618,14 @@ class Daemon:
             self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
-            self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            name = managed.name
+            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
-            self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
+            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
+            self._repeats.log(managed.name, logging.INFO, change)
             self.manager.status_changed(self.summary)
         if self._event_followers:
             # The instance's whole state as `status` shows it (but the resource samples,
