@@ -27,6 +27,7 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
+from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
@@ -194,6 +195,16 @@ async def _serve(
     watch: bool,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
+    fd_problem = shortfall(
+        sum(len(svc.instances) for svc in plan.services.values()),
+        raise_soft_limit(),
+        listeners=1 + (plan.tcp is not None),
+        max_connections=plan.max_connections,
+    )
+    if fd_problem is not None:
+        log.warning(fd_problem)  # in the foreground, on the terminal too
+        if detached and resumed is None:
+            print(f"herdsman: warning: {fd_problem}", file=sys.stderr)  # up -d shows it
     # A new image keeps the token the daemon started with, as it keeps its sockets:
     # a token file that is gone or changed since must not take the daemon down.
     token = resumed["token"] if resumed is not None else read_token(plan)
@@ -223,6 +234,7 @@ async def _serve(
             tcp=plan.tcp,
             token=token,
             log=log.getChild("api"),
+            max_connections=plan.max_connections,
         )
         try:
             await server.start(resumed["listen_fds"] if resumed else None)
@@ -267,7 +279,9 @@ async def _run(
     else:
         daemon.recover()
         daemon.start_services(services or None)
-    daemon.manager.ready(daemon.summary())
+    announce = None
+    if daemon.manager.present:
+        announce = asyncio.create_task(_ready_once_settled(daemon))
     daemon.manager.start_watchdog(asyncio.get_running_loop())
     if detached and resumed is None:
         detach_output(plan.log_dir / "herdsman.log")
@@ -276,6 +290,8 @@ async def _run(
         await daemon.wait_for_shutdown()
         outcome = daemon.exit_code
     finally:
+        if announce is not None:
+            announce.cancel()
         if daemon.reexec_reason is not None:
             # The signals were blocked when the re-exec was decided; the server goes
             # first (it awaits), then the instances are recorded with nothing more
@@ -290,6 +306,13 @@ async def _run(
             log.info("herdsman stopped")
         daemon.manager.close()
     return outcome
+
+
+async def _ready_once_settled(daemon: Daemon) -> None:
+    """READY=1 to the service manager once no instance is on its way up: what is
+    ordered after herdsman then finds its services running (or failed, not pending)."""
+    await daemon.supervisor.wait_until(daemon.settled, timeout=None)
+    daemon.manager.ready(daemon.summary())
 
 
 def detach_output(log_file: Path) -> None:

@@ -41,6 +41,9 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _SUN_PATH_MAX = 108
 _REPLICA = "{replica}"
+# Each instance costs pipes, timers and a row in state.json: far more than any host
+# runs of one service, far below what would exhaust herdsman's memory before it says so.
+MAX_REPLICAS = 10_000
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -313,7 +316,7 @@ class Service(_Model):
     group: str | None = Field(default=None, min_length=1)
     umask: Mode | None = None
     autostart: Flag = True
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     restart: RestartPolicy = "always"
     backoff: Backoff = Field(default_factory=Backoff)
     start_limit: StartLimit = Field(default_factory=StartLimit)
@@ -447,6 +450,9 @@ class Settings(_Model):
     tcp: str | None = None
     socket_mode: Mode = 0o600
     socket_group: str | None = Field(default=None, min_length=1)
+    # Per listener (the socket, the TCP port): clients beyond it are turned away, so
+    # no client can take the file descriptors that instances need.
+    max_connections: int = Field(default=128, ge=1, le=65536)
     log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
     log_format: Literal["text", "json"] = "text"  # of the daemon's own herdsman.log
     # `package.module:object` references; each is known by its object's name.

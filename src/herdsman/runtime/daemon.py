@@ -60,6 +60,7 @@ from herdsman.runtime.state import (
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
+from herdsman.runtime.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -86,6 +87,16 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
+# What is up first, what went wrong next, what was never started last.
+SUMMARY_ORDER = (
+    State.RUNNING,
+    State.STARTING,
+    State.RESTARTING,
+    State.STOPPING,
+    State.EXITED,
+    State.FAILED,
+    State.STOPPED,
+)
 
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
@@ -206,9 +217,12 @@ class Daemon:
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
+        # Per instance: a crash loop's lines are counted, not written one by one.
+        self._repeats = LogThrottle(log, self._loop)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
+        self._followed: set[str] = set()  # services that some service has in restart_with
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -259,6 +273,7 @@ class Daemon:
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
+        self._followed = {name for svc in plan.services.values() for name in svc.restart_with}
         self._track_watches(plan)
 
     def _track_watches(self, plan: Plan) -> None:
@@ -320,9 +335,12 @@ class Daemon:
                     logging.ERROR,
                     f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
                 )
+        # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
+        # fd for the process, whose overflow loses no signal (see signals.py).
+        signals = self.supervisor.signals
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._on_signal, signum)
-        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            signals.add(signum, functools.partial(self._on_signal, signum))
+        signals.add(signal.SIGHUP, self._on_hangup)
         if any(svc.memory_limit for svc in self.plan.services.values()):
             self._run_in_background(self._watch_memory())
 
@@ -429,13 +447,14 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._repeats.close()
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._loop.remove_signal_handler(signum)
+            self.supervisor.signals.remove(signum)
         # Followers end their streams; None is the end marker.
         for lines in list(self._line_followers):
             self._offer(self._line_followers, lines, None)
@@ -518,7 +537,9 @@ class Daemon:
         """restart_with: once a restarted service runs again, restart its dependents."""
         service = managed.service
         if isinstance(event, Spawned):
-            if managed.name in self._spawned_before:
+            # Only a service something restarts with is looked at as a whole after each
+            # change (below): for the others, a crash loop would scan every replica.
+            if managed.name in self._spawned_before and service in self._followed:
                 self._restarted_deps.add(service)
             self._spawned_before.add(managed.name)
         if service not in self._restarted_deps or managed.state is not State.RUNNING:
@@ -584,13 +605,16 @@ class Daemon:
             self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
-            self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            name = managed.name
+            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             self._since[managed.name] = time.time()
             why = f": {core.message}" if core.message else ""
-            self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
+            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
+            self._repeats.log(managed.name, logging.INFO, change)
+            self.manager.status_changed(self.summary)
         if self._event_followers:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
@@ -703,11 +727,22 @@ class Daemon:
         }
 
     def summary(self) -> str:
-        """One line for a service manager's STATUS=: how many instances are in which state."""
-        counts: dict[str, int] = {}
+        """One line for a service manager's STATUS=: how many instances are in which
+        state (`12 running, 1 restarting, 1 failed`), in a fixed order so that the text
+        changes only with the counts."""
+        counts = dict.fromkeys(SUMMARY_ORDER, 0)
         for managed in self.supervisor.instances.values():
-            counts[managed.state.value] = counts.get(managed.state.value, 0) + 1
-        return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no instances"
+            counts[managed.state] += 1
+        return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no instances"
+
+    def settled(self) -> bool:
+        """Whether no instance is on its way up any more (starting or restarting):
+        each runs (past start_seconds, and ready if it has a probe), has exited, has
+        failed, or is stopped (not started, or waiting for a dependency that failed)."""
+        return not any(
+            m.state in (State.STARTING, State.RESTARTING)
+            for m in self.supervisor.instances.values()
+        )
 
     def daemon_document(self) -> dict[str, Any]:
         return {
