@@ -40,7 +40,7 @@ from herdsman.core.lifecycle import (
     signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
-from herdsman.runtime.pump import LineSink, LogPump
+from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 from herdsman.runtime.state import (
@@ -123,6 +123,7 @@ class Supervisor:
         self._base_env = dict(os.environ if environ is None else environ)
         without_manager_variables(self._base_env)
         self.journal: SpawnJournal | None = None
+        self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.replace_plan(plan)
 
     def replace_plan(self, plan: Plan) -> list[Managed]:
@@ -367,7 +368,15 @@ class Supervisor:
             journal.spawned(name, pid, inodes, self._loop.time())
         for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.add(
-                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
+                LogPump(
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    self._sink,
+                    managed.pumps.discard,
+                    batches=self.batches,
+                )
             )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
@@ -431,7 +440,14 @@ class Supervisor:
             os.set_inheritable(fd, False)
             managed.pumps.add(
                 LogPump(
-                    self._loop, fd, name, stream, self._sink, managed.pumps.discard, partial=partial
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    self._sink,
+                    managed.pumps.discard,
+                    partial=partial,
+                    batches=self.batches,
                 )
             )
         pipes = record.get("pipes")
