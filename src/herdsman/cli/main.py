@@ -14,6 +14,7 @@ from pathlib import Path
 
 from herdsman import __version__
 from herdsman.cli.commands import CLIENT_COMMANDS, add_parsers
+from herdsman.cli.live import LIVE_COMMANDS, add_live_parsers
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
@@ -106,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_parsers(sub)
+    add_live_parsers(sub)
     sub.add_parser("check", help="validate the config")
+    sub.add_parser("schema", help="print a JSON Schema of the config, for editors")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
     imp = sub.add_parser(
         "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
@@ -206,6 +209,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from herdsman.config.schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK
+
+
 def cmd_systemd_unit(args: argparse.Namespace) -> int:
     from herdsman.runtime.systemd import unit_file
 
@@ -267,16 +279,24 @@ def cmd_version(args: argparse.Namespace) -> int:
 COMMANDS = {
     "up": cmd_up,
     "check": cmd_check,
+    "schema": cmd_schema,
     "systemd-unit": cmd_systemd_unit,
     "import": cmd_import,
     "export": cmd_export,
     "version": cmd_version,
     **CLIENT_COMMANDS,
+    **LIVE_COMMANDS,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        # A shell's TAB (see `herdsman completion`): answered here, then it exits.
+        from herdsman.cli.completion import complete
+
+        complete(parser)
+    args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:

@@ -56,6 +56,22 @@ def count_lines(lines: bytes, formatted: tuple[bytes, bytes, bytes]) -> int:
 
 
 class LogFile:
+    # One per instance, thousands of them: slots, and the path as a plain string.
+    __slots__ = (
+        "_backups",
+        "_batch",
+        "_fd",
+        "_max_bytes",
+        "_on_error",
+        "_path",
+        "_pending",
+        "_positions",
+        "_recorded",
+        "_size",
+        "dropped_bytes",
+        "error",
+    )
+
     def __init__(
         self,
         path: Path,
@@ -64,7 +80,7 @@ class LogFile:
         on_error: Callable[[str | None], None],
         positions: Positions | None = None,
     ) -> None:
-        self.path = path
+        self._path = str(path)
         self._positions = positions
         self._batch: tuple[str, int] | None = None  # (stream, held) of a batch not yet begun
         self._recorded = False  # the batch is in `positions`, pending
@@ -76,6 +92,10 @@ class LogFile:
         self._pending = b""
         self.dropped_bytes = 0
         self.error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     def write(self, *parts: bytes) -> None:
         """Append `parts`, whole lines together, with one `writev` when all goes well."""
@@ -92,7 +112,7 @@ class LogFile:
             if self._batch is not None and self._positions is not None:
                 # Where the batch starts, in the file it goes to (after a rotation).
                 stream, held = self._batch
-                self._positions.begin(self.path.stem, stream, self._size, held)
+                self._positions.begin(self._name(), stream, self._size, held)
                 self._batch, self._recorded = None, True
             done = os.writev(self._fd, parts)
             self._size += done
@@ -119,6 +139,10 @@ class LogFile:
             self.error = None
             self._on_error(None)
 
+    def _name(self) -> str:
+        """The instance's name: the file's name without `.log`."""
+        return os.path.basename(self._path)[: -len(".log")]
+
     def begin_batch(self, stream: str, held: int) -> None:
         """The next writes are one read of `stream`'s pipe (see positions.py)."""
         self._batch = (stream, held)
@@ -126,7 +150,7 @@ class LogFile:
     def end_batch(self) -> None:
         """That read's bytes are written and taken from the pipe."""
         if self._recorded and self._positions is not None:
-            self._positions.done(self.path.stem)
+            self._positions.done(self._name())
         self._batch, self._recorded = None, False
 
     def _hold(self, data: bytes, err: OSError) -> None:
@@ -141,7 +165,7 @@ class LogFile:
             self._on_error(self.error)
 
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         size = os.fstat(fd).st_size
         try:
             # A write cut short by SIGKILL (the kernel stops at a page boundary) leaves
