@@ -160,6 +160,9 @@ def test_in_a_real_terminal(tmp: Path) -> None:
     tmux = ["tmux", "-S", str(tmp / "tmux.sock")]
     run = f"cd {tmp} && echo before top && {sys.executable} -m herdsman top; echo top exited $?"
     with daemon(tmp):
+        piped = herdsman(tmp, "top")  # not a terminal
+        assert piped.returncode == 2
+        assert piped.stderr.startswith("herdsman: top needs a terminal; ")
         subprocess.run(
             [*tmux, "new-session", "-d", "-x", "130", "-y", "35", f"{run}; exec sleep 600"],
             check=True,
