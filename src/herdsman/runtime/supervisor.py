@@ -41,7 +41,7 @@ from herdsman.core.lifecycle import (
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
-from herdsman.runtime.pump import LineSink, LogPump
+from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
@@ -135,6 +135,7 @@ class Supervisor:
         self._base_env = dict(os.environ if environ is None else environ)
         without_manager_variables(self._base_env)
         self.journal: SpawnJournal | None = None
+        self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.replace_plan(plan)
 
     def replace_plan(self, plan: Plan) -> list[Managed]:
@@ -380,12 +381,18 @@ class Supervisor:
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
         managed.last_err = b""
-        managed.pumps.append(
-            LogPump(self._loop, out, name, "out", self._sink, managed.pumps.remove)
-        )
-        managed.pumps.append(
-            LogPump(self._loop, err, name, "err", self._err_sink(managed), managed.pumps.remove)
-        )
+        for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink(managed))):
+            managed.pumps.append(
+                LogPump(
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    sink,
+                    managed.pumps.remove,
+                    batches=self.batches,
+                )
+            )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
 
@@ -448,7 +455,14 @@ class Supervisor:
             os.set_inheritable(fd, False)
             managed.pumps.append(
                 LogPump(
-                    self._loop, fd, name, stream, self._sink, managed.pumps.remove, partial=partial
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    self._sink,
+                    managed.pumps.remove,
+                    partial=partial,
+                    batches=self.batches,
                 )
             )
         pipes = record.get("pipes")
