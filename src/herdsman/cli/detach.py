@@ -25,8 +25,9 @@ class DetachError(Exception):
     """The daemon did not come up; the message says why."""
 
 
-def spawn_daemon(plan: Plan, services: list[str]) -> int:
-    """Start the daemon; its pid once it serves the control socket."""
+def spawn_daemon(plan: Plan, services: list[str]) -> tuple[int, str]:
+    """Start the daemon; its pid once it serves the control socket, and what it said
+    until then (a state.json it found corrupt, the instances it adopted)."""
     read_end, write_end = os.pipe()
     try:
         daemon = subprocess.Popen(
@@ -48,7 +49,7 @@ def spawn_daemon(plan: Plan, services: list[str]) -> int:
         code = daemon.wait(0.2)
     except subprocess.TimeoutExpired:
         daemon.returncode = 0  # it lives on in its own session; not ours to wait for
-        return daemon.pid
+        return daemon.pid, output.decode(errors="replace")
     reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
     raise DetachError(reason.removeprefix("herdsman: "))
 

@@ -143,10 +143,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
 
     try:
-        pid = spawn_daemon(plan, args.services)
+        pid, notes = spawn_daemon(plan, args.services)
     except DetachError as err:
         print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
         return EXIT_FAILED
+    sys.stderr.write(notes)
     print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
     if not args.wait:
         return EXIT_OK

@@ -37,6 +37,7 @@ from herdsman.core.lifecycle import (
     signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
@@ -53,8 +54,6 @@ from herdsman.runtime.state import (
     FORMAT,
     StateWriter,
     just_spawned,
-    processes_of,
-    still_running,
     zombie_status,
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
@@ -889,13 +888,18 @@ class Daemon:
             self._state.write()
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document = self._state.file.read()
+        document, problems = self._state.file.recover()
+        for problem in problems:
+            self._note(logging.WARNING, problem)
         # The same config however it was named (a symlink, a relative path): the
         # lock on its state_dir already tells that no other daemon runs it.
-        if document is None or not _same_file(document.get("config"), self.plan.config_path):
-            return []
+        if document is not None and not _same_file(document.get("config"), self.plan.config_path):
+            document = None
+        # Also with a good state.json: a process it does not name (it was lost, or
+        # spawned as the daemon died) is found by its environment.
+        found = leftovers.find(document, self.plan.state_dir, self._may_run_as)
         adopted: list[str] = []
-        for name, record, pid in still_running(document, self.plan.state_dir):
+        for name, (pid, record) in found.mains.items():
             status = zombie_status(pid)
             if status is not None:
                 how = describe_exit(*decode_status(status))
@@ -909,18 +913,20 @@ class Daemon:
             record["foreign"] = True
             if record.get("journalled"):  # spawned after the last state.json: as new
                 just_spawned(record, managed.core.policy, pid)
+            elif record.pop("found_by_environment", False):
+                ready = managed.plan.ready
+                record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
                 self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
                 self.prober.resume(managed)
-        for name in document.get("unfinished_spawns", []):
-            # Spawned by the previous daemon as it died, before it could journal the
-            # pid: found by the environment it was given, and stopped.
-            managed = self.supervisor.instances.get(name)
-            adopted_pid = managed.core.pid if managed is not None else None
-            for pid in processes_of(self.plan.state_dir, name):
-                if pid != adopted_pid:
-                    self._stop_stray(name, pid, "was not recorded")
+        for name, pid, why in found.extras:
+            self._stop_stray(name, pid, why)
+        for name, pid in found.strays:
+            # Its main process is gone, or is being stopped as a second one.
+            self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon; killing it")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if adopted:
             self._note(
                 logging.INFO,
@@ -929,6 +935,15 @@ class Daemon:
             )
         self.supervisor.resume_waiting()
         return adopted
+
+    def _may_run_as(self, instance: str, uid: int) -> bool:
+        """Whether a process running as `uid` may be `instance`'s: herdsman's own
+        user, or the one the instance is configured to run as."""
+        if uid == os.geteuid():
+            return True
+        managed = self.supervisor.instances.get(instance)
+        user = managed.plan.user if managed is not None else None
+        return user is not None and _uid_of(user) == uid
 
     def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
         self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
@@ -1078,6 +1093,15 @@ RESTART_ONLY = ("state_dir", "socket", "tcp")
 def _restart_only(plan: Plan) -> dict[str, Any]:
     """The settings a running daemon keeps (its lock and sockets), as plain values."""
     return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
+
+
+def _uid_of(user: str) -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
 
 
 def _same_file(recorded: object, path: Path) -> bool:

@@ -40,6 +40,7 @@ from herdsman.core.lifecycle import (
     signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
@@ -84,15 +85,10 @@ class Managed:
 
 # (instance, state before the event, the event): called once things have settled.
 ChangeCallback = Callable[[Managed, State, Event], None]
-# Children carry the state_dir of the daemon that spawned them: after a crash, the
-# next daemon can tell its own processes from anyone's.
-STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn before it happens and right after (see state.StateFile)."""
-
-    def spawning(self, name: str) -> None: ...
+    """Told of every spawn right after it (see state.StateFile)."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
@@ -136,6 +132,8 @@ class Supervisor:
             members = []
             for inst in svc.instances:
                 env = child_environment(self._base_env, inst)
+                # Children carry the state_dir of the daemon that spawned them: the
+                # next daemon can tell its own processes from anyone's (leftovers.py).
                 env[STATE_DIR_VARIABLE] = str(plan.state_dir)
                 managed = old.get(inst.name)
                 if managed is None:
@@ -350,8 +348,6 @@ class Supervisor:
 
     def _spawn(self, managed: Managed) -> None:
         journal = self.journal
-        if journal is not None:
-            journal.spawning(managed.name)
         try:
             pid, out, err = self._spawner.spawn(managed.plan, managed.env)
         except SpawnError as error:
