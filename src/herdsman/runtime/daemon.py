@@ -69,6 +69,7 @@ HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state
 HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
+ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
@@ -289,6 +290,8 @@ class Daemon:
             return True
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
+        # Nothing of theirs may run on: what left their process groups, too.
+        await self.supervisor.escapes.drain(ESCAPES_DRAIN_TIMEOUT)
         if not self.supervisor.any_live():
             self._state.file.remove()  # nothing left to adopt
         await self.hooks.drain(HOOK_DRAIN_TIMEOUT)

@@ -47,6 +47,8 @@ class Reaper:
         self._watched: dict[int, ExitCallback] = {}
         self._pidfds: dict[int, int] = {}  # adopted pid -> its pidfd
         self.orphans_reaped = 0
+        # Told once per wake-up that reaped orphans: their children are ours now.
+        self.on_orphan: Callable[[], None] | None = None
 
     def start(self) -> None:
         become_subreaper()
@@ -104,16 +106,21 @@ class Reaper:
         self._watched[pid] = callback
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            callback = self._watched.pop(pid, None)
-            if callback is None:
-                self.orphans_reaped += 1
-                continue
-            code, sig = decode_status(status)
-            callback(code, sig)
+        orphans = self.orphans_reaped
+        try:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                callback = self._watched.pop(pid, None)
+                if callback is None:
+                    self.orphans_reaped += 1
+                    continue
+                code, sig = decode_status(status)
+                callback(code, sig)
+        finally:
+            if self.orphans_reaped != orphans and self.on_orphan is not None:
+                self.on_orphan()

@@ -15,7 +15,7 @@ import os
 import random
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from herdsman.core.lifecycle import (
     signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
@@ -106,6 +107,10 @@ class Supervisor:
         self._sink = sink
         self._on_change = on_change
         self._reaper = Reaper(self._loop)
+        self.escapes = Escapes(
+            self._loop, lambda: self.plan.state_dir, self._main_of, self._main_pids
+        )
+        self._reaper.on_orphan = self.escapes.orphan_reaped
         self._random = random.Random()
         self._waiting: dict[str, Managed] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -466,8 +471,20 @@ class Supervisor:
         if self._waiting:
             self._recheck_waiting()
 
+    def _main_of(self, name: str) -> tuple[int, int | None] | None:
+        managed = self.instances.get(name)
+        if managed is None or managed.core.pid is None:
+            return None
+        return managed.core.pid, self.start_time_of(managed)
+
+    def _main_pids(self) -> Iterator[int]:
+        return (m.core.pid for m in self.instances.values() if m.core.pid is not None)
+
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too
+        # And what left the group: ours once its parents are gone (an adopted
+        # instance's went to another reaper).
+        self.escapes.soon(everywhere=managed.foreign)
         for pump in list(managed.pumps):
             pump.drain()
         self.feed(managed, Exited(pid, code, sig))
