@@ -435,6 +435,7 @@ start_seconds = "0.1s"
         assert "a restart is in progress" in refused.stderr
         wait_for(lambda: instances(tmp)["slow"]["state"] == "running", timeout=10)
         (tmp / "token").write_text("t0ken\n")
+        (tmp / "token").chmod(0o600)
         config.write_text('[settings]\ntcp = "127.0.0.1:19998"\ntoken_file = "token"\n' + slow)
         moved = herdsman(tmp, "reexec")
         assert moved.returncode == 1

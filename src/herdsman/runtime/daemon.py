@@ -44,7 +44,7 @@ from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
-from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
+from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
@@ -58,6 +58,7 @@ from herdsman.runtime.state import (
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
+from herdsman.runtime.throttle import Throttle
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
@@ -199,6 +200,7 @@ class Daemon:
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
+        self._throttle = Throttle(log)  # repeated warnings, said with a count
         self._notify_status: dict[str, str] = {}
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
@@ -262,9 +264,11 @@ class Daemon:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
         if self.plan.notify_socket is not None:
-            self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
+            self._notify = NotifySocket(
+                self.plan.notify_socket, self._notified, self._log, self._throttle
+            )
             try:
-                self._notify.open(self._loop, notify_fd)
+                self._notify.open(self._loop, notify_fd, self._notify_access())
             except OSError as err:
                 self._notify = None
                 self._note(
@@ -380,6 +384,7 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._throttle.close()
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
@@ -437,21 +442,43 @@ class Daemon:
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
 
+    def _notify_access(self) -> Access:
+        """Who must be able to send to the notify socket: the users the instances
+        that report by notify run as (see notify.access_for)."""
+        identities = []
+        for svc in self.plan.services.values():
+            for inst in svc.instances:
+                if inst.ready is not None and inst.ready.kind == "notify":
+                    identity = _identity(inst.user, inst.group)
+                    if identity is not None:
+                        identities.append(identity)
+        return access_for(identities)
+
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
-        # barrier until we return, so it still exists to be looked up.
+        # barrier until we return, so it still exists to be looked up. Its ids are
+        # looked up once, not once per instance (a flood must cost little).
+        ids = sender_ids(message.pid)
         for managed in self.supervisor.instances.values():
             pid, ready = managed.core.pid, managed.plan.ready
             if pid is None or ready is None or ready.kind != "notify":
                 continue
-            if sender_belongs(message.pid, pid):
+            if pid in ids:
                 self._apply_notify(managed, message.fields)
                 return
         if message.fields:
-            self._log.warning(
-                "ignored an sd_notify message from pid %d: it belongs to no instance "
-                "that reports by notify",
-                message.pid,
+            sender = message.pid
+            self._throttle.warn(
+                "notify-ignored",
+                sender,
+                lambda: (
+                    f"ignored an sd_notify message from pid {sender}: it belongs to "
+                    "no instance that reports by notify"
+                ),
+                lambda n, who, took: (
+                    f"ignored {n:,} notify messages from {who} in the last "
+                    f"{took:.0f} s (they belong to no instance that reports by notify)"
+                ),
             )
 
     def _apply_notify(self, managed: Managed, fields: dict[str, str]) -> None:
@@ -817,6 +844,11 @@ class Daemon:
             if log_file is not None:
                 log_file.close()
         self._track_instances(new)
+        if self._notify is not None:
+            try:
+                self._notify.set_access(self._notify_access())
+            except OSError as err:
+                self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
         # Start what is new (if autostart) and what changed while running, in order.
         starting = {
             name for name in change.added if new.services[sup.instances[name].service].autostart
@@ -1105,6 +1137,23 @@ def _uid_of(user: str) -> int | None:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
         return None
+
+
+def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
+    """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
+    user or group that does not exist (such an instance cannot start)."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user) if user is not None else None
+        gid = grp.getgrnam(group).gr_gid if group is not None else None
+    except KeyError:
+        return None
+    uid = entry.pw_uid if entry is not None else os.geteuid()
+    if gid is None:
+        gid = entry.pw_gid if entry is not None else os.getegid()
+    return uid, gid
 
 
 def _same_file(recorded: object, path: Path) -> bool:
