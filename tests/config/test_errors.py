@@ -315,7 +315,7 @@ def test_env_file_problems(write: WriteConfig, tmp: Path) -> None:
     assert errors(write(text)) == [
         "herdsman.toml:3: services.a.env_file: bad.env line 2: expected KEY=VALUE,"
         " not 'not a pair'",
-        "herdsman.toml:6: services.b.env_file: cannot read 'dir.env': Is a directory",
+        "herdsman.toml:6: services.b.env_file: 'dir.env' is not a regular file (it is a directory)",
     ]
 
 

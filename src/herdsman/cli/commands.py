@@ -646,12 +646,14 @@ _STREAMS = ("out", "err", "out+", "err+")
 def read_settings(config: Path) -> dict[str, Any]:
     """The config's `[settings]` table, ${VAR} expanded in its strings, without
     validating the rest of the file (or importing pydantic). Empty when unreadable."""
+    from herdsman.config.envfile import with_dotenv
     from herdsman.config.errors import ConfigError
     from herdsman.config.interpolate import expand
     from herdsman.config.parse import read_document
 
     try:
         settings = read_document(config).data.get("settings")
+        environ = with_dotenv(config.parent, os.environ)
     except ConfigError:
         return {}
     if not isinstance(settings, dict):
@@ -659,7 +661,7 @@ def read_settings(config: Path) -> dict[str, Any]:
     expanded: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, str):
-            value, problems = expand(value, os.environ)
+            value, problems = expand(value, environ)
             if problems:
                 continue
         expanded[str(key)] = value

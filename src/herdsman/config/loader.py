@@ -14,6 +14,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from herdsman import plugins
+from herdsman.config.envfile import with_dotenv
 from herdsman.config.errors import ConfigError, Loc, format_loc
 from herdsman.config.interpolate import interpolate
 from herdsman.config.locate import line_of
@@ -41,7 +42,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     for loc, line in document.duplicates:
         report.add(loc, "is given twice (YAML would keep only the last)", line=line)
 
-    expanded, missing_vars = interpolate(document.data, os.environ if environ is None else environ)
+    environ = with_dotenv(path.parent, os.environ if environ is None else environ)
+    expanded, missing_vars = interpolate(document.data, environ)
     data = cast(dict[Any, Any], expanded)  # interpolation keeps the shape of its input
     for loc, message in missing_vars:
         report.add(loc, message)
@@ -63,7 +65,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     config = None
     try:
         config = Config.model_validate(
-            {**sections, "path": path}, context={"base_dir": path.parent, "env_files": {}}
+            {**sections, "path": path},
+            context={"base_dir": path.parent, "env_files": {}, "environ": environ},
         )
     except ValidationError as e:
         # An unset variable became "": do not report what follows from that twice.

@@ -28,7 +28,7 @@ from pydantic import (
 
 from herdsman import plugins as lookup
 from herdsman.config import paths, units
-from herdsman.config.envfile import parse_env_file
+from herdsman.config.envfile import parse_env_file, read_env_text
 from herdsman.core.graph import Condition
 
 ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
@@ -343,16 +343,15 @@ class Service(_Model):
             return None
         path = _resolve(value, info)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_env_text(path, repr(str(value)))
         except FileNotFoundError:
             raise ValueError(f"{str(value)!r} does not exist (looked for {path})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
-            raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
-        variables = parse_env_file(text, str(value))
+        except OSError as e:
+            raise ValueError(f"cannot read {str(value)!r}: {e.strerror}") from None
+        context = info.context if isinstance(info.context, dict) else {}
+        variables = parse_env_file(text, str(value), context.get("environ", os.environ))
         # Kept for `env`, validated next, so the file is read once per load.
-        if isinstance(info.context, dict):
-            info.context.setdefault("env_files", {})[path] = variables
+        context.setdefault("env_files", {})[path] = variables
         return path
 
     @field_validator("env", mode="before")
@@ -372,10 +371,11 @@ class Service(_Model):
         path = info.data.get("env_file")
         if path is None:
             return value
-        cached = info.context.get("env_files", {}) if isinstance(info.context, dict) else {}
-        from_file = cached.get(path)
-        if from_file is None:
-            from_file = parse_env_file(path.read_text(encoding="utf-8"), str(path))
+        context = info.context if isinstance(info.context, dict) else {}
+        from_file = context.get("env_files", {}).get(path)
+        if from_file is None:  # validated without a context to keep it in
+            text = read_env_text(path, repr(str(path)))
+            from_file = parse_env_file(text, str(path), context.get("environ", os.environ))
         return {**from_file, **value}
 
     @field_validator("depends_on", mode="before")

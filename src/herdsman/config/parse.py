@@ -34,7 +34,7 @@ class Document(NamedTuple):
     duplicates: list[tuple[Loc, int]]
 
 
-def _display_name(path: Path) -> str:
+def display_name(path: Path) -> str:
     """The path relative to the working directory when it is inside it."""
     cwd = Path.cwd()
     if cwd == Path(cwd.anchor) or not path.is_relative_to(cwd):
@@ -44,7 +44,7 @@ def _display_name(path: Path) -> str:
 
 def read_document(path: Path) -> Document:
     """The file at `path` (absolute), parsed; ConfigError if unreadable or malformed."""
-    name = _display_name(path)
+    name = display_name(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -48,6 +48,7 @@ def resolve(path: Path, base_dir: Path) -> Path:
 
 def socket_path(config: Path, environ: Mapping[str, str] | None = None) -> Path:
     """The control socket of the daemon for `config`, as `load_config` would give it."""
+    from herdsman.config.envfile import with_dotenv
     from herdsman.config.parse import read_document
 
     config = Path(os.path.abspath(config))
@@ -56,13 +57,15 @@ def socket_path(config: Path, environ: Mapping[str, str] | None = None) -> Path:
     if not isinstance(settings, dict):
         raise ConfigError([f"{document.name}: settings: must be a table"])
 
+    environ = with_dotenv(config.parent, os.environ if environ is None else environ)
+
     def setting(key: str) -> str | None:
         value = settings.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
             raise ConfigError([f"{document.name}: settings.{key}: must be a string"])
-        text, problems = expand(value, os.environ if environ is None else environ)
+        text, problems = expand(value, environ)
         if problems:
             raise ConfigError([f"{document.name}: settings.{key}: {p}" for p in problems])
         return text

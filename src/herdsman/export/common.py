@@ -5,6 +5,7 @@ variables come from its env_file, which settings did the user write).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from herdsman.config.envfile import parse_env_file
+from herdsman.config.envfile import parse_env_file, read_env_text
 from herdsman.config.models import Config, Service
 
 REPLICA = "{replica}"
@@ -77,7 +78,8 @@ class Environment:
 def environment_of(svc: Service) -> Environment:
     from_file: dict[str, str] = {}
     if svc.env_file is not None:
-        from_file = parse_env_file(svc.env_file.read_text(encoding="utf-8"), str(svc.env_file))
+        shown = str(svc.env_file)
+        from_file = parse_env_file(read_env_text(svc.env_file, shown), shown, os.environ)
     own = {key: value for key, value in svc.env.items() if from_file.get(key) != value}
     overridden = [key for key in own if key in from_file]
     return Environment(svc.env_file, from_file, own, overridden)

@@ -37,7 +37,10 @@ DEFAULT_VERSION = 252
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A line of an env file that herdsman and systemd's EnvironmentFile= read alike:
 # unquoted without backslashes or `#`, or wholly single- or double-quoted without escapes.
-_PORTABLE_LINE = re.compile(r"""[A-Za-z_][A-Za-z0-9_]*=(?:[^\\#'"]*|'[^']*'|"[^"\\]*")""", re.ASCII)
+# No `$` outside single quotes: herdsman expands `${VAR}` there (as python-dotenv does), systemd does not.
+_PORTABLE_LINE = re.compile(
+    r"""[A-Za-z_][A-Za-z0-9_]*=(?:[^\\#'"$]*|'[^'$]*'|"[^"\\$]*")""", re.ASCII
+)
 # Signal deaths systemd counts as a clean exit; herdsman's on-failure restarts after them.
 _CLEAN_SIGNALS = "SIGHUP SIGINT SIGTERM SIGPIPE"
 

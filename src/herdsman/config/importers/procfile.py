@@ -10,6 +10,7 @@ task the other services wait for.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +134,12 @@ def _dotenv(
         return None, {}
     env_path = path.parent / ".env"
     try:
-        variables = parse_env_file(dotenv, str(env_path))
+        variables = parse_env_file(dotenv, str(env_path), os.environ)
     except ValueError as e:
         warnings.append(
-            f"{e}; herdsman cannot read this .env, so it is not used"
-            f" (fix it, then add env_file = {str(env_path)!r})"
+            f"{e}; herdsman cannot read this .env, so it is not used as env_file;"
+            " `check` refuses it too (a .env beside the config is read for ${VAR}):"
+            f" fix it, then add env_file = {str(env_path)!r}"
         )
         return None, {}
     return str(env_path), variables
