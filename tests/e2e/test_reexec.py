@@ -422,7 +422,8 @@ def test_signals_during_the_hand_over_wait_for_the_new_image(tmp: Path) -> None:
 def test_a_restart_in_flight_or_a_moved_socket_refuses_the_reexec(tmp: Path) -> None:
     slow = """
 [services.slow]
-command = ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
+# Its stop takes 3 s: long enough for a CLI started on a busy machine to find it in flight.
+command = ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while :; do sleep 0.05; done"]
 start_seconds = "0.1s"
 """
     config = tmp / "herdsman.toml"
@@ -467,7 +468,9 @@ restart_with = ["db"]
         web = instances(tmp)["web"]["pid"]
         (tmp / "crashed").unlink()  # db crashes once more ...
         assert herdsman(tmp, "signal", "KILL", "db").returncode == 0
-        wait_for(lambda: instances(tmp)["db"]["restarts"] == 2, timeout=10)
+        # 2, then 3 at once (it crashes once more): the window of 2 alone is too short
+        # to be seen by a polling CLI on a busy machine.
+        wait_for(lambda: instances(tmp)["db"]["restarts"] >= 2, timeout=10)
         assert instances(tmp)["db"]["state"] in ("starting", "restarting")
         assert herdsman(tmp, "reexec").returncode == 0  # ... and is back after the exec
         wait_for(lambda: instances(tmp)["web"]["pid"] not in (None, web), timeout=15)

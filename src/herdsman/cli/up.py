@@ -279,9 +279,10 @@ async def _run(
         daemon.start_services(services or None)
     daemon.manager.ready(daemon.summary())
     daemon.manager.start_watchdog(asyncio.get_running_loop())
-    if detached and resumed is None:
+    if detached:
         # Our stdout and stderr become herdsman.log: the waiting `up -d` sees EOF
-        # and returns. (What we said until now on them, it printed.)
+        # and returns (what we said until now on them, it printed). A new image
+        # (re-exec) points them at the file again: its LogFile rotates them along.
         notes.active = False
         for handler in log.handlers:
             if isinstance(handler, LogHandler):
