@@ -25,7 +25,7 @@ class DetachError(Exception):
     """The daemon did not come up; the message says why."""
 
 
-def spawn_daemon(plan: Plan, services: list[str]) -> tuple[int, str]:
+def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> tuple[int, str]:
     """Start the daemon; its pid once it serves the control socket, and what it said
     until then (a state.json it found corrupt, the instances it adopted)."""
     read_end, write_end = os.pipe()
@@ -41,7 +41,7 @@ def spawn_daemon(plan: Plan, services: list[str]) -> tuple[int, str]:
     finally:
         os.close(write_end)
     assert daemon.stdin is not None
-    daemon.stdin.write(pickle.dumps((plan, services), protocol=pickle.HIGHEST_PROTOCOL))
+    daemon.stdin.write(pickle.dumps((plan, services, watch), protocol=pickle.HIGHEST_PROTOCOL))
     daemon.stdin.close()
     output = _read_until_eof(read_end, time.monotonic() + START_TIMEOUT)
     # EOF: it detached (serving) or died; a dying daemon is reaped right away.
@@ -105,12 +105,12 @@ def _settled_ok(doc: dict[str, object]) -> bool:
 def main() -> int:
     from herdsman.cli.up import run_up
 
-    plan, services = pickle.load(sys.stdin.buffer)
+    plan, services, watch = pickle.load(sys.stdin.buffer)
     # stdin is done: make fd 0 /dev/null, so no later file can land on it.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return run_up(plan, services, detached=True)
+    return run_up(plan, services, detached=True, watch=watch)
 
 
 if __name__ == "__main__":

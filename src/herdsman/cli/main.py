@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="with -d: wait until the services run and are ready"
     )
     up.add_argument(
+        "--watch",
+        action="store_true",
+        help="restart services that declare `watch` when their files change (for development)",
+    )
+    up.add_argument(
         "--wait-timeout",
         type=float,
         default=60.0,
@@ -139,11 +144,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if (args.wait or args.wait_timeout != 60.0) and not args.detach:
         raise UsageError("--wait and --wait-timeout only go with -d")
     if not args.detach:
-        return run_up(plan, args.services)
+        return run_up(plan, args.services, watch=args.watch)
     from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
 
     try:
-        pid, notes = spawn_daemon(plan, args.services)
+        pid, notes = spawn_daemon(plan, args.services, watch=args.watch)
     except DetachError as err:
         print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -58,7 +58,8 @@ def check(argv: list[str]) -> int:
     """Import what a new image needs, then validate the config (as config.plan does)."""
     import herdsman.api.server
     import herdsman.cli.up
-    import herdsman.runtime.daemon  # noqa: F401
+    import herdsman.runtime.daemon
+    import herdsman.runtime.watcher  # noqa: F401  (loaded later, once a service declares watch)
     from herdsman.config.plan import main as compile_main
 
     return compile_main(argv)
@@ -72,7 +73,13 @@ def main(argv: list[str]) -> int:
 
     state = _read_handover(int(argv[0]))
     plan = unpickle_plan(state["plan"], "handed over by the previous image")
-    return run_up(plan, state["services"], detached=state["detached"], resumed=state)
+    return run_up(
+        plan,
+        state["services"],
+        detached=state["detached"],
+        resumed=state,
+        watch=state.get("watch", False),  # an older image hands over no "watch"
+    )
 
 
 if __name__ == "__main__":

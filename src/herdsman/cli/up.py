@@ -142,6 +142,7 @@ def run_up(
     *,
     detached: bool = False,
     resumed: dict[str, Any] | None = None,
+    watch: bool = False,
 ) -> int:
     """Run the daemon until it is told to stop; the process exit code.
 
@@ -166,7 +167,9 @@ def run_up(
             return 1
     outcome: int | Reexec = 1
     try:
-        outcome = asyncio.run(_serve(plan, services, detached=detached, resumed=resumed))
+        outcome = asyncio.run(
+            _serve(plan, services, detached=detached, resumed=resumed, watch=watch)
+        )
     except StartupError as err:
         print(f"herdsman: {err}", file=sys.stderr)
         return 1
@@ -183,13 +186,14 @@ def run_up(
         "lock_fd": lock.hand_over(),
         "services": services,
         "detached": detached,
+        "watch": watch,
     }
     error = exec_new_image(state)
     # The exec failed (the interpreter is gone?): this image takes over again, from
     # the same hand-over, rather than leaving the services without a daemon.
     print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
     state["reexecs"] -= 1  # it did not happen: `reexec` must not report it did
-    return run_up(outcome.plan, services, detached=detached, resumed=state)
+    return run_up(outcome.plan, services, detached=detached, resumed=state, watch=watch)
 
 
 @dataclass
@@ -202,7 +206,12 @@ class Reexec:
 
 
 async def _serve(
-    plan: Plan, services: list[str], *, detached: bool, resumed: dict[str, Any] | None
+    plan: Plan,
+    services: list[str],
+    *,
+    detached: bool,
+    resumed: dict[str, Any] | None,
+    watch: bool,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
     # A new image keeps the token the daemon started with, as it keeps its sockets:
@@ -221,7 +230,14 @@ async def _serve(
     listen_error = None
     async with asyncio.TaskGroup() as tasks:
         manager = Manager(os.environ)
-        daemon = Daemon(plan, log=log.getChild("runtime"), tasks=tasks, manager=manager, **hooks)
+        daemon = Daemon(
+            plan,
+            log=log.getChild("runtime"),
+            tasks=tasks,
+            manager=manager,
+            watch=watch,
+            **hooks,
+        )
         server = ApiServer(
             daemon,
             unix_path=plan.socket,

@@ -29,6 +29,7 @@ from pydantic import (
 from herdsman import plugins as lookup
 from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file, read_env_text
+from herdsman.config.watch import DEFAULT_DEBOUNCE, check_ignore_pattern, check_watch_pattern
 from herdsman.core.graph import Condition
 
 ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
@@ -317,6 +318,12 @@ class Service(_Model):
     log: LogSettings = Field(default_factory=LogSettings)
     hooks: list[Hook] = Field(default_factory=list)
     kubernetes: KubernetesOptions | None = None  # read by export only
+    # Restart on file changes, under `herdsman up --watch` (see config/watch.py).
+    watch: list[Annotated[str, AfterValidator(check_watch_pattern)]] = Field(default_factory=list)
+    watch_ignore: list[Annotated[str, AfterValidator(check_ignore_pattern)]] = Field(
+        default_factory=list
+    )
+    watch_debounce: Duration = DEFAULT_DEBOUNCE
 
     @field_validator("name")
     @classmethod

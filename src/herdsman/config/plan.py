@@ -18,6 +18,7 @@ from herdsman.config import units
 from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
 from herdsman.config.models import Config, HealthCheck, Hook, Probe, Service
+from herdsman.config.watch import watch_plan
 from herdsman.core.lifecycle import Policy
 from herdsman.core.plan import CheckPlan, HookPlan, InstancePlan, Plan, ServicePlan
 
@@ -90,7 +91,7 @@ def notify_socket(config: Config) -> Path | None:
     return None
 
 
-def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
+def compile_service(svc: Service, notify: Path | None, own_dirs: list[Path]) -> ServicePlan:
     extra_env = {}
     if notify is not None and svc.ready is not None and svc.ready.kind == "notify":
         extra_env["NOTIFY_SOCKET"] = str(notify)
@@ -123,6 +124,9 @@ def compile_service(svc: Service, notify: Path | None) -> ServicePlan:
         log_max_bytes=svc.log.max_bytes,
         log_backups=svc.log.backups,
         hooks=hook_plans(svc.hooks, f"services.{svc.name}.hooks"),
+        watch=watch_plan(svc.watch, svc.watch_ignore, svc.watch_debounce, svc.cwd, own_dirs)
+        if svc.watch
+        else None,
     )
 
 
@@ -135,7 +139,10 @@ def compile_plan(config: Config) -> Plan:
         log_dir=settings.log_dir,
         socket=settings.socket,
         shutdown_timeout=settings.shutdown_timeout,
-        services={name: compile_service(svc, notify) for name, svc in config.services.items()},
+        services={
+            name: compile_service(svc, notify, [settings.state_dir, settings.log_dir])
+            for name, svc in config.services.items()
+        },
         socket_mode=settings.socket_mode,
         socket_group=settings.socket_group,
         tcp=units.parse_address(settings.tcp) if settings.tcp else None,

@@ -48,6 +48,20 @@ class HookPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchPlan:
+    """Restart on file changes: patterns compiled to regular expressions (see
+    config/watch.py) over paths relative to the service's cwd."""
+
+    patterns: tuple[str, ...]  # as written
+    match: tuple[tuple[str, bool], ...]  # (regex, include): the last that matches decides
+    ignore: tuple[tuple[str, bool], ...]
+    # (path relative to the cwd, literal): a literal path is watched itself (a whole
+    # tree if it is a directory); a glob's tree is watched from this directory.
+    roots: tuple[tuple[str, bool], ...]
+    debounce: float  # seconds of quiet after the last change before restarting
+
+
+@dataclass(frozen=True, slots=True)
 class InstancePlan:
     """One process to run: `{replica}` already substituted, units already parsed."""
 
@@ -76,6 +90,7 @@ class ServicePlan:
     log_max_bytes: int = 10 * 1024 * 1024  # rotate `<instance>.log` past this size
     log_backups: int = 5
     hooks: tuple[HookPlan, ...] = ()  # for this service's instances only
+    watch: WatchPlan | None = None  # restart on file changes (under `up --watch`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herdsman import __version__
 from herdsman.core import graph
@@ -59,6 +59,9 @@ from herdsman.runtime.state import (
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import Throttle
+
+if TYPE_CHECKING:
+    from herdsman.runtime.watcher import Watcher
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
@@ -174,6 +177,7 @@ class Daemon:
         on_line: LineHook | None = None,
         on_note: Callable[[str], None] | None = None,
         manager: Manager | None = None,
+        watch: bool = False,
     ) -> None:
         self.plan = plan
         self.started_at = time.time()
@@ -233,6 +237,10 @@ class Daemon:
         self.bound = _restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals: list[float] = []
+        # `up --watch`: services that declare `watch` restart when their files change.
+        self.watching = watch
+        self._watcher: Watcher | None = None
+        self._told_watch_is_off = False
         self._track_instances(plan)
 
     def _track_instances(self, plan: Plan) -> None:
@@ -251,6 +259,45 @@ class Daemon:
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
+        self._track_watches(plan)
+
+    def _track_watches(self, plan: Plan) -> None:
+        """Watch the files of the services that declare `watch`, if watching is on. The
+        watcher (and inotify) exists only while one does: others pay nothing."""
+        # getattr: a plan pickled by an image older than `watch` (a heal after an upgrade)
+        declared = [name for name, svc in plan.services.items() if getattr(svc, "watch", None)]
+        if declared and self.watching:
+            if self._watcher is None:
+                from herdsman.runtime.watcher import Watcher
+
+                self._watcher = Watcher(self._loop, self._files_changed, self._log)
+            self._watcher.sync(plan)
+            return
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        if declared and not self._told_watch_is_off:
+            self._told_watch_is_off = True
+            self._log.info(
+                "%s declare%s watch, and watch is off: start with `herdsman up --watch`"
+                " to restart them when their files change",
+                ", ".join(declared),
+                "s" if len(declared) == 1 else "",
+            )
+
+    def _files_changed(self, service: str, paths: list[str]) -> None:
+        """A service's watched files changed (and have been quiet since): restart its
+        instances, or start again those a crash or an exit left down."""
+        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        reason = f"restart: {paths[0]}{more} changed"
+        for managed in self.supervisor.by_service.get(service, []):
+            if managed.core.live and managed.state is not State.STOPPING:
+                self._log.info("%s: %s", managed.name, reason)
+                # Not counted toward start_limit: the user changed something.
+                self.supervisor.feed(managed, Stop(restart=True, reason=reason, limited=False))
+            elif managed.state in (State.EXITED, State.FAILED, State.RESTARTING):
+                self._log.info("%s: %s; starting it again", managed.name, reason)
+                self.supervisor.start(managed, manual=True)
 
     # --- running --------------------------------------------------------------
 
@@ -377,6 +424,8 @@ class Daemon:
         self._shutdown.set()
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
