@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     sub.add_parser("check", help="validate the config")
+    sub.add_parser("schema", help="print a JSON Schema of the config, for editors")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
     imp = sub.add_parser(
         "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
@@ -163,6 +164,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from herdsman.config.schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK
+
+
 def cmd_systemd_unit(args: argparse.Namespace) -> int:
     from herdsman.runtime.systemd import unit_file
 
@@ -224,6 +234,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 COMMANDS = {
     "up": cmd_up,
     "check": cmd_check,
+    "schema": cmd_schema,
     "systemd-unit": cmd_systemd_unit,
     "import": cmd_import,
     "export": cmd_export,
