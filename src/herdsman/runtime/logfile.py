@@ -53,6 +53,21 @@ def count_lines(lines: bytes, formatted: tuple[bytes, bytes, bytes]) -> int:
 
 
 class LogFile:
+    # One per instance, thousands of them: slots, and the path as a plain string.
+    __slots__ = (
+        "_backups",
+        "_fd",
+        "_max_bytes",
+        "_on_error",
+        "_path",
+        "_pending",
+        "_shared",
+        "_size",
+        "dropped_bytes",
+        "error",
+        "holds_std",
+    )
+
     def __init__(
         self,
         path: Path,
@@ -62,7 +77,7 @@ class LogFile:
         *,
         shared: bool = False,
     ) -> None:
-        self.path = path
+        self._path = str(path)
         # Others write to it too (a detached daemon's stdout and stderr): its size is
         # read from the file before deciding to rotate, and those fds follow a rotation.
         self._shared = shared
@@ -75,6 +90,10 @@ class LogFile:
         self._pending = b""
         self.dropped_bytes = 0
         self.error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     def write(self, *parts: bytes) -> None:
         """Append `parts`, whole lines together, with one `writev` when all goes well."""
@@ -133,7 +152,7 @@ class LogFile:
     def _open(self) -> None:
         # Never through a symlink: log_dir may be one that others can write.
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o644)
+        fd = os.open(self._path, flags, 0o644)
         size = os.fstat(fd).st_size
         try:
             # A write cut short by SIGKILL (the kernel stops at a page boundary) leaves
