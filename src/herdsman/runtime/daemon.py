@@ -369,7 +369,7 @@ class Daemon:
         # Nothing of theirs may run on: what left their process groups, too.
         await self.supervisor.escapes.drain(ESCAPES_DRAIN_TIMEOUT)
         if not self.supervisor.any_live():
-            self._state.file.remove()  # nothing left to adopt
+            self._state.remove()  # nothing left to adopt
         await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
         return stopped
 

@@ -357,6 +357,14 @@ class StateWriter:
         if self._scheduled is None:
             self._scheduled = self._loop.call_later(self._delay, self.write)
 
+    def remove(self) -> None:
+        """Nothing is left to adopt (a clean stop): the files go, and a write still
+        pending must not bring state.json back."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self.file.remove()
+
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
         """Journal a spawn now; the next write of state.json takes it in."""
         self._journal(self.file.spawned, name, pid, pipes, at)
