@@ -25,9 +25,9 @@ class DetachError(Exception):
     """The daemon did not come up; the message says why."""
 
 
-def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> tuple[int, str]:
-    """Start the daemon; its pid once it serves the control socket, and what it said
-    until then (a state.json it found corrupt, the instances it adopted)."""
+def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> int:
+    """Start the daemon; its pid once it serves the control socket. What it said until
+    then (a state.json it found corrupt, the instances it adopted) goes to stderr."""
     read_end, write_end = os.pipe()
     try:
         daemon = subprocess.Popen(
@@ -49,7 +49,9 @@ def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> tup
         code = daemon.wait(0.2)
     except subprocess.TimeoutExpired:
         daemon.returncode = 0  # it lives on in its own session; not ours to wait for
-        return daemon.pid, output.decode(errors="replace")
+        sys.stderr.buffer.write(output)  # warnings it gave before it served
+        sys.stderr.flush()
+        return daemon.pid
     reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
     raise DetachError(reason.removeprefix("herdsman: "))
 

@@ -44,6 +44,7 @@ from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
+from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 from herdsman.runtime.state import (
     fd_inode,
@@ -111,6 +112,7 @@ class Supervisor:
         self._sink = sink
         self._on_change = on_change
         self._reaper = Reaper(self._loop)
+        self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
         self.escapes = Escapes(
             self._loop, lambda: self.plan.state_dir, self._main_of, self._main_pids
         )
@@ -162,7 +164,8 @@ class Supervisor:
 
     def open(self) -> None:
         close_inherited_fds()
-        self._reaper.start()
+        self.signals.open(self._loop)
+        self._reaper.start(self.signals)
 
     def close(self) -> None:
         for managed in self.instances.values():
@@ -170,6 +173,7 @@ class Supervisor:
             for pump in list(managed.pumps):
                 pump.close()
         self._reaper.close()
+        self.signals.close()
         self._spawner.close()
 
     # --- requests -----------------------------------------------------------
@@ -358,7 +362,7 @@ class Supervisor:
             env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
             pid, out, err = self._spawner.spawn(managed.plan, env)
         except SpawnError as error:
-            self.feed(managed, SpawnFailed(f"cannot start: {error}"))
+            self.feed(managed, SpawnFailed(f"cannot start: {error}", retry=error.retry))
             return
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
@@ -372,7 +376,7 @@ class Supervisor:
             managed.pumps.append(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.remove)
             )
-        self._reaper.watch(pid, functools.partial(self._exited, managed, pid))
+        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
 
     # --- handing over to a new image, and adopting ------------------------------
