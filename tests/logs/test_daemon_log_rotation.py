@@ -12,7 +12,9 @@ CONFIG = """
 [settings]
 daemon_log = { max_bytes = "4KiB", backups = 2 }
 
+# Many instances: each one's state changes are logged 20 per 10 s at most.
 [services.crashy]
+replicas = 20
 command = ["sh", "-c", "exit 3"]
 start_seconds = "0.1s"
 backoff = { initial = "10ms", max = "10ms" }
