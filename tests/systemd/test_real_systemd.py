@@ -318,3 +318,25 @@ def watched(systemd: Systemd, request: pytest.FixtureRequest) -> Iterator[Unit]:
 def test_watchdog_kill_of_a_hung_daemon_loses_no_line(watched: Unit) -> None:
     crash_and_recover(watched, "watchdog")
     assert f"{watched.name}: Watchdog timeout" in watched.systemd.console()
+
+
+def test_the_daemon_and_its_services_get_the_units_fd_limit(unit: Unit) -> None:
+    limit = next(
+        line.split("=", 1)[1] for line in unit.text.splitlines() if line.startswith("LimitNOFILE=")
+    )
+    start(unit)
+
+    def open_files(pid: int) -> tuple[str, str]:
+        limits = unit.systemd.inside("cat", f"/proc/{pid}/limits")
+        row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        soft, hard = row.split()[3:5]
+        return soft, hard
+
+    # Soft and hard alike (systemd's default soft limit of 1024 would hold about 340
+    # instances), as high as systemd can give: without CAP_SYS_RESOURCE (a container)
+    # no more than its own hard limit.
+    most = min(int(limit), int(open_files(1)[1]))
+    assert open_files(unit.main_pid()) == (str(most), str(most))
+    assert open_files(unit.pids()["web.0"]) == (str(most), str(most))
+    assert most > 1024
+    unit.stop()
