@@ -71,6 +71,7 @@ def start_daemon(directory: Path, services: str, *, marked: bool = True) -> Daem
     (a module-scoped daemon); its fixture then owns the cleanup."""
     port = free_port()
     (directory / "token").write_text(TOKEN + "\n")
+    (directory / "token").chmod(0o600)  # a token others can read is refused
     (directory / "herdsman.toml").write_text(
         textwrap.dedent(
             f"""

@@ -48,6 +48,7 @@ def start(tmp: Path, extra: str = "") -> tuple[int, int]:
     port = free_port()
     (tmp / "herdsman.toml").write_text(CONFIG.format(port=port, extra=extra))
     (tmp / "token").write_text("s3cret\n")
+    (tmp / "token").chmod(0o600)  # a token others can read is refused
     up = subprocess.run(
         ["prlimit", "--nofile=1024:1024", "--", sys.executable, "-m", "herdsman", "up", "-d"],
         cwd=tmp,

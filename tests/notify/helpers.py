@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
+from herdsman.runtime.notify import NotifyMessage, NotifySocket, access_for, sender_belongs
 
 LOG = logging.getLogger("herdsman.notify.test")
 PYTHON = sys.executable
@@ -73,11 +73,15 @@ class Inbox:
         return self.messages
 
 
+NOBODY = 65534
+
+
 @contextlib.contextmanager
 def receiving(path: Path) -> Iterator[tuple[NotifySocket, Inbox]]:
     inbox = Inbox()
     sock = NotifySocket(path, inbox, LOG)
-    sock.open(asyncio.get_running_loop())
+    # As for instances that run as herdsman's user and as nobody (whose group owns it).
+    sock.open(asyncio.get_running_loop(), access=access_for([(NOBODY, NOBODY)]))
     try:
         yield sock, inbox
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.runtime.notify import NotifyMessage, NotifySocket, parse_fields
+from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, parse_fields
 
 from .helpers import LOG, Inbox, receiving
 
@@ -138,7 +138,8 @@ def test_an_oversized_datagram_is_ignored_and_the_next_one_arrives(
     with caplog.at_level(logging.WARNING, LOG.name):
         (msg,) = asyncio.run(body())
     assert msg.fields == {"READY": "1"}
-    assert "ignoring a datagram over 65536 bytes" in caplog.text
+    assert "ignored a datagram from pid" in caplog.text
+    assert "it is over 65536 bytes" in caplog.text
 
 
 def test_a_datagram_without_credentials_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
@@ -146,8 +147,12 @@ def test_a_datagram_without_credentials_is_ignored(caplog: pytest.LogCaptureFixt
     # so this can only be shown by handing the receiver such a datagram directly.
     inbox: list[NotifyMessage] = []
     receiver = NotifySocket(Path("/nonexistent"), inbox.append, LOG)
-    with caplog.at_level(logging.WARNING, LOG.name):
+
+    async def body() -> None:  # on a loop, as always: warnings are throttled by timers
         receiver._dispatch(b"READY=1", [], 0)
+
+    with caplog.at_level(logging.WARNING, LOG.name):
+        asyncio.run(body())
     assert inbox == []
     assert "without sender credentials" in caplog.text
 
@@ -181,7 +186,7 @@ def test_a_failing_callback_is_logged_and_later_messages_still_arrive(
     assert "handling a message from pid" in caplog.text
 
 
-def test_the_socket_file_is_world_writable_and_close_removes_it(tmp: Path) -> None:
+def test_the_socket_file_is_owner_only_and_close_removes_it(tmp: Path) -> None:
     path = tmp / "notify"
 
     async def body() -> None:
@@ -190,7 +195,7 @@ def test_the_socket_file_is_world_writable_and_close_removes_it(tmp: Path) -> No
         assert receiver.address == str(path)
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode)
-        assert stat.S_IMODE(mode) == 0o666
+        assert stat.S_IMODE(mode) == 0o600  # every notifying instance runs as herdsman
         receiver.close()
         assert not path.exists()
         receiver.close()  # a second close is harmless
@@ -198,6 +203,18 @@ def test_the_socket_file_is_world_writable_and_close_removes_it(tmp: Path) -> No
             out.sendto(b"READY=1", str(path))
 
     asyncio.run(body())
+
+
+def test_the_socket_is_opened_only_as_far_as_the_instances_users_need() -> None:
+    me, my_group = os.geteuid(), os.getegid()
+    assert access_for([]) == Access(0o600, None, frozenset({me}))
+    assert access_for([(me, my_group)]) == Access(0o600, None, frozenset({me}))
+    # Others who share a group: that group, not everyone.
+    assert access_for([(me, my_group), (1001, 50), (1002, 50)]) == Access(
+        0o660, 50, frozenset({me, 1001, 1002})
+    )
+    # Others with nothing in common: everyone may send, only their uids are read.
+    assert access_for([(1001, 50), (1002, 51)]) == Access(0o666, None, frozenset({me, 1001, 1002}))
 
 
 def test_a_stale_socket_file_is_replaced(tmp: Path) -> None:

@@ -10,7 +10,6 @@ client command runs, so `herdsman up` does not pay for it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import heapq
 import itertools
@@ -834,12 +833,7 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
     except NoDaemon:
         if client.config is None:  # --url: nothing to look for here
             raise
-        stopped = stop_leftovers(client.config, shutdown_timeout(client.config))
-        print(f"herdsman: no daemon was running for {client.config}")
-        if stopped:
-            names = ", ".join(stopped)
-            print(f"herdsman: stopped what a daemon that died had left running: {names}")
-        return EXIT_OK
+        return _down_without_daemon(client.config)
     pid = client.peer_pid
     timeout = DOWN_GRACE + (
         shutdown_timeout(client.config) if client.config is not None else SHUTDOWN_TIMEOUT
@@ -852,56 +846,71 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def stop_leftovers(config: Path, timeout: float) -> list[str]:
-    """`down` after the daemon died: stop the services it left running (state.json),
-    their stop signal to each process group, SIGKILL after `timeout`. Their names."""
-    import select
-    import signal
+def _down_without_daemon(config: Path) -> int:
+    """`down` after the daemon died: stop what it left running, or say why not."""
+    from herdsman.runtime.lock import AlreadyRunning
 
-    from herdsman.runtime.lock import AlreadyRunning, DaemonLock
-    from herdsman.runtime.state import StateFile, processes_of, still_running
+    try:
+        stopped, problems = stop_leftovers(config, shutdown_timeout(config))
+    except AlreadyRunning as err:
+        say(f"{err}, but does not answer yet: try again once it does")
+        return EXIT_FAILED
+    print(f"herdsman: no daemon was running for {config}")
+    if stopped:
+        names = ", ".join(stopped)
+        print(f"herdsman: stopped what a daemon that died had left running: {names}")
+    failed = False
+    for problem in problems:
+        say(problem)
+        failed = failed or problem.startswith(NOT_STOPPED)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+NOT_STOPPED = "still running: "
+
+
+def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
+    """Stop the services a dead daemon left running (by state.json, and by the
+    environment they carry: see runtime/leftovers.py): their stop signal to each
+    process group, SIGKILL after `timeout`. Returns the instances stopped and one
+    sentence per problem (those that left a process running start with
+    NOT_STOPPED). AlreadyRunning when a daemon holds the lock."""
+    from herdsman.runtime import leftovers
+    from herdsman.runtime.lock import DaemonLock
+    from herdsman.runtime.state import StateFile
 
     state_dir = settings_path(config, "state_dir")
-    state = StateFile(state_dir / "state.json")
-    document = state.read()
-    if document is None:
-        return []
+    problems: list[str] = []
     lock = DaemonLock(state_dir)
+    # No daemon may start (and adopt them) meanwhile; in a state_dir that cannot be
+    # written (read-only after a crash), the lock is taken through a read-only fd.
+    lock.acquire_existing()
     try:
-        lock.acquire()  # no daemon may start (and adopt them) meanwhile
-    except (AlreadyRunning, OSError):
-        return []
-    try:
-        left = {
-            name: (pid, int(record.get("stop_signal", signal.SIGTERM)))
-            for name, record, pid in still_running(document, state_dir)
-        }
-        for name in document.get("unfinished_spawns", []):
-            for pid in processes_of(state_dir, name):  # spawned as the daemon died
-                left.setdefault(name, (pid, signal.SIGTERM))
-        poller, pidfds = select.poll(), []
-        for pid, sig in left.values():
-            try:
-                pidfds.append(os.pidfd_open(pid))
-                poller.register(pidfds[-1], select.POLLIN)
-                os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                continue
-        deadline = time.monotonic() + timeout
-        running = set(pidfds)
-        while running and (remaining := deadline - time.monotonic()) > 0:
-            for fd, _ in poller.poll(remaining * 1000):
-                poller.unregister(fd)
-                running.discard(fd)
-        for pid, _ in left.values():  # what is left of each group, the leader included
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        for fd in pidfds:
-            os.close(fd)
-        state.remove()
-        return list(left)
+        state = StateFile(state_dir / "state.json")
+        document, corrupt = state.recover()
+        problems += corrupt
+        if document is not None and not _names_config(document, config):
+            document = None
+        found = leftovers.find(document, state_dir)
+        if not any(found.every_pid()):
+            return [], problems
+        stopped, refused = leftovers.stop(found, state_dir, timeout)
+        problems += [NOT_STOPPED + why for why in refused]
+        try:
+            state.remove()
+        except OSError as err:
+            problems.append(f"cannot remove {state.path}: {err.strerror or err}")
+        return stopped, problems
     finally:
         lock.release()
+
+
+def _names_config(document: Mapping[str, Any], config: Path) -> bool:
+    recorded = document.get("config")
+    try:
+        return isinstance(recorded, str) and os.path.samefile(recorded, config)
+    except OSError:
+        return recorded == str(config)
 
 
 def shutdown_timeout(config: Path) -> float:

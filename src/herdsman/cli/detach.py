@@ -29,7 +29,8 @@ class DetachError(Exception):
 
 
 def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> int:
-    """Start the daemon; its pid once it serves the control socket."""
+    """Start the daemon; its pid once it serves the control socket. What it said until
+    then (a state.json it found corrupt, the instances it adopted) goes to stderr."""
     read_end, write_end = os.pipe()
     try:
         daemon = subprocess.Popen(

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from herdsman import __version__
@@ -28,7 +27,9 @@ from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, 
 from herdsman.core.plan import Plan
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
+from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
+from herdsman.runtime.logfile import LogHandler
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
 
@@ -68,7 +69,10 @@ def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
         formatter.converter = time.gmtime
     try:
         plan.log_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(plan.log_dir / "herdsman.log")
+        handler = LogHandler(
+            plan.log_dir / "herdsman.log", plan.daemon_log_max_bytes, plan.daemon_log_backups
+        )
+        handler.file.open()  # now: a log_dir that cannot be written is said at once
     except OSError as err:
         raise StartupError(f"cannot write to log_dir {plan.log_dir}: {err.strerror}") from None
     handler.setFormatter(formatter)
@@ -85,12 +89,27 @@ def read_token(plan: Plan) -> str | None:
     if plan.tcp is None or plan.token_file is None:
         return None
     try:
+        check_private_file(plan.token_file, "token_file")
         token = plan.token_file.read_text().strip()
+    except Unsafe as err:
+        raise StartupError(str(err)) from None
     except OSError as err:
         raise StartupError(f"cannot read token_file {plan.token_file}: {err.strerror}") from None
     if not token:
         raise StartupError(f"token_file {plan.token_file} is empty")
     return token
+
+
+class EarlyNotes:
+    """A detached daemon's notes (a corrupt state.json, adopted instances) until it
+    detaches: on its stderr, which `up -d` reads and prints."""
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __call__(self, text: str) -> None:
+        if self.active:
+            print(f"herdsman: {text}", file=sys.stderr, flush=True)
 
 
 def console_hooks(console: Console) -> dict[str, Callable[..., None]]:
@@ -137,8 +156,9 @@ def run_up(
         lock.adopt(resumed["lock_fd"])
     else:
         try:
+            make_state_dir(plan.state_dir, allow_shared=plan.allow_shared_state_dir)
             lock.acquire()
-        except AlreadyRunning as err:
+        except (AlreadyRunning, Unsafe) as err:
             print(f"herdsman: {err}", file=sys.stderr)
             return 1
         except OSError as err:
@@ -215,6 +235,9 @@ async def _serve(
         names = [inst.name for svc in plan.services.values() for inst in svc.instances]
         console = Console(names, out, colour=wants_colour(out))
         hooks = console_hooks(console)
+    early_notes = EarlyNotes()
+    if detached and resumed is None:
+        hooks = {"on_note": early_notes}
     listen_error = None
     async with asyncio.TaskGroup() as tasks:
         manager = Manager(os.environ)
@@ -242,7 +265,9 @@ async def _serve(
             listen_error = str(err)
             daemon.close()
         else:
-            outcome = await _run(plan, services, daemon, server, log, resumed, detached=detached)
+            outcome = await _run(
+                plan, services, daemon, server, log, resumed, detached=detached, notes=early_notes
+            )
             if console is not None:
                 console.flush()
     # Raised outside the task group, so the caller gets the error itself rather
@@ -263,6 +288,7 @@ async def _run(
     resumed: dict[str, Any] | None,
     *,
     detached: bool,
+    notes: EarlyNotes,
 ) -> int | Reexec:
     """Serve until told to stop, then stop everything and close (or hand over)."""
     if resumed is not None:
@@ -283,8 +309,14 @@ async def _run(
     if daemon.manager.present:
         announce = asyncio.create_task(_ready_once_settled(daemon))
     daemon.manager.start_watchdog(asyncio.get_running_loop())
-    if detached and resumed is None:
-        detach_output(plan.log_dir / "herdsman.log")
+    if detached:
+        # Our stdout and stderr become herdsman.log: the waiting `up -d` sees EOF
+        # and returns (what we said until now on them, it printed). A new image
+        # (re-exec) points them at the file again: its LogFile rotates them along.
+        notes.active = False
+        for handler in log.handlers:
+            if isinstance(handler, LogHandler):
+                handler.file.point_std_here()
     outcome: int | Reexec = 0
     try:
         await daemon.wait_for_shutdown()
@@ -313,11 +345,3 @@ async def _ready_once_settled(daemon: Daemon) -> None:
     ordered after herdsman then finds its services running (or failed, not pending)."""
     await daemon.supervisor.wait_until(daemon.settled, timeout=None)
     daemon.manager.ready(daemon.summary())
-
-
-def detach_output(log_file: Path) -> None:
-    """Point our stdout/stderr at the daemon log: the waiting `up -d` sees EOF and returns."""
-    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)

@@ -118,7 +118,7 @@ class StartLimit(_Model):
 
 
 class LogSettings(_Model):
-    """Rotation of an instance's log file."""
+    """Rotation of a log file (an instance's, or herdsman.log)."""
 
     max_bytes: Size = 10 * 1024 * 1024
     backups: int = Field(default=5, ge=0)
@@ -455,6 +455,10 @@ class Settings(_Model):
     max_connections: int = Field(default=128, ge=1, le=65536)
     log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
     log_format: Literal["text", "json"] = "text"  # of the daemon's own herdsman.log
+    daemon_log: LogSettings = Field(default_factory=LogSettings)  # rotation of herdsman.log
+    # A state_dir that others can write, or that belongs to another user, is refused
+    # unless this says it is meant to be shared.
+    allow_shared_state_dir: bool = False
     # `package.module:object` references; each is known by its object's name.
     plugins: list[Annotated[str, AfterValidator(lookup.check_reference)]] = Field(
         default_factory=list

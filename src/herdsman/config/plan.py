@@ -149,10 +149,21 @@ def compile_plan(config: Config) -> Plan:
         tcp=units.parse_address(settings.tcp) if settings.tcp else None,
         token_file=settings.token_file,
         log_format=settings.log_format,
+        daemon_log_max_bytes=settings.daemon_log.max_bytes,
+        daemon_log_backups=settings.daemon_log.backups,
+        allow_shared_state_dir=settings.allow_shared_state_dir,
         notify_socket=notify,
         plugins=tuple(settings.plugins),
         hooks=hook_plans(config.hooks, "hooks"),
     )
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """`path` is in state_dir: a new file of ours, never written through a symlink."""
+    path.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
+        out.write(data)
 
 
 def main(argv: list[str]) -> int:
@@ -167,7 +178,7 @@ def main(argv: list[str]) -> int:
         result, code = ("errors", list(err.errors)), 2
     data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     if "--out" in options:
-        Path(options["--out"]).write_bytes(data)
+        _write_new(Path(options["--out"]), data)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

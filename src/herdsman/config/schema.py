@@ -127,6 +127,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         ),
         "log": "Defaults for every service's log, key by key.",
         "log_format": "Of the daemon's own herdsman.log: text or json.",
+        "daemon_log": "Rotation of herdsman.log (default 10MiB, 5 backups).",
+        "allow_shared_state_dir": (
+            "Accept a state_dir that others can write or another user owns (default false)."
+        ),
         "plugins": "Plugin objects as 'package.module:object' references.",
     },
     "Service": _SERVICE,

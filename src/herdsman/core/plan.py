@@ -107,6 +107,9 @@ class Plan:
     tcp: tuple[str, int] | None = None  # (host, port) of the optional TCP listener
     token_file: Path | None = None
     log_format: str = "text"  # of herdsman.log: "text" or "json"
+    daemon_log_max_bytes: int = 10 * 1024 * 1024  # rotate herdsman.log past this size
+    daemon_log_backups: int = 5
+    allow_shared_state_dir: bool = False  # else one others can write is refused
     notify_socket: Path | None = None  # bound when some instance reports readiness by sd_notify
     plugins: tuple[str, ...] = ()  # `package.module:object` references (settings.plugins)
     hooks: tuple[HookPlan, ...] = ()  # for every instance

@@ -38,13 +38,14 @@ from herdsman.core.lifecycle import (
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import parse_signal, signal_name
+from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
-from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
+from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.positions import Pending, Positions, settle
@@ -55,13 +56,11 @@ from herdsman.runtime.state import (
     FORMAT,
     StateWriter,
     just_spawned,
-    processes_of,
-    still_running,
     zombie_status,
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
-from herdsman.runtime.throttle import LogThrottle
+from herdsman.runtime.throttle import LogThrottle, Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -83,6 +82,7 @@ HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state
 HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
+ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
@@ -217,6 +217,7 @@ class Daemon:
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
+        self._throttle = Throttle(log)  # repeated warnings, said with a count
         self._notify_status: dict[str, str] = {}
         # Per instance: a crash loop's lines are counted, not written one by one.
         self._repeats = LogThrottle(log, self._loop)
@@ -341,9 +342,11 @@ class Daemon:
                 " the lines being written then may be written again",
             )
         if self.plan.notify_socket is not None:
-            self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
+            self._notify = NotifySocket(
+                self.plan.notify_socket, self._notified, self._log, self._throttle
+            )
             try:
-                self._notify.open(self._loop, notify_fd)
+                self._notify.open(self._loop, notify_fd, self._notify_access())
             except OSError as err:
                 self._notify = None
                 self._note(
@@ -372,8 +375,10 @@ class Daemon:
             return True
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
+        # Nothing of theirs may run on: what left their process groups, too.
+        await self.supervisor.escapes.drain(ESCAPES_DRAIN_TIMEOUT)
         if not self.supervisor.any_live():
-            self._state.file.remove()  # nothing left to adopt
+            self._state.remove()  # nothing left to adopt
         await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
         return stopped
 
@@ -462,6 +467,7 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._throttle.close()
         self._repeats.close()
         self._state.file.close()
         for log_file in self._log_files.values():
@@ -521,6 +527,18 @@ class Daemon:
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
 
+    def _notify_access(self) -> Access:
+        """Who must be able to send to the notify socket: the users the instances
+        that report by notify run as (see notify.access_for)."""
+        identities = []
+        for svc in self.plan.services.values():
+            for inst in svc.instances:
+                if inst.ready is not None and inst.ready.kind == "notify":
+                    identity = _identity(inst.user, inst.group)
+                    if identity is not None:
+                        identities.append(identity)
+        return access_for(identities)
+
     def begin_batch(self, instance: str, stream: str, held: int) -> None:
         self._log_files[instance].begin_batch(stream, held)
 
@@ -553,19 +571,29 @@ class Daemon:
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
-        # barrier until we return, so it still exists to be looked up.
+        # barrier until we return, so it still exists to be looked up. Its ids are
+        # looked up once, not once per instance (a flood must cost little).
+        ids = sender_ids(message.pid)
         for managed in self.supervisor.instances.values():
             pid, ready = managed.core.pid, managed.plan.ready
             if pid is None or ready is None or ready.kind != "notify":
                 continue
-            if sender_belongs(message.pid, pid):
+            if pid in ids:
                 self._apply_notify(managed, message.fields)
                 return
         if message.fields:
-            self._log.warning(
-                "ignored an sd_notify message from pid %d: it belongs to no instance "
-                "that reports by notify",
-                message.pid,
+            sender = message.pid
+            self._throttle.warn(
+                "notify-ignored",
+                sender,
+                lambda: (
+                    f"ignored an sd_notify message from pid {sender}: it belongs to "
+                    "no instance that reports by notify"
+                ),
+                lambda n, who, took: (
+                    f"ignored {n:,} notify messages from {who} in the last "
+                    f"{took:.0f} s (they belong to no instance that reports by notify)"
+                ),
             )
 
     def _apply_notify(self, managed: Managed, fields: dict[str, str]) -> None:
@@ -1026,6 +1054,11 @@ class Daemon:
             if log_file is not None:
                 log_file.close()
         self._track_instances(new)
+        if self._notify is not None:
+            try:
+                self._notify.set_access(self._notify_access())
+            except OSError as err:
+                self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
         # Start what is new (if autostart) and what changed while running, in order.
         starting = {
             name for name in change.added if new.services[sup.instances[name].service].autostart
@@ -1100,13 +1133,18 @@ class Daemon:
             self._state.write()
 
     def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document = self._state.file.read()
+        document, problems = self._state.file.recover()
+        for problem in problems:
+            self._note(logging.WARNING, problem)
         # The same config however it was named (a symlink, a relative path): the
         # lock on its state_dir already tells that no other daemon runs it.
-        if document is None or not _same_file(document.get("config"), self.plan.config_path):
-            return []
+        if document is not None and not _same_file(document.get("config"), self.plan.config_path):
+            document = None
+        # Also with a good state.json: a process it does not name (it was lost, or
+        # spawned as the daemon died) is found by its environment.
+        found = leftovers.find(document, self.plan.state_dir, self._may_run_as)
         adopted: list[str] = []
-        for name, record, pid in still_running(document, self.plan.state_dir):
+        for name, (pid, record) in found.mains.items():
             status = zombie_status(pid)
             if status is not None:
                 how = describe_exit(*decode_status(status))
@@ -1121,18 +1159,20 @@ class Daemon:
             record["foreign"] = True
             if record.get("journalled"):  # spawned after the last state.json: as new
                 just_spawned(record, managed.core.policy, pid)
+            elif record.pop("found_by_environment", False):
+                ready = managed.plan.ready
+                record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
                 self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
                 self.prober.resume(managed)
-        for name in document.get("unfinished_spawns", []):
-            # Spawned by the previous daemon as it died, before it could journal the
-            # pid: found by the environment it was given, and stopped.
-            managed = self.supervisor.instances.get(name)
-            adopted_pid = managed.core.pid if managed is not None else None
-            for pid in processes_of(self.plan.state_dir, name):
-                if pid != adopted_pid:
-                    self._stop_stray(name, pid, "was not recorded")
+        for name, pid, why in found.extras:
+            self._stop_stray(name, pid, why)
+        for name, pid in found.strays:
+            # Its main process is gone, or is being stopped as a second one.
+            self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon; killing it")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if adopted:
             self._note(
                 logging.INFO,
@@ -1141,6 +1181,15 @@ class Daemon:
             )
         self.supervisor.resume_waiting()
         return adopted
+
+    def _may_run_as(self, instance: str, uid: int) -> bool:
+        """Whether a process running as `uid` may be `instance`'s: herdsman's own
+        user, or the one the instance is configured to run as."""
+        if uid == os.geteuid():
+            return True
+        managed = self.supervisor.instances.get(instance)
+        user = managed.plan.user if managed is not None else None
+        return user is not None and _uid_of(user) == uid
 
     def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
         self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
@@ -1290,6 +1339,32 @@ RESTART_ONLY = ("state_dir", "socket", "tcp")
 def _restart_only(plan: Plan) -> dict[str, Any]:
     """The settings a running daemon keeps (its lock and sockets), as plain values."""
     return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
+
+
+def _uid_of(user: str) -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
+    """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
+    user or group that does not exist (such an instance cannot start)."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user) if user is not None else None
+        gid = grp.getgrnam(group).gr_gid if group is not None else None
+    except KeyError:
+        return None
+    uid = entry.pw_uid if entry is not None else os.geteuid()
+    if gid is None:
+        gid = entry.pw_gid if entry is not None else os.getegid()
+    return uid, gid
 
 
 def _same_file(recorded: object, path: Path) -> bool:

@@ -11,6 +11,7 @@ bounded buffer and the error is reported once; writing resumes when it can.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -67,9 +68,11 @@ class LogFile:
         "_pending",
         "_positions",
         "_recorded",
+        "_shared",
         "_size",
         "dropped_bytes",
         "error",
+        "holds_std",
     )
 
     def __init__(
@@ -79,11 +82,17 @@ class LogFile:
         backups: int,
         on_error: Callable[[str | None], None],
         positions: Positions | None = None,
+        *,
+        shared: bool = False,
     ) -> None:
         self._path = str(path)
         self._positions = positions
         self._batch: tuple[str, int] | None = None  # (stream, held) of a batch not yet begun
         self._recorded = False  # the batch is in `positions`, pending
+        # Others write to it too (a detached daemon's stdout and stderr): its size is
+        # read from the file before deciding to rotate, and those fds follow a rotation.
+        self._shared = shared
+        self.holds_std = False
         self._max_bytes = max_bytes
         self._backups = backups
         self._on_error = on_error  # a sentence when writing starts failing, None when it recovers
@@ -107,6 +116,8 @@ class LogFile:
         try:
             if self._fd < 0:
                 self._open()
+            if self._shared:
+                self._size = os.fstat(self._fd).st_size
             if self._max_bytes and self._size and self._size + size > self._max_bytes:
                 self._rotate()
             if self._batch is not None and self._positions is not None:
@@ -164,8 +175,14 @@ class LogFile:
             self.error = f"cannot write {self.path}: {err.strerror or err}"
             self._on_error(self.error)
 
+    def open(self) -> None:
+        if self._fd < 0:
+            self._open()
+
     def _open(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Never through a symlink: log_dir may be one that others can write.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._path, flags, 0o644)
         size = os.fstat(fd).st_size
         try:
             # A write cut short by SIGKILL (the kernel stops at a page boundary) leaves
@@ -176,6 +193,16 @@ class LogFile:
             os.close(fd)
             raise
         self._fd, self._size = fd, size
+        if self.holds_std:
+            self.point_std_here()
+
+    def point_std_here(self) -> None:
+        """Make stdout and stderr this file (a detached daemon), also after rotations."""
+        if self._fd < 0:
+            self._open()
+        self.holds_std = True
+        os.dup2(self._fd, 1)
+        os.dup2(self._fd, 2)
 
     def _rotate(self) -> None:
         self.close()
@@ -193,3 +220,26 @@ class LogFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class LogHandler(logging.Handler):
+    """herdsman.log: each record one write through a LogFile, so it is rotated like
+    the services' logs and never opened through a symlink."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__()
+        # A failing write is held and retried by the LogFile; there is no better
+        # place than this very file to report it.
+        self.file = LogFile(path, max_bytes, backups, lambda _error: None, shared=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self.file.write(text.encode("utf-8", "backslashreplace"))
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()

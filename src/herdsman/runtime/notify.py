@@ -35,9 +35,11 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from herdsman.runtime.throttle import Throttle
 
 # systemd itself ignores datagrams over a few KiB; a larger buffer costs nothing
 # and lets a verbose STATUS through, while MSG_TRUNC still catches anything bigger.
@@ -76,6 +78,42 @@ def parse_fields(payload: bytes, log: logging.Logger | None = None) -> dict[str,
     return fields
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who may send to the socket: its mode, the group it is given (None: herdsman's),
+    and the users whose datagrams are read at all (others are dropped unread)."""
+
+    mode: int
+    gid: int | None
+    uids: frozenset[int]
+
+
+def access_for(identities: Iterable[tuple[int, int]]) -> Access:
+    """The narrowest access that lets every notifying instance send, from the
+    (uid, gid) each runs as: 0600 when all run as herdsman's user; 0660 and their
+    group when the others share one; 0666 only when they do not."""
+    euid = os.geteuid()
+    others = {(uid, gid) for uid, gid in identities if uid != euid}
+    uids = frozenset({euid} | {uid for uid, _ in others})
+    gids = {gid for _, gid in others}
+    if not others:
+        return Access(0o600, None, uids)
+    if len(gids) == 1:
+        return Access(0o660, gids.pop(), uids)
+    return Access(0o666, None, uids)
+
+
+def sender_ids(sender_pid: int) -> tuple[int, ...]:
+    """The pid, process group and session of a sender: an instance whose main process
+    is one of them may take its word (see `sender_belongs`); () if it is gone."""
+    if sender_pid <= 0:
+        return ()
+    try:
+        return (sender_pid, os.getpgid(sender_pid), os.getsid(sender_pid))
+    except OSError:
+        return (sender_pid,)
+
+
 def sender_belongs(sender_pid: int, main_pid: int) -> bool:
     """Whether `sender_pid` may speak for the instance whose main process is `main_pid`.
 
@@ -86,12 +124,7 @@ def sender_belongs(sender_pid: int, main_pid: int) -> bool:
     """
     if sender_pid <= 0 or main_pid <= 0:
         return False
-    if sender_pid == main_pid:
-        return True
-    try:
-        return os.getpgid(sender_pid) == main_pid or os.getsid(sender_pid) == main_pid
-    except OSError:
-        return False
+    return main_pid > 0 and main_pid in sender_ids(sender_pid)
 
 
 class NotifySocket:
@@ -102,10 +135,13 @@ class NotifySocket:
         path: Path,
         on_message: Callable[[NotifyMessage], None],
         log: logging.Logger,
+        throttle: Throttle | None = None,
     ) -> None:
         self._path = path
         self._on_message = on_message
         self._log = log
+        self._throttle = throttle or Throttle(log)
+        self._uids: frozenset[int] = frozenset({os.geteuid()})
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -118,14 +154,22 @@ class NotifySocket:
     def _abstract(self) -> bool:
         return self.address.startswith("@")
 
-    def open(self, loop: asyncio.AbstractEventLoop, inherited: int | None = None) -> None:
-        """Bind the socket, or take the already bound `inherited` fd (a re-exec)."""
+    def open(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        inherited: int | None = None,
+        access: Access | None = None,
+    ) -> None:
+        """Bind the socket, or take the already bound `inherited` fd (a re-exec);
+        `access`: who may send (by default herdsman's user only)."""
+        access = access or access_for(())
         if inherited is not None:
             sock = socket.socket(fileno=inherited)
             os.set_inheritable(inherited, False)
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._readable)
             self._sock, self._loop = sock, loop
+            self.set_access(access)
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         bound_file = False
@@ -139,10 +183,7 @@ class NotifySocket:
                 self._remove_stale()
                 sock.bind(self.address)
                 bound_file = True
-                # Services may run as other users (`user =`) and must be able to
-                # send, as under systemd; what guards an instance is the check of the
-                # kernel-given sender pid, not who can reach the socket.
-                os.chmod(self._path, 0o666)
+            self.set_access(access)
             loop.add_reader(sock.fileno(), self._readable)
         except BaseException:
             sock.close()
@@ -151,6 +192,23 @@ class NotifySocket:
             raise
         self._sock = sock
         self._loop = loop
+
+    def set_access(self, access: Access) -> None:
+        """Who may send (see `access_for`); again after a reload changed the services.
+        (An abstract socket has no file mode: there the users' check alone guards.)"""
+        self._uids = access.uids
+        if self._abstract:
+            return
+        if access.gid is not None:
+            os.chown(self._path, -1, access.gid)
+        os.chmod(self._path, access.mode)
+        if access.mode != 0o600:
+            # Its directory (state_dir, 0700) must let those users reach it: search
+            # permission only, so nothing in it can be listed or changed by them.
+            parent = self._path.parent
+            mode = stat.S_IMODE(os.stat(parent).st_mode)
+            if mode & 0o011 != 0o011:
+                os.chmod(parent, mode | 0o011)
 
     def hand_over(self) -> int | None:
         """Stop reading, keep the socket bound and open (inheritable) for a new image."""
@@ -196,7 +254,15 @@ class NotifySocket:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
-                self._log.warning("sd_notify: receiving failed: %s", err)
+                first = f"sd_notify: receiving failed: {err}"
+                self._throttle.warn(
+                    "notify-receive",
+                    0,
+                    lambda: first,  # noqa: B023 (called inside warn, before the loop goes on)
+                    lambda n, _who, took: (
+                        f"sd_notify: receiving failed {n:,} more times in the last {took:.0f} s"
+                    ),
+                )
                 return
             self._dispatch(data, ancdata, flags)
 
@@ -224,13 +290,17 @@ class NotifySocket:
     def _deliver(
         self, data: bytes, creds: tuple[int, int, int] | None, flags: int, with_fds: bool
     ) -> None:
-        if flags & socket.MSG_TRUNC:
-            self._log.warning("sd_notify: ignoring a datagram over %d bytes", RECV_SIZE)
-            return
         if creds is None:
-            self._log.warning("sd_notify: ignoring a datagram without sender credentials")
+            self._ignored(0, "it came without sender credentials")
             return
         pid, uid, _gid = creds
+        if uid not in self._uids:
+            # From a user no notifying instance runs as: dropped unread, counted.
+            self._ignored(pid, f"uid {uid} runs no instance that reports by notify")
+            return
+        if flags & socket.MSG_TRUNC:
+            self._ignored(pid, f"it is over {RECV_SIZE} bytes")
+            return
         fields = parse_fields(data, self._log)
         fields.pop("BARRIER", None)  # answered by closing its descriptor
         if with_fds and "FDSTORE" in fields:
@@ -241,3 +311,13 @@ class NotifySocket:
             self._on_message(NotifyMessage(pid=pid, uid=uid, fields=fields))
         except Exception:
             self._log.exception("sd_notify: handling a message from pid %d failed", pid)
+
+    def _ignored(self, pid: int, why: str) -> None:
+        self._throttle.warn(
+            "notify-datagram",
+            pid,
+            lambda: f"sd_notify: ignored a datagram from pid {pid}: {why}",
+            lambda n, who, took: (
+                f"ignored {n:,} more sd_notify datagrams from {who} in the last {took:.0f} s"
+            ),
+        )

@@ -53,6 +53,8 @@ class Reaper:
         self._signals: Signals | None = None
         self._more: asyncio.Handle | None = None  # the next batch, when one was full
         self.orphans_reaped = 0
+        # Told once per wake-up that reaped orphans: their children are ours now.
+        self.on_orphan: Callable[[], None] | None = None
 
     def start(self, signals: Signals) -> None:
         become_subreaper()
@@ -112,18 +114,23 @@ class Reaper:
         if self._more is not None:
             self._more.cancel()  # this call does its work
             self._more = None
-        for _ in range(REAP_BATCH):
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            callback = self._watched.pop(pid, None)
-            if callback is None:
-                self.orphans_reaped += 1
-                continue
-            code, sig = decode_status(status)
-            callback(code, sig)
-        # More may be waiting: after the loop has polled everything else once.
-        self._more = self._loop.call_soon(self.reap)
+        orphans = self.orphans_reaped
+        try:
+            for _ in range(REAP_BATCH):
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                callback = self._watched.pop(pid, None)
+                if callback is None:
+                    self.orphans_reaped += 1
+                    continue
+                code, sig = decode_status(status)
+                callback(code, sig)
+            # More may be waiting: after the loop has polled everything else once.
+            self._more = self._loop.call_soon(self.reap)
+        finally:
+            if self.orphans_reaped != orphans and self.on_orphan is not None:
+                self.on_orphan()  # their children are ours now

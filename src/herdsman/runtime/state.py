@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from herdsman.core.lifecycle import (
     StopTimeout,
     on_event,
 )
+from herdsman.runtime.files import open_append, write_new
 
 FORMAT = 1
 # Instance fields a record carries, all plain values.
@@ -164,11 +166,6 @@ class StateFile:
         self.journal = path.with_suffix(".journal")
         self._journal_fd = -1
 
-    def spawning(self, name: str) -> None:
-        """Journal that `name` is about to be spawned: if the daemon dies before the
-        pid is journalled, the next one looks for the process by its environment."""
-        self._append(f"? {name}")
-
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
         """Journal a spawn: `pid` with its two pipes' inodes, spawned at `at` on the
         monotonic clock. (Whether a pid is still that process is told later by the
@@ -177,8 +174,7 @@ class StateFile:
 
     def _append(self, line: str) -> None:
         if self._journal_fd < 0:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-            self._journal_fd = os.open(self.journal, flags, 0o600)
+            self._journal_fd = open_append(self.journal)
         os.write(self._journal_fd, (line + "\n").encode())
 
     def close(self) -> None:
@@ -188,14 +184,7 @@ class StateFile:
 
     def write_text(self, text: str) -> None:
         """Replace the file with `text` (a JSON document) in one rename."""
-        data = text.encode()
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        write_new(self._tmp, text.encode())
         os.replace(self._tmp, self.path)
         if self._journal_fd >= 0:
             os.ftruncate(self._journal_fd, 0)  # all it held is in state.json now
@@ -203,29 +192,65 @@ class StateFile:
     def read(self) -> dict[str, Any] | None:
         """The last document written, with the spawns journalled since applied;
         None when there is none (or it is unreadable)."""
+        return self._load()[0]
+
+    def recover(self) -> tuple[dict[str, Any] | None, list[str]]:
+        """As `read`, for crash recovery: a file that cannot be read or makes no
+        sense is moved aside for inspection (`state.json.corrupt-<time>`), and
+        said in one sentence each; the caller then finds the processes by their
+        environment (see leftovers.py)."""
+        document, problems = self._load()
+        sentences = []
+        for path, why in problems:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                os.rename(path, aside)
+                moved = f"moved to {aside.name}"
+            except OSError as err:
+                moved = f"could not be moved aside ({err.strerror or err})"
+            sentences.append(
+                f"{path} {why}: {moved}; finding this config's processes by their environment"
+            )
+        return document, sentences
+
+    def _load(self) -> tuple[dict[str, Any] | None, list[tuple[Path, str]]]:
+        problems: list[tuple[Path, str]] = []
+        document = None
         try:
             document = json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            return None
-        instances = document.setdefault("instances", {})
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            problems.append((self.path, f"cannot be read ({err.strerror or err})"))
+        except ValueError as err:  # not JSON, or not UTF-8
+            problems.append((self.path, f"is corrupt ({_first_line(err)})"))
+        if document is not None and not _well_formed(document):
+            problems.append((self.path, "is corrupt (not a state document of this herdsman)"))
+            document = None
         try:
-            journal = self.journal.read_text()
-        except OSError:
+            journal = self.journal.read_bytes().decode()
+        except FileNotFoundError:
             journal = ""
-        unfinished: set[str] = set()  # about to be spawned, and no pid journalled
+        except OSError as err:
+            problems.append((self.journal, f"cannot be read ({err.strerror or err})"))
+            journal = ""
+        except UnicodeDecodeError:
+            problems.append((self.journal, "is corrupt (not UTF-8)"))
+            journal = ""
+        if document is None:
+            return None, problems
+        instances = document["instances"]
+        torn = 0
         for line in journal.splitlines():
             if line.startswith("? "):
-                unfinished.add(line[2:])
-                continue
+                continue  # "about to spawn", journalled by earlier versions: not needed
             fields = line.split(" ", 4)
             try:
-                pid, out, err = map(int, fields[:3])
+                pid, out_inode, err_inode = map(int, fields[:3])
                 at, name = float(fields[3]), fields[4]
             except (ValueError, IndexError):
-                continue  # a line torn by the crash
-            unfinished.discard(name)
+                torn += 1  # a line torn by the crash
+                continue
             # Just spawned, as the lifecycle has it right after a spawn.
             record = instances.setdefault(name, {})
             for key in ("timer", "ready", "start_passed", "killed", "restart_after_stop"):
@@ -235,17 +260,38 @@ class StateFile:
                 pid=pid,
                 start_time=None,
                 spawned_at=at,
-                pipes=[["out", out], ["err", err]],
+                pipes=[["out", out_inode], ["err", err_inode]],
                 journalled=True,
             )
-        if unfinished:
-            document["unfinished_spawns"] = sorted(unfinished)
-        return document
+        if torn:
+            problems.append((self.journal, f"is corrupt ({torn} unreadable line(s))"))
+        return document, problems
 
     def remove(self) -> None:
         for path in (self.path, self.journal):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).split("\n", 1)[0]
+
+
+def _well_formed(document: object) -> bool:
+    """A document this herdsman wrote: the types recovery relies on, record by record
+    (a record that is not a mapping cannot be taken for anything)."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return False
+    instances = document.setdefault("instances", {})
+    if not isinstance(instances, dict) or not isinstance(document.get("boot_id", ""), str):
+        return False
+    return all(
+        isinstance(record, dict)
+        and isinstance(record.get("pid"), int | None)
+        and isinstance(record.get("start_time"), int | None)
+        and isinstance(record.get("state", ""), str)
+        for record in instances.values()
+    )
 
 
 def still_running(
@@ -312,8 +358,13 @@ class StateWriter:
         if self._scheduled is None:
             self._scheduled = self._loop.call_later(self._delay, self.write)
 
-    def spawning(self, name: str) -> None:
-        self._journal(self.file.spawning, name)
+    def remove(self) -> None:
+        """Nothing is left to adopt (a clean stop): the files go, and a write still
+        pending must not bring state.json back."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self.file.remove()
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
         """Journal a spawn now; the next write of state.json takes it in."""

@@ -16,7 +16,7 @@ import random
 import re
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -41,6 +41,8 @@ from herdsman.core.lifecycle import (
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
+from herdsman.runtime.escapes import Escapes
+from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.signals import Signals
@@ -91,9 +93,6 @@ class Managed:
 
 # (instance, state before the event, the event): called once things have settled.
 ChangeCallback = Callable[[Managed, State, Event], None]
-# Children carry the state_dir of the daemon that spawned them: after a crash, the
-# next daemon can tell its own processes from anyone's.
-STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 # The last stderr line of a process that fails joins its exit in the message.
 LAST_WORDS_MAX = 200
 LAST_WORDS_SCAN = 4096  # bytes at the end of a batch searched for its last line
@@ -101,9 +100,7 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn before it happens and right after (see state.StateFile)."""
-
-    def spawning(self, name: str) -> None: ...
+    """Told of every spawn right after it (see state.StateFile)."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
@@ -122,6 +119,10 @@ class Supervisor:
         self._on_change = on_change
         self._reaper = Reaper(self._loop)
         self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
+        self.escapes = Escapes(
+            self._loop, lambda: self.plan.state_dir, self._main_of, self._main_pids
+        )
+        self._reaper.on_orphan = self.escapes.orphan_reaped
         self._random = random.Random()
         self._waiting: dict[str, Managed] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -363,8 +364,6 @@ class Supervisor:
 
     def _spawn(self, managed: Managed) -> None:
         journal = self.journal
-        if journal is not None:
-            journal.spawning(managed.name)
         try:
             env = child_environment(self._base_env, managed.plan)
             env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
@@ -515,8 +514,20 @@ class Supervisor:
 
         return err_lines
 
+    def _main_of(self, name: str) -> tuple[int, int | None] | None:
+        managed = self.instances.get(name)
+        if managed is None or managed.core.pid is None:
+            return None
+        return managed.core.pid, self.start_time_of(managed)
+
+    def _main_pids(self) -> Iterator[int]:
+        return (m.core.pid for m in self.instances.values() if m.core.pid is not None)
+
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too
+        # And what left the group: ours once its parents are gone (an adopted
+        # instance's went to another reaper).
+        self.escapes.soon(everywhere=managed.foreign)
         for pump in list(managed.pumps):
             pump.drain()
         said = last_words(managed.last_err)

@@ -1,0 +1,134 @@
+"""Processes that left an instance's process group (`setsid`, a double fork) are
+stopped with it.
+
+They carry the instance's marker in their environment (HERDSMAN_STATE_DIR and
+HERDSMAN_INSTANCE, see leftovers.py), and since the daemon is a child subreaper,
+once the process that started them is gone they are reparented to the daemon:
+then they are its direct children that are no instance's main process, which
+the kernel lists in /proc/self/task/*/children. So whenever a main process ends
+or an orphan is reaped (its own children come to us next), the daemon's
+children are looked at, and a marked one is killed unless its instance runs a
+main process that is older than it (then it is that process's, left behind by a
+parent of its own: it runs on with the instance).
+
+Processes of an instance adopted after a crash were reparented elsewhere; when
+such an instance ends, all of /proc is looked at instead. What clears its
+environment and leaves its process group is not caught (a cgroup would be).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from herdsman.runtime.leftovers import Marked, scan
+from herdsman.runtime.state import process_start_time
+
+# (instance name) -> its main process's (pid, start time), or None without one.
+MainOf = Callable[[str], tuple[int, int | None] | None]
+
+
+def children() -> list[int]:
+    """The daemon's direct children, from the kernel's per-thread lists."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", "rb") as f:
+            found.extend(int(pid) for pid in f.read().split())
+    return found
+
+
+class Escapes:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state_dir: Callable[[], Path],
+        main_of: MainOf,
+        mains: Callable[[], Iterator[int]],
+    ) -> None:
+        self._loop = loop
+        self._state_dir = state_dir
+        self._main_of = main_of
+        self._mains = mains  # every instance's main pid now
+        self._scheduled = False
+        self._everywhere = False
+        self._reaped = asyncio.Event()
+
+    def soon(self, *, everywhere: bool = False) -> None:
+        """Look once this loop turn is over (one look for a batch of exits);
+        `everywhere`: an adopted instance ended, look at all of /proc."""
+        self._everywhere = self._everywhere or everywhere
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._sweep_now)
+
+    def orphan_reaped(self) -> None:
+        """A process reparented to us ended: its children are ours now."""
+        self._reaped.set()
+        self.soon()
+
+    def _sweep_now(self) -> None:
+        self._scheduled = False
+        everywhere, self._everywhere = self._everywhere, False
+        self.sweep(everywhere=everywhere)
+
+    def sweep(self, *, everywhere: bool = False, every_instance: bool = False) -> int:
+        """Kill the marked processes that no running instance keeps; how many.
+        `every_instance`: at shutdown, whatever instance they are of."""
+        mains = set(self._mains())
+        if everywhere:
+            found = [m for m in scan(self._state_dir()) if m.pid not in mains]
+        else:
+            candidates = [pid for pid in children() if pid not in mains]
+            found = scan(self._state_dir(), candidates) if candidates else []
+        killed = 0
+        for marked in found:
+            if every_instance or not self._kept(marked):
+                killed += _kill(marked.pid)
+        return killed
+
+    def _kept(self, marked: Marked) -> bool:
+        main = self._main_of(marked.instance)
+        if main is None:
+            return False
+        pid, start_time = main
+        if start_time is None:
+            start_time = process_start_time(pid)
+        # Started after the instance's main process: one of its own, still wanted.
+        return start_time is not None and start_time <= marked.start_time
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown, every instance stopped: kill every marked process, also those
+        that become our children as their parents die, until none is left."""
+        deadline = self._loop.time() + timeout
+        everywhere = True
+        while self.sweep(everywhere=everywhere, every_instance=True):
+            everywhere = False
+            self._reaped.clear()
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return
+            # Each killed one, once reaped, may hand us children of its own. (A
+            # killed process that is not our child is not reaped by us: the
+            # timeout bounds the wait for it.)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reaped.wait(), min(remaining, 0.2))
+
+
+def _kill(pid: int) -> int:
+    """SIGKILL to `pid` and, if it leads one, its process group; 1 if it was sent."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return 0
+    return 1

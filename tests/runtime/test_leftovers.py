@@ -1,0 +1,60 @@
+"""Finding a state_dir's processes by their environment (real processes, marked as
+herdsman marks them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from herdsman.runtime.leftovers import Marked, find, main_candidates, scan
+from tests.conftest import wait_for
+
+
+def test_a_setsid_child_of_a_main_process_is_not_a_main_candidate() -> None:
+    main = Marked(pid=10, instance="web", start_time=100, ppid=1, session=10, uid=0)
+    escaped = Marked(pid=11, instance="web", start_time=101, ppid=10, session=11, uid=0)
+    in_group = Marked(pid=12, instance="web", start_time=102, ppid=10, session=10, uid=0)
+    copy = Marked(pid=9, instance="web", start_time=150, ppid=1, session=9, uid=0)
+    other = Marked(pid=20, instance="db", start_time=50, ppid=1, session=20, uid=0)
+    found = main_candidates([escaped, copy, main, in_group, other])
+    assert found == {"web": [main, copy], "db": [other]}  # oldest first
+
+
+def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
+    state_dir = tmp / "state"
+    state_dir.mkdir()
+    # The same directory by another path counts too (a symlink to it).
+    link = tmp / "link"
+    link.symlink_to(state_dir)
+
+    def start(instance: str, where: Path, *argv: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "HERDSMAN_STATE_DIR": str(where), "HERDSMAN_INSTANCE": instance}
+        return subprocess.Popen(list(argv), env=env, start_new_session=True)
+
+    first = start("web", state_dir, "sleep", "600")
+    wait_for(lambda: scan(state_dir, [first.pid]))
+    second = start("web", link, "sh", "-c", "setsid sleep 601 & wait")
+    elsewhere = start("web", tmp, "sleep", "602")  # another state_dir's
+    try:
+        wait_for(lambda: len(scan(state_dir)) == 3)  # first, second and its setsid child
+        found = find(None, state_dir)
+        assert list(found.mains) == ["web"]
+        pid, record = found.mains["web"]
+        assert pid == first.pid
+        assert record["found_by_environment"] and record["state"] == "running"
+        assert found.extras == [("web", second.pid, "is a second process of it")]
+        # What the second one started goes with it; nothing of the other state_dir.
+        assert {p for _, p in found.strays} == {m.pid for m in scan(state_dir)} - {
+            first.pid,
+            second.pid,
+        }
+        assert elsewhere.pid not in set(found.every_pid())
+        refused = find(None, state_dir, lambda _instance, _uid: False)
+        assert not refused.mains  # anyone can set the marker: its user must fit too
+    finally:
+        for child in (first, second, elsewhere):
+            child.kill()
+            child.wait()
+        for m in scan(state_dir):
+            os.kill(m.pid, 9)
