@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark herdsman against supervisord, circus and a bare-Python floor.
 
-    python3 bench/run.py [--instances 300] [--kills 30] [--idle 20] [--scale 2000]
-                         [--only herdsman,floor,supervisord,circus]
+    python3 bench/run.py [--instances 300] [--kills 30] [--idle 20]
+                         [--scale 2000,5000,8000] [--only herdsman,floor,supervisord,circus]
 
 Every tool supervises N copies of bench/build/stamp, a tiny C program that sends its
 CLOCK_MONOTONIC start time and pid in one datagram to a Unix socket this harness
 listens on, then pauses forever. From those datagrams the harness measures, per tool:
 start time for N instances, respawn latency after SIGKILL, the daemon's idle CPU and
-RSS, its stop time, and (herdsman and floor only) start time for M instances. See
+RSS, its stop time, and (herdsman and floor only) the scale runs: for each M, start,
+RSS per instance, status latency, idle CPU and stop with M instances. See
 bench/README.md for what each figure means and the caveats.
 
 The harness runs in its own venv (bench/.env, created on first use, with supervisor,
@@ -41,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 try:
     import psutil
@@ -436,6 +438,11 @@ class Result:
     stop: float | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    # scale runs only
+    status_api_ms: list[float] = field(default_factory=list)  # GET /v1/status, first one first
+    status_cli_ms: list[float] = field(default_factory=list)  # `herdsman status`
+    lost: int | None = None  # instances that never reported
+    left: int | None = None  # stamps still running after the daemon exited
 
 
 def launch(argv: list[str], tmp: Path, log: Path) -> subprocess.Popen:
@@ -477,6 +484,7 @@ def stop_daemon(daemon: subprocess.Popen, res: Result, sock: str, log: Path) -> 
             daemon.kill()
             daemon.wait()
     left = kill_stamps(sock)
+    res.left = left if res.stop is not None else None
     if left and res.stop is not None:
         res.notes.append(f"left {left} stamp(s) running after it exited (killed by the harness)")
     reap_orphans()
@@ -571,6 +579,157 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
             signal.signal(signal.SIGINT, old)
 
 
+def schedstat_cpu(pid: int) -> float:
+    """CPU seconds of every thread of `pid`, from the scheduler's nanosecond counters
+    (the tick-sampled figures of /proc/PID/stat miss short bursts)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def rss_of(pid: int) -> float:
+    """VmRSS of `pid` in MB (2^20 bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no VmRSS for {pid}")
+
+
+def http_get(path: str, target: str, timeout: float = 60.0) -> bytes:
+    """A plain HTTP/1.1 GET over a Unix socket; the body (the daemon closes after it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: herdsman\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks = []
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise OSError(f"GET {target}: {head.splitlines()[0] if head else b'no answer'!r}")
+    return body
+
+
+def fds_needed(n: int) -> int:
+    """What herdsman holds for n instances: two pipes each, plus its own few."""
+    return 2 * n + 200
+
+
+def run_scale(tool: str, n: int, idle: float, queries: int) -> Result:
+    """One scale run: start n instances, then RSS, status latency (herdsman), idle CPU,
+    stop; and whether every instance started (lost) and none survived the stop (left)."""
+    res = Result(tool, n)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if tool == "herdsman" and fds_needed(n) > nofile:
+        res.error = f"needs about {fds_needed(n)} fds, RLIMIT_NOFILE is {nofile}"
+        return res
+    tmp = Path(tempfile.mkdtemp(prefix="hb"))
+    sock = f"{tmp}/s"
+    collector = Collector(sock)
+    daemon = None
+    log = tmp / "daemon.log"
+    try:
+        argv = config_for(tool, n, tmp, sock, 0.1)
+        t0 = time.monotonic()
+        daemon = launch(argv, tmp, log)
+        if not collector.wait_for_pids(n, 60 + 0.05 * n, daemon):
+            why = "exited" if daemon.poll() is not None else "timed out"
+            res.lost = n - len(collector.pids)
+            res.error = f"{why}: {len(collector.pids)}/{n} stamps reported"
+            res.notes.append(f"daemon output:\n{log_tail(log)}")
+            return res
+        res.lost = 0
+        firsts: dict[int, float] = {}
+        for s in collector.stamps:
+            firsts.setdefault(s.pid, s.started)
+        res.start = max(sorted(firsts.values())[:n]) - t0
+        time.sleep(1)
+        res.rss_mb = rss_of(daemon.pid)
+        if tool == "herdsman":
+            api = f"{tmp}/.herdsman/herdsman.sock"
+            for _ in range(queries):
+                t = time.monotonic()
+                body = http_get(api, "/v1/status")
+                res.status_api_ms.append((time.monotonic() - t) * 1000)
+                running = body.count(b'"state":"running"') + body.count(b'"state": "running"')
+                if running != n:
+                    res.notes.append(f"status showed {running} running, not {n}")
+                time.sleep(0.2)
+            conf = str(tmp / "herdsman.toml")
+            for _ in range(max(1, queries // 2)):
+                t = time.monotonic()
+                out = subprocess.run(
+                    [str(herdsman_bin()), "-c", conf, "status"], capture_output=True, timeout=120
+                )
+                res.status_cli_ms.append((time.monotonic() - t) * 1000)
+                if out.returncode != 0:
+                    res.notes.append(f"herdsman status exited {out.returncode}")
+            # Idle means after whatever the requests started (herdsman samples the
+            # rest of a big herd in the background): wait until a second passes
+            # with no CPU used, at most 60 s.
+            deadline = time.monotonic() + 60
+            before = schedstat_cpu(daemon.pid)
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                now = schedstat_cpu(daemon.pid)
+                if now - before < 0.001:
+                    break
+                before = now
+        if idle > 0:
+            before = schedstat_cpu(daemon.pid)
+            time.sleep(idle)
+            res.idle_cpu = schedstat_cpu(daemon.pid) - before
+        extra = len(collector.pids) - n
+        if extra:
+            res.notes.append(f"{extra} respawn(s) while nothing was killed")
+        return res
+    finally:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if daemon is not None:
+                stop_daemon(daemon, res, sock, log)
+            else:
+                kill_stamps(sock)
+            collector.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
+    """One full scale run, plus start-and-stop runs up to --starts launches: start and
+    stop are their medians."""
+    r = run_scale(tool, n, args.scale_idle, args.scale_queries)
+    print(f"  {r.error or 'ok'}", flush=True)
+    time.sleep(2)
+    starts, stops = [r.start], [r.stop]
+    for _ in range(args.starts - 1 if r.start is not None else 0):
+        extra = run_scale(tool, n, 0, 0)
+        time.sleep(2)
+        r.notes += [f"extra start run: {note}" for note in extra.notes]
+        if extra.error:
+            r.notes.append(f"extra start run failed: {extra.error}")
+            continue
+        starts.append(extra.start)
+        stops.append(extra.stop)
+        r.lost = max(r.lost or 0, extra.lost or 0)
+        r.left = max(r.left or 0, extra.left or 0)
+    if len(starts) > 1:
+        r.start = statistics.median(starts)
+        r.notes.append(
+            f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
+        )
+        done = [x for x in stops if x is not None]
+        if done:
+            r.stop = statistics.median(done)
+            r.notes.append(f"stop: median of {len(done)}, {min(done):.3f} to {max(done):.3f} s")
+    return r
+
+
 # ------------------------------------------------------------------------ report
 
 
@@ -584,8 +743,8 @@ def fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def table(results: dict[str, Result], scale: dict[str, Result], args: argparse.Namespace) -> str:
-    tools = [t for t in TOOLS if t in results or t in scale]
+def table(results: dict[str, Result], args: argparse.Namespace) -> str:
+    tools = [t for t in TOOLS if t in results]
 
     def metric(r: Result | None, name: str) -> float | None:
         if r is None:
@@ -614,29 +773,20 @@ def table(results: dict[str, Result], scale: dict[str, Result], args: argparse.N
         ("stop (s)", "stop", False, 3),
         (f"start s per 1000, at {args.instances}", "per1000", False, 3),
     ]
-    if args.scale:
-        rows += [
-            (f"start {args.scale} (s)", "start", True, 3),
-            (f"start s per 1000, at {args.scale}", "per1000", True, 3),
-            (f"stop {args.scale} (s)", "stop", True, 3),
-        ]
     header = ["metric"]
     for t in tools:
         header.append(t)
         if t != "herdsman":
             header.append(f"{t}/herdsman")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, key, is_scale, digits in rows:
-        src = scale if is_scale else results
-        base = metric(src.get("herdsman"), key)
+    for label, key, _, digits in rows:
+        base = metric(results.get("herdsman"), key)
         cells = [label]
         for t in tools:
-            r = src.get(t)
+            r = results.get(t)
             v = metric(r, key)
             if r is not None and r.error and v is None:
                 cells.append("failed")
-            elif is_scale and t not in SCALE_TOOLS:
-                cells.append("-")
             else:
                 cells.append(fmt(v, digits))
             if t != "herdsman":
@@ -646,9 +796,86 @@ def table(results: dict[str, Result], scale: dict[str, Result], args: argparse.N
     return "\n".join(lines)
 
 
-def notes_text(results: dict[str, Result], scale: dict[str, Result]) -> str:
+def scale_table(scale: dict[int, dict[str, Result]], args: argparse.Namespace) -> str:
+    """One row per M: herdsman's figures beside the floor's, same run."""
+    header = [
+        "instances",
+        "start (s)",
+        "floor start (s)",
+        "start / floor",
+        "start rate (/s)",
+        "RSS (MB)",
+        "floor RSS (MB)",
+        "RSS per instance (KB)",
+        "status API first / median (ms)",
+        "status CLI median (ms)",
+        f"idle CPU (s per {args.scale_idle:g} s)",
+        "stop (s)",
+        "floor stop (s)",
+        "lost / left",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n, group in scale.items():
+        h, f = group.get("herdsman"), group.get("floor")
+
+        def val(r: Result | None, get: Any, digits: int) -> str:
+            if r is None:
+                return "-"
+            v = get(r)
+            return ("failed" if r.error else "n/a") if v is None else f"{v:.{digits}f}"
+
+        api = h.status_api_ms if h else []
+        api_cell = (
+            f"{api[0]:.0f} / {statistics.median(api):.0f}" if api else val(h, lambda r: None, 0)
+        )
+        cli = h.status_cli_ms if h else []
+        ratio = "-"
+        if h and f and h.start is not None and f.start:
+            ratio = f"{h.start / f.start:.2f}x"
+        lost_left = "-"
+        if h is not None and h.lost is not None:
+            lost_left = f"{h.lost} / {'n/a' if h.left is None else h.left}"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(n),
+                    val(h, lambda r: r.start, 3),
+                    val(f, lambda r: r.start, 3),
+                    ratio,
+                    val(h, lambda r: r.n / r.start if r.start else None, 0),
+                    val(h, lambda r: r.rss_mb, 1),
+                    val(f, lambda r: r.rss_mb, 1),
+                    val(h, lambda r: r.rss_mb * 1024 / r.n if r.rss_mb else None, 1),
+                    api_cell,
+                    f"{statistics.median(cli):.0f}" if cli else val(h, lambda r: None, 0),
+                    val(h, lambda r: r.idle_cpu, 3),
+                    val(h, lambda r: r.stop, 3),
+                    val(f, lambda r: r.stop, 3),
+                    lost_left,
+                ]
+            )
+            + " |"
+        )
+    sizes = [
+        (n, g["herdsman"].rss_mb)
+        for n, g in scale.items()
+        if "herdsman" in g and g["herdsman"].rss_mb is not None
+    ]
+    if len(sizes) > 1:
+        (n0, r0), (n1, r1) = sizes[0], sizes[-1]
+        lines.append("")
+        lines.append(
+            f"RSS added per instance from {n0} to {n1} instances: "
+            f"{(r1 - r0) * 1024 / (n1 - n0):.1f} KB."
+        )
+    return "\n".join(lines)
+
+
+def notes_text(results: dict[str, Result], scale: dict[int, dict[str, Result]]) -> str:
     out = []
-    for label, group in (("", results), (" (scale run)", scale)):
+    groups = [("", results)] + [(" (scale run)", g) for g in scale.values()]
+    for label, group in groups:
         for t in TOOLS:
             r = group.get(t)
             if r is None:
@@ -715,7 +942,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--instances", type=int, default=300, help="N instances per tool")
     ap.add_argument("--kills", type=int, default=30, help="SIGKILLs for respawn latency")
     ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU sampling")
-    ap.add_argument("--scale", type=int, default=2000, help="M for the scale run (0: skip)")
+    ap.add_argument(
+        "--scale",
+        default="2000,5000,8000",
+        help="instances of each scale run, comma-separated (0: none)",
+    )
+    ap.add_argument(
+        "--scale-idle", type=float, default=5, help="seconds of idle CPU in each scale run"
+    )
+    ap.add_argument(
+        "--scale-queries", type=int, default=5, help="GET /v1/status per scale run (herdsman)"
+    )
     ap.add_argument(
         "--starts", type=int, default=3, help="launches per start figure (median; default 3)"
     )
@@ -734,6 +971,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--status-runs", type=int, default=20, help="status runs per client (0: skip)")
     args = ap.parse_args()
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    try:
+        args.scale = [int(m) for m in args.scale.split(",") if int(m) > 0]
+    except ValueError:
+        ap.error(f"--scale takes numbers of instances, comma-separated, not {args.scale!r}")
     bad = [t for t in args.only if t not in ALL_TOOLS]
     if args.starts < 1:
         ap.error("--starts must be at least 1")
@@ -809,16 +1050,16 @@ def main() -> int:
         versions["pm2"] = status.pm2_version()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     results: dict[str, Result] = {}
-    scale: dict[str, Result] = {}
+    scale: dict[int, dict[str, Result]] = {}
     statuses: dict[str, status.StatusResult] = {}
     try:
         for tool in [t for t in TOOLS if t in args.only]:
             print(f"{tool}: {args.instances} instances ...", flush=True)
             results[tool] = measure(tool, args.instances, args.kills, args.idle, args)
-        if args.scale:
+        for n in args.scale:
             for tool in [t for t in SCALE_TOOLS if t in args.only]:
-                print(f"{tool}: {args.scale} instances (start and stop only) ...", flush=True)
-                scale[tool] = measure(tool, args.scale, 0, 0, args)
+                print(f"{tool}: {n} instances (scale run) ...", flush=True)
+                scale.setdefault(n, {})[tool] = measure_scale(tool, n, args)
         if status_tools:
             status_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
             statuses = status.measure_all(status_tools, args.status_instances, args.status_runs)
@@ -828,7 +1069,9 @@ def main() -> int:
     finally:
         warn_survivors()
 
-    text = table(results, scale, args)
+    text = table(results, args) if results else ""
+    if scale:
+        text += ("\n\n" if text else "") + "### Scale\n\n" + scale_table(scale, args)
     notes = notes_text(results, scale)
     print()
     print(text)

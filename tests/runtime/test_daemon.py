@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 
 from herdsman.config import load_config
 from herdsman.config.plan import compile_plan
+from herdsman.runtime import daemon as daemon_module
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.daemon import Daemon, parse_signal
+from herdsman.runtime.monitor import Sample, sample_tree
 from tests.runtime.harness import until
 
 
@@ -77,6 +80,38 @@ def test_status_documents_and_pattern_matching(tmp: Path) -> None:
             )
             with pytest.raises(ControlError):
                 daemon.instance("web")
+
+    asyncio.run(body())
+
+
+def test_an_answer_waits_for_few_samples_and_the_rest_come_in_the_background(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sampling as slow as under load: the answer takes the first SAMPLE_AT_ONCE
+    # trees (the budget is spent by then) and shows nothing yet for the others.
+    sampled: list[int] = []
+
+    def slow_sample(pid: int, previous: Sample | None) -> Sample | None:
+        sampled.append(pid)
+        time.sleep(daemon_module.SAMPLE_BUDGET / 2)
+        return sample_tree(pid, previous)
+
+    monkeypatch.setattr(daemon_module, "sample_tree", slow_sample)
+    monkeypatch.setattr(daemon_module, "SAMPLE_AT_ONCE", 4)
+
+    async def body() -> None:
+        async with running(
+            tmp, "[services.w]\ncommand = 'sleep 60'\nreplicas = 12\nstart_seconds = 0\n"
+        ) as daemon:
+            await until(lambda: len(daemon.supervisor.instances) == 12)
+            await until(lambda: all(m.core.pid for m in daemon.supervisor.instances.values()))
+            first = daemon.instances()
+            assert len(sampled) == 4
+            assert [d["rss_bytes"] is not None for d in first] == [True] * 4 + [False] * 8
+            await until(lambda: len(sampled) == 12)  # the pass went on by itself
+            docs = daemon.instances()  # within SAMPLE_MAX_AGE: not sampled again
+            assert len(sampled) == 12
+            assert all(d["rss_bytes"] > 0 for d in docs)
 
     asyncio.run(body())
 

@@ -132,6 +132,10 @@ _INSTANCE = {
         "open_fds": _nullable("integer", minimum=0),
     },
 }
+# What an Event carries of an Instance: all but its name and the resource samples.
+_EVENT_FIELDS = [
+    key for key in _INSTANCE["required"] if key not in ("name", "cpu_percent", "rss_bytes")
+]
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -446,17 +450,15 @@ DOCUMENT: dict[str, Any] = {
             },
             "Event": {
                 "type": "object",
-                "description": "An instance changed state (sent as server-sent events).",
-                "required": ["time", "instance", "state"],
+                "description": "An instance changed (sent as server-sent events): its state"
+                " as an Instance shows it (`instance` is its name; the resource samples"
+                " are left out), and the state it left.",
+                "required": ["time", "instance", "previous", *_EVENT_FIELDS],
                 "properties": {
                     "time": {"type": "string", "format": "date-time"},
                     "instance": {"type": "string"},
-                    "service": {"type": "string"},
-                    "state": {"type": "string", "enum": STATES},
                     "previous": {"type": "string", "enum": STATES},
-                    "pid": _nullable("integer", minimum=1),
-                    "ready": {"type": "boolean"},
-                    "message": _nullable("string"),
+                    **{key: _INSTANCE["properties"][key] for key in _EVENT_FIELDS},  # type: ignore[index]
                 },
             },
             "LogLine": {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from herdsman import __version__
 from herdsman.cli.commands import CLIENT_COMMANDS, add_parsers
+from herdsman.cli.live import LIVE_COMMANDS, add_live_parsers
 
 if TYPE_CHECKING:
     from herdsman.config import Config
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_parsers(sub)
+    add_live_parsers(sub)
     sub.add_parser("check", help="validate the config")
     sub.add_parser("schema", help="print a JSON Schema of the config, for editors")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
@@ -239,11 +241,18 @@ COMMANDS = {
     "export": cmd_export,
     "version": cmd_version,
     **CLIENT_COMMANDS,
+    **LIVE_COMMANDS,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        # A shell's TAB (see `herdsman completion`): answered here, then it exits.
+        from herdsman.cli.completion import complete
+
+        complete(parser)
+    args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:

@@ -65,6 +65,13 @@ if TYPE_CHECKING:
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
+# A request waits for at most this much sampling (beyond the first SAMPLE_AT_ONCE
+# instances); the rest of a big herd is sampled in the background, a slice of
+# SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
+SAMPLE_BUDGET = 0.02
+SAMPLE_AT_ONCE = 50
+SAMPLE_SLICE = 0.005
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
@@ -94,32 +101,39 @@ class Tail:
     when someone asks for the lines.
     """
 
+    __slots__ = ("_batches", "_count", "_instance", "_limit")
+
     def __init__(self, instance: str, limit: int) -> None:
         self._instance = instance
         self._limit = limit
-        self._batches: deque[tuple[float, str, bytes, int]] = deque()
+        # Made by the first line: a deque costs 600 bytes, and most services of a
+        # herd of thousands never write one.
+        self._batches: deque[tuple[float, str, bytes, int]] | None = None
         self._count = 0
 
     def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
         """A batch of `count` lines joined by \\n (the count is known to the caller)."""
+        batches = self._batches
+        if batches is None:
+            batches = self._batches = deque()
         if count > self._limit:
             # A flood's batch: its last lines are all we keep. Keeping the whole
             # megabyte instead would hold memory, and fragment what the next
             # batches are read into (page faults on every batch).
-            self._batches.clear()
+            batches.clear()
             self._count = 0
             lines, count = last_lines(lines, count, self._limit), self._limit
-        self._batches.append((ts, stream, lines, count))
+        batches.append((ts, stream, lines, count))
         self._count += count
-        while self._count - self._batches[0][3] >= self._limit:
-            self._count -= self._batches.popleft()[3]
+        while self._count - batches[0][3] >= self._limit:
+            self._count -= batches.popleft()[3]
 
     def entries(self) -> list[LogEntry]:
         """The last `limit` lines, oldest first."""
         name = self._instance
         every = [
             (ts, name, stream, line)
-            for ts, stream, lines, _ in self._batches
+            for ts, stream, lines, _ in self._batches or ()
             for line in split_lines(lines)
         ]
         return every[-self._limit :]
@@ -194,6 +208,7 @@ class Daemon:
         self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._samples: dict[str, Sample] = {}
         self._sampled_at = 0.0
+        self._sampling: asyncio.Task[None] | None = None  # the rest of a pass, in the background
         self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
         self._signals = 0
@@ -591,15 +606,14 @@ class Daemon:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
         if self._event_followers:
+            # The instance's whole state as `status` shows it (but the resource samples,
+            # which no change makes fresh), so a follower (`top`) never asks after one.
+            instance = self._document(managed)
             doc = {
                 "time": iso(time.time()),
-                "instance": managed.name,
-                "service": managed.service,
-                "state": core.state.value,
+                "instance": instance.pop("name"),
                 "previous": old.value,
-                "pid": core.pid,
-                "ready": core.ready,
-                "message": core.message,
+                **{k: v for k, v in instance.items() if k not in SAMPLED},
             }
             for queue in list(self._event_followers):
                 self._offer(self._event_followers, queue, doc)
@@ -619,12 +633,35 @@ class Daemon:
     # --- documents ------------------------------------------------------------
 
     def _refresh_samples(self) -> None:
+        """Fresh samples for an answer, as far as SAMPLE_BUDGET goes: psutil takes a
+        fraction of a millisecond per process tree, seconds for thousands of them,
+        which no answer should wait for. The pass goes on in the background."""
         now = time.monotonic()
-        if now - self._sampled_at < SAMPLE_MAX_AGE:
+        if self._sampling is not None or now - self._sampled_at < SAMPLE_MAX_AGE:
             return
         self._sampled_at = now
-        for name, managed in self.supervisor.instances.items():
-            self._sample(name, managed)
+        todo = list(self.supervisor.instances.values())
+        deadline = now + SAMPLE_BUDGET
+        done = 0
+        while done < len(todo) and (done < SAMPLE_AT_ONCE or time.monotonic() < deadline):
+            self._sample(todo[done].name, todo[done])
+            done += 1
+        if done < len(todo):
+            self._sampling = self._run_in_background(self._sample_rest(todo, done))
+
+    async def _sample_rest(self, todo: list[Managed], done: int) -> None:
+        try:
+            while done < len(todo):
+                await asyncio.sleep(0)  # between slices, whatever else is ready runs
+                deadline = time.monotonic() + SAMPLE_SLICE
+                while done < len(todo) and time.monotonic() < deadline:
+                    self._sample(todo[done].name, todo[done])
+                    done += 1
+        finally:
+            self._sampling = None
+            # The next pass starts SAMPLE_MAX_AGE after this one ended: a client asking
+            # all the time keeps the daemon sampling at most about half of the time.
+            self._sampled_at = time.monotonic()
 
     def _sample(self, name: str, managed: Managed) -> Sample | None:
         pid = managed.core.pid

@@ -52,6 +52,19 @@ def count_lines(lines: bytes, formatted: tuple[bytes, bytes, bytes]) -> int:
 
 
 class LogFile:
+    # One per instance, thousands of them: slots, and the path as a plain string.
+    __slots__ = (
+        "_backups",
+        "_fd",
+        "_max_bytes",
+        "_on_error",
+        "_path",
+        "_pending",
+        "_size",
+        "dropped_bytes",
+        "error",
+    )
+
     def __init__(
         self,
         path: Path,
@@ -59,7 +72,7 @@ class LogFile:
         backups: int,
         on_error: Callable[[str | None], None],
     ) -> None:
-        self.path = path
+        self._path = str(path)
         self._max_bytes = max_bytes
         self._backups = backups
         self._on_error = on_error  # a sentence when writing starts failing, None when it recovers
@@ -68,6 +81,10 @@ class LogFile:
         self._pending = b""
         self.dropped_bytes = 0
         self.error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     def write(self, *parts: bytes) -> None:
         """Append `parts`, whole lines together, with one `writev` when all goes well."""
@@ -118,7 +135,7 @@ class LogFile:
             self._on_error(self.error)
 
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         size = os.fstat(fd).st_size
         try:
             # A write cut short by SIGKILL (the kernel stops at a page boundary) leaves

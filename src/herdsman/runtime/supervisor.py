@@ -54,17 +54,21 @@ from herdsman.runtime.state import (
 from herdsman.runtime.systemd import without_manager_variables
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Managed:
-    """One instance: its pure lifecycle plus the runtime resources it holds."""
+    """One instance: its pure lifecycle plus the runtime resources it holds.
+
+    Slots, and nothing held that a spawn can build (its environment): thousands
+    of these live as long as the daemon.
+    """
 
     core: Instance
     plan: InstancePlan
-    env: dict[str, str]  # the complete environment of the child
     depends_on: dict[str, graph.Condition]
     timer: asyncio.TimerHandle | None = None
     timer_due: tuple[float, Event] | None = None  # what `timer` will feed, and when
-    pumps: set[LogPump] = field(default_factory=set)  # may outlive a process (EOF comes later)
+    # May outlive a process (EOF comes later). A list: a set costs 216 bytes empty.
+    pumps: list[LogPump] = field(default_factory=list)
     pipes: list[tuple[str, int]] = field(default_factory=list)  # (stream, inode) of the process
     start_time: tuple[int, int | None] = (0, None)  # (pid, its start time), read once
     foreign: bool = False  # adopted after a crash: not our child, watched by pidfd
@@ -135,13 +139,11 @@ class Supervisor:
         for name, svc in plan.services.items():
             members = []
             for inst in svc.instances:
-                env = child_environment(self._base_env, inst)
-                env[STATE_DIR_VARIABLE] = str(plan.state_dir)
                 managed = old.get(inst.name)
                 if managed is None:
-                    managed = Managed(Instance(inst.name, svc.policy), inst, env, svc.depends_on)
+                    managed = Managed(Instance(inst.name, svc.policy), inst, svc.depends_on)
                 else:
-                    managed.plan, managed.env, managed.depends_on = inst, env, svc.depends_on
+                    managed.plan, managed.depends_on = inst, svc.depends_on
                     managed.core.policy = svc.policy
                 members.append(managed)
                 self.instances[inst.name] = managed
@@ -353,7 +355,9 @@ class Supervisor:
         if journal is not None:
             journal.spawning(managed.name)
         try:
-            pid, out, err = self._spawner.spawn(managed.plan, managed.env)
+            env = child_environment(self._base_env, managed.plan)
+            env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
+            pid, out, err = self._spawner.spawn(managed.plan, env)
         except SpawnError as error:
             self.feed(managed, SpawnFailed(f"cannot start: {error}"))
             return
@@ -366,10 +370,10 @@ class Supervisor:
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
         for fd, stream in ((out, "out"), (err, "err")):
-            managed.pumps.add(
-                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.discard)
+            managed.pumps.append(
+                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.remove)
             )
-        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
+        self._reaper.watch(pid, functools.partial(self._exited, managed, pid))
         self.feed(managed, Spawned(pid))
 
     # --- handing over to a new image, and adopting ------------------------------
@@ -429,9 +433,9 @@ class Supervisor:
         name = managed.name
         for stream, fd, partial in pumps:
             os.set_inheritable(fd, False)
-            managed.pumps.add(
+            managed.pumps.append(
                 LogPump(
-                    self._loop, fd, name, stream, self._sink, managed.pumps.discard, partial=partial
+                    self._loop, fd, name, stream, self._sink, managed.pumps.remove, partial=partial
                 )
             )
         pipes = record.get("pipes")

@@ -1,0 +1,65 @@
+"""The commands that follow the daemon live (`top`, `events`) and `completion`: their
+parsers, and entry points that load their modules (asyncio, h11, Textual, argcomplete)
+only when they run, so that no other command pays for them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+Command = Callable[[argparse.Namespace], int]
+SHELLS = ("bash", "zsh", "fish")
+
+
+def add_live_parsers(sub: argparse._SubParsersAction[Any]) -> None:
+    top = sub.add_parser("top", help="a live dashboard of the instances and their output")
+    add_remote_options(top)
+    events = sub.add_parser("events", help="print state changes as they happen")
+    events.add_argument("--json", action="store_true", help="one JSON object per event")
+    add_remote_options(events)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+
+
+def add_remote_options(parser: argparse.ArgumentParser) -> None:
+    """`--url` and `--token-file` on a command's own parser. SUPPRESS leaves the
+    attributes unset when not given, so they never override the same options given
+    before the command name."""
+    parser.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the daemon's TCP listener, http://HOST:PORT (default: the config's socket)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="with --url: the file holding the API token",
+    )
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from herdsman.cli.events import cmd_events as run
+
+    return run(args)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from herdsman.cli.top import cmd_top as run
+
+    return run(args)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from herdsman.cli.completion import cmd_completion as run
+
+    return run(args)
+
+
+LIVE_COMMANDS: dict[str, Command] = {
+    "top": cmd_top,
+    "events": cmd_events,
+    "completion": cmd_completion,
+}

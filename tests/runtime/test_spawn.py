@@ -1,0 +1,135 @@
+"""Spawning from a thread with a file descriptor table of its own (spawn.LeanSpawner)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herdsman.core.plan import InstancePlan
+from herdsman.runtime import spawn
+from herdsman.runtime.spawn import Spawner, SpawnError
+from tests.conftest import alive, wait_for
+
+
+def plan(tmp: Path, *argv: str, umask: int | None = None) -> InstancePlan:
+    return InstancePlan("w", "w", 0, tuple(argv), {}, tmp, umask=umask)
+
+
+@contextlib.contextmanager
+def spawner() -> Iterator[Spawner]:
+    sp = Spawner()
+    try:
+        yield sp
+    finally:
+        sp.close()
+
+
+@contextlib.contextmanager
+def child(sp: Spawner, inst: InstancePlan) -> Iterator[tuple[int, int, int]]:
+    pid, out, err = sp.spawn(inst, {"PATH": os.environ.get("PATH", os.defpath)})
+    try:
+        yield pid, out, err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(out)
+        os.close(err)
+
+
+def read_all(fd: int) -> bytes:
+    os.set_blocking(fd, True)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_field(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_spawns_from_a_table_that_holds_none_of_the_daemons_fds(tmp: Path) -> None:
+    # What a daemon with a few hundred instances holds: every spawn would copy it.
+    held = [fd for _ in range(300) for fd in os.pipe2(os.O_CLOEXEC)]
+    try:
+        with spawner() as sp:
+            assert sp.lean is not None, sp
+            tid = sp.lean.native_id
+            in_thread = os.listdir(f"/proc/self/task/{tid}/fd")
+            assert len(in_thread) == 6, in_thread  # 0-2, /dev/null, the cwd, its socket
+            with child(sp, plan(tmp, "sh", "-c", "echo out; echo err >&2")) as (_, out, err):
+                assert read_all(out) == b"out\n"
+                assert read_all(err) == b"err\n"
+            # The pipes' write ends went back out of the thread's table.
+            assert len(os.listdir(f"/proc/self/task/{tid}/fd")) == len(in_thread)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_the_child_starts_with_no_signal_blocked_in_its_own_cwd_and_umask(tmp: Path) -> None:
+    workdir = tmp / "work"
+    workdir.mkdir()
+    with spawner() as sp:
+        inst = plan(workdir, "sh", "-c", "umask; pwd; exec sleep 60", umask=0o027)
+        with child(sp, inst) as (pid, out, _err):
+            os.set_blocking(out, True)
+            text = b""
+            while text.count(b"\n") < 2:
+                text += os.read(out, 4096)
+            assert text.split() == [b"0027", str(workdir).encode()]
+            # The spawning thread blocks every signal; its children must not.
+            assert alive(pid)
+            assert int(status_field(pid, "SigBlk"), 16) == 0
+
+
+def test_the_daemons_cwd_and_umask_stay_as_they_were(tmp: Path) -> None:
+    before, mask = os.getcwd(), os.umask(0o022)
+    os.umask(mask)
+    with spawner() as sp, child(sp, plan(tmp, "true", umask=0o077)):
+        assert os.getcwd() == before
+        current = os.umask(mask)
+        os.umask(current)
+        assert current == mask
+
+
+def test_a_spawn_error_is_raised_in_the_caller_and_leaks_no_fd(tmp: Path) -> None:
+    with spawner() as sp:
+        assert sp.lean is not None
+        mine = len(os.listdir("/proc/self/fd"))
+        theirs = len(os.listdir(f"/proc/self/task/{sp.lean.native_id}/fd"))
+        with pytest.raises(SpawnError, match="does not exist"):
+            sp.spawn(plan(tmp, str(tmp / "missing")), {})
+        with pytest.raises(SpawnError, match="working directory"):
+            sp.spawn(plan(tmp / "nowhere", "true"), {})
+        assert len(os.listdir("/proc/self/fd")) == mine
+        assert len(os.listdir(f"/proc/self/task/{sp.lean.native_id}/fd")) == theirs
+
+
+def test_without_unshare_it_spawns_from_the_loop_thread(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CLONE_THREAD: refused in a process with threads, as a seccomp filter would refuse.
+    monkeypatch.setattr(spawn, "CLONE_FILES", 0x10000)
+    with spawner() as sp:
+        assert sp.lean is None
+        with child(sp, plan(tmp, "sh", "-c", "echo fine")) as (_pid, out, _err):
+            assert read_all(out) == b"fine\n"
+
+
+def test_closing_ends_the_thread() -> None:
+    sp = Spawner()
+    assert sp.lean is not None
+    tid = sp.lean.native_id
+    sp.close()
+    # The OS thread goes a moment after Python's join returns.
+    wait_for(lambda: not Path(f"/proc/self/task/{tid}").exists(), 5.0)
