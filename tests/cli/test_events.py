@@ -9,8 +9,10 @@ import re
 import signal
 from pathlib import Path
 
-from tests.cli.live import Follower, daemon, herdsman, instances, running
+from herdsman.cli.client import ApiError
+from tests.cli.live import CONFIG, Follower, daemon, herdsman, instances, running
 from tests.conftest import wait_for
+from tests.e2e.helpers import free_port
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+) (.+)$")
 
@@ -67,14 +69,10 @@ def test_readable_lines_follow_a_reexec_and_end_with_the_daemon(tmp: Path) -> No
 
 
 def test_json_lines_over_tcp_with_the_token(tmp: Path) -> None:
-    from tests.e2e.helpers import free_port
-
     port = free_port()
     token = tmp / "token"
     token.write_text("s3cret-token\n")
     token.chmod(0o600)
-    from tests.cli.live import CONFIG
-
     config = CONFIG.replace(
         "[settings]\n", f'[settings]\ntcp = "127.0.0.1:{port}"\ntoken_file = "token"\n'
     )
@@ -83,7 +81,7 @@ def test_json_lines_over_tcp_with_the_token(tmp: Path) -> None:
         wrong = tmp / "wrong"
         wrong.write_text("nope\n")
         refused = herdsman(tmp, "events", "--url", url, "--token-file", str(wrong))
-        assert refused.returncode == 1
+        assert refused.returncode == ApiError(401, "").exit_code  # as every client command
         assert "needs the API token" in refused.stderr
 
         follower = Follower(tmp, "events", "--json", "--url", url, "--token-file", str(token))

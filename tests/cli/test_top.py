@@ -23,6 +23,7 @@ from herdsman.cli.stream import AsyncClient, endpoint
 from herdsman.cli.top.app import DetailScreen, KeysScreen, TopApp
 from tests.cli.live import CONFIG, daemon, herdsman, instances
 from tests.conftest import wait_for
+from tests.e2e.helpers import free_port
 
 
 def client_for(**options: str | None) -> AsyncClient:
@@ -124,8 +125,6 @@ async def keys_scenario(tmp: Path) -> None:
 
 
 def test_over_tcp_with_the_token_and_the_daemon_gone(tmp: Path) -> None:
-    from tests.e2e.helpers import free_port
-
     port = free_port()
     token = tmp / "token"
     token.write_text("s3cret-token\n")
@@ -161,6 +160,9 @@ def test_in_a_real_terminal(tmp: Path) -> None:
     tmux = ["tmux", "-S", str(tmp / "tmux.sock")]
     run = f"cd {tmp} && echo before top && {sys.executable} -m herdsman top; echo top exited $?"
     with daemon(tmp):
+        piped = herdsman(tmp, "top")  # not a terminal
+        assert piped.returncode == 2
+        assert piped.stderr.startswith("herdsman: top needs a terminal; ")
         subprocess.run(
             [*tmux, "new-session", "-d", "-x", "130", "-y", "35", f"{run}; exec sleep 600"],
             check=True,

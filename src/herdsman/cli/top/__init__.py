@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from herdsman.cli.client import ClientError
+from herdsman.cli.client import EXIT_USAGE, ClientError
 from herdsman.cli.stream import AsyncClient, endpoint
 
 
@@ -21,6 +21,13 @@ def cmd_top(args: argparse.Namespace) -> int:
     except ClientError as err:
         print(f"herdsman: {err.message}", file=sys.stderr)
         return err.exit_code
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "herdsman: top needs a terminal; for a pipe or a script, use"
+            " 'herdsman status --json' or 'herdsman events --json'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from herdsman.cli.top.app import TopApp
 
     TopApp(client).run()

@@ -154,6 +154,8 @@ class TopApp(App[int]):
                 )
             elif gone_since_connected:
                 self.say(f"connected to the daemon (pid {daemon.get('pid')})", problem=False)
+            elif daemon.get("shutting_down"):
+                self.say("the daemon is stopping everything and will exit", problem=False)
             else:
                 self.say(None)
             reexecs, gone_since_connected = count, False
