@@ -466,7 +466,7 @@ restart_with = ["db"]
         web = instances(tmp)["web"]["pid"]
         (tmp / "crashed").unlink()  # db crashes once more ...
         assert herdsman(tmp, "signal", "KILL", "db").returncode == 0
-        wait_for(lambda: instances(tmp)["db"]["restarts"] == 2, timeout=10)
+        wait_for(lambda: instances(tmp)["db"]["restarts"] >= 2, timeout=10)
         assert instances(tmp)["db"]["state"] in ("starting", "restarting")
         assert herdsman(tmp, "reexec").returncode == 0  # ... and is back after the exec
         wait_for(lambda: instances(tmp)["web"]["pid"] not in (None, web), timeout=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.helpers import instances
 
 HERDSMAN = [sys.executable, "-m", "herdsman"]
 
@@ -27,9 +31,10 @@ def test_daemon_reports_to_its_manager_and_children_do_not_inherit_it(tmp: Path)
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "manager.sock"), "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen([*HERDSMAN, "up"], cwd=tmp, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        first = listener.recv(4096).decode().split("\n")
-        assert first[0] == "READY=1"
-        assert "STATUS=1 starting" in first or "STATUS=1 running" in first
+        first: list[str] = []
+        while first[:1] != ["READY=1"]:
+            first = listener.recv(4096).decode().split("\n")
+        assert "STATUS=1 running" in first
         assert f"MAINPID={proc.pid}" in first
         # watchdog pings at half of WATCHDOG_USEC: several within a second
         pings, deadline = 0, time.monotonic() + 1.2
@@ -71,7 +76,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=process" in unit
     assert "FileDescriptorStoreMax=4096" in unit and "Environment=HERDSMAN_FDSTORE=4096" in unit
     assert f"-c {tmp}/herdsman.toml up" in unit
-    assert "TimeoutStopSec=35" in unit
+    assert "TimeoutStopSec=35" in unit and "TimeoutStartSec=infinity" in unit
     path = tmp / "herdsman-test.service"
     # systemd-analyze checks ExecStart's binary exists; point it at this interpreter.
     path.write_text(unit.replace(unit.split("ExecStart=")[1].split(" ")[0], sys.executable))
@@ -84,3 +89,101 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
         if "herdsman-test.service" in line
     ]
     assert verify.returncode == 0 and problems == [], verify.stdout + verify.stderr
+
+
+class Manager:
+    """The notify socket of a service manager: every message, with when it came."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def receive(self) -> list[tuple[float, dict[str, str]]]:
+        with contextlib.suppress(TimeoutError):
+            while True:
+                text = self.sock.recv(65536).decode()
+                fields = dict(line.partition("=")[::2] for line in text.split("\n") if line)
+                self.messages.append((time.monotonic(), fields))
+        return self.messages
+
+    def statuses(self) -> list[str]:
+        return [m["STATUS"] for _, m in self.receive() if "STATUS" in m]
+
+    def ready(self) -> dict[str, str] | None:
+        return next((m for _, m in self.receive() if m.get("READY") == "1"), None)
+
+
+STATUS_CONFIG = """
+[settings]
+shutdown_timeout = "5s"
+
+[services.web]
+command = "sleep 600"
+replicas = 2
+start_seconds = "1.5s"
+backoff = {{ initial = "1s" }}
+
+[services.bad]
+command = "false"
+restart = "on-failure"
+backoff = {{ initial = "10ms" }}
+start_limit = {{ burst = 1 }}
+
+[services.loop]
+command = "false"
+autostart = false
+start_seconds = "1s"
+backoff = {{ initial = "20ms", max = "20ms", factor = 1.0 }}
+start_limit = {{ burst = 100000 }}
+"""
+
+
+def test_ready_waits_for_every_instance_and_status_follows_them(tmp: Path) -> None:
+    (tmp / "herdsman.toml").write_text(STATUS_CONFIG.format())
+    manager = Manager(tmp / "manager.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "manager.sock")}
+    quiet = subprocess.DEVNULL
+    began = time.monotonic()
+    proc = subprocess.Popen([*HERDSMAN, "up"], cwd=tmp, env=env, stdout=quiet, stderr=quiet)
+    try:
+        wait_for(lambda: manager.ready() is not None, timeout=20)
+        # Not before the instances passed start_seconds; the failed one counts as settled.
+        ready_at = next(at for at, m in manager.messages if m.get("READY") == "1")
+        assert ready_at - began >= 1.5
+        assert manager.ready() == {
+            "READY": "1",
+            "STATUS": "2 running, 1 failed, 1 stopped",
+            "MAINPID": str(proc.pid),
+        }
+        statuses = manager.statuses()
+        assert statuses[-1] == "2 running, 1 failed, 1 stopped"
+        # The way there was reported too, before READY=1.
+        assert any("starting" in status for status in statuses[:-1])
+
+        # A crash of one instance: restarting (its backoff is 1s), then running again.
+        web0 = instances(tmp)["web.0"]["pid"]
+        os.kill(web0, signal.SIGKILL)
+        wait_for(lambda: "1 running, 1 restarting, 1 failed, 1 stopped" in manager.statuses())
+        wait_for(lambda: manager.statuses()[-1] == "2 running, 1 failed, 1 stopped", timeout=10)
+
+        # A crash loop of about 50 restarts a second: the status keeps up, throttled.
+        count = len(manager.statuses())
+        cli = {"cwd": tmp, "check": True, "stdout": quiet, "timeout": 30}
+        subprocess.run([*HERDSMAN, "start", "--no-wait", "loop"], **cli)
+        time.sleep(2.0)  # the loop runs meanwhile; what is sent in 2 s is counted
+        sent = len(manager.statuses()) - count
+        assert 1 <= sent <= 2 / 0.25 + 2, manager.statuses()[count:]
+        subprocess.run([*HERDSMAN, "stop", "loop"], **cli)
+        # The last change is always sent, however soon after the one before.
+        wait_for(lambda: manager.statuses()[-1] == "2 running, 1 failed, 1 stopped", timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            manager.sock.close()

@@ -267,7 +267,9 @@ async def _run(
     else:
         daemon.recover()
         daemon.start_services(services or None)
-    daemon.manager.ready(daemon.summary())
+    announce = None
+    if daemon.manager.present:
+        announce = asyncio.create_task(_ready_once_settled(daemon))
     daemon.manager.start_watchdog(asyncio.get_running_loop())
     if detached and resumed is None:
         detach_output(plan.log_dir / "herdsman.log")
@@ -276,6 +278,8 @@ async def _run(
         await daemon.wait_for_shutdown()
         outcome = daemon.exit_code
     finally:
+        if announce is not None:
+            announce.cancel()
         if daemon.reexec_reason is not None:
             # The signals were blocked when the re-exec was decided; the server goes
             # first (it awaits), then the instances are recorded with nothing more
@@ -290,6 +294,13 @@ async def _run(
             log.info("herdsman stopped")
         daemon.manager.close()
     return outcome
+
+
+async def _ready_once_settled(daemon: Daemon) -> None:
+    """READY=1 to the service manager once no instance is on its way up: what is
+    ordered after herdsman then finds its services running (or failed, not pending)."""
+    await daemon.supervisor.wait_until(daemon.settled, timeout=None)
+    daemon.manager.ready(daemon.summary())
 
 
 def detach_output(log_file: Path) -> None:

@@ -30,9 +30,21 @@ def line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def toml_lines(text: str) -> dict[Loc, int]:
-    """Where each table, key and array item of a valid TOML document starts."""
-    scanner = _TomlScanner(text)
+class TooDeep(Exception):
+    """A key path longer than the scanner was told to accept, and its line."""
+
+    def __init__(self, loc: Loc, line: int) -> None:
+        super().__init__(loc, line)
+        self.loc, self.line = loc, line
+
+
+def toml_lines(text: str, max_depth: int | None = None) -> dict[Loc, int]:
+    """Where each table, key and array item of a valid TOML document starts.
+
+    TooDeep for a key path longer than `max_depth`: the scanner stops there, so it
+    can run before a parser that would recurse once per level.
+    """
+    scanner = _TomlScanner(text, max_depth)
     # On something this scanner does not understand, keep the lines found so far.
     with contextlib.suppress(IndexError, ValueError):
         scanner.document()
@@ -40,8 +52,9 @@ def toml_lines(text: str) -> dict[Loc, int]:
 
 
 class _TomlScanner:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int | None) -> None:
         self.text = text
+        self.max_depth = max_depth
         self.pos = 0
         self.lines: dict[Loc, int] = {}
         self._newlines = [i for i, char in enumerate(text) if char == "\n"]
@@ -170,6 +183,8 @@ class _TomlScanner:
 
     def _record(self, loc: Loc, pos: int) -> None:
         line = bisect.bisect_left(self._newlines, pos) + 1
+        if self.max_depth is not None and len(loc) > self.max_depth:
+            raise TooDeep(loc[: self.max_depth + 1], line)
         for end in range(1, len(loc) + 1):
             self.lines.setdefault(loc[:end], line)
 

@@ -41,6 +41,9 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _SUN_PATH_MAX = 108
 _REPLICA = "{replica}"
+# Each instance costs pipes, timers and a row in state.json: far more than any host
+# runs of one service, far below what would exhaust herdsman's memory before it says so.
+MAX_REPLICAS = 10_000
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -302,7 +305,7 @@ class Service(_Model):
     group: str | None = Field(default=None, min_length=1)
     umask: Mode | None = None
     autostart: bool = True
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     restart: RestartPolicy = "always"
     backoff: Backoff = Field(default_factory=Backoff)
     start_limit: StartLimit = Field(default_factory=StartLimit)

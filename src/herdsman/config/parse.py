@@ -12,8 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from herdsman.config.errors import ConfigError, Loc
-from herdsman.config.locate import toml_lines, yaml_lines
+from herdsman.config import limits
+from herdsman.config.errors import ConfigError, Loc, format_loc
+from herdsman.config.locate import TooDeep, line_of, toml_lines, yaml_lines
 
 if TYPE_CHECKING:
     import yaml
@@ -46,19 +47,47 @@ def read_document(path: Path) -> Document:
     """The file at `path` (absolute), parsed; ConfigError if unreadable or malformed."""
     name = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Read no more than the limit, whatever the file is (/dev/zero, a pipe).
+        with path.open("rb") as file:
+            raw = file.read(limits.MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{name}: config file does not exist"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{name}: config file is not UTF-8 text"]) from None
     except OSError as e:
         raise ConfigError([f"{name}: cannot read the config file: {e.strerror}"]) from None
+    if len(raw) > limits.MAX_FILE_BYTES:
+        raise ConfigError(
+            [f"{name}: the config file is larger than {limits.MAX_FILE_BYTES // 2**20} MiB"]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{name}: config file is not UTF-8 text"]) from None
     if path.suffix.lower() in _YAML_SUFFIXES:
-        return _parse_yaml(text, name)
-    return _parse_toml(text, name)
+        document = _parse_yaml(text, name)
+    else:
+        document = _parse_toml(text, name)
+    # Nesting and NUL bytes, now in values whatever the syntax (a TOML dotted key
+    # nests without brackets; "\u0000" is a NUL).
+    data: object = document.data
+    problem = limits.first_problem(data, limits.data_children, limits.nul_byte)
+    if problem is not None:
+        raise _beyond_limit(problem, name, line_of(document.lines, problem[0]))
+    return document
+
+
+def _beyond_limit(problem: tuple[Loc, str], name: str, line: int | None) -> ConfigError:
+    """The error for a broken limit, at its key path and line."""
+    loc, message = problem
+    where = f"{name}:{line}" if line else name
+    return ConfigError([f"{where}: {format_loc(loc)}: {message}" if loc else f"{where}: {message}"])
 
 
 def _parse_toml(text: str, name: str) -> Document:
+    try:
+        # First: tomllib recurses once per level, so deep nesting must not reach it.
+        lines = toml_lines(text, max_depth=limits.MAX_DEPTH)
+    except TooDeep as e:
+        raise _beyond_limit((e.loc, limits.TOO_DEEP), name, e.line) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -70,7 +99,7 @@ def _parse_toml(text: str, name: str) -> Document:
         raise ConfigError(
             [f"{name}:{position[1]}: syntax error: {reason} (column {position[2]})"]
         ) from None
-    return Document(name, data, yaml=False, lines=toml_lines(text), duplicates=[])
+    return Document(name, data, yaml=False, lines=lines, duplicates=[])
 
 
 def _parse_yaml(text: str, name: str) -> Document:
@@ -81,6 +110,10 @@ def _parse_yaml(text: str, name: str) -> Document:
         root = loader.get_single_node()
         if root is None:
             return Document(name, {}, yaml=True, lines={}, duplicates=[])
+        # Before anything walks the tree that the aliases describe.
+        problem = limits.first_problem(root, _yaml_children)
+        if problem is not None:
+            raise _beyond_limit(problem, name, _yaml_line(root, problem[0]))
         # Walked before construction, which rewrites merge keys (`<<`) in place.
         lines, duplicates = yaml_lines(root)
         _keys_as_written(root)
@@ -99,6 +132,34 @@ def _parse_yaml(text: str, name: str) -> Document:
     if not isinstance(data, dict):
         raise ConfigError([f"{name}:1: the file must be a mapping with settings and services"])
     return Document(name, data, yaml=True, lines=lines, duplicates=duplicates)
+
+
+def _yaml_children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        # A key that is not a plain scalar is refused when the data is built.
+        return [(key.value, value) for key, value in node.value if isinstance(key, yaml.ScalarNode)]
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return []
+
+
+def _yaml_line(root: yaml.Node, loc: Loc) -> int | None:
+    """The line of the last key in `loc` (an alias in a list has no mark of its own:
+    it is the anchor's node)."""
+    import yaml
+
+    line, node = None, root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == part:
+                    line, node = key.start_mark.line + 1, value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part]
+    return line
 
 
 def _keys_as_written(root: yaml.Node) -> None:

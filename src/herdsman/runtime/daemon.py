@@ -85,6 +85,16 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
+# What is up first, what went wrong next, what was never started last.
+SUMMARY_ORDER = (
+    State.RUNNING,
+    State.STARTING,
+    State.RESTARTING,
+    State.STOPPING,
+    State.EXITED,
+    State.FAILED,
+    State.STOPPED,
+)
 
 LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
@@ -605,6 +615,7 @@ class Daemon:
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
             self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
+            self.manager.status_changed(self.summary)
         if self._event_followers:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
@@ -701,11 +712,22 @@ class Daemon:
         }
 
     def summary(self) -> str:
-        """One line for a service manager's STATUS=: how many instances are in which state."""
-        counts: dict[str, int] = {}
+        """One line for a service manager's STATUS=: how many instances are in which
+        state (`12 running, 1 restarting, 1 failed`), in a fixed order so that the text
+        changes only with the counts."""
+        counts = dict.fromkeys(SUMMARY_ORDER, 0)
         for managed in self.supervisor.instances.values():
-            counts[managed.state.value] = counts.get(managed.state.value, 0) + 1
-        return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no instances"
+            counts[managed.state] += 1
+        return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no instances"
+
+    def settled(self) -> bool:
+        """Whether no instance is on its way up any more (starting or restarting):
+        each runs (past start_seconds, and ready if it has a probe), has exited, has
+        failed, or is stopped (not started, or waiting for a dependency that failed)."""
+        return not any(
+            m.state in (State.STARTING, State.RESTARTING)
+            for m in self.supervisor.instances.values()
+        )
 
     def daemon_document(self) -> dict[str, Any]:
         return {

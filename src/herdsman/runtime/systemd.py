@@ -1,8 +1,9 @@
 """herdsman as a systemd service: sd_notify to its manager, and its unit file.
 
 Under systemd (`NOTIFY_SOCKET` set, `Type=notify`) the daemon reports READY=1 once
-its services are started, STATUS= summaries, RELOADING=1 around a reload,
-STOPPING=1, and pings WATCHDOG=1 at half of `WATCHDOG_USEC` from the event loop,
+its services have settled, a STATUS= summary after every change of it (throttled),
+RELOADING=1 around a reload, STOPPING=1, and pings WATCHDOG=1 at half of
+`WATCHDOG_USEC` from the event loop,
 so a hung loop gets it restarted. Those variables are for herdsman alone: they are
 taken out of what its children inherit.
 """
@@ -16,7 +17,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 MANAGER_VARIABLES = (
@@ -30,6 +31,9 @@ MANAGER_VARIABLES = (
     "HERDSMAN_FDSTORE",
 )
 LISTEN_FDS_START = 3  # sd_listen_fds(3): passed fds begin here
+# STATUS= at most this often: a crash loop or a start of thousands changes the
+# summary many times a second, and each message costs systemd a property change.
+STATUS_INTERVAL = 0.25
 FDSTORE_NAME = "herdsman-pipe"
 
 
@@ -66,6 +70,10 @@ class Manager:
             self._watchdog = int(usec) / 1_000_000
         self._sock: socket.socket | None = None
         self._ping: asyncio.TimerHandle | None = None
+        self._status = ""  # the last STATUS= sent
+        self._status_sent_at = -STATUS_INTERVAL
+        self._status_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
         if self._address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         # The fd store keeps a copy of every service's output pipe, so that if
@@ -92,14 +100,46 @@ class Manager:
         with contextlib.suppress(OSError):
             self._sock.sendto("\n".join(fields).encode(), self._address)
 
+    @property
+    def present(self) -> bool:
+        """Whether there is a manager to tell anything."""
+        return self._sock is not None
+
     def ready(self, status: str) -> None:
+        self._status = status
         self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status_changed(self, summary: Callable[[], str]) -> None:
+        """The summary may have changed: send it, at most once per STATUS_INTERVAL.
+
+        It is computed when sent, so the last change is always the one reported; a
+        change while a send is pending costs nothing.
+        """
+        if self._sock is None or self._status_timer is not None or self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._status_sent_at + STATUS_INTERVAL - loop.time())
+        self._status_timer = loop.call_later(delay, self._send_status, loop, summary)
+
+    def _send_status(self, loop: asyncio.AbstractEventLoop, summary: Callable[[], str]) -> None:
+        self._status_timer = None
+        self._status_sent_at = loop.time()
+        status = summary()
+        if status != self._status:
+            self._status = status
+            self.notify(f"STATUS={status}")
 
     def reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def stopping(self) -> None:
+        # From here on the status says what herdsman is doing, not what the
+        # instances do on the way down.
+        self._stopping = True
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
         self.notify("STOPPING=1", "STATUS=stopping all services")
 
     def start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,6 +157,9 @@ class Manager:
     def close(self) -> None:
         if self._ping is not None:
             self._ping.cancel()
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -147,6 +190,10 @@ WorkingDirectory={config.parent}
 # running (state.json) instead of everything being killed and started again.
 KillMode=process
 TimeoutStopSec={int(shutdown_timeout) + 15}
+# READY=1 comes once no instance is starting or restarting, which can take as long
+# as the slowest readiness probe: a start timeout would have systemd stop every
+# service (and restart herdsman) over one slow instance. STATUS= says what is pending.
+TimeoutStartSec=infinity
 WatchdogSec=30
 Restart=on-failure
 RestartSec=1
