@@ -137,12 +137,13 @@ def test_tcp_without_the_right_token_is_401(
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     conn = api.tcp()
+    conn.connect()
+    local_port = conn.sock.getsockname()[1]
     answer = ask(conn, "GET", path, headers=headers)
     assert answer.status == 401
     assert answer.headers["WWW-Authenticate"] == "Bearer"
     assert answer.error == "this request needs the API token (Authorization: Bearer <token>)"
     warnings = api.handler.text(logging.WARNING)
-    local_port = conn.sock.getsockname()[1]
     assert f"refused a control request from 127.0.0.1:{local_port}" in warnings
     assert "guess-123" not in warnings and TOKEN not in warnings
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herdsman.core.lifecycle import (
+    RETRY_MIN,
     BackoffElapsed,
     CancelTimer,
     DependenciesMet,
@@ -779,3 +780,30 @@ def test_an_instance_being_stopped_is_no_longer_ready() -> None:
     assert inst.ready
     on_event(inst, Stop(), 5.0)
     assert (inst.state, inst.ready) == (State.STOPPING, False)
+
+
+def test_a_spawn_failed_for_want_of_fds_is_retried_by_the_backoff() -> None:
+    inst = make(backoff_initial=2.0, backoff_jitter=0.0, burst=1)
+    on_event(inst, Start(), 0.0)
+    reason = "cannot start: too many open files"
+    for attempt, at in enumerate((0.0, 2.0, 6.0, 14.0)):
+        delay = 2.0 * 2**attempt
+        assert on_event(inst, SpawnFailed(reason, retry=True), at) == [
+            SetTimer(at + delay, BackoffElapsed())
+        ]
+        assert (inst.state, inst.pid) == (State.RESTARTING, None)
+        assert inst.message == f"{reason}; retrying in {delay:g}s"
+        # not the instance's fault: no start limit, however often it happens
+        assert on_event(inst, BackoffElapsed(), at + delay) == SPAWN
+        assert (inst.state, inst.message, inst.restarts) == (State.STARTING, reason, 0)
+    assert on_event(inst, Spawned(101), 30.0) == [SetTimer(31.0, StartSecondsPassed(101))]
+    assert inst.spawn_error == ""
+
+
+def test_a_retried_spawn_waits_at_least_a_second_even_without_backoff() -> None:
+    inst = make(backoff_initial=0.0)
+    on_event(inst, Start(), 5.0)
+    actions = on_event(inst, SpawnFailed("cannot start: too many open files", retry=True), 5.0)
+    assert actions == [SetTimer(5.0 + RETRY_MIN, BackoffElapsed())]
+    assert on_event(inst, Stop(), 5.5) == [CancelTimer()]
+    assert inst.state is State.STOPPED

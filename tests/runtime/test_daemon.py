@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -114,6 +116,28 @@ def test_an_answer_waits_for_few_samples_and_the_rest_come_in_the_background(
             assert all(d["rss_bytes"] > 0 for d in docs)
 
     asyncio.run(body())
+
+
+def test_an_exit_storm_that_fills_the_wakeup_pipe_reports_nothing(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thousands of SIGCHLDs before the loop reads its wake-up pipe (a crash loop,
+    # stopping a big herd): the pipe fills, which loses nothing (one byte is enough
+    # to wake the loop, and the reaper drains every exit) and must not print a
+    # traceback per signal.
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(str(u.err_msg)))
+
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: all(d["state"] == "running" for d in daemon.instances()))
+            for _ in range(5000):  # without giving the loop a turn
+                os.kill(os.getpid(), signal.SIGCHLD)
+            await asyncio.sleep(0.1)
+            assert all(d["state"] == "running" for d in daemon.instances())
+
+    asyncio.run(body())
+    assert unraisable == []
 
 
 def test_stop_start_restart_with_wait(tmp: Path) -> None:

@@ -3,18 +3,28 @@
 This module owns sockets, framing, keep-alive, size limits, timeouts and the TCP
 token check; what a request means is `routes.Routes`' business. Every connection
 is a task owned by the server, and `close()` cancels and awaits them all.
+
+It accepts connections itself rather than through `asyncio.start_server`, whose
+accept loop, out of file descriptors, logs a traceback per attempt (100 per loop
+turn) and re-arms itself as often: here a listener that gets EMFILE/ENFILE stops
+accepting for ACCEPT_RETRY seconds and says so once per outage. Each listener
+holds at most `max_connections` clients (more are answered 503 and closed), so no
+client can take the file descriptors the instances need; a client must send its
+first request within `request_timeout` of connecting, and on TCP the token is
+checked as soon as the request's head is in, before its body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import errno
 import grp
 import logging
 import os
 import socket
 import stat
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
@@ -23,12 +33,36 @@ import h11
 from herdsman.api.controller import Controller
 from herdsman.api.openapi import MAX_BODY
 from herdsman.api.routes import HttpError, Reply, Routes, Stream, aclose, error_reply
+from herdsman.runtime.throttle import LogThrottle
 
 READ_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers; more is answered 431
 STALE_PROBE_TIMEOUT = 1.0
 LINGER_TIMEOUT = 2.0  # after an error answer, how long to discard input before closing
 LINGER_BYTES = 1024 * 1024
+BACKLOG = 128
+ACCEPT_BATCH = 32  # connections accepted per loop turn and listener
+ACCEPT_RETRY = 1.0  # seconds a listener rests after running out of fds
+# Shortages that pass: the process's or the system's fds, socket buffers, memory.
+_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_BUSY_BODY = b'{"error": "too many connections, try again shortly"}'
+_TOO_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+@dataclass(eq=False)
+class _Listener:
+    """One listening socket and what it is going through."""
+
+    sock: socket.socket
+    tcp: bool
+    name: str  # for the log: the socket's path or host:port
+    active: int = 0  # connections being served
+    turned_away: int = 0  # since it was last full
+    failed_accepts: int = 0  # since the current outage began (0: none)
+    resume: asyncio.TimerHandle | None = None
 
 
 class ListenError(Exception):
@@ -58,6 +92,7 @@ class ApiServer:
         idle_timeout: float = 30.0,
         request_timeout: float = 10.0,
         write_timeout: float = 30.0,
+        max_connections: int = 128,
     ) -> None:
         if tcp is not None and not token:
             raise ValueError("a TCP listener needs a token")
@@ -72,7 +107,9 @@ class ApiServer:
         self._idle_timeout = idle_timeout
         self._request_timeout = request_timeout
         self._write_timeout = write_timeout
-        self._servers: list[asyncio.Server] = []
+        self._max_connections = max_connections
+        self._listeners: list[_Listener] = []
+        self._refusals: LogThrottle | None = None  # per client host: refused requests
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
         self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we bound
@@ -112,25 +149,19 @@ class ApiServer:
                 with contextlib.suppress(OSError):
                     bound = os.stat(self._unix_path)
                     self._socket_id = (bound.st_dev, bound.st_ino)
-                server = await asyncio.start_unix_server(
-                    functools.partial(self._on_connect, tcp=False), sock=sock
-                )
+                self._listen(sock, tcp=False, name=str(self._unix_path))
             else:
-                server = await asyncio.start_server(
-                    functools.partial(self._on_connect, tcp=True), sock=sock
-                )
-                self._tcp_address = sock.getsockname()[:2]
-            self._servers.append(server)
+                host, port = self._tcp_address = sock.getsockname()[:2]
+                self._listen(sock, tcp=True, name=f"{host}:{port}")
 
     async def hand_over(self) -> list[int]:
         """Close like `close()`, but keep the listening sockets (and the socket file)
         for a new image: their fds, inheritable, Unix first."""
         fds = []
-        for server in self._servers:
-            for sock in server.sockets:
-                fd = os.dup(sock.fileno())
-                os.set_inheritable(fd, True)
-                fds.append(fd)
+        for listener in self._listeners:
+            fd = os.dup(listener.sock.fileno())
+            os.set_inheritable(fd, True)
+            fds.append(fd)
         self._socket_id = None  # the file stays: the new image serves it
         await self.close()
         return fds
@@ -142,18 +173,22 @@ class ApiServer:
         finish on its own.
         """
         self._closing = True
-        for server in self._servers:
-            server.close()
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            if listener.resume is not None:
+                listener.resume.cancel()
+            else:
+                loop.remove_reader(listener.sock.fileno())
+            listener.sock.close()
+        self._listeners.clear()
         current = asyncio.current_task()
         others = [task for task in self._connections if task is not current]
         for task in others:
             task.cancel()
         if others:
             await asyncio.wait(others)
-        if current not in self._connections:  # since 3.12 this waits for every connection
-            for server in self._servers:
-                await server.wait_closed()
-        self._servers.clear()
+        if self._refusals is not None:
+            self._refusals.close()
         self._unlink_socket()
 
     async def _start_unix(self) -> None:
@@ -175,24 +210,115 @@ class ApiServer:
             if gid is not None:
                 os.chown(path, -1, gid)
             os.chmod(path, self._socket_mode)
-            server = await asyncio.start_unix_server(
-                functools.partial(self._on_connect, tcp=False), sock=sock
-            )
+            sock.listen(BACKLOG)
         except OSError as e:
             sock.close()
             self._unlink_socket()
             raise ListenError(f"cannot listen on {path}: {e.strerror or e}") from e
-        self._servers.append(server)
+        self._listen(sock, tcp=False, name=str(path))
 
     async def _start_tcp(self, host: str, port: int) -> None:
+        """Listen on every address `host` names (as asyncio.start_server would:
+        `localhost` is 127.0.0.1 and ::1)."""
+        loop = asyncio.get_running_loop()
         try:
-            server = await asyncio.start_server(
-                functools.partial(self._on_connect, tcp=True), host, port
+            found = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
+            addresses = list(dict.fromkeys((family, address[:2]) for family, *_, address in found))
+            socks = []
+            try:
+                for family, address in addresses:
+                    socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
+            except OSError:
+                for sock in socks:
+                    sock.close()
+                raise
         except OSError as e:
             raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-        self._servers.append(server)
-        self._tcp_address = server.sockets[0].getsockname()[:2]
+        self._tcp_address = socks[0].getsockname()[:2]
+        for sock in socks:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self._listen(sock, tcp=True, name=f"{bound_host}:{bound_port}")
+
+    def _listen(self, sock: socket.socket, *, tcp: bool, name: str) -> None:
+        sock.setblocking(False)
+        listener = _Listener(sock, tcp, name)
+        self._listeners.append(listener)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, listener)
+
+    def _accept(self, listener: _Listener) -> None:
+        """Take the waiting connections (a batch: the loop has other work too)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while waiting
+            except OSError as e:
+                if e.errno in _RESOURCE_ERRORS:
+                    self._pause(listener, e)
+                else:
+                    self._log.warning("cannot accept on %s: %s", listener.name, e.strerror)
+                return
+            if listener.failed_accepts:
+                self._log.warning(
+                    "accepting API connections on %s again (%d attempts failed meanwhile)",
+                    listener.name,
+                    listener.failed_accepts,
+                )
+                listener.failed_accepts = 0
+            if self._closing:
+                conn.close()
+            elif listener.active >= self._max_connections:
+                self._turn_away(listener, conn)
+            else:
+                listener.active += 1
+                task = asyncio.create_task(self._connection(conn, listener))
+                self._connections.add(task)
+                task.add_done_callback(self._connections.discard)
+
+    def _pause(self, listener: _Listener, error: OSError) -> None:
+        """Out of fds: rest, rather than retry in a tight loop (the socket stays readable)."""
+        if not listener.failed_accepts:
+            self._log.error(
+                "cannot accept API connections on %s: %s; retrying every %gs",
+                listener.name,
+                error.strerror,
+                ACCEPT_RETRY,
+            )
+        listener.failed_accepts += 1
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener.sock.fileno())
+        listener.resume = loop.call_later(ACCEPT_RETRY, self._resume, listener)
+
+    def _resume(self, listener: _Listener) -> None:
+        listener.resume = None
+        asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, listener)
+
+    def _turn_away(self, listener: _Listener, conn: socket.socket) -> None:
+        if not listener.turned_away:
+            self._log.warning(
+                "%s holds max_connections (%d): turning new API clients away",
+                listener.name,
+                self._max_connections,
+            )
+        listener.turned_away += 1
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(_TOO_BUSY)
+        conn.close()
+
+    def _connection_ended(self, listener: _Listener) -> None:
+        listener.active -= 1
+        if listener.turned_away and listener.active < self._max_connections:
+            self._log.warning(
+                "%s: %d API clients were turned away while it held max_connections",
+                listener.name,
+                listener.turned_away,
+            )
+            listener.turned_away = 0
 
     async def _remove_stale_socket(self, path: Path) -> None:
         """Remove a socket file left by a dead daemon; refuse one that still answers."""
@@ -244,21 +370,18 @@ class ApiServer:
                 os.unlink(self._unix_path)
         self._socket_id = None
 
-    def _on_connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tcp: bool
-    ) -> None:
-        # A plain callback, so the connection's task is ours: asyncio's own task for
-        # a coroutine callback is not, and on 3.11 it logs an error when cancelled.
-        if self._closing:
-            writer.close()
-            return
-        task = asyncio.create_task(self._connection(reader, writer, tcp))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-
-    async def _connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool
-    ) -> None:
+    async def _connection(self, sock: socket.socket, listener: _Listener) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            reader = asyncio.StreamReader(loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        except BaseException:
+            sock.close()
+            self._connection_ended(listener)
+            raise
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        tcp = listener.tcp
         peer = _peer(writer) if tcp else "unix"
         try:
             await self._serve(reader, writer, tcp, peer)
@@ -268,15 +391,17 @@ class ApiServer:
             self._log.exception("control connection from %s failed", peer)
         finally:
             writer.close()
+            self._connection_ended(listener)
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool, peer: str
     ) -> None:
         """Answer requests on one connection, in order, until either side closes."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        first = True
         while not self._closing:
             try:
-                received = await self._read_request(conn, reader, writer)
+                received = await self._read_request(conn, reader, writer, first, tcp, peer)
             except h11.RemoteProtocolError as e:
                 status = e.error_status_hint
                 text = str(e)[:200] or _reason(status).lower()
@@ -288,19 +413,11 @@ class ApiServer:
                 return
             if received is None:
                 return
+            first = False
             request, body = received
             method = request.method.decode("ascii")
             target = request.target.decode("ascii", "replace")
-            refusal = self._refusal(request) if tcp else None
-            if refusal is not None:
-                self._log.warning("refused a control request from %s: %s", peer, refusal)
-                answer: Reply | Stream = error_reply(
-                    401,
-                    "this request needs the API token (Authorization: Bearer <token>)",
-                    (("WWW-Authenticate", "Bearer"),),
-                )
-            else:
-                answer = await self._dispatch(method, request.target, body)
+            answer = await self._dispatch(method, request.target, body)
             if isinstance(answer, Stream):
                 self._log.debug("%s %s %s -> 200, streaming", peer, method, target)
                 await self._send_stream(conn, reader, writer, answer)
@@ -317,12 +434,30 @@ class ApiServer:
             conn.start_next_cycle()
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        first: bool,
+        tcp: bool,
+        peer: str,
     ) -> tuple[h11.Request, bytes] | None:
-        """The next complete request and its body, or None when the client is gone or idle."""
+        """The next complete request and its body, or None when the client is gone or idle.
+
+        A new connection's first request must come within `request_timeout` (or
+        `idle_timeout`, if shorter): only a connection that already served one may
+        idle (keep-alive) up to `idle_timeout`. Holding idle connections open costs
+        an attacker nothing but the daemon a file descriptor each.
+        """
         loop = asyncio.get_running_loop()
         started = bool(conn.trailing_data[0])  # a pipelined request is already buffered
-        deadline = loop.time() + (self._request_timeout if started else self._idle_timeout)
+        if started:
+            wait = self._request_timeout
+        elif first:
+            wait = min(self._request_timeout, self._idle_timeout)
+        else:
+            wait = self._idle_timeout
+        deadline = loop.time() + wait
         request: h11.Request | None = None
         body = bytearray()
         while True:
@@ -348,6 +483,8 @@ class ApiServer:
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 request = event
+                if tcp:  # before any of the body is read
+                    self._check_token(event, peer)
                 declared = _content_length(event)
                 if declared is not None and declared > self._max_body:
                     raise HttpError(413, f"the request body is over {self._max_body} bytes")
@@ -359,6 +496,21 @@ class ApiServer:
                 return request, bytes(body)
             else:  # ConnectionClosed (or PAUSED, which the cycle order rules out)
                 return None
+
+    def _check_token(self, request: h11.Request, peer: str) -> None:
+        refusal = self._refusal(request)
+        if refusal is None:
+            return
+        if self._refusals is None:
+            self._refusals = LogThrottle(self._log, asyncio.get_running_loop())
+        host = peer.rpartition(":")[0] or peer
+        message = f"refused a control request from {peer}: {refusal}"
+        self._refusals.log(f"API client {host}", logging.WARNING, message)
+        raise HttpError(
+            401,
+            "this request needs the API token (Authorization: Bearer <token>)",
+            (("WWW-Authenticate", "Bearer"),),
+        )
 
     def _refusal(self, request: h11.Request) -> str | None:
         """Why a TCP request lacks a valid token, or None if it has one. Never the token."""

@@ -48,6 +48,8 @@ def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> int
         code = daemon.wait(0.2)
     except subprocess.TimeoutExpired:
         daemon.returncode = 0  # it lives on in its own session; not ours to wait for
+        sys.stderr.buffer.write(output)  # warnings it gave before it served
+        sys.stderr.flush()
         return daemon.pid
     reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
     raise DetachError(reason.removeprefix("herdsman: "))

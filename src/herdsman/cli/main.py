@@ -122,9 +122,17 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from herdsman.runtime.fdlimit import hard_limit, shortfall
+
     config = load(args)
     count = sum(svc.replicas for svc in config.services.values())
     print(f"{config.path}: ok ({len(config.services)} services, {count} instances)")
+    settings = config.settings
+    # The daemon raises its soft limit to the hard one, so that is what counts here.
+    listeners = 1 + (settings.tcp is not None)
+    problem = shortfall(count, hard_limit(), listeners, settings.max_connections)
+    if problem is not None:
+        print(f"herdsman: warning: {problem}", file=sys.stderr)
     return EXIT_OK
 
 

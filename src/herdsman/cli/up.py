@@ -27,6 +27,7 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
+from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
@@ -194,6 +195,16 @@ async def _serve(
     watch: bool,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
+    fd_problem = shortfall(
+        sum(len(svc.instances) for svc in plan.services.values()),
+        raise_soft_limit(),
+        listeners=1 + (plan.tcp is not None),
+        max_connections=plan.max_connections,
+    )
+    if fd_problem is not None:
+        log.warning(fd_problem)  # in the foreground, on the terminal too
+        if detached and resumed is None:
+            print(f"herdsman: warning: {fd_problem}", file=sys.stderr)  # up -d shows it
     # A new image keeps the token the daemon started with, as it keeps its sockets:
     # a token file that is gone or changed since must not take the daemon down.
     token = resumed["token"] if resumed is not None else read_token(plan)
@@ -223,6 +234,7 @@ async def _serve(
             tcp=plan.tcp,
             token=token,
             log=log.getChild("api"),
+            max_connections=plan.max_connections,
         )
         try:
             await server.start(resumed["listen_fds"] if resumed else None)

@@ -439,6 +439,9 @@ class Settings(_Model):
     tcp: str | None = None
     socket_mode: Mode = 0o600
     socket_group: str | None = Field(default=None, min_length=1)
+    # Per listener (the socket, the TCP port): clients beyond it are turned away, so
+    # no client can take the file descriptors that instances need.
+    max_connections: int = Field(default=128, ge=1, le=65536)
     log: LogSettings = Field(default_factory=LogSettings)  # defaults for every service's `log`
     log_format: Literal["text", "json"] = "text"  # of the daemon's own herdsman.log
     # `package.module:object` references; each is known by its object's name.

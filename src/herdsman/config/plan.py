@@ -145,6 +145,7 @@ def compile_plan(config: Config) -> Plan:
         },
         socket_mode=settings.socket_mode,
         socket_group=settings.socket_group,
+        max_connections=settings.max_connections,
         tcp=units.parse_address(settings.tcp) if settings.tcp else None,
         token_file=settings.token_file,
         log_format=settings.log_format,

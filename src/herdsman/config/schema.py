@@ -121,6 +121,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "tcp": "Also serve the API on this host:port (needs token_file).",
         "socket_mode": "Permissions of the control socket (default '0600').",
         "socket_group": "Group of the control socket.",
+        "max_connections": (
+            "API clients served at once per listener (socket, TCP port); more get 503 "
+            "(default 128)."
+        ),
         "log": "Defaults for every service's log, key by key.",
         "log_format": "Of the daemon's own herdsman.log: text or json.",
         "plugins": "Plugin objects as 'package.module:object' references.",

@@ -62,6 +62,11 @@ class Policy:
         return min(self.backoff_max, max(self.backoff_initial, jittered))
 
 
+# A start that failed for want of a resource is retried by the backoff, but never
+# sooner than this: at once it would fail again, and with `initial = 0` it would spin.
+RETRY_MIN = 1.0
+
+
 # --- events -----------------------------------------------------------------------
 
 
@@ -85,7 +90,11 @@ class Spawned:
 
 @dataclass(frozen=True, slots=True)
 class SpawnFailed:
+    """The process could not be started. `retry`: for want of a resource herdsman
+    itself lacks (file descriptors), not because of the config: try again later."""
+
     reason: str
+    retry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +193,7 @@ class Instance:
     exit_code: int | None = None
     exit_signal: int | None = None
     message: str = ""
+    spawn_error: str = ""  # why the last start failed and is being retried
     start_passed: bool = False
     restart_after_stop: bool = False
     automatic_restart: bool = False
@@ -236,10 +246,8 @@ def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[A
             return []
         case Spawned(pid=pid):
             return _spawned(inst, pid, now)
-        case SpawnFailed(reason=reason):
-            inst.state, inst.pid, inst.message = State.FAILED, None, reason
-            inst.restart_after_stop = False
-            return [CancelTimer()]
+        case SpawnFailed(reason=reason, retry=retry):
+            return _spawn_failed(inst, reason, retry, now, rand)
         case StartSecondsPassed(pid=pid):
             if inst.state is State.STARTING and inst.pid == pid:
                 inst.start_passed = True
@@ -255,7 +263,7 @@ def on_event(inst: Instance, ev: Event, now: float, rand: float = 0.5) -> list[A
             return _exited(inst, ev, now, rand)
         case BackoffElapsed():
             if inst.state is State.RESTARTING:
-                inst.message = describe_exit(inst.exit_code, inst.exit_signal)
+                inst.message = inst.spawn_error or describe_exit(inst.exit_code, inst.exit_signal)
                 return _spawn(inst)
             return []
         case Stop():
@@ -294,8 +302,25 @@ def _spawn(inst: Instance) -> list[Action]:
     return [CancelTimer(), Spawn()]
 
 
+def _spawn_failed(
+    inst: Instance, reason: str, retry: bool, now: float, rand: float
+) -> list[Action]:
+    inst.pid = None
+    if not retry:
+        inst.state, inst.message, inst.spawn_error = State.FAILED, reason, ""
+        inst.restart_after_stop = False
+        return [CancelTimer()]
+    # Not the instance's fault: it does not count toward the start limit, and it
+    # is tried again until it starts or someone stops it.
+    delay = max(RETRY_MIN, inst.policy.backoff_delay(inst.attempt, rand))
+    inst.attempt += 1
+    inst.state, inst.spawn_error = State.RESTARTING, reason
+    inst.message = f"{reason}; retrying in {format_seconds(round(delay, 2))}"
+    return [SetTimer(now + delay, BackoffElapsed())]
+
+
 def _spawned(inst: Instance, pid: int, now: float) -> list[Action]:
-    inst.pid, inst.spawned_at = pid, now
+    inst.pid, inst.spawned_at, inst.spawn_error = pid, now, ""
     # exit_code, exit_signal and message keep telling how the last run ended.
     inst.ready = inst.start_passed = inst.killed = False
     if inst.policy.start_seconds <= 0:

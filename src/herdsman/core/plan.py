@@ -103,6 +103,7 @@ class Plan:
     services: dict[str, ServicePlan]
     socket_mode: int = 0o600
     socket_group: str | None = None
+    max_connections: int = 128  # concurrent API connections per listener
     tcp: tuple[str, int] | None = None  # (host, port) of the optional TCP listener
     token_file: Path | None = None
     log_format: str = "text"  # of herdsman.log: "text" or "json"

@@ -59,6 +59,7 @@ from herdsman.runtime.state import (
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
+from herdsman.runtime.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -229,9 +230,12 @@ class Daemon:
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._notify_status: dict[str, str] = {}
+        # Per instance: a crash loop's lines are counted, not written one by one.
+        self._repeats = LogThrottle(log, self._loop)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
+        self._followed: set[str] = set()  # services that some service has in restart_with
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -282,6 +286,7 @@ class Daemon:
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
+        self._followed = {name for svc in plan.services.values() for name in svc.restart_with}
         self._track_watches(plan)
 
     def _track_watches(self, plan: Plan) -> None:
@@ -345,9 +350,12 @@ class Daemon:
                     logging.ERROR,
                     f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
                 )
+        # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
+        # fd for the process, whose overflow loses no signal (see signals.py).
+        signals = self.supervisor.signals
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._on_signal, signum)
-        self._loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            signals.add(signum, functools.partial(self._on_signal, signum))
+        signals.add(signal.SIGHUP, self._on_hangup)
         if any(svc.memory_limit for svc in self.plan.services.values()):
             self._run_in_background(self._watch_memory())
 
@@ -454,13 +462,14 @@ class Daemon:
             self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
+        self._repeats.close()
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._loop.remove_signal_handler(signum)
+            self.supervisor.signals.remove(signum)
         # Followers end their streams; None is the end marker.
         for lines in list(self._line_followers):
             self._offer(self._line_followers, lines, None)
@@ -543,7 +552,9 @@ class Daemon:
         """restart_with: once a restarted service runs again, restart its dependents."""
         service = managed.service
         if isinstance(event, Spawned):
-            if managed.name in self._spawned_before:
+            # Only a service something restarts with is looked at as a whole after each
+            # change (below): for the others, a crash loop would scan every replica.
+            if managed.name in self._spawned_before and service in self._followed:
                 self._restarted_deps.add(service)
             self._spawned_before.add(managed.name)
         if service not in self._restarted_deps or managed.state is not State.RUNNING:
@@ -609,12 +620,14 @@ class Daemon:
             self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
-            self._log.info("%s: spawned pid %d", managed.name, event.pid)
+            name = managed.name
+            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
             if self.manager.fdstore:
                 self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if core.state is not old:
             why = f": {core.message}" if core.message else ""
-            self._log.info("%s: %s -> %s%s", managed.name, old.value, core.state.value, why)
+            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
+            self._repeats.log(managed.name, logging.INFO, change)
             self.manager.status_changed(self.summary)
         if self._event_followers:
             # The instance's whole state as `status` shows it (but the resource samples,

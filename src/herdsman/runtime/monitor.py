@@ -56,7 +56,7 @@ def _tree(pid: int) -> list[psutil.Process]:
     for member in _descendants(pid):
         try:
             tree.append(psutil.Process(member))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return tree
 
@@ -77,7 +77,8 @@ def sample_tree(pid: int, previous: Sample | None) -> Sample | None:
                 if proc.pid == pid:
                     oldest = proc.create_time()
             count += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        # OSError: psutil passes on EMFILE when the daemon is out of fds; no sample then.
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     if count == 0:
         return None

@@ -1,8 +1,10 @@
 """Reaping: the daemon is a child subreaper and collects every exit status.
 
 SIGCHLD wakes the event loop (through the signal wakeup fd, no thread and no
-polling); each wake-up drains `waitpid(-1, WNOHANG)` and hands each status to
-whoever watches that pid. Orphans we inherit (daemonizing grandchildren) are
+polling, coalesced: see signals.py); each wake-up collects up to REAP_BATCH exit
+statuses with `waitpid(-1, WNOHANG)` and hands each to whoever watches that pid,
+leaving the rest to the next loop turn, so a crash loop never holds the loop for
+long (each exit may respawn at once). Orphans we inherit (daemonizing grandchildren) are
 reaped too, so no zombie is left behind, also when herdsman runs as PID 1.
 
 Processes that are not our children (services adopted after the daemon itself
@@ -18,9 +20,11 @@ import os
 import signal
 from collections.abc import Callable
 
+from herdsman.runtime.signals import Signals
 from herdsman.runtime.state import zombie_status
 
 PR_SET_CHILD_SUBREAPER = 36
+REAP_BATCH = 16  # exits handled per loop turn: each may respawn at once
 
 ExitCallback = Callable[[int | None, int | None], None]
 
@@ -46,20 +50,21 @@ class Reaper:
         self._loop = loop
         self._watched: dict[int, ExitCallback] = {}
         self._pidfds: dict[int, int] = {}  # adopted pid -> its pidfd
+        self._signals: Signals | None = None
+        self._more: asyncio.Handle | None = None  # the next batch, when one was full
         self.orphans_reaped = 0
 
-    def start(self) -> None:
+    def start(self, signals: Signals) -> None:
         become_subreaper()
-        self._loop.add_signal_handler(signal.SIGCHLD, self.reap)
-        # When thousands of children exit at once the loop's wakeup pipe fills
-        # up; the bytes already queued guarantee a wake-up and `reap` drains every
-        # exit, so a full pipe loses nothing and is not worth a warning per signal.
-        wakeup_fd = signal.set_wakeup_fd(-1)
-        signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
+        self._signals = signals
+        signals.add(signal.SIGCHLD, self.reap, coalesce=True)
         self.reap()  # children that died before the handler was installed
 
     def close(self) -> None:
-        self._loop.remove_signal_handler(signal.SIGCHLD)
+        if self._signals is not None:
+            self._signals.remove(signal.SIGCHLD)
+        if self._more is not None:
+            self._more.cancel()
         for pid in list(self._pidfds):
             self._forget_pidfd(pid)
 
@@ -104,7 +109,10 @@ class Reaper:
         self._watched[pid] = callback
 
     def reap(self) -> None:
-        while True:
+        if self._more is not None:
+            self._more.cancel()  # this call does its work
+            self._more = None
+        for _ in range(REAP_BATCH):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -117,3 +125,5 @@ class Reaper:
                 continue
             code, sig = decode_status(status)
             callback(code, sig)
+        # More may be waiting: after the loop has polled everything else once.
+        self._more = self._loop.call_soon(self.reap)

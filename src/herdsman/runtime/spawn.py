@@ -40,7 +40,20 @@ CLONE_FS, CLONE_FILES = 0x200, 0x400  # for unshare(2)
 
 
 class SpawnError(Exception):
-    """The process could not be started; the message is one sentence for the user."""
+    """The process could not be started; the message is one sentence for the user.
+
+    `retry`: herdsman itself ran out of something (file descriptors), which may
+    come free again; the config is not to blame.
+    """
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+# Out of file descriptors: the daemon's (EMFILE) or the whole system's (ENFILE).
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+TOO_MANY_OPEN_FILES = "too many open files"
 
 
 def child_environment(base: Mapping[str, str], inst: InstancePlan) -> dict[str, str]:
@@ -93,6 +106,8 @@ def _identity(inst: InstancePlan) -> dict[str, object]:
 
 def _explain(err: OSError, inst: InstancePlan) -> str:
     program = inst.argv[0]
+    if err.errno in _OUT_OF_FDS:
+        return TOO_MANY_OPEN_FILES
     if err.filename is not None and Path(os.fsdecode(err.filename)) == inst.cwd:
         if isinstance(err, FileNotFoundError):
             return f"working directory {inst.cwd} does not exist"
@@ -237,8 +252,13 @@ class Spawner:
 
     def spawn(self, inst: InstancePlan, env: Mapping[str, str]) -> tuple[int, int, int]:
         """Start the process: (pid, stdout read fd, stderr read fd), both non-blocking."""
-        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        out_r, out_w = self._pipe()
+        try:
+            err_r, err_w = self._pipe()
+        except SpawnError:
+            os.close(out_r)
+            os.close(out_w)
+            raise
         for fd in (out_r, err_r):
             # A bigger pipe means fewer, larger reads from a chatty child; without
             # the privilege or under the user's pipe budget, the default will do.
@@ -255,7 +275,7 @@ class Spawner:
         except OSError as err:
             os.close(out_r)
             os.close(err_r)
-            raise SpawnError(_explain(err, inst)) from None
+            raise SpawnError(_explain(err, inst), retry=err.errno in _OUT_OF_FDS) from None
         except (SpawnError, ValueError, TypeError) as err:  # ValueError: a NUL in an argument
             os.close(out_r)
             os.close(err_r)
@@ -266,6 +286,16 @@ class Spawner:
             os.close(out_w)
             os.close(err_w)
         return pid, out_r, err_r
+
+    @staticmethod
+    def _pipe() -> tuple[int, int]:
+        try:
+            return os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            # EMFILE/ENFILE, or ENOMEM: all are shortages that may pass.
+            if err.errno in _OUT_OF_FDS:
+                raise SpawnError(TOO_MANY_OPEN_FILES, retry=True) from None
+            raise SpawnError(f"cannot create output pipes: {err.strerror}", retry=True) from None
 
     def _executable(self, program: str, search_path: str | None) -> str | None:
         if "/" in program:

@@ -42,6 +42,7 @@ from herdsman.core.lifecycle import (
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.pump import LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
+from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 from herdsman.runtime.state import (
     fd_inode,
@@ -114,6 +115,7 @@ class Supervisor:
         self._sink = sink
         self._on_change = on_change
         self._reaper = Reaper(self._loop)
+        self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
         self._random = random.Random()
         self._waiting: dict[str, Managed] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -161,7 +163,8 @@ class Supervisor:
 
     def open(self) -> None:
         close_inherited_fds()
-        self._reaper.start()
+        self.signals.open(self._loop)
+        self._reaper.start(self.signals)
 
     def close(self) -> None:
         for managed in self.instances.values():
@@ -169,6 +172,7 @@ class Supervisor:
             for pump in list(managed.pumps):
                 pump.close()
         self._reaper.close()
+        self.signals.close()
         self._spawner.close()
 
     # --- requests -----------------------------------------------------------
@@ -359,7 +363,7 @@ class Supervisor:
             env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
             pid, out, err = self._spawner.spawn(managed.plan, env)
         except SpawnError as error:
-            self.feed(managed, SpawnFailed(f"cannot start: {error}"))
+            self.feed(managed, SpawnFailed(f"cannot start: {error}", retry=error.retry))
             return
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
@@ -373,7 +377,7 @@ class Supervisor:
             managed.pumps.append(
                 LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.remove)
             )
-        self._reaper.watch(pid, functools.partial(self._exited, managed, pid))
+        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
 
     # --- handing over to a new image, and adopting ------------------------------

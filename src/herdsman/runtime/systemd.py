@@ -184,6 +184,9 @@ ExecReload=/bin/kill -HUP $MAINPID
 FileDescriptorStoreMax=4096
 Environment=HERDSMAN_FDSTORE=4096
 WorkingDirectory={config.parent}
+# Three file descriptors per instance (two pipes, a log file): the default soft
+# limit of 1024 holds about 300. herdsman raises its soft limit to this hard one.
+LimitNOFILE=524288
 # herdsman answers SIGTERM by stopping every service in reverse dependency order.
 # KillMode=process: if herdsman itself dies (or its watchdog fires), systemd kills
 # only herdsman and restarts it, and the new herdsman adopts the services still

@@ -1,0 +1,76 @@
+"""Signals on the event loop: coalesced, and never lost to a full wakeup pipe.
+
+asyncio's own handlers take a byte of the loop's self-pipe per signal; a flood of
+SIGCHLDs (a crash loop) filled it, every lost byte printed a traceback, and a
+SIGTERM whose byte was lost was never acted on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from herdsman.runtime.signals import Signals
+
+
+def test_a_flood_of_one_signal_is_one_call_and_loses_no_other_signal() -> None:
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        signals = Signals()
+        signals.open(loop)
+        calls = {"flood": 0, "term": 0}
+        got_term = loop.create_future()
+
+        def flood() -> None:
+            calls["flood"] += 1
+
+        def term() -> None:
+            calls["term"] += 1
+            got_term.set_result(None)
+
+        signals.add(signal.SIGUSR1, flood, coalesce=True)
+        signals.add(signal.SIGUSR2, term)
+        try:
+            # The loop is busy meanwhile: far more signals than its wakeup pipe holds.
+            for _ in range(100_000):
+                os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await asyncio.wait_for(got_term, 10)
+            await asyncio.sleep(0.05)
+        finally:
+            signals.close()
+        return calls["flood"], calls["term"]
+
+    assert asyncio.run(main()) == (1, 1)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # given back
+
+
+def test_no_warning_when_the_wakeup_pipe_is_full() -> None:
+    """Run in a child: what Python prints on stderr for a full wakeup pipe is the point."""
+    code = textwrap.dedent(
+        """
+        import asyncio, os, signal
+        from herdsman.runtime.signals import Signals
+
+        async def main():
+            signals = Signals()
+            signals.open(asyncio.get_running_loop())
+            signals.add(signal.SIGUSR1, lambda: None, coalesce=True)
+            for _ in range(100_000):
+                os.kill(os.getpid(), signal.SIGUSR1)
+            await asyncio.sleep(0.05)
+            signals.close()
+            print("done")
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert result.stderr == ""
