@@ -2,7 +2,8 @@
 and blocking stdlib HTTP clients for its Unix socket and TCP port.
 
 The server runs in a background event loop so tests can talk to it with plain
-`http.client`, exactly as the CLI does; state changes are pushed into the loop with
+`http.client` (the CLI has its own few lines of HTTP; these tests want a client
+that is not the server's own twin); state changes are pushed into the loop with
 `ServerThread.call_soon`.
 """
 
@@ -23,9 +24,28 @@ from typing import Any, TypeVar
 
 from herdsman.api.controller import ControlError
 from herdsman.api.server import ApiServer
-from herdsman.cli.client import UnixHTTPConnection
 
 T = TypeVar("T")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection to a Unix socket."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 TOKEN = "s3cret-token"
 METRICS = b"# TYPE herdsman_instances gauge\nherdsman_instances 4\n"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -266,7 +286,7 @@ class ServerThread:
         return address[1]
 
     def unix(self, timeout: float = 5.0) -> UnixHTTPConnection:
-        conn = UnixHTTPConnection(self.unix_path, timeout)  # the CLI's own client transport
+        conn = UnixHTTPConnection(self.unix_path, timeout)
         self._clients.append(conn)
         return conn
 

@@ -188,14 +188,54 @@ def test_socket_path_from_yaml_ignores_problems_elsewhere(write: WriteConfig, tm
     [
         ('[settings]\nsocket = "${SOCK}"\n', "herdsman.toml: settings.socket: ${SOCK} is not set"),
         ("[settings]\nstate_dir = 1\n", "herdsman.toml: settings.state_dir: must be a string"),
-        ("settings = 1\n", "herdsman.toml: settings: must be a table"),
-        ("settings = \n", "herdsman.toml:1: syntax error: Invalid value"),
+        ("settings = 1\nstate_dir = 1\n", "herdsman.toml: settings: must be a table"),
+        ("[settings]\nstate_dir = \n", "herdsman.toml:2: syntax error: Invalid value"),
     ],
 )
 def test_socket_path_errors(write: WriteConfig, text: str, error: str) -> None:
     with pytest.raises(ConfigError) as caught:
         socket_path(write(text), {})
     assert caught.value.errors[0].startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("herdsman.toml", '[services.web]\ncommand = "x"\n'),
+        ("herdsman.toml", "settings = \n[broken"),  # being edited: the daemon still answers
+        ("h.yaml", "services:\n  web: {command: x}\n"),
+    ],
+)
+def test_a_config_naming_neither_setting_is_not_parsed(
+    write: WriteConfig, tmp: Path, name: str, text: str
+) -> None:
+    """Neither `socket` nor `state_dir` (nor an escape that could spell them) in the
+    file: the default socket, without loading a parser."""
+    path = write(text, name)
+    code = (
+        "import sys, pathlib, herdsman.config as c;"
+        f"print(c.socket_path(pathlib.Path({str(path)!r}), {{}}),"
+        " sorted(m for m in ('tomllib', 'yaml') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"{tmp / '.herdsman' / 'herdsman.sock'} []"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"\\u0073ocket" = "x"\n',  # the key spelled with an escape
+        'x = "socket"\n',  # the word anywhere (a value, a comment) is enough to parse
+    ],
+)
+def test_a_config_that_may_name_a_setting_is_parsed(write: WriteConfig, text: str) -> None:
+    path = write("[settings]\n" + text)
+    code = (
+        "import sys, pathlib, herdsman.config as c;"
+        f"c.socket_path(pathlib.Path({str(path)!r}), {{}}); print('tomllib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 def test_client_path_imports_neither_pydantic_nor_yaml(write: WriteConfig) -> None:

@@ -8,11 +8,12 @@ use, so client commands that only need `find_config_file` and `socket_path` stay
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from herdsman.config.errors import ConfigError
 from herdsman.config.paths import find_config_file, socket_path
 
+# typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from herdsman.config.loader import load_config
     from herdsman.config.models import (

@@ -2,7 +2,8 @@
 
 Client commands (`herdsman status`) only need the socket path; `socket_path` reads it
 without validating the rest of the file or importing pydantic, so they start fast and
-still reach a running daemon while the file on disk is being edited.
+still reach a running daemon while the file on disk is being edited. A file that
+names neither setting is not even parsed.
 """
 
 from __future__ import annotations
@@ -46,12 +47,28 @@ def resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def _may_move_socket(config: Path) -> bool:
+    """Whether the file could set `socket` or `state_dir`: it spells one of them, or
+    has a backslash (a quoted key's escape could spell them, in TOML and YAML alike).
+    When it cannot, the socket is the default one, whatever else the file says, and
+    the parser (tomllib, or PyYAML: most of a client command's start-up) is not needed.
+    Unreadable files are left to the parser, which says why."""
+    try:
+        with open(config, "rb") as file:
+            text = file.read()
+    except OSError:
+        return True
+    return b"socket" in text or b"state_dir" in text or b"\\" in text
+
+
 def socket_path(config: Path, environ: Mapping[str, str] | None = None) -> Path:
     """The control socket of the daemon for `config`, as `load_config` would give it."""
+    config = Path(os.path.abspath(config))
+    if not _may_move_socket(config):
+        return config.parent / STATE_DIR / SOCKET_NAME
     from herdsman.config.envfile import with_dotenv
     from herdsman.config.parse import read_document
 
-    config = Path(os.path.abspath(config))
     document = read_document(config)
     settings = document.data.get("settings") or {}
     if not isinstance(settings, dict):

@@ -46,8 +46,9 @@ from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, sender_belongs
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
+from herdsman.runtime.positions import Pending, Positions, settle
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.pump import CUT, split_lines
+from herdsman.runtime.pump import CUT, peek, split_lines, take
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.state import (
     FORMAT,
@@ -251,6 +252,9 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
+        self._positions = Positions(plan.state_dir / "logs.pos")
+        self._unfinished_batches: dict[tuple[str, str], Pending] = {}
+        self.supervisor.batches = self
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
         self.reexec_reason: str | None = None
@@ -283,6 +287,7 @@ class Daemon:
                     svc.log_max_bytes,
                     svc.log_backups,
                     functools.partial(self._log_file_error, inst.name),
+                    self._positions,
                 )
         self.prober.track(self.supervisor.instances)
         self.hooks.track(plan)
@@ -340,6 +345,16 @@ class Daemon:
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
+        # The batches a killed daemon was writing, settled as their pipes are adopted.
+        self._unfinished_batches = self._positions.pending()
+        try:
+            self._positions.open()
+        except OSError as err:
+            self._note(
+                logging.WARNING,
+                f"cannot write {self._positions.path}: {err.strerror}; after a crash,"
+                " the lines being written then may be written again",
+            )
         if self.plan.notify_socket is not None:
             self._notify = NotifySocket(self.plan.notify_socket, self._notified, self._log)
             try:
@@ -466,6 +481,7 @@ class Daemon:
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
+        self._positions.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -519,6 +535,36 @@ class Daemon:
                 self._offer(self._line_followers, queue, chunk)
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
+
+    def begin_batch(self, instance: str, stream: str, held: int) -> None:
+        self._log_files[instance].begin_batch(stream, held)
+
+    def end_batch(self, instance: str) -> None:
+        self._log_files[instance].end_batch()
+
+    def _settle_batches(self, name: str, pumps: list[tuple[str, int, bytes]]) -> None:
+        """Before reading an adopted pipe: the batch a killed daemon was writing from
+        it, if any, is neither lost nor written twice (see positions.py)."""
+        for stream, fd, _partial in pumps:
+            pending = self._unfinished_batches.pop((name, stream), None)
+            if pending is None:
+                continue
+            log = self.plan.log_dir / f"{name}.log"
+            cut, taken = settle(pending, log, peek(fd))
+            if cut < 0:
+                continue
+            try:
+                os.truncate(log, cut)
+            except OSError as err:
+                self._note(logging.WARNING, f"{name}: cannot settle {log}: {err.strerror}")
+                continue
+            take(fd, taken)
+            self._log.info(
+                "%s: the previous daemon died writing %d bytes of its %s; kept once",
+                name,
+                taken,
+                stream,
+            )
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
@@ -1029,6 +1075,7 @@ class Daemon:
                 self._stop_stray(name, pid)
                 continue
             pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
+            self._settle_batches(name, pumps)
             record["foreign"] = True
             if record.get("journalled"):  # spawned after the last state.json: as new
                 just_spawned(record, managed.core.policy, pid)

@@ -16,6 +16,10 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from herdsman.runtime.positions import Positions
 
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
 
@@ -55,11 +59,14 @@ class LogFile:
     # One per instance, thousands of them: slots, and the path as a plain string.
     __slots__ = (
         "_backups",
+        "_batch",
         "_fd",
         "_max_bytes",
         "_on_error",
         "_path",
         "_pending",
+        "_positions",
+        "_recorded",
         "_size",
         "dropped_bytes",
         "error",
@@ -71,8 +78,12 @@ class LogFile:
         max_bytes: int,
         backups: int,
         on_error: Callable[[str | None], None],
+        positions: Positions | None = None,
     ) -> None:
         self._path = str(path)
+        self._positions = positions
+        self._batch: tuple[str, int] | None = None  # (stream, held) of a batch not yet begun
+        self._recorded = False  # the batch is in `positions`, pending
         self._max_bytes = max_bytes
         self._backups = backups
         self._on_error = on_error  # a sentence when writing starts failing, None when it recovers
@@ -98,6 +109,11 @@ class LogFile:
                 self._open()
             if self._max_bytes and self._size and self._size + size > self._max_bytes:
                 self._rotate()
+            if self._batch is not None and self._positions is not None:
+                # Where the batch starts, in the file it goes to (after a rotation).
+                stream, held = self._batch
+                self._positions.begin(self._name(), stream, self._size, held)
+                self._batch, self._recorded = None, True
             done = os.writev(self._fd, parts)
             self._size += done
             if done < size:
@@ -122,6 +138,20 @@ class LogFile:
         if self.error is not None:
             self.error = None
             self._on_error(None)
+
+    def _name(self) -> str:
+        """The instance's name: the file's name without `.log`."""
+        return os.path.basename(self._path)[: -len(".log")]
+
+    def begin_batch(self, stream: str, held: int) -> None:
+        """The next writes are one read of `stream`'s pipe (see positions.py)."""
+        self._batch = (stream, held)
+
+    def end_batch(self) -> None:
+        """That read's bytes are written and taken from the pipe."""
+        if self._recorded and self._positions is not None:
+            self._positions.done(self._name())
+        self._batch, self._recorded = None, False
 
     def _hold(self, data: bytes, err: OSError) -> None:
         if len(data) > PENDING_LIMIT:

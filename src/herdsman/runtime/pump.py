@@ -17,6 +17,16 @@ line come in a batch of their own whose stream is marked with `+` (`out+`,
 `err+`): "cut here, continued by the next line". A last line without newline is
 handed over at end of file, unmarked.
 
+Nothing is taken out of a pipe before it is in the log file. A read does not
+consume the pipe: `tee(2)` copies what the pipe holds into a private pipe (page
+references, no copy), that copy is read and handed over (the sink writes the log
+file), and only then are exactly those bytes consumed, spliced to /dev/null. A
+daemon killed at any instant leaves every byte it had not written in the pipe,
+where the next one (given the pipe by systemd's fd store) reads it; see
+`positions.py` for the batch it was writing at that instant. Only a partial line
+(no newline yet) is held in memory after its bytes left the pipe, as is
+everything read from what is not a pipe (a pty, a socket).
+
 A pump's whole state is its pipe fd, the bytes of the held partial line (at most
 MAX_LINE), its instance and its stream.
 """
@@ -24,11 +34,14 @@ MAX_LINE), its instance and its stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import fcntl
 import mmap
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 MAX_LINE = 64 * 1024
 HALF_LINE = MAX_LINE // 2
@@ -56,6 +69,18 @@ CUT = "+"  # the mark on a stream whose lines are pieces continued by the next l
 #  unix time read). stream is "out"/"err", with CUT when every line is a cut piece.
 LineSink = Callable[[str, str, bytes, float], None]
 
+
+class Batches(Protocol):
+    """Told where each read of a pipe begins and ends (positions.py records it)."""
+
+    def begin_batch(self, instance: str, stream: str, held: int) -> None:
+        """A read's lines are about to reach the sink; they start with `held` bytes
+        of a line begun in an earlier read, which are no longer in the pipe."""
+
+    def end_batch(self, instance: str) -> None:
+        """The read's bytes are written and taken out of the pipe."""
+
+
 # One read buffer for every pump: reusing it costs no allocation per read. A fresh
 # megabyte each read (os.read) is mapped anew by malloc every time, and its page
 # faults cost more than the copy itself. An anonymous mapping, not a bytearray: its
@@ -63,6 +88,76 @@ LineSink = Callable[[str, str, bytes, float], None]
 # so a daemon whose services write little stays a megabyte lighter.
 _buffer = mmap.mmap(-1, READ_SIZE)
 _view = memoryview(_buffer)
+
+SPLICE_F_NONBLOCK = 2
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class _Tee:
+    """libc's tee(2) (Python has os.splice but no tee), the private pipe it copies
+    into and /dev/null to consume into: one set for every pump, made at first use."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._tee = libc.tee
+        self._tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+        self._tee.restype = ctypes.c_ssize_t
+        self.read_end, self.write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # As large as a service's pipe, so one tee takes all it holds; a smaller one
+        # (the size refused) only means more rounds.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.write_end, F_SETPIPE_SZ, READ_SIZE)
+        self.capacity = fcntl.fcntl(self.write_end, F_GETPIPE_SZ)
+        self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+    def peek(self, fd: int) -> int:
+        """Copy what the pipe `fd` holds into `_buffer` without consuming it: the bytes
+        copied (0: the pipe is empty and has no writer left). BlockingIOError when it
+        is empty but still open."""
+        size: int = self._tee(fd, self.write_end, self.capacity, SPLICE_F_NONBLOCK)
+        if size < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        got = 0
+        while got < size:  # all of it was copied, so all of it is there to read
+            got += os.readv(self.read_end, [_view[got:size]])
+        return size
+
+    def consume(self, fd: int, size: int) -> None:
+        """Take `size` bytes, which peek has seen, out of the pipe `fd`."""
+        while size > 0:
+            size -= os.splice(fd, self.null, size)
+
+
+_tee: _Tee | None = None
+
+
+def peek(fd: int) -> bytes:
+    """What the pipe `fd` holds, left in it (b"" if it is empty or not a pipe)."""
+    tee = _tee_for(fd)
+    try:
+        return bytes(_view[: tee.peek(fd)]) if tee is not None else b""
+    except OSError:
+        return b""
+
+
+def take(fd: int, size: int) -> None:
+    """Take `size` bytes, which `peek` has seen, out of the pipe `fd`."""
+    tee = _tee_for(fd)
+    if tee is not None:
+        tee.consume(fd, size)
+
+
+def _tee_for(fd: int) -> _Tee | None:
+    """The tee kit if `fd` is a pipe (tee needs one), else None: read it plainly."""
+    global _tee
+    try:
+        fcntl.fcntl(fd, F_GETPIPE_SZ)
+    except OSError:
+        return None
+    if _tee is None:
+        _tee = _Tee()
+    return _tee
 
 
 def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
@@ -110,6 +205,7 @@ class LogPump:
         on_close: Callable[[LogPump], None] | None = None,
         *,
         partial: bytes = b"",
+        batches: Batches | None = None,
     ) -> None:
         self._loop = loop
         self._fd = fd
@@ -118,12 +214,12 @@ class LogPump:
         self._sink = sink
         self._on_close = on_close
         self._partial = partial  # a line begun but not ended (handed over by a re-exec)
+        self._batches = batches
         self._paused: asyncio.TimerHandle | None = None
         self._last_read = loop.time()
-        try:
-            self._capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
-        except OSError:  # not a pipe (a pty, a socket): no pauses
-            self._capacity = 0
+        self._tee = _tee_for(fd)
+        # Not a pipe (a pty, a socket): no pauses, and plain reads.
+        self._capacity = fcntl.fcntl(fd, F_GETPIPE_SZ) if self._tee is not None else 0
         loop.add_reader(fd, self._readable)
 
     @property
@@ -171,9 +267,11 @@ class LogPump:
             pass
 
     def _read_once(self) -> int:
-        """Read and hand over one batch; the bytes read (0: nothing now, or the end)."""
+        """Read and hand over one batch; the bytes read (0: nothing now, or the end).
+        From a pipe they are consumed only once the sink has written them."""
+        tee = self._tee
         try:
-            size = os.readv(self._fd, [_view])
+            size = tee.peek(self._fd) if tee is not None else os.readv(self._fd, [_view])
         except BlockingIOError:
             return 0
         except OSError:
@@ -181,13 +279,31 @@ class LogPump:
         if not size:
             self.close()
             return 0
-        # Everything is copied out of the shared buffer before any sink runs.
+        if tee is None:
+            self._hand_over_read(size)
+            return size
+        batches = self._batches
+        if batches is not None:
+            batches.begin_batch(self.instance, self.stream, len(self._partial))
+        try:
+            self._hand_over_read(size)
+        finally:
+            # Even if a sink failed: the same bytes again would fail again, forever.
+            if self._fd >= 0:
+                tee.consume(self._fd, size)
+            if batches is not None:
+                batches.end_batch(self.instance)
+        return size
+
+    def _hand_over_read(self, size: int) -> None:
+        """Hand over the complete lines among the `size` bytes in `_buffer`, and hold
+        the rest. Everything is copied out of the shared buffer before any sink runs."""
         end = _buffer.rfind(b"\n", 0, size)
         if end < 0:
             self._partial += _view[:size]
             if len(self._partial) > MAX_LINE:
                 self._hand_over_cut()
-            return size
+            return
         lines = self._partial + _view[:end] if self._partial else bytes(_view[:end])
         self._partial = bytes(_view[end + 1 : size])
         now = time.time()
@@ -197,7 +313,6 @@ class LogPump:
             self._hand_over_long(lines, now)
         if len(self._partial) > MAX_LINE:
             self._hand_over_cut()
-        return size
 
     def _hand_over_long(self, lines: bytes, now: float) -> None:
         """A batch with a line longer than MAX_LINE: runs of whole lines, and the cut

@@ -40,7 +40,7 @@ from herdsman.core.lifecycle import (
     signal_name,
 )
 from herdsman.core.plan import InstancePlan, Plan
-from herdsman.runtime.pump import LineSink, LogPump
+from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
@@ -129,6 +129,7 @@ class Supervisor:
         self._base_env = dict(os.environ if environ is None else environ)
         without_manager_variables(self._base_env)
         self.journal: SpawnJournal | None = None
+        self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.replace_plan(plan)
 
     def replace_plan(self, plan: Plan) -> list[Managed]:
@@ -375,7 +376,15 @@ class Supervisor:
             journal.spawned(name, pid, inodes, self._loop.time())
         for fd, stream in ((out, "out"), (err, "err")):
             managed.pumps.append(
-                LogPump(self._loop, fd, name, stream, self._sink, managed.pumps.remove)
+                LogPump(
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    self._sink,
+                    managed.pumps.remove,
+                    batches=self.batches,
+                )
             )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
         self.feed(managed, Spawned(pid))
@@ -439,7 +448,14 @@ class Supervisor:
             os.set_inheritable(fd, False)
             managed.pumps.append(
                 LogPump(
-                    self._loop, fd, name, stream, self._sink, managed.pumps.remove, partial=partial
+                    self._loop,
+                    fd,
+                    name,
+                    stream,
+                    self._sink,
+                    managed.pumps.remove,
+                    partial=partial,
+                    batches=self.batches,
                 )
             )
         pipes = record.get("pipes")
