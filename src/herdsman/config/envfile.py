@@ -1,9 +1,10 @@
 """Dotenv files: a service's `env_file`, and the `.env` beside the config.
 
-Parsed by python-dotenv, so a file means here what it means to docker compose users
-and to every tool built on python-dotenv: `KEY=VALUE`, `export KEY=VALUE`, `#`
-comments, single quotes (literal but for `\\'`), double quotes (with escapes, and
-spanning lines), and `${VAR}` / `${VAR:-default}` expanded in values. Only the
+Parsed by python-dotenv, so a file means here what it means to every tool built on
+it: `KEY=VALUE`, `export KEY=VALUE`, `#`
+comments, single quotes (no escapes but `\\'`), double quotes (with escapes, and
+spanning lines), and `${VAR}` / `${VAR:-default}` expanded in every value, quoted
+or not (python-dotenv expands inside single quotes too). Only the
 environment the references read is ours: the caller passes it, so `check` and the
 daemon see the same thing. A line python-dotenv cannot parse is an error naming the
 file and line (python-dotenv itself would only log a warning and skip it).

@@ -309,6 +309,8 @@ class Daemon:
     def _files_changed(self, service: str, paths: list[str]) -> None:
         """A service's watched files changed (and have been quiet since): restart its
         instances, or start again those a crash or an exit left down."""
+        if self.shutting_down:
+            return  # nothing is started again while everything stops
         more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
         reason = f"restart: {paths[0]}{more} changed"
         for managed in self.supervisor.by_service.get(service, []):

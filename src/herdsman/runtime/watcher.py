@@ -54,7 +54,9 @@ class _Service:
     # Literal paths not there yet, watched through their directory: one that
     # appears as a directory gets its tree watched.
     awaited: set[str] = field(default_factory=set)
-    changed: list[str] = field(default_factory=list)
+    # What changed since the last restart, in order (a dict: a checkout of ten
+    # thousand files must not cost a scan of the list per file).
+    changed: dict[str, None] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -126,7 +128,7 @@ class Watcher:
         self._inotify.close()
 
     def watched_dirs(self) -> set[str]:
-        """Every directory with an inotify watch (for tests and the log)."""
+        """Every directory with an inotify watch."""
         return set(self._dir_wd)
 
     def _drop(self, name: str) -> None:
@@ -262,13 +264,12 @@ class Watcher:
 
     def _changed(self, name: str, path: str) -> None:
         service = self._services[name]
-        if path not in service.changed:
-            service.changed.append(path)
+        service.changed.setdefault(path)
         if service.timer is not None:
             service.timer.cancel()
         service.timer = self._loop.call_later(service.plan.debounce, self._quiet, name)
 
     def _quiet(self, name: str) -> None:
         service = self._services[name]
-        changed, service.changed, service.timer = service.changed, [], None
-        self._on_change(name, changed)
+        changed, service.changed, service.timer = service.changed, {}, None
+        self._on_change(name, list(changed))
