@@ -99,7 +99,7 @@ def test_every_client_command_over_tcp(remote: Remote) -> None:
     code, out, err = remote.cli("start", "web.0")
     assert code == 0 and out.startswith("web.0: running"), (code, out, err)
     code, out, err = remote.cli("signal", "CONT", "web.1")
-    assert code == 0 and out.startswith("web.1: sent SIGCONT"), (code, out, err)
+    assert code == 0 and out.startswith("sent SIGCONT to web.1"), (code, out, err)
 
     code, out, err = remote.cli("down")
     assert (code, out.strip(), err) == (0, "herdsman: stopped", "")

@@ -131,9 +131,11 @@ def test_failing_health_check_restarts_the_instance(tmp: Path) -> None:
             [services.app]
             command = ["sh", "-c", "touch {alive_flag}; exec sleep 60"]
             start_seconds = 0
-            health = {{ exec = "test -f {alive_flag}", interval = "100ms", failure_threshold = 2 }}
+            health = {{ exec = "test -f {alive_flag}", interval = "100ms", failure_threshold = 2, initial_delay = "500ms" }}
             """,
         ) as daemon:
+            # initial_delay: the new process's first check comes after it recreated
+            # the flag, so no failure of its own replaces the restart's reason.
             await until(lambda: daemon.instance("app")["health"] == "healthy", timeout=5)
             first = daemon.instance("app")["pid"]
             alive_flag.unlink()  # the app "hangs": its check starts failing
