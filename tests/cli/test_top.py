@@ -220,4 +220,4 @@ def test_without_a_daemon_it_exits_3_before_taking_the_screen(tmp: Path) -> None
     assert proc.stderr.startswith("herdsman: no daemon is running for ")
     bad = herdsman(tmp, "top", "--url", "ftp://x:1", "--token-file", "t")
     assert bad.returncode == 2
-    assert bad.stderr == "herdsman: --url must look like http://HOST:PORT, not 'ftp://x:1'\n"
+    assert bad.stderr == "herdsman: --url ftp://x:1: expected http://HOST:PORT\n"

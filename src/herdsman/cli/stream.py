@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import h11
 
@@ -31,6 +30,8 @@ from herdsman.cli.client import (
     ConnectionLost,
     NoDaemon,
     locate,
+    parse_url,
+    read_token,
 )
 
 CONNECT_TIMEOUT = 5.0
@@ -62,24 +63,10 @@ def endpoint(args: argparse.Namespace) -> Endpoint:
             raise ClientError("--token-file only goes with --url", EXIT_USAGE)
         config, socket_path = locate(args.config)
         return Endpoint(config, socket=socket_path)
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise ClientError(f"--url must look like http://HOST:PORT, not {url!r}", EXIT_USAGE)
+    host, port = parse_url(url)
     if token_file is None:
         raise ClientError("--url needs --token-file: the TCP listener wants the token", EXIT_USAGE)
-    try:
-        token = Path(token_file).read_text().strip()
-    except OSError as err:
-        raise ClientError(
-            f"cannot read the token file {token_file}: {err.strerror or err}", EXIT_USAGE
-        ) from None
-    if not token:
-        raise ClientError(f"the token file {token_file} is empty", EXIT_USAGE)
-    return Endpoint(None, host=parts.hostname, port=port, token=token)
+    return Endpoint(None, host=host, port=port, token=read_token(token_file))
 
 
 def is_gone(err: ClientError) -> bool:
