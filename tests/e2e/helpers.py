@@ -4,11 +4,14 @@ document, and the numbers in a log file of a service that writes numbered lines.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import MARK
 
 
 def herdsman(
@@ -46,3 +49,27 @@ def numbers(log: Path) -> list[int]:
     data = log.read_bytes()
     whole = data[: data.rfind(b"\n") + 1]
     return [int(line.split(b" ", 2)[2]) for line in whole.splitlines()]
+
+
+def processes_of(instance: str, *, main_only: bool = False) -> list[int]:
+    """Live processes (not zombies) of this test that carry `instance`'s marker;
+    with `main_only`, only session leaders: its main process (a shell's children
+    share its session; an escapee that called setsid is a leader too)."""
+    mark = f"{MARK}={os.environ[MARK]}".encode()
+    wanted = f"HERDSMAN_INSTANCE={instance}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        leader = int(stat[3]) == pid
+        if mark in env and wanted in env and stat[0] != b"Z" and (leader or not main_only):
+            found.append(pid)
+    return found

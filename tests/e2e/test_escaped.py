@@ -9,8 +9,8 @@ import os
 import signal
 from pathlib import Path
 
-from tests.conftest import MARK, alive, wait_for
-from tests.e2e.helpers import herdsman, instances, status
+from tests.conftest import alive, wait_for
+from tests.e2e.helpers import herdsman, instances, processes_of, status
 
 # Two escapees that ignore SIGTERM, one of which starts a third in a session of its own.
 LEAKY = """
@@ -30,24 +30,6 @@ stop_timeout = "2s"
 command = "sleep 603"
 start_seconds = "0.1s"
 """
-
-
-def processes_of(instance: str) -> list[int]:
-    """Every live process of this test carrying `instance`'s marker."""
-    mark = f"{MARK}={os.environ[MARK]}".encode()
-    wanted = f"HERDSMAN_INSTANCE={instance}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if mark in env and wanted in env and alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def sessions(pids: list[int]) -> set[int]:

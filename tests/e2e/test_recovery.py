@@ -14,8 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import MARK, alive, wait_for
-from tests.e2e.helpers import herdsman, instances, status
+from tests.conftest import alive, wait_for
+from tests.e2e.helpers import herdsman, instances, processes_of, status
 
 CONFIG = """
 [settings]
@@ -44,25 +44,8 @@ start_seconds = "0.1s"
 
 
 def live_processes_of(instance: str) -> list[int]:
-    """Live processes (not zombies) of this test that run as `instance`'s main process."""
-    mark = f"{MARK}={os.environ[MARK]}".encode()
-    wanted = f"HERDSMAN_INSTANCE={instance}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # A session leader: the main process (a shell's children share its session).
-        if mark in env and wanted in env and stat[0] != b"Z" and int(stat[3]) == pid:
-            found.append(pid)
-    return found
+    """Live processes of this test that run as `instance`'s main process."""
+    return processes_of(instance, main_only=True)
 
 
 def test_sigkill_of_the_daemon_then_up_adopts_survivors_and_restarts_the_dead(
