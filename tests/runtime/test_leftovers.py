@@ -38,7 +38,9 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
     second = start("web", link, "sh", "-c", "setsid sleep 601 & wait")
     elsewhere = start("web", tmp, "sleep", "602")  # another state_dir's
     try:
-        wait_for(lambda: len(scan(state_dir)) == 3)  # first, second and its setsid child
+        # first, second and its setsid child, settled: the child has its own session
+        # and runs sleep (between fork and exec its environment can read as empty).
+        wait_for(lambda: settled(scan(state_dir)))
         found = find(None, state_dir)
         assert list(found.mains) == ["web"]
         pid, record = found.mains["web"]
@@ -60,6 +62,17 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
         # The setsid child may still be between fork and exec when sh is killed:
         # look again until none is left.
         wait_for(lambda: not kill_all(scan(state_dir)), timeout=5)
+
+
+def settled(marked: list[Marked]) -> bool:
+    if len(marked) != 3 or any(m.session != m.pid for m in marked):
+        return False
+    try:
+        return any(
+            Path(f"/proc/{m.pid}/cmdline").read_bytes() == b"sleep\x00601\x00" for m in marked
+        )
+    except OSError:
+        return False
 
 
 def kill_all(marked: list[Marked]) -> list[Marked]:
