@@ -301,7 +301,7 @@ async def _run(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
     if resumed is not None:
-        daemon.supervisor.resume_waiting()
+        daemon.carry_on()
     else:
         daemon.recover()
         daemon.start_services(services or None)

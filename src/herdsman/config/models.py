@@ -446,6 +446,7 @@ class Settings(_Model):
     log_dir: ConfigPath = Field(default=paths.STATE_DIR / paths.LOG_DIR_NAME, validate_default=True)
     socket: ConfigPath = Field(default=paths.STATE_DIR / paths.SOCKET_NAME, validate_default=True)
     shutdown_timeout: Duration = 30.0
+    memory_interval: Duration = Field(default=5.0, gt=0)  # between samples for memory_limit
     token_file: ConfigPath | None = None
     tcp: str | None = None
     socket_mode: Mode = 0o600

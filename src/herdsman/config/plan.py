@@ -139,6 +139,7 @@ def compile_plan(config: Config) -> Plan:
         log_dir=settings.log_dir,
         socket=settings.socket,
         shutdown_timeout=settings.shutdown_timeout,
+        memory_interval=settings.memory_interval,
         services={
             name: compile_service(svc, notify, [settings.state_dir, settings.log_dir])
             for name, svc in config.services.items()

@@ -117,6 +117,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "log_dir": "The log files (default <state_dir>/logs).",
         "socket": "The control socket (default <state_dir>/herdsman.sock).",
         "shutdown_timeout": "After it, whatever still runs is killed (default 30s).",
+        "memory_interval": (
+            "How often instances with a memory_limit are sampled (default 5s); two samples"
+            " in a row over the limit restart one."
+        ),
         "token_file": "The token TCP clients must send.",
         "tcp": "Also serve the API on this host:port (needs token_file).",
         "socket_mode": "Permissions of the control socket (default '0600').",

@@ -151,6 +151,16 @@ class NewPlan:
     start: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TookOver:
+    """These instances were taken over with their processes (a re-exec, or adopted
+    after a crash): their checks start again, the watchdogs of `watchdogs` get a
+    full period from now, and what waits for dependencies is looked at again."""
+
+    names: tuple[str, ...]
+    watchdogs: tuple[str, ...] = ()
+
+
 Event = (
     ToInstance
     | StartServices
@@ -162,6 +172,7 @@ Event = (
     | WatchdogExpired
     | FilesChanged
     | NewPlan
+    | TookOver
 )
 
 
@@ -545,6 +556,8 @@ class Herd:
                 self._new_plan(plan, out)
                 for name in start:
                     self._start(name, False, now, rand, out)
+            case TookOver(names=names, watchdogs=watchdogs):
+                self._took_over(names, watchdogs, now, rand, out)
         return out
 
     # --- one instance -------------------------------------------------------------
@@ -639,6 +652,32 @@ class Herd:
             else:
                 self._feed(name, lc.DependenciesMet(), now, rand, out)
 
+    def _took_over(
+        self,
+        names: tuple[str, ...],
+        watchdogs: tuple[str, ...],
+        now: float,
+        rand: float,
+        out: list[Action],
+    ) -> None:
+        for name in names:
+            inst = self.instances.get(name)
+            if inst is None:
+                continue
+            if inst.waiting:
+                self._waiting[name] = None
+            if inst.pid is None:
+                continue
+            plan = self.plans[name]
+            if not inst.ready and plan.ready is not None and plan.ready.kind in ACTIVE_PROBES:
+                self._start_check(name, "ready", inst.pid, out)
+            if inst.state is State.RUNNING and plan.health is not None:
+                self._start_check(name, "health", inst.pid, out)
+        for name in watchdogs:
+            self.arm_watchdog(name, now, out)
+        if self._waiting:
+            self._recheck_waiting(now, rand, out)
+
     # --- requests -----------------------------------------------------------------
 
     def _start_services(
@@ -681,9 +720,9 @@ class Herd:
 
     def _stop_checks(self, name: str, out: list[Action], role: Role | None = None) -> None:
         running = self._checks.get(name)
-        if not running:
+        if running is None:
             return
-        if role is None:
+        if role is None:  # also when none runs: the runtime forgets their last failure
             del self._checks[name]
         elif role in running:
             running.discard(role)

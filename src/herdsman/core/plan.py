@@ -101,6 +101,7 @@ class Plan:
     socket: Path
     shutdown_timeout: float
     services: dict[str, ServicePlan]
+    memory_interval: float = 5.0  # seconds between samples of instances with a memory_limit
     socket_mode: int = 0o600
     socket_group: str | None = None
     max_connections: int = 128  # concurrent API connections per listener

@@ -26,14 +26,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herdsman import __version__
-from herdsman.core import graph
-from herdsman.core.blocked import blocked
-from herdsman.core.diff import diff_plans
+from herdsman.core.herd import (
+    FilesChanged,
+    HealBudget,
+    MemorySample,
+    Notified,
+    StartRequest,
+    TookOver,
+)
 from herdsman.core.lifecycle import (
     Event,
     Spawned,
     State,
-    Stop,
     describe_exit,
 )
 from herdsman.core.plan import InstancePlan, Plan
@@ -74,17 +78,14 @@ SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
 SAMPLE_BUDGET = 0.02
 SAMPLE_AT_ONCE = 50
 SAMPLE_SLICE = 0.005
-MEMORY_CHECK_INTERVAL = 5.0
+MEMORY_INTERVAL = 5.0  # the default of settings.memory_interval
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
 # none may end the daemon half-way through handing over.
 HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
-# Self-healing: an unexpected error re-execs the daemon, at most this often.
-HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
-ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
@@ -208,23 +209,22 @@ class Daemon:
         self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._sampled_at = 0.0
         self._sampling: asyncio.Task[None] | None = None  # the rest of a pass, in the background
-        self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.supervisor.checks = self.prober
+        self.supervisor.say = self._say
+        self._memory_watch: asyncio.Task[None] | None = None
+        self._took_over: TookOver | None = None  # by resume(), for carry_on()
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
         self._throttle = Throttle(log)  # repeated warnings, said with a count
         self._notify_status: dict[str, str] = {}
         # Per instance: a crash loop's lines are counted, not written one by one.
         self._repeats = LogThrottle(log, self._loop)
-        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
-        self._spawned_before: set[str] = set()
-        self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
-        self._followed: set[str] = set()  # services that some service has in restart_with
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -255,7 +255,7 @@ class Daemon:
         # is refused.
         self.bound = _restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
-        self._heals: list[float] = []
+        self._heals = HealBudget()  # self-healing re-execs, at most 3 within 60 s
         # `up --watch`: services that declare `watch` restart when their files change.
         self.watching = watch
         self._watcher: Watcher | None = None
@@ -277,9 +277,8 @@ class Daemon:
                     functools.partial(self._log_file_error, inst.name),
                     self._positions,
                 )
-        self.prober.track(self.supervisor.instances)
+        self.prober.forget(set(self.supervisor.instances))
         self.hooks.track(plan)
-        self._followed = {name for svc in plan.services.values() for name in svc.restart_with}
         self._track_watches(plan)
 
     def _track_watches(self, plan: Plan) -> None:
@@ -311,16 +310,7 @@ class Daemon:
         instances, or start again those a crash or an exit left down."""
         if self.shutting_down:
             return  # nothing is started again while everything stops
-        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
-        reason = f"restart: {paths[0]}{more} changed"
-        for managed in self.supervisor.by_service.get(service, []):
-            if managed.core.live and managed.state is not State.STOPPING:
-                self._log.info("%s: %s", managed.name, reason)
-                # Not counted toward start_limit: the user changed something.
-                self.supervisor.feed(managed, Stop(restart=True, reason=reason, limited=False))
-            elif managed.state in (State.EXITED, State.FAILED, State.RESTARTING):
-                self._log.info("%s: %s; starting it again", managed.name, reason)
-                self.supervisor.start(managed, manual=True)
+        self.supervisor.submit(FilesChanged(service, tuple(paths)))
 
     # --- running --------------------------------------------------------------
 
@@ -361,8 +351,7 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
-        if any(svc.memory_limit for svc in self.plan.services.values()):
-            self._run_in_background(self._watch_memory())
+        self._watch_memory()
 
     def start_services(self, services: list[str] | None) -> None:
         self.supervisor.start_services(services)
@@ -421,12 +410,11 @@ class Daemon:
         """Re-exec the daemon keeping every service, unless it keeps failing at once."""
         if self.reexec_reason is not None or self.shutting_down or self._healing:
             return
-        now = time.monotonic()
-        self._heals = [t for t in self._heals if t > now - HEAL_WINDOW] + [now]
-        if len(self._heals) > HEAL_LIMIT:
+        budget = self._heals
+        if not budget.spend(time.monotonic()):
             self._note(
                 logging.CRITICAL,
-                f"{why}: more than {HEAL_LIMIT} re-execs within {HEAL_WINDOW:g}s to recover; "
+                f"{why}: more than {budget.limit} re-execs within {budget.window:g}s to recover; "
                 "stopping all services",
             )
             self.exit_code = 1
@@ -465,8 +453,6 @@ class Daemon:
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
-        for name in list(self._watchdogs):
-            self._disarm_watchdog(name)
         if self._notify is not None:
             self._notify.close()
         self._throttle.close()
@@ -581,7 +567,9 @@ class Daemon:
             if pid is None or ready is None or ready.kind != "notify":
                 continue
             if pid in ids:
-                self._apply_notify(managed, message.fields)
+                if "STATUS" in message.fields:
+                    self._notify_status[managed.name] = message.fields["STATUS"]
+                self.supervisor.submit(Notified(managed.name, message.fields))
                 return
         if message.fields:
             sender = message.pid
@@ -598,61 +586,9 @@ class Daemon:
                 ),
             )
 
-    def _apply_notify(self, managed: Managed, fields: dict[str, str]) -> None:
-        if fields.get("WATCHDOG") == "1" or fields.get("READY") == "1":
-            self._arm_watchdog(managed)
-        if "STATUS" in fields:
-            self._notify_status[managed.name] = fields["STATUS"]
-        if fields.get("READY") == "1":
-            self.prober.notify_ready(managed)
-        for flag in ("STOPPING", "RELOADING"):
-            if fields.get(flag) == "1":
-                self._log.info("%s: reports %s", managed.name, flag.lower())
-
-    def _follow_restarts(self, managed: Managed, event: Event) -> None:
-        """restart_with: once a restarted service runs again, restart its dependents."""
-        service = managed.service
-        if isinstance(event, Spawned):
-            # Only a service something restarts with is looked at as a whole after each
-            # change (below): for the others, a crash loop would scan every replica.
-            if managed.name in self._spawned_before and service in self._followed:
-                self._restarted_deps.add(service)
-            self._spawned_before.add(managed.name)
-        if service not in self._restarted_deps or managed.state is not State.RUNNING:
-            return
-        if any(m.state is not State.RUNNING for m in self.supervisor.by_service[service]):
-            return
-        self._restarted_deps.discard(service)
-        for svc in self.plan.services.values():
-            if service in svc.restart_with:
-                for dependent in self.supervisor.by_service[svc.name]:
-                    if dependent.core.live and dependent.state is not State.STOPPING:
-                        reason = f"restarted with {service}"
-                        stop = Stop(restart=True, reason=reason, limited=False)
-                        self.supervisor.feed(dependent, stop)
-
-    def _arm_watchdog(self, managed: Managed) -> None:
-        """(Re)start the instance's watchdog: no WATCHDOG=1 in time means a restart."""
-        ready = managed.plan.ready
-        if ready is None or ready.watchdog is None or managed.core.pid is None:
-            return
-        self._disarm_watchdog(managed.name)
-        self._watchdogs[managed.name] = self._loop.call_later(
-            ready.watchdog, self._watchdog_missed, managed, managed.core.pid, ready.watchdog
-        )
-
-    def _disarm_watchdog(self, name: str) -> None:
-        handle = self._watchdogs.pop(name, None)
-        if handle is not None:
-            handle.cancel()
-
-    def _watchdog_missed(self, managed: Managed, pid: int, period: float) -> None:
-        self._watchdogs.pop(managed.name, None)
-        if managed.core.pid != pid:
-            return
-        reason = f"watchdog: no WATCHDOG=1 within {period:g}s"
-        self._note(logging.WARNING, f"{managed.name}: {reason}; restarting")
-        self.supervisor.feed(managed, Stop(restart=True, reason=reason))
+    def _say(self, level: str, text: str) -> None:
+        """What the herd has to say, in the daemon's log."""
+        self._log.log(logging.WARNING if level == "warning" else logging.INFO, text)
 
     def _state_file_error(self, error: str | None) -> None:
         if error is None:
@@ -674,11 +610,8 @@ class Daemon:
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
         self._state.changed(managed.name)
-        self.prober.changed(managed, old, event)
         self.hooks.changed(managed, old, event)
-        self._follow_restarts(managed, event)
         if core.pid is None or isinstance(event, Spawned):
-            self._disarm_watchdog(managed.name)
             self._notify_status.pop(managed.name, None)
         if isinstance(event, Spawned):
             name = managed.name
@@ -760,10 +693,8 @@ class Daemon:
 
     def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
         """Why waiting instances (of `managed`'s services, default all) cannot start."""
-        sup = self.supervisor
-        by_service = {name: [m.core for m in members] for name, members in sup.by_service.items()}
-        services = None if managed is None else list(dict.fromkeys(m.service for m in managed))
-        return blocked(by_service, self.plan.dependency_map(), services)
+        names = None if managed is None else [m.name for m in managed]
+        return self.supervisor.herd.blocked(names)
 
     def _document(self, managed: Managed, reasons: dict[str, str]) -> dict[str, Any]:
         core = managed.core
@@ -781,7 +712,7 @@ class Daemon:
             "state": core.state.value,
             "pid": core.pid,
             "ready": core.ready,
-            "health": self.prober.health.get(name),
+            "health": self.supervisor.herd.health.get(name),
             "restarts": core.restarts,
             "exit_code": core.exit_code,
             "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,
@@ -881,16 +812,7 @@ class Daemon:
 
     def _start(self, managed: list[Managed]) -> None:
         # What they depend on and is not running comes up first (like `up SERVICE`).
-        sup = self.supervisor
-        services = {m.service for m in managed}
-        for name in graph.closure(self.plan.dependency_map(), services):
-            if name in services:
-                continue
-            for dep in sup.by_service[name]:
-                if dep.state in (State.STOPPED, State.EXITED, State.FAILED):
-                    sup.start(dep, manual=True)
-        for m in managed:
-            sup.start(m, manual=True)
+        self.supervisor.submit(StartRequest(tuple(m.name for m in managed)))
 
     def _hopeless(self, managed: list[Managed]) -> bool:
         """Whether one of `managed` can no longer get to running without someone
@@ -1038,17 +960,15 @@ class Daemon:
 
     async def _apply(self, new: Plan) -> dict[str, Any]:
         old = self.plan
-        change = diff_plans(old, new)
         sup = self.supervisor
+        steps = sup.herd.reload_steps(new)
+        change = steps.diff
         # Stop what goes or changes, dependents first (by the old graph).
-        leaving = set(change.removed) | set(change.changed)
-        was_active = {name for name in change.changed if sup.instances[name].state in ACTIVE_STATES}
-        for wave in graph.stop_waves(old.dependency_map()):
-            members = [m for svc in wave for m in sup.by_service[svc] if m.name in leaving]
-            for managed in members:
-                sup.stop(managed)
-            await self.supervisor.wait_stopped(members, None)
-        gone = sup.replace_plan(new)
+        for wave in steps.stop_waves:
+            for name in wave:
+                sup.stop(sup.instances[name])
+            await sup.wait_stopped([sup.instances[name] for name in wave], None)
+        gone = sup.replace_plan(new, steps.start)
         self.plan = new
         for managed in gone:
             self._lines.pop(managed.name, None)
@@ -1056,20 +976,12 @@ class Daemon:
             if log_file is not None:
                 log_file.close()
         self._track_instances(new)
+        self._watch_memory()
         if self._notify is not None:
             try:
                 self._notify.set_access(self._notify_access())
             except OSError as err:
                 self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
-        # Start what is new (if autostart) and what changed while running, in order.
-        starting = {
-            name for name in change.added if new.services[sup.instances[name].service].autostart
-        } | was_active
-        for wave in graph.start_waves(new.dependency_map()):
-            for svc in wave:
-                for managed in sup.by_service[svc]:
-                    if managed.name in starting:
-                        sup.start(managed)
         summary = {
             "added": list(change.added),
             "removed": list(change.removed),
@@ -1166,8 +1078,7 @@ class Daemon:
                 record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
             if self.supervisor.restore(managed, record, pumps):
                 adopted.append(name)
-                self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
-                self.prober.resume(managed)
+                self.supervisor.herd.spawned_before.add(name)  # its next spawn is a restart
         for name, pid, why in found.extras:
             self._stop_stray(name, pid, why)
         for name, pid in found.strays:
@@ -1181,7 +1092,7 @@ class Daemon:
                 f"adopted {len(adopted)} running instance(s) of a previous daemon: "
                 + ", ".join(adopted),
             )
-        self.supervisor.resume_waiting()
+        self.supervisor.submit(TookOver(tuple(adopted)))
         return adopted
 
     def _may_run_as(self, instance: str, uid: int) -> bool:
@@ -1238,9 +1149,8 @@ class Daemon:
     def hand_over(self) -> dict[str, Any]:
         """Everything the new image needs, as plain data; the pipes stay open for it."""
         self.prober.close()
-        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-        for name in watched:
-            self._disarm_watchdog(name)
+        herd = self.supervisor.herd
+        watched = sorted(herd.watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
         notify_fd = self._notify.hand_over() if self._notify is not None else None
         self._notify = None
         sup = self.supervisor
@@ -1252,14 +1162,14 @@ class Daemon:
             "records": records,
             "pumps": sup.hand_over(),
             "tails": {name: tail.entries() for name, tail in self._lines.items()},
-            "health": dict(self.prober.health),
+            "health": dict(herd.health),
             "notify_fd": notify_fd,
             "started_at": self.started_at,
             "reexecs": self.reexecs + 1,
-            "heals": self._heals,
+            "heals": self._heals.times,
             "notify_status": dict(self._notify_status),
-            "spawned_before": sorted(self._spawned_before),
-            "restarted_deps": sorted(self._restarted_deps),
+            "spawned_before": sorted(herd.spawned_before),
+            "restarted_deps": sorted(herd.restarted),
             "watchdogs": watched,
             "bound": self.bound,
         }
@@ -1268,10 +1178,11 @@ class Daemon:
         """In the new image: take every instance over from the old one, as it was."""
         self.started_at = float(handover.get("started_at", self.started_at))
         self.reexecs = int(handover.get("reexecs", 1))
-        self._heals = list(handover.get("heals", []))
+        self._heals.times = list(handover.get("heals", []))
         self._notify_status.update(handover.get("notify_status", {}))
-        self._spawned_before.update(handover.get("spawned_before", []))
-        self._restarted_deps.update(handover.get("restarted_deps", []))
+        herd = self.supervisor.herd
+        herd.spawned_before.update(handover.get("spawned_before", []))
+        herd.restarted.update(handover.get("restarted_deps", []))
         self.bound = handover.get("bound", self.bound)
         for name, entries in handover.get("tails", {}).items():
             tail = self._lines.get(name)
@@ -1289,15 +1200,21 @@ class Daemon:
                     os.close(fd)
                 continue
             sup.restore(managed, record, pumps.get(name, []))
-            if health.get(name) is not None and self.prober.health.get(name) is not None:
-                self.prober.health[name] = health[name]
-            self.prober.resume(managed)
-            if name in watchdogs:
-                self._arm_watchdog(managed)  # a full period from now
+            if health.get(name) is not None and herd.health.get(name) is not None:
+                herd.health[name] = health[name]
+        self._took_over = TookOver(tuple(handover.get("records", {})), tuple(watchdogs))
         self._note(
             logging.INFO,
             f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
         )
+
+    def carry_on(self) -> None:
+        """After `resume()` and `open()`: the instances taken over get their checks and
+        watchdogs again (a full period from now), and what waits for dependencies
+        that are met now starts."""
+        if self._took_over is not None:
+            self.supervisor.submit(self._took_over)
+            self._took_over = None
 
     # --- metrics and memory limits --------------------------------------------
 
@@ -1307,32 +1224,26 @@ class Daemon:
         cpu, rss = own_usage()
         return render(self.instances(), self.daemon_document(), cpu, rss)
 
-    async def _watch_memory(self) -> None:
-        limited = [
-            (m, svc.memory_limit)
-            for svc in self.plan.services.values()
-            if svc.memory_limit
-            for m in self.supervisor.by_service[svc.name]
-        ]
+    def _watch_memory(self) -> None:
+        """Sample the instances that have a memory_limit, while the plan has any: a
+        herd without limits pays nothing. Called again after each reload."""
+        limited = any(svc.memory_limit for svc in self.plan.services.values())
+        if limited and self._memory_watch is None:
+            self._memory_watch = self._run_in_background(self._sample_memory())
+        elif not limited and self._memory_watch is not None:
+            self._memory_watch.cancel()
+            self._memory_watch = None
+
+    async def _sample_memory(self) -> None:
+        """Every `settings.memory_interval` (read each time: a reload applies it), a
+        sample of each limited instance's tree for the herd, which decides."""
+        sup = self.supervisor
         while True:
-            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
-            for managed, limit in limited:
-                if managed.state is not State.RUNNING and managed.state is not State.STARTING:
-                    self._over_limit.discard(managed.name)
-                    continue
-                sample = self._sample(managed.name, managed)
-                if sample is None or sample.rss_bytes <= limit:
-                    self._over_limit.discard(managed.name)
-                elif managed.name not in self._over_limit:
-                    self._over_limit.add(managed.name)  # once could be a spike; twice is not
-                else:
-                    self._over_limit.discard(managed.name)
-                    reason = (
-                        f"memory limit exceeded ({sample.rss_bytes / 2**20:.0f} MiB > "
-                        f"{limit / 2**20:.0f} MiB)"
-                    )
-                    self._log.warning("%s: %s; restarting", managed.name, reason)
-                    self.supervisor.feed(managed, Stop(restart=True, reason=reason))
+            # getattr: a plan pickled by an image older than the setting (a heal after an upgrade)
+            await asyncio.sleep(getattr(self.plan, "memory_interval", MEMORY_INTERVAL))
+            for name, pid, _limit in sup.herd.memory_watched():
+                sample = self._sample(name, sup.instances[name])
+                sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
 
 
 RESTART_ONLY = ("state_dir", "socket", "tcp")

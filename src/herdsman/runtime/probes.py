@@ -1,9 +1,11 @@
-"""Readiness probes and health checks of instances.
+"""Readiness probes and health checks of instances: the executor of the herd's
+StartCheck and StopCheck.
 
-A readiness probe (`ready = {tcp|http|exec|log|notify}`) runs from the spawn until
-it passes once, then feeds `Ready` to the lifecycle; a health check runs while the
-instance is running and, after `failure_threshold` failures in a row, restarts it.
-Each runs as one task per instance, cancelled when its process goes away; the
+A readiness probe (`ready = {tcp|http|exec|log|plugin}`) runs from the spawn until
+it passes once; a health check runs while the instance is running. Each result goes
+on the event queue as a CheckResult: the herd decides what it means (ready, health
+thresholds, a restart). Each runs as one task per instance, stopped when the herd
+says (its process went away, or a reload changed the check); the
 checks themselves never block the event loop (asyncio connections; exec through
 the supervisor's spawner and reaper, with the probe's process group killed on
 timeout). A probe plugin is called through runtime/plugins.py, which enforces its
@@ -17,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from herdsman.core.lifecycle import Event, Ready, Spawned, State, Stop
+from herdsman.core.herd import CheckResult, Role
 from herdsman.core.plan import CheckPlan
 from herdsman.plugins import PROBES
 from herdsman.runtime.httpclient import RequestFailed, reason, status_of
@@ -71,59 +73,47 @@ class Prober:
         self.failures: dict[str, str] = {}
         # instance -> {"ready" | "health": the last result, "passed" or why not}
         self.results: dict[str, dict[str, str]] = {}
-        self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
+        self._tasks: dict[str, dict[Role, asyncio.Task[Any]]] = {}
         self._log_patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}
-        self.health: dict[str, str | None] = {}
-        self.track(supervisor.instances)
+        self._pids: dict[str, int] = {}  # the process checked last: a new one starts afresh
 
-    def track(self, instances: dict[str, Managed]) -> None:
-        """Follow exactly these instances (after a reload: new ones in, removed ones out)."""
-        for name in list(self.health):
-            if name not in instances:
-                self._cancel(name)
-                del self.health[name]
-                self.problems.pop(name, None)
-                self._forget_results(name)
-        for name, managed in instances.items():
-            if managed.plan.health is None:
-                self.health[name] = None
-            else:
-                self.health.setdefault(name, "unknown")
-
-    def changed(self, managed: Managed, old: State, event: Event) -> None:
-        name, core, plan = managed.name, managed.core, managed.plan
-        if isinstance(event, Spawned):
-            self._cancel(name)
+    def start(self, managed: Managed, role: Role, pid: int) -> None:
+        """Run `role`'s check of `managed`'s process `pid`, as its plan says now."""
+        name = managed.name
+        if self._pids.get(name) != pid:
+            self._pids[name] = pid
             self.problems.pop(name, None)
             self._forget_results(name)
-            if plan.health is not None:
-                self.health[name] = "unknown"
-            self._probe_readiness(managed, event.pid)
-        elif core.pid is None:
-            self._cancel(name)
-            self.failures.pop(name, None)  # its exit says why now
+        check = managed.plan.ready if role == "ready" else managed.plan.health
+        if check is None:
             return
-        # Also right after a spawn: with start_seconds = 0 it is running at once.
-        running = core.state is State.RUNNING and old is not State.RUNNING
-        if running and plan.health and core.pid is not None:
-            self._start(name, self._watch_health(managed, plan.health, core.pid))
+        self.stop(name, role)
+        if check.kind == "log":
+            self._log_patterns[name] = (pid, re.compile(check.target.encode()))
+        elif role == "ready":
+            self._start(name, role, self._until_ready(managed, check, pid))
+        else:
+            self._start(name, role, self._watch_health(managed, check, pid))
 
-    def resume(self, managed: Managed) -> None:
-        """Probes for an instance taken over with its process (re-exec, adoption)."""
-        core, plan = managed.core, managed.plan
-        if core.pid is None:
-            return
-        if not core.ready:
-            self._probe_readiness(managed, core.pid)
-        if core.state is State.RUNNING and plan.health:
-            self._start(managed.name, self._watch_health(managed, plan.health, core.pid))
+    def stop(self, name: str, role: Role | None) -> None:
+        """Stop `role`'s check of the instance (None: all of them, its process is
+        gone or going: its exit or stop says why now, not a check)."""
+        if role in (None, "ready"):
+            self._log_patterns.pop(name, None)
+        tasks = self._tasks.get(name)
+        if tasks is not None:
+            for key in [r for r in tasks if role in (None, r)]:
+                tasks.pop(key).cancel()
+        if role is None:
+            self.failures.pop(name, None)
 
-    def _probe_readiness(self, managed: Managed, pid: int) -> None:
-        ready = managed.plan.ready
-        if ready is not None and ready.kind in ("tcp", "http", "exec", "plugin"):
-            self._start(managed.name, self._until_ready(managed, ready, pid))
-        elif ready is not None and ready.kind == "log":
-            self._log_patterns[managed.name] = (pid, re.compile(ready.target.encode()))
+    def forget(self, names: set[str]) -> None:
+        """Keep nothing of instances a reload removed but `names`."""
+        for name in [n for n in self._pids if n not in names]:
+            self.stop(name, None)
+            del self._pids[name]
+            self.problems.pop(name, None)
+            self._forget_results(name)
 
     def lines(self, instance: str, lines: bytes) -> None:
         """Output of an instance (lines joined by \\n): a `ready = { log = ... }`
@@ -134,17 +124,11 @@ class Prober:
         pid, pattern = waiting
         if any(pattern.search(line) for line in lines.split(b"\n")):
             del self._log_patterns[instance]
-            managed = self._supervisor.instances[instance]
-            self._supervisor.feed(managed, Ready(pid))
-
-    def notify_ready(self, managed: Managed) -> None:
-        """`READY=1` arrived from the instance (sd_notify)."""
-        if managed.core.pid is not None:
-            self._supervisor.feed(managed, Ready(managed.core.pid))
+            self._supervisor.submit(CheckResult(instance, pid, "ready", None))
 
     def close(self) -> None:
         for name in list(self._tasks):
-            self._cancel(name)
+            self.stop(name, None)
 
     def _forget_results(self, name: str) -> None:
         self.failures.pop(name, None)
@@ -159,20 +143,17 @@ class Prober:
         elif self.failures.get(name, "").startswith(f"{role}: "):
             del self.failures[name]
 
-    def _start(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+    def _start(self, name: str, role: Role, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._background(coro)
-        self._tasks.setdefault(name, []).append(task)
-        task.add_done_callback(lambda t: self._forget(name, t))
+        self._tasks.setdefault(name, {})[role] = task
+        task.add_done_callback(lambda t: self._forget(name, role, t))
 
-    def _forget(self, name: str, task: asyncio.Task[Any]) -> None:
+    def _forget(self, name: str, role: Role, task: asyncio.Task[Any]) -> None:
         tasks = self._tasks.get(name)
-        if tasks and task in tasks:
-            tasks.remove(task)
-
-    def _cancel(self, name: str) -> None:
-        self._log_patterns.pop(name, None)
-        for task in self._tasks.pop(name, []):
-            task.cancel()
+        if tasks is not None and tasks.get(role) is task:
+            del tasks[role]
+            if not tasks:
+                del self._tasks[name]
 
     async def _check(self, managed: Managed, check: CheckPlan) -> str | None:
         if check.kind == "tcp" and check.address is not None:
@@ -213,8 +194,8 @@ class Prober:
             if managed.core.pid != pid:
                 return  # a result about a process that is gone says nothing
             self._record(managed.name, "ready", why)
+            self._supervisor.submit(CheckResult(managed.name, pid, "ready", why))
             if why is None:
-                self._supervisor.feed(managed, Ready(pid))
                 return
             self._log.debug("%s: not ready yet: %s", managed.name, why)
             await asyncio.sleep(check.interval)
@@ -226,32 +207,15 @@ class Prober:
             self._stopped_by_plugin(managed, "health check", err)
 
     async def _health_loop(self, managed: Managed, check: CheckPlan, pid: int) -> None:
+        """Checks until stopped (the herd counts the results against the thresholds)."""
         checker = self._checker(managed, check, "health")
         await asyncio.sleep(check.initial_delay)
-        failures = successes = 0
         while managed.core.pid == pid:
             why = await checker()
             if managed.core.pid != pid:
                 return
             self._record(managed.name, "health", why)
-            if why is None:
-                failures, successes = 0, successes + 1
-                if successes >= check.success_threshold:
-                    self.health[managed.name] = "healthy"
-            else:
-                failures, successes = failures + 1, 0
-                self._log.warning(
-                    "%s: health check failed (%d/%d): %s",
-                    managed.name,
-                    failures,
-                    check.failure_threshold,
-                    why,
-                )
-                if failures >= check.failure_threshold:
-                    self.health[managed.name] = "unhealthy"
-                    reason = f"health check failed: {why}"
-                    self._supervisor.feed(managed, Stop(restart=True, reason=reason))
-                    return
+            self._supervisor.submit(CheckResult(managed.name, pid, "health", why))
             await asyncio.sleep(check.interval)
 
 

@@ -1,9 +1,11 @@
-"""The orchestrator: runs every instance of a config through its lifecycle.
+"""The runner: one event queue in front of the herd, and the executors of its actions.
 
-It feeds events to `core.lifecycle` and carries out the actions it returns:
-spawning, signalling process groups, arming the instance's one timer. It starts
-instances once their dependencies are met and stops them in reverse dependency
-order. Everything runs on the one event-loop thread.
+Every source (the reaper, timers, probes, the notify socket, the memory sampler, API
+requests, the file watcher) `submit`s an event; the runner feeds them one at a time
+to `core.herd` and carries out the actions it returns: spawning, signalling process
+groups, arming timers, starting and stopping checks, and handing each change to the
+subscribers. Results (Spawned, SpawnFailed) go back on the queue, never by a call
+back into the herd. Everything runs on the one event-loop thread.
 """
 
 from __future__ import annotations
@@ -20,24 +22,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from herdsman.core import graph
+from herdsman.core import herd as hd
 from herdsman.core.lifecycle import (
-    Action,
-    CancelTimer,
-    DependenciesMet,
     Event,
     Exited,
     Instance,
-    SetTimer,
-    SignalGroup,
-    Spawn,
     Spawned,
     SpawnFailed,
-    Start,
     State,
-    Stop,
-    StopTimeout,
-    on_event,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
@@ -67,8 +59,7 @@ class Managed:
     """
 
     core: Instance
-    plan: InstancePlan
-    depends_on: dict[str, graph.Condition]
+    plan: InstancePlan  # the herd's, refreshed by a reload
     timer: asyncio.TimerHandle | None = None
     timer_due: tuple[float, Event] | None = None  # what `timer` will feed, and when
     # May outlive a process (EOF comes later). A list: a set costs 216 bytes empty.
@@ -105,6 +96,14 @@ class SpawnJournal(Protocol):
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
 
+class Checks(Protocol):
+    """Runs readiness probes and health checks (see probes.Prober)."""
+
+    def start(self, managed: Managed, role: hd.Role, pid: int) -> None: ...
+
+    def stop(self, name: str, role: hd.Role | None) -> None: ...
+
+
 class Supervisor:
     def __init__(
         self,
@@ -124,47 +123,53 @@ class Supervisor:
         )
         self._reaper.on_orphan = self.escapes.orphan_reaped
         self._random = random.Random()
-        self._waiting: dict[str, Managed] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._waiters_check_scheduled = False
-        self._changes: deque[tuple[Managed, State, Event]] = deque()
-        self._depth = 0
-        self._delivering = False
+        self._queue: deque[hd.Event] = deque()
+        self._running = False
+        self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
+        self._gone: dict[str, Managed] = {}  # removed by the reload being applied
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # watchdogs, by instance
         self._spawner = Spawner()
         self._base_env = dict(os.environ if environ is None else environ)
         without_manager_variables(self._base_env)
         self.journal: SpawnJournal | None = None
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
-        self.replace_plan(plan)
+        self.checks: Checks | None = None
+        self.say: Callable[[str, str], None] | None = None  # (level, text) for the daemon's log
+        self._sync()
 
-    def replace_plan(self, plan: Plan) -> list[Managed]:
-        """Take `plan` as the new truth (a reload). Instances that stay keep their
-        process and lifecycle with the new settings in place; those that go must have
-        been stopped and are returned, with their pumps closed; new ones are stopped."""
+    @property
+    def plan(self) -> Plan:
+        return self.herd.plan
+
+    def _sync(self) -> None:
+        """Managed instances for the herd's (after a new plan: new ones in, removed
+        ones kept in `_gone` until the herd says to forget them)."""
         old = self.instances
-        self.plan = plan
         self.instances, self.by_service = {}, {}
-        for name, svc in plan.services.items():
-            members = []
-            for inst in svc.instances:
-                managed = old.get(inst.name)
+        herd = self.herd
+        for name, members in herd.by_service.items():
+            managed_members = []
+            for core in members:
+                managed = old.pop(core.name, None)
                 if managed is None:
-                    managed = Managed(Instance(inst.name, svc.policy), inst, svc.depends_on)
+                    managed = Managed(core, herd.plans[core.name])
                 else:
-                    managed.plan, managed.depends_on = inst, svc.depends_on
-                    managed.core.policy = svc.policy
-                members.append(managed)
-                self.instances[inst.name] = managed
-            self.by_service[name] = members
-        self._deps = plan.dependency_map()
-        gone = [m for name, m in old.items() if name not in self.instances]
-        for managed in gone:
-            self._cancel_timer(managed)
-            self._waiting.pop(managed.name, None)
-            for pump in list(managed.pumps):
-                pump.close()
+                    managed.plan = herd.plans[core.name]
+                managed_members.append(managed)
+                self.instances[core.name] = managed
+            self.by_service[name] = managed_members
+        self._gone.update(old)
+
+    def replace_plan(self, plan: Plan, start: tuple[str, ...] = ()) -> list[Managed]:
+        """Take `plan` as the new truth (a reload), then start `start`. Instances that
+        stay keep their process and lifecycle with the new settings in place; those
+        that go must have been stopped and are returned, their pumps closed."""
+        self.submit(hd.NewPlan(plan, start))
+        gone, self._gone = list(self._gone.values()), {}
         return gone
 
     # --- lifecycle of the supervisor itself ------------------------------------
@@ -175,6 +180,8 @@ class Supervisor:
         self._reaper.start(self.signals)
 
     def close(self) -> None:
+        for name in list(self._timers):
+            self._cancel(name)
         for managed in self.instances.values():
             self._cancel_timer(managed)
             for pump in list(managed.pumps):
@@ -189,27 +196,19 @@ class Supervisor:
         self, services: Iterable[str] | None = None, *, manual: bool = False
     ) -> None:
         """Start the named services (default: every autostart one) and their dependencies."""
-        if services is None:
-            services = [n for n, svc in self.plan.services.items() if svc.autostart]
-        wanted = set(graph.closure(self._deps, services))
-        for wave in graph.start_waves(self._deps):
-            for name in wave:
-                if name in wanted:
-                    for managed in self.by_service[name]:
-                        self.start(managed, manual=manual)
+        names = None if services is None else tuple(services)
+        self.submit(hd.StartServices(names, manual))
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
-        waiting_for = tuple(graph.unmet(managed.depends_on, _Views(self.by_service)))
-        self.feed(managed, Start(waiting_for, manual=manual))
+        """Start one instance once its dependencies are met (they are not started)."""
+        self.submit(hd.StartRequest((managed.name,), manual, dependencies=False))
 
     def stop(self, managed: Managed) -> None:
-        self.feed(managed, Stop())
+        self.submit(hd.StopRequest((managed.name,)))
 
     def kill(self, managed: Managed) -> None:
         """Stop at once: SIGKILL to the whole process group."""
-        self.feed(managed, Stop())
-        if managed.state is State.STOPPING and managed.core.pid is not None:
-            self.feed(managed, StopTimeout(managed.core.pid))
+        self.submit(hd.StopRequest((managed.name,), kill=True))
 
     async def stop_all(self, timeout: float) -> bool:
         """Stop everything, dependents first; SIGKILL what is left after `timeout`.
@@ -217,10 +216,9 @@ class Supervisor:
         Returns False when something had to be killed.
         """
         deadline = self._loop.time() + timeout
-        for wave in graph.stop_waves(self._deps):
-            members = [m for name in wave for m in self.by_service[name]]
-            for managed in members:
-                self.stop(managed)
+        for wave in self.herd.stop_waves():
+            members = [self.instances[name] for name in wave]
+            self.submit(hd.StopRequest(tuple(wave)))
             if not await self.wait_stopped(members, deadline - self._loop.time()):
                 self.kill_all()
                 await self.wait_until(lambda: not self.any_live(), 10.0)
@@ -288,8 +286,7 @@ class Supervisor:
                 os.killpg(pid, sig)
 
     def kill_all(self) -> None:
-        for managed in self.instances.values():
-            self.kill(managed)
+        self.submit(hd.StopRequest(tuple(self.instances), kill=True))
 
     def any_live(self) -> bool:
         return any(m.core.live for m in self.instances.values())
@@ -310,43 +307,70 @@ class Supervisor:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
-    # --- the event/action loop ---------------------------------------------------
+    # --- the event queue and the executors -------------------------------------------
 
-    def feed(self, managed: Managed, event: Event) -> None:
-        core = managed.core
-        before = (core.state, core.pid, core.ready)
-        actions = on_event(core, event, self._loop.time(), self._random.random())
-        if (core.state, core.pid, core.ready) != before:
-            self._changes.append((managed, before[0], event))
-        # Actions may feed further events (a spawn feeds Spawned); changes are
-        # delivered in the order they happened, once the outermost feed is done.
-        self._depth += 1
+    def submit(self, event: hd.Event) -> None:
+        """Put `event` on the queue; run the queue unless it is running already (an
+        event submitted while actions execute waits its turn: no recursion)."""
+        self._queue.append(event)
+        if self._running:
+            return
+        self._running = True
+        queue, herd, loop, rand = self._queue, self.herd, self._loop, self._random.random
         try:
-            for action in actions:
-                self._execute(managed, action)
+            while queue:
+                event = queue.popleft()
+                actions = herd.on_event(event, loop.time(), rand())
+                if isinstance(event, hd.NewPlan):
+                    self._sync()  # new instances exist before their spawns
+                for action in actions:
+                    self._execute(action)
         finally:
-            self._depth -= 1
-        if self._depth == 0 and not self._delivering:
-            self._deliver()
+            self._running = False
 
-    def _deliver(self) -> None:
-        self._delivering = True
-        try:
-            while self._changes:
-                self._changed(*self._changes.popleft())
-        finally:
-            self._delivering = False
-
-    def _execute(self, managed: Managed, action: Action) -> None:
+    def _execute(self, action: hd.Action) -> None:
         match action:
-            case Spawn():
-                self._spawn(managed)
-            case SignalGroup(signal=sig):
-                self.signal_group(managed, sig)
-            case SetTimer(at=at, event=event):
-                self._set_timer(managed, at, event)
-            case CancelTimer():
-                self._cancel_timer(managed)
+            case hd.Changed(name=name, old=old, event=event):
+                self._changed(self.instances[name], old, event)
+            case hd.Spawn(name=name):
+                self._spawn(self.instances[name])
+            case hd.SignalGroup(name=name, signal=sig):
+                self.signal_group(self.instances[name], sig)
+            case hd.SetTimer(name=name, kind="lifecycle", at=at, event=hd.ToInstance(event=ev)):
+                self._set_timer(self.instances[name], at, ev)
+            case hd.SetTimer(name=name, at=at, event=event):
+                self._cancel(name)
+                self._timers[name] = self._loop.call_at(at, self._fired, name, event)
+            case hd.CancelTimer(name=name, kind="lifecycle"):
+                managed = self.instances.get(name) or self._gone.get(name)
+                if managed is not None:
+                    self._cancel_timer(managed)
+            case hd.CancelTimer(name=name):
+                self._cancel(name)
+            case hd.StartCheck(name=name, role=role, pid=pid):
+                if self.checks is not None:
+                    self.checks.start(self.instances[name], role, pid)
+            case hd.StopCheck(name=name, role=role):
+                if self.checks is not None:
+                    self.checks.stop(name, role)
+            case hd.Say(level=level, text=text):
+                if self.say is not None:
+                    self.say(level, text)
+            case hd.Forget(name=name):
+                gone = self._gone.get(name)
+                if gone is not None:
+                    self._cancel_timer(gone)
+                    for pump in list(gone.pumps):
+                        pump.close()
+
+    def _fired(self, name: str, event: hd.Event) -> None:
+        self._timers.pop(name, None)
+        self.submit(event)
+
+    def _cancel(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
 
     def _set_timer(self, managed: Managed, at: float, event: Event) -> None:
         self._cancel_timer(managed)
@@ -355,7 +379,7 @@ class Supervisor:
 
     def _timer_fired(self, managed: Managed, event: Event) -> None:
         managed.timer = managed.timer_due = None
-        self.feed(managed, event)
+        self.submit(hd.ToInstance(managed.name, event))
 
     def _cancel_timer(self, managed: Managed) -> None:
         if managed.timer is not None:
@@ -369,7 +393,8 @@ class Supervisor:
             env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
             pid, out, err = self._spawner.spawn(managed.plan, env)
         except SpawnError as error:
-            self.feed(managed, SpawnFailed(f"cannot start: {error}", retry=error.retry))
+            failed = SpawnFailed(f"cannot start: {error}", retry=error.retry)
+            self._queue.append(hd.ToInstance(managed.name, failed))
             return
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
@@ -393,7 +418,7 @@ class Supervisor:
                 )
             )
         self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
-        self.feed(managed, Spawned(pid))
+        self._queue.append(hd.ToInstance(name, Spawned(pid)))
 
     # --- handing over to a new image, and adopting ------------------------------
 
@@ -427,6 +452,8 @@ class Supervisor:
         stop reading; the pipes' fds become inheritable for the new image.
         """
         pumps: dict[str, list[tuple[str, int, bytes]]] = {}
+        for name in list(self._timers):  # watchdogs: armed again by the new image
+            self._cancel(name)
         for managed in self.instances.values():
             if managed.timer is not None:
                 managed.timer.cancel()
@@ -470,8 +497,6 @@ class Supervisor:
         due = record.get("timer")
         if isinstance(due, list) and (timer := timer_event(due)) is not None:
             self._set_timer(managed, *timer)
-        if core.waiting:
-            self._waiting[name] = managed
         pid = core.pid
         if pid is None:
             return True
@@ -492,13 +517,8 @@ class Supervisor:
         # Gone, and its pid may be someone else's by now: nothing of it is signalled.
         for pump in list(managed.pumps):
             pump.close()
-        self._loop.call_soon(self.feed, managed, Exited(pid, None, None))
+        self._loop.call_soon(self.submit, hd.ToInstance(name, Exited(pid, None, None)))
         return False
-
-    def resume_waiting(self) -> None:
-        """After restoring: start what waits for dependencies that are now met."""
-        if self._waiting:
-            self._recheck_waiting()
 
     def _err_sink(self, managed: Managed) -> LineSink:
         """The sink for an instance's stderr: it also keeps the last non-blank line,
@@ -532,17 +552,11 @@ class Supervisor:
             pump.drain()
         said = last_words(managed.last_err)
         managed.last_err = b""
-        self.feed(managed, Exited(pid, code, sig, said))
+        self.submit(hd.ToInstance(managed.name, Exited(pid, code, sig, said)))
 
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
-        if managed.core.waiting:
-            self._waiting[managed.name] = managed
-        else:
-            self._waiting.pop(managed.name, None)
         if self._on_change is not None:
             self._on_change(managed, old, event)
-        if self._waiting:
-            self._recheck_waiting()
         if self._waiters and not self._waiters_check_scheduled:
             # Once per loop turn, not per change: a batch of exits (one SIGCHLD
             # wake-up) would otherwise re-evaluate every predicate per instance.
@@ -554,31 +568,6 @@ class Supervisor:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
-
-    def _recheck_waiting(self) -> None:
-        views = _Views(self.by_service)
-        for managed in list(self._waiting.values()):
-            if not managed.core.waiting:
-                continue
-            unmet = graph.unmet(managed.depends_on, views)
-            if unmet:
-                self.feed(managed, Start(tuple(unmet)))  # refreshes the "waiting for" message
-            else:
-                self.feed(managed, DependenciesMet())
-                views = _Views(self.by_service)
-
-
-class _Views(dict[str, list[graph.DependencyView]]):
-    """Dependency views of services, computed on first use: most lookups need few."""
-
-    def __init__(self, by_service: dict[str, list[Managed]]) -> None:
-        super().__init__()
-        self._by_service = by_service
-
-    def __missing__(self, service: str) -> list[graph.DependencyView]:
-        views = [_view(m.core) for m in self._by_service[service]]
-        self[service] = views
-        return views
 
 
 def last_words(line: bytes) -> str:
@@ -596,13 +585,3 @@ def kill_group(pgid: int) -> None:
 
 def _none_live(members: list[Managed]) -> bool:
     return not any(m.core.live for m in members)
-
-
-def _view(core: Instance) -> graph.DependencyView:
-    exited_ok = core.state is State.EXITED and core.exit_code == 0
-    return graph.DependencyView(
-        live=core.live and core.state in (State.STARTING, State.RUNNING),
-        ready=core.ready,
-        completed=exited_ok,
-        gave_up=core.state is State.FAILED or (core.state is State.EXITED and not exited_ok),
-    )
