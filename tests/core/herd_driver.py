@@ -22,6 +22,7 @@ from herdsman.core.herd import (
     SignalGroup,
     Spawn,
     StartCheck,
+    StartRequest,
     StopCheck,
     ToInstance,
 )
@@ -121,6 +122,11 @@ class Driver:
                 self.said.append(text)
             case Forget(name=name):
                 self.forgotten.append(name)
+
+    def start(self, services: tuple[str, ...] | None = None) -> None:
+        """As `up` does: what the services need first, one instance at a time."""
+        for name in self.herd.start_order(services):
+            self.send(StartRequest((name,), manual=False, dependencies=False))
 
     def exit(self, name: str, code: int | None = 0, sig: int | None = None) -> None:
         pid = self.inst(name).pid

@@ -22,7 +22,6 @@ from herdsman.core.herd import (
     Notified,
     StartCheck,
     StartRequest,
-    StartServices,
     StopCheck,
     StopRequest,
     ToInstance,
@@ -44,7 +43,7 @@ NOTIFY = CheckPlan("notify", watchdog=5.0)
 
 def test_a_dependent_waits_until_its_condition_holds_then_spawns() -> None:
     d = Driver.of(service("db", ready=TCP), service("web", depends_on={"db": "ready"}))
-    d.send(StartServices())
+    d.start()
     assert d.spawns == ["db"]
     assert d.state("web") == "waiting"
     assert d.inst("web").message == "waiting for db (ready)"
@@ -63,7 +62,7 @@ def test_start_services_starts_the_closure_in_waves() -> None:
         service("db"),
         service("other", autostart=False),
     )
-    d.send(StartServices(("web",)))
+    d.start(("web",))
     assert d.spawns == ["db", "web"]
     assert d.state("other") == "stopped"
 
@@ -85,7 +84,7 @@ def test_a_blocked_instance_is_reported_with_why() -> None:
         service("db", policy=Policy(restart="never", start_seconds=0)),
         service("web", depends_on={"db": "started"}),
     )
-    d.send(StartServices(("db",)))
+    d.start(("db",))
     d.exit("db", 1)
     d.send(StartRequest(("web",), dependencies=False))
     assert d.state("web") == "waiting"
@@ -106,7 +105,7 @@ def test_stop_waves_are_the_start_waves_reversed() -> None:
 
 def test_a_kill_request_sends_sigkill_at_once() -> None:
     d = Driver.of(service("db"))
-    d.send(StartServices())
+    d.start()
     d.send(StopRequest(("db",), kill=True))
     assert d.signals == [("db", signal.SIGTERM), ("db", signal.SIGKILL)]
 
@@ -120,7 +119,7 @@ def restart_with_herd() -> Driver:
         service("web", depends_on={"db": "started"}, restart_with=("db",)),
         service("other", depends_on={"db": "started"}),
     )
-    d.send(StartServices())
+    d.start()
     assert d.spawns == ["db.0", "db.1", "web", "other"]
     return d
 
@@ -157,7 +156,7 @@ def test_restart_with_does_not_count_toward_the_start_limit() -> None:
             policy=Policy(burst=0, start_seconds=0),
         ),
     )
-    d.send(StartServices())
+    d.start()
     for _ in range(3):
         d.exit("db", 1)
         d.advance(60.0)
@@ -171,7 +170,7 @@ def test_restart_with_does_not_count_toward_the_start_limit() -> None:
 
 def test_two_samples_in_a_row_over_the_limit_restart() -> None:
     d = Driver.of(service("hog", memory_limit=40 * MiB))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("hog").pid or 0
     assert d.herd.memory_watched() == [("hog", pid, 40 * MiB)]
     d.send(MemorySample("hog", pid, 80 * MiB))
@@ -186,7 +185,7 @@ def test_two_samples_in_a_row_over_the_limit_restart() -> None:
 
 def test_the_memory_limit_counts_toward_the_start_limit() -> None:
     d = Driver.of(service("hog", memory_limit=MiB, policy=Policy(burst=0, start_seconds=0)))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("hog").pid or 0
     d.send(MemorySample("hog", pid, 2 * MiB))
     d.send(MemorySample("hog", pid, 2 * MiB))
@@ -196,7 +195,7 @@ def test_the_memory_limit_counts_toward_the_start_limit() -> None:
 
 def test_a_memory_limit_reloaded_applies_to_the_running_process() -> None:
     d = Driver.of(service("hog"))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("hog").pid or 0
     assert d.herd.memory_watched() == []
     d.send(NewPlan(plan(service("hog", memory_limit=MiB))))
@@ -210,7 +209,7 @@ def test_a_memory_limit_reloaded_applies_to_the_running_process() -> None:
 
 def test_a_sample_of_an_older_process_says_nothing() -> None:
     d = Driver.of(service("hog", memory_limit=MiB))
-    d.send(StartServices())
+    d.start()
     d.send(MemorySample("hog", 1, 2 * MiB))
     d.send(MemorySample("hog", 1, 2 * MiB))
     assert d.signals == []
@@ -222,7 +221,7 @@ def test_a_sample_of_an_older_process_says_nothing() -> None:
 def test_health_thresholds_decide_healthy_and_the_restart() -> None:
     d = Driver.of(service("api", health=HEALTH))
     assert d.herd.health == {"api": "unknown"}
-    d.send(StartServices())
+    d.start()
     pid = d.inst("api").pid or 0
     assert d.checks == {("api", "health"): pid}
     d.send(CheckResult("api", pid, "health", None))
@@ -244,7 +243,7 @@ def test_health_thresholds_decide_healthy_and_the_restart() -> None:
 
 def test_failed_health_checks_count_toward_the_start_limit() -> None:
     d = Driver.of(service("api", health=HEALTH, policy=Policy(burst=1, start_seconds=0)))
-    d.send(StartServices())
+    d.start()
     for _ in range(2):
         pid = d.inst("api").pid or 0
         d.send(CheckResult("api", pid, "health", "down"))
@@ -256,7 +255,7 @@ def test_failed_health_checks_count_toward_the_start_limit() -> None:
 
 def test_a_health_check_added_by_reload_starts_for_the_running_process() -> None:
     d = Driver.of(service("api"))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("api").pid
     assert d.herd.health == {"api": None}
     d.send(NewPlan(plan(service("api", health=HEALTH))))
@@ -272,7 +271,7 @@ def test_a_health_check_added_by_reload_starts_for_the_running_process() -> None
 
 def test_a_readiness_probe_changed_by_reload_restarts_while_not_ready() -> None:
     d = Driver.of(service("api", ready=TCP))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("api").pid
     other = CheckPlan("http", "http://127.0.0.1:1/")
     d.send(NewPlan(plan(service("api", ready=other))))
@@ -287,7 +286,7 @@ def test_a_readiness_probe_changed_by_reload_restarts_while_not_ready() -> None:
 
 def test_the_watchdog_restarts_what_stops_pinging() -> None:
     d = Driver.of(service("svc", ready=NOTIFY))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("svc").pid or 0
     d.send(Notified("svc", {"READY": "1"}))
     assert d.state("svc") == "running"
@@ -303,7 +302,7 @@ def test_the_watchdog_restarts_what_stops_pinging() -> None:
 
 def test_a_watchdog_for_an_older_process_is_ignored() -> None:
     d = Driver.of(service("svc", ready=NOTIFY))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("svc").pid or 0
     d.send(Notified("svc", {"READY": "1"}))
     d.exit("svc", 1)
@@ -319,7 +318,7 @@ def test_changed_files_restart_without_counting_and_start_what_ended() -> None:
     d = Driver.of(
         service("app", replicas=2, policy=Policy(burst=0, restart="never", start_seconds=0))
     )
-    d.send(StartServices())
+    d.start()
     d.exit("app.1", 1)
     d.send(FilesChanged("app", ("a.py", "b.py")))
     assert d.signals == [("app.0", signal.SIGTERM)]
@@ -341,7 +340,7 @@ def test_reload_steps_stop_dependents_first_and_start_in_waves() -> None:
         service("old"),
         service("idle", autostart=False),
     )
-    d.send(StartServices())
+    d.start()
     new = plan(
         service("db", argv=("sleep", "601")),
         service("web", depends_on={"db": "started"}, argv=("sleep", "602")),
@@ -357,7 +356,7 @@ def test_reload_steps_stop_dependents_first_and_start_in_waves() -> None:
 
 def test_new_plan_forgets_removed_instances_and_keeps_the_others_in_place() -> None:
     d = Driver.of(service("db"), service("old"))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("db").pid
     d.send(StopRequest(("old",)))
     d.exit("old", None, signal.SIGTERM)
@@ -410,10 +409,10 @@ def in_state(state: str) -> Driver:
     if state == "waiting":
         d.send(StartRequest(("app",), dependencies=False))
     elif state == "failed":
-        d.send(StartServices())
+        d.start()
         d.exit("app", 1)
     elif state != "stopped":
-        d.send(StartServices())
+        d.start()
         pid = d.inst("app").pid or 0
         if state in ("running", "stopping"):
             d.send(Notified("app", {"READY": "1"}))
@@ -488,7 +487,7 @@ def test_each_pair_does_what_the_table_says(event: str, state: str) -> None:
 
 def test_a_late_check_of_a_stopped_check_is_ignored() -> None:
     d = Driver.of(service("api", health=HEALTH))
-    d.send(StartServices())
+    d.start()
     pid = d.inst("api").pid or 0
     d.send(StopRequest(("api",)))
     assert d.checks == {}  # checks stop once it is being stopped

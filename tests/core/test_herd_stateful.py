@@ -23,7 +23,6 @@ from herdsman.core.herd import (
     MemorySample,
     Spawn,
     StartRequest,
-    StartServices,
     StopRequest,
     ToInstance,
 )
@@ -129,7 +128,8 @@ class HerdMachine(RuleBasedStateMachine):
 
     @rule()
     def start_all(self) -> None:
-        self.send(StartServices())
+        for name in self.d.herd.start_order():
+            self.send(StartRequest((name,), manual=False, dependencies=False))
 
     @rule(name=st.sampled_from(NAMES), dependencies=st.booleans())
     def start(self, name: str, dependencies: bool) -> None:

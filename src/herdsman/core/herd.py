@@ -75,14 +75,6 @@ class ToInstance:
 
 
 @dataclass(frozen=True, slots=True)
-class StartServices:
-    """Start services (None: every autostart one) and everything they depend on."""
-
-    services: tuple[str, ...] | None = None
-    manual: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class StartRequest:
     """Start instances; with `dependencies`, also what they depend on that is down
     (stopped, exited or failed), as `up SERVICE` does."""
@@ -163,7 +155,6 @@ class TookOver:
 
 Event = (
     ToInstance
-    | StartServices
     | StartRequest
     | StopRequest
     | CheckResult
@@ -495,6 +486,20 @@ class Herd:
                 waves.append(members)
         return waves
 
+    def start_order(self, services: Iterable[str] | None = None) -> list[str]:
+        """The instances of `services` (default: every autostart one) and of all they
+        depend on, in start waves: to start one by one (`up`)."""
+        if services is None:
+            services = [n for n, svc in self.plan.services.items() if svc.autostart]
+        wanted = set(graph.closure(self._deps, services))
+        return [
+            inst.name
+            for wave in graph.start_waves(self._deps)
+            for svc in wave
+            if svc in wanted
+            for inst in self.by_service[svc]
+        ]
+
     def memory_watched(self) -> list[tuple[str, int, int]]:
         """(instance, pid, limit) of every live instance that has a memory_limit now."""
         watched = []
@@ -524,8 +529,6 @@ class Herd:
         match ev:
             case ToInstance(name=name, event=event):
                 self._feed(name, event, now, rand, out)
-            case StartServices(services=services, manual=manual):
-                self._start_services(services, manual, now, rand, out)
             case StartRequest():
                 self._start_request(ev, now, rand, out)
             case StopRequest(names=names, kill=kill):
@@ -679,23 +682,6 @@ class Herd:
             self._recheck_waiting(now, rand, out)
 
     # --- requests -----------------------------------------------------------------
-
-    def _start_services(
-        self,
-        services: tuple[str, ...] | None,
-        manual: bool,
-        now: float,
-        rand: float,
-        out: list[Action],
-    ) -> None:
-        if services is None:
-            services = tuple(n for n, svc in self.plan.services.items() if svc.autostart)
-        wanted = set(graph.closure(self._deps, services))
-        for wave in graph.start_waves(self._deps):
-            for svc in wave:
-                if svc in wanted:
-                    for inst in self.by_service[svc]:
-                        self._start(inst.name, manual, now, rand, out)
 
     def _start_request(self, ev: StartRequest, now: float, rand: float, out: list[Action]) -> None:
         names = [n for n in ev.names if n in self.instances]

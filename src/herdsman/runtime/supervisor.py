@@ -126,6 +126,7 @@ class Supervisor:
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._waiters_check_scheduled = False
         self._queue: deque[hd.Event] = deque()
+        self._changes: deque[tuple[Managed, State, Event]] = deque()  # to publish
         self._running = False
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
@@ -196,8 +197,10 @@ class Supervisor:
         self, services: Iterable[str] | None = None, *, manual: bool = False
     ) -> None:
         """Start the named services (default: every autostart one) and their dependencies."""
-        names = None if services is None else tuple(services)
-        self.submit(hd.StartServices(names, manual))
+        # One by one: each spawn's changes (its log line, its journal entry) are out
+        # before the next, as a herd of thousands comes up.
+        for name in self.herd.start_order(services):
+            self.submit(hd.StartRequest((name,), manual, dependencies=False))
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -316,22 +319,29 @@ class Supervisor:
         if self._running:
             return
         self._running = True
-        queue, herd, loop, rand = self._queue, self.herd, self._loop, self._random.random
+        queue, changes = self._queue, self._changes
+        herd, loop, rand = self.herd, self._loop, self._random.random
         try:
-            while queue:
-                event = queue.popleft()
-                actions = herd.on_event(event, loop.time(), rand())
-                if isinstance(event, hd.NewPlan):
-                    self._sync()  # new instances exist before their spawns
-                for action in actions:
-                    self._execute(action)
+            while True:
+                while queue:
+                    event = queue.popleft()
+                    actions = herd.on_event(event, loop.time(), rand())
+                    if isinstance(event, hd.NewPlan):
+                        self._sync()  # new instances exist before their spawns
+                    for action in actions:
+                        self._execute(action)
+                if not changes:
+                    break
+                # Changes go out in order once the queue is empty: a spawn's change
+                # shows its process, as subscribers read the instance when told.
+                self._changed(*changes.popleft())
         finally:
             self._running = False
 
     def _execute(self, action: hd.Action) -> None:
         match action:
             case hd.Changed(name=name, old=old, event=event):
-                self._changed(self.instances[name], old, event)
+                self._changes.append((self.instances[name], old, event))
             case hd.Spawn(name=name):
                 self._spawn(self.instances[name])
             case hd.SignalGroup(name=name, signal=sig):
