@@ -317,7 +317,8 @@ class Answer:
     @property
     def error(self) -> str:
         body = self.json
-        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        assert set(body) == {"error"}, body
+        assert isinstance(body["error"], str), body
         return str(body["error"])
 
 

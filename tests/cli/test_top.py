@@ -109,7 +109,8 @@ async def keys_scenario(tmp: Path) -> None:
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, DetailScreen))
         detail = str(app.screen.query_one("#detail", Static).render())
-        assert "web.0" in detail and "restarts" in detail
+        assert "web.0" in detail
+        assert "restarts" in detail
         await pilot.press("escape", "question_mark")
         await until(pilot, lambda: isinstance(app.screen, KeysScreen))
         await pilot.press("escape")

@@ -71,7 +71,8 @@ def test_status_documents_and_pattern_matching(tmp: Path) -> None:
                 "exit_code", "exit_signal", "uptime", "cpu_percent", "rss_bytes", "message",
             }  # fmt: skip
             assert (web0["service"], web0["replica"], web0["ready"]) == ("web", 0, True)
-            assert web0["rss_bytes"] > 0 and web0["uptime"] >= 0
+            assert web0["rss_bytes"] > 0
+            assert web0["uptime"] >= 0
             assert [m.name for m in daemon.match("web")] == ["web.0", "web.1"]
             assert [m.name for m in daemon.match("web.1")] == ["web.1"]
             assert [m.name for m in daemon.match("*b*")] == ["web.0", "web.1", "db"]
@@ -247,7 +248,8 @@ def test_events_stream_state_changes(tmp: Path) -> None:
             await daemon.restart("db", wait=True)
             await asyncio.wait_for(task, 5)
             states = [e["state"] for e in collected if e["instance"] == "db"]
-            assert states[0] == "stopping" and states[-1] == "running"
+            assert states[0] == "stopping"
+            assert states[-1] == "running"
             assert "stopped" in states
 
     asyncio.run(body())
