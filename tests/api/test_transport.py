@@ -336,7 +336,7 @@ def test_close_ends_streams_cleanly_and_closes_connections(
     assert read_all(idle) == b""
     assert not api.unix_path.exists()
     assert not fake.log_followers
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):  # the socket file is gone
         api.raw()
     assert no_errors_logged(api)
 

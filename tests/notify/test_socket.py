@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -237,7 +238,7 @@ def test_a_file_that_is_not_a_socket_is_left_alone(tmp: Path) -> None:
 
     async def body() -> None:
         receiver = NotifySocket(path, Inbox(), LOG)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=os.strerror(errno.EADDRINUSE)):
             receiver.open(asyncio.get_running_loop())
 
     asyncio.run(body())

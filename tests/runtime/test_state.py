@@ -4,6 +4,7 @@ records, process start times, zombie statuses, state.json, and a pump's pipe."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -205,7 +206,7 @@ def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) 
         stored = pipes_by_inode([read_end, other])
         assert stored == {inode: read_end}
         assert not os.get_blocking(read_end)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=os.strerror(errno.EBADF)):
             os.fstat(other)  # not a pipe: closed
         # pid 0 has no /proc entry: only the stored pipe can answer.
         got = list(reopen_pipes(0, [["out", inode], ["err", inode + 1]], stored))
