@@ -205,7 +205,7 @@ def test_parse_signal_forms() -> None:
     assert parse_signal("15") == signal.SIGTERM
     assert parse_signal(40) == 40  # a real-time signal: a number without a name
     for bad in ("BOGUS", "999", 0, signal.NSIG):
-        with pytest.raises(ValueError, match="is not a signal (name|number)"):
+        with pytest.raises(ValueError, match=r"is not a signal (name|number)"):
             parse_signal(bad)
 
 

@@ -171,25 +171,28 @@ def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
     async def scenario() -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
         got: list[tuple[str, bytes]] = []
+        read = asyncio.Event()
+        closed = asyncio.Event()
 
         def sink(instance: str, stream: str, lines: bytes, ts: float) -> None:
             got.append((stream, lines))
+            read.set()
 
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.set_blocking(write_end, True)
         first = LogPump(loop, read_end, "web", "out", sink)
         os.write(write_end, b"one\ntw")
-        while not got:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            await read.wait()
         fd, partial = first.hand_over()
         assert (fd, partial) == (read_end, b"tw")
         assert os.get_inheritable(fd)
         assert first.closed
         os.write(write_end, b"o\nthree")  # written while nobody reads
-        second = LogPump(loop, fd, "web", "out", sink, partial=partial)
+        LogPump(loop, fd, "web", "out", sink, lambda _: closed.set(), partial=partial)
         os.close(write_end)
-        while not second.closed:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            await closed.wait()
         return got
 
     got = asyncio.run(scenario())
