@@ -73,13 +73,14 @@ def test_one_wakeup_drains_every_pending_datagram(tmp: Path) -> None:
     asyncio.run(body())
 
 
-async def wait_closed(read_end: int, timeout: float = 5.0) -> None:
+async def wait_closed(read_end: int) -> None:
     """Until the pipe's last write end is closed (end of file on `read_end`)."""
     closed = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_reader(read_end, closed.set)
     try:
-        await asyncio.wait_for(closed.wait(), timeout)
+        async with asyncio.timeout(5):
+            await closed.wait()
     finally:
         loop.remove_reader(read_end)
     assert os.read(read_end, 1) == b""
