@@ -50,14 +50,11 @@ from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.positions import Pending, Positions, settle
 from herdsman.runtime.probes import Prober
+from herdsman.runtime.procfs import zombie_status
 from herdsman.runtime.pump import CUT, peek, split_lines, take
 from herdsman.runtime.reaper import decode_status
-from herdsman.runtime.state import (
-    FORMAT,
-    StateWriter,
-    just_spawned,
-    zombie_status,
-)
+from herdsman.runtime.records import just_spawned
+from herdsman.runtime.statefile import FORMAT, StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import LogThrottle, Throttle
