@@ -25,6 +25,7 @@ from herdsman.cli.console import Console
 from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
+from herdsman.runtime import recovery
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
@@ -303,7 +304,7 @@ async def _run(
     if resumed is not None:
         daemon.supervisor.resume_waiting()
     else:
-        daemon.recover()
+        recovery.recover(daemon)
         daemon.start_services(services or None)
     announce = None
     if daemon.manager.present:

@@ -10,7 +10,6 @@ the graceful shutdown. The CLI composes it with the API server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import functools
 import heapq
@@ -22,7 +21,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herdsman import __version__
@@ -34,12 +32,9 @@ from herdsman.core.lifecycle import (
     Spawned,
     State,
     Stop,
-    describe_exit,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import parse_signal, signal_name
-from herdsman.runtime import leftovers
-from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.hooks import Hooks
@@ -48,14 +43,11 @@ from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
-from herdsman.runtime.positions import Pending, Positions, settle
+from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.procfs import zombie_status
-from herdsman.runtime.pump import CUT, peek, split_lines, take
-from herdsman.runtime.reaper import decode_status
-from herdsman.runtime.records import just_spawned
+from herdsman.runtime.pump import CUT, split_lines
 from herdsman.runtime.statefile import FORMAT, StateWriter
-from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
+from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import LogThrottle, Throttle
 
@@ -80,7 +72,6 @@ HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
-STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
@@ -543,30 +534,6 @@ class Daemon:
 
     def end_batch(self, instance: str) -> None:
         self._log_files[instance].end_batch()
-
-    def _settle_batches(self, name: str, pumps: list[tuple[str, int, bytes]]) -> None:
-        """Before reading an adopted pipe: the batch a killed daemon was writing from
-        it, if any, is neither lost nor written twice (see positions.py)."""
-        for stream, fd, _partial in pumps:
-            pending = self._unfinished_batches.pop((name, stream), None)
-            if pending is None:
-                continue
-            log = self.plan.log_dir / f"{name}.log"
-            cut, taken = settle(pending, log, peek(fd))
-            if cut < 0:
-                continue
-            try:
-                os.truncate(log, cut)
-            except OSError as err:
-                self._note(logging.WARNING, f"{name}: cannot settle {log}: {err.strerror}")
-                continue
-            take(fd, taken)
-            self._log.info(
-                "%s: the previous daemon died writing %d bytes of its %s; kept once",
-                name,
-                taken,
-                stream,
-            )
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
@@ -1111,90 +1078,7 @@ class Daemon:
         except PlanError as err:
             raise ControlError(400, "\n".join(err.errors)) from None
 
-    # --- self-loading: state.json, re-exec, adoption after a crash ---------------
-
-    def recover(self) -> list[str]:
-        """After a crash: adopt the services a dead daemon left running (state.json).
-
-        An instance whose recorded process still runs (same pid and start time, so
-        not a reused pid) keeps it: watched by pidfd, its output pipes opened again
-        from /proc. A process of an instance the config no longer has is stopped.
-        Returns the names of the adopted instances.
-        """
-        stored = pipes_by_inode(self.manager.passed_fds)
-        try:
-            return self._adopt(stored)
-        finally:
-            for fd in stored.values():  # pipes of instances that are gone
-                os.close(fd)
-            # Before anything is spawned: a journal of spawns needs a state.json
-            # of this daemon to belong to.
-            self._state.write()
-
-    def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document, problems = self._state.file.recover()
-        for problem in problems:
-            self._note(logging.WARNING, problem)
-        # The same config however it was named (a symlink, a relative path): the
-        # lock on its state_dir already tells that no other daemon runs it.
-        if document is not None and not _same_file(document.get("config"), self.plan.config_path):
-            document = None
-        # Also with a good state.json: a process it does not name (it was lost, or
-        # spawned as the daemon died) is found by its environment.
-        found = leftovers.find(document, self.plan.state_dir, self._may_run_as)
-        adopted: list[str] = []
-        for name, (pid, record) in found.mains.items():
-            status = zombie_status(pid)
-            if status is not None:
-                how = describe_exit(*decode_status(status))
-                self._note(logging.INFO, f"{name}: pid {pid} ended while no daemon ran ({how})")
-                continue
-            managed = self.supervisor.instances.get(name)
-            if managed is None:
-                self._stop_stray(name, pid)
-                continue
-            pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
-            self._settle_batches(name, pumps)
-            record["foreign"] = True
-            if record.get("journalled"):  # spawned after the last state.json: as new
-                just_spawned(record, managed.core.policy, pid)
-            elif record.pop("found_by_environment", False):
-                ready = managed.plan.ready
-                record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
-            if self.supervisor.restore(managed, record, pumps):
-                adopted.append(name)
-                self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
-                self.prober.resume(managed)
-        for name, pid, why in found.extras:
-            self._stop_stray(name, pid, why)
-        for name, pid in found.strays:
-            # Its main process is gone, or is being stopped as a second one.
-            self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon; killing it")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if adopted:
-            self._note(
-                logging.INFO,
-                f"adopted {len(adopted)} running instance(s) of a previous daemon: "
-                + ", ".join(adopted),
-            )
-        self.supervisor.resume_waiting()
-        return adopted
-
-    def _may_run_as(self, instance: str, uid: int) -> bool:
-        """Whether a process running as `uid` may be `instance`'s: herdsman's own
-        user, or the one the instance is configured to run as."""
-        if uid == os.geteuid():
-            return True
-        managed = self.supervisor.instances.get(instance)
-        user = managed.plan.user if managed is not None else None
-        return user is not None and _uid_of(user) == uid
-
-    def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
-        self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        self._loop.call_later(STRAY_KILL_AFTER, kill_group, pid)
+    # --- self-loading: re-exec ---------------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
         """Check the code on disk and the config, then have the loop end for a re-exec.
@@ -1340,15 +1224,6 @@ def _restart_only(plan: Plan) -> dict[str, Any]:
     return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
 
 
-def _uid_of(user: str) -> int | None:
-    import pwd
-
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None
-
-
 def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
     user or group that does not exist (such an instance cannot start)."""
@@ -1364,12 +1239,3 @@ def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     if gid is None:
         gid = entry.pw_gid if entry is not None else os.getegid()
     return uid, gid
-
-
-def _same_file(recorded: object, path: Path) -> bool:
-    if not isinstance(recorded, str):
-        return False
-    try:
-        return os.path.samefile(recorded, path)
-    except OSError:
-        return recorded == str(path)
