@@ -15,9 +15,7 @@ import functools
 import heapq
 import logging
 import os
-import pickle
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -33,20 +31,20 @@ from herdsman.core.lifecycle import (
     State,
     Stop,
 )
-from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal, signal_name
+from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
-from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.pump import CUT, split_lines
-from herdsman.runtime.statefile import FORMAT, StateWriter
+from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import LogThrottle, Throttle
@@ -64,7 +62,6 @@ SAMPLE_BUDGET = 0.02
 SAMPLE_AT_ONCE = 50
 SAMPLE_SLICE = 0.005
 MEMORY_CHECK_INTERVAL = 5.0
-RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
 # none may end the daemon half-way through handing over.
@@ -241,7 +238,7 @@ class Daemon:
         # What cannot change under a running daemon (its lock, sockets): as it
         # started, carried across re-execs; a re-exec to a config that moved them
         # is refused.
-        self.bound = _restart_only(plan)
+        self.bound = reexec.restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals: list[float] = []
         # `up --watch`: services that declare `watch` restart when their files change.
@@ -431,7 +428,7 @@ class Daemon:
         edited on disk but not reloaded must not change what runs behind its back.
         """
         try:
-            await self._compile(for_reexec=True)
+            await reexec.compile_plan(self, for_reexec=True)
         except ControlError as err:
             self._note(
                 logging.ERROR,
@@ -997,7 +994,7 @@ class Daemon:
             self.manager.ready(self.summary())
 
     async def _reload(self) -> dict[str, Any]:
-        new, _ = await self._compile()
+        new, _ = await reexec.compile_plan(self)
         return await self._apply(new)
 
     async def _apply(self, new: Plan) -> dict[str, Any]:
@@ -1056,129 +1053,13 @@ class Daemon:
             )
         return {**summary, "not_applied": needs_restart}
 
-    async def _compile(self, *, for_reexec: bool = False) -> tuple[Plan, bytes]:
-        """The new plan, validated by a helper process (pydantic stays out of the daemon),
-        and its pickle. `for_reexec`: the helper is the code now on disk, which must
-        also import everything a new image of the daemon needs."""
-        out = self.plan.state_dir / "reload.plan"
-        argv = helper_argv(self.plan.config_path, out)
-        if for_reexec:
-            argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
-        runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
-        code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
-        try:
-            data = out.read_bytes()
-        except OSError:
-            what = "the new code" if for_reexec else "the config validator"
-            raise ControlError(500, f"{what} failed: {why or f'exit code {code}'}") from None
-        finally:
-            out.unlink(missing_ok=True)
-        try:
-            return unpickle_plan(data, f"exit code {code}"), data
-        except PlanError as err:
-            raise ControlError(400, "\n".join(err.errors)) from None
-
-    # --- self-loading: re-exec ---------------------------------------------------
+    # --- re-exec (see reexec.py) ----------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
-        """Check the code on disk and the config, then have the loop end for a re-exec.
-
-        The new image must import and validate the config; otherwise ControlError
-        and nothing changes. A config that changed on disk is applied first (as a
-        reload), so the new image starts from a plan its own code compiled.
-        """
-        self._refuse_while_stopping()
-        if self._reloading or self.reexec_reason is not None or self._healing:
-            raise ControlError(409, "a reload or re-exec is already in progress")
-        if self._restarts_in_flight:
-            raise ControlError(409, "a restart is in progress: re-exec once it is done")
-        self._reloading = True
-        try:
-            new, data = await self._compile(for_reexec=True)
-            moved = [k for k, v in _restart_only(new).items() if v != self.bound[k]]
-            if moved:
-                raise ControlError(
-                    400,
-                    f"the config changes {', '.join(moved)}, which a running daemon keeps: "
-                    "restart herdsman (down, then up) to apply them, or change them back",
-                )
-            if new != self.plan:
-                self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
-                await self._apply(new)
-        finally:
-            self._reloading = False
-        self._reexec_plan = data
-        self._note(logging.INFO, f"re-executing herdsman ({sys.executable}), services keep running")
-        return {"pid": os.getpid(), "reexecs": self.reexecs + 1}
+        return await reexec.request(self)
 
     async def begin_reexec(self) -> None:
-        """After `reexec()` was answered: end the loop (the caller execs)."""
-        if self._reexec_plan is not None and not self.shutting_down:
-            self._decide_reexec("reexec")
-
-    def hand_over(self) -> dict[str, Any]:
-        """Everything the new image needs, as plain data; the pipes stay open for it."""
-        self.prober.close()
-        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-        for name in watched:
-            self._disarm_watchdog(name)
-        notify_fd = self._notify.hand_over() if self._notify is not None else None
-        self._notify = None
-        sup = self.supervisor
-        records = {name: sup.record(m) for name, m in sup.instances.items()}
-        plan = self._reexec_plan or pickle.dumps(("ok", self.plan))  # a heal: the running plan
-        return {
-            "format": FORMAT,
-            "plan": plan,
-            "records": records,
-            "pumps": sup.hand_over(),
-            "tails": {name: tail.entries() for name, tail in self._lines.items()},
-            "health": dict(self.prober.health),
-            "notify_fd": notify_fd,
-            "started_at": self.started_at,
-            "reexecs": self.reexecs + 1,
-            "heals": self._heals,
-            "notify_status": dict(self._notify_status),
-            "spawned_before": sorted(self._spawned_before),
-            "restarted_deps": sorted(self._restarted_deps),
-            "watchdogs": watched,
-            "bound": self.bound,
-        }
-
-    def resume(self, handover: dict[str, Any]) -> None:
-        """In the new image: take every instance over from the old one, as it was."""
-        self.started_at = float(handover.get("started_at", self.started_at))
-        self.reexecs = int(handover.get("reexecs", 1))
-        self._heals = list(handover.get("heals", []))
-        self._notify_status.update(handover.get("notify_status", {}))
-        self._spawned_before.update(handover.get("spawned_before", []))
-        self._restarted_deps.update(handover.get("restarted_deps", []))
-        self.bound = handover.get("bound", self.bound)
-        for name, entries in handover.get("tails", {}).items():
-            tail = self._lines.get(name)
-            if tail is not None:
-                for ts, _instance, stream, line in entries:
-                    tail.add(ts, stream, line, 1)
-        health = handover.get("health", {})
-        watchdogs = set(handover.get("watchdogs", []))
-        pumps = handover.get("pumps", {})
-        sup = self.supervisor
-        for name, record in handover.get("records", {}).items():
-            managed = sup.instances.get(name)
-            if managed is None:  # cannot happen: the plan is the one they ran under
-                for _stream, fd, _partial in pumps.get(name, []):
-                    os.close(fd)
-                continue
-            sup.restore(managed, record, pumps.get(name, []))
-            if health.get(name) is not None and self.prober.health.get(name) is not None:
-                self.prober.health[name] = health[name]
-            self.prober.resume(managed)
-            if name in watchdogs:
-                self._arm_watchdog(managed)  # a full period from now
-        self._note(
-            logging.INFO,
-            f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
-        )
+        await reexec.begin(self)
 
     # --- metrics and memory limits --------------------------------------------
 
@@ -1214,14 +1095,6 @@ class Daemon:
                     )
                     self._log.warning("%s: %s; restarting", managed.name, reason)
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
-
-
-RESTART_ONLY = ("state_dir", "socket", "tcp")
-
-
-def _restart_only(plan: Plan) -> dict[str, Any]:
-    """The settings a running daemon keeps (its lock and sockets), as plain values."""
-    return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
 
 
 def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
