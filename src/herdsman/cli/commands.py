@@ -151,18 +151,8 @@ def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Comman
         except ClientError as err:
             say(err.message)
             return err.exit_code
-        except BrokenPipeError:
-            # The reader went away (`herdsman logs | head`): nothing left to say.
-            _silence_stdout()
-            return EXIT_OK
 
     return run
-
-
-def _silence_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 # --- patterns -------------------------------------------------------------------
@@ -306,10 +296,13 @@ def _act(
             code = EXIT_FAILED
             continue
         by_name = {i["name"]: i for i in answer.get("instances") or []}
+        not_there = answer.get("failed") or []
+        # A failed one is said once, on stderr with its reason (below), not also here.
         for instance in by_name.values():
-            print(describe(instance), flush=True)
+            if instance["name"] not in not_there:
+                print(describe(instance), flush=True)
         timed_out = bool(answer.get("timed_out"))
-        for name in answer.get("failed") or []:
+        for name in not_there:
             instance = by_name.get(name, {"name": name, "state": "unknown"})
             failed.append(failure(instance, action, timed_out, body.get("timeout") or 0.0))
     for line in failed:
@@ -877,7 +870,7 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
     NOT_STOPPED). AlreadyRunning when a daemon holds the lock."""
     from herdsman.runtime import leftovers
     from herdsman.runtime.lock import DaemonLock
-    from herdsman.runtime.state import StateFile
+    from herdsman.runtime.statefile import StateFile
 
     state_dir = settings_path(config, "state_dir")
     problems: list[str] = []

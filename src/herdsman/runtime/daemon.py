@@ -16,13 +16,10 @@ import functools
 import heapq
 import logging
 import os
-import pickle
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herdsman import __version__
@@ -38,31 +35,22 @@ from herdsman.core.lifecycle import (
     Event,
     Spawned,
     State,
-    describe_exit,
 )
-from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal, signal_name
-from herdsman.runtime import leftovers
-from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
+from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.followers import Closing, Follower
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
-from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
-from herdsman.runtime.positions import Pending, Positions, settle
+from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.pump import CUT, peek, split_lines, take
-from herdsman.runtime.reaper import decode_status
-from herdsman.runtime.state import (
-    FORMAT,
-    StateWriter,
-    just_spawned,
-    zombie_status,
-)
-from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
+from herdsman.runtime.pump import CUT, split_lines
+from herdsman.runtime.statefile import StateWriter
+from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import LogThrottle, Throttle
 
@@ -79,13 +67,11 @@ SAMPLE_BUDGET = 0.02
 SAMPLE_AT_ONCE = 50
 SAMPLE_SLICE = 0.005
 MEMORY_INTERVAL = 5.0  # the default of settings.memory_interval
-RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
 # none may end the daemon half-way through handing over.
 HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
-STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
@@ -253,7 +239,7 @@ class Daemon:
         # What cannot change under a running daemon (its lock, sockets): as it
         # started, carried across re-execs; a re-exec to a config that moved them
         # is refused.
-        self.bound = _restart_only(plan)
+        self.bound = reexec.restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals = HealBudget()  # self-healing re-execs, at most 3 within 60 s
         # `up --watch`: services that declare `watch` restart when their files change.
@@ -367,10 +353,14 @@ class Daemon:
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
         # Nothing of theirs may run on: what left their process groups, too.
-        await self.supervisor.escapes.drain(ESCAPES_DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ESCAPES_DRAIN_TIMEOUT):
+                await self.supervisor.escapes.drain()
         if not self.supervisor.any_live():
             self._state.remove()  # nothing left to adopt
-        await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HOOK_DRAIN_TIMEOUT):
+                await self.hooks.drain()
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -431,7 +421,7 @@ class Daemon:
         edited on disk but not reloaded must not change what runs behind its back.
         """
         try:
-            await self._compile(for_reexec=True)
+            await reexec.compile_plan(self, for_reexec=True)
         except ControlError as err:
             self._note(
                 logging.ERROR,
@@ -532,30 +522,6 @@ class Daemon:
 
     def end_batch(self, instance: str) -> None:
         self._log_files[instance].end_batch()
-
-    def _settle_batches(self, name: str, pumps: list[tuple[str, int, bytes]]) -> None:
-        """Before reading an adopted pipe: the batch a killed daemon was writing from
-        it, if any, is neither lost nor written twice (see positions.py)."""
-        for stream, fd, _partial in pumps:
-            pending = self._unfinished_batches.pop((name, stream), None)
-            if pending is None:
-                continue
-            log = self.plan.log_dir / f"{name}.log"
-            cut, taken = settle(pending, log, peek(fd))
-            if cut < 0:
-                continue
-            try:
-                os.truncate(log, cut)
-            except OSError as err:
-                self._note(logging.WARNING, f"{name}: cannot settle {log}: {err.strerror}")
-                continue
-            take(fd, taken)
-            self._log.info(
-                "%s: the previous daemon died writing %d bytes of its %s; kept once",
-                name,
-                taken,
-                stream,
-            )
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
@@ -837,7 +803,7 @@ class Daemon:
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._loop.time() + timeout
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
         self._refuse_while_stopping()
         managed = self.match(pattern)
         self._start(managed)
@@ -846,7 +812,7 @@ class Daemon:
         failed, timed_out = await self._settled(managed, self._deadline(timeout))
         return self._result(managed, failed, timed_out=timed_out)
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.stop(m)
@@ -856,7 +822,10 @@ class Daemon:
         return self._result(managed, [])
 
     async def restart(
-        self, pattern: str, wait: bool, timeout: float | None = None
+        self,
+        pattern: str,
+        wait: bool,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the Controller's contract
     ) -> dict[str, Any]:
         self._refuse_while_stopping()
         managed = self.match(pattern)
@@ -955,7 +924,7 @@ class Daemon:
             self.manager.ready(self.summary())
 
     async def _reload(self) -> dict[str, Any]:
-        new, _ = await self._compile()
+        new, _ = await reexec.compile_plan(self)
         return await self._apply(new)
 
     async def _apply(self, new: Plan) -> dict[str, Any]:
@@ -1004,209 +973,13 @@ class Daemon:
             )
         return {**summary, "not_applied": needs_restart}
 
-    async def _compile(self, *, for_reexec: bool = False) -> tuple[Plan, bytes]:
-        """The new plan, validated by a helper process (pydantic stays out of the daemon),
-        and its pickle. `for_reexec`: the helper is the code now on disk, which must
-        also import everything a new image of the daemon needs."""
-        out = self.plan.state_dir / "reload.plan"
-        argv = helper_argv(self.plan.config_path, out)
-        if for_reexec:
-            argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
-        runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
-        code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
-        try:
-            data = out.read_bytes()
-        except OSError:
-            what = "the new code" if for_reexec else "the config validator"
-            raise ControlError(500, f"{what} failed: {why or f'exit code {code}'}") from None
-        finally:
-            out.unlink(missing_ok=True)
-        try:
-            return unpickle_plan(data, f"exit code {code}"), data
-        except PlanError as err:
-            raise ControlError(400, "\n".join(err.errors)) from None
-
-    # --- self-loading: state.json, re-exec, adoption after a crash ---------------
-
-    def recover(self) -> list[str]:
-        """After a crash: adopt the services a dead daemon left running (state.json).
-
-        An instance whose recorded process still runs (same pid and start time, so
-        not a reused pid) keeps it: watched by pidfd, its output pipes opened again
-        from /proc. A process of an instance the config no longer has is stopped.
-        Returns the names of the adopted instances.
-        """
-        stored = pipes_by_inode(self.manager.passed_fds)
-        try:
-            return self._adopt(stored)
-        finally:
-            for fd in stored.values():  # pipes of instances that are gone
-                os.close(fd)
-            # Before anything is spawned: a journal of spawns needs a state.json
-            # of this daemon to belong to.
-            self._state.write()
-
-    def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document, problems = self._state.file.recover()
-        for problem in problems:
-            self._note(logging.WARNING, problem)
-        # The same config however it was named (a symlink, a relative path): the
-        # lock on its state_dir already tells that no other daemon runs it.
-        if document is not None and not _same_file(document.get("config"), self.plan.config_path):
-            document = None
-        # Also with a good state.json: a process it does not name (it was lost, or
-        # spawned as the daemon died) is found by its environment.
-        found = leftovers.find(document, self.plan.state_dir, self._may_run_as)
-        adopted: list[str] = []
-        for name, (pid, record) in found.mains.items():
-            status = zombie_status(pid)
-            if status is not None:
-                how = describe_exit(*decode_status(status))
-                self._note(logging.INFO, f"{name}: pid {pid} ended while no daemon ran ({how})")
-                continue
-            managed = self.supervisor.instances.get(name)
-            if managed is None:
-                self._stop_stray(name, pid)
-                continue
-            pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
-            self._settle_batches(name, pumps)
-            record["foreign"] = True
-            if record.get("journalled"):  # spawned after the last state.json: as new
-                just_spawned(record, managed.core.policy, pid)
-            elif record.pop("found_by_environment", False):
-                ready = managed.plan.ready
-                record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
-            if self.supervisor.restore(managed, record, pumps):
-                adopted.append(name)
-                self.supervisor.herd.spawned_before.add(name)  # its next spawn is a restart
-        for name, pid, why in found.extras:
-            self._stop_stray(name, pid, why)
-        for name, pid in found.strays:
-            # Its main process is gone, or is being stopped as a second one.
-            self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon; killing it")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if adopted:
-            self._note(
-                logging.INFO,
-                f"adopted {len(adopted)} running instance(s) of a previous daemon: "
-                + ", ".join(adopted),
-            )
-        self.supervisor.submit(TookOver(tuple(adopted)))
-        return adopted
-
-    def _may_run_as(self, instance: str, uid: int) -> bool:
-        """Whether a process running as `uid` may be `instance`'s: herdsman's own
-        user, or the one the instance is configured to run as."""
-        if uid == os.geteuid():
-            return True
-        managed = self.supervisor.instances.get(instance)
-        user = managed.plan.user if managed is not None else None
-        return user is not None and _uid_of(user) == uid
-
-    def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
-        self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        self._loop.call_later(STRAY_KILL_AFTER, kill_group, pid)
+    # --- re-exec (see reexec.py) ----------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
-        """Check the code on disk and the config, then have the loop end for a re-exec.
-
-        The new image must import and validate the config; otherwise ControlError
-        and nothing changes. A config that changed on disk is applied first (as a
-        reload), so the new image starts from a plan its own code compiled.
-        """
-        self._refuse_while_stopping()
-        if self._reloading or self.reexec_reason is not None or self._healing:
-            raise ControlError(409, "a reload or re-exec is already in progress")
-        if self._restarts_in_flight:
-            raise ControlError(409, "a restart is in progress: re-exec once it is done")
-        self._reloading = True
-        try:
-            new, data = await self._compile(for_reexec=True)
-            moved = [k for k, v in _restart_only(new).items() if v != self.bound[k]]
-            if moved:
-                raise ControlError(
-                    400,
-                    f"the config changes {', '.join(moved)}, which a running daemon keeps: "
-                    "restart herdsman (down, then up) to apply them, or change them back",
-                )
-            if new != self.plan:
-                self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
-                await self._apply(new)
-        finally:
-            self._reloading = False
-        self._reexec_plan = data
-        self._note(logging.INFO, f"re-executing herdsman ({sys.executable}), services keep running")
-        return {"pid": os.getpid(), "reexecs": self.reexecs + 1}
+        return await reexec.request(self)
 
     async def begin_reexec(self) -> None:
-        """After `reexec()` was answered: end the loop (the caller execs)."""
-        if self._reexec_plan is not None and not self.shutting_down:
-            self._decide_reexec("reexec")
-
-    def hand_over(self) -> dict[str, Any]:
-        """Everything the new image needs, as plain data; the pipes stay open for it."""
-        self.prober.close()
-        herd = self.supervisor.herd
-        watched = sorted(herd.watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-        notify_fd = self._notify.hand_over() if self._notify is not None else None
-        self._notify = None
-        sup = self.supervisor
-        records = {name: sup.record(m) for name, m in sup.instances.items()}
-        plan = self._reexec_plan or pickle.dumps(("ok", self.plan))  # a heal: the running plan
-        return {
-            "format": FORMAT,
-            "plan": plan,
-            "records": records,
-            "pumps": sup.hand_over(),
-            "tails": {name: tail.entries() for name, tail in self._lines.items()},
-            "health": dict(herd.health),
-            "notify_fd": notify_fd,
-            "started_at": self.started_at,
-            "reexecs": self.reexecs + 1,
-            "heals": self._heals.times,
-            "notify_status": dict(self._notify_status),
-            "spawned_before": sorted(herd.spawned_before),
-            "restarted_deps": sorted(herd.restarted),
-            "watchdogs": watched,
-            "bound": self.bound,
-        }
-
-    def resume(self, handover: dict[str, Any]) -> None:
-        """In the new image: take every instance over from the old one, as it was."""
-        self.started_at = float(handover.get("started_at", self.started_at))
-        self.reexecs = int(handover.get("reexecs", 1))
-        self._heals.times = list(handover.get("heals", []))
-        self._notify_status.update(handover.get("notify_status", {}))
-        herd = self.supervisor.herd
-        herd.spawned_before.update(handover.get("spawned_before", []))
-        herd.restarted.update(handover.get("restarted_deps", []))
-        self.bound = handover.get("bound", self.bound)
-        for name, entries in handover.get("tails", {}).items():
-            tail = self._lines.get(name)
-            if tail is not None:
-                for ts, _instance, stream, line in entries:
-                    tail.add(ts, stream, line, 1)
-        health = handover.get("health", {})
-        watchdogs = set(handover.get("watchdogs", []))
-        pumps = handover.get("pumps", {})
-        sup = self.supervisor
-        for name, record in handover.get("records", {}).items():
-            managed = sup.instances.get(name)
-            if managed is None:  # cannot happen: the plan is the one they ran under
-                for _stream, fd, _partial in pumps.get(name, []):
-                    os.close(fd)
-                continue
-            sup.restore(managed, record, pumps.get(name, []))
-            if health.get(name) is not None and herd.health.get(name) is not None:
-                herd.health[name] = health[name]
-        self._took_over = TookOver(tuple(handover.get("records", {})), tuple(watchdogs))
-        self._note(
-            logging.INFO,
-            f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
-        )
+        await reexec.begin(self)
 
     def carry_on(self) -> None:
         """After `resume()` and `open()`: the instances taken over get their checks and
@@ -1246,23 +1019,6 @@ class Daemon:
                 sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
 
 
-RESTART_ONLY = ("state_dir", "socket", "tcp")
-
-
-def _restart_only(plan: Plan) -> dict[str, Any]:
-    """The settings a running daemon keeps (its lock and sockets), as plain values."""
-    return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
-
-
-def _uid_of(user: str) -> int | None:
-    import pwd
-
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None
-
-
 def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
     user or group that does not exist (such an instance cannot start)."""
@@ -1278,12 +1034,3 @@ def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     if gid is None:
         gid = entry.pw_gid if entry is not None else os.getegid()
     return uid, gid
-
-
-def _same_file(recorded: object, path: Path) -> bool:
-    if not isinstance(recorded, str):
-        return False
-    try:
-        return os.path.samefile(recorded, path)
-    except OSError:
-        return recorded == str(path)

@@ -35,18 +35,12 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
+from herdsman.runtime.procfs import fd_inode, process_start_time
 from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
+from herdsman.runtime.records import instance_record, restore_instance, timer_event, timer_record
 from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
-from herdsman.runtime.state import (
-    fd_inode,
-    instance_record,
-    process_start_time,
-    restore_instance,
-    timer_event,
-    timer_record,
-)
 from herdsman.runtime.systemd import without_manager_variables
 
 
@@ -213,7 +207,7 @@ class Supervisor:
         """Stop at once: SIGKILL to the whole process group."""
         self.submit(hd.StopRequest((managed.name,), kill=True))
 
-    async def stop_all(self, timeout: float) -> bool:
+    async def stop_all(self, timeout: float) -> bool:  # noqa: ASYNC109 -- a grace period: SIGKILL after it
         """Stop everything, dependents first; SIGKILL what is left after `timeout`.
 
         Returns False when something had to be killed.
@@ -228,12 +222,15 @@ class Supervisor:
                 return False
         return True
 
-    async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:
+    async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:  # noqa: ASYNC109 -- as wait_until
         """Wait until none of `members` has a process; False on timeout."""
         return await self.wait_until(functools.partial(_none_live, members), timeout)
 
     async def run_command(
-        self, inst: InstancePlan, argv: tuple[str, ...], timeout: float
+        self,
+        inst: InstancePlan,
+        argv: tuple[str, ...],
+        timeout: float,  # noqa: ASYNC109 -- it kills the command's group when time is up
     ) -> tuple[int | None, str]:
         """Run a short command (a probe) as `inst` would run: its env, cwd, user.
 
@@ -294,7 +291,7 @@ class Supervisor:
     def any_live(self) -> bool:
         return any(m.core.live for m in self.instances.values())
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109 -- False on timeout is the answer (the API's timed_out)
         """Wait until `predicate()` holds after some state change; False on timeout."""
         if predicate():
             return True
@@ -443,7 +440,7 @@ class Supervisor:
         return managed.start_time[1]
 
     def record(self, managed: Managed) -> dict[str, object]:
-        """The instance as plain data (see state.py): for state.json and a re-exec."""
+        """The instance as plain data (see records.py): for state.json and a re-exec."""
         core = managed.core
         record: dict[str, object] = instance_record(core)
         if core.pid is not None:
