@@ -52,7 +52,8 @@ def test_a_dependent_waits_until_its_condition_holds_then_spawns() -> None:
     assert d.spawns == ["db"]
     d.send(CheckResult("db", d.inst("db").pid or 0, "ready", None))
     assert d.spawns == ["db", "web"]
-    assert d.state("db") == "running" and d.state("web") == "running"
+    assert d.state("db") == "running"
+    assert d.state("web") == "running"
     assert ("db", "ready") not in d.checks  # a readiness probe stops once it passed
 
 
@@ -327,7 +328,8 @@ def test_changed_files_restart_without_counting_and_start_what_ended() -> None:
         "app.1: restart: a.py and 1 more changed; starting it again",
     ]
     d.exit("app.0", None, signal.SIGTERM)
-    assert d.state("app.0") == "running" and d.state("app.1") == "running"
+    assert d.state("app.0") == "running"
+    assert d.state("app.1") == "running"
 
 
 # --- reload -------------------------------------------------------------------------
@@ -364,7 +366,8 @@ def test_new_plan_forgets_removed_instances_and_keeps_the_others_in_place() -> N
     d.send(NewPlan(plan(service("db", policy=slower), service("new")), start=("new",)))
     assert d.forgotten == ["old"]
     assert set(d.herd.instances) == {"db", "new"}
-    assert d.inst("db").pid == pid and d.spawns[-1] == "new"
+    assert d.inst("db").pid == pid
+    assert d.spawns[-1] == "new"
     d.send(StopRequest(("db",)))
     assert d.signals[-1] == ("db", signal.SIGINT)
     assert d.timers["db", "lifecycle"][0] == pytest.approx(1.0)
@@ -376,7 +379,8 @@ def test_new_plan_forgets_removed_instances_and_keeps_the_others_in_place() -> N
 
 def test_the_heal_budget() -> None:
     budget = HealBudget(limit=2, window=10.0)
-    assert budget.spend(0.0) and budget.spend(1.0)
+    assert budget.spend(0.0)
+    assert budget.spend(1.0)
     assert not budget.spend(2.0)
     assert budget.spend(11.5)  # the first two are out of the window
     assert budget.times == [2.0, 11.5]

@@ -147,7 +147,8 @@ def test_a_readiness_probe_changed_applies_to_the_waiting_process(tmp: Path) -> 
         doc = reload(SLEEPER + 'ready = { exec = "true", interval = "0.1s" }')
         assert doc["pid"] == pid
         wait_for(lambda: svc(tmp)["state"] == "running", timeout=5)
-        assert svc(tmp)["pid"] == pid and svc(tmp)["ready"] is True
+        assert svc(tmp)["pid"] == pid
+        assert svc(tmp)["ready"] is True
 
 
 def test_backoff_applies(tmp: Path) -> None:

@@ -226,10 +226,11 @@ class Changed:
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """A line for the daemon's log."""
+    """A line for the daemon's log (`console`: also for whoever watches `up`)."""
 
     level: Level
     text: str
+    console: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,7 +552,7 @@ class Herd:
                     if inst.state in SAMPLED_STATES:
                         period = _watchdog_period(self.plans[name])
                         reason = f"watchdog: no WATCHDOG=1 within {period:g}s"
-                        out.append(Say("warning", f"{name}: {reason}; restarting"))
+                        out.append(Say("warning", f"{name}: {reason}; restarting", console=True))
                         self._feed(name, lc.Stop(restart=True, reason=reason), now, rand, out)
             case FilesChanged(service=service, paths=paths):
                 self._files_changed(service, paths, now, rand, out)

@@ -28,6 +28,7 @@ from herdsman.core.herd import (
     HealBudget,
     MemorySample,
     Notified,
+    Say,
     StartRequest,
     TookOver,
 )
@@ -552,9 +553,13 @@ class Daemon:
                 ),
             )
 
-    def _say(self, level: str, text: str) -> None:
+    def _say(self, said: Say) -> None:
         """What the herd has to say, in the daemon's log."""
-        self._log.log(logging.WARNING if level == "warning" else logging.INFO, text)
+        level = logging.WARNING if said.level == "warning" else logging.INFO
+        if said.console:
+            self._note(level, said.text)
+        else:
+            self._log.log(level, said.text)
 
     def _state_file_error(self, error: str | None) -> None:
         if error is None:

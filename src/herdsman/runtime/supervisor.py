@@ -133,7 +133,7 @@ class Supervisor:
         self.journal: SpawnJournal | None = None
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.checks: Checks | None = None
-        self.say: Callable[[str, str], None] | None = None  # (level, text) for the daemon's log
+        self.say: Callable[[hd.Say], None] | None = None  # for the daemon's log
         self._sync()
 
     @property
@@ -360,9 +360,9 @@ class Supervisor:
             case hd.StopCheck(name=name, role=role):
                 if self.checks is not None:
                     self.checks.stop(name, role)
-            case hd.Say(level=level, text=text):
+            case hd.Say():
                 if self.say is not None:
-                    self.say(level, text)
+                    self.say(action)
             case hd.Forget(name=name):
                 gone = self._gone.get(name)
                 if gone is not None:
