@@ -176,6 +176,7 @@ def test_reexec_from_the_previous_release_keeps_every_service_and_every_line(
     finally:
         down = herdsman("down")
         assert down.returncode == 0, down.stderr
-    assert daemon_pid is not None and not alive(daemon_pid)
+    assert daemon_pid is not None
+    assert not alive(daemon_pid)
     for name in ("writer", "quiet", "crashy"):
         assert processes_of(name) == [], name

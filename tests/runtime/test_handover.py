@@ -81,7 +81,8 @@ def test_the_dict_an_older_image_hands_over_is_read_as_version_1() -> None:
     assert handover.version == 1
     web = handover.daemon.records["web"]
     assert (web.state, web.pid, web.restarts, web.start_time) == (State.RUNNING, 4242, 2, 987654)
-    assert web.pipes == [("out", 111), ("err", 112)] and web.stop_signal == 15
+    assert web.pipes == [("out", 111), ("err", 112)]
+    assert web.stop_signal == 15
     crashy = handover.daemon.records["crashy"]
     assert (crashy.state, crashy.timer) == (State.RESTARTING, (31.0, "backoff", None))
     assert handover.daemon.pumps["web"][0] == ("out", 7, b"half a li")

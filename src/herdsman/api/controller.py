@@ -34,7 +34,7 @@ class Controller(Protocol):
         """One instance by exact name; ControlError(404) when there is none."""
         ...
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """`{"instances": [...], "failed": [names], "timed_out": bool}`; ControlError(404)
         when nothing matches.
 
@@ -45,11 +45,11 @@ class Controller(Protocol):
         """
         ...
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`: with `wait`, once none has a process."""
         ...
 
-    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`."""
         ...
 
