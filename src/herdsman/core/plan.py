@@ -101,7 +101,6 @@ class Plan:
     socket: Path
     shutdown_timeout: float
     services: dict[str, ServicePlan]
-    memory_interval: float = 5.0  # seconds between samples of instances with a memory_limit
     socket_mode: int = 0o600
     socket_group: str | None = None
     max_connections: int = 128  # concurrent API connections per listener
@@ -114,6 +113,9 @@ class Plan:
     notify_socket: Path | None = None  # bound when some instance reports readiness by sd_notify
     plugins: tuple[str, ...] = ()  # `package.module:object` references (settings.plugins)
     hooks: tuple[HookPlan, ...] = ()  # for every instance
+    # Last: a pickled plan crosses images field by field, in order (a re-exec from
+    # an older image reads a newer one's and back); one without it lacks it.
+    memory_interval: float = 5.0  # seconds between samples of instances with a memory_limit
 
     def dependency_map(self) -> dict[str, dict[str, Condition]]:
         return {name: svc.depends_on for name, svc in self.services.items()}
