@@ -1,17 +1,20 @@
 """Getting a plan from the validating helper process (see config/plan.py).
 
 The helper runs as `python -m herdsman.config.plan`, so the daemon never imports
-pydantic. It is started before the runtime is imported, so the two overlap.
+pydantic. It is started before the runtime is imported, so the two overlap: the
+helper is the longer of the two, so nothing is imported before it starts (not even
+the core plan, which only its answer needs).
 """
 
 from __future__ import annotations
 
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-from herdsman.core.plan import Plan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from herdsman.core.plan import Plan
 
 
 class PlanError(Exception):
@@ -50,6 +53,10 @@ def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
 
 def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:
     """The helper's answer: the Plan, or PlanError with its errors."""
+    import pickle
+
+    from herdsman.core.plan import Plan
+
     try:
         kind, value = pickle.loads(data)
     except Exception:
