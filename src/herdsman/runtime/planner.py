@@ -8,6 +8,7 @@ the core plan, which only its answer needs).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,11 @@ def request_plan(config: str | None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-P", "-m", "herdsman.config.plan"]  # -P: cwd shadows nothing
     if config is not None:
         argv += ["-c", config]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # pydantic looks for plugins of its own in every installed distribution's entry
+    # points (a scan that grows with the environment) before its first model: none has
+    # any business in herdsman's validation.
+    env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
 
 
 def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
