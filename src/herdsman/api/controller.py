@@ -8,12 +8,15 @@ only the ControlError it raises.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # A refused request: the API answers `status` (400 bad value, 404 nothing matches,
 # 409 conflicting state) with `{"error": message}`. It lives in runtime because the
 # runtime raises it and must not import api; this module only re-exports it.
 from herdsman.runtime.control import ControlError
+
+if TYPE_CHECKING:
+    from herdsman.runtime.documents import LogDocument
 
 __all__ = ["ControlError", "Controller"]
 
@@ -61,11 +64,11 @@ class Controller(Protocol):
         """
         ...
 
-    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
+    def logs(self, instance: str | None, n: int) -> list[LogDocument]:
         """The last `n` lines, oldest first: `{"time", "instance", "stream", "line"}`."""
         ...
 
-    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+    def follow_logs(self, instance: str | None) -> AsyncIterator[LogDocument]:
         """Lines written from now on, as they come, until the iterator is closed.
 
         The API calls `follow_logs` and then `logs` in one step and closes the

@@ -13,14 +13,12 @@ import asyncio
 import contextlib
 import fnmatch
 import functools
-import heapq
 import logging
 import os
 import pickle
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,16 +39,17 @@ from herdsman.core.signals import parse_signal, signal_name
 from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
-from herdsman.runtime.followers import Closing, Follower
+from herdsman.runtime.documents import SAMPLED, LogDocument, iso
+from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
-from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
+from herdsman.runtime.logfile import LogFile, count_lines, format_lines
 from herdsman.runtime.monitor import Sample, own_usage, sample_tree
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.positions import Pending, Positions, settle
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.pump import CUT, peek, split_lines, take
+from herdsman.runtime.pump import peek, take
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.state import (
     FORMAT,
@@ -60,14 +59,13 @@ from herdsman.runtime.state import (
 )
 from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
 from herdsman.runtime.systemd import Manager
+from herdsman.runtime.tails import Tails
 from herdsman.runtime.throttle import LogThrottle, Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
-LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
-SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
 # A request waits for at most this much sampling (beyond the first SAMPLE_AT_ONCE
 # instances); the rest of a big herd is sampled in the background, a slice of
 # SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
@@ -99,82 +97,8 @@ SUMMARY_ORDER = (
     State.STOPPED,
 )
 
-LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
-LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
 ChangeHook = Callable[[Managed, State, Event], None]
 LineHook = Callable[[str, str, bytes, float], None]
-
-
-class Tail:
-    """The last lines of one instance, kept as the batches they were read in.
-
-    Per batch, not per line: a flooding child sends thousands of lines a read,
-    and a Python object per line would cost more than writing them to disk. A
-    batch stays the bytes it was read as (lines joined by \\n) and is split only
-    when someone asks for the lines.
-    """
-
-    __slots__ = ("_batches", "_count", "_instance", "_limit")
-
-    def __init__(self, instance: str, limit: int) -> None:
-        self._instance = instance
-        self._limit = limit
-        # Made by the first line: a deque costs 600 bytes, and most services of a
-        # herd of thousands never write one.
-        self._batches: deque[tuple[float, str, bytes, int]] | None = None
-        self._count = 0
-
-    def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
-        """A batch of `count` lines joined by \\n (the count is known to the caller)."""
-        batches = self._batches
-        if batches is None:
-            batches = self._batches = deque()
-        if count > self._limit:
-            # A flood's batch: its last lines are all we keep. Keeping the whole
-            # megabyte instead would hold memory, and fragment what the next
-            # batches are read into (page faults on every batch).
-            batches.clear()
-            self._count = 0
-            lines, count = last_lines(lines, count, self._limit), self._limit
-        batches.append((ts, stream, lines, count))
-        self._count += count
-        while self._count - batches[0][3] >= self._limit:
-            self._count -= batches.popleft()[3]
-
-    def entries(self) -> list[LogEntry]:
-        """The last `limit` lines, oldest first."""
-        name = self._instance
-        every = [
-            (ts, name, stream, line)
-            for ts, stream, lines, _ in self._batches or ()
-            for line in split_lines(lines)
-        ]
-        return every[-self._limit :]
-
-
-def last_lines(lines: bytes, count: int, keep: int) -> bytes:
-    """The last `keep` of the `count` lines in `lines` (joined by \\n; keep < count).
-    Where they start is guessed from the mean line length, then found exactly with
-    one count over the guess and a few steps of find, not a walk over every line."""
-    start = lines.rfind(b"\n", 0, len(lines) - len(lines) * keep // count) + 1
-    guess = lines[start:]
-    # The newlines in it, counted by a replace: it finds them with memchr, where
-    # bytes.count (3.11) looks at every byte; twice as fast on a flood's lines.
-    held = len(guess.replace(b"\n", b"\n\n")) - len(guess) + 1
-    if held == keep:
-        return guess
-    while held > keep:
-        start = lines.find(b"\n", start) + 1
-        held -= 1
-    while held < keep:
-        start = lines.rfind(b"\n", 0, start - 1) + 1
-        held += 1
-    return lines[start:]
-
-
-def iso(ts: float) -> str:
-    """The time form of the API, the same as in the log files."""
-    return timestamp(ts).decode()
 
 
 class Daemon:
@@ -199,11 +123,10 @@ class Daemon:
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
-        self._lines: dict[str, Tail] = {}
-        self._line_followers: set[asyncio.Queue[LogChunk | None]] = set()
+        self.tails = Tails()
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
-        self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._events: Broadcast[dict[str, Any]] = Broadcast()
         self._samples: dict[str, Sample] = {}
         self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._sampled_at = 0.0
@@ -267,7 +190,7 @@ class Daemon:
         get fresh ones; existing ones keep theirs, with the new rotation settings)."""
         for svc in plan.services.values():
             for inst in svc.instances:
-                self._lines.setdefault(inst.name, Tail(inst.name, LINES_KEPT))
+                self.tails.track(inst.name)
                 if inst.name in self._log_files:
                     self._log_files[inst.name].close()  # reopened with the new rotation
                 self._log_files[inst.name] = LogFile(
@@ -479,11 +402,8 @@ class Daemon:
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.supervisor.signals.remove(signum)
-        # Followers end their streams; None is the end marker.
-        for lines in list(self._line_followers):
-            self._offer(self._line_followers, lines, None)
-        for events in list(self._event_followers):
-            self._offer(self._event_followers, events, None)
+        self.tails.close()
+        self._events.end()
         self.supervisor.close()
 
     def _on_signal(self, signum: int) -> None:
@@ -520,12 +440,8 @@ class Daemon:
     def _read_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
         formatted = format_lines(lines, stream, ts)
         self._log_files[instance].write(*formatted)
-        self._lines[instance].add(ts, stream, lines, count_lines(lines, formatted))
+        self.tails.add(instance, stream, lines, ts, count_lines(lines, formatted))
         self.prober.lines(instance, lines)
-        if self._line_followers:
-            chunk = (ts, instance, stream, lines)
-            for queue in list(self._line_followers):
-                self._offer(self._line_followers, queue, chunk)
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
 
@@ -691,7 +607,7 @@ class Daemon:
             change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
             self._repeats.log(managed.name, logging.INFO, change)
             self.manager.status_changed(self.summary)
-        if self._event_followers:
+        if self._events.followed:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
             instance = self._document(managed, self._blocked([managed]))
@@ -701,20 +617,9 @@ class Daemon:
                 "previous": old.value,
                 **{k: v for k, v in instance.items() if k not in SAMPLED},
             }
-            for queue in list(self._event_followers):
-                self._offer(self._event_followers, queue, doc)
+            self._events.publish(doc)
         if self._on_change is not None:
             self._on_change(managed, old, event)
-
-    @staticmethod
-    def _offer(followers: set[Any], queue: asyncio.Queue[Any], item: object) -> None:
-        try:
-            queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # Too slow to keep up: end its stream rather than grow without bound.
-            followers.discard(queue)
-            queue._queue.clear()  # type: ignore[attr-defined]
-            queue.put_nowait(None)
 
     # --- documents ------------------------------------------------------------
 
@@ -977,45 +882,19 @@ class Daemon:
 
     # --- logs and events ------------------------------------------------------
 
-    def _log_entries(self, instance: str | None) -> list[list[LogEntry]]:
-        if instance is None:
-            return [tail.entries() for tail in self._lines.values()]
-        return [self._lines[m.name].entries() for m in self.match(instance)]
+    def _names(self, instance: str | None) -> list[str] | None:
+        return None if instance is None else [m.name for m in self.match(instance)]
 
-    @staticmethod
-    def log_document(ts: float, instance: str, stream: str, line: bytes) -> dict[str, Any]:
-        text = line.decode("utf-8", "replace")
-        if stream.endswith(CUT):  # a piece of a longer line; the next line continues it
-            return {
-                "time": iso(ts),
-                "instance": instance,
-                "stream": stream[: -len(CUT)],
-                "line": text,
-                "partial": True,
-            }
-        return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
+    def logs(self, instance: str | None, n: int) -> list[LogDocument]:
+        return self.tails.logs(self._names(instance), n)
 
-    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
-        merged = list(heapq.merge(*self._log_entries(instance)))
-        return [self.log_document(*e) for e in merged[-n:]] if n else []
-
-    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
-        """New lines from now on. Subscribed at the call, not at the first `anext`, so
-        the API can take the backlog right after and no line slips in between."""
-        names = {m.name for m in self.match(instance)} if instance is not None else None
-        follower: Follower[LogChunk] = Follower(self._line_followers)
-
-        async def documents() -> AsyncIterator[dict[str, Any]]:
-            async for ts, name, stream, lines in follower:
-                if names is None or name in names:
-                    for line in split_lines(lines):
-                        yield self.log_document(ts, name, stream, line)
-
-        return Closing(documents(), follower)
+    def follow_logs(self, instance: str | None) -> AsyncIterator[LogDocument]:
+        names = self._names(instance)
+        return self.tails.follow(None if names is None else set(names))
 
     def events(self) -> AsyncIterator[dict[str, Any]]:
         """One document per state change from now on (subscribed at the call)."""
-        return Follower(self._event_followers)
+        return self._events.follow()
 
     # --- reload -----------------------------------------------------------------
 
@@ -1051,7 +930,7 @@ class Daemon:
         gone = sup.replace_plan(new)
         self.plan = new
         for managed in gone:
-            self._lines.pop(managed.name, None)
+            self.tails.forget(managed.name)
             log_file = self._log_files.pop(managed.name, None)
             if log_file is not None:
                 log_file.close()
@@ -1251,7 +1130,7 @@ class Daemon:
             "plan": plan,
             "records": records,
             "pumps": sup.hand_over(),
-            "tails": {name: tail.entries() for name, tail in self._lines.items()},
+            "tails": self.tails.hand_over(),
             "health": dict(self.prober.health),
             "notify_fd": notify_fd,
             "started_at": self.started_at,
@@ -1273,11 +1152,7 @@ class Daemon:
         self._spawned_before.update(handover.get("spawned_before", []))
         self._restarted_deps.update(handover.get("restarted_deps", []))
         self.bound = handover.get("bound", self.bound)
-        for name, entries in handover.get("tails", {}).items():
-            tail = self._lines.get(name)
-            if tail is not None:
-                for ts, _instance, stream, line in entries:
-                    tail.add(ts, stream, line, 1)
+        self.tails.resume(handover.get("tails", {}))
         health = handover.get("health", {})
         watchdogs = set(handover.get("watchdogs", []))
         pumps = handover.get("pumps", {})
