@@ -43,7 +43,7 @@ from herdsman.runtime.documents import SAMPLED, LogDocument, iso
 from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines
-from herdsman.runtime.monitor import Sample, own_usage, sample_tree
+from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
@@ -51,6 +51,7 @@ from herdsman.runtime.positions import Pending, Positions, settle
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.pump import peek, take
 from herdsman.runtime.reaper import decode_status
+from herdsman.runtime.sampler import Sampler
 from herdsman.runtime.state import (
     FORMAT,
     StateWriter,
@@ -65,13 +66,6 @@ from herdsman.runtime.throttle import LogThrottle, Throttle
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
-SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
-# A request waits for at most this much sampling (beyond the first SAMPLE_AT_ONCE
-# instances); the rest of a big herd is sampled in the background, a slice of
-# SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
-SAMPLE_BUDGET = 0.02
-SAMPLE_AT_ONCE = 50
-SAMPLE_SLICE = 0.005
 MEMORY_CHECK_INTERVAL = 5.0
 RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
@@ -127,15 +121,13 @@ class Daemon:
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
         self._events: Broadcast[dict[str, Any]] = Broadcast()
-        self._samples: dict[str, Sample] = {}
         self._since: dict[str, float] = {}  # instance -> when it entered its state
-        self._sampled_at = 0.0
-        self._sampling: asyncio.Task[None] | None = None  # the rest of a pass, in the background
         self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
@@ -623,46 +615,6 @@ class Daemon:
 
     # --- documents ------------------------------------------------------------
 
-    def _refresh_samples(self) -> None:
-        """Fresh samples for an answer, as far as SAMPLE_BUDGET goes: psutil takes a
-        fraction of a millisecond per process tree, seconds for thousands of them,
-        which no answer should wait for. The pass goes on in the background."""
-        now = time.monotonic()
-        if self._sampling is not None or now - self._sampled_at < SAMPLE_MAX_AGE:
-            return
-        self._sampled_at = now
-        todo = list(self.supervisor.instances.values())
-        deadline = now + SAMPLE_BUDGET
-        done = 0
-        while done < len(todo) and (done < SAMPLE_AT_ONCE or time.monotonic() < deadline):
-            self._sample(todo[done].name, todo[done])
-            done += 1
-        if done < len(todo):
-            self._sampling = self._run_in_background(self._sample_rest(todo, done))
-
-    async def _sample_rest(self, todo: list[Managed], done: int) -> None:
-        try:
-            while done < len(todo):
-                await asyncio.sleep(0)  # between slices, whatever else is ready runs
-                deadline = time.monotonic() + SAMPLE_SLICE
-                while done < len(todo) and time.monotonic() < deadline:
-                    self._sample(todo[done].name, todo[done])
-                    done += 1
-        finally:
-            self._sampling = None
-            # The next pass starts SAMPLE_MAX_AGE after this one ended: a client asking
-            # all the time keeps the daemon sampling at most about half of the time.
-            self._sampled_at = time.monotonic()
-
-    def _sample(self, name: str, managed: Managed) -> Sample | None:
-        pid = managed.core.pid
-        sample = sample_tree(pid, self._samples.get(name)) if pid is not None else None
-        if sample is None:
-            self._samples.pop(name, None)
-        else:
-            self._samples[name] = sample
-        return sample
-
     def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
         """Why waiting instances (of `managed`'s services, default all) cannot start."""
         sup = self.supervisor
@@ -673,7 +625,7 @@ class Daemon:
     def _document(self, managed: Managed, reasons: dict[str, str]) -> dict[str, Any]:
         core = managed.core
         name = managed.name
-        sample = self._samples.get(name) if core.pid is not None else None
+        sample = self.sampler.get(name) if core.pid is not None else None
         uptime = None
         if core.pid is not None and core.spawned_at is not None:
             uptime = round(self._loop.time() - core.spawned_at, 3)
@@ -740,7 +692,7 @@ class Daemon:
         return {"daemon": self.daemon_document(), "services": self.instances()}
 
     def instances(self) -> list[dict[str, Any]]:
-        self._refresh_samples()
+        self.sampler.refresh()
         why = self._blocked()
         return [self._document(m, why) for m in self.supervisor.instances.values()]
 
@@ -748,7 +700,7 @@ class Daemon:
         managed = self.supervisor.instances.get(name)
         if managed is None:
             raise ControlError(404, f"no instance named {name!r}")
-        self._refresh_samples()
+        self.sampler.refresh()
         return self._document(managed, self._blocked([managed]))
 
     # --- requests -------------------------------------------------------------
@@ -776,7 +728,7 @@ class Daemon:
     def _result(
         self, managed: list[Managed], failed: list[str], *, timed_out: bool = False
     ) -> dict[str, Any]:
-        self._refresh_samples()
+        self.sampler.refresh()
         why = self._blocked(managed)
         return {
             "instances": [self._document(m, why) for m in managed],
@@ -1195,7 +1147,7 @@ class Daemon:
                 if managed.state is not State.RUNNING and managed.state is not State.STARTING:
                     self._over_limit.discard(managed.name)
                     continue
-                sample = self._sample(managed.name, managed)
+                sample = self.sampler.sample(managed)
                 if sample is None or sample.rss_bytes <= limit:
                     self._over_limit.discard(managed.name)
                 elif managed.name not in self._over_limit:
