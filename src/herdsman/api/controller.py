@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from herdsman.runtime.control import ControlError
 
 if TYPE_CHECKING:
-    from herdsman.runtime.documents import LogDocument
+    from herdsman.runtime.documents import (
+        EventDocument,
+        InstanceDocument,
+        LogDocument,
+        ResultDocument,
+        StatusDocument,
+    )
 
 __all__ = ["ControlError", "Controller"]
 
@@ -27,17 +33,17 @@ class Controller(Protocol):
     Every method runs on the event loop thread; the synchronous ones must not block.
     """
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDocument:
         """`{"daemon": {"pid", "version", "config", "started_at"}, "services": [instance, ...]}`."""
         ...
 
-    def instances(self) -> list[dict[str, Any]]: ...
+    def instances(self) -> list[InstanceDocument]: ...
 
-    def instance(self, name: str) -> dict[str, Any]:
+    def instance(self, name: str) -> InstanceDocument:
         """One instance by exact name; ControlError(404) when there is none."""
         ...
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
         """`{"instances": [...], "failed": [names], "timed_out": bool}`; ControlError(404)
         when nothing matches.
 
@@ -48,15 +54,15 @@ class Controller(Protocol):
         """
         ...
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
         """As `start`: with `wait`, once none has a process."""
         ...
 
-    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
         """As `start`."""
         ...
 
-    def signal(self, pattern: str, signal: str | int) -> dict[str, Any]:
+    def signal(self, pattern: str, signal: str | int) -> ResultDocument:
         """As `start` (`failed` empty); ControlError(400) for an unknown signal.
 
         Names come as the client wrote them (`HUP`, `SIGHUP`); numbers are already
@@ -79,7 +85,7 @@ class Controller(Protocol):
         """
         ...
 
-    def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncIterator[EventDocument]:
         """One JSON-serialisable dict per state change, until closed (as `follow_logs`)."""
         ...
 

@@ -162,7 +162,7 @@ class Routes:
         return json_reply(200, self._controller.instance(args[0]))
 
     def _action(
-        self, call: Callable[[str, bool, float | None], Awaitable[dict[str, Any]]]
+        self, call: Callable[[str, bool, float | None], Awaitable[Mapping[str, Any]]]
     ) -> Handler:
         async def action(args: list[str], query: str, body: bytes) -> Reply:
             fields = _json_object(body, allowed={"wait", "timeout"}, required=False)

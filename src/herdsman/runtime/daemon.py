@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from herdsman import __version__
 from herdsman.core import graph
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
@@ -35,11 +34,22 @@ from herdsman.core.lifecycle import (
     describe_exit,
 )
 from herdsman.core.plan import InstancePlan, Plan
-from herdsman.core.signals import parse_signal, signal_name
+from herdsman.core.signals import parse_signal
 from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
 from herdsman.runtime.control import ControlError
-from herdsman.runtime.documents import SAMPLED, LogDocument, iso
+from herdsman.runtime.documents import (
+    DaemonDocument,
+    EventDocument,
+    InstanceDocument,
+    LogDocument,
+    ResultDocument,
+    StatusDocument,
+    daemon_document,
+    event_document,
+    instance_document,
+    summary,
+)
 from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines
@@ -80,17 +90,6 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
-# What is up first, what went wrong next, what was never started last.
-SUMMARY_ORDER = (
-    State.RUNNING,
-    State.STARTING,
-    State.RESTARTING,
-    State.STOPPING,
-    State.EXITED,
-    State.FAILED,
-    State.STOPPED,
-)
-
 ChangeHook = Callable[[Managed, State, Event], None]
 LineHook = Callable[[str, str, bytes, float], None]
 
@@ -120,7 +119,7 @@ class Daemon:
         self.tails = Tails()
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
-        self._events: Broadcast[dict[str, Any]] = Broadcast()
+        self._events: Broadcast[EventDocument] = Broadcast()
         self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
@@ -603,13 +602,7 @@ class Daemon:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
             instance = self._document(managed, self._blocked([managed]))
-            doc = {
-                "time": iso(time.time()),
-                "instance": instance.pop("name"),
-                "previous": old.value,
-                **{k: v for k, v in instance.items() if k not in SAMPLED},
-            }
-            self._events.publish(doc)
+            self._events.publish(event_document(instance, old, time.time()))
         if self._on_change is not None:
             self._on_change(managed, old, event)
 
@@ -622,51 +615,24 @@ class Daemon:
         services = None if managed is None else list(dict.fromkeys(m.service for m in managed))
         return blocked(by_service, self.plan.dependency_map(), services)
 
-    def _document(self, managed: Managed, reasons: dict[str, str]) -> dict[str, Any]:
-        core = managed.core
+    def _document(self, managed: Managed, reasons: dict[str, str]) -> InstanceDocument:
         name = managed.name
-        sample = self.sampler.get(name) if core.pid is not None else None
-        uptime = None
-        if core.pid is not None and core.spawned_at is not None:
-            uptime = round(self._loop.time() - core.spawned_at, 3)
-        why_blocked = reasons.get(name)
-        since = self._since.get(name)
-        return {
-            "name": name,
-            "service": managed.service,
-            "replica": managed.plan.replica,
-            "state": core.state.value,
-            "pid": core.pid,
-            "ready": core.ready,
-            "health": self.prober.health.get(name),
-            "restarts": core.restarts,
-            "exit_code": core.exit_code,
-            "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,
-            "uptime": uptime,
-            "cpu_percent": sample.cpu_percent if sample else None,
-            "rss_bytes": sample.rss_bytes if sample else None,
-            "processes": sample.processes if sample else None,
-            "open_fds": sample.open_fds if sample else None,
-            "message": self._log_errors.get(name)
-            or self.prober.problems.get(name)
-            or (f"cannot start: {why_blocked}" if why_blocked else "")
-            or self.prober.failures.get(name)
-            or core.message
-            or self._notify_status.get(name, ""),
-            "blocked": why_blocked,
-            "since": iso(since) if since is not None else None,
-            "command": list(managed.plan.argv),
-            "checks": dict(self.prober.results.get(name, {})),
-        }
+        return instance_document(
+            managed,
+            now=self._loop.time(),
+            sample=self.sampler.get(name),
+            health=self.prober.health.get(name),
+            checks=self.prober.results.get(name, {}),
+            blocked=reasons.get(name),
+            since=self._since.get(name),
+            log_error=self._log_errors.get(name),
+            problem=self.prober.problems.get(name),
+            failure=self.prober.failures.get(name),
+            notify_status=self._notify_status.get(name),
+        )
 
     def summary(self) -> str:
-        """One line for a service manager's STATUS=: how many instances are in which
-        state (`12 running, 1 restarting, 1 failed`), in a fixed order so that the text
-        changes only with the counts."""
-        counts = dict.fromkeys(SUMMARY_ORDER, 0)
-        for managed in self.supervisor.instances.values():
-            counts[managed.state] += 1
-        return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no instances"
+        return summary(m.state for m in self.supervisor.instances.values())
 
     def settled(self) -> bool:
         """Whether no instance is on its way up any more (starting or restarting):
@@ -677,26 +643,25 @@ class Daemon:
             for m in self.supervisor.instances.values()
         )
 
-    def daemon_document(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "version": __version__,
-            "config": str(self.plan.config_path),
-            "started_at": iso(self.started_at),
-            "shutting_down": self.shutting_down,
-            "reexecs": self.reexecs,
-            "image_started_at": iso(self.image_started_at),
-        }
+    def daemon_document(self) -> DaemonDocument:
+        return daemon_document(
+            pid=os.getpid(),
+            config=str(self.plan.config_path),
+            started_at=self.started_at,
+            shutting_down=self.shutting_down,
+            reexecs=self.reexecs,
+            image_started_at=self.image_started_at,
+        )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDocument:
         return {"daemon": self.daemon_document(), "services": self.instances()}
 
-    def instances(self) -> list[dict[str, Any]]:
+    def instances(self) -> list[InstanceDocument]:
         self.sampler.refresh()
         why = self._blocked()
         return [self._document(m, why) for m in self.supervisor.instances.values()]
 
-    def instance(self, name: str) -> dict[str, Any]:
+    def instance(self, name: str) -> InstanceDocument:
         managed = self.supervisor.instances.get(name)
         if managed is None:
             raise ControlError(404, f"no instance named {name!r}")
@@ -727,7 +692,7 @@ class Daemon:
 
     def _result(
         self, managed: list[Managed], failed: list[str], *, timed_out: bool = False
-    ) -> dict[str, Any]:
+    ) -> ResultDocument:
         self.sampler.refresh()
         why = self._blocked(managed)
         return {
@@ -772,7 +737,7 @@ class Daemon:
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._loop.time() + timeout
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:
         self._refuse_while_stopping()
         managed = self.match(pattern)
         self._start(managed)
@@ -781,7 +746,7 @@ class Daemon:
         failed, timed_out = await self._settled(managed, self._deadline(timeout))
         return self._result(managed, failed, timed_out=timed_out)
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.stop(m)
@@ -792,7 +757,7 @@ class Daemon:
 
     async def restart(
         self, pattern: str, wait: bool, timeout: float | None = None
-    ) -> dict[str, Any]:
+    ) -> ResultDocument:
         self._refuse_while_stopping()
         managed = self.match(pattern)
         deadline = self._deadline(timeout)
@@ -817,7 +782,7 @@ class Daemon:
             failed, timed_out = [m.name for m in managed if m.state is not State.RUNNING], True
         return self._result(managed, failed, timed_out=timed_out)
 
-    def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
+    def signal(self, pattern: str, sig: str | int) -> ResultDocument:
         try:
             number = parse_signal(sig)
         except ValueError as err:
@@ -844,7 +809,7 @@ class Daemon:
         names = self._names(instance)
         return self.tails.follow(None if names is None else set(names))
 
-    def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncIterator[EventDocument]:
         """One document per state change from now on (subscribed at the call)."""
         return self._events.follow()
 

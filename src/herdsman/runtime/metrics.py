@@ -7,11 +7,14 @@ memory, which a daemon nobody scrapes should not pay.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from herdsman.runtime.documents import DaemonDocument, InstanceDocument
 
 STATES = ("stopped", "starting", "running", "stopping", "restarting", "exited", "failed")
 
@@ -20,7 +23,7 @@ class _Snapshot:
     """A collector over one status snapshot (prometheus-client calls `collect`)."""
 
     def __init__(
-        self, instances: list[dict[str, Any]], daemon: dict[str, Any], cpu: float, rss: int
+        self, instances: list[InstanceDocument], daemon: DaemonDocument, cpu: float, rss: int
     ) -> None:
         self._instances = instances
         self._daemon = daemon
@@ -76,7 +79,7 @@ class _Snapshot:
 
 
 def render(
-    instances: list[dict[str, Any]], daemon: dict[str, Any], cpu: float, rss: int
+    instances: list[InstanceDocument], daemon: DaemonDocument, cpu: float, rss: int
 ) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(instances, daemon, cpu, rss))
