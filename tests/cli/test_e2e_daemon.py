@@ -224,3 +224,29 @@ def _is_link(path: Path) -> bool:
         return path.is_symlink()
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("version",), ("schema",), ("status",), ("logs", "web.1"), ("logs", "-f", "web.1")],
+)
+def test_a_reader_that_went_away_ends_it_quietly(
+    project: Project, daemon: int, argv: tuple[str, ...]
+) -> None:
+    # `herdsman ... | head`: the reader is gone before the command writes. Exit 0, no
+    # "internal error: Broken pipe".
+    wait_for(lambda: "hello from web.1" in herdsman(project, "logs", "web.1").stdout)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herdsman", *argv],
+            cwd=project.dir,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, "")

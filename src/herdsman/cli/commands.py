@@ -151,18 +151,8 @@ def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Comman
         except ClientError as err:
             say(err.message)
             return err.exit_code
-        except BrokenPipeError:
-            # The reader went away (`herdsman logs | head`): nothing left to say.
-            _silence_stdout()
-            return EXIT_OK
 
     return run
-
-
-def _silence_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 # --- patterns -------------------------------------------------------------------

@@ -33,8 +33,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C is how one stops following
-    except BrokenPipeError:
-        return EXIT_OK  # the reader went away (`herdsman events | head`)
 
 
 async def follow(client: AsyncClient, printer: EventPrinter) -> int:
