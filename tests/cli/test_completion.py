@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.live import daemon, herdsman
+from tests.cli.live import daemon
 
 # Simulates a TAB at the end of the line: COMP_* as bash sets them, then the
 # function the script registered for `herdsman`, whose answer is COMPREPLY.
@@ -99,14 +99,46 @@ def test_fish_completes_too(tmp: Path) -> None:
     ]
 
 
+# zsh's completion widgets cannot run outside an interactive line editor, so the
+# script's function is called as the completion system would call it (BUFFER, CURSOR,
+# words set), with the one function it hands its answer to, `_describe`, printing
+# the candidates instead of offering them.
+ZSH_TAB = textwrap.dedent(
+    """\
+    compdef() { :; }
+    source <(herdsman completion zsh)
+    _describe() { local list=$2; print -rl -- "${(@P)list}"; print -r -- --; }
+    tab() {
+        BUFFER=$1; CURSOR=${#BUFFER}; words=(${(z)BUFFER})
+        _python_argcomplete
+    }
+    """
+)
+
+
 @pytest.mark.skipif(
     shutil.which("zsh") is None, reason="zsh is not installed (.ci/run installs it)"
 )
-def test_the_zsh_script_parses(tmp: Path) -> None:
-    script = herdsman(tmp, "completion", "zsh")
-    assert script.returncode == 0
-    check = subprocess.run(["zsh", "-n"], input=script.stdout, capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
+def test_zsh_completes_commands_and_the_daemons_names(tmp: Path) -> None:
+    script = ZSH_TAB + "tab 'herdsman st'\ntab 'herdsman restart w'\n"
+    with daemon(tmp):
+        proc = subprocess.run(
+            ["zsh", "-f", "-c", script],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp)},
+        )
+    assert proc.returncode == 0, proc.stderr
+    st, restart, _ = proc.stdout.split("--\n")
+    # zsh's form is name:description; the names are what a user sees offered.
+    assert sorted(line.split(":")[0] for line in st.splitlines()) == ["start", "status", "stop"]
+    assert sorted(line.split(":")[0] for line in restart.splitlines()) == [
+        "web",
+        "web.0",
+        "web.1",
+    ]
 
 
 def test_status_loads_none_of_the_live_commands_libraries(tmp: Path) -> None:

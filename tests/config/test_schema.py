@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
+import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -131,3 +134,42 @@ def test_empty_yaml_sections_validate(tmp: Path) -> None:
     text = "settings:\nhooks:\nservices:\n  web:\n    command: [sleep, '1']\n    ready:\n"
     assert _accepted(tmp, "herdsman.yaml", text)
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text))) == []
+
+
+def _taplo(tmp: Path, texts: list[str]) -> list[bool]:
+    """Whether Taplo (the linter behind the TOML editor plugins) finds each config valid
+    against `herdsman schema`, named by the first line the README gives."""
+    taplo = shutil.which("taplo") or str(Path(sys.executable).parent / "taplo")
+    (tmp / "herdsman.schema.json").write_text(json.dumps(config_schema()))
+    verdicts = []
+    for i, text in enumerate(texts):
+        config = tmp / f"c{i}.toml"
+        config.write_text("#:schema ./herdsman.schema.json\n" + text)
+        proc = subprocess.run(
+            [taplo, "lint", "--no-auto-config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp,
+        )
+        assert proc.returncode in (0, 1), proc.stderr
+        verdicts.append(proc.returncode == 0)
+    return verdicts
+
+
+def test_taplo_accepts_the_example_and_what_check_accepts_and_refuses_the_rest(
+    tmp: Path,
+) -> None:
+    accepted = [(ROOT / "examples" / "herdsman.toml").read_text()]
+    for _, text in _literals():
+        parsed = _parsed(text)
+        if (
+            parsed is not None
+            and parsed[0] == "herdsman.toml"
+            and _accepted(tmp, *parsed[:1], text)
+        ):
+            accepted.append(text)
+    assert len(accepted) >= 50  # the walk found the suite's TOML configs
+    assert _taplo(tmp, accepted) == [True] * len(accepted)
+    refused = [text for _, text in REFUSED]
+    assert _taplo(tmp, refused) == [False] * len(refused)

@@ -296,10 +296,13 @@ def _act(
             code = EXIT_FAILED
             continue
         by_name = {i["name"]: i for i in answer.get("instances") or []}
+        not_there = answer.get("failed") or []
+        # A failed one is said once, on stderr with its reason (below), not also here.
         for instance in by_name.values():
-            print(describe(instance), flush=True)
+            if instance["name"] not in not_there:
+                print(describe(instance), flush=True)
         timed_out = bool(answer.get("timed_out"))
-        for name in answer.get("failed") or []:
+        for name in not_there:
             instance = by_name.get(name, {"name": name, "state": "unknown"})
             failed.append(failure(instance, action, timed_out, body.get("timeout") or 0.0))
     for line in failed:
