@@ -25,17 +25,11 @@ from herdsman.core.lifecycle import (
     State,
     StopTimeout,
 )
+from herdsman.runtime.procfs import process_start_time, zombie_status
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status
-from herdsman.runtime.state import (
-    StateFile,
-    instance_record,
-    process_start_time,
-    restore_instance,
-    timer_event,
-    timer_record,
-    zombie_status,
-)
+from herdsman.runtime.records import instance_record, restore_instance, timer_event, timer_record
+from herdsman.runtime.statefile import StateFile
 from tests.conftest import wait_for
 
 small = st.integers(min_value=0, max_value=10**6)
@@ -213,7 +207,7 @@ def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) 
 
 
 def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(tmp: Path) -> None:
-    from herdsman.runtime.state import StateWriter
+    from herdsman.runtime.statefile import StateWriter
 
     async def scenario() -> None:
         instances = {"a": {"pid": 1}, "b": {"pid": 2}}
@@ -293,7 +287,7 @@ def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: P
 
 
 def test_a_journalled_spawn_is_completed_as_the_lifecycle_has_it_after_a_spawn() -> None:
-    from herdsman.runtime.state import just_spawned
+    from herdsman.runtime.records import just_spawned
 
     journalled = {"state": "starting", "pid": 41, "spawned_at": 10.0, "restarts": 2}
     waits = dict(journalled)

@@ -870,7 +870,7 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
     NOT_STOPPED). AlreadyRunning when a daemon holds the lock."""
     from herdsman.runtime import leftovers
     from herdsman.runtime.lock import DaemonLock
-    from herdsman.runtime.state import StateFile
+    from herdsman.runtime.statefile import StateFile
 
     state_dir = settings_path(config, "state_dir")
     problems: list[str] = []

@@ -25,6 +25,7 @@ from herdsman.cli.console import Console
 from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
 from herdsman.core.plan import Plan
+from herdsman.runtime import recovery, reexec
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
@@ -294,7 +295,7 @@ async def _run(
     if resumed is not None:
         # Before the reaper's first collect: an instance that exited during the exec
         # must find its watcher registered, or its status would pass for an orphan's.
-        daemon.resume(resumed)
+        reexec.resume(daemon, resumed)
     daemon.open(notify_fd=resumed["notify_fd"] if resumed else None)
     # A previous image blocked these across its exec, so none could kill us before
     # our handlers were in place; now they are (and children must not inherit a mask).
@@ -303,7 +304,7 @@ async def _run(
     if resumed is not None:
         daemon.supervisor.resume_waiting()
     else:
-        daemon.recover()
+        recovery.recover(daemon)
         daemon.start_services(services or None)
     announce = None
     if daemon.manager.present:
@@ -329,7 +330,7 @@ async def _run(
             # first (it awaits), then the instances are recorded with nothing more
             # running on the loop, so no change can fall after the records.
             listen_fds = await server.hand_over()
-            outcome = Reexec(daemon.hand_over(), listen_fds, daemon.plan)
+            outcome = Reexec(reexec.hand_over(daemon), listen_fds, daemon.plan)
             daemon.close()
             log.info("herdsman handing over to a new image (%s)", daemon.reexec_reason)
         else:

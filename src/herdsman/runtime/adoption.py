@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from herdsman.runtime.state import fd_inode
+from herdsman.runtime.procfs import fd_inode
 
 
 def pipes_by_inode(fds: list[int]) -> dict[int, int]:

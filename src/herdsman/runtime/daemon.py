@@ -10,17 +10,13 @@ the graceful shutdown. The CLI composes it with the API server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import functools
 import logging
 import os
-import pickle
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herdsman.core import graph
@@ -31,12 +27,10 @@ from herdsman.core.lifecycle import (
     Spawned,
     State,
     Stop,
-    describe_exit,
 )
-from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
-from herdsman.runtime import leftovers
-from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
+from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -55,20 +49,12 @@ from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile, count_lines, format_lines
 from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
-from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.plugins import Plugins
-from herdsman.runtime.positions import Pending, Positions, settle
+from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.pump import peek, take
-from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.sampler import Sampler
-from herdsman.runtime.state import (
-    FORMAT,
-    StateWriter,
-    just_spawned,
-    zombie_status,
-)
-from herdsman.runtime.supervisor import Managed, Supervisor, kill_group
+from herdsman.runtime.statefile import StateWriter
+from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 from herdsman.runtime.throttle import LogThrottle, Throttle
@@ -77,7 +63,6 @@ if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
 MEMORY_CHECK_INTERVAL = 5.0
-RELOAD_TIMEOUT = 60.0  # for the validating helper process
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
 # none may end the daemon half-way through handing over.
@@ -85,7 +70,6 @@ HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Self-healing: an unexpected error re-execs the daemon, at most this often.
 HEAL_LIMIT, HEAL_WINDOW = 3, 60.0
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
-STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
 ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING)
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
@@ -167,7 +151,7 @@ class Daemon:
         # What cannot change under a running daemon (its lock, sockets): as it
         # started, carried across re-execs; a re-exec to a config that moved them
         # is refused.
-        self.bound = _restart_only(plan)
+        self.bound = reexec.restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         self._heals: list[float] = []
         # `up --watch`: services that declare `watch` restart when their files change.
@@ -357,7 +341,7 @@ class Daemon:
         edited on disk but not reloaded must not change what runs behind its back.
         """
         try:
-            await self._compile(for_reexec=True)
+            await reexec.compile_plan(self, for_reexec=True)
         except ControlError as err:
             self._note(
                 logging.ERROR,
@@ -453,30 +437,6 @@ class Daemon:
 
     def end_batch(self, instance: str) -> None:
         self._log_files[instance].end_batch()
-
-    def _settle_batches(self, name: str, pumps: list[tuple[str, int, bytes]]) -> None:
-        """Before reading an adopted pipe: the batch a killed daemon was writing from
-        it, if any, is neither lost nor written twice (see positions.py)."""
-        for stream, fd, _partial in pumps:
-            pending = self._unfinished_batches.pop((name, stream), None)
-            if pending is None:
-                continue
-            log = self.plan.log_dir / f"{name}.log"
-            cut, taken = settle(pending, log, peek(fd))
-            if cut < 0:
-                continue
-            try:
-                os.truncate(log, cut)
-            except OSError as err:
-                self._note(logging.WARNING, f"{name}: cannot settle {log}: {err.strerror}")
-                continue
-            take(fd, taken)
-            self._log.info(
-                "%s: the previous daemon died writing %d bytes of its %s; kept once",
-                name,
-                taken,
-                stream,
-            )
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
@@ -829,7 +789,7 @@ class Daemon:
             self.manager.ready(self.summary())
 
     async def _reload(self) -> dict[str, Any]:
-        new, _ = await self._compile()
+        new, _ = await reexec.compile_plan(self)
         return await self._apply(new)
 
     async def _apply(self, new: Plan) -> dict[str, Any]:
@@ -888,208 +848,13 @@ class Daemon:
             )
         return {**summary, "not_applied": needs_restart}
 
-    async def _compile(self, *, for_reexec: bool = False) -> tuple[Plan, bytes]:
-        """The new plan, validated by a helper process (pydantic stays out of the daemon),
-        and its pickle. `for_reexec`: the helper is the code now on disk, which must
-        also import everything a new image of the daemon needs."""
-        out = self.plan.state_dir / "reload.plan"
-        argv = helper_argv(self.plan.config_path, out)
-        if for_reexec:
-            argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
-        runner = InstancePlan("reload", "herdsman", 0, argv, {}, self.plan.config_path.parent)
-        code, why = await self.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
-        try:
-            data = out.read_bytes()
-        except OSError:
-            what = "the new code" if for_reexec else "the config validator"
-            raise ControlError(500, f"{what} failed: {why or f'exit code {code}'}") from None
-        finally:
-            out.unlink(missing_ok=True)
-        try:
-            return unpickle_plan(data, f"exit code {code}"), data
-        except PlanError as err:
-            raise ControlError(400, "\n".join(err.errors)) from None
-
-    # --- self-loading: state.json, re-exec, adoption after a crash ---------------
-
-    def recover(self) -> list[str]:
-        """After a crash: adopt the services a dead daemon left running (state.json).
-
-        An instance whose recorded process still runs (same pid and start time, so
-        not a reused pid) keeps it: watched by pidfd, its output pipes opened again
-        from /proc. A process of an instance the config no longer has is stopped.
-        Returns the names of the adopted instances.
-        """
-        stored = pipes_by_inode(self.manager.passed_fds)
-        try:
-            return self._adopt(stored)
-        finally:
-            for fd in stored.values():  # pipes of instances that are gone
-                os.close(fd)
-            # Before anything is spawned: a journal of spawns needs a state.json
-            # of this daemon to belong to.
-            self._state.write()
-
-    def _adopt(self, stored: dict[int, int]) -> list[str]:
-        document, problems = self._state.file.recover()
-        for problem in problems:
-            self._note(logging.WARNING, problem)
-        # The same config however it was named (a symlink, a relative path): the
-        # lock on its state_dir already tells that no other daemon runs it.
-        if document is not None and not _same_file(document.get("config"), self.plan.config_path):
-            document = None
-        # Also with a good state.json: a process it does not name (it was lost, or
-        # spawned as the daemon died) is found by its environment.
-        found = leftovers.find(document, self.plan.state_dir, self._may_run_as)
-        adopted: list[str] = []
-        for name, (pid, record) in found.mains.items():
-            status = zombie_status(pid)
-            if status is not None:
-                how = describe_exit(*decode_status(status))
-                self._note(logging.INFO, f"{name}: pid {pid} ended while no daemon ran ({how})")
-                continue
-            managed = self.supervisor.instances.get(name)
-            if managed is None:
-                self._stop_stray(name, pid)
-                continue
-            pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
-            self._settle_batches(name, pumps)
-            record["foreign"] = True
-            if record.get("journalled"):  # spawned after the last state.json: as new
-                just_spawned(record, managed.core.policy, pid)
-            elif record.pop("found_by_environment", False):
-                ready = managed.plan.ready
-                record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
-            if self.supervisor.restore(managed, record, pumps):
-                adopted.append(name)
-                self._spawned_before.add(name)  # its next spawn is a restart (restart_with)
-                self.prober.resume(managed)
-        for name, pid, why in found.extras:
-            self._stop_stray(name, pid, why)
-        for name, pid in found.strays:
-            # Its main process is gone, or is being stopped as a second one.
-            self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon; killing it")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if adopted:
-            self._note(
-                logging.INFO,
-                f"adopted {len(adopted)} running instance(s) of a previous daemon: "
-                + ", ".join(adopted),
-            )
-        self.supervisor.resume_waiting()
-        return adopted
-
-    def _may_run_as(self, instance: str, uid: int) -> bool:
-        """Whether a process running as `uid` may be `instance`'s: herdsman's own
-        user, or the one the instance is configured to run as."""
-        if uid == os.geteuid():
-            return True
-        managed = self.supervisor.instances.get(instance)
-        user = managed.plan.user if managed is not None else None
-        return user is not None and _uid_of(user) == uid
-
-    def _stop_stray(self, name: str, pid: int, why: str = "is no longer in the config") -> None:
-        self._note(logging.WARNING, f"{name}: pid {pid} of a previous daemon {why}; stopping it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        self._loop.call_later(STRAY_KILL_AFTER, kill_group, pid)
+    # --- re-exec (see reexec.py) ----------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
-        """Check the code on disk and the config, then have the loop end for a re-exec.
-
-        The new image must import and validate the config; otherwise ControlError
-        and nothing changes. A config that changed on disk is applied first (as a
-        reload), so the new image starts from a plan its own code compiled.
-        """
-        self._refuse_while_stopping()
-        if self._reloading or self.reexec_reason is not None or self._healing:
-            raise ControlError(409, "a reload or re-exec is already in progress")
-        if self._restarts_in_flight:
-            raise ControlError(409, "a restart is in progress: re-exec once it is done")
-        self._reloading = True
-        try:
-            new, data = await self._compile(for_reexec=True)
-            moved = [k for k, v in _restart_only(new).items() if v != self.bound[k]]
-            if moved:
-                raise ControlError(
-                    400,
-                    f"the config changes {', '.join(moved)}, which a running daemon keeps: "
-                    "restart herdsman (down, then up) to apply them, or change them back",
-                )
-            if new != self.plan:
-                self._note(logging.INFO, "the config changed on disk: applying it before re-exec")
-                await self._apply(new)
-        finally:
-            self._reloading = False
-        self._reexec_plan = data
-        self._note(logging.INFO, f"re-executing herdsman ({sys.executable}), services keep running")
-        return {"pid": os.getpid(), "reexecs": self.reexecs + 1}
+        return await reexec.request(self)
 
     async def begin_reexec(self) -> None:
-        """After `reexec()` was answered: end the loop (the caller execs)."""
-        if self._reexec_plan is not None and not self.shutting_down:
-            self._decide_reexec("reexec")
-
-    def hand_over(self) -> dict[str, Any]:
-        """Everything the new image needs, as plain data; the pipes stay open for it."""
-        self.prober.close()
-        watched = sorted(self._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-        for name in watched:
-            self._disarm_watchdog(name)
-        notify_fd = self._notify.hand_over() if self._notify is not None else None
-        self._notify = None
-        sup = self.supervisor
-        records = {name: sup.record(m) for name, m in sup.instances.items()}
-        plan = self._reexec_plan or pickle.dumps(("ok", self.plan))  # a heal: the running plan
-        return {
-            "format": FORMAT,
-            "plan": plan,
-            "records": records,
-            "pumps": sup.hand_over(),
-            "tails": self.tails.hand_over(),
-            "health": dict(self.prober.health),
-            "notify_fd": notify_fd,
-            "started_at": self.started_at,
-            "reexecs": self.reexecs + 1,
-            "heals": self._heals,
-            "notify_status": dict(self._notify_status),
-            "spawned_before": sorted(self._spawned_before),
-            "restarted_deps": sorted(self._restarted_deps),
-            "watchdogs": watched,
-            "bound": self.bound,
-        }
-
-    def resume(self, handover: dict[str, Any]) -> None:
-        """In the new image: take every instance over from the old one, as it was."""
-        self.started_at = float(handover.get("started_at", self.started_at))
-        self.reexecs = int(handover.get("reexecs", 1))
-        self._heals = list(handover.get("heals", []))
-        self._notify_status.update(handover.get("notify_status", {}))
-        self._spawned_before.update(handover.get("spawned_before", []))
-        self._restarted_deps.update(handover.get("restarted_deps", []))
-        self.bound = handover.get("bound", self.bound)
-        self.tails.resume(handover.get("tails", {}))
-        health = handover.get("health", {})
-        watchdogs = set(handover.get("watchdogs", []))
-        pumps = handover.get("pumps", {})
-        sup = self.supervisor
-        for name, record in handover.get("records", {}).items():
-            managed = sup.instances.get(name)
-            if managed is None:  # cannot happen: the plan is the one they ran under
-                for _stream, fd, _partial in pumps.get(name, []):
-                    os.close(fd)
-                continue
-            sup.restore(managed, record, pumps.get(name, []))
-            if health.get(name) is not None and self.prober.health.get(name) is not None:
-                self.prober.health[name] = health[name]
-            self.prober.resume(managed)
-            if name in watchdogs:
-                self._arm_watchdog(managed)  # a full period from now
-        self._note(
-            logging.INFO,
-            f"re-executed (image {self.reexecs}): took over {len(sup.instances)} instance(s)",
-        )
+        await reexec.begin(self)
 
     # --- metrics and memory limits --------------------------------------------
 
@@ -1127,23 +892,6 @@ class Daemon:
                     self.supervisor.feed(managed, Stop(restart=True, reason=reason))
 
 
-RESTART_ONLY = ("state_dir", "socket", "tcp")
-
-
-def _restart_only(plan: Plan) -> dict[str, Any]:
-    """The settings a running daemon keeps (its lock and sockets), as plain values."""
-    return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
-
-
-def _uid_of(user: str) -> int | None:
-    import pwd
-
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None
-
-
 def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
     user or group that does not exist (such an instance cannot start)."""
@@ -1159,12 +907,3 @@ def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
     if gid is None:
         gid = entry.pw_gid if entry is not None else os.getegid()
     return uid, gid
-
-
-def _same_file(recorded: object, path: Path) -> bool:
-    if not isinstance(recorded, str):
-        return False
-    try:
-        return os.path.samefile(recorded, path)
-    except OSError:
-        return recorded == str(path)

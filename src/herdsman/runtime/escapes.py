@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from herdsman.runtime.leftovers import Marked, scan
-from herdsman.runtime.state import process_start_time
+from herdsman.runtime.procfs import process_start_time
 
 # (instance name) -> its main process's (pid, start time), or None without one.
 MainOf = Callable[[str], tuple[int, int | None] | None]

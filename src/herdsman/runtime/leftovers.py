@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from herdsman.runtime.state import proc_stat, still_running
+from herdsman.runtime.procfs import boot_id, proc_stat, process_start_time, processes_of
 
 STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 INSTANCE_VARIABLE = "HERDSMAN_INSTANCE"
@@ -169,6 +169,30 @@ class Leftovers:
         yield from (pid for _, pid, _ in self.extras)
         yield from (pid for _, pid in self.strays)
         yield from self.others
+
+
+def still_running(
+    document: dict[str, Any], state_dir: Path
+) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """The records of a dead daemon whose process still runs: (name, record, pid).
+
+    Only a process with the recorded start time, on the same boot, counts: a pid
+    alone may be another process's by now. A spawn known from the journal only
+    has no start time yet: its process must carry the environment herdsman gave
+    it, and then gets its start time. (A zombie counts: its group may live on.)
+    """
+    if document.get("boot_id") != boot_id():
+        return
+    for name, record in (document.get("instances") or {}).items():
+        pid = record.get("pid") if isinstance(record, dict) else None
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            continue
+        if record.get("journalled"):
+            if pid in processes_of(state_dir, name, [pid]):
+                record["start_time"] = process_start_time(pid)
+                yield name, record, pid
+        elif process_start_time(pid) == record.get("start_time"):
+            yield name, record, pid
 
 
 def find(

@@ -20,8 +20,8 @@ import os
 import signal
 from collections.abc import Callable
 
+from herdsman.runtime.procfs import zombie_status
 from herdsman.runtime.signals import Signals
-from herdsman.runtime.state import zombie_status
 
 PR_SET_CHILD_SUBREAPER = 36
 REAP_BATCH = 16  # exits handled per loop turn: each may respawn at once

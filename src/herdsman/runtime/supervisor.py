@@ -43,18 +43,12 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
+from herdsman.runtime.procfs import fd_inode, process_start_time
 from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
+from herdsman.runtime.records import instance_record, restore_instance, timer_event, timer_record
 from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
-from herdsman.runtime.state import (
-    fd_inode,
-    instance_record,
-    process_start_time,
-    restore_instance,
-    timer_event,
-    timer_record,
-)
 from herdsman.runtime.systemd import without_manager_variables
 
 
@@ -408,7 +402,7 @@ class Supervisor:
         return managed.start_time[1]
 
     def record(self, managed: Managed) -> dict[str, object]:
-        """The instance as plain data (see state.py): for state.json and a re-exec."""
+        """The instance as plain data (see records.py): for state.json and a re-exec."""
         core = managed.core
         record: dict[str, object] = instance_record(core)
         if core.pid is not None:

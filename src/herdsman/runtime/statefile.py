@@ -1,154 +1,26 @@
-"""What a daemon knows about its instances, as plain data: `state.json` and re-exec.
+"""`<state_dir>/state.json` and its journal of spawns: what a daemon leaves for the next.
 
-A record is a dict of plain values (no classes), so a record written by one
-version of herdsman is read by the next: the in-place re-exec hands records to
-the new code, and after a crash the next daemon reads them from
-`<state_dir>/state.json` to adopt the services that still run. A pid alone
-proves nothing after a crash (pids are reused), so a record also carries the
-process's start time (clock ticks since boot, from /proc) and the boot id, and
-the inodes of its output pipes, so they can be opened again from /proc.
-
-`state.json` is written atomically (a temporary file renamed over it) within
-WRITE_DELAY of a change, however many instances changed meanwhile; every spawn is
-journalled at once beside it (`state.journal`).
+After a crash the next daemon reads the records in it to adopt the services that
+still run (see recovery.py). `state.json` is written atomically (a temporary
+file renamed over it) within WRITE_DELAY of a change, however many instances
+changed meanwhile; every spawn is journalled at once beside it (`state.journal`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from herdsman.core.lifecycle import (
-    BackoffElapsed,
-    Event,
-    Instance,
-    Policy,
-    SetTimer,
-    Spawned,
-    StartSecondsPassed,
-    State,
-    StopTimeout,
-    on_event,
-)
 from herdsman.runtime.files import open_append, write_new
+from herdsman.runtime.procfs import boot_id
 
 FORMAT = 1
-# Instance fields a record carries, all plain values.
-_FIELDS = (
-    "pid",
-    "ready",
-    "restarts",
-    "attempt",
-    "restart_times",
-    "spawned_at",
-    "exit_code",
-    "exit_signal",
-    "exit_said",
-    "message",
-    "start_passed",
-    "restart_after_stop",
-    "automatic_restart",
-    "limited_restart",
-    "killed",
-)
-
-
-@functools.cache
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def proc_stat(pid: int) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat from field 3 (the state) on; None if no such process.
-
-    The command name (field 2) may hold spaces and parentheses: split after its end.
-    """
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        stat = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    end = stat.rfind(b")")
-    return stat[end + 2 :].split() if end >= 0 else None
-
-
-def process_start_time(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot; None if there is no such process."""
-    fields = proc_stat(pid)
-    return int(fields[19]) if fields else None  # field 22 of the whole line
-
-
-def zombie_status(pid: int) -> int | None:
-    """The wait status of `pid` if it is a zombie not yet reaped by its parent.
-
-    /proc shows it (field 52 of stat) until the parent collects it: for an adopted
-    process whose parent is some other reaper, the best there is.
-    """
-    fields = proc_stat(pid)
-    if not fields or fields[0] != b"Z" or len(fields) < 50:
-        return None
-    return int(fields[49])
-
-
-def fd_inode(fd: int) -> int:
-    return os.fstat(fd).st_ino
-
-
-def timer_record(at: float, event: Event) -> list[Any] | None:
-    match event:
-        case StartSecondsPassed(pid=pid):
-            return [at, "start_seconds", pid]
-        case BackoffElapsed():
-            return [at, "backoff", None]
-        case StopTimeout(pid=pid):
-            return [at, "stop_timeout", pid]
-    return None
-
-
-def timer_event(record: list[Any]) -> tuple[float, Event] | None:
-    at, kind, pid = record
-    if kind == "start_seconds":
-        return float(at), StartSecondsPassed(int(pid))
-    if kind == "backoff":
-        return float(at), BackoffElapsed()
-    if kind == "stop_timeout":
-        return float(at), StopTimeout(int(pid))
-    return None
-
-
-def instance_record(core: Instance) -> dict[str, Any]:
-    record: dict[str, Any] = {"state": core.state.value}
-    for name in _FIELDS:
-        value = getattr(core, name)
-        record[name] = list(value) if isinstance(value, list) else value
-    return record
-
-
-def restore_instance(core: Instance, record: dict[str, Any]) -> None:
-    """Put a record's values into `core` (fields it lacks keep their defaults)."""
-    try:
-        core.state = State(record.get("state", "stopped"))
-    except ValueError:
-        core.state = State.STOPPED
-    for name in _FIELDS:
-        if name in record:
-            value = record[name]
-            setattr(core, name, list(value) if isinstance(value, list) else value)
 
 
 class StateFile:
@@ -294,30 +166,6 @@ def _well_formed(document: object) -> bool:
     )
 
 
-def still_running(
-    document: dict[str, Any], state_dir: Path
-) -> Iterator[tuple[str, dict[str, Any], int]]:
-    """The records of a dead daemon whose process still runs: (name, record, pid).
-
-    Only a process with the recorded start time, on the same boot, counts: a pid
-    alone may be another process's by now. A spawn known from the journal only
-    has no start time yet: its process must carry the environment herdsman gave
-    it, and then gets its start time. (A zombie counts: its group may live on.)
-    """
-    if document.get("boot_id") != boot_id():
-        return
-    for name, record in (document.get("instances") or {}).items():
-        pid = record.get("pid") if isinstance(record, dict) else None
-        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-            continue
-        if record.get("journalled"):
-            if pid in processes_of(state_dir, name, [pid]):
-                record["start_time"] = process_start_time(pid)
-                yield name, record, pid
-        elif process_start_time(pid) == record.get("start_time"):
-            yield name, record, pid
-
-
 WRITE_DELAY = 0.1  # seconds: state.json follows changes at most this late
 
 
@@ -402,41 +250,3 @@ class StateWriter:
             if self._failing:
                 self._on_error(None)
             self._failing = False
-
-
-def processes_of(state_dir: Path, instance: str, pids: list[int] | None = None) -> list[int]:
-    """Main processes (session leaders, not zombies) that a daemon of `state_dir`
-    spawned for `instance`, found by the environment they were given; among
-    `pids`, or among all processes."""
-    wanted = (f"HERDSMAN_INSTANCE={instance}".encode(), f"HERDSMAN_STATE_DIR={state_dir}".encode())
-    found = []
-    entries = [str(pid) for pid in pids] if pids is not None else os.listdir("/proc")
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        stat = proc_stat(int(entry))
-        if (
-            stat
-            and all(w in environ for w in wanted)
-            and stat[0] != b"Z"
-            and int(stat[3]) == int(entry)
-        ):
-            found.append(int(entry))
-    return found
-
-
-def just_spawned(record: dict[str, Any], policy: Policy, pid: int) -> None:
-    """Complete a journalled spawn's record as the lifecycle has an instance right
-    after it spawned `pid` at the record's `spawned_at` (the lifecycle decides it)."""
-    core = Instance("", policy)
-    restore_instance(core, {**record, "pid": None})
-    at = float(record.get("spawned_at") or 0.0)
-    for action in on_event(core, Spawned(pid), at):
-        if isinstance(action, SetTimer):
-            record["timer"] = timer_record(action.at, action.event)
-    record.update(instance_record(core))
