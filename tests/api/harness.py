@@ -149,13 +149,13 @@ class FakeController:
             inst["state"] = state
         return {"instances": matched, "failed": []}
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
         return await self._act("start", pattern, wait, "running")
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
         return await self._act("stop", pattern, wait, "stopped")
 
-    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
         return await self._act("restart", pattern, wait, "running")
 
     def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
@@ -317,7 +317,8 @@ class Answer:
     @property
     def error(self) -> str:
         body = self.json
-        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        assert set(body) == {"error"}, body
+        assert isinstance(body["error"], str), body
         return str(body["error"])
 
 

@@ -27,9 +27,11 @@ def test_status_and_instances(api: ServerThread) -> None:
     assert status.json["daemon"]["pid"] == 4242
     assert [i["name"] for i in status.json["services"]] == ["web.0", "web.1", "db", "worker"]
     listed = ask(conn, "GET", "/v1/instances")
-    assert listed.status == 200 and listed.json == status.json["services"]
+    assert listed.status == 200
+    assert listed.json == status.json["services"]
     one = ask(conn, "GET", "/v1/instances/web.1")
-    assert one.status == 200 and one.json == make_instance("web.1")
+    assert one.status == 200
+    assert one.json == make_instance("web.1")
 
 
 def test_unknown_instance_is_404_with_the_controllers_sentence(api: ServerThread) -> None:
@@ -70,7 +72,8 @@ def test_action_on_nothing_is_404_and_conflict_is_409(api: ServerThread) -> None
     conn = api.unix()
     assert ask(conn, "POST", "/v1/instances/nothing*/start").status == 404
     locked = ask(conn, "POST", "/v1/instances/locked/restart")
-    assert locked.status == 409 and locked.error == "herdsman is shutting down"
+    assert locked.status == 409
+    assert locked.error == "herdsman is shutting down"
 
 
 @pytest.mark.parametrize(
@@ -156,7 +159,8 @@ def test_logs(api: ServerThread) -> None:
     assert default.status == 200
     assert default.headers["Content-Type"] == "application/x-ndjson"
     lines = _ndjson(default.body)
-    assert len(lines) == 100 and lines[-1]["line"] == "line 149"
+    assert len(lines) == 100
+    assert lines[-1]["line"] == "line 149"
     assert set(lines[0]) == {"time", "instance", "stream", "line"}
     two = _ndjson(ask(conn, "GET", "/v1/logs?n=2&instance=db&follow=0").body)
     assert [e["line"] for e in two] == ["line 146", "line 148"]
@@ -321,7 +325,8 @@ def test_head_is_405_without_a_body_and_the_connection_goes_on(api: ServerThread
     conn = api.unix()
     conn.request("HEAD", "/v1/status")
     response = conn.getresponse()
-    assert response.status == 405 and response.headers["Allow"] == "GET"
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET"
     assert response.read() == b""
     assert ask(conn, "GET", "/v1/status").status == 200
 

@@ -155,7 +155,8 @@ def test_error_answer_is_its_sentence(raw: tuple[Client, RawServer]) -> None:
         "no instance or service matches 'x'",
     )
     head = server.received[0]
-    assert b"\r\nContent-Length: 14\r\n" in head and b"Content-Type: application/json" in head
+    assert b"\r\nContent-Length: 14\r\n" in head
+    assert b"Content-Type: application/json" in head
 
 
 @pytest.mark.parametrize(

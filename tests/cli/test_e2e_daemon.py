@@ -92,7 +92,8 @@ def test_a_session(project: Project, daemon: int) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["INSTANCE", "STATE", "PID"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["web.0"][1] == "running" and rows["broken"][1] == "stopped"
+    assert rows["web.0"][1] == "running"
+    assert rows["broken"][1] == "stopped"
 
     stop = herdsman(project, "stop", "web")
     assert stop.returncode == 0, stop.stderr
@@ -113,7 +114,8 @@ def test_a_session(project: Project, daemon: int) -> None:
     restart = herdsman(project, "restart", "web")
     assert restart.returncode == 0, restart.stderr
     after = status(project)
-    assert after["web.0"]["state"] == "running" and after["web.0"]["pid"] != before
+    assert after["web.0"]["state"] == "running"
+    assert after["web.0"]["pid"] != before
 
     sig = herdsman(project, "signal", "HUP", "web")
     assert sig.returncode == 0, sig.stderr
@@ -127,7 +129,8 @@ def test_a_session(project: Project, daemon: int) -> None:
     wait_for(hup_logged)
     as_json = herdsman(project, "logs", "-n", "1", "--json", "web.1")
     entry = json.loads(as_json.stdout)
-    assert entry["instance"] == "web.1" and entry["stream"] == "out"
+    assert entry["instance"] == "web.1"
+    assert entry["stream"] == "out"
     assert entry["time"].endswith("Z")
 
     down = herdsman(project, "down")
@@ -140,7 +143,8 @@ def test_a_session(project: Project, daemon: int) -> None:
     )
     # What ran is still in the log files.
     offline = herdsman(project, "logs", "-n", "50", "web.0")
-    assert offline.returncode == 0 and "web.0 │ got HUP" in offline.stdout.splitlines()
+    assert offline.returncode == 0
+    assert "web.0 │ got HUP" in offline.stdout.splitlines()
 
 
 def test_second_up_is_refused_and_socket_is_private(project: Project, daemon: int) -> None:
@@ -148,7 +152,8 @@ def test_second_up_is_refused_and_socket_is_private(project: Project, daemon: in
     assert again.returncode == 1
     assert str(daemon) in again.stderr
     mode = os.stat(project.socket).st_mode
-    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
 
 
 def test_failures_and_kills(project: Project, daemon: int) -> None:
@@ -163,7 +168,8 @@ def test_failures_and_kills(project: Project, daemon: int) -> None:
     assert "SIGKILL" in killed.stdout
 
     nothing = herdsman(project, "restart", "nope*")
-    assert nothing.returncode == 1 and "nope*" in nothing.stderr
+    assert nothing.returncode == 1
+    assert "nope*" in nothing.stderr
     bad = herdsman(project, "signal", "SIGNOPE", "web")
     assert bad.returncode == 2
 

@@ -74,7 +74,8 @@ def test_status_pattern_without_match(cli, fake: FakeDaemon) -> None:
     result = cli("status", "db", "nope")
     assert result.code == 1
     assert result.err == "herdsman: no instance or service matches 'nope'\n"
-    assert "db" in result.out and "web.0" not in result.out
+    assert "db" in result.out
+    assert "web.0" not in result.out
 
 
 def test_status_of_one_instance_is_a_detail_view(cli, fake: FakeDaemon) -> None:
@@ -207,7 +208,8 @@ def test_unknown_signal_exit_2_before_asking(cli, fake: FakeDaemon) -> None:
     for sig in ("FOO", "0", "999"):
         result = cli("signal", sig, "web")
         assert result.code == 2
-        assert result.err.startswith("herdsman: ") and result.err.count("\n") == 1
+        assert result.err.startswith("herdsman: ")
+        assert result.err.count("\n") == 1
     assert fake.requests == []
 
 
@@ -215,7 +217,8 @@ def test_error_answer_that_is_not_json(cli, fake: FakeDaemon) -> None:
     fake.answer("GET", "/v1/status", Reply(500, "oops"))
     result = cli("status")
     assert result.code == 1
-    assert result.err.startswith("herdsman: ") and "Traceback" not in result.err
+    assert result.err.startswith("herdsman: ")
+    assert "Traceback" not in result.err
 
 
 LINES = [

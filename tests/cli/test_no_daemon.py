@@ -66,7 +66,9 @@ def test_missing_config_exit_2(tmp: Path, capsys: pytest.CaptureFixture[str]) ->
     code = main(["-c", str(tmp / "nope.toml"), "status"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("herdsman: ") and "does not exist" in err and "Traceback" not in err
+    assert err.startswith("herdsman: ")
+    assert "does not exist" in err
+    assert "Traceback" not in err
 
 
 def test_through_the_real_command(project: Project) -> None:
@@ -192,7 +194,8 @@ def test_logs_follow_without_daemon_does_not_hang(cli, project: Project) -> None
     write_log(project.log_dir / "db.log", ("01.000000", "out", "x"))
     started = time.monotonic()
     result = cli("logs", "-f")
-    assert result.code == 0 and result.out == "db │ x\n"
+    assert result.code == 0
+    assert result.out == "db │ x\n"
     assert "not following" in result.err
     assert time.monotonic() - started < 5
 
@@ -208,4 +211,5 @@ def test_logs_broken_pipe_is_quiet(project: Project) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout.startswith("db │ y")
-    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Error" not in proc.stderr, proc.stderr

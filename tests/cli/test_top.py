@@ -25,18 +25,21 @@ from tests.cli.live import CONFIG, daemon, herdsman, instances
 from tests.conftest import wait_for
 from tests.e2e.helpers import free_port
 
+UNTIL = 10.0  # seconds a condition on the screen may take
+
 
 def client_for(**options: str | None) -> AsyncClient:
     return AsyncClient(endpoint(argparse.Namespace(**options)))
 
 
-async def until(pilot: Pilot[int], predicate: Callable[[], object], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            shown = output(pilot.app) if isinstance(pilot.app, TopApp) else ""
-            raise AssertionError(f"condition not met within {timeout}s; output:\n{shown}")
-        await pilot.pause(0.05)
+async def until(pilot: Pilot[int], predicate: Callable[[], object]) -> None:
+    try:
+        async with asyncio.timeout(UNTIL):
+            while not predicate():
+                await pilot.pause(0.05)  # the app's own messages: no event says "changed"
+    except TimeoutError:
+        shown = output(pilot.app) if isinstance(pilot.app, TopApp) else ""
+        raise AssertionError(f"condition not met within {UNTIL}s; output:\n{shown}") from None
 
 
 def output(app: TopApp) -> str:
@@ -109,7 +112,8 @@ async def keys_scenario(tmp: Path) -> None:
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, DetailScreen))
         detail = str(app.screen.query_one("#detail", Static).render())
-        assert "web.0" in detail and "restarts" in detail
+        assert "web.0" in detail
+        assert "restarts" in detail
         await pilot.press("escape", "question_mark")
         await until(pilot, lambda: isinstance(app.screen, KeysScreen))
         await pilot.press("escape")

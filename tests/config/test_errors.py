@@ -371,7 +371,8 @@ def test_socket_path_at_the_limit(write: WriteConfig) -> None:
 )
 def test_structure_errors(write: WriteConfig, text: str, error: str) -> None:
     found = errors(write(text))
-    assert len(found) == 1 and found[0].startswith(error), found
+    assert len(found) == 1, found
+    assert found[0].startswith(error), found
 
 
 def test_toml_syntax_error_gives_its_line(write: WriteConfig) -> None:
@@ -401,7 +402,8 @@ def test_yaml_syntax_error_gives_its_line(write: WriteConfig) -> None:
 )
 def test_yaml_structure_errors(write: WriteConfig, text: str, error: str) -> None:
     found = errors(write(text, "herdsman.yaml"))
-    assert len(found) == 1 and found[0].startswith(error), found
+    assert len(found) == 1, found
+    assert found[0].startswith(error), found
 
 
 def test_yaml_duplicate_keys_are_errors(write: WriteConfig) -> None:

@@ -60,7 +60,8 @@ def test_probe_and_health_defaults(write: WriteConfig) -> None:
     )
     ready = config.services["web"].ready
     assert ready == Probe(notify=True, interval=1.0, timeout=1.0, initial_delay=0.0)
-    assert ready is not None and ready.kind == "notify"
+    assert ready is not None
+    assert ready.kind == "notify"
     health = config.services["web"].health
     assert health == HealthCheck(
         http="http://127.0.0.1:8000/health",
@@ -69,7 +70,8 @@ def test_probe_and_health_defaults(write: WriteConfig) -> None:
         failure_threshold=3,
         initial_delay=0.0,
     )
-    assert health is not None and health.kind == "http"
+    assert health is not None
+    assert health.kind == "http"
 
 
 def test_everything_set_is_parsed_once(write: WriteConfig, tmp: Path) -> None:
@@ -141,7 +143,8 @@ def test_everything_set_is_parsed_once(write: WriteConfig, tmp: Path) -> None:
     assert db.log == LogSettings(max_bytes=65536, backups=0)
     web = config.services["web"]
     assert web.depends_on == {"db": "ready"}
-    assert web.ready is not None and web.ready.log == "listening on .* port \\d+"
+    assert web.ready is not None
+    assert web.ready.log == "listening on .* port \\d+"
     assert list(config.services) == ["db", "web"]
 
 
@@ -198,7 +201,8 @@ def test_replicas_substitute_their_number(write: WriteConfig) -> None:
     assert web.argv_for(2) == ["serve", "--port", "8002", "--json", '{"id": 2}', "{0}"]
     assert web.env_for(1) == {"SLOT": "1", "FIXED": "x"}
     assert web.command[2] == "800{replica}"
-    assert web.ready is not None and web.ready.for_replica(1).tcp == "127.0.0.1:8001"
+    assert web.ready is not None
+    assert web.ready.for_replica(1).tcp == "127.0.0.1:8001"
     assert web.health is not None
     assert web.health.for_replica(2).http == "http://localhost:8002/"
 

@@ -77,7 +77,8 @@ def test_watchdog_only_goes_with_notify(tmp_path: Path) -> None:
             tmp_path, '[services.a]\ncommand = "true"\nready = { notify = true, watchdog = "5s" }\n'
         )
     )
-    assert ok.services["a"].ready is not None and ok.services["a"].ready.watchdog == 5.0
+    assert ok.services["a"].ready is not None
+    assert ok.services["a"].ready.watchdog == 5.0
 
 
 def test_restart_with_must_name_a_dependency(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def test_replicas_beyond_the_fd_limit_are_retried_and_the_daemon_lives_on(tmp: P
             return (running, retrying) if len(running) + len(retrying) == 150 else None
 
         running, retrying = wait_for(split, timeout=30)  # type: ignore[misc]
-        assert running and retrying
+        assert running
+        assert retrying
         assert all(i["message"].startswith(TOO_MANY) for i in retrying if i["message"])
         assert any(i["message"].startswith(f"{TOO_MANY}; retrying in ") for i in retrying)
         assert alive(daemon)
@@ -75,7 +76,8 @@ def test_replicas_beyond_the_fd_limit_are_retried_and_the_daemon_lives_on(tmp: P
 
         wait_for(took_over, timeout=60, interval=0.2)
         log = (tmp / ".herdsman/logs/herdsman.log").read_text()
-        assert "Traceback" not in log and "internal error" not in log
+        assert "Traceback" not in log
+        assert "internal error" not in log
         assert alive(daemon)
     finally:
         down = herdsman(tmp, "down")
@@ -107,7 +109,8 @@ def test_check_says_how_many_instances_the_limit_holds(tmp: Path) -> None:
     held = (1024 - 64 - 128) // 3
     assert f"the open files limit (1024) holds about {held} of the 400 instances" in tight.stderr
     roomy = run(tmp, *limited("1024:4096", "check"))
-    assert roomy.returncode == 0 and roomy.stderr == ""
+    assert roomy.returncode == 0
+    assert roomy.stderr == ""
     # A TCP listener may hold its own connections' worth.
     config.write_text(
         '[settings]\ntcp = "127.0.0.1:9999"\ntoken_file = "t"\nmax_connections = 100\n'

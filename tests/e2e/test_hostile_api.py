@@ -122,7 +122,8 @@ def test_a_connection_flood_leaves_supervision_and_the_unix_socket_alone(tmp: Pa
         assert made >= 5, f"{made} restarts in {time.monotonic() - began:.1f}s of flood"
         text = daemon_log(tmp)
         grown = len(text) - size
-        assert "Traceback" not in text and "cannot accept" not in text
+        assert "Traceback" not in text
+        assert "cannot accept" not in text
         assert text.count("turning new API clients away") == 1
         assert grown < 64 * 1024, f"the log grew by {grown} bytes"
         assert alive(daemon)
@@ -154,7 +155,8 @@ def test_out_of_fds_the_accept_loop_rests_and_recovers(tmp: Path) -> None:
         wait_for(lambda: restarts(tmp) >= after + 3, timeout=30, interval=0.2)
         assert instances(tmp)["crashy"]["state"] in ("starting", "restarting", "running")
         text = daemon_log(tmp)[size:]
-        assert "Traceback" not in text and "Exception" not in text
+        assert "Traceback" not in text
+        assert "Exception" not in text
         assert 1 <= text.count("cannot accept API connections on 127.0.0.1") <= 3
         assert "accepting API connections on 127.0.0.1" in text
         assert len(text) < 64 * 1024, f"the log grew by {len(text)} bytes"

@@ -119,7 +119,8 @@ def test_up_after_a_corrupt_state_adopts_one_process_per_instance(tmp: Path, var
         for name in NAMES:
             # Exactly one process each, and it is the one that ran before: adopted.
             assert live_processes_of(name) == [pids[name]], name
-            assert now[name]["pid"] == pids[name] and now[name]["state"] == "running", name
+            assert now[name]["pid"] == pids[name], name
+            assert now[name]["state"] == "running", name
         daemon_log = (tmp / ".herdsman/logs/herdsman.log").read_text()
         assert "adopted 3 running instance(s) of a previous daemon" in daemon_log
         if sentence is not None:
@@ -174,7 +175,8 @@ def test_down_without_a_daemon_stops_everything_despite_a_corrupt_state(
     assert "stopped what a daemon that died had left running: quiet.0, quiet.1, talker" in (
         down.stdout
     )
-    assert sentence is not None and sentence in down.stderr
+    assert sentence is not None
+    assert sentence in down.stderr
     for pid in pids.values():
         assert not alive(pid)
     for name in NAMES:

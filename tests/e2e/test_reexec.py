@@ -114,8 +114,10 @@ def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
         now = {i["name"]: i for i in after["services"]}
         for name, pid in pids.items():
             assert now[name]["pid"] == pid, name
-        assert now["manual"]["state"] == "stopped" and now["manual"]["pid"] is None
-        assert now["web"]["ready"] is True and now["web"]["state"] == "running"
+        assert now["manual"]["state"] == "stopped"
+        assert now["manual"]["pid"] is None
+        assert now["web"]["ready"] is True
+        assert now["web"]["state"] == "running"
         # The sd_notify socket came through the exec: READY=1 sent to it counts.
         assert before["services"][-2]["name"] == "notifier"
         assert before["services"][-2]["state"] == "starting"

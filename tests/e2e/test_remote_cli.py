@@ -94,12 +94,15 @@ def test_every_client_command_over_tcp(remote: Remote) -> None:
     assert [json.loads(line)["line"] for line in out.splitlines()] == ["hello from web.1"]
 
     code, out, err = remote.cli("stop", "web.0")
-    assert code == 0 and out.startswith("web.0: stopped"), (code, out, err)
+    assert code == 0, (code, out, err)
+    assert out.startswith("web.0: stopped"), (code, out, err)
     assert states(remote)["web.0"] == "stopped"
     code, out, err = remote.cli("start", "web.0")
-    assert code == 0 and out.startswith("web.0: running"), (code, out, err)
+    assert code == 0, (code, out, err)
+    assert out.startswith("web.0: running"), (code, out, err)
     code, out, err = remote.cli("signal", "CONT", "web.1")
-    assert code == 0 and out.startswith("sent SIGCONT to web.1"), (code, out, err)
+    assert code == 0, (code, out, err)
+    assert out.startswith("sent SIGCONT to web.1"), (code, out, err)
 
     code, out, err = remote.cli("down")
     assert (code, out.strip(), err) == (0, "herdsman: stopped", "")
@@ -139,7 +142,8 @@ def test_bad_options_and_nothing_listening(remote: Remote) -> None:
 
     for url in ("https://127.0.0.1:1", "127.0.0.1:9900", "http://127.0.0.1", "http://h:1/v1"):
         result = herdsman(remote.away, "--url", url, "status")
-        assert result.returncode == 2 and result.stdout == "", result
+        assert result.returncode == 2, result
+        assert result.stdout == "", result
         assert result.stderr.startswith(f"herdsman: --url {url}: "), result.stderr
         assert len(result.stderr.splitlines()) == 1
 

@@ -73,10 +73,14 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     unit = result.stdout
-    assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=process" in unit
-    assert "FileDescriptorStoreMax=4096" in unit and "Environment=HERDSMAN_FDSTORE=4096" in unit
+    assert "Type=notify" in unit
+    assert "WatchdogSec=" in unit
+    assert "KillMode=process" in unit
+    assert "FileDescriptorStoreMax=4096" in unit
+    assert "Environment=HERDSMAN_FDSTORE=4096" in unit
     assert f"-c {tmp}/herdsman.toml up" in unit
-    assert "TimeoutStopSec=35" in unit and "TimeoutStartSec=infinity" in unit
+    assert "TimeoutStopSec=35" in unit
+    assert "TimeoutStartSec=infinity" in unit
     path = tmp / "herdsman-test.service"
     # systemd-analyze checks ExecStart's binary exists; point it at this interpreter.
     path.write_text(unit.replace(unit.split("ExecStart=")[1].split(" ")[0], sys.executable))
@@ -88,7 +92,8 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp: Path) -> None:
         for line in (verify.stdout + verify.stderr).splitlines()
         if "herdsman-test.service" in line
     ]
-    assert verify.returncode == 0 and problems == [], verify.stdout + verify.stderr
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert problems == [], verify.stdout + verify.stderr
 
 
 class Manager:

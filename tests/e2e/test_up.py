@@ -96,7 +96,8 @@ def test_up_prefixes_output_and_ctrl_c_stops_everything(up) -> None:
     run.wait_line("web │ oops")
     assert run.matching("db │ db ready")
     pids = pids_in(run.matching("started (pid"))
-    assert len(pids) == 2 and all(alive(p) for p in pids)
+    assert len(pids) == 2
+    assert all(alive(p) for p in pids)
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 0
     assert not any(alive(p) for p in pids)
@@ -119,7 +120,8 @@ def test_up_respawns_a_killed_service(up) -> None:
     run.wait_line("killed by SIGKILL; restarting now")
     wait_for(lambda: len(run.matching("s: started")) == 2)
     second = pids_in(run.matching("s: started"))[1]
-    assert second != first and alive(second)
+    assert second != first
+    assert alive(second)
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish() == 0
     assert not alive(second)

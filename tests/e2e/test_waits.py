@@ -84,7 +84,8 @@ def test_up_wait_ends_at_once_when_a_dependency_failed(tmp: Path) -> None:
         assert any(line.startswith("herdsman: db: failed: exited with code 1") for line in err)
         # The document says the same, for the API and `status`.
         app = instances(tmp)["app"]
-        assert app["state"] == "starting" and app["pid"] is None
+        assert app["state"] == "starting"
+        assert app["pid"] is None
         assert app["blocked"].startswith("depends on db, which failed (")
         assert app["message"] == f"cannot start: {app['blocked']}"
 
@@ -168,7 +169,8 @@ def test_a_probe_that_never_passes_ends_at_the_timeout_with_its_reason(tmp: Path
         assert f"herdsman: waiting for web (starting: {refused})" in err
 
         up_again, took = timed(tmp, "start", "web", "--timeout", "1")
-        assert up_again.returncode == 1 and 1 <= took < EARLY
+        assert up_again.returncode == 1
+        assert 1 <= took < EARLY
 
 
 def test_an_exit_during_start_says_the_last_line_on_stderr(tmp: Path) -> None:

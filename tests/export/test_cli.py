@@ -62,7 +62,8 @@ def test_usage_errors_exit_2(tmp: Path) -> None:
         " for systemd 252 or later\n"
     )
     missing = run(tmp, "export")
-    assert missing.returncode == 2 and "TARGET" in missing.stderr
+    assert missing.returncode == 2
+    assert "TARGET" in missing.stderr
     (tmp / "herdsman.yaml").write_text(
         "services:\n  s:\n    command: sleep 1\n    kubernetes: {}\n"
     )

@@ -208,7 +208,8 @@ def test_one_file_per_object_with_o(export, tmp: Path) -> None:
 
 def test_missing_image_is_one_sentence_naming_the_services(export, tmp: Path) -> None:
     result = export(write_rich(tmp), "kubernetes")
-    assert result.code == 2 and result.out == ""
+    assert result.code == 2
+    assert result.out == ""
     assert result.err == (
         "herdsman: no container image for services migrate, web_app, notifier, report,"
         ' after_report: set [services.migrate.kubernetes] image = "..." or pass --image\n'
@@ -242,7 +243,8 @@ def test_names_become_dns_labels_and_clashes_are_errors(export, tmp: Path) -> No
         "[services.my_api]\ncommand = 'sleep 1'\n[services.my-api]\ncommand = 'sleep 1'\n"
     )
     result = export(path, "kubernetes", "--image", "x")
-    assert result.code == 2 and result.out == ""
+    assert result.code == 2
+    assert result.out == ""
     assert result.err == (
         "herdsman: services 'my_api' and 'my-api' would both be named 'my-api' in Kubernetes"
         " (names are lower case, '_' becomes '-')\n"
@@ -259,7 +261,8 @@ def test_replicated_task_and_suspended_job(export, tmp: Path) -> None:
     [job] = list(yaml.safe_load_all(result.out))
     validate([job])
     assert job["kind"] == "Job"
-    assert job["spec"]["completions"] == 4 and job["spec"]["parallelism"] == 4
+    assert job["spec"]["completions"] == 4
+    assert job["spec"]["parallelism"] == 4
     assert job["spec"]["suspend"] is True
     assert "securityContext" not in job["spec"]["template"]["spec"]
     assert any("user 'app' is a name" in w for w in result.warnings)

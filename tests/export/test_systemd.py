@@ -61,7 +61,8 @@ def test_rich_config_passes_verify_and_254_keys_only_when_asked(export, tmp: Pat
     assert systemd_verify(unit_paths(tmp / "units252", {"web_app": 3})) == ""
     # systemd 252 itself does not know the keys 254 added, and nothing else.
     said = systemd_verify(unit_paths(tmp / "units254", {"web_app": 3})).splitlines()
-    assert said and all(
+    assert said
+    assert all(
         "Unknown key 'RestartSteps'" in line or "Unknown key 'RestartMaxDelaySec'" in line
         for line in said
     ), said
@@ -267,7 +268,8 @@ def test_stdout_without_o_and_names(export, tmp: Path) -> None:
         "[services.one]\ncommand = 'sleep 1{replica}'\nenv = { N = 'n{replica}' }\n"
     )
     result = export(tmp / "herdsman.toml", "systemd", "--name", "shop", "--prefix", "shop-")
-    assert result.code == 0 and result.warnings == []
+    assert result.code == 0
+    assert result.warnings == []
     units = split_stream(result.out)
     assert list(units) == ["shop-s@.service", "shop-one.service", "shop-shop.target"]
     # one replica: not a template, {replica} is 0 as in herdsman
@@ -284,12 +286,15 @@ def test_stdout_without_o_and_names(export, tmp: Path) -> None:
 def test_errors_are_one_sentence_and_exit_2(export, tmp: Path) -> None:
     (tmp / "herdsman.toml").write_text("[services.s]\ncommand = 'sleep 1'\nrestart = 'sometimes'\n")
     result = export(tmp / "herdsman.toml", "systemd")
-    assert result.code == 2 and result.out == ""
-    assert result.err.startswith("herdsman: ") and "services.s.restart" in result.err
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith("herdsman: ")
+    assert "services.s.restart" in result.err
     (tmp / "herdsman.toml").write_text("[services.s]\ncommand = 'sleep 1'\n")
     (tmp / "file").write_text("")
     result = export(tmp / "herdsman.toml", "systemd", "-o", str(tmp / "file"))
-    assert result.code == 2 and result.err.startswith(f"herdsman: cannot write to {tmp}/file")
+    assert result.code == 2
+    assert result.err.startswith(f"herdsman: cannot write to {tmp}/file")
     assert len(result.err.splitlines()) == 1
     with pytest.raises(SystemExit) as exited:
         export(tmp / "herdsman.toml", "openrc")

@@ -121,7 +121,7 @@ def test_environment_syntax_as_supervisord_reads_it(text: str) -> None:
 @pytest.mark.parametrize("text", ["A=1,B", "A", "A=1,=2", "A=a@b"])
 def test_environment_supervisord_rejects_is_an_error(text: str) -> None:
     section = Section("program:x", Path("/etc/supervisord.conf"), 1, {})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Unexpected end of key/value pairs"):
         dict_of_key_value_pairs(text)
     with pytest.raises(ConfigError, match=r"/etc/supervisord.conf:1: \[program:x\]: environment"):
         _env_pairs(text, section)

@@ -74,7 +74,8 @@ def test_a_dotenv_herdsman_cannot_read_is_left_out_with_a_warning(tmp: Path) -> 
     (tmp / ".env").write_text('GOOD=1\nBAD="unterminated\n')
     data, result = procfile(tmp / "Procfile")
     assert "env_file" not in data["services"]["web"]
-    assert "line 2" in result.warnings[0] and "not used" in result.warnings[0]
+    assert "line 2" in result.warnings[0]
+    assert "not used" in result.warnings[0]
     # A .env beside the config is read for ${VAR} (as docker compose does): fix it first.
     assert check(result, tmp) == 2
     (tmp / ".env").write_text('GOOD=1\nBAD="terminated"\n')

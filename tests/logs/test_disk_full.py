@@ -75,7 +75,8 @@ def fill(herd: Herd, n: int) -> int:
     wait_for(lambda: herd.instance("chatty")["message"] == error, 10)
     wait_for(lambda: "tick" in herd.cli("logs", "-n", "1", "chatty").stdout, 10)
     inst = herd.instance("chatty")
-    assert inst["state"] == "running" and inst["message"] == error
+    assert inst["state"] == "running"
+    assert inst["message"] == error
     return int(inst["pid"])
 
 
@@ -85,7 +86,9 @@ def resumed(herd: Herd, pid: int) -> None:
     before = herd.log("chatty").stat().st_size
     wait_for(lambda: herd.log("chatty").stat().st_size > before, 10)
     inst = herd.instance("chatty")
-    assert inst["state"] == "running" and inst["pid"] == pid and inst["restarts"] == 0
+    assert inst["state"] == "running"
+    assert inst["pid"] == pid
+    assert inst["restarts"] == 0
     herd.down()
     own = herd.daemon_log().splitlines()
     error = f"chatty: {FULL.format(herd.log('chatty'))}; the service keeps running"
@@ -121,7 +124,9 @@ def test_disk_filled_by_the_service_then_its_rotated_files_deleted(herd: Herd) -
             herd.down()
         numbers, ticks = kept_lines(herd)
     # The oldest lines went with the deleted files; from there on, nothing is lost.
-    assert numbers and numbers[0] > 0 and numbers == list(range(numbers[0], n))
+    assert numbers
+    assert numbers[0] > 0
+    assert numbers == list(range(numbers[0], n))
     assert ticks == list(range(len(ticks)))
 
 

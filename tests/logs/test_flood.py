@@ -70,7 +70,8 @@ def test_stdout_and_stderr_at_once(herd: Herd) -> None:
     finish(herd, mix=True)
     data = herd.log("flood").read_bytes()
     check_lines(data, mix=True)
-    assert b" err " in data and b" out " in data
+    assert b" err " in data
+    assert b" out " in data
 
 
 def test_under_rotation_every_line_once_in_order(herd: Herd) -> None:
@@ -114,6 +115,7 @@ def test_a_batch_larger_than_max_bytes_is_one_file(herd: Herd) -> None:
     files = herd.files("bursts")
     data = b"".join(f.read_bytes() for f in files)
     lines = texts(parse(data))
-    assert len(lines) == 12 * (16 * 1024 // 21) and lines[-1] == last
+    assert len(lines) == 12 * (16 * 1024 // 21)
+    assert lines[-1] == last
     check_sizes(files, 4096)
     assert any(f.stat().st_size > 4096 for f in files)  # the overshoot does happen

@@ -19,6 +19,7 @@ import pytest
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, access_for, sender_belongs
 
 LOG = logging.getLogger("herdsman.notify.test")
+EXIT_WAIT = 5.0  # seconds a notifying client may take to exit
 PYTHON = sys.executable
 CAP_SYS_ADMIN = 21
 
@@ -59,7 +60,7 @@ class Inbox:
         """`sender_belongs(message.pid, main_pid)` as it was when the message arrived."""
         return self._verdicts[id(message)][main_pid]
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[NotifyMessage]:
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[NotifyMessage]:  # noqa: ASYNC109 -- a test's deadline: it fails with what had arrived
         deadline = time.monotonic() + timeout
         while len(self.messages) < count:
             self._arrived.clear()
@@ -104,18 +105,25 @@ class Children:
         STARTED.append(child.pid)
         return child
 
-    async def exited(self, child: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+    async def exited(self, child: subprocess.Popen[bytes]) -> int:
         """The child's exit code, waited for without blocking the loop.
 
         The loop must keep running meanwhile: systemd-notify waits for the
         receiver to close its barrier descriptor before it exits.
         """
-        deadline = time.monotonic() + timeout
-        while (code := child.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{child.args!r} still running after {timeout}s")
-            await asyncio.sleep(0.01)
-        return code
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        pidfd = os.pidfd_open(child.pid)  # readable once the child has exited
+        loop.add_reader(pidfd, done.set)
+        try:
+            async with asyncio.timeout(EXIT_WAIT):
+                await done.wait()
+        except TimeoutError:
+            raise AssertionError(f"{child.args!r} still running after {EXIT_WAIT}s") from None
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return child.wait()
 
     def close(self) -> None:
         for child in self._started:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import array
 import asyncio
+import errno
 import logging
 import os
 import socket
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -73,13 +73,14 @@ def test_one_wakeup_drains_every_pending_datagram(tmp: Path) -> None:
     asyncio.run(body())
 
 
-async def wait_closed(read_end: int, timeout: float = 5.0) -> None:
+async def wait_closed(read_end: int) -> None:
     """Until the pipe's last write end is closed (end of file on `read_end`)."""
     closed = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_reader(read_end, closed.set)
     try:
-        await asyncio.wait_for(closed.wait(), timeout)
+        async with asyncio.timeout(5):
+            await closed.wait()
     finally:
         loop.remove_reader(read_end)
     assert os.read(read_end, 1) == b""
@@ -162,10 +163,13 @@ def test_a_failing_callback_is_logged_and_later_messages_still_arrive(
 ) -> None:
     delivered: list[NotifyMessage] = []
 
+    arrived = asyncio.Event()
+
     def on_message(message: NotifyMessage) -> None:
         if message.fields.get("STATUS") == "boom":
             raise RuntimeError("boom")
         delivered.append(message)
+        arrived.set()
 
     async def body() -> None:
         receiver = NotifySocket(tmp / "notify", on_message, LOG)
@@ -174,9 +178,8 @@ def test_a_failing_callback_is_logged_and_later_messages_still_arrive(
             with sender() as out:
                 out.sendto(b"STATUS=boom", receiver.address)
                 out.sendto(b"READY=1", receiver.address)
-                deadline = time.monotonic() + 5
-                while not delivered and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(5):
+                    await arrived.wait()
         finally:
             receiver.close()
 
@@ -237,7 +240,7 @@ def test_a_file_that_is_not_a_socket_is_left_alone(tmp: Path) -> None:
 
     async def body() -> None:
         receiver = NotifySocket(path, Inbox(), LOG)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=os.strerror(errno.EADDRINUSE)):
             receiver.open(asyncio.get_running_loop())
 
     asyncio.run(body())

@@ -71,7 +71,8 @@ def test_status_documents_and_pattern_matching(tmp: Path) -> None:
                 "exit_code", "exit_signal", "uptime", "cpu_percent", "rss_bytes", "message",
             }  # fmt: skip
             assert (web0["service"], web0["replica"], web0["ready"]) == ("web", 0, True)
-            assert web0["rss_bytes"] > 0 and web0["uptime"] >= 0
+            assert web0["rss_bytes"] > 0
+            assert web0["uptime"] >= 0
             assert [m.name for m in daemon.match("web")] == ["web.0", "web.1"]
             assert [m.name for m in daemon.match("web.1")] == ["web.1"]
             assert [m.name for m in daemon.match("*b*")] == ["web.0", "web.1", "db"]
@@ -204,7 +205,7 @@ def test_parse_signal_forms() -> None:
     assert parse_signal("15") == signal.SIGTERM
     assert parse_signal(40) == 40  # a real-time signal: a number without a name
     for bad in ("BOGUS", "999", 0, signal.NSIG):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"is not a signal (name|number)"):
             parse_signal(bad)
 
 
@@ -247,7 +248,8 @@ def test_events_stream_state_changes(tmp: Path) -> None:
             await daemon.restart("db", wait=True)
             await asyncio.wait_for(task, 5)
             states = [e["state"] for e in collected if e["instance"] == "db"]
-            assert states[0] == "stopping" and states[-1] == "running"
+            assert states[0] == "stopping"
+            assert states[-1] == "running"
             assert "stopped" in states
 
     asyncio.run(body())

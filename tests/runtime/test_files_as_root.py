@@ -79,7 +79,8 @@ def test_a_symlink_planted_as_the_state_temporary_is_replaced_not_followed(tmp: 
     try:
         state = state_dir / "state.json"
         wait_for(state.exists)
-        assert state.stat().st_uid == 0 and not state.is_symlink()
+        assert state.stat().st_uid == 0
+        assert not state.is_symlink()
         assert oct(state.stat().st_mode & 0o777) == "0o600"
     finally:
         assert herdsman(tmp, "down").returncode == 0

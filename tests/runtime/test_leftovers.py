@@ -45,7 +45,8 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
         assert list(found.mains) == ["web"]
         pid, record = found.mains["web"]
         assert pid == first.pid
-        assert record["found_by_environment"] and record["state"] == "running"
+        assert record["found_by_environment"]
+        assert record["state"] == "running"
         assert found.extras == [("web", second.pid, "is a second process of it")]
         # What the second one started goes with it; nothing of the other state_dir.
         assert {p for _, p in found.strays} == {m.pid for m in scan(state_dir)} - {

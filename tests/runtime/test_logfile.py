@@ -66,7 +66,8 @@ def test_rotation_keeps_backups_and_loses_no_line(tmp: Path) -> None:
         log.write(*format_lines(f"line {i:04d}".encode(), "out", 0.0))
     log.close()
     files = [tmp / "w.log.2", tmp / "w.log.1", tmp / "w.log"]
-    assert all(f.exists() for f in files) and not (tmp / "w.log.3").exists()
+    assert all(f.exists() for f in files)
+    assert not (tmp / "w.log.3").exists()
     assert all(f.stat().st_size <= 1000 for f in files)
     kept = [LINE.match(line).group(2) for f in files for line in f.read_bytes().splitlines()]  # type: ignore[union-attr]
     # the newest lines, in order, with no gap and no duplicate

@@ -40,7 +40,8 @@ class Caught:
         self.batches: list[tuple[str, bytes]] = []
 
     def __call__(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
-        assert instance == "web" and ts > 0
+        assert instance == "web"
+        assert ts > 0
         self.batches.append((stream, lines))
 
     def pieces(self) -> list[tuple[bool, bytes]]:

@@ -4,6 +4,7 @@ records, process start times, zombie statuses, state.json, and a pump's pipe."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -107,10 +108,12 @@ def test_process_start_time_survives_odd_command_names() -> None:
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
-        assert child.stdout is not None and child.stdout.readline() == b"named\n"
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"named\n"
         assert Path(f"/proc/{child.pid}/comm").read_text() == "a) b (c\n"
         ticks = process_start_time(child.pid)
-        assert ticks is not None and ticks == process_start_time(child.pid)
+        assert ticks is not None
+        assert ticks == process_start_time(child.pid)
         started = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
         assert abs(started - psutil.Process(child.pid).create_time()) < 1.5
         assert abs(started - time.time()) < 60
@@ -125,7 +128,8 @@ def test_a_zombie_shows_its_exit_status_until_reaped() -> None:
     try:
         wait_for(lambda: zombie_status(pid) is not None)
         status = zombie_status(pid)
-        assert status is not None and decode_status(status) == (7, None)
+        assert status is not None
+        assert decode_status(status) == (7, None)
     finally:
         os.waitpid(pid, 0)
     assert zombie_status(pid) is None
@@ -135,7 +139,8 @@ def test_a_zombie_shows_its_exit_status_until_reaped() -> None:
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: zombie_status(killed) is not None)
         status = zombie_status(killed)
-        assert status is not None and decode_status(status) == (None, signal.SIGKILL)
+        assert status is not None
+        assert decode_status(status) == (None, signal.SIGKILL)
     finally:
         os.waitpid(killed, 0)
 
@@ -160,25 +165,28 @@ def test_a_pump_hands_over_its_pipe_with_the_line_it_had_begun() -> None:
     async def scenario() -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
         got: list[tuple[str, bytes]] = []
+        read = asyncio.Event()
+        closed = asyncio.Event()
 
         def sink(instance: str, stream: str, lines: bytes, ts: float) -> None:
             got.append((stream, lines))
+            read.set()
 
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.set_blocking(write_end, True)
         first = LogPump(loop, read_end, "web", "out", sink)
         os.write(write_end, b"one\ntw")
-        while not got:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            await read.wait()
         fd, partial = first.hand_over()
         assert (fd, partial) == (read_end, b"tw")
         assert os.get_inheritable(fd)
         assert first.closed
         os.write(write_end, b"o\nthree")  # written while nobody reads
-        second = LogPump(loop, fd, "web", "out", sink, partial=partial)
+        LogPump(loop, fd, "web", "out", sink, lambda _: closed.set(), partial=partial)
         os.close(write_end)
-        while not second.closed:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            await closed.wait()
         return got
 
     got = asyncio.run(scenario())
@@ -195,7 +203,7 @@ def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) 
         stored = pipes_by_inode([read_end, other])
         assert stored == {inode: read_end}
         assert not os.get_blocking(read_end)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=os.strerror(errno.EBADF)):
             os.fstat(other)  # not a pipe: closed
         # pid 0 has no /proc entry: only the stored pipe can answer.
         got = list(reopen_pipes(0, [["out", inode], ["err", inode + 1]], stored))
@@ -232,19 +240,23 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         assert not writer.file.path.exists()  # not at once
         await asyncio.sleep(0.01)
         document = writer.file.read()
-        assert document is not None and document["instances"] == instances
-        assert document["config"] == "c" and sorted(encoded) == ["a", "b"]
+        assert document is not None
+        assert document["instances"] == instances
+        assert document["config"] == "c"
+        assert sorted(encoded) == ["a", "b"]
         instances["a"]["pid"] = 7
         writer.changed("a")
         await asyncio.sleep(0.01)
         assert encoded[2:] == ["a"]
         document = writer.file.read()
-        assert document is not None and document["instances"]["a"] == {"pid": 7}
+        assert document is not None
+        assert document["instances"]["a"] == {"pid": 7}
         del instances["b"]
         writer.changed("a")
         await asyncio.sleep(0.01)
         document = writer.file.read()
-        assert document is not None and list(document["instances"]) == ["a"]
+        assert document is not None
+        assert list(document["instances"]) == ["a"]
         writer.file.path.unlink()
         writer.file.path.mkdir()  # a directory in the way: the rename fails
         writer.changed("a")
@@ -252,7 +264,8 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         writer.file.path.rmdir()
         writer.changed("a")
         await asyncio.sleep(0.01)
-        assert errors[0] is not None and errors[0].startswith(f"cannot write {tmp}/state.json")
+        assert errors[0] is not None
+        assert errors[0].startswith(f"cannot write {tmp}/state.json")
         assert errors[1:] == [None]
 
     asyncio.run(scenario())
@@ -283,7 +296,8 @@ def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: P
     assert state.read() == {"format": 1, "instances": {}}
     state.close()
     state.remove()
-    assert not state.journal.exists() and not state.path.exists()
+    assert not state.journal.exists()
+    assert not state.path.exists()
 
 
 def test_a_journalled_spawn_is_completed_as_the_lifecycle_has_it_after_a_spawn() -> None:

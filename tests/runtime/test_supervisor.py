@@ -291,7 +291,8 @@ def test_dependencies_start_in_order_and_stop_in_reverse(tmp: Path) -> None:
         ) as (sup, rec):
             web, db = sup.instances["web"], sup.instances["db"]
             await until(lambda: db.core.pid is not None)
-            assert web.state is State.STARTING and web.core.pid is None
+            assert web.state is State.STARTING
+            assert web.core.pid is None
             assert web.core.message == "waiting for db (ready)"
             await until(lambda: web.state is State.RUNNING, timeout=5)
             spawn_order = [

@@ -227,7 +227,8 @@ def start(unit: Unit) -> None:
 
 def test_start_status_text_and_stop(unit: Unit) -> None:
     start(unit)
-    assert unit.show("Type") == "notify" and unit.show("KillMode") == "process"
+    assert unit.show("Type") == "notify"
+    assert unit.show("KillMode") == "process"
     # StatusText follows the instances, not just READY=1.
     unit.herdsman("stop", "web.1")
     wait_for(lambda: unit.show("StatusText") == "2 running, 1 failed, 1 stopped", timeout=10)

@@ -43,7 +43,7 @@ class Controller(Protocol):
         """One instance by exact name; ControlError(404) when there is none."""
         ...
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """`{"instances": [...], "failed": [names], "timed_out": bool}`; ControlError(404)
         when nothing matches.
 
@@ -54,11 +54,11 @@ class Controller(Protocol):
         """
         ...
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`: with `wait`, once none has a process."""
         ...
 
-    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`."""
         ...
 

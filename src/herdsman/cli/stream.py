@@ -134,7 +134,12 @@ class AsyncClient:
         self.endpoint = where
 
     async def request(
-        self, method: str, path: str, body: object = None, *, timeout: float | None = READ_TIMEOUT
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        timeout: float | None = READ_TIMEOUT,  # noqa: ASYNC109 -- per attempt: a GET asked again gets the time afresh
     ) -> Any:
         """The decoded JSON answer; a GET cut off before its answer is asked again."""
         for attempt in range(GET_ATTEMPTS):

@@ -10,6 +10,7 @@ the graceful shutdown. The CLI composes it with the API server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import functools
 import logging
@@ -276,10 +277,14 @@ class Daemon:
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
         # Nothing of theirs may run on: what left their process groups, too.
-        await self.supervisor.escapes.drain(ESCAPES_DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ESCAPES_DRAIN_TIMEOUT):
+                await self.supervisor.escapes.drain()
         if not self.supervisor.any_live():
             self._state.remove()  # nothing left to adopt
-        await self.hooks.drain(HOOK_DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HOOK_DRAIN_TIMEOUT):
+                await self.hooks.drain()
         return stopped
 
     def _run_in_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -697,7 +702,7 @@ class Daemon:
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._loop.time() + timeout
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:
+    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:  # noqa: ASYNC109 -- the Controller's contract
         self._refuse_while_stopping()
         managed = self.match(pattern)
         self._start(managed)
@@ -706,7 +711,7 @@ class Daemon:
         failed, timed_out = await self._settled(managed, self._deadline(timeout))
         return self._result(managed, failed, timed_out=timed_out)
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:
+    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:  # noqa: ASYNC109 -- the Controller's contract
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.stop(m)
@@ -716,7 +721,10 @@ class Daemon:
         return self._result(managed, [])
 
     async def restart(
-        self, pattern: str, wait: bool, timeout: float | None = None
+        self,
+        pattern: str,
+        wait: bool,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the Controller's contract
     ) -> ResultDocument:
         self._refuse_while_stopping()
         managed = self.match(pattern)

@@ -104,22 +104,19 @@ class Escapes:
         # Started after the instance's main process: one of its own, still wanted.
         return start_time is not None and start_time <= marked.start_time
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self) -> None:
         """At shutdown, every instance stopped: kill every marked process, also those
-        that become our children as their parents die, until none is left."""
-        deadline = self._loop.time() + timeout
+        that become our children as their parents die, until none is left (the
+        caller bounds how long)."""
         everywhere = True
         while self.sweep(everywhere=everywhere, every_instance=True):
             everywhere = False
             self._reaped.clear()
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                return
             # Each killed one, once reaped, may hand us children of its own. (A
             # killed process that is not our child is not reaped by us: the
             # timeout bounds the wait for it.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reaped.wait(), min(remaining, 0.2))
+                await asyncio.wait_for(self._reaped.wait(), 0.2)
 
 
 def _kill(pid: int) -> int:

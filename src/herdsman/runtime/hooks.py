@@ -12,7 +12,6 @@ hook plugin that raises is disabled (runtime/plugins.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -64,7 +63,7 @@ def event_environment(doc: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-async def post_json(url: str, body: bytes, timeout: float) -> str | None:
+async def post_json(url: str, body: bytes, timeout: float) -> str | None:  # noqa: ASYNC109 -- as status_of
     """POST `body` as JSON to `url`; None on a 2xx answer, else why not."""
     try:
         status = await status_of(url, timeout, agent="herdsman-hook", method="POST", json_body=body)
@@ -141,13 +140,11 @@ class Hooks:
                 doc = doc or event_document(managed, old, new, event)
                 runner.offer(managed, doc)
 
-    async def drain(self, timeout: float) -> None:
-        """Give queued events up to `timeout` seconds to be handled (at shutdown)."""
+    async def drain(self) -> None:
+        """Until queued events are handled (at shutdown; the caller bounds how long)."""
         self._flush()  # the last changes (to `stopped`) may not be sorted out yet
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                for runner in self._runners:
-                    await runner.idle()
+        for runner in self._runners:
+            await runner.idle()
 
     def close(self) -> None:
         self._closed = True

@@ -81,7 +81,7 @@ class Plugins:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109 -- its own timeouts count: the third in a row disables the plugin
     ) -> Any:
         """`fn(*args, **kwargs)` of plugin `name`, awaited if need be, within `timeout`.
 

@@ -205,7 +205,7 @@ class Supervisor:
         if managed.state is State.STOPPING and managed.core.pid is not None:
             self.feed(managed, StopTimeout(managed.core.pid))
 
-    async def stop_all(self, timeout: float) -> bool:
+    async def stop_all(self, timeout: float) -> bool:  # noqa: ASYNC109 -- a grace period: SIGKILL after it
         """Stop everything, dependents first; SIGKILL what is left after `timeout`.
 
         Returns False when something had to be killed.
@@ -221,12 +221,15 @@ class Supervisor:
                 return False
         return True
 
-    async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:
+    async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:  # noqa: ASYNC109 -- as wait_until
         """Wait until none of `members` has a process; False on timeout."""
         return await self.wait_until(functools.partial(_none_live, members), timeout)
 
     async def run_command(
-        self, inst: InstancePlan, argv: tuple[str, ...], timeout: float
+        self,
+        inst: InstancePlan,
+        argv: tuple[str, ...],
+        timeout: float,  # noqa: ASYNC109 -- it kills the command's group when time is up
     ) -> tuple[int | None, str]:
         """Run a short command (a probe) as `inst` would run: its env, cwd, user.
 
@@ -288,7 +291,7 @@ class Supervisor:
     def any_live(self) -> bool:
         return any(m.core.live for m in self.instances.values())
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109 -- False on timeout is the answer (the API's timed_out)
         """Wait until `predicate()` holds after some state change; False on timeout."""
         if predicate():
             return True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 from typing import Any
+
+from hmplug.hooks import append
 
 
 async def note(event: dict[str, Any], path: str) -> None:
-    with Path(path).open("a") as f:
-        f.write(f"{event['instance']} {event['previous']} -> {event['state']}\n")
+    line = f"{event['instance']} {event['previous']} -> {event['state']}\n"
+    await asyncio.to_thread(append, path, line)  # an async plugin must not block the loop

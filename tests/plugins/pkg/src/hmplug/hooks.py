@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -19,9 +20,14 @@ class Record:
             f.write(json.dumps(event) + "\n")
 
 
-async def record_async(event: dict[str, Any], path: str) -> None:
+def append(path: str | Path, line: str) -> None:
     with Path(path).open("a") as f:
-        f.write(json.dumps(event) + "\n")
+        f.write(line)
+
+
+async def record_async(event: dict[str, Any], path: str) -> None:
+    # An async plugin runs on herdsman's loop: the file is written on a thread.
+    await asyncio.to_thread(append, path, json.dumps(event) + "\n")
 
 
 def explode(event: dict[str, Any]) -> None:

@@ -6,10 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hmplug.hooks import append
+
 
 async def file_exists(info: dict[str, Any], path: str) -> bool | str:
     """Passes once `path` exists."""
-    return True if Path(path).exists() else f"{path} does not exist yet"
+    # An async plugin runs on herdsman's loop: even a stat is done on a thread.
+    exists = await asyncio.to_thread(Path(path).exists)
+    return True if exists else f"{path} does not exist yet"
 
 
 class FileProbe:
@@ -21,8 +25,8 @@ class FileProbe:
 
     async def __call__(self, info: dict[str, Any]) -> tuple[bool, str]:
         self.calls += 1
-        with self.path.open("a") as f:
-            f.write(f"{info['check']} {info['instance']} {info['pid']} {self.calls}\n")
+        line = f"{info['check']} {info['instance']} {info['pid']} {self.calls}\n"
+        await asyncio.to_thread(append, self.path, line)
         return True, "fine"
 
 
