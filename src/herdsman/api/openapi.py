@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 from herdsman import __version__
+from herdsman.core.states import State
 
 MAX_LOG_LINES = 100_000
 MAX_SIGNAL = signal.NSIG - 1  # 64 on Linux: the last real-time signal
@@ -28,7 +29,7 @@ SIGNAL_NAME_PATTERN = "^({})?({})$".format(
     "|".join(_any_case(name[3:]) for name in sorted(signal.Signals.__members__)),
 )
 
-STATES = ["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
+STATES = [state.value for state in State]
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

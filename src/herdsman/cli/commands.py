@@ -23,6 +23,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from herdsman.cli import table
+from herdsman.core.states import State
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
@@ -243,7 +244,7 @@ def failure(instance: Mapping[str, Any], action: str, timed_out: bool, timeout: 
         return f"{name}: still {state} after {timeout:g}s" + (f" ({message})" if message else "")
     if message.startswith("cannot start"):
         return f"{name}: {message}"
-    if state in ("starting", "restarting", "stopping", "running"):
+    if state in (State.STARTING, State.RESTARTING, State.STOPPING, State.RUNNING):
         detail = f" ({state}: {message})" if message else f" ({state})"
         if timed_out:
             return f"{name}: not running within {timeout:g}s{detail}"

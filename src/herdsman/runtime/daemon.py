@@ -23,14 +23,10 @@ from typing import TYPE_CHECKING, Any
 from herdsman.core import graph
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
-from herdsman.core.lifecycle import (
-    Event,
-    Spawned,
-    State,
-    Stop,
-)
+from herdsman.core.lifecycle import Event, Spawned, Stop
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
+from herdsman.core.states import State
 from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from herdsman import __version__
-from herdsman.core.lifecycle import State
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 from herdsman.runtime.logfile import timestamp
 from herdsman.runtime.pump import CUT
 

@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from herdsman.core.states import State
+
 if TYPE_CHECKING:
     from herdsman.runtime.documents import DaemonDocument, InstanceDocument
-
-STATES = ("stopped", "starting", "running", "stopping", "restarting", "exited", "failed")
 
 
 class _Snapshot:
@@ -53,7 +53,7 @@ class _Snapshot:
         )
         for doc in self._instances:
             values = [doc["name"], doc["service"]]
-            for name in STATES:
+            for name in State:
                 state.add_metric([*values, name], 1.0 if doc["state"] == name else 0.0)
             up.add_metric(values, 1.0 if doc["state"] == "running" else 0.0)
             ready.add_metric(values, 1.0 if doc["ready"] else 0.0)

@@ -19,10 +19,10 @@ from herdsman.core.lifecycle import (
     SetTimer,
     Spawned,
     StartSecondsPassed,
-    State,
     StopTimeout,
     on_event,
 )
+from herdsman.core.states import State
 
 # Instance fields a record carries, all plain values.
 _FIELDS = (

@@ -34,13 +34,13 @@ from herdsman.core.lifecycle import (
     Spawned,
     SpawnFailed,
     Start,
-    State,
     Stop,
     StopTimeout,
     on_event,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
