@@ -29,7 +29,7 @@ def spelled_out(source: str) -> int:
         else:
             continue
         strings = {i.value for i in items if isinstance(i, ast.Constant)}
-        found += NAMES <= strings
+        found += strings >= NAMES
     return found
 
 

@@ -19,10 +19,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from herdsman.cli import table
+from herdsman.core.patterns import matches, no_match
 from herdsman.core.states import State
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
@@ -159,11 +159,6 @@ def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Comman
 # --- patterns -------------------------------------------------------------------
 
 
-def matches(pattern: str, name: str, service: str) -> bool:
-    """PATTERN as the daemon reads it: an instance name, a service name or a glob."""
-    return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
-
-
 def select(
     instances: Sequence[Mapping[str, Any]], patterns: Sequence[str]
 ) -> tuple[list[Mapping[str, Any]], list[str]]:
@@ -176,10 +171,6 @@ def select(
         p for p in patterns if not any(matches(p, i["name"], i["service"]) for i in instances)
     ]
     return chosen, unmatched
-
-
-def no_match(pattern: str) -> str:
-    return f"no instance or service matches {pattern!r}"
 
 
 def service_of(instance: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import functools
 import logging
 import os
@@ -24,6 +23,7 @@ from herdsman.core import graph
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, Stop
+from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
@@ -632,19 +632,17 @@ class Daemon:
     # --- requests -------------------------------------------------------------
 
     def match(self, pattern: str) -> list[Managed]:
-        """Instances named by an instance name, a service name or a shell glob."""
+        """The instances `pattern` names (see core/patterns.py), in their order."""
         sup = self.supervisor
+        # An exact name is looked up, not matched against thousands of instances: no
+        # name holds a glob character, so nothing else could match it.
         if pattern in sup.instances:
             return [sup.instances[pattern]]
         if pattern in sup.by_service:
             return list(sup.by_service[pattern])
-        matched = [
-            m
-            for m in sup.instances.values()
-            if fnmatch.fnmatchcase(m.name, pattern) or fnmatch.fnmatchcase(m.service, pattern)
-        ]
+        matched = [m for m in sup.instances.values() if matches(pattern, m.name, m.service)]
         if not matched:
-            raise ControlError(404, f"no instance or service matches {pattern!r}")
+            raise ControlError(404, no_match(pattern))
         return matched
 
     def _refuse_while_stopping(self) -> None:
