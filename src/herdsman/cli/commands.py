@@ -699,25 +699,24 @@ def tail(path: Path, n: int) -> list[bytes]:
 
 
 def parse_log_line(instance: str, raw: bytes) -> LogEntry:
-    """`2026-11-23T10:00:00.123456Z out text` -> the API's log object. `out+`/`err+`
-    marks a piece of a longer line that the next line continues: `"partial": true`,
-    as the daemon answers. A line not in that form is kept whole as text, with no time."""
-    text = raw.decode("utf-8", "replace")
-    parts = text.split(" ", 2)
-    if len(parts) >= 2 and parts[1] in _STREAMS and parts[0].endswith("Z"):
-        entry: LogEntry = {
-            "time": parts[0],
+    """A line of a log file (see core/logline.py) as the API's log object, `"partial":
+    true` on a piece of a longer line, as the daemon answers. A line not in that
+    form is kept whole as text, with no time."""
+    from herdsman.core.logline import parse_line  # datetime: not on the status path
+
+    parsed = parse_line(raw)
+    if parsed is None:
+        return {
+            "time": "",
             "instance": instance,
-            "stream": parts[1].rstrip("+"),
-            "line": parts[2] if len(parts) == 3 else "",
+            "stream": "out",
+            "line": raw.decode("utf-8", "replace"),
         }
-        if parts[1].endswith("+"):
-            entry["partial"] = True
-        return entry
-    return {"time": "", "instance": instance, "stream": "out", "line": text}
-
-
-_STREAMS = ("out", "err", "out+", "err+")
+    time, stream, line, partial = parsed
+    entry: LogEntry = {"time": time, "instance": instance, "stream": stream, "line": line}
+    if partial:
+        entry["partial"] = True
+    return entry
 
 
 def read_settings(config: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from herdsman.core import graph
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
 from herdsman.core.lifecycle import Event, Spawned, Stop
+from herdsman.core.logline import count_lines, format_lines
 from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
@@ -43,7 +44,7 @@ from herdsman.runtime.documents import (
 )
 from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
-from herdsman.runtime.logfile import LogFile, count_lines, format_lines
+from herdsman.runtime.logfile import LogFile
 from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.plugins import Plugins

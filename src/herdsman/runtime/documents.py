@@ -10,10 +10,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from herdsman import __version__
+from herdsman.core.logline import timestamp, unmark
 from herdsman.core.signals import signal_name
 from herdsman.core.states import State
-from herdsman.runtime.logfile import timestamp
-from herdsman.runtime.pump import CUT
 
 if TYPE_CHECKING:
     from herdsman.runtime.monitor import Sample
@@ -128,16 +127,16 @@ def iso(ts: float) -> str:
 
 
 def log_document(ts: float, instance: str, stream: str, line: bytes) -> LogDocument:
-    text = line.decode("utf-8", "replace")
-    if stream.endswith(CUT):  # a piece of a longer line; the next line continues it
-        return {
-            "time": iso(ts),
-            "instance": instance,
-            "stream": stream[: -len(CUT)],
-            "line": text,
-            "partial": True,
-        }
-    return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
+    stream, partial = unmark(stream)
+    document: LogDocument = {
+        "time": iso(ts),
+        "instance": instance,
+        "stream": stream,
+        "line": line.decode("utf-8", "replace"),
+    }
+    if partial:  # a piece of a longer line; the next line continues it
+        document["partial"] = True
+    return document
 
 
 def instance_document(

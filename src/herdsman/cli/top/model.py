@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from herdsman.core.patterns import matches
 from herdsman.cli import table
+from herdsman.core.patterns import matches
 
 Instance = dict[str, Any]
 SAMPLED = ("cpu_percent", "rss_bytes", "processes", "open_fds", "uptime")
