@@ -802,8 +802,8 @@ class Daemon:
         # Stop what goes or changes, dependents first (by the old graph).
         leaving = set(change.removed) | set(change.changed)
         was_active = {name for name in change.changed if sup.instances[name].state in ACTIVE_STATES}
-        for wave in graph.stop_waves(old.dependency_map()):
-            members = [m for svc in wave for m in sup.by_service[svc] if m.name in leaving]
+        waves = graph.stop_waves(old.dependency_map())
+        for members in graph.members_by_wave(waves, sup.by_service, lambda m: m.name in leaving):
             for managed in members:
                 sup.stop(managed)
             await self.supervisor.wait_stopped(members, None)
@@ -824,11 +824,10 @@ class Daemon:
         starting = {
             name for name in change.added if new.services[sup.instances[name].service].autostart
         } | was_active
-        for wave in graph.start_waves(new.dependency_map()):
-            for svc in wave:
-                for managed in sup.by_service[svc]:
-                    if managed.name in starting:
-                        sup.start(managed)
+        waves = graph.start_waves(new.dependency_map())
+        for members in graph.members_by_wave(waves, sup.by_service, lambda m: m.name in starting):
+            for managed in members:
+                sup.start(managed)
         summary = {
             "added": list(change.added),
             "removed": list(change.removed),
