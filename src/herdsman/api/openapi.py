@@ -147,10 +147,10 @@ _INSTANCE = {
         },
     },
 }
-# What an Event carries of an Instance: all but its name and the resource samples.
-_EVENT_FIELDS = [
-    key for key in _INSTANCE["required"] if key not in ("name", "cpu_percent", "rss_bytes")
-]
+# What an Event carries of an Instance: all but its name and the resource samples
+# (no state change makes them fresh).
+_NOT_IN_EVENTS = ("name", "cpu_percent", "rss_bytes", "processes", "open_fds")
+_EVENT_FIELDS = [key for key in _INSTANCE["properties"] if key not in _NOT_IN_EVENTS]
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -483,7 +483,12 @@ DOCUMENT: dict[str, Any] = {
                 "description": "An instance changed (sent as server-sent events): its state"
                 " as an Instance shows it (`instance` is its name; the resource samples"
                 " are left out), and the state it left.",
-                "required": ["time", "instance", "previous", *_EVENT_FIELDS],
+                "required": [
+                    "time",
+                    "instance",
+                    "previous",
+                    *(key for key in _EVENT_FIELDS if key in _INSTANCE["required"]),
+                ],
                 "properties": {
                     "time": {"type": "string", "format": "date-time"},
                     "instance": {"type": "string"},

@@ -36,7 +36,8 @@ SUMMARY_ORDER = (
 
 
 class InstanceDocument(TypedDict):
-    """One instance as `status` shows it (Instance)."""
+    """One instance as `status` shows it (Instance). The daemon sends every key;
+    NotRequired are those the API does not promise (a client must do without)."""
 
     name: str
     service: str
@@ -51,13 +52,13 @@ class InstanceDocument(TypedDict):
     uptime: float | None
     cpu_percent: float | None
     rss_bytes: int | None
-    processes: int | None
-    open_fds: int | None
-    message: str
-    blocked: str | None
-    since: str | None
-    command: list[str]
-    checks: dict[str, str]
+    processes: NotRequired[int | None]
+    open_fds: NotRequired[int | None]
+    message: str | None
+    blocked: NotRequired[str | None]
+    since: NotRequired[str | None]
+    command: NotRequired[list[str]]
+    checks: NotRequired[dict[str, str]]
 
 
 class DaemonDocument(TypedDict):
@@ -67,9 +68,9 @@ class DaemonDocument(TypedDict):
     version: str
     config: str
     started_at: str
-    shutting_down: bool
-    reexecs: int
-    image_started_at: str
+    shutting_down: NotRequired[bool]
+    reexecs: NotRequired[int]
+    image_started_at: NotRequired[str]
 
 
 class StatusDocument(TypedDict):
@@ -84,7 +85,7 @@ class ResultDocument(TypedDict):
 
     instances: list[InstanceDocument]
     failed: list[str]
-    timed_out: bool
+    timed_out: NotRequired[bool]
 
 
 class EventDocument(TypedDict):
@@ -104,11 +105,11 @@ class EventDocument(TypedDict):
     exit_code: int | None
     exit_signal: str | None
     uptime: float | None
-    message: str
-    blocked: str | None
-    since: str | None
-    command: list[str]
-    checks: dict[str, str]
+    message: str | None
+    blocked: NotRequired[str | None]
+    since: NotRequired[str | None]
+    command: NotRequired[list[str]]
+    checks: NotRequired[dict[str, str]]
 
 
 class LogDocument(TypedDict):
