@@ -55,7 +55,7 @@ from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
-from herdsman.runtime.throttle import LogThrottle, Throttle
+from herdsman.runtime.throttle import STRANGERS, Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -113,10 +113,10 @@ class Daemon:
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
-        self._throttle = Throttle(log)  # repeated warnings, said with a count
+        self._throttle = Throttle(log, self._loop, STRANGERS)  # said with a count
         self._notify_status: dict[str, str] = {}
         # Per instance: a crash loop's lines are counted, not written one by one.
-        self._repeats = LogThrottle(log, self._loop)
+        self._repeats = Throttle(log, self._loop)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
@@ -454,16 +454,17 @@ class Daemon:
                 return
         if message.fields:
             sender = message.pid
-            self._throttle.warn(
+            self._throttle.log(
                 "notify-ignored",
-                sender,
+                logging.WARNING,
                 lambda: (
                     f"ignored an sd_notify message from pid {sender}: it belongs to "
                     "no instance that reports by notify"
                 ),
-                lambda n, who, took: (
-                    f"ignored {n:,} notify messages from {who} in the last "
-                    f"{took:.0f} s (they belong to no instance that reports by notify)"
+                source=sender,
+                summary=lambda c: (
+                    f"ignored {c.count:,} notify messages from {c.sources} in the last "
+                    f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
                 ),
             )
 
