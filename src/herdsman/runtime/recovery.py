@@ -98,14 +98,14 @@ def _adopt(daemon: Daemon, stored: dict[int, int]) -> list[str]:
         if managed is None:
             _stop_stray(daemon, name, pid)
             continue
-        pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
+        pumps = list(reopen_pipes(pid, record.pipes, stored))
         _settle_batches(daemon, name, pumps)
-        record["foreign"] = True
-        if record.get("journalled"):  # spawned after the last state.json: as new
+        record.foreign = True
+        if record.journalled:  # spawned after the last state.json: as new
             just_spawned(record, managed.core.policy, pid)
-        elif record.pop("found_by_environment", False):
+        elif record.found_by_environment:
             ready = managed.plan.ready
-            record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
+            record.ready = ready is None or ready.kind == "notify"  # cannot be asked again
         if daemon.supervisor.restore(managed, record, pumps):
             adopted.append(name)
             daemon._spawned_before.add(name)  # its next spawn is a restart (restart_with)
