@@ -5,6 +5,7 @@ and one sentence for what is missing or wrong."""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 from typing import Any
 
@@ -190,3 +191,18 @@ def test_what_is_missing_or_wrong_is_said_in_one_sentence(data: object, sentence
         Handover.from_data(data)
     assert str(raised.value) == sentence
     assert data == original  # read, not changed
+
+
+def test_a_new_image_that_cannot_read_the_hand_over_says_why_and_leaves_the_services(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from herdsman.cli import resume
+
+    fd = os.memfd_create("handover")
+    os.write(fd, pickle.dumps(without("records")))
+    os.lseek(fd, 0, os.SEEK_SET)
+    assert resume.main([str(fd)]) == 1
+    assert capsys.readouterr().err == (
+        "herdsman: cannot take over from the previous image: the hand-over has no 'records';"
+        " the services keep running, and `herdsman up` adopts them\n"
+    )

@@ -26,6 +26,7 @@ from typing import Any
 from herdsman.core.lifecycle import State
 from herdsman.runtime.procfs import boot_id, proc_stat, process_start_time
 from herdsman.runtime.records import InstanceRecord
+from herdsman.runtime.statefile import StateFile
 
 STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 INSTANCE_VARIABLE = "HERDSMAN_INSTANCE"
@@ -246,6 +247,33 @@ def find(
         else:
             found.others.append(m.pid)
     return found
+
+
+def left_by(
+    state: StateFile,
+    config: Path,
+    may_run_as: Callable[[str, int], bool] = lambda _instance, _uid: True,
+) -> tuple[Leftovers, list[str]]:
+    """What a dead daemon of `config` left running (as `find`), for the next daemon
+    and for `down` without one; and one sentence per problem with its state.json
+    (moved aside: see StateFile.recover). Records of another config are not its."""
+    document, problems = state.recover()
+    # The same config however it was named (a symlink, a relative path): the lock
+    # on its state_dir (which the caller holds) tells that no other daemon runs it.
+    if document is not None and not _same_file(document.get("config"), config):
+        document = None
+    # Also with a good state.json: a process it does not name (it was lost, or
+    # spawned as the daemon died) is found by its environment.
+    return find(document, state.path.parent, may_run_as), problems
+
+
+def _same_file(recorded: object, path: Path) -> bool:
+    if not isinstance(recorded, str):
+        return False
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return recorded == str(path)
 
 
 def found_record(m: Marked) -> InstanceRecord:

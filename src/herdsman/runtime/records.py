@@ -99,10 +99,26 @@ class InstanceRecord:
             setattr(core, name, list(value) if isinstance(value, list) else value)
 
     def to_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"state": self.state.value}
-        for name in LIFECYCLE:
-            value = getattr(self, name)
-            data[name] = list(value) if isinstance(value, list) else value
+        # Written out, not a loop over LIFECYCLE: state.json encodes a record per
+        # change, thousands at a herd's start.
+        data: dict[str, Any] = {
+            "state": self.state.value,
+            "pid": self.pid,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "attempt": self.attempt,
+            "restart_times": list(self.restart_times),
+            "spawned_at": self.spawned_at,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "exit_said": self.exit_said,
+            "message": self.message,
+            "start_passed": self.start_passed,
+            "restart_after_stop": self.restart_after_stop,
+            "automatic_restart": self.automatic_restart,
+            "limited_restart": self.limited_restart,
+            "killed": self.killed,
+        }
         if self.pid is not None:
             data["start_time"] = self.start_time
             data["pipes"] = [list(pipe) for pipe in self.pipes]

@@ -94,7 +94,7 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn right after it (see state.StateFile)."""
+    """Told of every spawn right after it (see statefile.StateFile)."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
