@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from herdsman.core.lifecycle import State
 from herdsman.runtime.leftovers import Marked, find, main_candidates, scan
 from tests.conftest import wait_for
 
@@ -45,8 +46,8 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
         assert list(found.mains) == ["web"]
         pid, record = found.mains["web"]
         assert pid == first.pid
-        assert record["found_by_environment"]
-        assert record["state"] == "running"
+        assert record.found_by_environment
+        assert record.state is State.RUNNING
         assert found.extras == [("web", second.pid, "is a second process of it")]
         # What the second one started goes with it; nothing of the other state_dir.
         assert {p for _, p in found.strays} == {m.pid for m in scan(state_dir)} - {

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -29,7 +30,7 @@ from herdsman.core.states import State
 from herdsman.runtime.procfs import process_start_time, zombie_status
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status
-from herdsman.runtime.records import instance_record, restore_instance, timer_event, timer_record
+from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.statefile import StateFile
 from tests.conftest import wait_for
 
@@ -76,15 +77,16 @@ def test_a_record_through_json_restores_the_same_instance(
         original.automatic_restart,
         original.killed,
     ) = flags
-    record = json.loads(json.dumps(instance_record(original)))
+    data = json.loads(json.dumps(InstanceRecord.of(original).to_data()))
     restored = Instance("web.0", Policy())
-    restore_instance(restored, record)
+    InstanceRecord.from_data(data, "web.0", complete=True).restore(restored)
     assert restored == original
 
 
 def test_a_record_from_another_version_keeps_defaults_for_what_it_lacks() -> None:
     restored = Instance("web.0", Policy())
-    restore_instance(restored, {"state": "no-such-state", "pid": 12, "future_field": 1})
+    record = {"state": "no-such-state", "pid": 12, "future_field": 1}
+    InstanceRecord.from_data(record, "web.0", complete=False).restore(restored)
     assert (restored.state, restored.pid, restored.restarts) == (State.STOPPED, 12, 0)
 
 
@@ -96,8 +98,8 @@ def test_timers_round_trip() -> None:
     ):
         record = timer_record(at, event)
         assert record is not None
-        assert timer_event(json.loads(json.dumps(record))) == (at, event)
-    assert timer_event([1.0, "from-a-newer-version", None]) is None
+        assert timer_event(tuple(json.loads(json.dumps(record)))) == (at, event)
+    assert timer_event((1.0, "from-a-newer-version", None)) is None
 
 
 def test_process_start_time_survives_odd_command_names() -> None:
@@ -222,9 +224,12 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         encoded: list[str] = []
         errors: list[str | None] = []
 
-        def record(instance: dict[str, int]) -> dict[str, int]:
+        def record(instance: dict[str, int]) -> InstanceRecord:
             encoded.append(next(n for n, i in instances.items() if i is instance))
-            return dict(instance)
+            return InstanceRecord(pid=instance["pid"])
+
+        def pids(document: dict[str, Any]) -> dict[str, int]:
+            return {name: record["pid"] for name, record in document["instances"].items()}
 
         writer = StateWriter(
             tmp / "state.json",
@@ -241,7 +246,7 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         await asyncio.sleep(0.01)
         document = writer.file.read()
         assert document is not None
-        assert document["instances"] == instances
+        assert pids(document) == {"a": 1, "b": 2}
         assert document["config"] == "c"
         assert sorted(encoded) == ["a", "b"]
         instances["a"]["pid"] = 7
@@ -250,7 +255,7 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         assert encoded[2:] == ["a"]
         document = writer.file.read()
         assert document is not None
-        assert document["instances"]["a"] == {"pid": 7}
+        assert pids(document)["a"] == 7
         del instances["b"]
         writer.changed("a")
         await asyncio.sleep(0.01)
@@ -303,15 +308,79 @@ def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: P
 def test_a_journalled_spawn_is_completed_as_the_lifecycle_has_it_after_a_spawn() -> None:
     from herdsman.runtime.records import just_spawned
 
-    journalled = {"state": "starting", "pid": 41, "spawned_at": 10.0, "restarts": 2}
-    waits = dict(journalled)
+    def journalled() -> InstanceRecord:
+        data = {"state": "starting", "pid": 41, "spawned_at": 10.0, "restarts": 2}
+        return InstanceRecord.from_data(data, "web", complete=False)
+
+    waits = journalled()
     just_spawned(waits, Policy(start_seconds=2.0), 41)
-    assert (waits["state"], waits["pid"], waits["restarts"]) == ("starting", 41, 2)
-    assert waits["timer"] == [12.0, "start_seconds", 41]
-    at_once = dict(journalled)
+    assert (waits.state, waits.pid, waits.restarts) == (State.STARTING, 41, 2)
+    assert waits.timer == (12.0, "start_seconds", 41)
+    at_once = journalled()
     just_spawned(at_once, Policy(start_seconds=0), 41)
-    assert (at_once["state"], at_once["ready"], at_once["start_passed"]) == ("running", True, True)
-    assert "timer" not in at_once
-    probed = dict(journalled)
+    assert (at_once.state, at_once.ready, at_once.start_passed) == (State.RUNNING, True, True)
+    assert at_once.timer is None
+    probed = journalled()
     just_spawned(probed, Policy(start_seconds=0, needs_ready=True), 41)
-    assert (probed["state"], probed["ready"]) == ("starting", False)
+    assert (probed.state, probed.ready) == (State.STARTING, False)
+
+
+# Written by a daemon of 44f8c9f, the release before records were typed: web.0 and
+# web.1 running, crashy restarting (its backoff timer set), once exited, manual stopped.
+PREVIOUS_RELEASE_STATE = Path(__file__).parent / "fixtures" / "state-44f8c9f.json"
+
+
+def test_the_state_json_of_the_previous_release_is_read_record_by_record(tmp: Path) -> None:
+    from herdsman.runtime.leftovers import still_running
+    from herdsman.runtime.procfs import boot_id
+
+    written = json.loads(PREVIOUS_RELEASE_STATE.read_bytes())
+    (tmp / "state.json").write_bytes(PREVIOUS_RELEASE_STATE.read_bytes())
+    document, problems = StateFile(tmp / "state.json").recover()
+    assert problems == []
+    assert document is not None
+    records = {
+        name: InstanceRecord.from_data(data, name, complete=True)
+        for name, data in document["instances"].items()
+    }
+    web = records["web.0"]
+    assert (web.state, web.pid, web.start_time, web.ready) == (State.RUNNING, 32011, 1153519, True)
+    assert web.pipes == [("out", 9030569), ("err", 9030570)]
+    assert web.stop_signal == 15
+    crashy = records["crashy"]
+    assert (crashy.state, crashy.restarts, crashy.exit_said) == (State.RESTARTING, 1, "going down")
+    assert crashy.timer == (11565.423163684, "backoff", None)
+    assert (records["once"].state, records["once"].exit_code) == (State.EXITED, 0)
+    assert records["manual"].state is State.STOPPED
+    # This release writes each record as that one did: a downgrade reads it too.
+    for name, record in records.items():
+        assert record.to_data() == written["instances"][name], name
+
+    # Recovery takes a record whose process still runs (on this boot: the fixture's
+    # pids are long gone, so one is pointed at a live process).
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        document["boot_id"] = boot_id()
+        document["instances"]["web.1"].update(
+            pid=child.pid, start_time=process_start_time(child.pid)
+        )
+        found = list(still_running(document, tmp))
+        assert [(name, pid) for name, _, pid in found] == [("web.1", child.pid)]
+        assert found[0][1].pipes == [("out", 9030572), ("err", 9030573)]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_record_of_the_wrong_type_in_state_json_is_said_and_the_file_moved_aside(
+    tmp: Path,
+) -> None:
+    written = json.loads(PREVIOUS_RELEASE_STATE.read_bytes())
+    written["instances"]["crashy"]["timer"] = [1]
+    (tmp / "state.json").write_text(json.dumps(written))
+    document, problems = StateFile(tmp / "state.json").recover()
+    assert document is None
+    [problem] = problems
+    assert "is corrupt (the record of crashy: timer is [1], not [due time, kind, pid] or null)" in (
+        problem
+    )

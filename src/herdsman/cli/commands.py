@@ -864,18 +864,13 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
     from herdsman.runtime.statefile import StateFile
 
     state_dir = settings_path(config, "state_dir")
-    problems: list[str] = []
     lock = DaemonLock(state_dir)
     # No daemon may start (and adopt them) meanwhile; in a state_dir that cannot be
     # written (read-only after a crash), the lock is taken through a read-only fd.
     lock.acquire_existing()
     try:
         state = StateFile(state_dir / "state.json")
-        document, corrupt = state.recover()
-        problems += corrupt
-        if document is not None and not _names_config(document, config):
-            document = None
-        found = leftovers.find(document, state_dir)
+        found, problems = leftovers.left_by(state, config)
         if not any(found.every_pid()):
             return [], problems
         stopped, refused = leftovers.stop(found, state_dir, timeout)
@@ -887,14 +882,6 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
         return stopped, problems
     finally:
         lock.release()
-
-
-def _names_config(document: Mapping[str, Any], config: Path) -> bool:
-    recorded = document.get("config")
-    try:
-        return isinstance(recorded, str) and os.path.samefile(recorded, config)
-    except OSError:
-        return recorded == str(config)
 
 
 def shutdown_timeout(config: Path) -> float:

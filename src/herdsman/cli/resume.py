@@ -45,13 +45,12 @@ def exec_new_image(state: dict[str, Any]) -> OSError:
     raise AssertionError("os.execv returned")  # pragma: no cover
 
 
-def _read_handover(fd: int) -> dict[str, Any]:
+def _read_handover(fd: int) -> object:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     os.close(fd)
-    state: dict[str, Any] = pickle.loads(b"".join(chunks))
-    return state
+    return pickle.loads(b"".join(chunks))
 
 
 def check(argv: list[str]) -> int:
@@ -69,16 +68,26 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--check"]:
         return check(argv[1:])
     from herdsman.cli.up import run_up
-    from herdsman.runtime.planner import unpickle_plan
+    from herdsman.runtime.handover import Handover, HandoverError
+    from herdsman.runtime.planner import PlanError, unpickle_plan
 
-    state = _read_handover(int(argv[0]))
-    plan = unpickle_plan(state["plan"], "handed over by the previous image")
+    try:
+        handover = Handover.from_data(_read_handover(int(argv[0])))
+        plan = unpickle_plan(handover.daemon.plan, "handed over by the previous image")
+    except (HandoverError, PlanError) as err:
+        # The services run on, without a daemon: state.json tells the next one.
+        print(
+            f"herdsman: cannot take over from the previous image: {err}; the services keep"
+            " running, and `herdsman up` adopts them",
+            file=sys.stderr,
+        )
+        return 1
     return run_up(
         plan,
-        state["services"],
-        detached=state["detached"],
-        resumed=state,
-        watch=state.get("watch", False),  # an older image hands over no "watch"
+        handover.services,
+        detached=handover.detached,
+        resumed=handover,
+        watch=handover.watch,
     )
 
 

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from herdsman import __version__
 from herdsman.api.server import ApiServer, ListenError
@@ -30,6 +29,7 @@ from herdsman.runtime import recovery, reexec
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
+from herdsman.runtime.handover import VERSION, DaemonHandover, Handover
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.logfile import LogHandler
 from herdsman.runtime.supervisor import Managed
@@ -144,7 +144,7 @@ def run_up(
     services: list[str],
     *,
     detached: bool = False,
-    resumed: dict[str, Any] | None = None,
+    resumed: Handover | None = None,
     watch: bool = False,
 ) -> int:
     """Run the daemon until it is told to stop; the process exit code.
@@ -155,7 +155,7 @@ def run_up(
     """
     lock = DaemonLock(plan.state_dir)
     if resumed is not None:
-        lock.adopt(resumed["lock_fd"])
+        lock.adopt(resumed.lock_fd)
     else:
         try:
             make_state_dir(plan.state_dir, allow_shared=plan.allow_shared_state_dir)
@@ -183,29 +183,31 @@ def run_up(
         return outcome
     from herdsman.cli.resume import exec_new_image
 
-    state = {
-        **outcome.handover,
-        "listen_fds": outcome.listen_fds,
-        "lock_fd": lock.hand_over(),
-        "services": services,
-        "detached": detached,
-        "watch": watch,
-    }
-    error = exec_new_image(state)
+    handover = Handover(
+        outcome.daemon,
+        outcome.listen_fds,
+        lock.hand_over(),
+        services,
+        detached,
+        watch,
+        outcome.token,
+    )
+    error = exec_new_image(handover.to_data())
     # The exec failed (the interpreter is gone?): this image takes over again, from
     # the same hand-over, rather than leaving the services without a daemon.
     print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
-    state["reexecs"] -= 1  # it did not happen: `reexec` must not report it did
-    return run_up(outcome.plan, services, detached=detached, resumed=state, watch=watch)
+    handover.daemon.reexecs -= 1  # it did not happen: `reexec` must not report it did
+    return run_up(outcome.plan, services, detached=detached, resumed=handover, watch=watch)
 
 
 @dataclass
 class Reexec:
     """The loop ended for a re-exec: what goes to the new image."""
 
-    handover: dict[str, Any]
+    daemon: DaemonHandover
     listen_fds: list[int]
     plan: Plan  # what ran: if the exec fails, this image takes over again
+    token: str | None = None  # the API's, as the daemon started
 
 
 async def _serve(
@@ -213,7 +215,7 @@ async def _serve(
     services: list[str],
     *,
     detached: bool,
-    resumed: dict[str, Any] | None,
+    resumed: Handover | None,
     watch: bool,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
@@ -229,7 +231,7 @@ async def _serve(
             print(f"herdsman: warning: {fd_problem}", file=sys.stderr)  # up -d shows it
     # A new image keeps the token the daemon started with, as it keeps its sockets:
     # a token file that is gone or changed since must not take the daemon down.
-    token = resumed["token"] if resumed is not None else read_token(plan)
+    token = resumed.token if resumed is not None else read_token(plan)
     console = None
     hooks: dict[str, Callable[..., None]] = {}
     if not detached:
@@ -262,7 +264,7 @@ async def _serve(
             max_connections=plan.max_connections,
         )
         try:
-            await server.start(resumed["listen_fds"] if resumed else None)
+            await server.start(resumed.listen_fds if resumed else None)
         except ListenError as err:
             listen_error = str(err)
             daemon.close()
@@ -277,7 +279,7 @@ async def _serve(
     if listen_error is not None:
         raise StartupError(listen_error)
     if isinstance(outcome, Reexec):
-        outcome.handover["token"] = token
+        outcome.token = token
     return outcome
 
 
@@ -287,7 +289,7 @@ async def _run(
     daemon: Daemon,
     server: ApiServer,
     log: logging.Logger,
-    resumed: dict[str, Any] | None,
+    resumed: Handover | None,
     *,
     detached: bool,
     notes: EarlyNotes,
@@ -296,8 +298,10 @@ async def _run(
     if resumed is not None:
         # Before the reaper's first collect: an instance that exited during the exec
         # must find its watcher registered, or its status would pass for an orphan's.
-        reexec.resume(daemon, resumed)
-    daemon.open(notify_fd=resumed["notify_fd"] if resumed else None)
+        reexec.resume(daemon, resumed.daemon)
+        if resumed.version < VERSION:
+            log.info("took over from an older image (its hand-over: version %d)", resumed.version)
+    daemon.open(notify_fd=resumed.daemon.notify_fd if resumed else None)
     # A previous image blocked these across its exec, so none could kill us before
     # our handlers were in place; now they are (and children must not inherit a mask).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)

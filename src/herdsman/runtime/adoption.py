@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from typing import Any
 
 from herdsman.runtime.procfs import fd_inode
 
@@ -33,7 +32,7 @@ def pipes_by_inode(fds: list[int]) -> dict[int, int]:
 
 
 def reopen_pipes(
-    pid: int, pipes: list[Any], stored: dict[int, int]
+    pid: int, pipes: list[tuple[str, int]], stored: dict[int, int]
 ) -> Iterator[tuple[str, int, bytes]]:
     """The output pipes of a process as (stream, fd, b""): the copies the service
     manager kept for us (`stored`, by inode), or opened again through /proc.

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from herdsman.runtime.procfs import boot_id, proc_stat, process_start_time, processes_of
+from herdsman.core.lifecycle import State
+from herdsman.runtime.procfs import boot_id, proc_stat, process_start_time
+from herdsman.runtime.records import InstanceRecord
+from herdsman.runtime.statefile import StateFile
 
 STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 INSTANCE_VARIABLE = "HERDSMAN_INSTANCE"
@@ -159,7 +162,7 @@ class Leftovers:
     `others`: the remaining marked processes (what a kept main process started).
     """
 
-    mains: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    mains: dict[str, tuple[int, InstanceRecord]] = field(default_factory=dict)
     extras: list[tuple[str, int, str]] = field(default_factory=list)
     strays: list[tuple[str, int]] = field(default_factory=list)
     others: list[int] = field(default_factory=list)
@@ -173,25 +176,28 @@ class Leftovers:
 
 def still_running(
     document: dict[str, Any], state_dir: Path
-) -> Iterator[tuple[str, dict[str, Any], int]]:
+) -> Iterator[tuple[str, InstanceRecord, int]]:
     """The records of a dead daemon whose process still runs: (name, record, pid).
 
     Only a process with the recorded start time, on the same boot, counts: a pid
     alone may be another process's by now. A spawn known from the journal only
     has no start time yet: its process must carry the environment herdsman gave
-    it, and then gets its start time. (A zombie counts: its group may live on.)
+    it (as its main process: a session leader), and then gets its start time. (A
+    zombie counts: its group may live on.) `document` is one StateFile read, so
+    its records are well formed.
     """
     if document.get("boot_id") != boot_id():
         return
-    for name, record in (document.get("instances") or {}).items():
-        pid = record.get("pid") if isinstance(record, dict) else None
-        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    for name, data in (document.get("instances") or {}).items():
+        record = InstanceRecord.from_data(data, f"the record of {name}", complete=False)
+        pid = record.pid
+        if pid is None or pid <= 0 or pid == os.getpid():
             continue
-        if record.get("journalled"):
-            if pid in processes_of(state_dir, name, [pid]):
-                record["start_time"] = process_start_time(pid)
+        if record.journalled:
+            if any(m.instance == name and m.session == pid for m in scan(state_dir, [pid])):
+                record.start_time = process_start_time(pid)
                 yield name, record, pid
-        elif process_start_time(pid) == record.get("start_time"):
+        elif process_start_time(pid) == record.start_time:
             yield name, record, pid
 
 
@@ -243,7 +249,34 @@ def find(
     return found
 
 
-def found_record(m: Marked) -> dict[str, Any]:
+def left_by(
+    state: StateFile,
+    config: Path,
+    may_run_as: Callable[[str, int], bool] = lambda _instance, _uid: True,
+) -> tuple[Leftovers, list[str]]:
+    """What a dead daemon of `config` left running (as `find`), for the next daemon
+    and for `down` without one; and one sentence per problem with its state.json
+    (moved aside: see StateFile.recover). Records of another config are not its."""
+    document, problems = state.recover()
+    # The same config however it was named (a symlink, a relative path): the lock
+    # on its state_dir (which the caller holds) tells that no other daemon runs it.
+    if document is not None and not _same_file(document.get("config"), config):
+        document = None
+    # Also with a good state.json: a process it does not name (it was lost, or
+    # spawned as the daemon died) is found by its environment.
+    return find(document, state.path.parent, may_run_as), problems
+
+
+def _same_file(recorded: object, path: Path) -> bool:
+    if not isinstance(recorded, str):
+        return False
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return recorded == str(path)
+
+
+def found_record(m: Marked) -> InstanceRecord:
     """A record for a main process known only from /proc: it runs, its output pipes
     are whatever its stdout and stderr are now (taken if they are pipes)."""
     pipes = []
@@ -251,16 +284,16 @@ def found_record(m: Marked) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             st = os.stat(f"/proc/{m.pid}/fd/{number}")
             if (st.st_mode & 0o170000) == 0o010000:  # a FIFO: the pipe herdsman gave it
-                pipes.append([stream, st.st_ino])
-    return {
-        "state": "running",
-        "pid": m.pid,
-        "start_time": m.start_time,
-        "start_passed": True,
-        "spawned_at": m.start_time / os.sysconf("SC_CLK_TCK"),
-        "pipes": pipes,
-        "found_by_environment": True,
-    }
+                pipes.append((stream, st.st_ino))
+    return InstanceRecord(
+        State.RUNNING,
+        pid=m.pid,
+        start_time=m.start_time,
+        start_passed=True,
+        spawned_at=m.start_time / os.sysconf("SC_CLK_TCK"),
+        pipes=pipes,
+        found_by_environment=True,
+    )
 
 
 def stop(found: Leftovers, state_dir: Path, timeout: float) -> tuple[list[str], list[str]]:
@@ -276,9 +309,9 @@ def stop(found: Leftovers, state_dir: Path, timeout: float) -> tuple[list[str], 
     problems: list[str] = []
     poller, pidfds = select.poll(), []
     mains = [(name, pid, record) for name, (pid, record) in found.mains.items()]
-    mains += [(name, pid, {}) for name, pid, _ in found.extras]
+    mains += [(name, pid, InstanceRecord()) for name, pid, _ in found.extras]
     for name, pid, record in mains:
-        sig = int(record.get("stop_signal", signal.SIGTERM))
+        sig = record.stop_signal or signal.SIGTERM
         try:
             fd = os.pidfd_open(pid)
         except OSError:

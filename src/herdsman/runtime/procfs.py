@@ -1,6 +1,6 @@
 """What herdsman reads of a process in /proc: its stat fields, its start time (which
 tells a process from a later one that reuses its pid), whether it is a zombie, and
-the boot id; and the main processes a daemon spawned, found by their environment.
+the boot id. (Processes found by their environment: leftovers.py.)
 """
 
 from __future__ import annotations
@@ -57,29 +57,3 @@ def zombie_status(pid: int) -> int | None:
 
 def fd_inode(fd: int) -> int:
     return os.fstat(fd).st_ino
-
-
-def processes_of(state_dir: Path, instance: str, pids: list[int] | None = None) -> list[int]:
-    """Main processes (session leaders, not zombies) that a daemon of `state_dir`
-    spawned for `instance`, found by the environment they were given; among
-    `pids`, or among all processes."""
-    wanted = (f"HERDSMAN_INSTANCE={instance}".encode(), f"HERDSMAN_STATE_DIR={state_dir}".encode())
-    found = []
-    entries = [str(pid) for pid in pids] if pids is not None else os.listdir("/proc")
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        stat = proc_stat(int(entry))
-        if (
-            stat
-            and all(w in environ for w in wanted)
-            and stat[0] != b"Z"
-            and int(stat[3]) == int(entry)
-        ):
-            found.append(int(entry))
-    return found

@@ -1,14 +1,22 @@
-"""An instance as a record of plain values (no classes), and its one timer.
+"""An instance as a typed record of plain values, and its one timer.
 
 A record written by one version of herdsman is read by the next: the in-place
-re-exec hands records to the new code, and after a crash the next daemon reads
-them from state.json. A pid alone proves nothing after a crash (pids are reused),
-so a record also carries the process's start time (clock ticks since boot, from
-/proc), and the inodes of its output pipes, so they can be opened again from /proc.
+re-exec hands records to the new code (see handover.py), and after a crash the
+next daemon reads them from state.json (statefile.py). A pid alone proves nothing
+after a crash (pids are reused), so a record also carries the process's start
+time (clock ticks since boot, from /proc), and the inodes of its output pipes, so
+they can be opened again from /proc.
+
+As data a record is the dict every release since state.json's format 1 writes:
+the lifecycle's fields always, the process's (`start_time`, `pipes`, `foreign`,
+`stop_signal`) while there is one, `timer` while one is set. Reading checks the
+type of every key present and says what is wrong in one sentence (RecordError).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from herdsman.core.lifecycle import (
@@ -24,8 +32,148 @@ from herdsman.core.lifecycle import (
 )
 from herdsman.core.states import State
 
-# Instance fields a record carries, all plain values.
-_FIELDS = (
+# (due time, kind, pid): what the instance's one timer feeds when it fires.
+Timer = tuple[float, str, int | None]
+
+
+class RecordError(ValueError):
+    """A record that is not what herdsman writes; the message is one sentence."""
+
+
+@dataclass(slots=True)
+class InstanceRecord:
+    state: State = State.STOPPED
+    # The lifecycle's fields (core.lifecycle.Instance), by the same names.
+    pid: int | None = None
+    ready: bool = False
+    restarts: int = 0
+    attempt: int = 0
+    restart_times: list[float] = field(default_factory=list)
+    spawned_at: float | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    exit_said: str = ""
+    message: str = ""
+    start_passed: bool = False
+    restart_after_stop: bool = False
+    automatic_restart: bool = False
+    limited_restart: bool = False
+    killed: bool = False
+    # Its process, while there is one.
+    start_time: int | None = None  # clock ticks since boot
+    pipes: list[tuple[str, int]] = field(default_factory=list)  # (stream, inode)
+    foreign: bool = False  # adopted after a crash: not the daemon's child
+    stop_signal: int | None = None  # for `down` without a daemon
+    timer: Timer | None = None
+    # How a crash recovery knows of it: a spawn journalled after the last
+    # state.json, or a process found by its environment only.
+    journalled: bool = False
+    found_by_environment: bool = False
+
+    @classmethod
+    def of(cls, core: Instance) -> InstanceRecord:
+        return cls(
+            core.state,
+            core.pid,
+            core.ready,
+            core.restarts,
+            core.attempt,
+            list(core.restart_times),
+            core.spawned_at,
+            core.exit_code,
+            core.exit_signal,
+            core.exit_said,
+            core.message,
+            core.start_passed,
+            core.restart_after_stop,
+            core.automatic_restart,
+            core.limited_restart,
+            core.killed,
+        )
+
+    def restore(self, core: Instance) -> None:
+        """Put the record's lifecycle values into `core`."""
+        core.state = self.state
+        for name in LIFECYCLE:
+            value = getattr(self, name)
+            setattr(core, name, list(value) if isinstance(value, list) else value)
+
+    def to_data(self) -> dict[str, Any]:
+        # Written out, not a loop over LIFECYCLE: state.json encodes a record per
+        # change, thousands at a herd's start.
+        data: dict[str, Any] = {
+            "state": self.state.value,
+            "pid": self.pid,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "attempt": self.attempt,
+            "restart_times": list(self.restart_times),
+            "spawned_at": self.spawned_at,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "exit_said": self.exit_said,
+            "message": self.message,
+            "start_passed": self.start_passed,
+            "restart_after_stop": self.restart_after_stop,
+            "automatic_restart": self.automatic_restart,
+            "limited_restart": self.limited_restart,
+            "killed": self.killed,
+        }
+        if self.pid is not None:
+            data["start_time"] = self.start_time
+            data["pipes"] = [list(pipe) for pipe in self.pipes]
+            data["foreign"] = self.foreign
+            if self.stop_signal is not None:
+                data["stop_signal"] = self.stop_signal
+        if self.timer is not None:
+            data["timer"] = list(self.timer)
+        if self.journalled:
+            data["journalled"] = True
+        if self.found_by_environment:
+            data["found_by_environment"] = True
+        return data
+
+    @classmethod
+    def from_data(cls, data: object, where: str, *, complete: bool) -> InstanceRecord:
+        """The record `data` holds; RecordError naming `where` and the key when a key
+        has the wrong type, or (`complete`: a record a daemon wrote whole, as in a
+        hand-over) when one of the lifecycle's fields is missing or its state is
+        unknown. state.json holds partial records too (a spawn known from the journal
+        only), and may come from another release: keys it lacks keep their defaults,
+        keys it has that this release does not know are left alone."""
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{where} is {_show(data)}, not a record")
+        if complete:
+            missing = [key for key in ("state", *LIFECYCLE) if key not in data]
+            if missing:
+                raise RecordError(f"{where} has no {', '.join(missing)}")
+        for key, (check, what) in _CHECKS.items():
+            if key in data and not check(data[key]):
+                raise RecordError(f"{where}: {key} is {_show(data[key])}, not {what}")
+        record = cls()
+        for key in _CHECKS:
+            if key in data:
+                setattr(record, key, data[key])
+        try:
+            record.state = State(data.get("state", "stopped"))
+        except ValueError:
+            if complete:
+                raise RecordError(
+                    f"{where}: state is {_show(data['state'])}, not a state"
+                ) from None
+            # A state of a newer release in state.json (a downgrade): what it meant is
+            # unknown, the process (if any) is still adopted.
+            record.state = State.STOPPED
+        record.restart_times = [float(t) for t in record.restart_times]
+        record.pipes = [(str(stream), int(inode)) for stream, inode in record.pipes]
+        if record.timer is not None:
+            at, kind, pid = record.timer
+            record.timer = (float(at), kind, pid)
+        return record
+
+
+# The lifecycle's fields a record carries (besides its state).
+LIFECYCLE = (
     "pid",
     "ready",
     "restarts",
@@ -44,55 +192,110 @@ _FIELDS = (
 )
 
 
-def timer_record(at: float, event: Event) -> list[Any] | None:
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return _integer(value) or isinstance(value, float)
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _pipes(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(
+        isinstance(pipe, list | tuple) and len(pipe) == 2 and _text(pipe[0]) and _integer(pipe[1])
+        for pipe in value
+    )
+
+
+def _timer(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and _number(value[0])
+        and _text(value[1])
+        and (value[2] is None or _integer(value[2]))
+    )
+
+
+_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "pid": (_optional(_integer), "a pid or null"),
+    "ready": (_flag, "true or false"),
+    "restarts": (_integer, "an integer"),
+    "attempt": (_integer, "an integer"),
+    "restart_times": (
+        lambda v: isinstance(v, list | tuple) and all(map(_number, v)),
+        "a list of times",
+    ),
+    "spawned_at": (_optional(_number), "a time or null"),
+    "exit_code": (_optional(_integer), "an integer or null"),
+    "exit_signal": (_optional(_integer), "a signal number or null"),
+    "exit_said": (_text, "a string"),
+    "message": (_text, "a string"),
+    "start_passed": (_flag, "true or false"),
+    "restart_after_stop": (_flag, "true or false"),
+    "automatic_restart": (_flag, "true or false"),
+    "limited_restart": (_flag, "true or false"),
+    "killed": (_flag, "true or false"),
+    "start_time": (_optional(_integer), "clock ticks or null"),
+    "pipes": (_pipes, "a list of [stream, inode] pairs"),
+    "foreign": (_flag, "true or false"),
+    "stop_signal": (_optional(_integer), "a signal number or null"),
+    "timer": (_optional(_timer), "[due time, kind, pid] or null"),
+    "journalled": (_flag, "true or false"),
+    "found_by_environment": (_flag, "true or false"),
+}
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def timer_record(at: float, event: Event) -> Timer | None:
     match event:
         case StartSecondsPassed(pid=pid):
-            return [at, "start_seconds", pid]
+            return (at, "start_seconds", pid)
         case BackoffElapsed():
-            return [at, "backoff", None]
+            return (at, "backoff", None)
         case StopTimeout(pid=pid):
-            return [at, "stop_timeout", pid]
+            return (at, "stop_timeout", pid)
     return None
 
 
-def timer_event(record: list[Any]) -> tuple[float, Event] | None:
-    at, kind, pid = record
-    if kind == "start_seconds":
-        return float(at), StartSecondsPassed(int(pid))
+def timer_event(timer: Timer) -> tuple[float, Event] | None:
+    at, kind, pid = timer
+    if kind == "start_seconds" and pid is not None:
+        return at, StartSecondsPassed(pid)
     if kind == "backoff":
-        return float(at), BackoffElapsed()
-    if kind == "stop_timeout":
-        return float(at), StopTimeout(int(pid))
+        return at, BackoffElapsed()
+    if kind == "stop_timeout" and pid is not None:
+        return at, StopTimeout(pid)
     return None
 
 
-def instance_record(core: Instance) -> dict[str, Any]:
-    record: dict[str, Any] = {"state": core.state.value}
-    for name in _FIELDS:
-        value = getattr(core, name)
-        record[name] = list(value) if isinstance(value, list) else value
-    return record
-
-
-def restore_instance(core: Instance, record: dict[str, Any]) -> None:
-    """Put a record's values into `core` (fields it lacks keep their defaults)."""
-    try:
-        core.state = State(record.get("state", "stopped"))
-    except ValueError:
-        core.state = State.STOPPED
-    for name in _FIELDS:
-        if name in record:
-            value = record[name]
-            setattr(core, name, list(value) if isinstance(value, list) else value)
-
-
-def just_spawned(record: dict[str, Any], policy: Policy, pid: int) -> None:
+def just_spawned(record: InstanceRecord, policy: Policy, pid: int) -> None:
     """Complete a journalled spawn's record as the lifecycle has an instance right
     after it spawned `pid` at the record's `spawned_at` (the lifecycle decides it)."""
     core = Instance("", policy)
-    restore_instance(core, {**record, "pid": None})
-    at = float(record.get("spawned_at") or 0.0)
+    record.pid = None
+    record.restore(core)
+    at = record.spawned_at or 0.0
     for action in on_event(core, Spawned(pid), at):
         if isinstance(action, SetTimer):
-            record["timer"] = timer_record(action.at, action.event)
-    record.update(instance_record(core))
+            record.timer = timer_record(action.at, action.event)
+    fresh = InstanceRecord.of(core)
+    record.state = fresh.state
+    for name in LIFECYCLE:
+        setattr(record, name, getattr(fresh, name))

@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import signal
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herdsman.core.lifecycle import describe_exit
@@ -77,16 +76,10 @@ def recover(daemon: Daemon) -> list[str]:
 
 
 def _adopt(daemon: Daemon, stored: dict[int, int]) -> list[str]:
-    document, problems = daemon._state.file.recover()
+    may_run_as = functools.partial(_may_run_as, daemon)
+    found, problems = leftovers.left_by(daemon._state.file, daemon.plan.config_path, may_run_as)
     for problem in problems:
         daemon._note(logging.WARNING, problem)
-    # The same config however it was named (a symlink, a relative path): the
-    # lock on its state_dir already tells that no other daemon runs it.
-    if document is not None and not _same_file(document.get("config"), daemon.plan.config_path):
-        document = None
-    # Also with a good state.json: a process it does not name (it was lost, or
-    # spawned as the daemon died) is found by its environment.
-    found = leftovers.find(document, daemon.plan.state_dir, functools.partial(_may_run_as, daemon))
     adopted: list[str] = []
     for name, (pid, record) in found.mains.items():
         status = zombie_status(pid)
@@ -98,14 +91,14 @@ def _adopt(daemon: Daemon, stored: dict[int, int]) -> list[str]:
         if managed is None:
             _stop_stray(daemon, name, pid)
             continue
-        pumps = list(reopen_pipes(pid, record.get("pipes") or [], stored))
+        pumps = list(reopen_pipes(pid, record.pipes, stored))
         _settle_batches(daemon, name, pumps)
-        record["foreign"] = True
-        if record.get("journalled"):  # spawned after the last state.json: as new
+        record.foreign = True
+        if record.journalled:  # spawned after the last state.json: as new
             just_spawned(record, managed.core.policy, pid)
-        elif record.pop("found_by_environment", False):
+        elif record.found_by_environment:
             ready = managed.plan.ready
-            record["ready"] = ready is None or ready.kind == "notify"  # cannot be asked again
+            record.ready = ready is None or ready.kind == "notify"  # cannot be asked again
         if daemon.supervisor.restore(managed, record, pumps):
             adopted.append(name)
             daemon._spawned_before.add(name)  # its next spawn is a restart (restart_with)
@@ -153,12 +146,3 @@ def _uid_of(user: str) -> int | None:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
         return None
-
-
-def _same_file(recorded: object, path: Path) -> bool:
-    if not isinstance(recorded, str):
-        return False
-    try:
-        return os.path.samefile(recorded, path)
-    except OSError:
-        return recorded == str(path)

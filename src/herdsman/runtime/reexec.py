@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError
+from herdsman.runtime.handover import DaemonHandover
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
-from herdsman.runtime.statefile import FORMAT
 
 if TYPE_CHECKING:
     from herdsman.runtime.daemon import Daemon
@@ -26,7 +26,7 @@ RELOAD_TIMEOUT = 60.0  # for the validating helper process
 RESTART_ONLY = ("state_dir", "socket", "tcp")
 
 
-def restart_only(plan: Plan) -> dict[str, Any]:
+def restart_only(plan: Plan) -> dict[str, str]:
     """The settings a running daemon keeps (its lock and sockets), as plain values."""
     return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
 
@@ -92,8 +92,8 @@ async def begin(daemon: Daemon) -> None:
         daemon._decide_reexec("reexec")
 
 
-def hand_over(daemon: Daemon) -> dict[str, Any]:
-    """Everything the new image needs, as plain data; the pipes stay open for it."""
+def hand_over(daemon: Daemon) -> DaemonHandover:
+    """Everything the new image needs of the daemon; the pipes stay open for it."""
     daemon.prober.close()
     watched = sorted(daemon._watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
     for name in watched:
@@ -103,40 +103,39 @@ def hand_over(daemon: Daemon) -> dict[str, Any]:
     sup = daemon.supervisor
     records = {name: sup.record(m) for name, m in sup.instances.items()}
     plan = daemon._reexec_plan or pickle.dumps(("ok", daemon.plan))  # a heal: the running plan
-    return {
-        "format": FORMAT,
-        "plan": plan,
-        "records": records,
-        "pumps": sup.hand_over(),
-        "tails": daemon.tails.hand_over(),
-        "health": dict(daemon.prober.health),
-        "notify_fd": notify_fd,
-        "started_at": daemon.started_at,
-        "reexecs": daemon.reexecs + 1,
-        "heals": daemon._heals,
-        "notify_status": dict(daemon._notify_status),
-        "spawned_before": sorted(daemon._spawned_before),
-        "restarted_deps": sorted(daemon._restarted_deps),
-        "watchdogs": watched,
-        "bound": daemon.bound,
-    }
+    return DaemonHandover(
+        plan=plan,
+        records=records,
+        pumps=sup.hand_over(),
+        tails=daemon.tails.hand_over(),
+        health=dict(daemon.prober.health),
+        notify_fd=notify_fd,
+        started_at=daemon.started_at,
+        reexecs=daemon.reexecs + 1,
+        heals=daemon._heals,
+        notify_status=dict(daemon._notify_status),
+        spawned_before=sorted(daemon._spawned_before),
+        restarted_deps=sorted(daemon._restarted_deps),
+        watchdogs=watched,
+        bound=daemon.bound,
+    )
 
 
-def resume(daemon: Daemon, handover: dict[str, Any]) -> None:
+def resume(daemon: Daemon, handover: DaemonHandover) -> None:
     """In the new image: take every instance over from the old one, as it was."""
-    daemon.started_at = float(handover.get("started_at", daemon.started_at))
-    daemon.reexecs = int(handover.get("reexecs", 1))
-    daemon._heals = list(handover.get("heals", []))
-    daemon._notify_status.update(handover.get("notify_status", {}))
-    daemon._spawned_before.update(handover.get("spawned_before", []))
-    daemon._restarted_deps.update(handover.get("restarted_deps", []))
-    daemon.bound = handover.get("bound", daemon.bound)
-    daemon.tails.resume(handover.get("tails", {}))
-    health = handover.get("health", {})
-    watchdogs = set(handover.get("watchdogs", []))
-    pumps = handover.get("pumps", {})
+    daemon.started_at = handover.started_at
+    daemon.reexecs = handover.reexecs
+    daemon._heals = list(handover.heals)
+    daemon._notify_status.update(handover.notify_status)
+    daemon._spawned_before.update(handover.spawned_before)
+    daemon._restarted_deps.update(handover.restarted_deps)
+    daemon.bound = handover.bound
+    daemon.tails.resume(handover.tails)
+    health = handover.health
+    watchdogs = set(handover.watchdogs)
+    pumps = handover.pumps
     sup = daemon.supervisor
-    for name, record in handover.get("records", {}).items():
+    for name, record in handover.records.items():
         managed = sup.instances.get(name)
         if managed is None:  # cannot happen: the plan is the one they ran under
             for _stream, fd, _partial in pumps.get(name, []):

@@ -19,6 +19,7 @@ from typing import Any
 
 from herdsman.runtime.files import open_append, write_new
 from herdsman.runtime.procfs import boot_id
+from herdsman.runtime.records import InstanceRecord, RecordError
 
 FORMAT = 1
 
@@ -137,6 +138,11 @@ class StateFile:
             )
         if torn:
             problems.append((self.journal, f"is corrupt ({torn} unreadable line(s))"))
+        # Checked once the journal is in: what it rewrote needs no checking.
+        wrong = _wrong_record(instances)
+        if wrong is not None:
+            problems.append((self.path, f"is corrupt ({wrong})"))
+            return None, problems
         return document, problems
 
     def remove(self) -> None:
@@ -166,6 +172,16 @@ def _well_formed(document: object) -> bool:
     )
 
 
+def _wrong_record(instances: dict[str, Any]) -> str | None:
+    """The first record that is not one herdsman writes, said in one sentence."""
+    for name, record in instances.items():
+        try:
+            InstanceRecord.from_data(record, f"the record of {name}", complete=False)
+        except RecordError as err:
+            return str(err)
+    return None
+
+
 WRITE_DELAY = 0.1  # seconds: state.json follows changes at most this late
 
 
@@ -184,7 +200,7 @@ class StateWriter:
         path: Path,
         loop: asyncio.AbstractEventLoop,
         instances: Callable[[], Mapping[str, Any]],
-        record: Callable[[Any], dict[str, Any]],
+        record: Callable[[Any], InstanceRecord],
         header: Callable[[], dict[str, Any]],
         on_error: Callable[[str | None], None],
         delay: float = WRITE_DELAY,
@@ -236,7 +252,9 @@ class StateWriter:
             del encoded[name]
         for name, instance in instances.items():
             if name in self._dirty or name not in encoded:
-                encoded[name] = json.dumps(name) + ":" + json.dumps(self._record(instance))
+                encoded[name] = (
+                    json.dumps(name) + ":" + json.dumps(self._record(instance).to_data())
+                )
         self._dirty.clear()
         head = {"format": FORMAT, "boot_id": boot_id(), **self._header()}
         document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"

@@ -46,7 +46,7 @@ from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
 from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
-from herdsman.runtime.records import instance_record, restore_instance, timer_event, timer_record
+from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.signals import Signals
 from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
 from herdsman.runtime.systemd import without_manager_variables
@@ -94,7 +94,7 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn right after it (see state.StateFile)."""
+    """Told of every spawn right after it (see statefile.StateFile)."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
 
@@ -402,17 +402,17 @@ class Supervisor:
             managed.start_time = (pid, process_start_time(pid))
         return managed.start_time[1]
 
-    def record(self, managed: Managed) -> dict[str, object]:
-        """The instance as plain data (see records.py): for state.json and a re-exec."""
+    def record(self, managed: Managed) -> InstanceRecord:
+        """The instance as a record (see records.py): for state.json and a re-exec."""
         core = managed.core
-        record: dict[str, object] = instance_record(core)
+        record = InstanceRecord.of(core)
         if core.pid is not None:
-            record["start_time"] = self.start_time_of(managed)
-            record["pipes"] = [list(p) for p in managed.pipes]
-            record["foreign"] = managed.foreign
-            record["stop_signal"] = int(core.policy.stop_signal)  # for `down` without a daemon
+            record.start_time = self.start_time_of(managed)
+            record.pipes = list(managed.pipes)
+            record.foreign = managed.foreign
+            record.stop_signal = int(core.policy.stop_signal)  # for `down` without a daemon
         if managed.timer_due is not None:
-            record["timer"] = timer_record(*managed.timer_due)
+            record.timer = timer_record(*managed.timer_due)
         return record
 
     def hand_over(self) -> dict[str, list[tuple[str, int, bytes]]]:
@@ -434,7 +434,7 @@ class Supervisor:
         return pumps
 
     def restore(
-        self, managed: Managed, record: dict[str, object], pumps: list[tuple[str, int, bytes]]
+        self, managed: Managed, record: InstanceRecord, pumps: list[tuple[str, int, bytes]]
     ) -> bool:
         """Take over an instance from a record: its state, its process, its pipes.
 
@@ -443,7 +443,7 @@ class Supervisor:
         process turned out to be gone (it is then handled as having exited).
         """
         core = managed.core
-        restore_instance(core, record)
+        record.restore(core)
         name = managed.name
         for stream, fd, partial in pumps:
             os.set_inheritable(fd, False)
@@ -459,20 +459,17 @@ class Supervisor:
                     batches=self.batches,
                 )
             )
-        pipes = record.get("pipes")
-        if isinstance(pipes, list):
-            managed.pipes = [(str(s), int(i)) for s, i in pipes]
-        due = record.get("timer")
-        if isinstance(due, list) and (timer := timer_event(due)) is not None:
+        managed.pipes = list(record.pipes)
+        if record.timer is not None and (timer := timer_event(record.timer)) is not None:
             self._set_timer(managed, *timer)
         if core.waiting:
             self._waiting[name] = managed
         pid = core.pid
         if pid is None:
             return True
-        start_time = record.get("start_time")
-        managed.start_time = (pid, start_time if isinstance(start_time, int) else None)
-        managed.foreign = bool(record.get("foreign"))
+        start_time = record.start_time
+        managed.start_time = (pid, start_time)
+        managed.foreign = record.foreign
 
         def on_exit(code: int | None, sig: int | None) -> None:
             self._exited(managed, pid, code, sig)
