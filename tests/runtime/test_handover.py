@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from herdsman.core.lifecycle import State
+from herdsman.core.states import State
 from herdsman.runtime.handover import VERSION, DaemonHandover, Handover, HandoverError
 from herdsman.runtime.records import InstanceRecord
 
