@@ -5,11 +5,14 @@ and one sentence for what is missing or wrong."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from herdsman.core.states import State
 from herdsman.runtime.handover import VERSION, DaemonHandover, Handover, HandoverError
@@ -206,3 +209,35 @@ def test_a_new_image_that_cannot_read_the_hand_over_says_why_and_leaves_the_serv
         "herdsman: cannot take over from the previous image: the hand-over has no 'records';"
         " the services keep running, and `herdsman up` adopts them\n"
     )
+
+
+@given(
+    state=st.sampled_from(State),
+    pid=st.none() | st.integers(1, 2**22),
+    start_time=st.none() | st.integers(0, 2**40),
+    pipes=st.lists(st.tuples(st.sampled_from(["out", "err"]), st.integers(1, 2**40)), max_size=2),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    stop_signal=st.none() | st.integers(1, 64),
+    timer=st.none()
+    | st.tuples(
+        st.floats(0, 1e9, allow_nan=False),
+        st.sampled_from(["backoff", "start_seconds", "stop_timeout"]),
+        st.none() | st.integers(1, 2**22),
+    ),
+)
+def test_every_record_reads_back_as_written(
+    state: State,
+    pid: int | None,
+    start_time: int | None,
+    pipes: list[tuple[str, int]],
+    flags: tuple[bool, bool, bool],
+    stop_signal: int | None,
+    timer: tuple[float, str, int | None] | None,
+) -> None:
+    record = InstanceRecord(state, pid, restart_times=[1.5], exit_said="x", timer=timer)
+    if pid is not None:  # the process's fields are written while there is one
+        record.start_time, record.pipes, record.stop_signal = start_time, pipes, stop_signal
+        record.foreign = flags[0]
+    record.journalled, record.found_by_environment = flags[1:]
+    data = json.loads(json.dumps(record.to_data()))
+    assert InstanceRecord.from_data(data, "web", complete=True) == record

@@ -241,13 +241,27 @@ def test_reload(unit: Unit) -> None:
     start(unit)
     before = unit.pids()
     unit.config.write_text(unit.config.read_text() + '\n[services.extra]\ncommand = "sleep 600"\n')
-    # ExecReload sends SIGHUP; systemd waits for RELOADING=1 ... READY=1.
+    # ExecReload is `herdsman reload`: systemctl returns once the reload is done.
     unit.systemctl("reload")
     assert unit.show("ActiveState") == "active"
     after = unit.pids()
     assert {name: after[name] for name in before} == before
     assert "extra" in after
     wait_for(lambda: unit.show("StatusText") == "4 running, 1 failed", timeout=10)
+    # A config that does not validate: the reload fails, and says why; nothing moves.
+    good = unit.config.read_text()
+    unit.config.write_text(good + '\n[services.broken]\nreplicas = "two"\n')
+    refused = subprocess.run(
+        [str(SCRIPT), "in", "systemctl", "reload", unit.name],
+        env=unit.systemd.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert refused.returncode != 0
+    assert unit.show("ActiveState") == "active"
+    assert unit.pids() == after
+    assert "replicas" in (unit.project / "herdsman.out").read_text()
     unit.stop()
 
 

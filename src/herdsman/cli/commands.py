@@ -55,17 +55,22 @@ def say(text: str) -> None:
 # --- the command line -----------------------------------------------------------
 
 
-def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """The client commands' subparsers, for `build_parser`."""
-    status = sub.add_parser("status", help="show the instances and their state")
-    status.add_argument("--json", action="store_true", help="print the status document")
-    status.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
+def add_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str], bool]) -> None:
+    """The client commands' subparsers, for `build_parser`: those it `wanted`."""
+    if wanted("status"):
+        status = sub.add_parser("status", help="show the instances and their state")
+        status.add_argument("--json", action="store_true", help="print the status document")
+        status.add_argument(
+            "patterns", nargs="*", metavar="PATTERN", help="instance, service or glob"
+        )
 
     for name, does in (
         ("start", "start instances"),
         ("stop", "stop instances"),
         ("restart", "stop, then start instances"),
     ):
+        if not wanted(name):
+            continue
         action = sub.add_parser(name, help=does)
         action.add_argument(
             "patterns", nargs="+", metavar="PATTERN", help="instance, service or glob"
@@ -80,41 +85,48 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
             " as soon as an instance cannot get there",
         )
 
-    sig = sub.add_parser("signal", help="send a signal to instances' process groups")
-    sig.add_argument("signal", metavar="SIG", help="a name (HUP, SIGHUP) or a number")
-    sig.add_argument("patterns", nargs="+", metavar="PATTERN", help="instance, service or glob")
+    if wanted("signal"):
+        sig = sub.add_parser("signal", help="send a signal to instances' process groups")
+        sig.add_argument("signal", metavar="SIG", help="a name (HUP, SIGHUP) or a number")
+        sig.add_argument("patterns", nargs="+", metavar="PATTERN", help="instance, service or glob")
 
-    logs = sub.add_parser("logs", help="show the instances' output")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.add_argument(
-        "-n",
-        "--lines",
-        type=_line_count,
-        default=DEFAULT_LINES,
-        metavar="N",
-        help=f"the last N lines (default {DEFAULT_LINES})",
-    )
-    logs.add_argument("--json", action="store_true", help="one JSON object per line")
-    logs.add_argument(
-        "--since",
-        type=_since,
-        metavar="WHEN",
-        help="only lines from this long ago (10m, 1h30m) or this UTC time (2026-11-23T10:00:00Z)",
-    )
-    logs.add_argument("patterns", nargs="*", metavar="PATTERN", help="instance, service or glob")
+    if wanted("logs"):
+        logs = sub.add_parser("logs", help="show the instances' output")
+        logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+        logs.add_argument(
+            "-n",
+            "--lines",
+            type=_line_count,
+            default=DEFAULT_LINES,
+            metavar="N",
+            help=f"the last N lines (default {DEFAULT_LINES})",
+        )
+        logs.add_argument("--json", action="store_true", help="one JSON object per line")
+        logs.add_argument(
+            "--since",
+            type=_since,
+            metavar="WHEN",
+            help="only lines from this long ago (10m, 1h30m) or this UTC time (2026-11-23T10:00:00Z)",
+        )
+        logs.add_argument(
+            "patterns", nargs="*", metavar="PATTERN", help="instance, service or glob"
+        )
 
-    sub.add_parser("down", help="stop all services, then the daemon")
-    sub.add_parser("reload", help="re-read the config and apply the difference")
-    reexec = sub.add_parser(
-        "reexec", help="replace the daemon's code with what is on disk; services keep running"
-    )
-    reexec.add_argument(
-        "--timeout",
-        type=float,
-        default=REEXEC_TIMEOUT,
-        metavar="S",
-        help=f"give up waiting for the new image after S seconds (default {REEXEC_TIMEOUT:g})",
-    )
+    if wanted("down"):
+        sub.add_parser("down", help="stop all services, then the daemon")
+    if wanted("reload"):
+        sub.add_parser("reload", help="re-read the config and apply the difference")
+    if wanted("reexec"):
+        reexec = sub.add_parser(
+            "reexec", help="replace the daemon's code with what is on disk; services keep running"
+        )
+        reexec.add_argument(
+            "--timeout",
+            type=float,
+            default=REEXEC_TIMEOUT,
+            metavar="S",
+            help=f"give up waiting for the new image after S seconds (default {REEXEC_TIMEOUT:g})",
+        )
 
 
 def seconds_arg(text: str) -> float:

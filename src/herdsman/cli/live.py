@@ -16,14 +16,17 @@ Command = Callable[[argparse.Namespace], int]
 SHELLS = ("bash", "zsh", "fish")
 
 
-def add_live_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    top = sub.add_parser("top", help="a live dashboard of the instances and their output")
-    add_remote_options(top)
-    events = sub.add_parser("events", help="print state changes as they happen")
-    events.add_argument("--json", action="store_true", help="one JSON object per event")
-    add_remote_options(events)
-    completion = sub.add_parser("completion", help="print a shell completion script")
-    completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+def add_live_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str], bool]) -> None:
+    if wanted("top"):
+        top = sub.add_parser("top", help="a live dashboard of the instances and their output")
+        add_remote_options(top)
+    if wanted("events"):
+        events = sub.add_parser("events", help="print state changes as they happen")
+        events.add_argument("--json", action="store_true", help="one JSON object per event")
+        add_remote_options(events)
+    if wanted("completion"):
+        completion = sub.add_parser("completion", help="print a shell completion script")
+        completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
 
 
 def add_remote_options(parser: argparse.ArgumentParser) -> None:

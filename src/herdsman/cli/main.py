@@ -103,7 +103,9 @@ def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
             _global_options_anywhere(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `command`, with that command's subparser only
+    (every subparser costs argparse's gettext look-ups: a tenth of `status`)."""
     parser = _Parser(prog="herdsman", description="A process supervisor for Linux.")
     parser.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -121,47 +123,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    up = sub.add_parser("up", help="run the services (foreground, or -d in the background)")
-    up.add_argument(
-        "services", nargs="*", metavar="SERVICE", help="only these (and what they depend on)"
-    )
-    up.add_argument("-d", "--detach", action="store_true", help="run as a background daemon")
-    up.add_argument(
-        "--wait", action="store_true", help="with -d: wait until the services run and are ready"
-    )
-    up.add_argument(
-        "--watch",
-        action="store_true",
-        help="restart services that declare `watch` when their files change (for development)",
-    )
-    up.add_argument(
-        "--timeout",
-        "--wait-timeout",
-        dest="timeout",
-        type=seconds_arg,
-        metavar="S",
-        help=f"with --wait: give up after S seconds (default {WAIT_TIMEOUT:g}); the wait"
-        " also ends as soon as an instance cannot get there",
-    )
+    def wanted(name: str) -> bool:
+        return command is None or name == command
 
-    add_parsers(sub)
-    add_live_parsers(sub)
-    sub.add_parser("check", help="validate the config")
-    sub.add_parser("schema", help="print a JSON Schema of the config, for editors")
-    sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
-    imp = sub.add_parser(
-        "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
-    )
-    imp.add_argument("format", choices=["procfile", "supervisord"], help="what FILE is")
-    imp.add_argument("file", metavar="FILE", help="the Procfile or supervisord.conf to import")
-    imp.add_argument(
-        "--port",
-        type=int,
-        metavar="N",
-        help="procfile: the first PORT (default: PORT from .env, else 5000, as foreman does)",
-    )
-    _add_export_parser(sub)
-    sub.add_parser("version", help="print the version")
+    if wanted("up"):
+        up = sub.add_parser("up", help="run the services (foreground, or -d in the background)")
+        up.add_argument(
+            "services", nargs="*", metavar="SERVICE", help="only these (and what they depend on)"
+        )
+        up.add_argument("-d", "--detach", action="store_true", help="run as a background daemon")
+        up.add_argument(
+            "--wait", action="store_true", help="with -d: wait until the services run and are ready"
+        )
+        up.add_argument(
+            "--watch",
+            action="store_true",
+            help="restart services that declare `watch` when their files change (for development)",
+        )
+        up.add_argument(
+            "--timeout",
+            "--wait-timeout",
+            dest="timeout",
+            type=seconds_arg,
+            metavar="S",
+            help=f"with --wait: give up after S seconds (default {WAIT_TIMEOUT:g}); the wait"
+            " also ends as soon as an instance cannot get there",
+        )
+
+    add_parsers(sub, wanted)
+    add_live_parsers(sub, wanted)
+    if wanted("check"):
+        sub.add_parser("check", help="validate the config")
+    if wanted("schema"):
+        sub.add_parser("schema", help="print a JSON Schema of the config, for editors")
+    if wanted("systemd-unit"):
+        sub.add_parser("systemd-unit", help="print a systemd unit that runs this daemon")
+    if wanted("import"):
+        imp = sub.add_parser(
+            "import", help="print a herdsman.toml equivalent to a Procfile or supervisord.conf"
+        )
+        imp.add_argument("format", choices=["procfile", "supervisord"], help="what FILE is")
+        imp.add_argument("file", metavar="FILE", help="the Procfile or supervisord.conf to import")
+        imp.add_argument(
+            "--port",
+            type=int,
+            metavar="N",
+            help="procfile: the first PORT (default: PORT from .env, else 5000, as foreman does)",
+        )
+    if wanted("export"):
+        _add_export_parser(sub)
+    if wanted("version"):
+        sub.add_parser("version", help="print the version")
     _global_options_anywhere(parser)
     return parser
 
@@ -342,13 +354,34 @@ COMMANDS = {
 }
 
 
+# The options before the command that take a value (as the next argument or after =).
+_VALUE_OPTIONS = ("-c", "--config", "--url", "--token-file")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command `argv` runs when that is plain: before it only `--debug` and the
+    options in _VALUE_OPTIONS, spelled in full. None otherwise (help, an abbreviated
+    option, a mistyped command): the whole parser then says what argparse says."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUE_OPTIONS:
+            next(args, None)
+        elif arg == "--debug" or arg.startswith(("-c", *(f"{o}=" for o in _VALUE_OPTIONS))):
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     if argv is None and "_ARGCOMPLETE" in os.environ:
         # A shell's TAB (see `herdsman completion`): answered here, then it exits.
         from herdsman.cli.completion import complete
 
-        complete(parser)
+        complete(build_parser())
+    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
-
 from herdsman.core.plan import WatchPlan
 
 # Version control, caches, dependencies, and what editors write beside a file while
@@ -52,6 +50,9 @@ def pattern_regex(pattern: str, *, anchored: bool) -> tuple[str, bool]:
         text = text[1:]
     if anchored and not text.startswith("/"):
         text = "/" + text.removeprefix("./")
+    # Imported here: every config validation imports this module, few have patterns.
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
     regex, include = GitIgnoreSpecPattern.pattern_to_regex(("!" if negated else "") + text)
     if regex is None or include is None:
         raise ValueError(f"{pattern!r} is not a pattern (see .gitignore's rules)")

@@ -1,17 +1,21 @@
 """Getting a plan from the validating helper process (see config/plan.py).
 
 The helper runs as `python -m herdsman.config.plan`, so the daemon never imports
-pydantic. It is started before the runtime is imported, so the two overlap.
+pydantic. It is started before the runtime is imported, so the two overlap: the
+helper is the longer of the two, so nothing is imported before it starts (not even
+the core plan, which only its answer needs).
 """
 
 from __future__ import annotations
 
-import pickle
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from herdsman.core.plan import Plan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from herdsman.core.plan import Plan
 
 
 class PlanError(Exception):
@@ -26,7 +30,11 @@ def request_plan(config: str | None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-P", "-m", "herdsman.config.plan"]  # -P: cwd shadows nothing
     if config is not None:
         argv += ["-c", config]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # pydantic looks for plugins of its own in every installed distribution's entry
+    # points (a scan that grows with the environment) before its first model: none has
+    # any business in herdsman's validation.
+    env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
 
 
 def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
@@ -50,6 +58,10 @@ def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
 
 def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:
     """The helper's answer: the Plan, or PlanError with its errors."""
+    import pickle
+
+    from herdsman.core.plan import Plan
+
     try:
         kind, value = pickle.loads(data)
     except Exception:

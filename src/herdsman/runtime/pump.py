@@ -196,6 +196,22 @@ def _all_short(data: bytes) -> bool:
 
 
 class LogPump:
+    # Two per instance: without a __dict__ each takes a few hundred bytes less.
+    __slots__ = (
+        "_batches",
+        "_capacity",
+        "_fd",
+        "_last_read",
+        "_loop",
+        "_on_close",
+        "_partial",
+        "_paused",
+        "_sink",
+        "_tee",
+        "instance",
+        "stream",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

@@ -42,6 +42,8 @@ class RecordError(ValueError):
 
 @dataclass(slots=True)
 class InstanceRecord:
+    """One instance as state.json and a re-exec carry it; defaults as a new one has."""
+
     state: State = State.STOPPED
     # The lifecycle's fields (core.lifecycle.Instance), by the same names.
     pid: int | None = None

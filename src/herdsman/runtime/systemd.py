@@ -177,7 +177,9 @@ After=network.target
 Type=notify
 NotifyAccess=main
 ExecStart={herdsman} -c {config} up
-ExecReload=/bin/kill -HUP $MAINPID
+# The client, not a bare SIGHUP: `systemctl reload` returns once the reload is done,
+# and fails, saying why, when the new config is invalid (nothing running is touched).
+ExecReload={herdsman} -c {config} reload
 # systemd keeps a copy of every service's output pipe (two per instance): if
 # herdsman dies, its services' output waits in the pipes for the next herdsman
 # instead of nothing reading them.
