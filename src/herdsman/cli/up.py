@@ -58,6 +58,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
     """The daemon's own log: `<log_dir>/herdsman.log`, UTC timestamps."""
+    # No line says where it was logged from, nor the thread or process: without
+    # finding those out (the stack walk above all) a record costs a third less, and
+    # every state change of every instance makes one.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     log = logging.getLogger("herdsman")
     log.setLevel(logging.INFO)
     log.propagate = False
