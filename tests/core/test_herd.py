@@ -28,8 +28,9 @@ from herdsman.core.herd import (
     WatchdogExpired,
     state_of,
 )
-from herdsman.core.lifecycle import Policy, State
+from herdsman.core.lifecycle import Policy
 from herdsman.core.plan import CheckPlan
+from herdsman.core.states import State
 from tests.core.herd_driver import Driver, plan, service
 
 MiB = 2**20

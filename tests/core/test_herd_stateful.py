@@ -26,8 +26,9 @@ from herdsman.core.herd import (
     StopRequest,
     ToInstance,
 )
-from herdsman.core.lifecycle import Exited, Instance, Policy, State
+from herdsman.core.lifecycle import Exited, Instance, Policy
 from herdsman.core.plan import CheckPlan
+from herdsman.core.states import State
 from tests.core.herd_driver import Driver, service
 
 MiB = 2**20

@@ -48,8 +48,9 @@ from herdsman.core import graph
 from herdsman.core import lifecycle as lc
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import PlanDiff, diff_plans
-from herdsman.core.lifecycle import Instance, State
+from herdsman.core.lifecycle import Instance
 from herdsman.core.plan import CheckPlan, InstancePlan, Plan, ServicePlan
+from herdsman.core.states import State
 
 Role = Literal["ready", "health"]
 TimerKind = Literal["lifecycle", "watchdog"]
@@ -475,17 +476,12 @@ class Herd:
     def stop_waves(self, names: Iterable[str] | None = None) -> list[list[str]]:
         """`names` (default all) in the order to stop them: dependents first."""
         wanted = None if names is None else set(names)
-        waves = []
-        for wave in graph.stop_waves(self._deps):
-            members = [
-                inst.name
-                for svc in wave
-                for inst in self.by_service[svc]
-                if wanted is None or inst.name in wanted
-            ]
-            if members:
-                waves.append(members)
-        return waves
+        waves = graph.members_by_wave(
+            graph.stop_waves(self._deps),
+            self.by_service,
+            lambda inst: wanted is None or inst.name in wanted,
+        )
+        return [[inst.name for inst in wave] for wave in waves if wave]
 
     def start_order(self, services: Iterable[str] | None = None) -> list[str]:
         """The instances of `services` (default: every autostart one) and of all they
@@ -493,13 +489,8 @@ class Herd:
         if services is None:
             services = [n for n, svc in self.plan.services.items() if svc.autostart]
         wanted = set(graph.closure(self._deps, services))
-        return [
-            inst.name
-            for wave in graph.start_waves(self._deps)
-            for svc in wave
-            if svc in wanted
-            for inst in self.by_service[svc]
-        ]
+        waves = graph.members_by_wave(graph.start_waves(self._deps), self.by_service)
+        return [i.name for wave in waves for i in wave if self.plans[i.name].service in wanted]
 
     def memory_watched(self) -> list[tuple[str, int, int]]:
         """(instance, pid, limit) of every live instance that has a memory_limit now."""
@@ -920,13 +911,9 @@ def _service_of(plan: Plan, name: str) -> ServicePlan:
 
 
 def _in_start_order(plan: Plan, names: set[str]) -> tuple[str, ...]:
-    return tuple(
-        inst.name
-        for wave in graph.start_waves(plan.dependency_map())
-        for svc in wave
-        for inst in plan.services[svc].instances
-        if inst.name in names
-    )
+    members = {name: svc.instances for name, svc in plan.services.items()}
+    waves = graph.members_by_wave(graph.start_waves(plan.dependency_map()), members)
+    return tuple(inst.name for wave in waves for inst in wave if inst.name in names)
 
 
 def _watchdog_period(plan: InstancePlan) -> float | None:

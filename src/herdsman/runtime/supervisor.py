@@ -29,10 +29,10 @@ from herdsman.core.lifecycle import (
     Instance,
     Spawned,
     SpawnFailed,
-    State,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
