@@ -255,7 +255,7 @@ Action = (
 # Checks run for a live process only, and stop once it is being stopped: a result
 # about a process on its way out says nothing.
 IGNORED = "ignored"
-STATES = ("stopped", "waiting", "starting", "running", "stopping", "restarting", "exited", "failed")
+STATES = (State.STOPPED.value, "waiting", *(s.value for s in State if s is not State.STOPPED))
 _ = IGNORED
 TABLE: dict[str, dict[str, str]] = {
     "ready passed": dict(
