@@ -12,6 +12,7 @@ def inst(name: str, state: str = "running", **fields: Any) -> dict[str, Any]:
     return {
         "name": name,
         "service": name.split(".")[0],
+        "replica": int(name.partition(".")[2] or 0),
         "state": state,
         "pid": fields.pop("pid", 100),
         "ready": True,
@@ -36,7 +37,9 @@ def event(name: str, state: str, previous: str, **fields: Any) -> dict[str, Any]
 
 
 def status(*instances: dict[str, Any]) -> dict[str, Any]:
-    return {"daemon": {"pid": 1, "reexecs": 0}, "services": list(instances)}
+    daemon = {"pid": 1, "version": "0.1.0", "config": "/tmp/x/herdsman.toml", "reexecs": 0}
+    daemon["started_at"] = "2026-12-06T09:00:00.000000Z"
+    return {"daemon": daemon, "services": list(instances)}
 
 
 def test_an_event_newer_than_a_snapshot_keeps_its_state_and_takes_the_samples() -> None:

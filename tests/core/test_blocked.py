@@ -22,11 +22,11 @@ from herdsman.core.lifecycle import (
     SpawnFailed,
     Start,
     StartSecondsPassed,
-    State,
     Stop,
     StopTimeout,
     on_event,
 )
+from herdsman.core.states import State
 
 FINAL = (State.FAILED, State.EXITED, State.STOPPED)
 

@@ -13,6 +13,7 @@ from herdsman.core.graph import (
     DependencyView,
     closure,
     find_cycle,
+    members_by_wave,
     satisfied,
     start_waves,
     stop_waves,
@@ -93,6 +94,32 @@ def test_unknown_dependencies_do_not_hold_back_a_wave() -> None:
 
 def test_stop_waves_stop_dependents_first() -> None:
     assert stop_waves(STACK) == [["web"], ["api"], ["db", "cache", "cron"]]
+
+
+REPLICAS = {"web": ["web.0", "web.1"], "api": ["api"], "db": ["db"], "cache": [], "cron": ["cron"]}
+
+
+def test_members_by_wave_gives_each_waves_members_in_order() -> None:
+    assert list(members_by_wave(start_waves(STACK), REPLICAS)) == [
+        ["db", "cron"],
+        ["api"],
+        ["web.0", "web.1"],
+    ]
+    kept = members_by_wave(stop_waves(STACK), REPLICAS, lambda m: m != "web.0")
+    assert list(kept) == [["web.1"], ["api"], ["db", "cron"]]
+
+
+def test_members_by_wave_keeps_a_wave_with_none_and_asks_as_it_goes() -> None:
+    asked: list[str] = []
+
+    def wanted(member: str) -> bool:
+        asked.append(member)
+        return member == "cron"
+
+    walk = members_by_wave(start_waves(STACK), REPLICAS, wanted)
+    assert next(walk) == ["cron"]
+    assert asked == ["db", "cron"]  # the next wave is made only when asked for
+    assert list(walk) == [[], []]
 
 
 @pytest.mark.parametrize("waves", [start_waves, stop_waves])

@@ -32,13 +32,13 @@ from herdsman.core.lifecycle import (
     SpawnFailed,
     Start,
     StartSecondsPassed,
-    State,
     Stop,
     StopTimeout,
     describe_exit,
     format_seconds,
     on_event,
 )
+from herdsman.core.states import State
 
 SPAWN = [CancelTimer(), Spawn()]
 

@@ -40,13 +40,13 @@ from herdsman.core.lifecycle import (
     SpawnFailed,
     Start,
     StartSecondsPassed,
-    State,
     Stop,
     StopTimeout,
     describe_exit,
     format_seconds,
     on_event,
 )
+from herdsman.core.states import State
 
 EPSILON = 1e-9  # float slack for `at - now` where the lifecycle computed `at = now + delay`
 

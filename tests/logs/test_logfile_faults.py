@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from herdsman.core.logline import format_lines
 from herdsman.runtime import logfile
-from herdsman.runtime.logfile import LogFile, format_lines
+from herdsman.runtime.logfile import LogFile
 from tests.logs.conftest import parse, rotated, texts
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from herdsman.config import load_config
 from herdsman.config.plan import compile_plan
-from herdsman.core.lifecycle import Event, State
+from herdsman.core.lifecycle import Event
+from herdsman.core.states import State
 from herdsman.runtime.supervisor import Managed, Supervisor
 
 

@@ -18,7 +18,7 @@ import pytest
 from herdsman.config import load_config
 from herdsman.config.plan import compile_plan
 from herdsman.core.signals import parse_signal
-from herdsman.runtime import daemon as daemon_module
+from herdsman.runtime import sampler as sampler_module
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.monitor import Sample, sample_tree
@@ -97,11 +97,11 @@ def test_an_answer_waits_for_few_samples_and_the_rest_come_in_the_background(
 
     def slow_sample(pid: int, previous: Sample | None) -> Sample | None:
         sampled.append(pid)
-        time.sleep(daemon_module.SAMPLE_BUDGET / 2)
+        time.sleep(sampler_module.SAMPLE_BUDGET / 2)
         return sample_tree(pid, previous)
 
-    monkeypatch.setattr(daemon_module, "sample_tree", slow_sample)
-    monkeypatch.setattr(daemon_module, "SAMPLE_AT_ONCE", 4)
+    monkeypatch.setattr(sampler_module, "sample_tree", slow_sample)
+    monkeypatch.setattr(sampler_module, "SAMPLE_AT_ONCE", 4)
 
     async def body() -> None:
         async with running(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herdsman.core.lifecycle import State
+from herdsman.core.states import State
 from herdsman.runtime.handover import VERSION, DaemonHandover, Handover, HandoverError
 from herdsman.runtime.records import InstanceRecord
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from herdsman.core.lifecycle import State
+from herdsman.core.states import State
 from herdsman.runtime.leftovers import Marked, find, main_candidates, scan
 from tests.conftest import wait_for
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herdsman.runtime.logfile import LogFile, count_lines, format_lines
+from herdsman.core.logline import count_lines, format_lines
+from herdsman.runtime.logfile import LogFile
 
 LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err) (.*)$")
 
@@ -115,7 +116,7 @@ def test_disk_full_holds_lines_then_resumes(tmp: Path, monkeypatch: pytest.Monke
 def test_cached_timestamp_matches_datetime(ts: float) -> None:
     from datetime import UTC, datetime
 
-    from herdsman.runtime.logfile import timestamp
+    from herdsman.core.logline import timestamp
 
     expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     assert timestamp(ts) == expected

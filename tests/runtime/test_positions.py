@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from herdsman.core.logline import format_lines
 from herdsman.runtime import pump
-from herdsman.runtime.logfile import LogFile, format_lines
+from herdsman.runtime.logfile import LogFile
 from herdsman.runtime.positions import Positions, raw_bytes, settle
 
 

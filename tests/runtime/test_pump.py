@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from herdsman.core.logline import CUT
 from herdsman.runtime import pump
-from herdsman.runtime.pump import CUT, MAX_LINE, LogPump
+from herdsman.runtime.pump import MAX_LINE, LogPump
 
 F_SETPIPE_SZ = 1031
 K = MAX_LINE

@@ -24,9 +24,9 @@ from herdsman.core.lifecycle import (
     Instance,
     Policy,
     StartSecondsPassed,
-    State,
     StopTimeout,
 )
+from herdsman.core.states import State
 from herdsman.runtime.procfs import process_start_time, zombie_status
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status

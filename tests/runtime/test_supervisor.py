@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from herdsman.core.lifecycle import State
+from herdsman.core.states import State
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herdsman.runtime.daemon import Tail, last_lines
+from herdsman.runtime.tails import Tail, last_lines
 
 LINE = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b""))
 

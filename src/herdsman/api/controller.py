@@ -8,12 +8,21 @@ only the ControlError it raises.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # A refused request: the API answers `status` (400 bad value, 404 nothing matches,
 # 409 conflicting state) with `{"error": message}`. It lives in runtime because the
 # runtime raises it and must not import api; this module only re-exports it.
 from herdsman.runtime.control import ControlError
+
+if TYPE_CHECKING:
+    from herdsman.runtime.documents import (
+        EventDocument,
+        InstanceDocument,
+        LogDocument,
+        ResultDocument,
+        StatusDocument,
+    )
 
 __all__ = ["ControlError", "Controller"]
 
@@ -24,17 +33,17 @@ class Controller(Protocol):
     Every method runs on the event loop thread; the synchronous ones must not block.
     """
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDocument:
         """`{"daemon": {"pid", "version", "config", "started_at"}, "services": [instance, ...]}`."""
         ...
 
-    def instances(self) -> list[dict[str, Any]]: ...
+    def instances(self) -> list[InstanceDocument]: ...
 
-    def instance(self, name: str) -> dict[str, Any]:
+    def instance(self, name: str) -> InstanceDocument:
         """One instance by exact name; ControlError(404) when there is none."""
         ...
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
+    async def start(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """`{"instances": [...], "failed": [names], "timed_out": bool}`; ControlError(404)
         when nothing matches.
 
@@ -45,15 +54,15 @@ class Controller(Protocol):
         """
         ...
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
+    async def stop(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`: with `wait`, once none has a process."""
         ...
 
-    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> dict[str, Any]:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
+    async def restart(self, pattern: str, wait: bool, timeout: float | None) -> ResultDocument:  # noqa: ASYNC109 -- the API's ?timeout=: the answer says timed_out, it does not fail
         """As `start`."""
         ...
 
-    def signal(self, pattern: str, signal: str | int) -> dict[str, Any]:
+    def signal(self, pattern: str, signal: str | int) -> ResultDocument:
         """As `start` (`failed` empty); ControlError(400) for an unknown signal.
 
         Names come as the client wrote them (`HUP`, `SIGHUP`); numbers are already
@@ -61,11 +70,11 @@ class Controller(Protocol):
         """
         ...
 
-    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
+    def logs(self, instance: str | None, n: int) -> list[LogDocument]:
         """The last `n` lines, oldest first: `{"time", "instance", "stream", "line"}`."""
         ...
 
-    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
+    def follow_logs(self, instance: str | None) -> AsyncIterator[LogDocument]:
         """Lines written from now on, as they come, until the iterator is closed.
 
         The API calls `follow_logs` and then `logs` in one step and closes the
@@ -76,7 +85,7 @@ class Controller(Protocol):
         """
         ...
 
-    def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncIterator[EventDocument]:
         """One JSON-serialisable dict per state change, until closed (as `follow_logs`)."""
         ...
 

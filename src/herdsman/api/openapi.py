@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 from herdsman import __version__
+from herdsman.core.states import State
 
 MAX_LOG_LINES = 100_000
 MAX_SIGNAL = signal.NSIG - 1  # 64 on Linux: the last real-time signal
@@ -28,7 +29,7 @@ SIGNAL_NAME_PATTERN = "^({})?({})$".format(
     "|".join(_any_case(name[3:]) for name in sorted(signal.Signals.__members__)),
 )
 
-STATES = ["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
+STATES = [state.value for state in State]
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -146,10 +147,10 @@ _INSTANCE = {
         },
     },
 }
-# What an Event carries of an Instance: all but its name and the resource samples.
-_EVENT_FIELDS = [
-    key for key in _INSTANCE["required"] if key not in ("name", "cpu_percent", "rss_bytes")
-]
+# What an Event carries of an Instance: all but its name and the resource samples
+# (no state change makes them fresh).
+_NOT_IN_EVENTS = ("name", "cpu_percent", "rss_bytes", "processes", "open_fds")
+_EVENT_FIELDS = [key for key in _INSTANCE["properties"] if key not in _NOT_IN_EVENTS]
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -482,7 +483,12 @@ DOCUMENT: dict[str, Any] = {
                 "description": "An instance changed (sent as server-sent events): its state"
                 " as an Instance shows it (`instance` is its name; the resource samples"
                 " are left out), and the state it left.",
-                "required": ["time", "instance", "previous", *_EVENT_FIELDS],
+                "required": [
+                    "time",
+                    "instance",
+                    "previous",
+                    *(key for key in _EVENT_FIELDS if key in _INSTANCE["required"]),
+                ],
                 "properties": {
                     "time": {"type": "string", "format": "date-time"},
                     "instance": {"type": "string"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -46,8 +46,8 @@ class Stream:
     """
 
     content_type: str
-    source: AsyncIterator[dict[str, Any]]
-    encode: Callable[[dict[str, Any]], bytes]
+    source: AsyncIterator[Mapping[str, Any]]
+    encode: Callable[[Mapping[str, Any]], bytes]
     first: bytes = b""
 
 
@@ -80,11 +80,11 @@ def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] 
     return Reply(status, to_json({"error": message}), headers=headers)
 
 
-def ndjson_line(value: dict[str, Any]) -> bytes:
+def ndjson_line(value: Mapping[str, Any]) -> bytes:
     return to_json(value) + b"\n"
 
 
-def sse_event(value: dict[str, Any]) -> bytes:
+def sse_event(value: Mapping[str, Any]) -> bytes:
     return b"data: " + to_json(value) + b"\n\n"
 
 
@@ -162,7 +162,7 @@ class Routes:
         return json_reply(200, self._controller.instance(args[0]))
 
     def _action(
-        self, call: Callable[[str, bool, float | None], Awaitable[dict[str, Any]]]
+        self, call: Callable[[str, bool, float | None], Awaitable[Mapping[str, Any]]]
     ) -> Handler:
         async def action(args: list[str], query: str, body: bytes) -> Reply:
             fields = _json_object(body, allowed={"wait", "timeout"}, required=False)

@@ -33,7 +33,7 @@ import h11
 from herdsman.api.controller import Controller
 from herdsman.api.openapi import MAX_BODY
 from herdsman.api.routes import HttpError, Reply, Routes, Stream, aclose, error_reply
-from herdsman.runtime.throttle import LogThrottle
+from herdsman.runtime.throttle import Throttle
 
 READ_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers; more is answered 431
@@ -109,7 +109,7 @@ class ApiServer:
         self._write_timeout = write_timeout
         self._max_connections = max_connections
         self._listeners: list[_Listener] = []
-        self._refusals: LogThrottle | None = None  # per client host: refused requests
+        self._refusals: Throttle | None = None  # per client host: refused requests
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
         self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we bound
@@ -502,7 +502,7 @@ class ApiServer:
         if refusal is None:
             return
         if self._refusals is None:
-            self._refusals = LogThrottle(self._log, asyncio.get_running_loop())
+            self._refusals = Throttle(self._log, asyncio.get_running_loop())
         host = peer.rpartition(":")[0] or peer
         message = f"refused a control request from {peer}: {refusal}"
         self._refusals.log(f"API client {host}", logging.WARNING, message)

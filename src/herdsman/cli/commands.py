@@ -19,10 +19,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from herdsman.cli import table
+from herdsman.core.patterns import matches, no_match
+from herdsman.core.states import State
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
@@ -170,11 +171,6 @@ def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Comman
 # --- patterns -------------------------------------------------------------------
 
 
-def matches(pattern: str, name: str, service: str) -> bool:
-    """PATTERN as the daemon reads it: an instance name, a service name or a glob."""
-    return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
-
-
 def select(
     instances: Sequence[Mapping[str, Any]], patterns: Sequence[str]
 ) -> tuple[list[Mapping[str, Any]], list[str]]:
@@ -187,10 +183,6 @@ def select(
         p for p in patterns if not any(matches(p, i["name"], i["service"]) for i in instances)
     ]
     return chosen, unmatched
-
-
-def no_match(pattern: str) -> str:
-    return f"no instance or service matches {pattern!r}"
 
 
 def service_of(instance: str) -> str:
@@ -255,7 +247,7 @@ def failure(instance: Mapping[str, Any], action: str, timed_out: bool, timeout: 
         return f"{name}: still {state} after {timeout:g}s" + (f" ({message})" if message else "")
     if message.startswith("cannot start"):
         return f"{name}: {message}"
-    if state in ("starting", "restarting", "stopping", "running"):
+    if state in (State.STARTING, State.RESTARTING, State.STOPPING, State.RUNNING):
         detail = f" ({state}: {message})" if message else f" ({state})"
         if timed_out:
             return f"{name}: not running within {timeout:g}s{detail}"
@@ -719,25 +711,24 @@ def tail(path: Path, n: int) -> list[bytes]:
 
 
 def parse_log_line(instance: str, raw: bytes) -> LogEntry:
-    """`2026-11-23T10:00:00.123456Z out text` -> the API's log object. `out+`/`err+`
-    marks a piece of a longer line that the next line continues: `"partial": true`,
-    as the daemon answers. A line not in that form is kept whole as text, with no time."""
-    text = raw.decode("utf-8", "replace")
-    parts = text.split(" ", 2)
-    if len(parts) >= 2 and parts[1] in _STREAMS and parts[0].endswith("Z"):
-        entry: LogEntry = {
-            "time": parts[0],
+    """A line of a log file (see core/logline.py) as the API's log object, `"partial":
+    true` on a piece of a longer line, as the daemon answers. A line not in that
+    form is kept whole as text, with no time."""
+    from herdsman.core.logline import parse_line  # datetime: not on the status path
+
+    parsed = parse_line(raw)
+    if parsed is None:
+        return {
+            "time": "",
             "instance": instance,
-            "stream": parts[1].rstrip("+"),
-            "line": parts[2] if len(parts) == 3 else "",
+            "stream": "out",
+            "line": raw.decode("utf-8", "replace"),
         }
-        if parts[1].endswith("+"):
-            entry["partial"] = True
-        return entry
-    return {"time": "", "instance": instance, "stream": "out", "line": text}
-
-
-_STREAMS = ("out", "err", "out+", "err+")
+    time, stream, line, partial = parsed
+    entry: LogEntry = {"time": time, "instance": instance, "stream": stream, "line": line}
+    if partial:
+        entry["partial"] = True
+    return entry
 
 
 def read_settings(config: Path) -> dict[str, Any]:

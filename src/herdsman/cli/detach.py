@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from herdsman.core.plan import Plan
+from herdsman.core.states import State
 
 START_TIMEOUT = 30.0
 POLL = 0.05  # seconds between looks at the status while `--wait` waits
@@ -111,16 +112,16 @@ def wait_until_settled(plan: Plan, services: list[str], timeout: float) -> list[
 
 
 def _settled_ok(doc: Mapping[str, Any]) -> bool:
-    if doc["state"] == "exited":
+    if doc["state"] == State.EXITED:
         return bool(doc["exit_code"] == 0)
     return doc["state"] == "running" and bool(doc["ready"])
 
 
 def _hopeless(doc: Mapping[str, Any]) -> bool:
     """It will not get to running and ready unless someone asks again."""
-    if doc["state"] == "exited":
+    if doc["state"] == State.EXITED:
         return bool(doc["exit_code"] != 0)
-    return doc["state"] in ("failed", "stopped") or bool(doc.get("blocked"))
+    return doc["state"] in (State.FAILED, State.STOPPED) or bool(doc.get("blocked"))
 
 
 def main() -> int:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from herdsman.core.states import State
+
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, TextIO
 
-STATE_COLOURS = {
-    "running": "32",
-    "starting": "33",
-    "restarting": "33",
-    "stopping": "33",
-    "failed": "31",
-    "exited": "2",
-    "stopped": "2",
+STATE_COLOURS: dict[str, str] = {
+    State.RUNNING: "32",
+    State.STARTING: "33",
+    State.RESTARTING: "33",
+    State.STOPPING: "33",
+    State.FAILED: "31",
+    State.EXITED: "2",
+    State.STOPPED: "2",
 }
 # The same palette as the foreground `up`, so an instance keeps its colour.
 INSTANCE_COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)

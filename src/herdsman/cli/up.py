@@ -22,8 +22,9 @@ from herdsman import __version__
 from herdsman.api.server import ApiServer, ListenError
 from herdsman.cli.console import Console
 from herdsman.cli.table import wants_colour
-from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, State, describe_exit
+from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
 from herdsman.core.plan import Plan
+from herdsman.core.states import State
 from herdsman.runtime import recovery, reexec
 from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall

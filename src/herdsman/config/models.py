@@ -31,11 +31,12 @@ from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file, read_env_text
 from herdsman.config.watch import DEFAULT_DEBOUNCE, check_ignore_pattern, check_watch_pattern
 from herdsman.core.graph import Condition
+from herdsman.core.lifecycle import RestartMode
 
 ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
 # The states a hook can fire on: the instance has just entered one of them.
 HookState = Literal["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
-RestartPolicy = Literal["always", "on-failure", "never"]
+RestartPolicy = RestartMode
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.

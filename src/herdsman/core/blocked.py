@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from herdsman.core.graph import Condition
-from herdsman.core.lifecycle import Instance, State
+from herdsman.core.lifecycle import Instance
+from herdsman.core.states import State
 
 
 def blocked(

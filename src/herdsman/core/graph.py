@@ -7,14 +7,15 @@ runtime asks `unmet()` whether an instance may be spawned yet and uses
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 Condition = Literal["started", "ready", "completed"]
 CONDITIONS: tuple[Condition, ...] = ("started", "ready", "completed")
 
 Deps = Mapping[str, Mapping[str, Condition]]
+T = TypeVar("T")
 
 
 def unknown_dependencies(deps: Deps) -> list[tuple[str, str]]:
@@ -75,6 +76,18 @@ def start_waves(deps: Mapping[str, Iterable[str]]) -> list[list[str]]:
 def stop_waves(deps: Mapping[str, Iterable[str]]) -> list[list[str]]:
     """The reverse of `start_waves`: dependents stop before their dependencies."""
     return list(reversed(start_waves(deps)))
+
+
+def members_by_wave(
+    waves: Iterable[Iterable[str]],
+    members: Mapping[str, Iterable[T]],
+    wanted: Callable[[T], bool] = lambda _: True,
+) -> Iterator[list[T]]:
+    """Per wave of services (`start_waves` or `stop_waves`), the members of its
+    services that `wanted` keeps, in order; one list per wave, empty ones too, each
+    made when the caller is done with the wave before."""
+    for wave in waves:
+        yield [member for service in wave for member in members[service] if wanted(member)]
 
 
 def closure(deps: Mapping[str, Iterable[str]], names: Iterable[str]) -> list[str]:

@@ -17,22 +17,12 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Literal
 
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 
 RestartMode = Literal["always", "on-failure", "never"]
-
-
-class State(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    RESTARTING = "restarting"
-    EXITED = "exited"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

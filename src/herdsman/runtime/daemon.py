@@ -11,57 +11,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import functools
-import heapq
 import logging
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from herdsman import __version__
 from herdsman.core import graph
 from herdsman.core.blocked import blocked
 from herdsman.core.diff import diff_plans
-from herdsman.core.lifecycle import (
-    Event,
-    Spawned,
-    State,
-    Stop,
-)
+from herdsman.core.lifecycle import Event, Spawned, Stop
+from herdsman.core.logline import count_lines, format_lines
+from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
-from herdsman.core.signals import parse_signal, signal_name
+from herdsman.core.signals import parse_signal
+from herdsman.core.states import State
 from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
-from herdsman.runtime.followers import Closing, Follower
+from herdsman.runtime.documents import (
+    DaemonDocument,
+    EventDocument,
+    InstanceDocument,
+    LogDocument,
+    ResultDocument,
+    StatusDocument,
+    daemon_document,
+    event_document,
+    instance_document,
+    summary,
+)
+from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
-from herdsman.runtime.logfile import LogFile, count_lines, format_lines, timestamp
-from herdsman.runtime.monitor import Sample, own_usage, sample_tree
+from herdsman.runtime.logfile import LogFile
+from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.pump import CUT, split_lines
+from herdsman.runtime.sampler import Sampler
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
-from herdsman.runtime.throttle import LogThrottle, Throttle
+from herdsman.runtime.tails import Tails
+from herdsman.runtime.throttle import STRANGERS, Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
-LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
-SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
-SAMPLED = frozenset({"cpu_percent", "rss_bytes", "processes", "open_fds"})
-# A request waits for at most this much sampling (beyond the first SAMPLE_AT_ONCE
-# instances); the rest of a big herd is sampled in the background, a slice of
-# SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
-SAMPLE_BUDGET = 0.02
-SAMPLE_AT_ONCE = 50
-SAMPLE_SLICE = 0.005
 MEMORY_CHECK_INTERVAL = 5.0
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
@@ -74,93 +72,8 @@ ACTIVE_STATES = (State.STARTING, State.RUNNING, State.RESTARTING, State.STOPPING
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
-# What is up first, what went wrong next, what was never started last.
-SUMMARY_ORDER = (
-    State.RUNNING,
-    State.STARTING,
-    State.RESTARTING,
-    State.STOPPING,
-    State.EXITED,
-    State.FAILED,
-    State.STOPPED,
-)
-
-LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
-LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
 ChangeHook = Callable[[Managed, State, Event], None]
 LineHook = Callable[[str, str, bytes, float], None]
-
-
-class Tail:
-    """The last lines of one instance, kept as the batches they were read in.
-
-    Per batch, not per line: a flooding child sends thousands of lines a read,
-    and a Python object per line would cost more than writing them to disk. A
-    batch stays the bytes it was read as (lines joined by \\n) and is split only
-    when someone asks for the lines.
-    """
-
-    __slots__ = ("_batches", "_count", "_instance", "_limit")
-
-    def __init__(self, instance: str, limit: int) -> None:
-        self._instance = instance
-        self._limit = limit
-        # Made by the first line: a deque costs 600 bytes, and most services of a
-        # herd of thousands never write one.
-        self._batches: deque[tuple[float, str, bytes, int]] | None = None
-        self._count = 0
-
-    def add(self, ts: float, stream: str, lines: bytes, count: int) -> None:
-        """A batch of `count` lines joined by \\n (the count is known to the caller)."""
-        batches = self._batches
-        if batches is None:
-            batches = self._batches = deque()
-        if count > self._limit:
-            # A flood's batch: its last lines are all we keep. Keeping the whole
-            # megabyte instead would hold memory, and fragment what the next
-            # batches are read into (page faults on every batch).
-            batches.clear()
-            self._count = 0
-            lines, count = last_lines(lines, count, self._limit), self._limit
-        batches.append((ts, stream, lines, count))
-        self._count += count
-        while self._count - batches[0][3] >= self._limit:
-            self._count -= batches.popleft()[3]
-
-    def entries(self) -> list[LogEntry]:
-        """The last `limit` lines, oldest first."""
-        name = self._instance
-        every = [
-            (ts, name, stream, line)
-            for ts, stream, lines, _ in self._batches or ()
-            for line in split_lines(lines)
-        ]
-        return every[-self._limit :]
-
-
-def last_lines(lines: bytes, count: int, keep: int) -> bytes:
-    """The last `keep` of the `count` lines in `lines` (joined by \\n; keep < count).
-    Where they start is guessed from the mean line length, then found exactly with
-    one count over the guess and a few steps of find, not a walk over every line."""
-    start = lines.rfind(b"\n", 0, len(lines) - len(lines) * keep // count) + 1
-    guess = lines[start:]
-    # The newlines in it, counted by a replace: it finds them with memchr, where
-    # bytes.count (3.11) looks at every byte; twice as fast on a flood's lines.
-    held = len(guess.replace(b"\n", b"\n\n")) - len(guess) + 1
-    if held == keep:
-        return guess
-    while held > keep:
-        start = lines.find(b"\n", start) + 1
-        held -= 1
-    while held < keep:
-        start = lines.rfind(b"\n", 0, start - 1) + 1
-        held += 1
-    return lines[start:]
-
-
-def iso(ts: float) -> str:
-    """The time form of the API, the same as in the log files."""
-    return timestamp(ts).decode()
 
 
 class Daemon:
@@ -185,28 +98,25 @@ class Daemon:
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
-        self._lines: dict[str, Tail] = {}
-        self._line_followers: set[asyncio.Queue[LogChunk | None]] = set()
+        self.tails = Tails()
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
-        self._event_followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._samples: dict[str, Sample] = {}
+        self._events: Broadcast[EventDocument] = Broadcast()
         self._since: dict[str, float] = {}  # instance -> when it entered its state
-        self._sampled_at = 0.0
-        self._sampling: asyncio.Task[None] | None = None  # the rest of a pass, in the background
         self._over_limit: set[str] = set()
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self._notify: NotifySocket | None = None
-        self._throttle = Throttle(log)  # repeated warnings, said with a count
+        self._throttle = Throttle(log, self._loop, STRANGERS)  # said with a count
         self._notify_status: dict[str, str] = {}
         # Per instance: a crash loop's lines are counted, not written one by one.
-        self._repeats = LogThrottle(log, self._loop)
+        self._repeats = Throttle(log, self._loop)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._spawned_before: set[str] = set()
         self._restarted_deps: set[str] = set()  # services back from a restart, for restart_with
@@ -253,7 +163,7 @@ class Daemon:
         get fresh ones; existing ones keep theirs, with the new rotation settings)."""
         for svc in plan.services.values():
             for inst in svc.instances:
-                self._lines.setdefault(inst.name, Tail(inst.name, LINES_KEPT))
+                self.tails.track(inst.name)
                 if inst.name in self._log_files:
                     self._log_files[inst.name].close()  # reopened with the new rotation
                 self._log_files[inst.name] = LogFile(
@@ -469,11 +379,8 @@ class Daemon:
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.supervisor.signals.remove(signum)
-        # Followers end their streams; None is the end marker.
-        for lines in list(self._line_followers):
-            self._offer(self._line_followers, lines, None)
-        for events in list(self._event_followers):
-            self._offer(self._event_followers, events, None)
+        self.tails.close()
+        self._events.end()
         self.supervisor.close()
 
     def _on_signal(self, signum: int) -> None:
@@ -510,12 +417,8 @@ class Daemon:
     def _read_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
         formatted = format_lines(lines, stream, ts)
         self._log_files[instance].write(*formatted)
-        self._lines[instance].add(ts, stream, lines, count_lines(lines, formatted))
+        self.tails.add(instance, stream, lines, ts, count_lines(lines, formatted))
         self.prober.lines(instance, lines)
-        if self._line_followers:
-            chunk = (ts, instance, stream, lines)
-            for queue in list(self._line_followers):
-                self._offer(self._line_followers, queue, chunk)
         if self._on_line is not None:
             self._on_line(instance, stream, lines, ts)
 
@@ -551,16 +454,17 @@ class Daemon:
                 return
         if message.fields:
             sender = message.pid
-            self._throttle.warn(
+            self._throttle.log(
                 "notify-ignored",
-                sender,
+                logging.WARNING,
                 lambda: (
                     f"ignored an sd_notify message from pid {sender}: it belongs to "
                     "no instance that reports by notify"
                 ),
-                lambda n, who, took: (
-                    f"ignored {n:,} notify messages from {who} in the last "
-                    f"{took:.0f} s (they belong to no instance that reports by notify)"
+                source=sender,
+                summary=lambda c: (
+                    f"ignored {c.count:,} notify messages from {c.sources} in the last "
+                    f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
                 ),
             )
 
@@ -657,72 +561,15 @@ class Daemon:
             change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
             self._repeats.log(managed.name, logging.INFO, change)
             self.manager.status_changed(self.summary)
-        if self._event_followers:
+        if self._events.followed:
             # The instance's whole state as `status` shows it (but the resource samples,
             # which no change makes fresh), so a follower (`top`) never asks after one.
             instance = self._document(managed, self._blocked([managed]))
-            doc = {
-                "time": iso(time.time()),
-                "instance": instance.pop("name"),
-                "previous": old.value,
-                **{k: v for k, v in instance.items() if k not in SAMPLED},
-            }
-            for queue in list(self._event_followers):
-                self._offer(self._event_followers, queue, doc)
+            self._events.publish(event_document(instance, old, time.time()))
         if self._on_change is not None:
             self._on_change(managed, old, event)
 
-    @staticmethod
-    def _offer(followers: set[Any], queue: asyncio.Queue[Any], item: object) -> None:
-        try:
-            queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # Too slow to keep up: end its stream rather than grow without bound.
-            followers.discard(queue)
-            queue._queue.clear()  # type: ignore[attr-defined]
-            queue.put_nowait(None)
-
     # --- documents ------------------------------------------------------------
-
-    def _refresh_samples(self) -> None:
-        """Fresh samples for an answer, as far as SAMPLE_BUDGET goes: psutil takes a
-        fraction of a millisecond per process tree, seconds for thousands of them,
-        which no answer should wait for. The pass goes on in the background."""
-        now = time.monotonic()
-        if self._sampling is not None or now - self._sampled_at < SAMPLE_MAX_AGE:
-            return
-        self._sampled_at = now
-        todo = list(self.supervisor.instances.values())
-        deadline = now + SAMPLE_BUDGET
-        done = 0
-        while done < len(todo) and (done < SAMPLE_AT_ONCE or time.monotonic() < deadline):
-            self._sample(todo[done].name, todo[done])
-            done += 1
-        if done < len(todo):
-            self._sampling = self._run_in_background(self._sample_rest(todo, done))
-
-    async def _sample_rest(self, todo: list[Managed], done: int) -> None:
-        try:
-            while done < len(todo):
-                await asyncio.sleep(0)  # between slices, whatever else is ready runs
-                deadline = time.monotonic() + SAMPLE_SLICE
-                while done < len(todo) and time.monotonic() < deadline:
-                    self._sample(todo[done].name, todo[done])
-                    done += 1
-        finally:
-            self._sampling = None
-            # The next pass starts SAMPLE_MAX_AGE after this one ended: a client asking
-            # all the time keeps the daemon sampling at most about half of the time.
-            self._sampled_at = time.monotonic()
-
-    def _sample(self, name: str, managed: Managed) -> Sample | None:
-        pid = managed.core.pid
-        sample = sample_tree(pid, self._samples.get(name)) if pid is not None else None
-        if sample is None:
-            self._samples.pop(name, None)
-        else:
-            self._samples[name] = sample
-        return sample
 
     def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
         """Why waiting instances (of `managed`'s services, default all) cannot start."""
@@ -731,51 +578,24 @@ class Daemon:
         services = None if managed is None else list(dict.fromkeys(m.service for m in managed))
         return blocked(by_service, self.plan.dependency_map(), services)
 
-    def _document(self, managed: Managed, reasons: dict[str, str]) -> dict[str, Any]:
-        core = managed.core
+    def _document(self, managed: Managed, reasons: dict[str, str]) -> InstanceDocument:
         name = managed.name
-        sample = self._samples.get(name) if core.pid is not None else None
-        uptime = None
-        if core.pid is not None and core.spawned_at is not None:
-            uptime = round(self._loop.time() - core.spawned_at, 3)
-        why_blocked = reasons.get(name)
-        since = self._since.get(name)
-        return {
-            "name": name,
-            "service": managed.service,
-            "replica": managed.plan.replica,
-            "state": core.state.value,
-            "pid": core.pid,
-            "ready": core.ready,
-            "health": self.prober.health.get(name),
-            "restarts": core.restarts,
-            "exit_code": core.exit_code,
-            "exit_signal": signal_name(core.exit_signal) if core.exit_signal else None,
-            "uptime": uptime,
-            "cpu_percent": sample.cpu_percent if sample else None,
-            "rss_bytes": sample.rss_bytes if sample else None,
-            "processes": sample.processes if sample else None,
-            "open_fds": sample.open_fds if sample else None,
-            "message": self._log_errors.get(name)
-            or self.prober.problems.get(name)
-            or (f"cannot start: {why_blocked}" if why_blocked else "")
-            or self.prober.failures.get(name)
-            or core.message
-            or self._notify_status.get(name, ""),
-            "blocked": why_blocked,
-            "since": iso(since) if since is not None else None,
-            "command": list(managed.plan.argv),
-            "checks": dict(self.prober.results.get(name, {})),
-        }
+        return instance_document(
+            managed,
+            now=self._loop.time(),
+            sample=self.sampler.get(name),
+            health=self.prober.health.get(name),
+            checks=self.prober.results.get(name, {}),
+            blocked=reasons.get(name),
+            since=self._since.get(name),
+            log_error=self._log_errors.get(name),
+            problem=self.prober.problems.get(name),
+            failure=self.prober.failures.get(name),
+            notify_status=self._notify_status.get(name),
+        )
 
     def summary(self) -> str:
-        """One line for a service manager's STATUS=: how many instances are in which
-        state (`12 running, 1 restarting, 1 failed`), in a fixed order so that the text
-        changes only with the counts."""
-        counts = dict.fromkeys(SUMMARY_ORDER, 0)
-        for managed in self.supervisor.instances.values():
-            counts[managed.state] += 1
-        return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no instances"
+        return summary(m.state for m in self.supervisor.instances.values())
 
     def settled(self) -> bool:
         """Whether no instance is on its way up any more (starting or restarting):
@@ -786,48 +606,45 @@ class Daemon:
             for m in self.supervisor.instances.values()
         )
 
-    def daemon_document(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "version": __version__,
-            "config": str(self.plan.config_path),
-            "started_at": iso(self.started_at),
-            "shutting_down": self.shutting_down,
-            "reexecs": self.reexecs,
-            "image_started_at": iso(self.image_started_at),
-        }
+    def daemon_document(self) -> DaemonDocument:
+        return daemon_document(
+            pid=os.getpid(),
+            config=str(self.plan.config_path),
+            started_at=self.started_at,
+            shutting_down=self.shutting_down,
+            reexecs=self.reexecs,
+            image_started_at=self.image_started_at,
+        )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDocument:
         return {"daemon": self.daemon_document(), "services": self.instances()}
 
-    def instances(self) -> list[dict[str, Any]]:
-        self._refresh_samples()
+    def instances(self) -> list[InstanceDocument]:
+        self.sampler.refresh()
         why = self._blocked()
         return [self._document(m, why) for m in self.supervisor.instances.values()]
 
-    def instance(self, name: str) -> dict[str, Any]:
+    def instance(self, name: str) -> InstanceDocument:
         managed = self.supervisor.instances.get(name)
         if managed is None:
             raise ControlError(404, f"no instance named {name!r}")
-        self._refresh_samples()
+        self.sampler.refresh()
         return self._document(managed, self._blocked([managed]))
 
     # --- requests -------------------------------------------------------------
 
     def match(self, pattern: str) -> list[Managed]:
-        """Instances named by an instance name, a service name or a shell glob."""
+        """The instances `pattern` names (see core/patterns.py), in their order."""
         sup = self.supervisor
+        # An exact name is looked up, not matched against thousands of instances: no
+        # name holds a glob character, so nothing else could match it.
         if pattern in sup.instances:
             return [sup.instances[pattern]]
         if pattern in sup.by_service:
             return list(sup.by_service[pattern])
-        matched = [
-            m
-            for m in sup.instances.values()
-            if fnmatch.fnmatchcase(m.name, pattern) or fnmatch.fnmatchcase(m.service, pattern)
-        ]
+        matched = [m for m in sup.instances.values() if matches(pattern, m.name, m.service)]
         if not matched:
-            raise ControlError(404, f"no instance or service matches {pattern!r}")
+            raise ControlError(404, no_match(pattern))
         return matched
 
     def _refuse_while_stopping(self) -> None:
@@ -836,8 +653,8 @@ class Daemon:
 
     def _result(
         self, managed: list[Managed], failed: list[str], *, timed_out: bool = False
-    ) -> dict[str, Any]:
-        self._refresh_samples()
+    ) -> ResultDocument:
+        self.sampler.refresh()
         why = self._blocked(managed)
         return {
             "instances": [self._document(m, why) for m in managed],
@@ -881,7 +698,7 @@ class Daemon:
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._loop.time() + timeout
 
-    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
+    async def start(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:  # noqa: ASYNC109 -- the Controller's contract
         self._refuse_while_stopping()
         managed = self.match(pattern)
         self._start(managed)
@@ -890,7 +707,7 @@ class Daemon:
         failed, timed_out = await self._settled(managed, self._deadline(timeout))
         return self._result(managed, failed, timed_out=timed_out)
 
-    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 -- the Controller's contract
+    async def stop(self, pattern: str, wait: bool, timeout: float | None = None) -> ResultDocument:  # noqa: ASYNC109 -- the Controller's contract
         managed = self.match(pattern)
         for m in managed:
             self.supervisor.stop(m)
@@ -904,7 +721,7 @@ class Daemon:
         pattern: str,
         wait: bool,
         timeout: float | None = None,  # noqa: ASYNC109 -- the Controller's contract
-    ) -> dict[str, Any]:
+    ) -> ResultDocument:
         self._refuse_while_stopping()
         managed = self.match(pattern)
         deadline = self._deadline(timeout)
@@ -929,7 +746,7 @@ class Daemon:
             failed, timed_out = [m.name for m in managed if m.state is not State.RUNNING], True
         return self._result(managed, failed, timed_out=timed_out)
 
-    def signal(self, pattern: str, sig: str | int) -> dict[str, Any]:
+    def signal(self, pattern: str, sig: str | int) -> ResultDocument:
         try:
             number = parse_signal(sig)
         except ValueError as err:
@@ -946,45 +763,19 @@ class Daemon:
 
     # --- logs and events ------------------------------------------------------
 
-    def _log_entries(self, instance: str | None) -> list[list[LogEntry]]:
-        if instance is None:
-            return [tail.entries() for tail in self._lines.values()]
-        return [self._lines[m.name].entries() for m in self.match(instance)]
+    def _names(self, instance: str | None) -> list[str] | None:
+        return None if instance is None else [m.name for m in self.match(instance)]
 
-    @staticmethod
-    def log_document(ts: float, instance: str, stream: str, line: bytes) -> dict[str, Any]:
-        text = line.decode("utf-8", "replace")
-        if stream.endswith(CUT):  # a piece of a longer line; the next line continues it
-            return {
-                "time": iso(ts),
-                "instance": instance,
-                "stream": stream[: -len(CUT)],
-                "line": text,
-                "partial": True,
-            }
-        return {"time": iso(ts), "instance": instance, "stream": stream, "line": text}
+    def logs(self, instance: str | None, n: int) -> list[LogDocument]:
+        return self.tails.logs(self._names(instance), n)
 
-    def logs(self, instance: str | None, n: int) -> list[dict[str, Any]]:
-        merged = list(heapq.merge(*self._log_entries(instance)))
-        return [self.log_document(*e) for e in merged[-n:]] if n else []
+    def follow_logs(self, instance: str | None) -> AsyncIterator[LogDocument]:
+        names = self._names(instance)
+        return self.tails.follow(None if names is None else set(names))
 
-    def follow_logs(self, instance: str | None) -> AsyncIterator[dict[str, Any]]:
-        """New lines from now on. Subscribed at the call, not at the first `anext`, so
-        the API can take the backlog right after and no line slips in between."""
-        names = {m.name for m in self.match(instance)} if instance is not None else None
-        follower: Follower[LogChunk] = Follower(self._line_followers)
-
-        async def documents() -> AsyncIterator[dict[str, Any]]:
-            async for ts, name, stream, lines in follower:
-                if names is None or name in names:
-                    for line in split_lines(lines):
-                        yield self.log_document(ts, name, stream, line)
-
-        return Closing(documents(), follower)
-
-    def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncIterator[EventDocument]:
         """One document per state change from now on (subscribed at the call)."""
-        return Follower(self._event_followers)
+        return self._events.follow()
 
     # --- reload -----------------------------------------------------------------
 
@@ -1012,15 +803,15 @@ class Daemon:
         # Stop what goes or changes, dependents first (by the old graph).
         leaving = set(change.removed) | set(change.changed)
         was_active = {name for name in change.changed if sup.instances[name].state in ACTIVE_STATES}
-        for wave in graph.stop_waves(old.dependency_map()):
-            members = [m for svc in wave for m in sup.by_service[svc] if m.name in leaving]
+        waves = graph.stop_waves(old.dependency_map())
+        for members in graph.members_by_wave(waves, sup.by_service, lambda m: m.name in leaving):
             for managed in members:
                 sup.stop(managed)
             await self.supervisor.wait_stopped(members, None)
         gone = sup.replace_plan(new)
         self.plan = new
         for managed in gone:
-            self._lines.pop(managed.name, None)
+            self.tails.forget(managed.name)
             log_file = self._log_files.pop(managed.name, None)
             if log_file is not None:
                 log_file.close()
@@ -1034,11 +825,10 @@ class Daemon:
         starting = {
             name for name in change.added if new.services[sup.instances[name].service].autostart
         } | was_active
-        for wave in graph.start_waves(new.dependency_map()):
-            for svc in wave:
-                for managed in sup.by_service[svc]:
-                    if managed.name in starting:
-                        sup.start(managed)
+        waves = graph.start_waves(new.dependency_map())
+        for members in graph.members_by_wave(waves, sup.by_service, lambda m: m.name in starting):
+            for managed in members:
+                sup.start(managed)
         summary = {
             "added": list(change.added),
             "removed": list(change.removed),
@@ -1090,7 +880,7 @@ class Daemon:
                 if managed.state is not State.RUNNING and managed.state is not State.STARTING:
                     self._over_limit.discard(managed.name)
                     continue
-                sample = self._sample(managed.name, managed)
+                sample = self.sampler.sample(managed)
                 if sample is None or sample.rss_bytes <= limit:
                     self._over_limit.discard(managed.name)
                 elif managed.name not in self._over_limit:

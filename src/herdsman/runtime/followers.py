@@ -59,3 +59,36 @@ class Closing(Generic[T]):
         aclose = getattr(self._iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+class Broadcast(Generic[T]):
+    """Items handed to every follower at once; one too slow to keep up is dropped
+    (its stream ends) rather than let its queue grow without bound."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[T | None]] = set()
+
+    @property
+    def followed(self) -> bool:
+        return bool(self._queues)
+
+    def follow(self) -> Follower[T]:
+        """A follower subscribed from now on."""
+        return Follower(self._queues)
+
+    def publish(self, item: T) -> None:
+        for queue in list(self._queues):
+            self._offer(queue, item)
+
+    def end(self) -> None:
+        """End every follower's stream (None is the end marker)."""
+        for queue in list(self._queues):
+            self._offer(queue, None)
+
+    def _offer(self, queue: asyncio.Queue[T | None], item: T | None) -> None:
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._queues.discard(queue)
+            queue._queue.clear()  # type: ignore[attr-defined]
+            queue.put_nowait(None)

@@ -19,12 +19,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from herdsman.core.lifecycle import Event, Exited, State
+from herdsman.core.lifecycle import Event, Exited
+from herdsman.core.logline import timestamp
 from herdsman.core.plan import HookPlan, InstancePlan, Plan
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 from herdsman.plugins import HOOKS
 from herdsman.runtime.httpclient import RequestFailed, status_of
-from herdsman.runtime.logfile import timestamp
 from herdsman.runtime.plugins import PluginDisabled, Plugins, PluginTimeout
 from herdsman.runtime.supervisor import Managed, Supervisor
 

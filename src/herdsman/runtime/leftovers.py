@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from herdsman.core.lifecycle import State
+from herdsman.core.states import State
 from herdsman.runtime.procfs import boot_id, proc_stat, process_start_time
 from herdsman.runtime.records import InstanceRecord
 from herdsman.runtime.statefile import StateFile

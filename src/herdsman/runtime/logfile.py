@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,37 +21,6 @@ if TYPE_CHECKING:
     from herdsman.runtime.positions import Positions
 
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
-
-
-_second: tuple[int, bytes] = (-1, b"")
-
-
-def timestamp(ts: float) -> bytes:
-    """`2026-11-23T10:00:00.123456Z`; the seconds part is formatted once a second."""
-    global _second
-    fraction, seconds = math.modf(ts)  # rounded exactly as datetime.fromtimestamp does
-    whole, micros = int(seconds), round(fraction * 1_000_000)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    if _second[0] != whole:
-        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode())
-    return b"%s.%06dZ" % (_second[1], micros)
-
-
-def format_lines(lines: bytes, stream: str, ts: float) -> tuple[bytes, bytes, bytes]:
-    """`<timestamp> <stream> <text>\\n` for each of `lines` (joined by \\n), as three
-    parts for one `writev`: the first line's prefix, everything else with each later
-    line's prefix after the newline before it, and the last newline. The middle part
-    is one `replace` in C, a single pass over the batch; nothing is copied twice."""
-    prefix = timestamp(ts) + b" " + stream.encode() + b" "
-    return prefix, lines.replace(b"\n", b"\n" + prefix), b"\n"
-
-
-def count_lines(lines: bytes, formatted: tuple[bytes, bytes, bytes]) -> int:
-    """How many lines a batch holds, known from formatting it without counting again:
-    each line after the first added one prefix."""
-    prefix, body, _ = formatted
-    return (len(body) - len(lines)) // len(prefix) + 1
 
 
 class LogFile:

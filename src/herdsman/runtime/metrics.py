@@ -7,20 +7,23 @@ memory, which a daemon nobody scrapes should not pay.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-STATES = ("stopped", "starting", "running", "stopping", "restarting", "exited", "failed")
+from herdsman.core.states import State
+
+if TYPE_CHECKING:
+    from herdsman.runtime.documents import DaemonDocument, InstanceDocument
 
 
 class _Snapshot:
     """A collector over one status snapshot (prometheus-client calls `collect`)."""
 
     def __init__(
-        self, instances: list[dict[str, Any]], daemon: dict[str, Any], cpu: float, rss: int
+        self, instances: list[InstanceDocument], daemon: DaemonDocument, cpu: float, rss: int
     ) -> None:
         self._instances = instances
         self._daemon = daemon
@@ -50,7 +53,7 @@ class _Snapshot:
         )
         for doc in self._instances:
             values = [doc["name"], doc["service"]]
-            for name in STATES:
+            for name in State:
                 state.add_metric([*values, name], 1.0 if doc["state"] == name else 0.0)
             up.add_metric(values, 1.0 if doc["state"] == "running" else 0.0)
             ready.add_metric(values, 1.0 if doc["ready"] else 0.0)
@@ -76,7 +79,7 @@ class _Snapshot:
 
 
 def render(
-    instances: list[dict[str, Any]], daemon: dict[str, Any], cpu: float, rss: int
+    instances: list[InstanceDocument], daemon: DaemonDocument, cpu: float, rss: int
 ) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(instances, daemon, cpu, rss))

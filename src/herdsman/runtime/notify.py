@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdsman.runtime.throttle import Throttle
+from herdsman.runtime.throttle import STRANGERS, Throttle
 
 # systemd itself ignores datagrams over a few KiB; a larger buffer costs nothing
 # and lets a verbose STATUS through, while MSG_TRUNC still catches anything bigger.
@@ -140,7 +140,7 @@ class NotifySocket:
         self._path = path
         self._on_message = on_message
         self._log = log
-        self._throttle = throttle or Throttle(log)
+        self._throttle = throttle or Throttle(log, policy=STRANGERS)
         self._uids: frozenset[int] = frozenset({os.geteuid()})
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -255,12 +255,14 @@ class NotifySocket:
                 return
             except OSError as err:
                 first = f"sd_notify: receiving failed: {err}"
-                self._throttle.warn(
+                self._throttle.log(
                     "notify-receive",
-                    0,
-                    lambda: first,  # noqa: B023 (called inside warn, before the loop goes on)
-                    lambda n, _who, took: (
-                        f"sd_notify: receiving failed {n:,} more times in the last {took:.0f} s"
+                    logging.WARNING,
+                    first,
+                    source=0,
+                    summary=lambda c: (
+                        f"sd_notify: receiving failed {c.count:,} more times in the last"
+                        f" {c.seconds:.0f} s"
                     ),
                 )
                 return
@@ -313,11 +315,13 @@ class NotifySocket:
             self._log.exception("sd_notify: handling a message from pid %d failed", pid)
 
     def _ignored(self, pid: int, why: str) -> None:
-        self._throttle.warn(
+        self._throttle.log(
             "notify-datagram",
-            pid,
+            logging.WARNING,
             lambda: f"sd_notify: ignored a datagram from pid {pid}: {why}",
-            lambda n, who, took: (
-                f"ignored {n:,} more sd_notify datagrams from {who} in the last {took:.0f} s"
+            source=pid,
+            summary=lambda c: (
+                f"ignored {c.count:,} more sd_notify datagrams from {c.sources} in the last"
+                f" {c.seconds:.0f} s"
             ),
         )

@@ -30,13 +30,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdsman.runtime.logfile import timestamp
+from herdsman.core.logline import CUT, STAMP_WIDTH, STREAMS
 
 SLOT = 512
 _HEAD = struct.Struct("<BBQQH")  # pending, stream (0 out, 1 err), size, held, name length
 _NAME_MAX = SLOT - _HEAD.size
-_STREAMS = ("out", "err")
-_STAMP = len(timestamp(0.0)) + 1  # a log line's time and the space after it
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class Positions:
                 continue
             start = offset + _HEAD.size
             name = data[start : start + length].decode("utf-8", "replace")
-            found[(name, _STREAMS[stream])] = Pending(name, _STREAMS[stream], size, held)
+            found[(name, STREAMS[stream])] = Pending(name, STREAMS[stream], size, held)
         return found
 
     def open(self) -> None:
@@ -88,7 +86,7 @@ class Positions:
             return
         encoded = name.encode()[:_NAME_MAX]
         slot = self._slots.setdefault(name, len(self._slots))
-        head = _HEAD.pack(1, _STREAMS.index(stream), size, held, len(encoded))
+        head = _HEAD.pack(1, STREAMS.index(stream), size, held, len(encoded))
         with contextlib.suppress(OSError):  # a full disk: only the exactness is lost
             os.pwrite(self._fd, head + encoded, slot * SLOT)
 
@@ -110,8 +108,8 @@ def raw_bytes(formatted: bytes) -> bytes:
     text with its newline, except a `+` piece, which the next line continues."""
     out = []
     for line in formatted.split(b"\n")[:-1]:
-        stream, _, text = line[_STAMP:].partition(b" ")
-        out.append(text if stream.endswith(b"+") else text + b"\n")
+        stream, _, text = line[STAMP_WIDTH + 1 :].partition(b" ")
+        out.append(text if stream.endswith(CUT.encode()) else text + b"\n")
     return b"".join(out)
 
 

@@ -17,8 +17,9 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from herdsman.core.lifecycle import Event, Ready, Spawned, State, Stop
+from herdsman.core.lifecycle import Event, Ready, Spawned, Stop
 from herdsman.core.plan import CheckPlan
+from herdsman.core.states import State
 from herdsman.plugins import PROBES
 from herdsman.runtime.httpclient import RequestFailed, reason, status_of
 from herdsman.runtime.plugins import PluginDisabled, Plugins, PluginTimeout

@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from herdsman.core.logline import CUT
+
 MAX_LINE = 64 * 1024
 HALF_LINE = MAX_LINE // 2
 READ_SIZE = 1024 * 1024
@@ -63,7 +65,6 @@ BATCH = 256 * 1024
 MAX_PAUSE = 0.02
 TIMER_SLACK = 0.002  # how late the loop may wake for a timer
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-CUT = "+"  # the mark on a stream whose lines are pieces continued by the next line
 
 # (instance, stream, lines joined by b"\n" (one or more; b"" is one empty line),
 #  unix time read). stream is "out"/"err", with CUT when every line is a cut piece.

@@ -27,10 +27,10 @@ from herdsman.core.lifecycle import (
     SetTimer,
     Spawned,
     StartSecondsPassed,
-    State,
     StopTimeout,
     on_event,
 )
+from herdsman.core.states import State
 
 # (due time, kind, pid): what the instance's one timer feeds when it fires.
 Timer = tuple[float, str, int | None]

@@ -107,7 +107,7 @@ def hand_over(daemon: Daemon) -> DaemonHandover:
         plan=plan,
         records=records,
         pumps=sup.hand_over(),
-        tails={name: tail.entries() for name, tail in daemon._lines.items()},
+        tails=daemon.tails.hand_over(),
         health=dict(daemon.prober.health),
         notify_fd=notify_fd,
         started_at=daemon.started_at,
@@ -130,11 +130,7 @@ def resume(daemon: Daemon, handover: DaemonHandover) -> None:
     daemon._spawned_before.update(handover.spawned_before)
     daemon._restarted_deps.update(handover.restarted_deps)
     daemon.bound = handover.bound
-    for name, entries in handover.tails.items():
-        tail = daemon._lines.get(name)
-        if tail is not None:
-            for ts, _instance, stream, line in entries:
-                tail.add(ts, stream, line, 1)
+    daemon.tails.resume(handover.tails)
     health = handover.health
     watchdogs = set(handover.watchdogs)
     pumps = handover.pumps

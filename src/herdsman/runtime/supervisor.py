@@ -34,13 +34,13 @@ from herdsman.core.lifecycle import (
     Spawned,
     SpawnFailed,
     Start,
-    State,
     Stop,
     StopTimeout,
     on_event,
 )
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
+from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
@@ -186,11 +186,10 @@ class Supervisor:
         if services is None:
             services = [n for n, svc in self.plan.services.items() if svc.autostart]
         wanted = set(graph.closure(self._deps, services))
-        for wave in graph.start_waves(self._deps):
-            for name in wave:
-                if name in wanted:
-                    for managed in self.by_service[name]:
-                        self.start(managed, manual=manual)
+        waves = graph.start_waves(self._deps)
+        for members in graph.members_by_wave(waves, self.by_service, lambda m: m.service in wanted):
+            for managed in members:
+                self.start(managed, manual=manual)
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         waiting_for = tuple(graph.unmet(managed.depends_on, _Views(self.by_service)))
@@ -211,8 +210,7 @@ class Supervisor:
         Returns False when something had to be killed.
         """
         deadline = self._loop.time() + timeout
-        for wave in graph.stop_waves(self._deps):
-            members = [m for name in wave for m in self.by_service[name]]
+        for members in graph.members_by_wave(graph.stop_waves(self._deps), self.by_service):
             for managed in members:
                 self.stop(managed)
             if not await self.wait_stopped(members, deadline - self._loop.time()):

@@ -1,16 +1,17 @@
 """Repeated log messages, counted instead of written one by one.
 
-`LogThrottle` (state changes of crash-looping instances) logs the first `burst` of
-a key's window; `Throttle` (warnings a stranger can cause: ignored sd_notify
-datagrams) logs only the first of a kind, and when its window closes one line
-says how many there were and from whom (`ignored 12,345 notify messages from pid
-999 in the last 10 s`).
-
 An instance crash-looping with no backoff changes state hundreds of times a
-second; a line each would fill the disk (and cost more than the respawns). Per
-key (an instance), the first `burst` messages of a window are logged as they
-come; the rest are only counted, and when the window ends one line says how many
-there were and what the last one was.
+second, and a stranger can send sd_notify datagrams or API requests as fast as it
+likes; a line each would fill the disk (and cost more than what it reports). Per
+key, the first messages of a window are logged as they come; the rest are only
+counted, and when the window ends one line says how many there were.
+
+Two policies: REPEATS (an instance's state changes, refused API clients) logs the
+first BURST of a window and then says how many more there were and the last one
+(`web: 1,234 more messages in the last 10s, the last: ...`); STRANGERS (warnings
+a stranger can cause) logs only the first, and while the flood goes on says once
+per window how many there were and from whom (`ignored 12,345 notify messages
+from pid 999 in the last 10 s`).
 """
 
 from __future__ import annotations
@@ -22,151 +23,148 @@ from dataclasses import dataclass, field
 
 BURST = 20
 WINDOW = 10.0  # seconds
+SOURCES_KEPT = 64  # distinct senders remembered per window, for the summary
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    burst: int  # messages of a window logged as they come
+    # A window that counted some is followed at once by one in which nothing is
+    # logged as it comes (a flood goes on: only its counts are said); otherwise the
+    # next message opens a window of its own.
+    steady: bool
+
+
+REPEATS = Policy(burst=BURST, steady=False)
+STRANGERS = Policy(burst=1, steady=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a window counted, for its summary line."""
+
+    key: str
+    count: int
+    last: str  # the last message counted
+    sources: str  # `pid 999`, `3 processes`, `more than 64 processes`
+    seconds: float  # since the window opened
+
+
+Summary = Callable[[Counted], str]
 
 
 @dataclass(slots=True)
 class _Window:
     start: float
+    summary: Summary
     logged: int = 0
     suppressed: int = 0
     last: str = ""
     level: int = logging.INFO
+    sources: set[int] = field(default_factory=set)
+    more_sources: bool = False
 
 
-class LogThrottle:
+class Throttle:
+    """Used on the event loop's thread (its windows end on the loop's timers)."""
+
     def __init__(
         self,
         log: logging.Logger,
-        loop: asyncio.AbstractEventLoop,
-        burst: int = BURST,
+        loop: asyncio.AbstractEventLoop | None = None,
+        policy: Policy = REPEATS,
         window: float = WINDOW,
     ) -> None:
         self._log = log
         self._loop = loop
-        self._burst = burst
+        self._policy = policy
         self._window = window
         self._windows: dict[str, _Window] = {}
         self._summary: asyncio.TimerHandle | None = None
 
-    def log(self, key: str, level: int, message: str) -> None:
-        """Log `message`, unless `key` already had `burst` lines in this window."""
-        now = self._loop.time()
+    def log(
+        self,
+        key: str,
+        level: int,
+        message: str | Callable[[], str],
+        *,
+        source: int | None = None,
+        summary: Summary | None = None,
+    ) -> None:
+        """Log `message` (made only if it is logged, when a callable), unless `key`
+        already had its policy's burst in this window: then count it (and `source`,
+        a pid). `summary` says what a window counted (default: how many more, and
+        the last)."""
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
         window = self._windows.get(key)
         if window is None or now - window.start >= self._window:
+            quiet = 0  # how many of the new window's burst are spent
             if window is not None and window.suppressed:
-                self._summarize(key, window)
-            window = self._windows[key] = _Window(now)
-        if window.logged < self._burst:
+                self._summarize(key, window, now)
+                quiet = self._policy.burst if self._policy.steady else 0
+            window = self._windows[key] = _Window(now, summary or self._more, logged=quiet)
+        if window.logged < self._policy.burst:
             window.logged += 1
-            self._log.log(level, "%s", message)
+            self._log.log(level, "%s", message if isinstance(message, str) else message())
             return
         window.suppressed += 1
-        window.last, window.level = message, max(window.level, level)
+        window.level = max(window.level, level)
+        if isinstance(message, str):
+            window.last = message
+        if source is not None:
+            if len(window.sources) < SOURCES_KEPT:
+                window.sources.add(source)
+            elif source not in window.sources:
+                window.more_sources = True
         if self._summary is None:
-            self._summary = self._loop.call_at(window.start + self._window, self._summarize_due)
+            self._summary = loop.call_at(window.start + self._window, self._summarize_due)
 
     def close(self) -> None:
         """Say what is still counted (the daemon is stopping or handing over)."""
         if self._summary is not None:
             self._summary.cancel()
             self._summary = None
+        now = (self._loop or asyncio.get_running_loop()).time()
         for key, window in self._windows.items():
             if window.suppressed:
-                self._summarize(key, window)
+                self._summarize(key, window, now)
         self._windows.clear()
 
-    def _summarize(self, key: str, window: _Window) -> None:
-        self._log.log(
-            window.level,
-            "%s: %s more messages in the last %gs, the last: %s",
-            key,
-            f"{window.suppressed:,}",
-            self._window,
-            window.last.removeprefix(f"{key}: "),
+    def _more(self, counted: Counted) -> str:
+        last = counted.last.removeprefix(f"{counted.key}: ")
+        return (
+            f"{counted.key}: {counted.count:,} more messages in the last {self._window:g}s,"
+            f" the last: {last}"
         )
+
+    def _summarize(self, key: str, window: _Window, now: float) -> None:
+        counted = Counted(key, window.suppressed, window.last, _sources(window), now - window.start)
+        self._log.log(window.level, "%s", window.summary(counted))
         window.suppressed = 0
 
     def _summarize_due(self) -> None:
         self._summary = None
-        now = self._loop.time()
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
         due = None
         for key, window in list(self._windows.items()):
             ends = window.start + self._window
             if ends <= now:
-                if window.suppressed:
-                    self._summarize(key, window)
+                counted = window.suppressed
+                if counted:
+                    self._summarize(key, window, now)
                 del self._windows[key]
+                if counted and self._policy.steady:  # still flooding, maybe: count on
+                    self._windows[key] = _Window(now, window.summary, logged=self._policy.burst)
             elif window.suppressed and (due is None or ends < due):
                 due = ends
         if due is not None:
-            self._summary = self._loop.call_at(due, self._summarize_due)
+            self._summary = loop.call_at(due, self._summarize_due)
 
 
-SOURCES_KEPT = 64  # distinct senders remembered per window, for the summary
-
-
-@dataclass
-class _Burst:
-    summary: Callable[[int, str, float], str]
-    opened: float
-    count: int = 0
-    sources: set[int] = field(default_factory=set)
-    more_sources: bool = False
-
-
-class Throttle:
-    """Used on the event loop's thread (its windows are timers of the running loop)."""
-
-    def __init__(self, log: logging.Logger, window: float = WINDOW) -> None:
-        self._log = log
-        self._window = window
-        self._bursts: dict[str, _Burst] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def warn(
-        self,
-        kind: str,
-        source: int,
-        first: Callable[[], str],
-        summary: Callable[[int, str, float], str],
-    ) -> None:
-        """A warning of `kind` from `source` (a pid): logged if it is the first of its
-        kind in a window (`first()` makes the text only then), else counted;
-        `summary(count, sources, window)` says what was counted."""
-        burst = self._bursts.get(kind)
-        if burst is None:
-            self._log.warning("%s", first())
-            self._open(kind, summary)
-            return
-        burst.count += 1
-        if len(burst.sources) < SOURCES_KEPT:
-            burst.sources.add(source)
-        elif source not in burst.sources:
-            burst.more_sources = True
-
-    def _open(self, kind: str, summary: Callable[[int, str, float], str]) -> None:
-        loop = asyncio.get_running_loop()
-        self._bursts[kind] = _Burst(summary, loop.time())
-        self._timers[kind] = loop.call_later(self._window, self._close, kind)
-
-    def _close(self, kind: str, *, reopen: bool = True) -> None:
-        burst = self._bursts.pop(kind)
-        self._timers.pop(kind).cancel()
-        if not burst.count:
-            return  # quiet: the next one is logged as a first again
-        took = asyncio.get_running_loop().time() - burst.opened
-        self._log.warning("%s", burst.summary(burst.count, _sources(burst), took))
-        if reopen:  # still flooding, maybe: the next window's count is said when it closes
-            self._open(kind, burst.summary)
-
-    def close(self) -> None:
-        """Say what was counted so far (the daemon stops or re-execs)."""
-        for kind in list(self._bursts):
-            self._close(kind, reopen=False)
-
-
-def _sources(burst: _Burst) -> str:
-    if len(burst.sources) == 1 and not burst.more_sources:
-        return f"pid {next(iter(burst.sources))}"
-    more = "more than " if burst.more_sources else ""
-    return f"{more}{len(burst.sources)} processes"
+def _sources(window: _Window) -> str:
+    if len(window.sources) == 1 and not window.more_sources:
+        return f"pid {next(iter(window.sources))}"
+    more = "more than " if window.more_sources else ""
+    return f"{more}{len(window.sources)} processes"

@@ -31,18 +31,19 @@ from herdsman.cli.client import ClientError, instance_path
 from herdsman.cli.stream import AsyncClient, events, is_gone
 from herdsman.cli.top.model import COLUMNS, Model, cells
 from herdsman.core.signals import parse_signal
+from herdsman.core.states import State
 
 RETRY_EVERY = 1.0  # seconds between attempts to reach a daemon that is gone
 BACKLOG = 200  # lines of output shown when a log starts being followed
 LOG_LIMIT = 5000  # lines kept in the log pane
-STATE_STYLES = {
-    "running": "green",
-    "starting": "yellow",
-    "restarting": "yellow",
-    "stopping": "yellow",
-    "failed": "bold red",
-    "exited": "dim",
-    "stopped": "dim",
+STATE_STYLES: dict[str, str] = {
+    State.RUNNING: "green",
+    State.STARTING: "yellow",
+    State.RESTARTING: "yellow",
+    State.STOPPING: "yellow",
+    State.FAILED: "bold red",
+    State.EXITED: "dim",
+    State.STOPPED: "dim",
 }
 INSTANCE_STYLES = ("cyan", "yellow", "green", "magenta", "blue", "red")
 KEYS = (

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 from herdsman.cli import table
+from herdsman.core.patterns import matches
 
 Instance = dict[str, Any]
 SAMPLED = ("cpu_percent", "rss_bytes", "processes", "open_fds", "uptime")
@@ -80,7 +80,7 @@ def matches_filter(pattern: str, inst: Mapping[str, Any]) -> bool:
         return True
     name, service, state = str(inst["name"]), str(inst.get("service", "")), str(inst["state"])
     if GLOB_CHARS & set(pattern):
-        return fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
+        return matches(pattern, name, service)
     needle = pattern.lower()
     return needle in name.lower() or needle in state.lower()
 

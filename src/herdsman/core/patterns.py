@@ -1,0 +1,20 @@
+"""What a pattern names: one home for the daemon (`start web.*`) and the CLI
+(`status web.*`, `logs` without a daemon).
+
+A pattern is an instance name, a service name (all its replicas) or a shell glob
+matched against both; it is case-sensitive on every system.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+
+def matches(pattern: str, name: str, service: str) -> bool:
+    """Whether `pattern` names the instance `name` of `service`."""
+    return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
+
+
+def no_match(pattern: str) -> str:
+    """What to say when `pattern` names nothing."""
+    return f"no instance or service matches {pattern!r}"

@@ -1,0 +1,84 @@
+"""Resource samples of the instances' process trees, taken when someone asks.
+
+psutil takes a fraction of a millisecond per process tree, seconds for thousands
+of them: an answer waits for at most SAMPLE_BUDGET of sampling (beyond the first
+SAMPLE_AT_ONCE instances), the rest of a big herd is sampled in the background, a
+slice of SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
+A sample is reused for `max_age` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+from herdsman.runtime.monitor import Sample, sample_tree
+
+if TYPE_CHECKING:
+    from herdsman.runtime.supervisor import Managed
+
+SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+SAMPLE_BUDGET = 0.02
+SAMPLE_AT_ONCE = 50
+SAMPLE_SLICE = 0.005
+
+
+class Sampler:
+    def __init__(
+        self,
+        instances: Callable[[], Iterable[Managed]],
+        run_in_background: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+        max_age: float = SAMPLE_MAX_AGE,
+    ) -> None:
+        self._instances = instances
+        self._run_in_background = run_in_background
+        self._max_age = max_age
+        self._samples: dict[str, Sample] = {}
+        self._sampled_at = 0.0
+        self._sampling: asyncio.Task[Any] | None = None  # the rest of a pass, in the background
+
+    def get(self, name: str) -> Sample | None:
+        """The last sample of `name`'s process tree, if any."""
+        return self._samples.get(name)
+
+    def refresh(self) -> None:
+        """Fresh samples for an answer, as far as SAMPLE_BUDGET goes; the pass goes
+        on in the background."""
+        now = time.monotonic()
+        if self._sampling is not None or now - self._sampled_at < self._max_age:
+            return
+        self._sampled_at = now
+        todo = list(self._instances())
+        deadline = now + SAMPLE_BUDGET
+        done = 0
+        while done < len(todo) and (done < SAMPLE_AT_ONCE or time.monotonic() < deadline):
+            self.sample(todo[done])
+            done += 1
+        if done < len(todo):
+            self._sampling = self._run_in_background(self._rest(todo, done))
+
+    async def _rest(self, todo: list[Managed], done: int) -> None:
+        try:
+            while done < len(todo):
+                await asyncio.sleep(0)  # between slices, whatever else is ready runs
+                deadline = time.monotonic() + SAMPLE_SLICE
+                while done < len(todo) and time.monotonic() < deadline:
+                    self.sample(todo[done])
+                    done += 1
+        finally:
+            self._sampling = None
+            # The next pass starts max_age after this one ended: a client asking
+            # all the time keeps the daemon sampling at most about half of the time.
+            self._sampled_at = time.monotonic()
+
+    def sample(self, managed: Managed) -> Sample | None:
+        """A fresh sample of `managed`'s process tree (None: it has no process)."""
+        name, pid = managed.name, managed.core.pid
+        sample = sample_tree(pid, self._samples.get(name)) if pid is not None else None
+        if sample is None:
+            self._samples.pop(name, None)
+        else:
+            self._samples[name] = sample
+        return sample
