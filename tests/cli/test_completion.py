@@ -70,7 +70,7 @@ def test_without_a_daemon_names_complete_to_nothing_at_once(tmp: Path) -> None:
     (tmp / "herdsman.toml").write_text('[services.a]\ncommand = "sleep 1"\n')
     stop, top = bash_tab(tmp, "herdsman stop ", "herdsman top --")
     assert stop == ["--config", "--debug", "--help", "--no-wait", "--timeout", "-c", "-h"]
-    assert top == ["--config", "--debug", "--help", "--token-file", "--url"]
+    assert top == ["--config", "--debug", "--help", "--interval", "--token-file", "--url"]
 
 
 @pytest.mark.skipif(

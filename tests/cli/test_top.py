@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,10 +158,13 @@ def tmux_available() -> bool:
 
 @pytest.mark.skipif(not tmux_available(), reason="tmux is not installed (.ci/run installs it)")
 def test_in_a_real_terminal(tmp: Path) -> None:
-    """As a user runs it: a crash shows within a second, `r` restarts the selected
-    instance, `q` quits and leaves the terminal as it was."""
+    """As a user runs it: a crash shows by its event (CPU/memory refresh only every
+    60 s here, so nothing else can show it), `r` restarts the selected instance, `q`
+    quits and leaves the terminal as it was."""
     tmux = ["tmux", "-S", str(tmp / "tmux.sock")]
-    run = f"cd {tmp} && echo before top && {sys.executable} -m herdsman top; echo top exited $?"
+    run = (
+        f"cd {tmp} && echo before top && {sys.executable} -m herdsman top -d 60; echo top exited $?"
+    )
     with daemon(tmp):
         piped = herdsman(tmp, "top")  # not a terminal
         assert piped.returncode == 2
@@ -193,15 +195,12 @@ def test_in_a_real_terminal(tmp: Path) -> None:
             wait_for(lambda: "crashy up" in screen(), 10)
             old = instances(tmp)["crashy"]["pid"]
             os.kill(old, signal.SIGKILL)
-            crashed = time.monotonic()
 
             def shows_the_crash() -> bool:
                 row = crashy_row()
                 return row[1:2] == ["exited"] and "SIGKILL" in row
 
-            while not shows_the_crash() and time.monotonic() - crashed < 5:
-                time.sleep(0.02)
-            assert time.monotonic() - crashed < 1.0, screen()
+            wait_for(shows_the_crash, 10)
 
             subprocess.run([*tmux, "send-keys", "r"], check=True)  # crashy is selected
             wait_for(lambda: instances(tmp)["crashy"]["state"] == "running", 10)

@@ -19,6 +19,14 @@ SHELLS = ("bash", "zsh", "fish")
 def add_live_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str], bool]) -> None:
     if wanted("top"):
         top = sub.add_parser("top", help="a live dashboard of the instances and their output")
+        top.add_argument(
+            "-d",
+            "--interval",
+            type=_seconds,
+            default=2.0,
+            metavar="S",
+            help="seconds between CPU/memory refreshes (default 2); states follow events",
+        )
         add_remote_options(top)
     if wanted("events"):
         events = sub.add_parser("events", help="print state changes as they happen")
@@ -27,6 +35,17 @@ def add_live_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str
     if wanted("completion"):
         completion = sub.add_parser("completion", help="print a shell completion script")
         completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+
+
+def _seconds(text: str) -> float:
+    """A refresh interval, as `top -d` takes it: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 3600")
+    return value
 
 
 def add_remote_options(parser: argparse.ArgumentParser) -> None:

@@ -95,10 +95,13 @@ class Throttle:
         already had its policy's burst in this window: then count it (and `source`,
         a pid). `summary` says what a window counted (default: how many more, and
         the last)."""
-        loop = self._loop or asyncio.get_running_loop()
+        # Most calls of a flood only count: that path stays a few attribute looks.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         window = self._windows.get(key)
-        if window is None or now - window.start >= self._window:
+        if window is None or now >= window.start + self._window:
             quiet = 0  # how many of the new window's burst are spent
             if window is not None and window.suppressed:
                 self._summarize(key, window, now)
@@ -109,13 +112,14 @@ class Throttle:
             self._log.log(level, "%s", message if isinstance(message, str) else message())
             return
         window.suppressed += 1
-        window.level = max(window.level, level)
+        if level > window.level:
+            window.level = level
         if isinstance(message, str):
             window.last = message
-        if source is not None:
+        if source is not None and source not in window.sources:
             if len(window.sources) < SOURCES_KEPT:
                 window.sources.add(source)
-            elif source not in window.sources:
+            else:
                 window.more_sources = True
         if self._summary is None:
             self._summary = loop.call_at(window.start + self._window, self._summarize_due)

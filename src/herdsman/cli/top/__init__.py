@@ -30,5 +30,5 @@ def cmd_top(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from herdsman.cli.top.app import TopApp
 
-    TopApp(client).run()
+    TopApp(client, interval=args.interval).run()
     return 0

@@ -2,7 +2,7 @@
 selected instance's output (or every instance's, merged) below.
 
 State comes from `/v1/events` (subscribed, then one status snapshot); only CPU and
-memory are asked for again, every SAMPLE_EVERY seconds. When the event stream ends,
+memory are asked for again, every `interval` seconds (`top -d S`). When the event stream ends,
 the next subscription tells what happened: the daemon re-executed (same socket, a
 new image: reconnect and say so) or it is gone (say so, and try again every
 RETRY_EVERY seconds until one answers or the user quits).
@@ -33,7 +33,6 @@ from herdsman.cli.top.model import COLUMNS, Model, cells
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
 
-SAMPLE_EVERY = 2.0  # seconds between CPU/memory refreshes
 RETRY_EVERY = 1.0  # seconds between attempts to reach a daemon that is gone
 BACKLOG = 200  # lines of output shown when a log starts being followed
 LOG_LIMIT = 5000  # lines kept in the log pane
@@ -92,9 +91,10 @@ class TopApp(App[int]):
         Binding("O", "reverse", "reverse", show=False),
     ]
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, *, interval: float = 2.0) -> None:
         super().__init__()
         self.client = client
+        self.interval = interval  # seconds between CPU/memory refreshes
         self.model = Model()
         self.selected: str | None = None
         self.all_output = False
@@ -124,7 +124,7 @@ class TopApp(App[int]):
         grid.focus()  # the keys move through the table, not into the (hidden) filter
         self.heading()
         self.watch_daemon()
-        self.set_interval(SAMPLE_EVERY, self.refresh_samples)
+        self.set_interval(self.interval, self.refresh_samples)
 
     # --- the connection ---------------------------------------------------------
 
