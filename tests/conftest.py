@@ -21,6 +21,12 @@ import pytest
 
 MARK = "HERDSMAN_TEST_MARK"
 
+# Started from a background job (`make test &`), the shell hands pytest SIGINT
+# ignored, and every process a test starts would inherit that: the Ctrl-C tests
+# would fail for want of a Ctrl-C. A handler (not an ignore) is reset by exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def marked_pids(mark: str) -> list[int]:
     needle = f"{MARK}={mark}".encode()
