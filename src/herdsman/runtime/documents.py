@@ -35,11 +35,12 @@ SUMMARY_ORDER = (
 )
 
 
-class InstanceDocument(TypedDict):
-    """One instance as `status` shows it (Instance). The daemon sends every key;
-    NotRequired are those the API does not promise (a client must do without)."""
+class InstanceState(TypedDict):
+    """What an instance document and an event both carry: its state, but neither its
+    name (an event names it `instance`) nor the resource samples (SAMPLED), which no
+    change makes fresh. NotRequired are the keys the API does not promise (a client
+    must do without); the daemon sends every key."""
 
-    name: str
     service: str
     replica: int
     state: str
@@ -50,15 +51,21 @@ class InstanceDocument(TypedDict):
     exit_code: int | None
     exit_signal: str | None
     uptime: float | None
-    cpu_percent: float | None
-    rss_bytes: int | None
-    processes: NotRequired[int | None]
-    open_fds: NotRequired[int | None]
     message: str | None
     blocked: NotRequired[str | None]
     since: NotRequired[str | None]
     command: NotRequired[list[str]]
     checks: NotRequired[dict[str, str]]
+
+
+class InstanceDocument(InstanceState):
+    """One instance as `status` shows it (Instance)."""
+
+    name: str
+    cpu_percent: float | None
+    rss_bytes: int | None
+    processes: NotRequired[int | None]
+    open_fds: NotRequired[int | None]
 
 
 class DaemonDocument(TypedDict):
@@ -88,28 +95,12 @@ class ResultDocument(TypedDict):
     timed_out: NotRequired[bool]
 
 
-class EventDocument(TypedDict):
-    """A state change, for `/v1/events` (Event): the instance as its document shows
-    it but the resource samples, which no change makes fresh."""
+class EventDocument(InstanceState):
+    """A state change, for `/v1/events` (Event)."""
 
     time: str
     instance: str
     previous: str
-    service: str
-    replica: int
-    state: str
-    pid: int | None
-    ready: bool
-    health: str | None
-    restarts: int
-    exit_code: int | None
-    exit_signal: str | None
-    uptime: float | None
-    message: str | None
-    blocked: NotRequired[str | None]
-    since: NotRequired[str | None]
-    command: NotRequired[list[str]]
-    checks: NotRequired[dict[str, str]]
 
 
 class LogDocument(TypedDict):
