@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Iterable
 
 from herdsman.runtime.documents import LogDocument, log_document
 from herdsman.runtime.followers import Broadcast, Closing
+from herdsman.runtime.handover import TailEntry
 from herdsman.runtime.pump import split_lines
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
 
-LogEntry = tuple[float, str, str, bytes]  # (unix time, instance, stream, line)
 LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
 
 
@@ -57,7 +57,7 @@ class Tail:
         while self._count - batches[0][3] >= self._limit:
             self._count -= batches.popleft()[3]
 
-    def entries(self) -> list[LogEntry]:
+    def entries(self) -> list[TailEntry]:
         """The last `limit` lines, oldest first."""
         name = self._instance
         every = [
@@ -130,11 +130,11 @@ class Tails:
 
         return Closing(documents(), follower)
 
-    def hand_over(self) -> dict[str, list[LogEntry]]:
+    def hand_over(self) -> dict[str, list[TailEntry]]:
         """Every instance's lines, as plain data for a new image of the daemon."""
         return {name: tail.entries() for name, tail in self._tails.items()}
 
-    def resume(self, handed: dict[str, list[LogEntry]]) -> None:
+    def resume(self, handed: dict[str, list[TailEntry]]) -> None:
         """Lines a previous image handed over, for the instances tracked here."""
         for name, entries in handed.items():
             tail = self._tails.get(name)
