@@ -29,7 +29,6 @@ from herdsman.core.herd import (
     TookOver,
 )
 from herdsman.core.lifecycle import Event, Spawned
-from herdsman.core.logline import count_lines, format_lines
 from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
@@ -50,11 +49,10 @@ from herdsman.runtime.documents import (
 )
 from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
-from herdsman.runtime.logfile import LogFile
+from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
 from herdsman.runtime.plugins import Plugins
-from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.sampler import Sampler
 from herdsman.runtime.statefile import StateWriter
@@ -76,7 +74,6 @@ ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
 ChangeHook = Callable[[Managed, State, Event], None]
-LineHook = Callable[[str, str, bytes, float], None]
 
 
 class Daemon:
@@ -97,22 +94,23 @@ class Daemon:
         self._log = log
         self._tasks = tasks
         self._on_change = on_change
-        self._on_line = on_line
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
         self.tails = Tails()
-        self._log_files: dict[str, LogFile] = {}
-        self._log_errors: dict[str, str] = {}
         self._events: Broadcast[EventDocument] = Broadcast()
         self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        self.output = LogSink(
+            plan.state_dir / "logs.pos", self.tails, log=log, note=self._note, on_line=on_line
+        )
+        self.supervisor = Supervisor(plan, sink=self.output.lines, on_change=self._changed)
         self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.output.probe = self.prober.lines
         self.supervisor.checks = self.prober
         self.supervisor.say = self._say
         self._memory_watch: asyncio.Task[None] | None = None
@@ -138,9 +136,7 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
-        self._positions = Positions(plan.state_dir / "logs.pos")
-        self._unfinished_batches: dict[tuple[str, str], Pending] = {}
-        self.supervisor.batches = self
+        self.supervisor.batches = self.output
         # Re-exec: why the loop ends without stopping the services ("reexec" or
         # "heal"), the plan pickled for the new image, and the history carried along.
         self.reexec_reason: str | None = None
@@ -161,20 +157,9 @@ class Daemon:
         self._track_instances(plan)
 
     def _track_instances(self, plan: Plan) -> None:
-        """Per-instance buffers and log files for every instance of `plan` (new ones
-        get fresh ones; existing ones keep theirs, with the new rotation settings)."""
-        for svc in plan.services.values():
-            for inst in svc.instances:
-                self.tails.track(inst.name)
-                if inst.name in self._log_files:
-                    self._log_files[inst.name].close()  # reopened with the new rotation
-                self._log_files[inst.name] = LogFile(
-                    self.plan.log_dir / f"{inst.name}.log",
-                    svc.log_max_bytes,
-                    svc.log_backups,
-                    functools.partial(self._log_file_error, inst.name),
-                    self._positions,
-                )
+        """What follows the plan's instances (buffers, log files, checks, hooks,
+        watches) follows `plan`."""
+        self.output.track(plan)
         self.prober.forget(set(self.supervisor.instances))
         self.hooks.track(plan)
         self._track_watches(plan)
@@ -221,16 +206,7 @@ class Daemon:
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
-        # The batches a killed daemon was writing, settled as their pipes are adopted.
-        self._unfinished_batches = self._positions.pending()
-        try:
-            self._positions.open()
-        except OSError as err:
-            self._note(
-                logging.WARNING,
-                f"cannot write {self._positions.path}: {err.strerror}; after a crash,"
-                " the lines being written then may be written again",
-            )
+        self.output.open()
         if self.plan.notify_socket is not None:
             self._notify = NotifySocket(
                 self.plan.notify_socket, self._notified, self._log, self._throttle
@@ -360,9 +336,7 @@ class Daemon:
         self._throttle.close()
         self._repeats.close()
         self._state.file.close()
-        for log_file in self._log_files.values():
-            log_file.close()
-        self._positions.close()
+        self.output.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -402,14 +376,6 @@ class Daemon:
 
     # --- what the supervisor tells us -----------------------------------------
 
-    def _read_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
-        formatted = format_lines(lines, stream, ts)
-        self._log_files[instance].write(*formatted)
-        self.tails.add(instance, stream, lines, ts, count_lines(lines, formatted))
-        self.prober.lines(instance, lines)
-        if self._on_line is not None:
-            self._on_line(instance, stream, lines, ts)
-
     def _notify_access(self) -> Access:
         """Who must be able to send to the notify socket: the users the instances
         that report by notify run as (see notify.access_for)."""
@@ -421,12 +387,6 @@ class Daemon:
                     if identity is not None:
                         identities.append(identity)
         return access_for(identities)
-
-    def begin_batch(self, instance: str, stream: str, held: int) -> None:
-        self._log_files[instance].begin_batch(stream, held)
-
-    def end_batch(self, instance: str) -> None:
-        self._log_files[instance].end_batch()
 
     def _notified(self, message: NotifyMessage) -> None:
         # Checked here, synchronously: the sender (systemd-notify) waits on its
@@ -472,17 +432,6 @@ class Daemon:
         else:
             self._note(logging.ERROR, f"{error}; crash recovery will not know the latest")
 
-    def _log_file_error(self, instance: str, error: str | None) -> None:
-        if error is None:
-            self._log_errors.pop(instance, None)
-            log_file = self._log_files[instance]
-            dropped, log_file.dropped_bytes = log_file.dropped_bytes, 0  # said once per outage
-            lost = f" ({dropped} bytes of its oldest held lines were dropped)" if dropped else ""
-            self._note(logging.INFO, f"{instance}: writing its log file again{lost}")
-        else:
-            self._log_errors[instance] = error
-            self._note(logging.ERROR, f"{instance}: {error}; the service keeps running")
-
     def _changed(self, managed: Managed, old: State, event: Event) -> None:
         core = managed.core
         self._state.changed(managed.name)
@@ -525,7 +474,7 @@ class Daemon:
             checks=self.prober.results.get(name, {}),
             blocked=reasons.get(name),
             since=self._since.get(name),
-            log_error=self._log_errors.get(name),
+            log_error=self.output.error(name),
             problem=self.prober.problems.get(name),
             failure=self.prober.failures.get(name),
             notify_status=self._notify_status.get(name),
@@ -737,10 +686,7 @@ class Daemon:
         gone = sup.replace_plan(new, steps.start)
         self.plan = new
         for managed in gone:
-            self.tails.forget(managed.name)
-            log_file = self._log_files.pop(managed.name, None)
-            if log_file is not None:
-                log_file.close()
+            self.output.forget(managed.name)
         self._track_instances(new)
         self._watch_memory()
         if self._notify is not None:

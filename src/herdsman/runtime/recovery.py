@@ -19,9 +19,7 @@ from herdsman.core.herd import TookOver
 from herdsman.core.lifecycle import describe_exit
 from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
-from herdsman.runtime.positions import settle
 from herdsman.runtime.procfs import zombie_status
-from herdsman.runtime.pump import peek, take
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import just_spawned
 from herdsman.runtime.supervisor import kill_group
@@ -30,31 +28,6 @@ if TYPE_CHECKING:
     from herdsman.runtime.daemon import Daemon
 
 STRAY_KILL_AFTER = 5.0  # a stray process from a crashed daemon: SIGTERM, then SIGKILL
-
-
-def _settle_batches(daemon: Daemon, name: str, pumps: list[tuple[str, int, bytes]]) -> None:
-    """Before reading an adopted pipe: the batch a killed daemon was writing from
-    it, if any, is neither lost nor written twice (see positions.py)."""
-    for stream, fd, _partial in pumps:
-        pending = daemon._unfinished_batches.pop((name, stream), None)
-        if pending is None:
-            continue
-        log = daemon.plan.log_dir / f"{name}.log"
-        cut, taken = settle(pending, log, peek(fd))
-        if cut < 0:
-            continue
-        try:
-            os.truncate(log, cut)
-        except OSError as err:
-            daemon._note(logging.WARNING, f"{name}: cannot settle {log}: {err.strerror}")
-            continue
-        take(fd, taken)
-        daemon._log.info(
-            "%s: the previous daemon died writing %d bytes of its %s; kept once",
-            name,
-            taken,
-            stream,
-        )
 
 
 def recover(daemon: Daemon) -> list[str]:
@@ -93,7 +66,7 @@ def _adopt(daemon: Daemon, stored: dict[int, int]) -> list[str]:
             _stop_stray(daemon, name, pid)
             continue
         pumps = list(reopen_pipes(pid, record.pipes, stored))
-        _settle_batches(daemon, name, pumps)
+        daemon.output.settle(name, pumps)
         record.foreign = True
         if record.journalled:  # spawned after the last state.json: as new
             just_spawned(record, managed.core.policy, pid)
