@@ -23,7 +23,6 @@ from herdsman.core.herd import (
     FilesChanged,
     HealBudget,
     MemorySample,
-    Notified,
     Say,
     StartRequest,
     TookOver,
@@ -51,7 +50,7 @@ from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
-from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
+from herdsman.runtime.notify import Notifications
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
 from herdsman.runtime.sampler import Sampler
@@ -59,7 +58,7 @@ from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
-from herdsman.runtime.throttle import STRANGERS, Throttle
+from herdsman.runtime.throttle import Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -116,9 +115,7 @@ class Daemon:
         self._memory_watch: asyncio.Task[None] | None = None
         self._took_over: TookOver | None = None  # by resume(), for carry_on()
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
-        self._notify: NotifySocket | None = None
-        self._throttle = Throttle(log, self._loop, STRANGERS)  # said with a count
-        self._notify_status: dict[str, str] = {}
+        self.notify = Notifications(self.supervisor, self._loop, log, self._note)
         # Per instance: a crash loop's lines are counted, not written one by one.
         self._repeats = Throttle(log, self._loop)
         self._reloading = False
@@ -207,18 +204,7 @@ class Daemon:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
         self.output.open()
-        if self.plan.notify_socket is not None:
-            self._notify = NotifySocket(
-                self.plan.notify_socket, self._notified, self._log, self._throttle
-            )
-            try:
-                self._notify.open(self._loop, notify_fd, self._notify_access())
-            except OSError as err:
-                self._notify = None
-                self._note(
-                    logging.ERROR,
-                    f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
-                )
+        self.notify.open(self.plan, notify_fd)
         # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
         # fd for the process, whose overflow loses no signal (see signals.py).
         signals = self.supervisor.signals
@@ -331,9 +317,7 @@ class Daemon:
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
-        if self._notify is not None:
-            self._notify.close()
-        self._throttle.close()
+        self.notify.close()
         self._repeats.close()
         self._state.file.close()
         self.output.close()
@@ -376,48 +360,6 @@ class Daemon:
 
     # --- what the supervisor tells us -----------------------------------------
 
-    def _notify_access(self) -> Access:
-        """Who must be able to send to the notify socket: the users the instances
-        that report by notify run as (see notify.access_for)."""
-        identities = []
-        for svc in self.plan.services.values():
-            for inst in svc.instances:
-                if inst.ready is not None and inst.ready.kind == "notify":
-                    identity = _identity(inst.user, inst.group)
-                    if identity is not None:
-                        identities.append(identity)
-        return access_for(identities)
-
-    def _notified(self, message: NotifyMessage) -> None:
-        # Checked here, synchronously: the sender (systemd-notify) waits on its
-        # barrier until we return, so it still exists to be looked up. Its ids are
-        # looked up once, not once per instance (a flood must cost little).
-        ids = sender_ids(message.pid)
-        for managed in self.supervisor.instances.values():
-            pid, ready = managed.core.pid, managed.plan.ready
-            if pid is None or ready is None or ready.kind != "notify":
-                continue
-            if pid in ids:
-                if "STATUS" in message.fields:
-                    self._notify_status[managed.name] = message.fields["STATUS"]
-                self.supervisor.submit(Notified(managed.name, message.fields))
-                return
-        if message.fields:
-            sender = message.pid
-            self._throttle.log(
-                "notify-ignored",
-                logging.WARNING,
-                lambda: (
-                    f"ignored an sd_notify message from pid {sender}: it belongs to "
-                    "no instance that reports by notify"
-                ),
-                source=sender,
-                summary=lambda c: (
-                    f"ignored {c.count:,} notify messages from {c.sources} in the last "
-                    f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
-                ),
-            )
-
     def _say(self, said: Say) -> None:
         """What the herd has to say, in the daemon's log."""
         level = logging.WARNING if said.level == "warning" else logging.INFO
@@ -437,7 +379,7 @@ class Daemon:
         self._state.changed(managed.name)
         self.hooks.changed(managed, old, event)
         if core.pid is None or isinstance(event, Spawned):
-            self._notify_status.pop(managed.name, None)
+            self.notify.statuses.pop(managed.name, None)
         if isinstance(event, Spawned):
             name = managed.name
             self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
@@ -477,7 +419,7 @@ class Daemon:
             log_error=self.output.error(name),
             problem=self.prober.problems.get(name),
             failure=self.prober.failures.get(name),
-            notify_status=self._notify_status.get(name),
+            notify_status=self.notify.statuses.get(name),
         )
 
     def summary(self) -> str:
@@ -689,11 +631,7 @@ class Daemon:
             self.output.forget(managed.name)
         self._track_instances(new)
         self._watch_memory()
-        if self._notify is not None:
-            try:
-                self._notify.set_access(self._notify_access())
-            except OSError as err:
-                self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
+        self.notify.track(new)
         summary = {
             "added": list(change.added),
             "removed": list(change.removed),
@@ -760,20 +698,3 @@ class Daemon:
             for name, pid, _limit in sup.herd.memory_watched():
                 sample = self.sampler.sample(sup.instances[name])
                 sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
-
-
-def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
-    """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
-    user or group that does not exist (such an instance cannot start)."""
-    import grp
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user) if user is not None else None
-        gid = grp.getgrnam(group).gr_gid if group is not None else None
-    except KeyError:
-        return None
-    uid = entry.pw_uid if entry is not None else os.geteuid()
-    if gid is None:
-        gid = entry.pw_gid if entry is not None else os.getegid()
-    return uid, gid

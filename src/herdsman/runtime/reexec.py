@@ -98,8 +98,7 @@ def hand_over(daemon: Daemon) -> DaemonHandover:
     daemon.prober.close()
     herd = daemon.supervisor.herd
     watched = sorted(herd.watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
-    notify_fd = daemon._notify.hand_over() if daemon._notify is not None else None
-    daemon._notify = None
+    notify_fd = daemon.notify.hand_over()
     sup = daemon.supervisor
     records = {name: sup.record(m) for name, m in sup.instances.items()}
     plan = daemon._reexec_plan or pickle.dumps(("ok", daemon.plan))  # a heal: the running plan
@@ -113,7 +112,7 @@ def hand_over(daemon: Daemon) -> DaemonHandover:
         started_at=daemon.started_at,
         reexecs=daemon.reexecs + 1,
         heals=daemon._heals.times,
-        notify_status=dict(daemon._notify_status),
+        notify_status=dict(daemon.notify.statuses),
         spawned_before=sorted(herd.spawned_before),
         restarted_deps=sorted(herd.restarted),
         watchdogs=watched,
@@ -126,7 +125,7 @@ def resume(daemon: Daemon, handover: DaemonHandover) -> None:
     daemon.started_at = handover.started_at
     daemon.reexecs = handover.reexecs
     daemon._heals.times = list(handover.heals)
-    daemon._notify_status.update(handover.notify_status)
+    daemon.notify.statuses.update(handover.notify_status)
     herd = daemon.supervisor.herd
     herd.spawned_before.update(handover.spawned_before)
     herd.restarted.update(handover.restarted_deps)
