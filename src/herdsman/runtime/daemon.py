@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from herdsman.core.herd import (
     FilesChanged,
     HealBudget,
-    MemorySample,
     Say,
     StartRequest,
     TookOver,
@@ -53,7 +52,7 @@ from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Notifications
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.sampler import Sampler
+from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
@@ -63,7 +62,6 @@ from herdsman.runtime.throttle import Throttle
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
-MEMORY_INTERVAL = 5.0  # the default of settings.memory_interval
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
 # Blocked from the moment a re-exec is decided until the new image handles them:
 # none may end the daemon half-way through handing over.
@@ -112,7 +110,7 @@ class Daemon:
         self.output.probe = self.prober.lines
         self.supervisor.checks = self.prober
         self.supervisor.say = self._say
-        self._memory_watch: asyncio.Task[None] | None = None
+        self.memory = MemoryWatch(self.supervisor, self.sampler, self._run_in_background)
         self._took_over: TookOver | None = None  # by resume(), for carry_on()
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self.notify = Notifications(self.supervisor, self._loop, log, self._note)
@@ -211,7 +209,7 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
-        self._watch_memory()
+        self.memory.track(self.plan)
 
     def start_services(self, services: list[str] | None) -> None:
         self.supervisor.start_services(services)
@@ -630,7 +628,7 @@ class Daemon:
         for managed in gone:
             self.output.forget(managed.name)
         self._track_instances(new)
-        self._watch_memory()
+        self.memory.track(new)
         self.notify.track(new)
         summary = {
             "added": list(change.added),
@@ -670,31 +668,10 @@ class Daemon:
             self.supervisor.submit(self._took_over)
             self._took_over = None
 
-    # --- metrics and memory limits --------------------------------------------
+    # --- metrics ---------------------------------------------------------------
 
     def metrics(self) -> tuple[bytes, str]:
         from herdsman.runtime.metrics import render
 
         cpu, rss = own_usage()
         return render(self.instances(), self.daemon_document(), cpu, rss)
-
-    def _watch_memory(self) -> None:
-        """Sample the instances that have a memory_limit, while the plan has any: a
-        herd without limits pays nothing. Called again after each reload."""
-        limited = any(svc.memory_limit for svc in self.plan.services.values())
-        if limited and self._memory_watch is None:
-            self._memory_watch = self._run_in_background(self._sample_memory())
-        elif not limited and self._memory_watch is not None:
-            self._memory_watch.cancel()
-            self._memory_watch = None
-
-    async def _sample_memory(self) -> None:
-        """Every `settings.memory_interval` (read each time: a reload applies it), a
-        sample of each limited instance's tree for the herd, which decides."""
-        sup = self.supervisor
-        while True:
-            # getattr: a plan pickled by an image older than the setting (a heal after an upgrade)
-            await asyncio.sleep(getattr(self.plan, "memory_interval", MEMORY_INTERVAL))
-            for name, pid, _limit in sup.herd.memory_watched():
-                sample = self.sampler.sample(sup.instances[name])
-                sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
