@@ -52,6 +52,7 @@ from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Notifications
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
+from herdsman.runtime.reload import Reload
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
@@ -86,7 +87,6 @@ class Daemon:
         manager: Manager | None = None,
         watch: bool = False,
     ) -> None:
-        self.plan = plan
         self.started_at = time.time()
         self._log = log
         self._tasks = tasks
@@ -116,7 +116,6 @@ class Daemon:
         self.notify = Notifications(self.supervisor, self._loop, log, self._note)
         # Per instance: a crash loop's lines are counted, not written one by one.
         self._repeats = Throttle(log, self._loop)
-        self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
             plan.state_dir / "state.json",
@@ -149,15 +148,28 @@ class Daemon:
         self.watching = watch
         self._watcher: Watcher | None = None
         self._told_watch_is_off = False
-        self._track_instances(plan)
+        self.reloader = Reload(
+            self.supervisor,
+            self._follow,
+            manager=self.manager,
+            stopping=self._shutdown,
+            summary=self.summary,
+            note=self._note,
+        )
+        self._follow(plan)
 
-    def _track_instances(self, plan: Plan) -> None:
-        """What follows the plan's instances (buffers, log files, checks, hooks,
-        watches) follows `plan`."""
+    @property
+    def plan(self) -> Plan:
+        return self.supervisor.plan
+
+    def _follow(self, plan: Plan) -> None:
+        """What follows the plan's instances follows `plan` (at start, and each reload)."""
         self.output.track(plan)
         self.prober.forget(set(self.supervisor.instances))
         self.hooks.track(plan)
         self._track_watches(plan)
+        self.memory.track(plan)
+        self.notify.track(plan)
 
     def _track_watches(self, plan: Plan) -> None:
         """Watch the files of the services that declare `watch`, if watching is on. The
@@ -209,7 +221,6 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
-        self.memory.track(self.plan)
 
     def start_services(self, services: list[str] | None) -> None:
         self.supervisor.start_services(services)
@@ -293,7 +304,7 @@ class Daemon:
         edited on disk but not reloaded must not change what runs behind its back.
         """
         try:
-            await reexec.compile_plan(self, for_reexec=True)
+            await self.reloader.compile(for_reexec=True)
         except ControlError as err:
             self._note(
                 logging.ERROR,
@@ -597,60 +608,7 @@ class Daemon:
     # --- reload -----------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read the config and apply the difference; ControlError(400) if invalid."""
-        self._refuse_while_stopping()
-        if self._reloading:
-            raise ControlError(409, "a reload is already in progress")
-        self._reloading = True
-        self.manager.reloading()
-        try:
-            return await self._reload()
-        finally:
-            self._reloading = False
-            self.manager.ready(self.summary())
-
-    async def _reload(self) -> dict[str, Any]:
-        new, _ = await reexec.compile_plan(self)
-        return await self._apply(new)
-
-    async def _apply(self, new: Plan) -> dict[str, Any]:
-        old = self.plan
-        sup = self.supervisor
-        steps = sup.herd.reload_steps(new)
-        change = steps.diff
-        # Stop what goes or changes, dependents first (by the old graph).
-        for wave in steps.stop_waves:
-            for name in wave:
-                sup.stop(sup.instances[name])
-            await sup.wait_stopped([sup.instances[name] for name in wave], None)
-        gone = sup.replace_plan(new, steps.start)
-        self.plan = new
-        for managed in gone:
-            self.output.forget(managed.name)
-        self._track_instances(new)
-        self.memory.track(new)
-        self.notify.track(new)
-        summary = {
-            "added": list(change.added),
-            "removed": list(change.removed),
-            "changed": list(change.changed),
-            "unchanged": list(change.unchanged),
-        }
-        self._note(
-            logging.INFO,
-            "reloaded: " + "; ".join(f"{k} {', '.join(v) or '-'}" for k, v in summary.items()),
-        )
-        needs_restart = [
-            key
-            for key in ("state_dir", "log_dir", "socket", "socket_mode", "socket_group", "tcp")
-            if getattr(old, key) != getattr(new, key)
-        ]
-        if needs_restart:
-            self._note(
-                logging.WARNING,
-                f"settings {', '.join(needs_restart)} changed: they apply when herdsman restarts",
-            )
-        return {**summary, "not_applied": needs_restart}
+        return await self.reloader.request()
 
     # --- re-exec (see reexec.py) ----------------------------------------------
 

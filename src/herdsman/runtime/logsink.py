@@ -49,7 +49,12 @@ class LogSink:
 
     def track(self, plan: Plan) -> None:
         """Per-instance buffers and log files for every instance of `plan` (new ones
-        get fresh ones; existing ones keep theirs, with the new rotation settings)."""
+        get fresh ones; existing ones keep theirs, with the new rotation settings;
+        those a reload removed, stopped by now, are closed)."""
+        kept = {inst.name for svc in plan.services.values() for inst in svc.instances}
+        for name in [name for name in self._log_files if name not in kept]:
+            self._tails.forget(name)
+            self._log_files.pop(name).close()
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._tails.track(inst.name)
@@ -62,13 +67,6 @@ class LogSink:
                     functools.partial(self._log_file_error, inst.name),
                     self._positions,
                 )
-
-    def forget(self, name: str) -> None:
-        """An instance that is gone from the plan."""
-        self._tails.forget(name)
-        log_file = self._log_files.pop(name, None)
-        if log_file is not None:
-            log_file.close()
 
     def open(self) -> None:
         # The batches a killed daemon was writing, settled as their pipes are adopted.

@@ -15,44 +15,19 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from herdsman.core.herd import TookOver
-from herdsman.core.plan import InstancePlan, Plan
+from herdsman.core.plan import Plan
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.handover import DaemonHandover
-from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
 
 if TYPE_CHECKING:
     from herdsman.runtime.daemon import Daemon
 
-RELOAD_TIMEOUT = 60.0  # for the validating helper process
 RESTART_ONLY = ("state_dir", "socket", "tcp")
 
 
 def restart_only(plan: Plan) -> dict[str, str]:
     """The settings a running daemon keeps (its lock and sockets), as plain values."""
     return {key: str(getattr(plan, key)) for key in RESTART_ONLY}
-
-
-async def compile_plan(daemon: Daemon, *, for_reexec: bool = False) -> tuple[Plan, bytes]:
-    """The new plan, validated by a helper process (pydantic stays out of the daemon),
-    and its pickle. `for_reexec`: the helper is the code now on disk, which must
-    also import everything a new image of the daemon needs."""
-    out = daemon.plan.state_dir / "reload.plan"
-    argv = helper_argv(daemon.plan.config_path, out)
-    if for_reexec:
-        argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
-    runner = InstancePlan("reload", "herdsman", 0, argv, {}, daemon.plan.config_path.parent)
-    code, why = await daemon.supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
-    try:
-        data = out.read_bytes()
-    except OSError:
-        what = "the new code" if for_reexec else "the config validator"
-        raise ControlError(500, f"{what} failed: {why or f'exit code {code}'}") from None
-    finally:
-        out.unlink(missing_ok=True)
-    try:
-        return unpickle_plan(data, f"exit code {code}"), data
-    except PlanError as err:
-        raise ControlError(400, "\n".join(err.errors)) from None
 
 
 async def request(daemon: Daemon) -> dict[str, Any]:
@@ -63,13 +38,14 @@ async def request(daemon: Daemon) -> dict[str, Any]:
     reload), so the new image starts from a plan its own code compiled.
     """
     daemon._refuse_while_stopping()
-    if daemon._reloading or daemon.reexec_reason is not None or daemon._healing:
+    reload = daemon.reloader
+    if reload.busy or daemon.reexec_reason is not None or daemon._healing:
         raise ControlError(409, "a reload or re-exec is already in progress")
     if daemon._restarts_in_flight:
         raise ControlError(409, "a restart is in progress: re-exec once it is done")
-    daemon._reloading = True
+    reload.busy = True
     try:
-        new, data = await compile_plan(daemon, for_reexec=True)
+        new, data = await reload.compile(for_reexec=True)
         moved = [k for k, v in restart_only(new).items() if v != daemon.bound[k]]
         if moved:
             raise ControlError(
@@ -79,9 +55,9 @@ async def request(daemon: Daemon) -> dict[str, Any]:
             )
         if new != daemon.plan:
             daemon._note(logging.INFO, "the config changed on disk: applying it before re-exec")
-            await daemon._apply(new)
+            await reload.apply(new)
     finally:
-        daemon._reloading = False
+        reload.busy = False
     daemon._reexec_plan = data
     daemon._note(logging.INFO, f"re-executing herdsman ({sys.executable}), services keep running")
     return {"pid": os.getpid(), "reexecs": daemon.reexecs + 1}
