@@ -21,17 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from herdsman.core.herd import (
     FilesChanged,
-    HealBudget,
     Say,
     StartRequest,
-    TookOver,
 )
 from herdsman.core.lifecycle import Event, Spawned
 from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
-from herdsman.runtime import reexec
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -52,6 +49,7 @@ from herdsman.runtime.monitor import own_usage
 from herdsman.runtime.notify import Notifications
 from herdsman.runtime.plugins import Plugins
 from herdsman.runtime.probes import Prober
+from herdsman.runtime.reexec import Reexecutor
 from herdsman.runtime.reload import Reload
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
@@ -64,9 +62,6 @@ if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
-# Blocked from the moment a re-exec is decided until the new image handles them:
-# none may end the daemon half-way through handing over.
-HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
@@ -111,12 +106,10 @@ class Daemon:
         self.supervisor.checks = self.prober
         self.supervisor.say = self._say
         self.memory = MemoryWatch(self.supervisor, self.sampler, self._run_in_background)
-        self._took_over: TookOver | None = None  # by resume(), for carry_on()
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self.notify = Notifications(self.supervisor, self._loop, log, self._note)
         # Per instance: a crash loop's lines are counted, not written one by one.
         self._repeats = Throttle(log, self._loop)
-        self.exit_code = 0
         self._state = StateWriter(
             plan.state_dir / "state.json",
             self._loop,
@@ -131,19 +124,7 @@ class Daemon:
         )
         self.supervisor.journal = self._state
         self.supervisor.batches = self.output
-        # Re-exec: why the loop ends without stopping the services ("reexec" or
-        # "heal"), the plan pickled for the new image, and the history carried along.
-        self.reexec_reason: str | None = None
-        self._reexec_plan: bytes | None = None
-        self.reexecs = 0
-        self._healing = False
-        self.image_started_at = self.started_at
-        # What cannot change under a running daemon (its lock, sockets): as it
-        # started, carried across re-execs; a re-exec to a config that moved them
-        # is refused.
-        self.bound = reexec.restart_only(plan)
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
-        self._heals = HealBudget()  # self-healing re-execs, at most 3 within 60 s
         # `up --watch`: services that declare `watch` restart when their files change.
         self.watching = watch
         self._watcher: Watcher | None = None
@@ -156,7 +137,19 @@ class Daemon:
             summary=self.summary,
             note=self._note,
         )
+        self.reexecutor = Reexecutor(
+            self.supervisor,
+            self.reloader,
+            stopping=self._shutdown,
+            restarting=lambda: bool(self._restarts_in_flight),
+            run_in_background=self._run_in_background,
+            note=self._note,
+        )
         self._follow(plan)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.reexecutor.gave_up else 0
 
     @property
     def plan(self) -> Plan:
@@ -231,7 +224,7 @@ class Daemon:
         A re-exec also ends the wait, and stops nothing: the services carry on.
         """
         await self._shutdown.wait()
-        if self.reexec_reason is not None:
+        if self.reexecutor.reason is not None:
             return True
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
@@ -265,7 +258,7 @@ class Daemon:
             raise
         except Exception:
             self._log.exception("unexpected error in a daemon task")
-            self.heal("an unexpected error in a daemon task")
+            self.reexecutor.heal("an unexpected error in a daemon task")
             return None
 
     def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -277,48 +270,7 @@ class Daemon:
             self._log.error("event loop: %s", message)
             return
         self._log.error("event loop: %s", message, exc_info=error)
-        self.heal(f"an unexpected error in the event loop ({error!r})")
-
-    def heal(self, why: str) -> None:
-        """Re-exec the daemon keeping every service, unless it keeps failing at once."""
-        if self.reexec_reason is not None or self.shutting_down or self._healing:
-            return
-        budget = self._heals
-        if not budget.spend(time.monotonic()):
-            self._note(
-                logging.CRITICAL,
-                f"{why}: more than {budget.limit} re-execs within {budget.window:g}s to recover; "
-                "stopping all services",
-            )
-            self.exit_code = 1
-            self._shutdown.set()
-            return
-        self._note(logging.ERROR, f"{why}: re-executing herdsman, the services keep running")
-        self._healing = True
-        self._run_in_background(self._heal())
-
-    async def _heal(self) -> None:
-        """The heal's re-exec, once the code on disk passed the same check as `reexec`.
-
-        The new image keeps the running plan (not the one just compiled): a config
-        edited on disk but not reloaded must not change what runs behind its back.
-        """
-        try:
-            await self.reloader.compile(for_reexec=True)
-        except ControlError as err:
-            self._note(
-                logging.ERROR,
-                f"cannot re-exec to recover: {err.message}; carrying on in this image",
-            )
-            self._healing = False
-            return
-        self._decide_reexec("heal")
-
-    def _decide_reexec(self, reason: str) -> None:
-        # From here on no signal may end this image before the new one handles it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-        self.reexec_reason = reason
-        self._shutdown.set()
+        self.reexecutor.heal(f"an unexpected error in the event loop ({error!r})")
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -449,8 +401,8 @@ class Daemon:
             config=str(self.plan.config_path),
             started_at=self.started_at,
             shutting_down=self.shutting_down,
-            reexecs=self.reexecs,
-            image_started_at=self.image_started_at,
+            reexecs=self.reexecutor.reexecs,
+            image_started_at=self.reexecutor.image_started_at,
         )
 
     def status(self) -> StatusDocument:
@@ -613,18 +565,10 @@ class Daemon:
     # --- re-exec (see reexec.py) ----------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
-        return await reexec.request(self)
+        return await self.reexecutor.request()
 
     async def begin_reexec(self) -> None:
-        await reexec.begin(self)
-
-    def carry_on(self) -> None:
-        """After `resume()` and `open()`: the instances taken over get their checks and
-        watchdogs again (a full period from now), and what waits for dependencies
-        that are met now starts."""
-        if self._took_over is not None:
-            self.supervisor.submit(self._took_over)
-            self._took_over = None
+        self.reexecutor.begin()
 
     # --- metrics ---------------------------------------------------------------
 
