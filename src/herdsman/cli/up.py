@@ -25,7 +25,6 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.core.states import State
-from herdsman.runtime import recovery
 from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
@@ -315,7 +314,7 @@ async def _run(
     if resumed is not None:
         daemon.reexecutor.carry_on()
     else:
-        recovery.recover(daemon)
+        daemon.adopt()
         daemon.start_services(services or None)
     announce = None
     if daemon.manager.present:

@@ -29,6 +29,7 @@ from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
+from herdsman.runtime import recovery
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -214,6 +215,17 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
+
+    def adopt(self) -> list[str]:
+        """After a crash: take over what a dead daemon of this config left running
+        (see recovery.py); the names of the instances adopted."""
+        return recovery.recover(
+            self.supervisor,
+            self._state,
+            self.output,
+            passed_fds=self.manager.passed_fds,
+            note=self._note,
+        )
 
     def start_services(self, services: list[str] | None) -> None:
         self.supervisor.start_services(services)
