@@ -4,6 +4,7 @@ instances crash-loop or flood."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def chains(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
 def assert_one_path(pairs: list[tuple[str, str]], first: str, last: str) -> None:
     """Each change leaves the state the one before entered: none lost, none twice."""
     assert pairs[0][0] == first, pairs
-    for (_, entered), (left, _) in zip(pairs, pairs[1:], strict=False):
+    for (_, entered), (left, _) in itertools.pairwise(pairs):
         assert left == entered, pairs
     assert all(left != entered for left, entered in pairs), pairs
     assert pairs[-1][1] == last, pairs
