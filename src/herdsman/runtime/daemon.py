@@ -24,12 +24,13 @@ from herdsman.core.herd import (
     Say,
     StartRequest,
 )
-from herdsman.core.lifecycle import Event, Spawned
 from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
 from herdsman.runtime import recovery
+from herdsman.runtime.changelog import ChangeLog
+from herdsman.runtime.changes import EventStream, Subscriber
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -39,11 +40,9 @@ from herdsman.runtime.documents import (
     ResultDocument,
     StatusDocument,
     daemon_document,
-    event_document,
     instance_document,
     summary,
 )
-from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
@@ -57,7 +56,6 @@ from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
-from herdsman.runtime.throttle import Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
@@ -67,7 +65,6 @@ ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
-ChangeHook = Callable[[Managed, State, Event], None]
 
 
 class Daemon:
@@ -77,7 +74,7 @@ class Daemon:
         *,
         log: logging.Logger,
         tasks: asyncio.TaskGroup,
-        on_change: ChangeHook | None = None,
+        on_change: Subscriber | None = None,
         on_line: LineHook | None = None,
         on_note: Callable[[str], None] | None = None,
         manager: Manager | None = None,
@@ -86,20 +83,17 @@ class Daemon:
         self.started_at = time.time()
         self._log = log
         self._tasks = tasks
-        self._on_change = on_change
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
         self.tails = Tails()
-        self._events: Broadcast[EventDocument] = Broadcast()
-        self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.output = LogSink(
             plan.state_dir / "logs.pos", self.tails, log=log, note=self._note, on_line=on_line
         )
-        self.supervisor = Supervisor(plan, sink=self.output.lines, on_change=self._changed)
+        self.supervisor = Supervisor(plan, sink=self.output.lines)
         self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
@@ -109,8 +103,6 @@ class Daemon:
         self.memory = MemoryWatch(self.supervisor, self.sampler, self._run_in_background)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
         self.notify = Notifications(self.supervisor, self._loop, log, self._note)
-        # Per instance: a crash loop's lines are counted, not written one by one.
-        self._repeats = Throttle(log, self._loop)
         self._state = StateWriter(
             plan.state_dir / "state.json",
             self._loop,
@@ -124,6 +116,19 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
+        self._change_log = ChangeLog(log, self._loop, self.manager, self.summary)
+        self._event_stream = EventStream(lambda m: self._document(m, self._blocked([m])))
+        # Every change, in order, to each of these (see changes.py).
+        for subscriber in (
+            lambda managed, _old, _new, _event: self._state.changed(managed.name),
+            self.hooks.changed,
+            self.notify.changed,
+            self._change_log.changed,
+            self._event_stream.changed,
+            on_change,
+        ):
+            if subscriber is not None:
+                self.supervisor.changes.subscribe(subscriber)
         self.supervisor.batches = self.output
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
         # `up --watch`: services that declare `watch` restart when their files change.
@@ -291,7 +296,7 @@ class Daemon:
         self.hooks.close()
         self.plugins.close()
         self.notify.close()
-        self._repeats.close()
+        self._change_log.close()
         self._state.file.close()
         self.output.close()
         for task in list(self._background):
@@ -299,7 +304,7 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.supervisor.signals.remove(signum)
         self.tails.close()
-        self._events.end()
+        self._event_stream.end()
         self.supervisor.close()
 
     def _on_signal(self, signum: int) -> None:
@@ -347,31 +352,6 @@ class Daemon:
         else:
             self._note(logging.ERROR, f"{error}; crash recovery will not know the latest")
 
-    def _changed(self, managed: Managed, old: State, event: Event) -> None:
-        core = managed.core
-        self._state.changed(managed.name)
-        self.hooks.changed(managed, old, event)
-        if core.pid is None or isinstance(event, Spawned):
-            self.notify.statuses.pop(managed.name, None)
-        if isinstance(event, Spawned):
-            name = managed.name
-            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
-            if self.manager.fdstore:
-                self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
-        if core.state is not old:
-            self._since[managed.name] = time.time()
-            why = f": {core.message}" if core.message else ""
-            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
-            self._repeats.log(managed.name, logging.INFO, change)
-            self.manager.status_changed(self.summary)
-        if self._events.followed:
-            # The instance's whole state as `status` shows it (but the resource samples,
-            # which no change makes fresh), so a follower (`top`) never asks after one.
-            instance = self._document(managed, self._blocked([managed]))
-            self._events.publish(event_document(instance, old, time.time()))
-        if self._on_change is not None:
-            self._on_change(managed, old, event)
-
     # --- documents ------------------------------------------------------------
 
     def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
@@ -388,7 +368,7 @@ class Daemon:
             health=self.supervisor.herd.health.get(name),
             checks=self.prober.results.get(name, {}),
             blocked=reasons.get(name),
-            since=self._since.get(name),
+            since=self._change_log.since.get(name),
             log_error=self.output.error(name),
             problem=self.prober.problems.get(name),
             failure=self.prober.failures.get(name),
@@ -567,7 +547,7 @@ class Daemon:
 
     def events(self) -> AsyncIterator[EventDocument]:
         """One document per state change from now on (subscribed at the call)."""
-        return self._events.follow()
+        return self._event_stream.follow()
 
     # --- reload -----------------------------------------------------------------
 

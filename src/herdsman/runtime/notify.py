@@ -41,11 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herdsman.core.herd import Notified
+from herdsman.core.lifecycle import Event, Spawned
+from herdsman.core.states import State
 from herdsman.runtime.throttle import STRANGERS, Throttle
 
 if TYPE_CHECKING:
     from herdsman.core.plan import Plan
-    from herdsman.runtime.supervisor import Supervisor
+    from herdsman.runtime.supervisor import Managed, Supervisor
 
 # systemd itself ignores datagrams over a few KiB; a larger buffer costs nothing
 # and lets a verbose STATUS through, while MSG_TRUNC still catches anything bigger.
@@ -380,6 +382,12 @@ class Notifications:
         fd = self._socket.hand_over() if self._socket is not None else None
         self._socket = None
         return fd
+
+    def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        """A subscriber of the change feed: a STATUS= an instance sent is its
+        process's, and goes with it."""
+        if managed.core.pid is None or isinstance(event, Spawned):
+            self.statuses.pop(managed.name, None)
 
     def close(self) -> None:
         if self._socket is not None:
