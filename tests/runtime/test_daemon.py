@@ -33,7 +33,7 @@ async def running(tmp: Path, toml: str) -> AsyncIterator[Daemon]:
     async with asyncio.TaskGroup() as tasks:
         daemon = Daemon(plan, log=logging.getLogger("test"), tasks=tasks)
         daemon.open()
-        daemon.start_services(None)
+        daemon.supervisor.start_services(None)
         try:
             yield daemon
         finally:

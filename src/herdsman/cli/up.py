@@ -315,7 +315,7 @@ async def _run(
         daemon.reexecutor.carry_on()
     else:
         daemon.adopt()
-        daemon.start_services(services or None)
+        daemon.supervisor.start_services(services or None)
     announce = None
     if daemon.manager.present:
         announce = asyncio.create_task(_ready_once_settled(daemon))

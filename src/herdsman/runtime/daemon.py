@@ -194,9 +194,6 @@ class Daemon:
             note=self._note,
         )
 
-    def start_services(self, services: list[str] | None) -> None:
-        self.supervisor.start_services(services)
-
     async def wait_for_shutdown(self) -> bool:
         """Wait for a shutdown request, then stop everything; False if something was killed.
 
