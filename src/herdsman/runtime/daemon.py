@@ -154,6 +154,10 @@ class Daemon:
     def plan(self) -> Plan:
         return self.supervisor.plan
 
+    @property
+    def since(self) -> dict[str, float]:
+        return self._change_log.since
+
     def _follow(self, plan: Plan) -> None:
         """What follows the plan's instances follows `plan` (at start, and each reload)."""
         self.output.track(plan)
