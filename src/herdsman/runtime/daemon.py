@@ -187,14 +187,15 @@ class Daemon:
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
 
-    def adopt(self) -> list[str]:
+    def adopt(self, pipes: list[int] | None = None) -> list[str]:
         """After a crash: take over what a dead daemon of this config left running
-        (see recovery.py); the names of the instances adopted."""
+        (see recovery.py); the names of the instances adopted. `pipes`: output
+        pipes a previous image left open (its hand-over was unreadable)."""
         return recovery.recover(
             self.supervisor,
             self._state,
             self.output,
-            passed_fds=self.manager.passed_fds,
+            passed_fds=[*self.manager.passed_fds, *(pipes or ())],
             note=self._note,
         )
 
