@@ -23,16 +23,19 @@ import logging
 import os
 import pickle
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
-def exec_new_image(state: dict[str, Any], fallback: list[str]) -> OSError:
+def exec_new_image(state: dict[str, Any], fallback: Sequence[str] = ()) -> OSError:
     """Exec the new image with `state`; returns only if the exec failed, with why.
 
-    `fallback` (see `fallback_args`) travels in argv, apart from `state`. The
-    signals the daemon handles are blocked already (since the re-exec was decided)
-    and stay blocked across the exec until the new image handles them.
+    `fallback` (see `fallback_args`) travels in argv, apart from `state`. An older
+    image calls this too, as the code on disk has it by then (its own is gone), and
+    passes none. The signals the daemon handles are blocked already (since the
+    re-exec was decided) and stay blocked across the exec until the new image
+    handles them.
     """
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     fd = os.memfd_create("herdsman-handover", 0)  # inheritable: no MFD_CLOEXEC
