@@ -408,5 +408,5 @@ async def _run(
 async def _ready_once_settled(daemon: Daemon) -> None:
     """READY=1 to the service manager once no instance is on its way up: what is
     ordered after herdsman then finds its services running (or failed, not pending)."""
-    await daemon.supervisor.wait_until(daemon.settled, timeout=None)
-    daemon.manager.ready(daemon.summary())
+    await daemon.supervisor.wait_until(daemon.view.settled, timeout=None)
+    daemon.manager.ready(daemon.view.summary())

@@ -21,7 +21,6 @@ from typing import Any
 
 from herdsman.core.herd import Say
 from herdsman.core.plan import Plan
-from herdsman.core.states import State
 from herdsman.runtime import recovery
 from herdsman.runtime.background import Background
 from herdsman.runtime.changelog import ChangeLog
@@ -35,8 +34,6 @@ from herdsman.runtime.documents import (
     ResultDocument,
     StatusDocument,
     daemon_document,
-    instance_document,
-    summary,
 )
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logsink import LineHook, LogSink
@@ -49,7 +46,8 @@ from herdsman.runtime.reload import Reload
 from herdsman.runtime.requests import Requests
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
-from herdsman.runtime.supervisor import Managed, Supervisor
+from herdsman.runtime.status import StatusView
+from herdsman.runtime.supervisor import Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 from herdsman.runtime.watches import Watches
@@ -107,8 +105,12 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
-        self._change_log = ChangeLog(log, self._loop, self.manager, self.summary)
-        self._event_stream = EventStream(lambda m: self._document(m, self._blocked([m])))
+        # The summary is asked of the view (made next, from the change log's `since`).
+        self._change_log = ChangeLog(log, self._loop, self.manager, lambda: self.view.summary())
+        self.view = StatusView(
+            self.supervisor, self.sampler, self.prober, self.output, self.notify, self.since
+        )
+        self._event_stream = EventStream(self.view.document)
         # Every change, in order, to each of these (see changes.py).
         for subscriber in (
             lambda managed, _old, _new, _event: self._state.changed(managed.name),
@@ -125,7 +127,7 @@ class Daemon:
         self.requests = Requests(
             self.supervisor,
             stopping=self._shutdown,
-            documents=self._documents,
+            documents=self.view.of,
             run_in_background=self.background.run,
         )
         self.reloader = Reload(
@@ -133,7 +135,7 @@ class Daemon:
             self._follow,
             manager=self.manager,
             stopping=self._shutdown,
-            summary=self.summary,
+            summary=self.view.summary,
             note=self._note,
         )
         self.reexecutor = Reexecutor(
@@ -283,39 +285,6 @@ class Daemon:
 
     # --- documents ------------------------------------------------------------
 
-    def _blocked(self, managed: list[Managed] | None = None) -> dict[str, str]:
-        """Why waiting instances (of `managed`'s services, default all) cannot start."""
-        names = None if managed is None else [m.name for m in managed]
-        return self.supervisor.herd.blocked(names)
-
-    def _document(self, managed: Managed, reasons: dict[str, str]) -> InstanceDocument:
-        name = managed.name
-        return instance_document(
-            managed,
-            now=self._loop.time(),
-            sample=self.sampler.get(name),
-            health=self.supervisor.herd.health.get(name),
-            checks=self.prober.results.get(name, {}),
-            blocked=reasons.get(name),
-            since=self._change_log.since.get(name),
-            log_error=self.output.error(name),
-            problem=self.prober.problems.get(name),
-            failure=self.prober.failures.get(name),
-            notify_status=self.notify.statuses.get(name),
-        )
-
-    def summary(self) -> str:
-        return summary(m.state for m in self.supervisor.instances.values())
-
-    def settled(self) -> bool:
-        """Whether no instance is on its way up any more (starting or restarting):
-        each runs (past start_seconds, and ready if it has a probe), has exited, has
-        failed, or is stopped (not started, or waiting for a dependency that failed)."""
-        return not any(
-            m.state in (State.STARTING, State.RESTARTING)
-            for m in self.supervisor.instances.values()
-        )
-
     def daemon_document(self) -> DaemonDocument:
         return daemon_document(
             pid=os.getpid(),
@@ -330,22 +299,10 @@ class Daemon:
         return {"daemon": self.daemon_document(), "services": self.instances()}
 
     def instances(self) -> list[InstanceDocument]:
-        self.sampler.refresh()
-        why = self._blocked()
-        return [self._document(m, why) for m in self.supervisor.instances.values()]
-
-    def _documents(self, managed: list[Managed]) -> list[InstanceDocument]:
-        """Of `managed`, for a request's answer (with fresh samples)."""
-        self.sampler.refresh()
-        why = self._blocked(managed)
-        return [self._document(m, why) for m in managed]
+        return self.view.instances()
 
     def instance(self, name: str) -> InstanceDocument:
-        managed = self.supervisor.instances.get(name)
-        if managed is None:
-            raise ControlError(404, f"no instance named {name!r}")
-        self.sampler.refresh()
-        return self._document(managed, self._blocked([managed]))
+        return self.view.instance(name)
 
     # --- requests (see requests.py) --------------------------------------------
 
