@@ -102,7 +102,11 @@ def inherited_fds(lock: Path) -> Inherited:
                 os.close(fd)
         else:
             os.close(fd)
-    found.listen_fds += tcp
+    if found.listen_fds:
+        found.listen_fds += tcp
+    else:  # the TCP listener follows the Unix one (see ApiServer.start): bind both anew
+        for fd in tcp:
+            os.close(fd)
     return found
 
 
@@ -114,7 +118,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def _socket_kind(fd: int) -> str | None:
-    """ "unix" or "tcp" for a listening socket, "notify" for a Unix datagram socket."""
+    """A socket's kind: "unix" or "tcp" when listening, "notify" for Unix datagrams."""
     sock = socket.socket(fileno=fd)
     try:
         if sock.type == socket.SOCK_DGRAM and sock.family == socket.AF_UNIX:
