@@ -1,5 +1,5 @@
 """A new image that cannot read what the old one handed over (a corrupt pickle, a
-version it does not know) says why in one sentence and adopts the services in
+version it does not know, a key missing) says why in one sentence and adopts the services in
 place, as after a crash: the same daemon and service pids, their output still
 captured, their exits still reaped with their status, the re-exec counted."""
 
@@ -55,8 +55,9 @@ start_seconds = "0.1s"
     [
         (b"\x80\x05not a pickle at all", "the hand-over cannot be unpickled"),
         (pickle.dumps({"version": 99}), "the hand-over is of version 99"),
+        (pickle.dumps({"version": 2}), "the hand-over has no 'records'"),
     ],
-    ids=["corrupt", "unknown-version"],
+    ids=["corrupt", "unknown-version", "missing-key"],
 )
 def test_an_unreadable_handover_adopts_the_services_in_place(
     tmp: Path, payload: bytes, why: str
