@@ -95,6 +95,7 @@ async def begin(daemon: Daemon) -> None:
 
 def hand_over(daemon: Daemon) -> DaemonHandover:
     """Everything the new image needs of the daemon; the pipes stay open for it."""
+    daemon.supervisor.settle()  # no spawn in flight: each record has its process
     daemon.prober.close()
     herd = daemon.supervisor.herd
     watched = sorted(herd.watchdogs)  # armed by a READY=1 or WATCHDOG=1 already
