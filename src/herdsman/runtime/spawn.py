@@ -80,9 +80,9 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 TOO_MANY_OPEN_FILES = "too many open files"
 
 
-def child_environment(base: Mapping[str, str], inst: InstancePlan) -> dict[str, str]:
-    env = dict(base)
-    env.update(inst.env)
+def own_environment(inst: InstancePlan) -> dict[str, str]:
+    """The variables an instance's process gets over the daemon's environment."""
+    env = dict(inst.env)
     env["HERDSMAN_SERVICE"] = inst.service
     env["HERDSMAN_INSTANCE"] = inst.name
     env["HERDSMAN_REPLICA"] = str(inst.replica)
@@ -174,33 +174,59 @@ def _attributes() -> ctypes.Array[ctypes.c_char]:
     return attr
 
 
+# A NULL-terminated `char *[]` (argv, envp). No string holds a NUL byte: the config
+# refuses them in commands, paths and variables, and no environment can hold one.
 Strings = ctypes.Array[ctypes.c_char_p]
 
 
-def _strings(items: list[bytes]) -> Strings:
-    """A NULL-terminated `char *[]` (argv, envp)."""
-    for item in items:
-        if b"\0" in item:
-            raise ValueError("embedded null byte")
-    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+def _entry(key: str, value: str) -> bytes:
+    return f"{key}={value}".encode("utf-8", "surrogateescape")
 
 
-def encode_environment(env: Mapping[str, str]) -> Strings:
-    return _strings(
-        [f"{key}={value}".encode("utf-8", "surrogateescape") for key, value in env.items()]
-    )
+class Environment:
+    """The daemon's environment for its children, encoded once: a spawn encodes
+    only its own variables (see `own_environment`) and copies the rest, a few
+    hundred bytes of pointers, from a template made once per set of own names."""
+
+    def __init__(self, base: Mapping[str, str]) -> None:
+        self.base = dict(base)
+        self._encoded = {key: _entry(key, value) for key, value in base.items()}
+        self._templates: dict[frozenset[str], tuple[Strings, int]] = {}
+
+    def envp(self, own: Mapping[str, str]) -> tuple[Strings, Strings]:
+        """(the environment with `own` over the base, the template it was copied
+        from, which holds the base's bytes and must outlive it)."""
+        names = frozenset(own)
+        template, first = self._templates.get(names) or self._template(names)
+        envp = type(template).from_buffer_copy(template)
+        for i, (key, value) in enumerate(own.items(), first):
+            envp[i] = _entry(key, value)
+        return envp, template
+
+    def _template(self, names: frozenset[str]) -> tuple[Strings, int]:
+        kept = [entry for key, entry in self._encoded.items() if key not in names]
+        slots: list[bytes | None] = [None] * (len(names) + 1)
+        template = (ctypes.c_char_p * (len(kept) + len(slots)))(*kept, *slots)
+        self._templates[names] = template, len(kept)
+        return template, len(kept)
+
+    def get(self, own: Mapping[str, str], name: str) -> str | None:
+        return own.get(name, self.base.get(name))
 
 
 class Request:
     """One spawn as the spawning thread needs it, encoded in the loop thread."""
 
-    __slots__ = ("argv", "cwd", "envp", "inst", "path")
+    __slots__ = ("argv", "cwd", "envp", "inst", "keep", "path")
 
-    def __init__(self, inst: InstancePlan, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, inst: InstancePlan, environment: Environment, own: Mapping[str, str]
+    ) -> None:
         self.inst = inst
-        self.path = env.get("PATH")  # where a bare command name is looked up
-        self.argv = _strings([os.fsencode(arg) for arg in inst.argv])
-        self.envp = encode_environment(env)
+        self.path = environment.get(own, "PATH")  # where a bare command name is looked up
+        argv = [os.fsencode(arg) for arg in inst.argv]
+        self.argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+        self.envp, self.keep = environment.envp(own)
         self.cwd = os.fsencode(inst.cwd)
 
 
@@ -330,12 +356,14 @@ Outcome = tuple[int, int, int] | SpawnError
 class Spawner(Generic[K]):
     """Starts processes. Holds /dev/null and the daemon's own cwd open.
 
-    `start(key, inst, env)` begins a spawn; `finished()` gives the outcomes of the
-    spawns that ended, each with its key. When `lean` is not None, its fd becomes
-    readable when outcomes are waiting (see LeanSpawner).
+    Every child gets `environ`, with its own variables over it. `start(key, inst,
+    own)` begins a spawn; `finished()` gives the outcomes of the spawns that
+    ended, each with its key. When `lean` is not None, its fd becomes readable
+    when outcomes are waiting (see LeanSpawner).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environment = Environment(environ or {})
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._attributes = _attributes()
@@ -365,9 +393,10 @@ class Spawner(Generic[K]):
         os.close(self._devnull)
         os.close(self._home)
 
-    def start(self, key: K, inst: InstancePlan, env: Mapping[str, str]) -> None:
-        """Begin spawning `inst`; its outcome comes from `finished()` with `key`."""
-        self._start(key, inst, env)
+    def start(self, key: K, inst: InstancePlan, own: Mapping[str, str]) -> None:
+        """Begin spawning `inst` with its own variables `own`; its outcome comes
+        from `finished()` with `key`."""
+        self._start(key, inst, own)
 
     def finished(self, *, keep: int | None = None) -> list[tuple[K, Outcome]]:
         """The outcomes that are in, in order; with `keep`, first wait until no
@@ -376,11 +405,11 @@ class Spawner(Generic[K]):
         done, self._done = self._done, []
         return done
 
-    def spawn(self, inst: InstancePlan, env: Mapping[str, str]) -> tuple[int, int, int]:
+    def spawn(self, inst: InstancePlan, own: Mapping[str, str]) -> tuple[int, int, int]:
         """Start the process and wait for it: (pid, stdout read fd, stderr read fd),
         both non-blocking; SpawnError if it cannot start. (The outcomes of other
         spawns that come in meanwhile wait for `finished()`.)"""
-        self._start(None, inst, env)
+        self._start(None, inst, own)
         self._collect(0)
         outcome, self._own = self._own, None
         if isinstance(outcome, SpawnError):
@@ -388,7 +417,7 @@ class Spawner(Generic[K]):
         assert outcome is not None
         return outcome
 
-    def _start(self, key: K | None, inst: InstancePlan, env: Mapping[str, str]) -> None:
+    def _start(self, key: K | None, inst: InstancePlan, own: Mapping[str, str]) -> None:
         out_r, out_w = self._pipe()
         try:
             err_r, err_w = self._pipe()
@@ -397,23 +426,24 @@ class Spawner(Generic[K]):
             os.close(out_w)
             raise
         for fd in (out_r, err_r):
+            # The daemon's ends never block (the child's do): O_NONBLOCK is all
+            # there is to set, the access mode is not changed by F_SETFL.
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
             # A bigger pipe means fewer, larger reads from a chatty child; without
             # the privilege or under the user's pipe budget, the default will do.
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
         try:
-            os.set_blocking(out_w, True)
-            os.set_blocking(err_w, True)
             if inst.user is None and inst.group is None:
-                request = Request(inst, env)
+                request = Request(inst, self._environment, own)
                 if self.lean is not None:
                     self.lean.submit(request, out_w, err_w)
                     self._flying.append((key, inst, out_r, err_r))
                     return
                 result: int | BaseException = self._posix_spawn(request, out_w, err_w)
             else:
-                result = self._popen(inst, env, out_w, err_w)
-        except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument
+                result = self._popen(inst, {**self._environment.base, **own}, out_w, err_w)
+        except (OSError, ValueError) as error:  # ValueError: a string no file name can hold
             result = error
         finally:
             os.close(out_w)
@@ -451,14 +481,14 @@ class Spawner(Generic[K]):
             return result
         if isinstance(result, OSError):
             return SpawnError(_explain(result, inst), retry=result.errno in _OUT_OF_FDS)
-        if isinstance(result, ValueError | TypeError):
+        if isinstance(result, ValueError):
             return SpawnError(f"cannot start {inst.argv[0]}: {result}")
         raise result
 
     @staticmethod
     def _pipe() -> tuple[int, int]:
         try:
-            return os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            return os.pipe2(os.O_CLOEXEC)
         except OSError as err:
             # EMFILE/ENFILE, or ENOMEM: all are shortages that may pass.
             if err.errno in _OUT_OF_FDS:

@@ -47,8 +47,8 @@ from herdsman.runtime.spawn import (
     Outcome,
     Spawner,
     SpawnError,
-    child_environment,
     close_inherited_fds,
+    own_environment,
 )
 from herdsman.runtime.systemd import without_manager_variables
 
@@ -145,9 +145,9 @@ class Supervisor:
         self.by_service: dict[str, list[Managed]] = {}
         self._gone: dict[str, Managed] = {}  # removed by the reload being applied
         self._timers: dict[str, asyncio.TimerHandle] = {}  # watchdogs, by instance
-        self._spawner: Spawner[Managed] = Spawner()
-        self._base_env = dict(os.environ if environ is None else environ)
-        without_manager_variables(self._base_env)
+        base_env = dict(os.environ if environ is None else environ)
+        without_manager_variables(base_env)
+        self._spawner: Spawner[Managed] = Spawner(base_env)
         self.journal: SpawnJournal | None = None
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.checks: Checks | None = None
@@ -263,7 +263,7 @@ class Supervisor:
         process group killed.
         """
         probe = replace(inst, argv=argv)
-        env = child_environment(self._base_env, inst)
+        env = own_environment(inst)
         try:
             pid, out, err = self._spawner.spawn(probe, env)
         except SpawnError as error:
@@ -421,7 +421,7 @@ class Supervisor:
             managed.timer = managed.timer_due = None
 
     def _spawn(self, managed: Managed) -> None:
-        env = child_environment(self._base_env, managed.plan)
+        env = own_environment(managed.plan)
         env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
         try:
             self._spawner.start(managed, managed.plan, env)
