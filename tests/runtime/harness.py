@@ -25,8 +25,8 @@ class Recorder:
     def sink(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
         self.lines.extend((instance, stream, line.decode()) for line in lines.split(b"\n"))
 
-    def on_change(self, managed: Managed, old: State, event: Event) -> None:
-        self.changes.append((managed.name, old, managed.state, event))
+    def on_change(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        self.changes.append((managed.name, old, new, event))
 
     def text(self, instance: str, stream: str | None = None) -> list[str]:
         return [t for i, s, t in self.lines if i == instance and (stream is None or s == stream)]
@@ -40,7 +40,8 @@ async def supervised(
     path.write_text(textwrap.dedent(toml))
     plan = compile_plan(load_config(path))
     rec = Recorder()
-    sup = Supervisor(plan, sink=rec.sink, on_change=rec.on_change)
+    sup = Supervisor(plan, sink=rec.sink)
+    sup.changes.subscribe(rec.on_change)
     sup.open()
     try:
         if start:

@@ -480,9 +480,10 @@ DOCUMENT: dict[str, Any] = {
             },
             "Event": {
                 "type": "object",
-                "description": "An instance changed (sent as server-sent events): its state"
-                " as an Instance shows it (`instance` is its name; the resource samples"
-                " are left out), and the state it left.",
+                "description": "An instance changed (sent as server-sent events): the"
+                " state it left (`previous`) and the one it entered (`state`), and its other"
+                " fields as an Instance shows them (`instance` is its name; the resource"
+                " samples are left out).",
                 "required": [
                     "time",
                     "instance",

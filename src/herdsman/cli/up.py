@@ -122,7 +122,7 @@ class EarlyNotes:
 def console_hooks(console: Console) -> dict[str, Callable[..., None]]:
     """Daemon hooks that print herdsman's own messages and every output line."""
 
-    def on_change(managed: Managed, old: State, event: Event) -> None:
+    def on_change(managed: Managed, old: State, new: State, event: Event) -> None:
         core, say = managed.core, console.say
         match event:
             case Spawned(pid=pid):

@@ -218,10 +218,12 @@ class StopCheck:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """Publish: the instance changed (state, process or readiness) on `event`."""
+    """Publish: the instance changed (state, process or readiness) on `event`, from
+    state `old` to `new` (the same when only its process or readiness changed)."""
 
     name: str
     old: State
+    new: State
     event: lc.Event
 
 
@@ -601,7 +603,7 @@ class Herd:
             self._waiting[name] = None
         else:
             self._waiting.pop(name, None)
-        out.append(Changed(name, old, event))
+        out.append(Changed(name, old, inst.state, event))
         plan = self.plans[name]
         if isinstance(event, lc.Spawned):
             self._stop_checks(name, out)

@@ -35,6 +35,8 @@ from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
 from herdsman.runtime import reexec
+from herdsman.runtime.changelog import ChangeLog
+from herdsman.runtime.changes import EventStream, Subscriber
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -44,11 +46,9 @@ from herdsman.runtime.documents import (
     ResultDocument,
     StatusDocument,
     daemon_document,
-    event_document,
     instance_document,
     summary,
 )
-from herdsman.runtime.followers import Broadcast
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logfile import LogFile
 from herdsman.runtime.monitor import own_usage
@@ -75,7 +75,6 @@ ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
-ChangeHook = Callable[[Managed, State, Event], None]
 LineHook = Callable[[str, str, bytes, float], None]
 
 
@@ -86,7 +85,7 @@ class Daemon:
         *,
         log: logging.Logger,
         tasks: asyncio.TaskGroup,
-        on_change: ChangeHook | None = None,
+        on_change: Subscriber | None = None,
         on_line: LineHook | None = None,
         on_note: Callable[[str], None] | None = None,
         manager: Manager | None = None,
@@ -96,7 +95,6 @@ class Daemon:
         self.started_at = time.time()
         self._log = log
         self._tasks = tasks
-        self._on_change = on_change
         self._on_line = on_line
         self._on_note = on_note
         self.manager = manager or Manager({})
@@ -104,12 +102,10 @@ class Daemon:
         self.tails = Tails()
         self._log_files: dict[str, LogFile] = {}
         self._log_errors: dict[str, str] = {}
-        self._events: Broadcast[EventDocument] = Broadcast()
-        self._since: dict[str, float] = {}  # instance -> when it entered its state
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self.supervisor = Supervisor(plan, sink=self._read_lines, on_change=self._changed)
+        self.supervisor = Supervisor(plan, sink=self._read_lines)
         self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
@@ -121,8 +117,6 @@ class Daemon:
         self._notify: NotifySocket | None = None
         self._throttle = Throttle(log, self._loop, STRANGERS)  # said with a count
         self._notify_status: dict[str, str] = {}
-        # Per instance: a crash loop's lines are counted, not written one by one.
-        self._repeats = Throttle(log, self._loop)
         self._reloading = False
         self.exit_code = 0
         self._state = StateWriter(
@@ -138,6 +132,19 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
+        self._change_log = ChangeLog(log, self._loop, self.manager, self.summary)
+        self._event_stream = EventStream(lambda m: self._document(m, self._blocked([m])))
+        # Every change, in order, to each of these (see changes.py).
+        for subscriber in (
+            lambda managed, _old, _new, _event: self._state.changed(managed.name),
+            self.hooks.changed,
+            self._forget_notify_status,
+            self._change_log.changed,
+            self._event_stream.changed,
+            on_change,
+        ):
+            if subscriber is not None:
+                self.supervisor.changes.subscribe(subscriber)
         self._positions = Positions(plan.state_dir / "logs.pos")
         self._unfinished_batches: dict[tuple[str, str], Pending] = {}
         self.supervisor.batches = self
@@ -358,7 +365,7 @@ class Daemon:
         if self._notify is not None:
             self._notify.close()
         self._throttle.close()
-        self._repeats.close()
+        self._change_log.close()
         self._state.file.close()
         for log_file in self._log_files.values():
             log_file.close()
@@ -368,7 +375,7 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.supervisor.signals.remove(signum)
         self.tails.close()
-        self._events.end()
+        self._event_stream.end()
         self.supervisor.close()
 
     def _on_signal(self, signum: int) -> None:
@@ -483,30 +490,10 @@ class Daemon:
             self._log_errors[instance] = error
             self._note(logging.ERROR, f"{instance}: {error}; the service keeps running")
 
-    def _changed(self, managed: Managed, old: State, event: Event) -> None:
-        core = managed.core
-        self._state.changed(managed.name)
-        self.hooks.changed(managed, old, event)
-        if core.pid is None or isinstance(event, Spawned):
+    def _forget_notify_status(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        """A STATUS= an instance sent is its process's: it goes with it."""
+        if managed.core.pid is None or isinstance(event, Spawned):
             self._notify_status.pop(managed.name, None)
-        if isinstance(event, Spawned):
-            name = managed.name
-            self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
-            if self.manager.fdstore:
-                self.manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
-        if core.state is not old:
-            self._since[managed.name] = time.time()
-            why = f": {core.message}" if core.message else ""
-            change = f"{managed.name}: {old.value} -> {core.state.value}{why}"
-            self._repeats.log(managed.name, logging.INFO, change)
-            self.manager.status_changed(self.summary)
-        if self._events.followed:
-            # The instance's whole state as `status` shows it (but the resource samples,
-            # which no change makes fresh), so a follower (`top`) never asks after one.
-            instance = self._document(managed, self._blocked([managed]))
-            self._events.publish(event_document(instance, old, time.time()))
-        if self._on_change is not None:
-            self._on_change(managed, old, event)
 
     # --- documents ------------------------------------------------------------
 
@@ -524,7 +511,7 @@ class Daemon:
             health=self.supervisor.herd.health.get(name),
             checks=self.prober.results.get(name, {}),
             blocked=reasons.get(name),
-            since=self._since.get(name),
+            since=self._change_log.since.get(name),
             log_error=self._log_errors.get(name),
             problem=self.prober.problems.get(name),
             failure=self.prober.failures.get(name),
@@ -703,7 +690,7 @@ class Daemon:
 
     def events(self) -> AsyncIterator[EventDocument]:
         """One document per state change from now on (subscribed at the call)."""
-        return self._events.follow()
+        return self._event_stream.follow()
 
     # --- reload -----------------------------------------------------------------
 

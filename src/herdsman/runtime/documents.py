@@ -185,15 +185,19 @@ def instance_document(
     }
 
 
-def event_document(instance: InstanceDocument, previous: State, ts: float) -> EventDocument:
-    """The change of `instance` from `previous`, at `ts` (unix time)."""
+def event_document(
+    instance: InstanceDocument, previous: State, state: State, ts: float
+) -> EventDocument:
+    """The change of `instance` from `previous` to `state`, at `ts` (unix time). The
+    state is the change's own: changes go out once the runner is idle, when the
+    instance may already be further on (a spawn that failed: starting, then failed)."""
     return {
         "time": iso(ts),
         "instance": instance["name"],
         "previous": previous.value,
         "service": instance["service"],
         "replica": instance["replica"],
-        "state": instance["state"],
+        "state": state.value,
         "pid": instance["pid"],
         "ready": instance["ready"],
         "health": instance["health"],

@@ -1,8 +1,9 @@
 """Event hooks: when an instance enters a chosen state, run a command, POST the event
 as JSON to a webhook, or call a hook plugin.
 
-Hooks never delay supervision: the daemon hands each state change to the hooks
-that want it and moves on. Each configured hook has one worker task, owned by the
+Hooks never delay supervision: a subscriber of the change feed (changes.py), they
+get each change as `(old, new, event)`, in order, and hand it to the hooks that want
+the state entered. Each configured hook has one worker task, owned by the
 daemon's task group, and a bounded queue, so its events are handled in order and a
 slow webhook holds at most `QUEUE_LIMIT` of them (later ones are dropped, and the
 log says so). Nothing a hook does escapes its worker: failures are logged, and a
@@ -89,9 +90,6 @@ class Hooks:
         self._log = log
         self._runners: list[_Runner] = []
         self._cwd = Path("/")
-        self._loop = asyncio.get_running_loop()
-        self._pending: dict[Managed, list[tuple[State, Event]]] = {}
-        self._flush_scheduled = False
         self._closed = False
 
     def track(self, plan: Plan) -> None:
@@ -111,30 +109,10 @@ class Hooks:
         for runner in old:
             runner.close()
 
-    def changed(self, managed: Managed, old: State, event: Event) -> None:
-        if self._closed or not self._runners:
+    def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        # Closed: no new workers, the daemon's task group could never end.
+        if new is old or self._closed:
             return
-        # The supervisor delivers a burst of changes once it has settled (a start whose
-        # spawn fails arrives as stopped->?, starting->? with the state already
-        # `failed`), so each change's new state is the next one's old state: collected
-        # here, sorted out at the end of this loop turn.
-        self._pending.setdefault(managed, []).append((old, event))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._closed:
-            return  # no new workers once the daemon closed: its task group could never end
-        pending, self._pending = self._pending, {}
-        for managed, changes in pending.items():
-            states = [old for old, _ in changes] + [managed.core.state]
-            for (old, event), new in zip(changes, states[1:], strict=True):
-                if new is not old:
-                    self._entered(managed, old, new, event)
-
-    def _entered(self, managed: Managed, old: State, new: State, event: Event) -> None:
         doc: dict[str, Any] | None = None
         for runner in self._runners:
             if new.value in runner.plan.on and runner.service in (None, managed.service):
@@ -143,7 +121,6 @@ class Hooks:
 
     async def drain(self) -> None:
         """Until queued events are handled (at shutdown; the caller bounds how long)."""
-        self._flush()  # the last changes (to `stopped`) may not be sorted out yet
         for runner in self._runners:
             await runner.idle()
 

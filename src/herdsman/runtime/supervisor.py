@@ -3,11 +3,11 @@
 Every source (the reaper, timers, probes, the notify socket, the memory sampler, API
 requests, the file watcher) `submit`s an event; the runner feeds them one at a time
 to `core.herd` and carries out the actions it returns: spawning, signalling process
-groups, arming timers, starting and stopping checks, and handing each change to the
-subscribers. Results (Spawned, SpawnFailed) go back on the queue, never by a call
-back into the herd. Everything runs on the one event-loop thread, but the spawns
-themselves: the spawning thread runs them while the loop goes on (see spawn.py),
-and their outcomes come back on the queue as they land.
+groups, arming timers, starting and stopping checks, and publishing each change on
+the change feed (changes.py). Results (Spawned, SpawnFailed) go back on the queue,
+never by a call back into the herd. Everything runs on the one event-loop thread,
+but the spawns themselves: the spawning thread runs them while the loop goes on
+(see spawn.py), and their outcomes come back on the queue as they land.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from herdsman.core.lifecycle import (
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
 from herdsman.core.states import State
+from herdsman.runtime.changes import ChangeFeed
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
@@ -91,8 +92,6 @@ class Managed:
         return self.plan.service
 
 
-# (instance, state before the event, the event): called once things have settled.
-ChangeCallback = Callable[[Managed, State, Event], None]
 # The last stderr line of a process that fails joins its exit in the message.
 LAST_WORDS_MAX = 200
 LAST_WORDS_SCAN = 4096  # bytes at the end of a batch searched for its last line
@@ -119,12 +118,11 @@ class Supervisor:
         plan: Plan,
         *,
         sink: LineSink,
-        on_change: ChangeCallback | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._sink = sink
-        self._on_change = on_change
+        self.changes = ChangeFeed()  # every change, to whoever subscribes
         self._reaper = Reaper(self._loop)
         self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
         self.escapes = Escapes(
@@ -138,7 +136,7 @@ class Supervisor:
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._waiters_check_scheduled = False
         self._queue: deque[hd.Event] = deque()
-        self._changes: deque[tuple[Managed, State, Event]] = deque()  # to publish
+        self._changes: deque[tuple[Managed, State, State, Event]] = deque()  # to publish
         self._running = False
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
@@ -358,14 +356,14 @@ class Supervisor:
                     break
                 # Changes go out in order once the queue is empty: a spawn's change
                 # shows its process, as subscribers read the instance when told.
-                self._changed(*changes.popleft())
+                self._publish(*changes.popleft())
         finally:
             self._running = False
 
     def _execute(self, action: hd.Action) -> None:
         match action:
-            case hd.Changed(name=name, old=old, event=event):
-                self._changes.append((self.instances[name], old, event))
+            case hd.Changed(name=name, old=old, new=new, event=event):
+                self._changes.append((self.instances[name], old, new, event))
             case hd.Spawn(name=name):
                 self._spawn(self.instances[name])
             case hd.SignalGroup(name=name, signal=sig):
@@ -621,9 +619,8 @@ class Supervisor:
         managed.last_err = b""
         self.submit(hd.ToInstance(managed.name, Exited(pid, code, sig, said)))
 
-    def _changed(self, managed: Managed, old: State, event: Event) -> None:
-        if self._on_change is not None:
-            self._on_change(managed, old, event)
+    def _publish(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        self.changes.publish(managed, old, new, event)
         if self._waiters and not self._waiters_check_scheduled:
             # Once per loop turn, not per change: a batch of exits (one SIGCHLD
             # wake-up) would otherwise re-evaluate every predicate per instance.
