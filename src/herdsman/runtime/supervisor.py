@@ -137,6 +137,8 @@ class Supervisor:
         self._waiters_check_scheduled = False
         self._queue: deque[hd.Event] = deque()
         self._changes: deque[tuple[Managed, State, State, Event]] = deque()  # to publish
+        # Instance -> its changes that wait for its spawn to land (see _run).
+        self._held: dict[str, list[tuple[Managed, State, State, Event]]] = {}
         self._running = False
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
@@ -355,8 +357,13 @@ class Supervisor:
                 if not changes:
                     break
                 # Changes go out in order once the queue is empty: a spawn's change
-                # shows its process, as subscribers read the instance when told.
-                self._publish(*changes.popleft())
+                # shows its process, as subscribers read the instance when told, so
+                # one whose spawn is still out waits for it to land.
+                change = changes.popleft()
+                if change[0].spawning:
+                    self._held.setdefault(change[0].name, []).append(change)
+                else:
+                    self._publish(*change)
         finally:
             self._running = False
 
@@ -442,6 +449,7 @@ class Supervisor:
         queue (their events) unless it is running. `keep`: see Spawner.finished."""
         for managed, outcome in self._spawner.finished(keep=keep):
             managed.spawning = False
+            self._changes.extend(self._held.pop(managed.name, ()))
             if isinstance(outcome, SpawnError):
                 self._spawn_failed(managed, outcome)
             else:
