@@ -227,17 +227,17 @@ FAULT = textwrap.dedent(
     import os
     path = os.environ.get("HERDSMAN_TEST_FAULT")
     if path:
-        import herdsman.runtime.daemon as daemon
-        read_lines = daemon.Daemon._read_lines
+        import herdsman.runtime.logsink as logsink
+        lines = logsink.LogSink.lines
 
-        def faulty(self, instance, stream, lines, ts):
-            read_lines(self, instance, stream, lines, ts)
+        def faulty(self, instance, stream, data, ts):
+            lines(self, instance, stream, data, ts)
             if os.path.exists(path):
                 if not os.environ.get("HERDSMAN_TEST_FAULT_KEEP"):
                     os.unlink(path)
                 raise RuntimeError("an injected fault")
 
-        daemon.Daemon._read_lines = faulty
+        logsink.LogSink.lines = faulty
     """
 )
 

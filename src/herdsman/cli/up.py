@@ -25,13 +25,13 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.core.states import State
-from herdsman.runtime import recovery, reexec
-from herdsman.runtime.daemon import HELD_SIGNALS, Daemon
+from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
 from herdsman.runtime.handover import VERSION, DaemonHandover, Handover
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.logfile import LogHandler
+from herdsman.runtime.reexec import HELD_SIGNALS
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
 
@@ -303,7 +303,7 @@ async def _run(
     if resumed is not None:
         # Before the reaper's first collect: an instance that exited during the exec
         # must find its watcher registered, or its status would pass for an orphan's.
-        reexec.resume(daemon, resumed.daemon)
+        daemon.reexecutor.resume(daemon, resumed.daemon)
         if resumed.version < VERSION:
             log.info("took over from an older image (its hand-over: version %d)", resumed.version)
     daemon.open(notify_fd=resumed.daemon.notify_fd if resumed else None)
@@ -312,9 +312,9 @@ async def _run(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
     if resumed is not None:
-        daemon.carry_on()
+        daemon.reexecutor.carry_on()
     else:
-        recovery.recover(daemon)
+        daemon.adopt()
         daemon.start_services(services or None)
     announce = None
     if daemon.manager.present:
@@ -335,14 +335,14 @@ async def _run(
     finally:
         if announce is not None:
             announce.cancel()
-        if daemon.reexec_reason is not None:
+        if daemon.reexecutor.reason is not None:
             # The signals were blocked when the re-exec was decided; the server goes
             # first (it awaits), then the instances are recorded with nothing more
             # running on the loop, so no change can fall after the records.
             listen_fds = await server.hand_over()
-            outcome = Reexec(reexec.hand_over(daemon), listen_fds, daemon.plan)
+            outcome = Reexec(daemon.reexecutor.hand_over(daemon), listen_fds, daemon.plan)
             daemon.close()
-            log.info("herdsman handing over to a new image (%s)", daemon.reexec_reason)
+            log.info("herdsman handing over to a new image (%s)", daemon.reexecutor.reason)
         else:
             await server.close()
             daemon.close()

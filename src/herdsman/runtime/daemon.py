@@ -21,20 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from herdsman.core.herd import (
     FilesChanged,
-    HealBudget,
-    MemorySample,
-    Notified,
     Say,
     StartRequest,
-    TookOver,
 )
-from herdsman.core.lifecycle import Event, Spawned
-from herdsman.core.logline import count_lines, format_lines
 from herdsman.core.patterns import matches, no_match
 from herdsman.core.plan import Plan
 from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
-from herdsman.runtime import reexec
+from herdsman.runtime import recovery
 from herdsman.runtime.changelog import ChangeLog
 from herdsman.runtime.changes import EventStream, Subscriber
 from herdsman.runtime.control import ControlError
@@ -50,32 +44,27 @@ from herdsman.runtime.documents import (
     summary,
 )
 from herdsman.runtime.hooks import Hooks
-from herdsman.runtime.logfile import LogFile
+from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
-from herdsman.runtime.notify import Access, NotifyMessage, NotifySocket, access_for, sender_ids
+from herdsman.runtime.notify import Notifications
 from herdsman.runtime.plugins import Plugins
-from herdsman.runtime.positions import Pending, Positions
 from herdsman.runtime.probes import Prober
-from herdsman.runtime.sampler import Sampler
+from herdsman.runtime.reexec import Reexecutor
+from herdsman.runtime.reload import Reload
+from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.supervisor import Managed, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
-from herdsman.runtime.throttle import STRANGERS, Throttle
 
 if TYPE_CHECKING:
     from herdsman.runtime.watcher import Watcher
 
-MEMORY_INTERVAL = 5.0  # the default of settings.memory_interval
 HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
-# Blocked from the moment a re-exec is decided until the new image handles them:
-# none may end the daemon half-way through handing over.
-HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 
 # Settled states of a start request: it worked, or herdsman gave up on it.
 START_DONE = (State.RUNNING, State.EXITED, State.FAILED, State.STOPPED)
-LineHook = Callable[[str, str, bytes, float], None]
 
 
 class Daemon:
@@ -91,34 +80,29 @@ class Daemon:
         manager: Manager | None = None,
         watch: bool = False,
     ) -> None:
-        self.plan = plan
         self.started_at = time.time()
         self._log = log
         self._tasks = tasks
-        self._on_line = on_line
         self._on_note = on_note
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
         self.tails = Tails()
-        self._log_files: dict[str, LogFile] = {}
-        self._log_errors: dict[str, str] = {}
         self._shutdown = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self.supervisor = Supervisor(plan, sink=self._read_lines)
+        self.output = LogSink(
+            plan.state_dir / "logs.pos", self.tails, log=log, note=self._note, on_line=on_line
+        )
+        self.supervisor = Supervisor(plan, sink=self.output.lines)
         self.sampler = Sampler(lambda: self.supervisor.instances.values(), self._run_in_background)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self._run_in_background, log, self.plugins)
+        self.output.probe = self.prober.lines
         self.supervisor.checks = self.prober
         self.supervisor.say = self._say
-        self._memory_watch: asyncio.Task[None] | None = None
-        self._took_over: TookOver | None = None  # by resume(), for carry_on()
+        self.memory = MemoryWatch(self.supervisor, self.sampler, self._run_in_background)
         self.hooks = Hooks(self.supervisor, self.plugins, self._run_in_background, log)
-        self._notify: NotifySocket | None = None
-        self._throttle = Throttle(log, self._loop, STRANGERS)  # said with a count
-        self._notify_status: dict[str, str] = {}
-        self._reloading = False
-        self.exit_code = 0
+        self.notify = Notifications(self.supervisor, self._loop, log, self._note)
         self._state = StateWriter(
             plan.state_dir / "state.json",
             self._loop,
@@ -138,53 +122,53 @@ class Daemon:
         for subscriber in (
             lambda managed, _old, _new, _event: self._state.changed(managed.name),
             self.hooks.changed,
-            self._forget_notify_status,
+            self.notify.changed,
             self._change_log.changed,
             self._event_stream.changed,
             on_change,
         ):
             if subscriber is not None:
                 self.supervisor.changes.subscribe(subscriber)
-        self._positions = Positions(plan.state_dir / "logs.pos")
-        self._unfinished_batches: dict[tuple[str, str], Pending] = {}
-        self.supervisor.batches = self
-        # Re-exec: why the loop ends without stopping the services ("reexec" or
-        # "heal"), the plan pickled for the new image, and the history carried along.
-        self.reexec_reason: str | None = None
-        self._reexec_plan: bytes | None = None
-        self.reexecs = 0
-        self._healing = False
-        self.image_started_at = self.started_at
-        # What cannot change under a running daemon (its lock, sockets): as it
-        # started, carried across re-execs; a re-exec to a config that moved them
-        # is refused.
-        self.bound = reexec.restart_only(plan)
+        self.supervisor.batches = self.output
         self._restarts_in_flight: set[asyncio.Task[Any]] = set()
-        self._heals = HealBudget()  # self-healing re-execs, at most 3 within 60 s
         # `up --watch`: services that declare `watch` restart when their files change.
         self.watching = watch
         self._watcher: Watcher | None = None
         self._told_watch_is_off = False
-        self._track_instances(plan)
+        self.reloader = Reload(
+            self.supervisor,
+            self._follow,
+            manager=self.manager,
+            stopping=self._shutdown,
+            summary=self.summary,
+            note=self._note,
+        )
+        self.reexecutor = Reexecutor(
+            self.supervisor,
+            self.reloader,
+            stopping=self._shutdown,
+            restarting=lambda: bool(self._restarts_in_flight),
+            run_in_background=self._run_in_background,
+            note=self._note,
+        )
+        self._follow(plan)
 
-    def _track_instances(self, plan: Plan) -> None:
-        """Per-instance buffers and log files for every instance of `plan` (new ones
-        get fresh ones; existing ones keep theirs, with the new rotation settings)."""
-        for svc in plan.services.values():
-            for inst in svc.instances:
-                self.tails.track(inst.name)
-                if inst.name in self._log_files:
-                    self._log_files[inst.name].close()  # reopened with the new rotation
-                self._log_files[inst.name] = LogFile(
-                    self.plan.log_dir / f"{inst.name}.log",
-                    svc.log_max_bytes,
-                    svc.log_backups,
-                    functools.partial(self._log_file_error, inst.name),
-                    self._positions,
-                )
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.reexecutor.gave_up else 0
+
+    @property
+    def plan(self) -> Plan:
+        return self.supervisor.plan
+
+    def _follow(self, plan: Plan) -> None:
+        """What follows the plan's instances follows `plan` (at start, and each reload)."""
+        self.output.track(plan)
         self.prober.forget(set(self.supervisor.instances))
         self.hooks.track(plan)
         self._track_watches(plan)
+        self.memory.track(plan)
+        self.notify.track(plan)
 
     def _track_watches(self, plan: Plan) -> None:
         """Watch the files of the services that declare `watch`, if watching is on. The
@@ -228,35 +212,25 @@ class Daemon:
         except OSError as err:
             self._note(logging.ERROR, f"cannot create log_dir {self.plan.log_dir}: {err.strerror}")
         self.supervisor.open()
-        # The batches a killed daemon was writing, settled as their pipes are adopted.
-        self._unfinished_batches = self._positions.pending()
-        try:
-            self._positions.open()
-        except OSError as err:
-            self._note(
-                logging.WARNING,
-                f"cannot write {self._positions.path}: {err.strerror}; after a crash,"
-                " the lines being written then may be written again",
-            )
-        if self.plan.notify_socket is not None:
-            self._notify = NotifySocket(
-                self.plan.notify_socket, self._notified, self._log, self._throttle
-            )
-            try:
-                self._notify.open(self._loop, notify_fd, self._notify_access())
-            except OSError as err:
-                self._notify = None
-                self._note(
-                    logging.ERROR,
-                    f"cannot bind the sd_notify socket {self.plan.notify_socket}: {err.strerror}",
-                )
+        self.output.open()
+        self.notify.open(self.plan, notify_fd)
         # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
         # fd for the process, whose overflow loses no signal (see signals.py).
         signals = self.supervisor.signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             signals.add(signum, functools.partial(self._on_signal, signum))
         signals.add(signal.SIGHUP, self._on_hangup)
-        self._watch_memory()
+
+    def adopt(self) -> list[str]:
+        """After a crash: take over what a dead daemon of this config left running
+        (see recovery.py); the names of the instances adopted."""
+        return recovery.recover(
+            self.supervisor,
+            self._state,
+            self.output,
+            passed_fds=self.manager.passed_fds,
+            note=self._note,
+        )
 
     def start_services(self, services: list[str] | None) -> None:
         self.supervisor.start_services(services)
@@ -267,7 +241,7 @@ class Daemon:
         A re-exec also ends the wait, and stops nothing: the services carry on.
         """
         await self._shutdown.wait()
-        if self.reexec_reason is not None:
+        if self.reexecutor.reason is not None:
             return True
         self.manager.stopping()
         stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
@@ -301,7 +275,7 @@ class Daemon:
             raise
         except Exception:
             self._log.exception("unexpected error in a daemon task")
-            self.heal("an unexpected error in a daemon task")
+            self.reexecutor.heal("an unexpected error in a daemon task")
             return None
 
     def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -313,48 +287,7 @@ class Daemon:
             self._log.error("event loop: %s", message)
             return
         self._log.error("event loop: %s", message, exc_info=error)
-        self.heal(f"an unexpected error in the event loop ({error!r})")
-
-    def heal(self, why: str) -> None:
-        """Re-exec the daemon keeping every service, unless it keeps failing at once."""
-        if self.reexec_reason is not None or self.shutting_down or self._healing:
-            return
-        budget = self._heals
-        if not budget.spend(time.monotonic()):
-            self._note(
-                logging.CRITICAL,
-                f"{why}: more than {budget.limit} re-execs within {budget.window:g}s to recover; "
-                "stopping all services",
-            )
-            self.exit_code = 1
-            self._shutdown.set()
-            return
-        self._note(logging.ERROR, f"{why}: re-executing herdsman, the services keep running")
-        self._healing = True
-        self._run_in_background(self._heal())
-
-    async def _heal(self) -> None:
-        """The heal's re-exec, once the code on disk passed the same check as `reexec`.
-
-        The new image keeps the running plan (not the one just compiled): a config
-        edited on disk but not reloaded must not change what runs behind its back.
-        """
-        try:
-            await reexec.compile_plan(self, for_reexec=True)
-        except ControlError as err:
-            self._note(
-                logging.ERROR,
-                f"cannot re-exec to recover: {err.message}; carrying on in this image",
-            )
-            self._healing = False
-            return
-        self._decide_reexec("heal")
-
-    def _decide_reexec(self, reason: str) -> None:
-        # From here on no signal may end this image before the new one handles it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-        self.reexec_reason = reason
-        self._shutdown.set()
+        self.reexecutor.heal(f"an unexpected error in the event loop ({error!r})")
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -362,14 +295,10 @@ class Daemon:
         self.prober.close()
         self.hooks.close()
         self.plugins.close()
-        if self._notify is not None:
-            self._notify.close()
-        self._throttle.close()
+        self.notify.close()
         self._change_log.close()
         self._state.file.close()
-        for log_file in self._log_files.values():
-            log_file.close()
-        self._positions.close()
+        self.output.close()
         for task in list(self._background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -409,62 +338,6 @@ class Daemon:
 
     # --- what the supervisor tells us -----------------------------------------
 
-    def _read_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
-        formatted = format_lines(lines, stream, ts)
-        self._log_files[instance].write(*formatted)
-        self.tails.add(instance, stream, lines, ts, count_lines(lines, formatted))
-        self.prober.lines(instance, lines)
-        if self._on_line is not None:
-            self._on_line(instance, stream, lines, ts)
-
-    def _notify_access(self) -> Access:
-        """Who must be able to send to the notify socket: the users the instances
-        that report by notify run as (see notify.access_for)."""
-        identities = []
-        for svc in self.plan.services.values():
-            for inst in svc.instances:
-                if inst.ready is not None and inst.ready.kind == "notify":
-                    identity = _identity(inst.user, inst.group)
-                    if identity is not None:
-                        identities.append(identity)
-        return access_for(identities)
-
-    def begin_batch(self, instance: str, stream: str, held: int) -> None:
-        self._log_files[instance].begin_batch(stream, held)
-
-    def end_batch(self, instance: str) -> None:
-        self._log_files[instance].end_batch()
-
-    def _notified(self, message: NotifyMessage) -> None:
-        # Checked here, synchronously: the sender (systemd-notify) waits on its
-        # barrier until we return, so it still exists to be looked up. Its ids are
-        # looked up once, not once per instance (a flood must cost little).
-        ids = sender_ids(message.pid)
-        for managed in self.supervisor.instances.values():
-            pid, ready = managed.core.pid, managed.plan.ready
-            if pid is None or ready is None or ready.kind != "notify":
-                continue
-            if pid in ids:
-                if "STATUS" in message.fields:
-                    self._notify_status[managed.name] = message.fields["STATUS"]
-                self.supervisor.submit(Notified(managed.name, message.fields))
-                return
-        if message.fields:
-            sender = message.pid
-            self._throttle.log(
-                "notify-ignored",
-                logging.WARNING,
-                lambda: (
-                    f"ignored an sd_notify message from pid {sender}: it belongs to "
-                    "no instance that reports by notify"
-                ),
-                source=sender,
-                summary=lambda c: (
-                    f"ignored {c.count:,} notify messages from {c.sources} in the last "
-                    f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
-                ),
-            )
-
     def _say(self, said: Say) -> None:
         """What the herd has to say, in the daemon's log."""
         level = logging.WARNING if said.level == "warning" else logging.INFO
@@ -478,22 +351,6 @@ class Daemon:
             self._note(logging.INFO, f"writing {self._state.file.path} again")
         else:
             self._note(logging.ERROR, f"{error}; crash recovery will not know the latest")
-
-    def _log_file_error(self, instance: str, error: str | None) -> None:
-        if error is None:
-            self._log_errors.pop(instance, None)
-            log_file = self._log_files[instance]
-            dropped, log_file.dropped_bytes = log_file.dropped_bytes, 0  # said once per outage
-            lost = f" ({dropped} bytes of its oldest held lines were dropped)" if dropped else ""
-            self._note(logging.INFO, f"{instance}: writing its log file again{lost}")
-        else:
-            self._log_errors[instance] = error
-            self._note(logging.ERROR, f"{instance}: {error}; the service keeps running")
-
-    def _forget_notify_status(self, managed: Managed, old: State, new: State, event: Event) -> None:
-        """A STATUS= an instance sent is its process's: it goes with it."""
-        if managed.core.pid is None or isinstance(event, Spawned):
-            self._notify_status.pop(managed.name, None)
 
     # --- documents ------------------------------------------------------------
 
@@ -512,10 +369,10 @@ class Daemon:
             checks=self.prober.results.get(name, {}),
             blocked=reasons.get(name),
             since=self._change_log.since.get(name),
-            log_error=self._log_errors.get(name),
+            log_error=self.output.error(name),
             problem=self.prober.problems.get(name),
             failure=self.prober.failures.get(name),
-            notify_status=self._notify_status.get(name),
+            notify_status=self.notify.statuses.get(name),
         )
 
     def summary(self) -> str:
@@ -536,8 +393,8 @@ class Daemon:
             config=str(self.plan.config_path),
             started_at=self.started_at,
             shutting_down=self.shutting_down,
-            reexecs=self.reexecs,
-            image_started_at=self.image_started_at,
+            reexecs=self.reexecutor.reexecs,
+            image_started_at=self.reexecutor.image_started_at,
         )
 
     def status(self) -> StatusDocument:
@@ -695,126 +552,20 @@ class Daemon:
     # --- reload -----------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read the config and apply the difference; ControlError(400) if invalid."""
-        self._refuse_while_stopping()
-        if self._reloading:
-            raise ControlError(409, "a reload is already in progress")
-        self._reloading = True
-        self.manager.reloading()
-        try:
-            return await self._reload()
-        finally:
-            self._reloading = False
-            self.manager.ready(self.summary())
-
-    async def _reload(self) -> dict[str, Any]:
-        new, _ = await reexec.compile_plan(self)
-        return await self._apply(new)
-
-    async def _apply(self, new: Plan) -> dict[str, Any]:
-        old = self.plan
-        sup = self.supervisor
-        steps = sup.herd.reload_steps(new)
-        change = steps.diff
-        # Stop what goes or changes, dependents first (by the old graph).
-        for wave in steps.stop_waves:
-            for name in wave:
-                sup.stop(sup.instances[name])
-            await sup.wait_stopped([sup.instances[name] for name in wave], None)
-        gone = sup.replace_plan(new, steps.start)
-        self.plan = new
-        for managed in gone:
-            self.tails.forget(managed.name)
-            log_file = self._log_files.pop(managed.name, None)
-            if log_file is not None:
-                log_file.close()
-        self._track_instances(new)
-        self._watch_memory()
-        if self._notify is not None:
-            try:
-                self._notify.set_access(self._notify_access())
-            except OSError as err:
-                self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
-        summary = {
-            "added": list(change.added),
-            "removed": list(change.removed),
-            "changed": list(change.changed),
-            "unchanged": list(change.unchanged),
-        }
-        self._note(
-            logging.INFO,
-            "reloaded: " + "; ".join(f"{k} {', '.join(v) or '-'}" for k, v in summary.items()),
-        )
-        needs_restart = [
-            key
-            for key in ("state_dir", "log_dir", "socket", "socket_mode", "socket_group", "tcp")
-            if getattr(old, key) != getattr(new, key)
-        ]
-        if needs_restart:
-            self._note(
-                logging.WARNING,
-                f"settings {', '.join(needs_restart)} changed: they apply when herdsman restarts",
-            )
-        return {**summary, "not_applied": needs_restart}
+        return await self.reloader.request()
 
     # --- re-exec (see reexec.py) ----------------------------------------------
 
     async def reexec(self) -> dict[str, Any]:
-        return await reexec.request(self)
+        return await self.reexecutor.request()
 
     async def begin_reexec(self) -> None:
-        await reexec.begin(self)
+        self.reexecutor.begin()
 
-    def carry_on(self) -> None:
-        """After `resume()` and `open()`: the instances taken over get their checks and
-        watchdogs again (a full period from now), and what waits for dependencies
-        that are met now starts."""
-        if self._took_over is not None:
-            self.supervisor.submit(self._took_over)
-            self._took_over = None
-
-    # --- metrics and memory limits --------------------------------------------
+    # --- metrics ---------------------------------------------------------------
 
     def metrics(self) -> tuple[bytes, str]:
         from herdsman.runtime.metrics import render
 
         cpu, rss = own_usage()
         return render(self.instances(), self.daemon_document(), cpu, rss)
-
-    def _watch_memory(self) -> None:
-        """Sample the instances that have a memory_limit, while the plan has any: a
-        herd without limits pays nothing. Called again after each reload."""
-        limited = any(svc.memory_limit for svc in self.plan.services.values())
-        if limited and self._memory_watch is None:
-            self._memory_watch = self._run_in_background(self._sample_memory())
-        elif not limited and self._memory_watch is not None:
-            self._memory_watch.cancel()
-            self._memory_watch = None
-
-    async def _sample_memory(self) -> None:
-        """Every `settings.memory_interval` (read each time: a reload applies it), a
-        sample of each limited instance's tree for the herd, which decides."""
-        sup = self.supervisor
-        while True:
-            # getattr: a plan pickled by an image older than the setting (a heal after an upgrade)
-            await asyncio.sleep(getattr(self.plan, "memory_interval", MEMORY_INTERVAL))
-            for name, pid, _limit in sup.herd.memory_watched():
-                sample = self.sampler.sample(sup.instances[name])
-                sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
-
-
-def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
-    """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
-    user or group that does not exist (such an instance cannot start)."""
-    import grp
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user) if user is not None else None
-        gid = grp.getgrnam(group).gr_gid if group is not None else None
-    except KeyError:
-        return None
-    uid = entry.pw_uid if entry is not None else os.geteuid()
-    if gid is None:
-        gid = entry.pw_gid if entry is not None else os.getegid()
-    return uid, gid

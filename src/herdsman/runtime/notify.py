@@ -38,8 +38,16 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from herdsman.core.herd import Notified
+from herdsman.core.lifecycle import Event, Spawned
+from herdsman.core.states import State
 from herdsman.runtime.throttle import STRANGERS, Throttle
+
+if TYPE_CHECKING:
+    from herdsman.core.plan import Plan
+    from herdsman.runtime.supervisor import Managed, Supervisor
 
 # systemd itself ignores datagrams over a few KiB; a larger buffer costs nothing
 # and lets a verbose STATUS through, while MSG_TRUNC still catches anything bigger.
@@ -325,3 +333,123 @@ class NotifySocket:
                 f" {c.seconds:.0f} s"
             ),
         )
+
+
+class Notifications:
+    """The daemon's side of sd_notify: the socket while the plan names one, each
+    message handed to the herd as the instance that sent it, and the STATUS= each
+    instance said last (for `status`)."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        loop: asyncio.AbstractEventLoop,
+        log: logging.Logger,
+        note: Callable[[int, str], None],
+    ) -> None:
+        self._supervisor = supervisor
+        self._loop = loop
+        self._log = log
+        self._note = note
+        self._socket: NotifySocket | None = None
+        self._strangers = Throttle(log, loop, STRANGERS)  # said with a count
+        self.statuses: dict[str, str] = {}  # instance -> its last STATUS=, until it respawns
+
+    def open(self, plan: Plan, fd: int | None) -> None:
+        """Bind the plan's socket (`fd`: the one a previous image bound), if it has one."""
+        if plan.notify_socket is None:
+            return
+        self._socket = NotifySocket(plan.notify_socket, self._notified, self._log, self._strangers)
+        try:
+            self._socket.open(self._loop, fd, _access(plan))
+        except OSError as err:
+            self._socket = None
+            self._note(
+                logging.ERROR,
+                f"cannot bind the sd_notify socket {plan.notify_socket}: {err.strerror}",
+            )
+
+    def track(self, plan: Plan) -> None:
+        """After a reload: the socket opens to the users `plan`'s instances run as."""
+        if self._socket is not None:
+            try:
+                self._socket.set_access(_access(plan))
+            except OSError as err:
+                self._note(logging.ERROR, f"cannot open the sd_notify socket to: {err.strerror}")
+
+    def hand_over(self) -> int | None:
+        """The bound socket's fd, kept open for a new image (None: there is none)."""
+        fd = self._socket.hand_over() if self._socket is not None else None
+        self._socket = None
+        return fd
+
+    def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        """A subscriber of the change feed: a STATUS= an instance sent is its
+        process's, and goes with it."""
+        if managed.core.pid is None or isinstance(event, Spawned):
+            self.statuses.pop(managed.name, None)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        self._strangers.close()
+
+    def _notified(self, message: NotifyMessage) -> None:
+        # Checked here, synchronously: the sender (systemd-notify) waits on its
+        # barrier until we return, so it still exists to be looked up. Its ids are
+        # looked up once, not once per instance (a flood must cost little).
+        ids = sender_ids(message.pid)
+        for managed in self._supervisor.instances.values():
+            pid, ready = managed.core.pid, managed.plan.ready
+            if pid is None or ready is None or ready.kind != "notify":
+                continue
+            if pid in ids:
+                if "STATUS" in message.fields:
+                    self.statuses[managed.name] = message.fields["STATUS"]
+                self._supervisor.submit(Notified(managed.name, message.fields))
+                return
+        if message.fields:
+            sender = message.pid
+            self._strangers.log(
+                "notify-ignored",
+                logging.WARNING,
+                lambda: (
+                    f"ignored an sd_notify message from pid {sender}: it belongs to "
+                    "no instance that reports by notify"
+                ),
+                source=sender,
+                summary=lambda c: (
+                    f"ignored {c.count:,} notify messages from {c.sources} in the last "
+                    f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
+                ),
+            )
+
+
+def _access(plan: Plan) -> Access:
+    """Who must be able to send to the notify socket: the users the instances
+    that report by notify run as (see access_for)."""
+    identities = []
+    for svc in plan.services.values():
+        for inst in svc.instances:
+            if inst.ready is not None and inst.ready.kind == "notify":
+                identity = _identity(inst.user, inst.group)
+                if identity is not None:
+                    identities.append(identity)
+    return access_for(identities)
+
+
+def _identity(user: str | None, group: str | None) -> tuple[int, int] | None:
+    """The (uid, gid) an instance runs as, as spawn.py switches to them; None for a
+    user or group that does not exist (such an instance cannot start)."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user) if user is not None else None
+        gid = grp.getgrnam(group).gr_gid if group is not None else None
+    except KeyError:
+        return None
+    uid = entry.pw_uid if entry is not None else os.geteuid()
+    if gid is None:
+        gid = entry.pw_gid if entry is not None else os.getegid()
+    return uid, gid

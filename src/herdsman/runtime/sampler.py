@@ -14,15 +14,18 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
+from herdsman.core.herd import MemorySample
 from herdsman.runtime.monitor import Sample, sample_tree
 
 if TYPE_CHECKING:
-    from herdsman.runtime.supervisor import Managed
+    from herdsman.core.plan import Plan
+    from herdsman.runtime.supervisor import Managed, Supervisor
 
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
 SAMPLE_BUDGET = 0.02
 SAMPLE_AT_ONCE = 50
 SAMPLE_SLICE = 0.005
+MEMORY_INTERVAL = 5.0  # the default of settings.memory_interval
 
 
 class Sampler:
@@ -82,3 +85,39 @@ class Sampler:
         else:
             self._samples[name] = sample
         return sample
+
+
+class MemoryWatch:
+    """Samples the instances that have a memory_limit for the herd, which decides,
+    while the plan has any: a herd without limits pays nothing."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        sampler: Sampler,
+        run_in_background: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+    ) -> None:
+        self._supervisor = supervisor
+        self._sampler = sampler
+        self._run_in_background = run_in_background
+        self._task: asyncio.Task[Any] | None = None
+
+    def track(self, plan: Plan) -> None:
+        """Start or stop sampling as `plan` has limits or not (at start, at each reload)."""
+        limited = any(svc.memory_limit for svc in plan.services.values())
+        if limited and self._task is None:
+            self._task = self._run_in_background(self._sample())
+        elif not limited and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _sample(self) -> None:
+        """Every `settings.memory_interval` (read each time: a reload applies it), a
+        sample of each limited instance's tree for the herd, which decides."""
+        sup = self._supervisor
+        while True:
+            # getattr: a plan pickled by an image older than the setting (a heal after an upgrade)
+            await asyncio.sleep(getattr(sup.plan, "memory_interval", MEMORY_INTERVAL))
+            for name, pid, _limit in sup.herd.memory_watched():
+                sample = self._sampler.sample(sup.instances[name])
+                sup.submit(MemorySample(name, pid, sample.rss_bytes if sample else None))
