@@ -384,8 +384,10 @@ class Spawner(Generic[K]):
             sys.setswitchinterval(SWITCH_INTERVAL)
 
     @property
-    def in_flight(self) -> int:
-        return len(self._flying)
+    def pending(self) -> int:
+        """Spawns whose outcome `finished()` has not given yet (in flight, or in
+        and waiting: `spawn()` takes in every outcome before its own)."""
+        return len(self._flying) + len(self._done)
 
     def close(self) -> None:
         if self.lean is not None:

@@ -268,6 +268,8 @@ class Supervisor:
             pid, out, err = self._spawner.spawn(probe, env)
         except SpawnError as error:
             return None, str(error)
+        finally:
+            self._landed()  # the instances' outcomes that came in before the probe's
         lines: list[bytes] = []
 
         def keep(_name: str, _stream: str, chunk: bytes, _ts: float) -> None:
@@ -459,7 +461,7 @@ class Supervisor:
     def settle(self) -> None:
         """Wait for every spawn in flight, and take in its outcome (and those of
         the spawns its events start): then every spawned process is known."""
-        while self._spawner.in_flight:
+        while self._spawner.pending:
             self._landed(keep=0)
 
     def _spawn_failed(self, managed: Managed, error: SpawnError) -> None:
