@@ -4,11 +4,16 @@ instances crash-loop or flood."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from herdsman.cli.stream import AsyncClient, Endpoint, events
 from tests.conftest import wait_for
 from tests.e2e.helpers import herdsman, instances
 
@@ -74,3 +79,83 @@ start_limit = {{ burst = 6, interval = "60s" }}
     finally:
         down = herdsman(tmp, "down")
         assert down.returncode == 0, down.stderr
+
+
+async def snapshot_and_changes(
+    client: AsyncClient, done: Callable[[dict[str, str]], bool]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Subscribe with a snapshot; read changes until `done(state of each instance)`."""
+    response = await client.subscribe()
+    stream = events(response)
+    try:
+        kind, snapshot = await anext(stream)
+        assert kind == "snapshot", (kind, snapshot)
+        states = {i["name"]: i["state"] for i in snapshot["services"]}
+        changes = []
+        async with asyncio.timeout(60):
+            async for kind, change in stream:
+                assert kind == "message", kind
+                changes.append(change)
+                states[change["instance"]] = change["state"]
+                if done(states):
+                    break
+        return snapshot, changes
+    finally:
+        await stream.aclose()
+
+
+def test_events_give_a_snapshot_then_every_change_once_while_instances_crash_loop(
+    tmp: Path,
+) -> None:
+    (tmp / "herdsman.toml").write_text(
+        """
+[settings]
+shutdown_timeout = "5s"
+
+[services.crash]
+command = ["sh", "-c", "sleep 0.05; exit 1"]
+replicas = 4
+start_seconds = "10s"
+backoff = { initial = "10ms", max = "10ms" }
+start_limit = { burst = 1000000, interval = "1s" }
+"""
+    )
+    up = herdsman(tmp, "up", "-d")
+    assert up.returncode == 0, up.stderr
+    try:
+        wait_for(lambda: all(i["restarts"] >= 3 for i in instances(tmp).values()), 30)
+        client = AsyncClient(
+            Endpoint(tmp / "herdsman.toml", socket=tmp / ".herdsman/herdsman.sock")
+        )
+        stopper = subprocess.Popen(  # stops them while the stream is read, from outside
+            [sys.executable, "-m", "herdsman", "stop", "crash"],
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=False,
+        )
+        try:
+            # Subscribed mid-flight: the stop may come before, during or after it.
+            snapshot, changes = asyncio.run(
+                snapshot_and_changes(client, lambda s: set(s.values()) == {"stopped"})
+            )
+        finally:
+            assert stopper.wait(30) == 0
+        final = instances(tmp)
+    finally:
+        down = herdsman(tmp, "down")
+        assert down.returncode == 0, down.stderr
+    known = {i["name"]: i for i in snapshot["services"]}
+    assert set(known) == set(final)
+    for change in changes:
+        before = known[change["instance"]]
+        # Each change leaves the state the snapshot or the change before it entered:
+        # one lost would skip a state, one shown twice would leave it twice.
+        assert change["previous"] == before["state"], (before, change)
+        if change["state"] == "restarting":
+            assert change["restarts"] == before["restarts"] + 1, (before, change)
+        else:
+            assert change["restarts"] == before["restarts"], (before, change)
+        known[change["instance"]] = change
+    for name, instance in final.items():
+        assert (known[name]["state"], known[name]["restarts"]) == ("stopped", instance["restarts"])

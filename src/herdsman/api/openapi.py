@@ -273,10 +273,27 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "getEvents",
                 "summary": "Server-sent events, one per state change, until the client goes away.",
+                "parameters": [
+                    {
+                        "name": "snapshot",
+                        "in": "query",
+                        "required": False,
+                        "description": "`true`/`1`: first send `event: snapshot` with the"
+                        " status document (`data: ` and a Status as JSON): every instance as it"
+                        " is when the stream begins. Every change after it follows, none"
+                        " before it: a change is in the snapshot or in the stream, never both.",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["true", "false", "1", "0"],
+                            "default": "false",
+                        },
+                    }
+                ],
                 "responses": {
                     "200": {
                         "description": "Per event, `data: ` and an Event as JSON, then a "
-                        "blank line.",
+                        "blank line (with `snapshot`, first `event: snapshot`, `data: ` and a "
+                        "Status).",
                         "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
                     },
                     **_COMMON_ERRORS,

@@ -88,6 +88,12 @@ def sse_event(value: Mapping[str, Any]) -> bytes:
     return b"data: " + to_json(value) + b"\n\n"
 
 
+def sse_snapshot(status: Mapping[str, Any]) -> bytes:
+    """The status document as the stream's first event, named so that a client that
+    only listens for changes (a browser's EventSource `onmessage`) passes it by."""
+    return b"event: snapshot\n" + sse_event(status)
+
+
 async def aclose(source: AsyncIterator[Any]) -> None:
     close = getattr(source, "aclose", None)
     if close is not None:
@@ -215,7 +221,18 @@ class Routes:
         return Stream(NDJSON, source, ndjson_line, b"".join(map(ndjson_line, backlog)))
 
     async def _events(self, args: list[str], query: str, body: bytes) -> Stream:
-        return Stream(EVENT_STREAM, self._controller.events(), sse_event)
+        snapshot = _bool_param(_query(query), "snapshot")
+        # Subscribe first, then take the snapshot, with no await in between: every
+        # change is either in the snapshot or in the stream, never in both.
+        source = self._controller.events()
+        if not snapshot:
+            return Stream(EVENT_STREAM, source, sse_event)
+        try:
+            first = sse_snapshot(self._controller.status())
+        except BaseException:
+            await aclose(source)
+            raise
+        return Stream(EVENT_STREAM, source, sse_event, first)
 
     async def _shutdown(self, args: list[str], query: str, body: bytes) -> Reply:
         return Reply(202, to_json({"shutting_down": True}), after=self._controller.shutdown)

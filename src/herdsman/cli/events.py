@@ -36,40 +36,40 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 async def follow(client: AsyncClient, printer: EventPrinter) -> int:
-    """Print events until the daemon stops. Its streams end at a re-exec too: then the
-    new image is asked for them again (subscribed before asking whether it is new, so
-    no event falls in between)."""
-    response = await client.subscribe("/v1/events")
-    status = await client.request("GET", "/v1/status")
-    printer.seed(status.get("services") or [])
-    daemon = status["daemon"]
-    reexecs = int(daemon.get("reexecs", 0))
+    """Print events until the daemon stops. Each stream begins with a snapshot of every
+    instance (not printed: the changes after it are), so none is lost or shown twice.
+    Streams end at a re-exec too: then the new image is asked for them again, and its
+    snapshot tells whether it is new."""
+    response = await client.subscribe()
+    reexecs: int | None = None
     while True:
-        async for event in events(response):
-            printer.write(event)
+        async for kind, document in events(response):
+            if kind == "snapshot":
+                printer.seed(document.get("services") or [])
+                reexecs = _resumed(document.get("daemon") or {}, reexecs)
+            else:
+                printer.write(document)
         try:
-            response = await client.subscribe("/v1/events")
+            response = await client.subscribe()
         except ClientError as err:
             if not is_gone(err):
                 raise
             break
-        try:
-            daemon = (await client.request("GET", "/v1/status"))["daemon"]
-        except ClientError as err:
-            response.close()
-            if not is_gone(err):
-                raise
-            break
-        if daemon.get("shutting_down"):
-            response.close()
-            break
-        if int(daemon.get("reexecs", 0)) > reexecs:
-            reexecs = int(daemon["reexecs"])
+    say("the daemon stopped; no more events")
+    return EXIT_OK
+
+
+def _resumed(daemon: Mapping[str, Any], reexecs: int | None) -> int:
+    """Say why a stream begins again (`reexecs`: as the last stream began, None for
+    the first); the daemon's count of re-execs now."""
+    count = int(daemon.get("reexecs", 0))
+    # Nothing to say of the first stream, or of the last changes of a daemon on its way out.
+    if reexecs is not None and not daemon.get("shutting_down"):
+        if count > reexecs:
             say(f"the daemon re-executed (pid {daemon.get('pid')}); following the new image")
         else:
             say("the daemon ended the stream (this follower fell behind); following again")
-    say("the daemon stopped; no more events")
-    return EXIT_OK
+    return count
 
 
 class EventPrinter:

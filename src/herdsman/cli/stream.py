@@ -172,10 +172,10 @@ class AsyncClient:
         finally:
             response.close()
 
-    async def subscribe(self, path: str) -> Response:
-        """A server-sent event stream, subscribed when this returns (read it with
-        `events`): the daemon sends every change from then on."""
-        return await self.open("GET", path)
+    async def subscribe(self) -> Response:
+        """The daemon's events, subscribed when this returns (read them with `events`):
+        first a snapshot (the status document), then every change after it."""
+        return await self.open("GET", "/v1/events?snapshot=1")
 
     async def open(self, method: str, path: str, body: object = None) -> Response:
         """Send a request and wait for the answer's head; ApiError for an error answer."""
@@ -251,19 +251,24 @@ class AsyncClient:
                 raise ConnectionLost("the daemon closed the connection before answering")
 
 
-async def events(response: Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON documents of a server-sent event stream, until it ends."""
+async def events(response: Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The events of a server-sent event stream, until it ends: (its name, its JSON
+    document); a change is a `message`, the status the stream begins with a `snapshot`."""
     data: list[bytes] = []
+    name = "message"
     try:
         async for line in response.lines():
             line = line.rstrip(b"\r")
             if not line:  # a blank line ends an event
                 if data:
-                    yield _decode(b"\n".join(data))
+                    yield name, _decode(b"\n".join(data))
                     data = []
+                name = "message"
             elif line.startswith(b"data:"):
                 data.append(line[5:].removeprefix(b" "))
-            # Comments (`:`) and other fields (`event:`, `id:`) carry nothing for us.
+            elif line.startswith(b"event:"):
+                name = line[6:].strip().decode("utf-8", "replace")
+            # Comments (`:`) and other fields (`id:`) carry nothing for us.
     finally:
         response.close()
 

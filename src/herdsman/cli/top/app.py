@@ -1,7 +1,7 @@
 """The `herdsman top` screen, built with Textual: the instances' table above, the
 selected instance's output (or every instance's, merged) below.
 
-State comes from `/v1/events` (subscribed, then one status snapshot); only CPU and
+State comes from `/v1/events` (a snapshot of every instance, then each change); only CPU and
 memory are asked for again, every `interval` seconds (`top -d S`). When the event stream ends,
 the next subscription tells what happened: the daemon re-executed (same socket, a
 new image: reconnect and say so) or it is gone (say so, and try again every
@@ -133,40 +133,39 @@ class TopApp(App[int]):
         reexecs: int | None = None
         gone_since_connected = False
         while True:
-            response = None
             try:
-                response = await self.client.subscribe("/v1/events")
-                seen = self.model.events_seen
-                status = await self.client.request("GET", "/v1/status")
+                response = await self.client.subscribe()
             except ClientError as err:
-                if response is not None:
-                    response.close()
                 self.lost(err)
                 gone_since_connected = True
                 await asyncio.sleep(RETRY_EVERY)
                 continue
-            daemon = status.get("daemon") or {}
-            count = int(daemon.get("reexecs", 0))
-            if reexecs is not None and count > reexecs:
-                self.say(
-                    f"the daemon re-executed (pid {daemon.get('pid')},"
-                    f" herdsman {daemon.get('version')}): reconnected",
-                    problem=False,
-                )
-            elif gone_since_connected:
-                self.say(f"connected to the daemon (pid {daemon.get('pid')})", problem=False)
-            elif daemon.get("shutting_down"):
-                self.say("the daemon is stopping everything and will exit", problem=False)
-            else:
-                self.say(None)
-            reexecs, gone_since_connected = count, False
-            self.connected = True
-            self.model.snapshot(status, seen)
-            self.redraw()
-            self.follow_output()
-            async for event in events(response):
-                self.model.apply(event)
+            async for kind, document in events(response):
+                if kind != "snapshot":
+                    self.model.apply(document)
+                    self.redraw()
+                    continue
+                # Every instance as the stream begins: the changes that follow are
+                # the ones after it, none twice.
+                daemon = document.get("daemon") or {}
+                count = int(daemon.get("reexecs", 0))
+                if reexecs is not None and count > reexecs:
+                    self.say(
+                        f"the daemon re-executed (pid {daemon.get('pid')},"
+                        f" herdsman {daemon.get('version')}): reconnected",
+                        problem=False,
+                    )
+                elif gone_since_connected:
+                    self.say(f"connected to the daemon (pid {daemon.get('pid')})", problem=False)
+                elif daemon.get("shutting_down"):
+                    self.say("the daemon is stopping everything and will exit", problem=False)
+                else:
+                    self.say(None)
+                reexecs, gone_since_connected = count, False
+                self.connected = True
+                self.model.snapshot(document, self.model.events_seen)
                 self.redraw()
+                self.follow_output()
             self.connected = False
             self.say("the daemon ended its event stream: reconnecting…", problem=False)
 
