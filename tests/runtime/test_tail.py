@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,3 +27,22 @@ def test_the_last_limit_lines_in_order_whatever_the_batches(batches: list[list[b
         tail.add(float(n), stream, b"\n".join(lines), len(lines))
         every += [(float(n), "web", stream, line) for line in lines]
     assert tail.entries() == every[-25:]
+
+
+def test_a_follower_that_falls_its_budget_behind_is_dropped_and_lets_go_of_it() -> None:
+    from herdsman.runtime.followers import Broadcast
+
+    async def scenario() -> None:
+        broadcast: Broadcast[bytes] = Broadcast(10, len)
+        slow, quick = broadcast.follow(), broadcast.follow()
+        broadcast.publish(b"12345")
+        assert await anext(quick) == b"12345"  # what it has taken no longer counts
+        broadcast.publish(b"67890")
+        broadcast.publish(b"x")  # 11 bytes behind: slow is dropped, quick is not
+        assert [item async for item in slow] == []  # let go of, and ended
+        assert [await anext(quick), await anext(quick)] == [b"67890", b"x"]
+        broadcast.end()
+        assert [item async for item in quick] == []
+        assert not broadcast.followed
+
+    asyncio.run(scenario())
