@@ -1,0 +1,77 @@
+"""What the sampler reads of a process tree in /proc, against psutil's reading of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from herdsman.runtime.monitor import own_usage, sample_tree
+from tests.conftest import wait_for
+
+# A tree of three: sh, a busy Python child holding 40 MiB and a few more fds, a sleep.
+TREE = (
+    f'{sys.executable} -c \'import os, time; x = bytearray(40 << 20); x[::4096] = b"x" * 10240;'
+    ' fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(7)]; print("up", flush=True);'
+    " end = time.monotonic() + 30\n"
+    "while time.monotonic() < end: pass' & sleep 30 & wait"
+)
+
+
+@pytest.fixture
+def tree() -> Iterator[subprocess.Popen[bytes]]:
+    root = subprocess.Popen(["sh", "-c", TREE], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert root.stdout is not None
+        assert root.stdout.readline() == b"up\n"
+        wait_for(lambda: len(psutil.Process(root.pid).children(recursive=True)) == 2)
+        yield root
+    finally:
+        os.killpg(root.pid, signal.SIGKILL)
+        root.wait()
+
+
+def test_a_sample_covers_the_whole_tree_as_psutil_sees_it(
+    tree: subprocess.Popen[bytes],
+) -> None:
+    procs = [psutil.Process(tree.pid), *psutil.Process(tree.pid).children(recursive=True)]
+    wait_for(lambda: sum(sum(p.cpu_times()[:2]) for p in procs) > 0.2)
+    first = sample_tree(tree.pid, None)
+    rss = sum(p.memory_info().rss for p in procs)
+    fds = sum(p.num_fds() for p in procs)
+    assert first is not None
+    assert first.processes == 3
+    assert first.open_fds == fds
+    assert abs(first.rss_bytes - rss) < 2 << 20  # read a moment apart
+    assert first.rss_bytes > 40 << 20
+    # No earlier sample: the average since the tree started, of which the busy child
+    # has had 0.2 s of CPU at least (how much more depends on the machine's load).
+    assert first.cpu_percent > 1
+    time.sleep(0.5)
+    second = sample_tree(tree.pid, first)
+    cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
+    assert second is not None
+    assert abs(second.cpu_seconds - cpu) < 0.1
+    assert 5 < second.cpu_percent <= 100 * (os.cpu_count() or 1)
+
+
+def test_a_tree_whose_main_process_is_gone_has_no_sample() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    child.kill()
+    wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)
+    assert sample_tree(child.pid, None) is None  # a zombie holds nothing
+    child.wait()
+    assert sample_tree(child.pid, None) is None
+
+
+def test_the_daemons_own_usage() -> None:
+    cpu, rss = own_usage()
+    me = psutil.Process()
+    assert abs(rss - me.memory_info().rss) < 2 << 20
+    assert abs(cpu - sum(me.cpu_times()[:2])) < 0.1
