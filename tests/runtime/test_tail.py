@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,5 +45,44 @@ def test_a_follower_that_falls_its_budget_behind_is_dropped_and_lets_go_of_it() 
         broadcast.end()
         assert [item async for item in quick] == []
         assert not broadcast.followed
+
+    asyncio.run(scenario())
+
+
+def test_an_event_follower_is_not_sent_the_changes_its_snapshot_shows() -> None:
+    """Changes made but held (a spawn still out) are in a snapshot taken as a follower
+    subscribes: it gets the changes after them, not them."""
+    from herdsman.core.lifecycle import Spawned, Start
+    from herdsman.core.states import State
+    from herdsman.runtime.followers import EventStream
+
+    class Instance:
+        name = "web"
+
+    def document(_managed: object) -> Any:
+        keys = "service replica pid ready health restarts exit_code exit_signal uptime"
+        return {"name": "web", "message": "", **dict.fromkeys(keys.split())} | {
+            "blocked": None,
+            "since": None,
+            "command": [],
+            "checks": {},
+        }
+
+    async def scenario() -> None:
+        web, start = Instance(), Start(())
+        held: list[tuple[Any, State, State, Start]] = []
+        stream = EventStream(document, lambda: held)
+        before = stream.follow()  # subscribed before the change was made
+        held.append((web, State.STOPPED, State.STARTING, start))
+        after = stream.follow()  # its snapshot shows web starting
+        held.clear()
+        stream.changed(web, State.STOPPED, State.STARTING, start)  # the spawn landed
+        stream.changed(web, State.STARTING, State.STARTING, Spawned(42))
+        stream.end()
+        assert [(e["previous"], e["state"]) async for e in before] == [
+            ("stopped", "starting"),
+            ("starting", "starting"),
+        ]
+        assert [(e["previous"], e["state"]) async for e in after] == [("starting", "starting")]
 
     asyncio.run(scenario())

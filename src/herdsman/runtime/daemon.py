@@ -117,7 +117,9 @@ class Daemon:
         )
         self.supervisor.journal = self._state
         self._change_log = ChangeLog(log, self._loop, self.manager, self.summary)
-        self._event_stream = EventStream(lambda m: self._document(m, self._blocked([m])))
+        self._event_stream = EventStream(
+            lambda m: self._document(m, self._blocked([m])), self.supervisor.unpublished
+        )
         # Every change, in order, to each of these (see supervisor.ChangeFeed).
         for subscriber in (
             lambda managed, _old, _new, _event: self._state.changed(managed.name),

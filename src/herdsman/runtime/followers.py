@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from herdsman.core.lifecycle import Event
@@ -113,9 +113,10 @@ class Broadcast(Generic[T]):
         """A follower subscribed from now on."""
         return Follower(self._followers, self._cost)
 
-    def publish(self, item: T) -> None:
+    def publish(self, item: T, skip: Collection[Follower[T]] = ()) -> None:
         for follower in list(self._followers):
-            follower.offer(item, self._limit)
+            if follower not in skip:
+                follower.offer(item, self._limit)
 
     def end(self) -> None:
         """End every follower's stream."""
@@ -123,26 +124,51 @@ class Broadcast(Generic[T]):
             follower.end()
 
 
+Unpublished = Callable[[], Iterable[tuple["Managed", State, State, Event]]]
+
+
 class EventStream:
     """`/v1/events`: a subscriber of the change feed (supervisor.ChangeFeed) that hands
     each change, as a document, to every follower of the stream."""
 
-    def __init__(self, document: Callable[[Managed], InstanceDocument]) -> None:
+    def __init__(
+        self, document: Callable[[Managed], InstanceDocument], unpublished: Unpublished
+    ) -> None:
         self._document = document
+        self._unpublished = unpublished
         self._followers: Broadcast[EventDocument] = Broadcast()
+        # Per follower, the changes a snapshot taken as it subscribed already shows
+        # (made, but held until a spawn lands): (id of the instance, id of the event).
+        self._shown: dict[Follower[EventDocument], set[tuple[int, int]]] = {}
 
     def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
-        if self._followers.followed:
-            # The instance's whole state as `status` shows it (but the resource samples,
-            # which no change makes fresh), so a follower (`top`) never asks after one.
-            doc = event_document(self._document(managed), old, new, time.time())
-            self._followers.publish(doc)
+        if not self._followers.followed:
+            self._shown.clear()  # of followers gone
+            return
+        skip = []
+        if self._shown:
+            key = (id(managed), id(event))
+            for follower, shown in list(self._shown.items()):
+                if key in shown:
+                    skip.append(follower)
+                    shown.discard(key)
+                    if not shown:
+                        del self._shown[follower]
+        # The instance's whole state as `status` shows it (but the resource samples,
+        # which no change makes fresh), so a follower (`top`) never asks after one.
+        doc = event_document(self._document(managed), old, new, time.time())
+        self._followers.publish(doc, skip)
 
     def follow(self) -> Follower[EventDocument]:
         """A follower of every change from now on (subscribed at the call, so the API
         can take a snapshot right after, in the same loop turn: no change falls
-        between the two or shows in both)."""
-        return self._followers.follow()
+        between the two or shows in both; those made and not yet published, which the
+        snapshot shows, it is not sent)."""
+        follower = self._followers.follow()
+        shown = {(id(m), id(event)) for m, _old, _new, event in self._unpublished()}
+        if shown:
+            self._shown[follower] = shown
+        return follower
 
     def end(self) -> None:
         self._followers.end()

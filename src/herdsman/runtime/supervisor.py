@@ -657,6 +657,13 @@ class Supervisor:
         managed.last_err = b""
         self.submit(hd.ToInstance(managed.name, Exited(pid, code, sig, said)))
 
+    def unpublished(self) -> Iterator[tuple[Managed, State, State, Event]]:
+        """The changes made and not yet published: those of instances whose spawn is
+        out (their instances already show them: a snapshot taken now has them)."""
+        for held in self._held.values():
+            yield from held
+        yield from self._changes
+
     def _publish(self, managed: Managed, old: State, new: State, event: Event) -> None:
         self.changes.publish(managed, old, new, event)
         if self._waiters and not self._waiters_check_scheduled:
