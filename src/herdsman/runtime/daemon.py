@@ -24,7 +24,6 @@ from herdsman.core.plan import Plan
 from herdsman.runtime import recovery
 from herdsman.runtime.background import Background
 from herdsman.runtime.changelog import ChangeLog
-from herdsman.runtime.changes import EventStream, Subscriber
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -35,6 +34,7 @@ from herdsman.runtime.documents import (
     StatusDocument,
     daemon_document,
 )
+from herdsman.runtime.followers import EventStream
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
@@ -47,7 +47,7 @@ from herdsman.runtime.requests import Requests
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.status import StatusView
-from herdsman.runtime.supervisor import Supervisor
+from herdsman.runtime.supervisor import Subscriber, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 from herdsman.runtime.watches import Watches
@@ -110,8 +110,8 @@ class Daemon:
         self.view = StatusView(
             self.supervisor, self.sampler, self.prober, self.output, self.notify, self.since
         )
-        self._event_stream = EventStream(self.view.document)
-        # Every change, in order, to each of these (see changes.py).
+        self._event_stream = EventStream(self.view.document, self.supervisor.unpublished)
+        # Every change, in order, to each of these (see supervisor.ChangeFeed).
         for subscriber in (
             lambda managed, _old, _new, _event: self._state.changed(managed.name),
             self.hooks.changed,
