@@ -141,15 +141,14 @@ def test_tcp_needs_the_token_on_every_path(daemon: Daemon) -> None:
     assert log.count("refused a control request from 127.0.0.1:") == 6
 
 
-def test_the_daemon_loads_neither_pydantic_nor_psutil(daemon: Daemon) -> None:
+def test_the_daemon_loads_neither_pydantic_nor_psutil_nor_ssl(daemon: Daemon) -> None:
     # What the daemon keeps in memory for good: the config is validated in a helper
-    # process, and resource samples are read from /proc.
+    # process, resource samples are read from /proc, and TLS waits for an https URL.
     assert daemon.cli("status").returncode == 0  # samples every instance
-    status, _ = daemon.tcp("GET", "/metrics", {"Authorization": f"Bearer {TOKEN}"})
-    assert status == 200
     maps = Path(f"/proc/{daemon.pid}/maps").read_text()
     assert "pydantic_core" not in maps
     assert "_psutil_linux" not in maps
+    assert "libssl" not in maps
 
 
 def test_garbage_gets_4xx_and_the_daemon_keeps_serving(daemon: Daemon) -> None:
