@@ -133,3 +133,26 @@ def test_closing_ends_the_thread() -> None:
     sp.close()
     # The OS thread goes a moment after Python's join returns.
     wait_for(lambda: not Path(f"/proc/self/task/{tid}").exists(), 5.0)
+
+
+def test_own_variables_replace_the_daemons_once_and_the_rest_is_kept(tmp: Path) -> None:
+    # The daemon's environment is encoded once, for every child: what an instance
+    # sets itself replaces it (never a second entry, which getenv might find first).
+    daemon_env = {"PATH": os.environ.get("PATH", os.defpath), "KEPT": "daemon", "SET": "daemon"}
+    sp = Spawner(daemon_env)
+    try:
+        for value in ("first", "second"):  # the second spawn copies the same template
+            pid, out, err = sp.spawn(plan(tmp, "env"), {"SET": value, "NEW": value})
+            try:
+                lines = read_all(out).decode().splitlines()
+            finally:
+                os.waitpid(pid, 0)
+                os.close(out)
+                os.close(err)
+            assert sorted(line for line in lines if not line.startswith("PATH=")) == [
+                "KEPT=daemon",
+                f"NEW={value}",
+                f"SET={value}",
+            ]
+    finally:
+        sp.close()

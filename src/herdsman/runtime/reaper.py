@@ -55,6 +55,9 @@ class Reaper:
         self.orphans_reaped = 0
         # Told once per wake-up that reaped orphans: their children are ours now.
         self.on_orphan: Callable[[], None] | None = None
+        # Called before each status is collected: makes every pid spawned so far
+        # known (a spawn's outcome may still be on its way from another thread).
+        self.before_reap: Callable[[], None] | None = None
 
     def start(self, signals: Signals) -> None:
         become_subreaper()
@@ -106,7 +109,8 @@ class Reaper:
         """Call `callback(code, signal)` when `pid` exits.
 
         Safe right after spawning: the SIGCHLD handler runs on the loop, after
-        the caller's synchronous code has registered the pid.
+        the caller's synchronous code has registered the pid (and `before_reap`
+        registers those whose spawn outcome is still on its way).
         """
         self._watched[pid] = callback
 
@@ -117,6 +121,8 @@ class Reaper:
         orphans = self.orphans_reaped
         try:
             for _ in range(REAP_BATCH):
+                if self.before_reap is not None:
+                    self.before_reap()
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:

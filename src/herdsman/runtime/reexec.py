@@ -164,6 +164,7 @@ class Reexecutor:
 
     def hand_over(self, daemon: Handed) -> DaemonHandover:
         """Everything the new image needs of the daemon; the pipes stay open for it."""
+        daemon.supervisor.settle()  # no spawn in flight: each record has its process
         daemon.prober.close()
         sup = daemon.supervisor
         herd = sup.herd

@@ -1,14 +1,17 @@
 """Spawning one instance's main process.
 
 Each child gets its own session (so its own process group), stdin from
-/dev/null and stdout/stderr on pipes the daemon reads. The fast path is
-`os.posix_spawn` (vfork + exec in glibc, errors reported synchronously), run by
-one spawning thread that has a file descriptor table, cwd and umask of its own
-(see `LeanSpawner`): it enters the instance's cwd and umask just around the call
-and returns to its own right after. Switching user or group needs setuid in the
-child, which posix_spawn cannot do, so those instances go through
-subprocess.Popen (still no preexec_fn), in the loop thread. A spawn that cannot
-happen raises `SpawnError`, one sentence.
+/dev/null and stdout/stderr on pipes the daemon reads. The fast path is glibc's
+`posix_spawn` (vfork + exec, errors reported synchronously), run by one spawning
+thread that has a file descriptor table, cwd and umask of its own (see
+`LeanSpawner`): it enters the instance's cwd and umask just around the call and
+returns to its own right after. The loop thread does not wait for it: `start()`
+hands a spawn over and returns, and the outcomes come back in order from
+`finished()`, so the loop prepares the next spawn (pipes, environment) while the
+thread runs the last one. Switching user or group needs setuid in the child,
+which posix_spawn cannot do, so those instances go through subprocess.Popen
+(still no preexec_fn), in the loop thread. A spawn that cannot happen is a
+`SpawnError`, one sentence.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from herdsman.core.plan import InstancePlan
 
@@ -37,6 +43,24 @@ PIPE_SIZE = 1024 * 1024  # the pumps read up to this much at once
 # Python ignores these; a child must start with the default disposition.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 CLONE_FS, CLONE_FILES = 0x200, 0x400  # for unshare(2)
+
+# posix_spawn through ctypes rather than os.posix_spawn, which holds the GIL while
+# the child execs (the thread is blocked in vfork): the loop thread could not run
+# meanwhile, and spawning in a thread would overlap nothing. A CDLL call releases
+# the GIL; the short calls around it go through PyDLL, which keeps it (releasing
+# and taking it back costs more than they do, and the loop may hold it by then).
+_libc = ctypes.CDLL(None, use_errno=True)
+_plibc = ctypes.PyDLL(None, use_errno=True)
+POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, POSIX_SPAWN_SETSID = 0x04, 0x08, 0x80
+# glibc's posix_spawnattr_t takes 336 bytes, posix_spawn_file_actions_t 80 and
+# sigset_t 128 (x86-64 and arm64): room to spare, they are opaque to us.
+_ATTR_SIZE, _ACTIONS_SIZE, _SIGSET_SIZE = 512, 256, 256
+# While the loop thread runs Python, the spawning thread waits this long at most
+# for the GIL once its child has exec'd (Python's default is 5 ms per spawn).
+SWITCH_INTERVAL = 0.0002
+# Spawns handed to the thread and not yet collected, at most: enough that the
+# thread never waits for the loop, few enough that each comes back soon.
+IN_FLIGHT = 16
 
 
 class SpawnError(Exception):
@@ -56,9 +80,9 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 TOO_MANY_OPEN_FILES = "too many open files"
 
 
-def child_environment(base: Mapping[str, str], inst: InstancePlan) -> dict[str, str]:
-    env = dict(base)
-    env.update(inst.env)
+def own_environment(inst: InstancePlan) -> dict[str, str]:
+    """The variables an instance's process gets over the daemon's environment."""
+    env = dict(inst.env)
     env["HERDSMAN_SERVICE"] = inst.service
     env["HERDSMAN_INSTANCE"] = inst.name
     env["HERDSMAN_REPLICA"] = str(inst.replica)
@@ -126,7 +150,87 @@ def _explain(err: OSError, inst: InstancePlan) -> str:
     return f"cannot start {program}: {err.strerror or err}"
 
 
-SpawnCall = Callable[[InstancePlan, Mapping[str, str], int, int], int]
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise OSError(result, f"{what}: {os.strerror(result)}")
+
+
+def _attributes() -> ctypes.Array[ctypes.c_char]:
+    """What every child gets: a session of its own, the default disposition for
+    the signals Python ignores, and an empty signal mask (not the spawning
+    thread's, which blocks every signal)."""
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    default = ctypes.create_string_buffer(_SIGSET_SIZE)
+    empty = ctypes.create_string_buffer(_SIGSET_SIZE)
+    _check(_plibc.posix_spawnattr_init(attr), "posix_spawnattr_init")
+    _plibc.sigemptyset(default)
+    for sig in _RESET_SIGNALS:
+        _plibc.sigaddset(default, int(sig))
+    _plibc.sigemptyset(empty)
+    _check(_plibc.posix_spawnattr_setsigdefault(attr, default), "posix_spawnattr_setsigdefault")
+    _check(_plibc.posix_spawnattr_setsigmask(attr, empty), "posix_spawnattr_setsigmask")
+    flags = ctypes.c_short(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID)
+    _check(_plibc.posix_spawnattr_setflags(attr, flags), "posix_spawnattr_setflags")
+    return attr
+
+
+# A NULL-terminated `char *[]` (argv, envp). No string holds a NUL byte: the config
+# refuses them in commands, paths and variables, and no environment can hold one.
+Strings = ctypes.Array[ctypes.c_char_p]
+
+
+def _entry(key: str, value: str) -> bytes:
+    return f"{key}={value}".encode("utf-8", "surrogateescape")
+
+
+class Environment:
+    """The daemon's environment for its children, encoded once: a spawn encodes
+    only its own variables (see `own_environment`) and copies the rest, a few
+    hundred bytes of pointers, from a template made once per set of own names."""
+
+    def __init__(self, base: Mapping[str, str]) -> None:
+        self.base = dict(base)
+        self._encoded = {key: _entry(key, value) for key, value in base.items()}
+        self._templates: dict[frozenset[str], tuple[Strings, int]] = {}
+
+    def envp(self, own: Mapping[str, str]) -> tuple[Strings, Strings]:
+        """(the environment with `own` over the base, the template it was copied
+        from, which holds the base's bytes and must outlive it)."""
+        names = frozenset(own)
+        template, first = self._templates.get(names) or self._template(names)
+        envp = type(template).from_buffer_copy(template)
+        for i, (key, value) in enumerate(own.items(), first):
+            envp[i] = _entry(key, value)
+        return envp, template
+
+    def _template(self, names: frozenset[str]) -> tuple[Strings, int]:
+        kept = [entry for key, entry in self._encoded.items() if key not in names]
+        slots: list[bytes | None] = [None] * (len(names) + 1)
+        template = (ctypes.c_char_p * (len(kept) + len(slots)))(*kept, *slots)
+        self._templates[names] = template, len(kept)
+        return template, len(kept)
+
+    def get(self, own: Mapping[str, str], name: str) -> str | None:
+        return own.get(name, self.base.get(name))
+
+
+class Request:
+    """One spawn as the spawning thread needs it, encoded in the loop thread."""
+
+    __slots__ = ("argv", "cwd", "envp", "inst", "keep", "path")
+
+    def __init__(
+        self, inst: InstancePlan, environment: Environment, own: Mapping[str, str]
+    ) -> None:
+        self.inst = inst
+        self.path = environment.get(own, "PATH")  # where a bare command name is looked up
+        argv = [os.fsencode(arg) for arg in inst.argv]
+        self.argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+        self.envp, self.keep = environment.envp(own)
+        self.cwd = os.fsencode(inst.cwd)
+
+
+SpawnCall = Callable[[Request, int, int], int]
 
 
 class LeanSpawner:
@@ -139,8 +243,11 @@ class LeanSpawner:
     0.9). This thread unshares its fd table, cwd and umask (unshare(2) with
     CLONE_FILES | CLONE_FS) and keeps only the fds the spawn needs, so a spawn
     costs the same however many instances run. The loop thread passes it the
-    pipes' write ends over a socket pair (SCM_RIGHTS) and waits for the pid: the
-    spawn stays synchronous, and a spawn error is raised in the caller as before.
+    pipes' write ends over a socket pair (SCM_RIGHTS) and goes on; the thread
+    puts each outcome (a pid or the exception) on `results`, in order, and when
+    the first of a run of outcomes is waiting there it says so on the socket pair
+    (the loop's own wake-up fd is a number in the daemon's table, not in this one):
+    the loop watches `fileno()`, and calls `woken()` when it is readable.
 
     Children of any thread are the daemon's children (reaped by its loop); the
     thread blocks every signal, so signals reach the loop thread, and gives each
@@ -150,10 +257,9 @@ class LeanSpawner:
     def __init__(self, spawn: SpawnCall, keep: tuple[int, ...]) -> None:
         self._spawn = spawn
         self._keep = keep  # fds of the daemon's table the spawns use: /dev/null, its cwd
-        self._requests: queue.SimpleQueue[tuple[InstancePlan, Mapping[str, str]]] = (
-            queue.SimpleQueue()
-        )
-        self._results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+        self._told = False  # the loop was told of outcomes it has not looked at yet
+        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._theirs = theirs.detach()  # a number, valid in either table
         self._ready = threading.Event()
@@ -167,20 +273,31 @@ class LeanSpawner:
     def native_id(self) -> int | None:
         return self._thread.native_id
 
-    def spawn(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
-        """`spawn(inst, env, out, err)` in the thread, with these two fds; the pid."""
-        self._requests.put((inst, env))
+    def fileno(self) -> int:
+        """Readable when outcomes are waiting on `results` (see `woken`)."""
+        return self._ours.fileno()
+
+    def woken(self) -> None:
+        """The loop is about to look at `results`: what comes after is told anew."""
+        self._told = False  # before reading: a word sent meanwhile stays readable
+        with contextlib.suppress(BlockingIOError):
+            while self._ours.recv(64, socket.MSG_DONTWAIT):
+                pass
+
+    def submit(self, request: Request, out: int, err: int) -> None:
+        """Have the thread spawn `request` with these two fds (copied: the caller
+        closes its own); its outcome comes on `results`."""
+        self._requests.put(request)
         socket.send_fds(self._ours, [b"s"], [out, err])
+
+    def result(self) -> int | BaseException:
+        """The next outcome, waiting for it."""
         while True:
             try:
-                result = self._results.get(timeout=1.0)
+                return self.results.get(timeout=1.0)
             except queue.Empty:
                 if not self._thread.is_alive():
-                    raise SpawnError("the spawning thread of herdsman is gone") from None
-                continue
-            if isinstance(result, BaseException):
-                raise result
-            return result
+                    return SpawnError("the spawning thread of herdsman is gone")
 
     def close(self) -> None:
         self._ours.close()  # the thread reads the end of the stream and returns
@@ -191,8 +308,7 @@ class LeanSpawner:
         # number in the daemon's table, not in this one.
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_FILES | CLONE_FS) != 0:
+            if _libc.unshare(CLONE_FILES | CLONE_FS) != 0:
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         except Exception as error:  # no libc unshare, or refused
             self.error = f"unshare: {error}"
@@ -218,31 +334,60 @@ class LeanSpawner:
                 if not message:
                     return  # closed
                 try:
-                    inst, env = self._requests.get_nowait()
                     out, err = fds
-                    result: int | BaseException = self._spawn(inst, env, out, err)
+                    result: int | BaseException = self._spawn(self._requests.get_nowait(), out, err)
                 except BaseException as error:
                     result = error
                 finally:
                     for fd in fds:
-                        os.close(fd)
-                self._results.put(result)
+                        _plibc.close(fd)
+                self.results.put(result)
+                if not self._told:
+                    self._told = True
+                    with contextlib.suppress(OSError):  # the loop end is closed: no one waits
+                        sock.send(b"w")
 
 
-class Spawner:
-    """Starts processes. Holds /dev/null and the daemon's own cwd open."""
+K = TypeVar("K")
+# (pid, stdout read fd, stderr read fd), or why the spawn failed.
+Outcome = tuple[int, int, int] | SpawnError
 
-    def __init__(self) -> None:
+
+class Spawner(Generic[K]):
+    """Starts processes. Holds /dev/null and the daemon's own cwd open.
+
+    Every child gets `environ`, with its own variables over it. `start(key, inst,
+    own)` begins a spawn; `finished()` gives the outcomes of the spawns that
+    ended, each with its key. When `lean` is not None, its fd becomes readable
+    when outcomes are waiting (see LeanSpawner).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environment = Environment(environ or {})
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._attributes = _attributes()
         # (program, PATH) -> absolute path: a PATH search in the vforked child
         # costs a failed exec per directory, about a third of a spawn.
         self._resolved: dict[tuple[str, str | None], str] = {}
+        # Spawns handed to the thread, in order: (key, what, stdout and stderr read
+        # ends); None as key is `spawn()`'s own.
+        self._flying: deque[tuple[K | None, InstancePlan, int, int]] = deque()
+        self._done: list[tuple[K, Outcome]] = []
+        self._own: Outcome | None = None
         self.lean: LeanSpawner | None = LeanSpawner(self._posix_spawn, (self._devnull, self._home))
         if self.lean.error is not None:
             # unshare refused (a seccomp filter): spawn from the loop thread, whose
             # fd table every child copies.
             self.lean = None
+        else:
+            sys.setswitchinterval(SWITCH_INTERVAL)
+
+    @property
+    def pending(self) -> int:
+        """Spawns whose outcome `finished()` has not given yet (in flight, or in
+        and waiting: `spawn()` takes in every outcome before its own)."""
+        return len(self._flying) + len(self._done)
 
     def close(self) -> None:
         if self.lean is not None:
@@ -250,8 +395,31 @@ class Spawner:
         os.close(self._devnull)
         os.close(self._home)
 
-    def spawn(self, inst: InstancePlan, env: Mapping[str, str]) -> tuple[int, int, int]:
-        """Start the process: (pid, stdout read fd, stderr read fd), both non-blocking."""
+    def start(self, key: K, inst: InstancePlan, own: Mapping[str, str]) -> None:
+        """Begin spawning `inst` with its own variables `own`; its outcome comes
+        from `finished()` with `key`."""
+        self._start(key, inst, own)
+
+    def finished(self, *, keep: int | None = None) -> list[tuple[K, Outcome]]:
+        """The outcomes that are in, in order; with `keep`, first wait until no
+        more than `keep` spawns are still in flight."""
+        self._collect(keep)
+        done, self._done = self._done, []
+        return done
+
+    def spawn(self, inst: InstancePlan, own: Mapping[str, str]) -> tuple[int, int, int]:
+        """Start the process and wait for it: (pid, stdout read fd, stderr read fd),
+        both non-blocking; SpawnError if it cannot start. (The outcomes of other
+        spawns that come in meanwhile wait for `finished()`.)"""
+        self._start(None, inst, own)
+        self._collect(0)
+        outcome, self._own = self._own, None
+        if isinstance(outcome, SpawnError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def _start(self, key: K | None, inst: InstancePlan, own: Mapping[str, str]) -> None:
         out_r, out_w = self._pipe()
         try:
             err_r, err_w = self._pipe()
@@ -260,37 +428,69 @@ class Spawner:
             os.close(out_w)
             raise
         for fd in (out_r, err_r):
+            # The daemon's ends never block (the child's do): O_NONBLOCK is all
+            # there is to set, the access mode is not changed by F_SETFL.
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
             # A bigger pipe means fewer, larger reads from a chatty child; without
             # the privilege or under the user's pipe budget, the default will do.
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
         try:
-            os.set_blocking(out_w, True)
-            os.set_blocking(err_w, True)
             if inst.user is None and inst.group is None:
-                spawn = self.lean.spawn if self.lean is not None else self._posix_spawn
-                pid = spawn(inst, env, out_w, err_w)
+                request = Request(inst, self._environment, own)
+                if self.lean is not None:
+                    self.lean.submit(request, out_w, err_w)
+                    self._flying.append((key, inst, out_r, err_r))
+                    return
+                result: int | BaseException = self._posix_spawn(request, out_w, err_w)
             else:
-                pid = self._popen(inst, env, out_w, err_w)
-        except OSError as err:
-            os.close(out_r)
-            os.close(err_r)
-            raise SpawnError(_explain(err, inst), retry=err.errno in _OUT_OF_FDS) from None
-        except (SpawnError, ValueError, TypeError) as err:  # ValueError: a NUL in an argument
-            os.close(out_r)
-            os.close(err_r)
-            if isinstance(err, SpawnError):
-                raise
-            raise SpawnError(f"cannot start {inst.argv[0]}: {err}") from None
+                result = self._popen(inst, {**self._environment.base, **own}, out_w, err_w)
+        except (OSError, ValueError) as error:  # ValueError: a string no file name can hold
+            result = error
         finally:
             os.close(out_w)
             os.close(err_w)
-        return pid, out_r, err_r
+        self._land(key, self._outcome(result, inst, out_r, err_r))
+
+    def _collect(self, keep: int | None) -> None:
+        lean = self.lean
+        while self._flying:
+            if lean is None:  # cannot be: only the thread's spawns fly
+                break
+            if keep is not None and len(self._flying) > keep:
+                result = lean.result()
+            else:
+                try:
+                    result = lean.results.get_nowait()
+                except queue.Empty:
+                    return
+            key, inst, out_r, err_r = self._flying.popleft()
+            self._land(key, self._outcome(result, inst, out_r, err_r))
+
+    def _land(self, key: K | None, outcome: Outcome) -> None:
+        if key is None:
+            self._own = outcome
+        else:
+            self._done.append((key, outcome))
+
+    @staticmethod
+    def _outcome(result: int | BaseException, inst: InstancePlan, out: int, err: int) -> Outcome:
+        if isinstance(result, int):
+            return result, out, err
+        os.close(out)
+        os.close(err)
+        if isinstance(result, SpawnError):
+            return result
+        if isinstance(result, OSError):
+            return SpawnError(_explain(result, inst), retry=result.errno in _OUT_OF_FDS)
+        if isinstance(result, ValueError):
+            return SpawnError(f"cannot start {inst.argv[0]}: {result}")
+        raise result
 
     @staticmethod
     def _pipe() -> tuple[int, int]:
         try:
-            return os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            return os.pipe2(os.O_CLOEXEC)
         except OSError as err:
             # EMFILE/ENFILE, or ENOMEM: all are shortages that may pass.
             if err.errno in _OUT_OF_FDS:
@@ -308,32 +508,37 @@ class Spawner:
                 self._resolved[key] = found
         return found
 
-    def _posix_spawn(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
+    def _posix_spawn(self, request: Request, out: int, err: int) -> int:
+        inst = request.inst
         program = inst.argv[0]
-        executable = self._executable(program, env.get("PATH"))
+        executable = self._executable(program, request.path)
         if executable is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        os.chdir(inst.cwd)
+        if _plibc.chdir(request.cwd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(inst.cwd))
         old_umask = os.umask(inst.umask) if inst.umask is not None else None
+        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        _plibc.posix_spawn_file_actions_init(actions)
         try:
-            return os.posix_spawn(
-                executable,
-                inst.argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, out, 1),
-                    (os.POSIX_SPAWN_DUP2, err, 2),
-                ],
-                setsid=True,
-                setsigdef=_RESET_SIGNALS,
-                setsigmask=(),  # not the spawning thread's (which blocks every signal)
+            for fd, target in ((self._devnull, 0), (out, 1), (err, 2)):
+                _check(_plibc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+            pid = ctypes.c_int()
+            code = _libc.posix_spawn(
+                ctypes.byref(pid),
+                os.fsencode(executable),
+                actions,
+                self._attributes,
+                request.argv,
+                request.envp,
             )
-        except OSError:
-            self._resolved.pop((program, env.get("PATH")), None)  # moved or removed since
-            raise
+            if code != 0:
+                self._resolved.pop((program, request.path), None)  # moved or removed since
+                raise OSError(code, os.strerror(code), executable)
+            return pid.value
         finally:
-            os.fchdir(self._home)
+            _plibc.posix_spawn_file_actions_destroy(actions)
+            _plibc.fchdir(self._home)
             if old_umask is not None:
                 os.umask(old_umask)
 

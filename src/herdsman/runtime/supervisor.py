@@ -4,8 +4,10 @@ Every source (the reaper, timers, probes, the notify socket, the memory sampler,
 requests, the file watcher) `submit`s an event; the runner feeds them one at a time
 to `core.herd` and carries out the actions it returns: spawning, signalling process
 groups, arming timers, starting and stopping checks, and publishing each change on
-the change feed (changes.py). Results (Spawned, SpawnFailed) go back on the queue, never by a call
-back into the herd. Everything runs on the one event-loop thread.
+the change feed (changes.py). Results (Spawned, SpawnFailed) go back on the queue,
+never by a call back into the herd. Everything runs on the one event-loop thread,
+but the spawns themselves: the spawning thread runs them while the loop goes on
+(see spawn.py), and their outcomes come back on the queue as they land.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ from herdsman.runtime.pump import Batches, LineSink, LogPump
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.signals import Signals
-from herdsman.runtime.spawn import Spawner, SpawnError, child_environment, close_inherited_fds
+from herdsman.runtime.spawn import (
+    IN_FLIGHT,
+    Outcome,
+    Spawner,
+    SpawnError,
+    close_inherited_fds,
+    own_environment,
+)
 from herdsman.runtime.systemd import without_manager_variables
 
 
@@ -63,6 +72,12 @@ class Managed:
     start_time: tuple[int, int | None] = (0, None)  # (pid, its start time), read once
     foreign: bool = False  # adopted after a crash: not our child, watched by pidfd
     last_err: bytes = b""  # the last line its process wrote on stderr: why it exited
+    spawning: bool = False  # handed to the spawning thread, its outcome not in yet
+
+    @property
+    def live(self) -> bool:
+        """Whether it has a process, or may have one the moment its spawn lands."""
+        return self.spawning or self.core.live
 
     @property
     def name(self) -> str:
@@ -114,20 +129,25 @@ class Supervisor:
             self._loop, lambda: self.plan.state_dir, self._main_of, self._main_pids
         )
         self._reaper.on_orphan = self.escapes.orphan_reaped
+        # Every spawned pid is known before an exit is collected: one collected
+        # first would pass for an orphan's, and its instance would wait forever.
+        self._reaper.before_reap = self.settle
         self._random = random.Random()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._waiters_check_scheduled = False
         self._queue: deque[hd.Event] = deque()
         self._changes: deque[tuple[Managed, State, State, Event]] = deque()  # to publish
+        # Instance -> its changes that wait for its spawn to land (see _run).
+        self._held: dict[str, list[tuple[Managed, State, State, Event]]] = {}
         self._running = False
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
         self._gone: dict[str, Managed] = {}  # removed by the reload being applied
         self._timers: dict[str, asyncio.TimerHandle] = {}  # watchdogs, by instance
-        self._spawner = Spawner()
-        self._base_env = dict(os.environ if environ is None else environ)
-        without_manager_variables(self._base_env)
+        base_env = dict(os.environ if environ is None else environ)
+        without_manager_variables(base_env)
+        self._spawner: Spawner[Managed] = Spawner(base_env)
         self.journal: SpawnJournal | None = None
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.checks: Checks | None = None
@@ -171,8 +191,11 @@ class Supervisor:
         close_inherited_fds()
         self.signals.open(self._loop)
         self._reaper.start(self.signals)
+        if self._spawner.lean is not None:
+            self._loop.add_reader(self._spawner.lean.fileno(), self._woken)
 
     def close(self) -> None:
+        self.settle()
         for name in list(self._timers):
             self._cancel(name)
         for managed in self.instances.values():
@@ -181,6 +204,8 @@ class Supervisor:
                 pump.close()
         self._reaper.close()
         self.signals.close()
+        if self._spawner.lean is not None:
+            self._loop.remove_reader(self._spawner.lean.fileno())
         self._spawner.close()
 
     # --- requests -----------------------------------------------------------
@@ -193,6 +218,7 @@ class Supervisor:
         # before the next, as a herd of thousands comes up.
         for name in self.herd.start_order(services):
             self.submit(hd.StartRequest((name,), manual, dependencies=False))
+        self.settle()  # the herd is up (or failed) when this returns, as one by one
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -237,11 +263,13 @@ class Supervisor:
         process group killed.
         """
         probe = replace(inst, argv=argv)
-        env = child_environment(self._base_env, inst)
+        env = own_environment(inst)
         try:
             pid, out, err = self._spawner.spawn(probe, env)
         except SpawnError as error:
             return None, str(error)
+        finally:
+            self._landed()  # the instances' outcomes that came in before the probe's
         lines: list[bytes] = []
 
         def keep(_name: str, _stream: str, chunk: bytes, _ts: float) -> None:
@@ -287,7 +315,7 @@ class Supervisor:
         self.submit(hd.StopRequest(tuple(self.instances), kill=True))
 
     def any_live(self) -> bool:
-        return any(m.core.live for m in self.instances.values())
+        return any(m.live for m in self.instances.values())
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109 -- False on timeout is the answer (the API's timed_out)
         """Wait until `predicate()` holds after some state change; False on timeout."""
@@ -311,6 +339,9 @@ class Supervisor:
         """Put `event` on the queue; run the queue unless it is running already (an
         event submitted while actions execute waits its turn: no recursion)."""
         self._queue.append(event)
+        self._run()
+
+    def _run(self) -> None:
         if self._running:
             return
         self._running = True
@@ -328,8 +359,13 @@ class Supervisor:
                 if not changes:
                     break
                 # Changes go out in order once the queue is empty: a spawn's change
-                # shows its process, as subscribers read the instance when told.
-                self._publish(*changes.popleft())
+                # shows its process, as subscribers read the instance when told, so
+                # one whose spawn is still out waits for it to land.
+                change = changes.popleft()
+                if change[0].spawning:
+                    self._held.setdefault(change[0].name, []).append(change)
+                else:
+                    self._publish(*change)
         finally:
             self._running = False
 
@@ -392,15 +428,50 @@ class Supervisor:
             managed.timer = managed.timer_due = None
 
     def _spawn(self, managed: Managed) -> None:
-        journal = self.journal
+        env = own_environment(managed.plan)
+        env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
         try:
-            env = child_environment(self._base_env, managed.plan)
-            env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
-            pid, out, err = self._spawner.spawn(managed.plan, env)
+            self._spawner.start(managed, managed.plan, env)
         except SpawnError as error:
-            failed = SpawnFailed(f"cannot start: {error}", retry=error.retry)
-            self._queue.append(hd.ToInstance(managed.name, failed))
+            self._spawn_failed(managed, error)
             return
+        managed.spawning = True
+        # The thread spawns while this loop prepares the next; past a few in
+        # flight, wait for the oldest (each outcome is an event, as it lands).
+        self._landed(keep=IN_FLIGHT)
+
+    def _woken(self) -> None:
+        """The spawning thread says outcomes are waiting."""
+        assert self._spawner.lean is not None
+        self._spawner.lean.woken()
+        self._landed()
+
+    def _landed(self, keep: int | None = None) -> None:
+        """Take in the outcomes of the spawns that ended, in order; then run the
+        queue (their events) unless it is running. `keep`: see Spawner.finished."""
+        for managed, outcome in self._spawner.finished(keep=keep):
+            managed.spawning = False
+            self._changes.extend(self._held.pop(managed.name, ()))
+            if isinstance(outcome, SpawnError):
+                self._spawn_failed(managed, outcome)
+            else:
+                self._spawned(managed, outcome)
+        self._run()
+
+    def settle(self) -> None:
+        """Wait for every spawn in flight, and take in its outcome (and those of
+        the spawns its events start): then every spawned process is known."""
+        while self._spawner.pending:
+            self._landed(keep=0)
+
+    def _spawn_failed(self, managed: Managed, error: SpawnError) -> None:
+        failed = SpawnFailed(f"cannot start: {error}", retry=error.retry)
+        self._queue.append(hd.ToInstance(managed.name, failed))
+
+    def _spawned(self, managed: Managed, outcome: Outcome) -> None:
+        assert not isinstance(outcome, SpawnError)
+        pid, out, err = outcome
+        journal = self.journal
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
         managed.foreign = False
@@ -456,6 +527,7 @@ class Supervisor:
         Timers are cancelled (their due times are in each record) and the pumps
         stop reading; the pipes' fds become inheritable for the new image.
         """
+        self.settle()
         pumps: dict[str, list[tuple[str, int, bytes]]] = {}
         for name in list(self._timers):  # watchdogs: armed again by the new image
             self._cancel(name)
@@ -543,6 +615,7 @@ class Supervisor:
         return managed.core.pid, self.start_time_of(managed)
 
     def _main_pids(self) -> Iterator[int]:
+        self.settle()  # a process whose spawn has not landed yet is no escapee
         return (m.core.pid for m in self.instances.values() if m.core.pid is not None)
 
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
@@ -585,4 +658,4 @@ def kill_group(pgid: int) -> None:
 
 
 def _none_live(members: list[Managed]) -> bool:
-    return not any(m.core.live for m in members)
+    return not any(m.live for m in members)
