@@ -31,6 +31,7 @@ from herdsman.runtime.documents import (
     InstanceDocument,
     LogDocument,
     ResultDocument,
+    StatusColumns,
     StatusDocument,
     daemon_document,
 )
@@ -300,6 +301,9 @@ class Daemon:
 
     def instances(self) -> list[InstanceDocument]:
         return self.view.instances()
+
+    def columns(self, keys: list[str]) -> StatusColumns:
+        return {"daemon": self.daemon_document(), "columns": self.view.columns(keys)}
 
     def instance(self, name: str) -> InstanceDocument:
         return self.view.instance(name)

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from herdsman.core.states import State
 from herdsman.runtime.control import ControlError
-from herdsman.runtime.documents import InstanceDocument, instance_document, summary
+from herdsman.runtime.documents import (
+    SAMPLED,
+    InstanceDocument,
+    Parts,
+    instance_columns,
+    instance_document,
+    summary,
+)
 from herdsman.runtime.logsink import LogSink
 from herdsman.runtime.notify import Notifications
 from herdsman.runtime.probes import Prober
@@ -39,8 +47,16 @@ class StatusView:
     def instances(self) -> list[InstanceDocument]:
         """Every instance, with fresh samples."""
         self._sampler.refresh()
-        why = self._blocked()
-        return [self.document(m, why) for m in self._supervisor.instances.values()]
+        parts = self._parts(self._blocked())
+        return [instance_document(m, parts) for m in self._supervisor.instances.values()]
+
+    def columns(self, keys: list[str]) -> dict[str, list[Any]]:
+        """The values of `keys` of every instance (see documents.instance_columns),
+        sampled afresh only when a key is a sample's."""
+        if SAMPLED.intersection(keys):
+            self._sampler.refresh()
+        instances = list(self._supervisor.instances.values())
+        return instance_columns(instances, keys, self._parts(self._blocked()))
 
     def instance(self, name: str) -> InstanceDocument:
         """One instance by exact name, with a fresh sample; ControlError(404) if none."""
@@ -53,28 +69,30 @@ class StatusView:
     def of(self, managed: list[Managed]) -> list[InstanceDocument]:
         """Of `managed`, for a request's answer (with fresh samples)."""
         self._sampler.refresh()
-        why = self._blocked(managed)
-        return [self.document(m, why) for m in managed]
+        parts = self._parts(self._blocked(managed))
+        return [instance_document(m, parts) for m in managed]
 
     def document(self, managed: Managed, reasons: dict[str, str] | None = None) -> InstanceDocument:
         """`managed` as `status` shows it, with the samples it has; `reasons`: why the
         waiting instances cannot start (default: asked of the herd for this one)."""
-        name = managed.name
         if reasons is None:
             reasons = self._blocked([managed])
-        herd, prober = self._supervisor.herd, self._prober
-        return instance_document(
-            managed,
+        return instance_document(managed, self._parts(reasons))
+
+    def _parts(self, reasons: dict[str, str]) -> Parts:
+        """Where the documents' pieces come from; `reasons`: why instances are blocked."""
+        prober = self._prober
+        return Parts(
             now=self._loop.time(),
-            sample=self._sampler.get(name),
-            health=herd.health.get(name),
-            checks=prober.results.get(name, {}),
-            blocked=reasons.get(name),
-            since=self._since.get(name),
-            log_error=self._output.error(name),
-            problem=prober.problems.get(name),
-            failure=prober.failures.get(name),
-            notify_status=self._notify.statuses.get(name),
+            sample=self._sampler.get,
+            health=self._supervisor.herd.health.get,
+            checks=lambda name: prober.results.get(name, {}),
+            blocked=reasons.get,
+            since=self._since.get,
+            log_error=self._output.error,
+            problem=prober.problems.get,
+            failure=prober.failures.get,
+            notify_status=self._notify.statuses.get,
         )
 
     def summary(self) -> str:
