@@ -206,7 +206,10 @@ def test_a_stopped_dependency_ends_the_wait(tmp: Path) -> None:
         [services.app]
         command = "sleep 1000"
         depends_on = {{ db = "ready" }}
+        autostart = false
     """
+    # app is not started by `up`: it waits for db only once `start app` has reached the
+    # daemon, so `stop db` cannot come first (start would then bring db back, and wait).
     with config(tmp, toml):
         assert herdsman(tmp, "up", "-d").returncode == 0
         waiting = subprocess.Popen(
