@@ -141,15 +141,23 @@ def test_tcp_needs_the_token_on_every_path(daemon: Daemon) -> None:
     assert log.count("refused a control request from 127.0.0.1:") == 6
 
 
-def test_the_daemon_loads_neither_pydantic_nor_psutil(daemon: Daemon) -> None:
+def test_the_daemon_loads_pydantic_never_and_psutil_once_asked(tmp: Path) -> None:
     # What the daemon keeps in memory for good: the config is validated in a helper
-    # process, and resource samples are read from /proc.
-    assert daemon.cli("status").returncode == 0  # samples every instance
-    status, _ = daemon.tcp("GET", "/metrics", {"Authorization": f"Bearer {TOKEN}"})
-    assert status == 200
-    maps = Path(f"/proc/{daemon.pid}/maps").read_text()
-    assert "pydantic_core" not in maps
-    assert "_psutil_linux" not in maps
+    # process, and psutil is loaded at the first resource sample, not before.
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = ["sleep", "600"]\n')
+    up = subprocess.run(
+        [sys.executable, "-m", "herdsman", "up", "-d"], cwd=tmp, capture_output=True, timeout=60
+    )
+    assert up.returncode == 0, up.stderr
+    running = Daemon(tmp, int((tmp / ".herdsman" / "herdsman.lock").read_text()), 0)
+    try:
+        maps = Path(f"/proc/{running.pid}/maps")
+        assert "_psutil_linux" not in maps.read_text()
+        assert running.cli("status").returncode == 0  # samples every instance
+        assert "_psutil_linux" in maps.read_text()
+        assert "pydantic_core" not in maps.read_text()
+    finally:
+        stop_daemon(running)
 
 
 def test_garbage_gets_4xx_and_the_daemon_keeps_serving(daemon: Daemon) -> None:

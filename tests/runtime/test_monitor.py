@@ -1,4 +1,4 @@
-"""What the sampler reads of a process tree in /proc, against psutil's reading of it."""
+"""What the sampler reads of a process tree, against psutil's own view of it."""
 
 from __future__ import annotations
 
