@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,8 +270,21 @@ def test_logs_unknown_pattern(cli, fake: FakeDaemon) -> None:
     assert (result.code, result.err) == (1, "herdsman: no instance or service matches 'nope'\n")
 
 
+def stopping_once_followed(fake: FakeDaemon, *instances: dict[str, Any]) -> None:
+    """/v1/status as `logs -f` asks before it follows, then as a daemon that ends its
+    streams because it stops (it would follow again a daemon still serving: one that
+    re-executed, or dropped it for falling behind)."""
+    asked: list[Request] = []
+
+    def status(request: Request) -> Reply:
+        asked.append(request)
+        return Reply(200, status_doc(*instances, shutting_down=len(asked) > 1))
+
+    fake.answer("GET", "/v1/status", status)
+
+
 def test_logs_follow_streams_until_the_daemon_goes(cli, fake: FakeDaemon) -> None:
-    fake.answer("GET", "/v1/status", Reply(200, status_doc(WEB0, DB)))
+    stopping_once_followed(fake, WEB0, DB)
     feed = Feed()
     fake.answer("GET", "/v1/logs", Stream(feed))
     feed.put(LINES[0])
@@ -281,12 +295,12 @@ def test_logs_follow_streams_until_the_daemon_goes(cli, fake: FakeDaemon) -> Non
     assert result.out.splitlines() == ["web.0 │ listening", "db    │ ready to accept connections"]
     [logs] = [r for r in fake.requests if r.path == "/v1/logs"]
     assert logs.query == {"n": ["10"], "follow": ["1"]}
-    assert fake.requests[-1].path == "/v1/status"  # gone, or re-executed? (it answers: same count)
+    assert fake.requests[-1].path == "/v1/status"  # gone, stopping, or still serving?
     assert "stopped" in result.err
 
 
 def test_logs_follow_several_patterns(cli, fake: FakeDaemon) -> None:
-    fake.answer("GET", "/v1/status", Reply(200, status_doc(WEB0, WEB1, DB)))
+    stopping_once_followed(fake, WEB0, WEB1, DB)
     feed = Feed()
     recent = [LINES[0], LINES[1]]
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,85 @@ start_limit = { burst = 1000000, interval = "1s" }
         known[change["instance"]] = change
     for name, instance in final.items():
         assert (known[name]["state"], known[name]["restarts"]) == ("stopped", instance["restarts"])
+
+
+FLOOD = """
+import os, sys, time
+for i in range(100):
+    print(f"warm {i}", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.01)
+pad = "x" * 190
+for i in range(LINES):
+    print(f"flood {i:06d} {pad}", flush=True)  # a write each: a batch each, often
+time.sleep(600)
+"""
+
+
+def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    """What `proc` wrote on stdout up to the line holding `needle` (fails at the
+    deadline, or if it ends before)."""
+    assert proc.stdout is not None
+    fd, data = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needle!r} not written within {timeout}s: {data[-300:]!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1 << 20)
+            assert chunk, f"ended before {needle!r}: {data[-300:]!r}"
+            data += chunk
+    return data[: data.index(b"\n", data.index(needle)) + 1]
+
+
+def test_logs_f_under_a_flood_shows_the_backlog_then_every_line_once_in_order(
+    tmp: Path,
+) -> None:
+    # 12 MB, a write a line: more than a follower may fall behind (tails.FOLLOWER_BYTES),
+    # so it is dropped and reads the lines in between from the log file. (Before, the
+    # daemon held all it could not send: 490 MB for one slow follower of a big flood.)
+    lines = 60_000
+    (tmp / "flood.py").write_text(FLOOD.replace("LINES", str(lines)))
+    (tmp / "herdsman.toml").write_text(
+        f"""
+[settings]
+shutdown_timeout = "5s"
+
+[services.flood]
+command = ["{sys.executable}", "flood.py"]
+log = {{ max_bytes = "100MiB" }}
+"""
+    )
+    up = herdsman(tmp, "up", "-d")
+    assert up.returncode == 0, up.stderr
+    log = tmp / ".herdsman/logs/flood.log"
+    follower = None
+    try:
+        wait_for(lambda: log.exists() and b"warm 99\n" in log.read_bytes(), 10)
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "herdsman", "logs", "-f", "-n", "50"],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        backlog = read_until(follower, b"warm 99", 10)  # subscribed: the backlog came
+        (tmp / "go").touch()
+        # Not reading meanwhile: the daemon holds what this follower cannot take,
+        # until it is too much and the follower is dropped.
+        last = f"flood {lines - 1:06d} ".encode()
+        wait_for(lambda: last in log.read_bytes()[-1000:], 60, interval=0.2)
+        shown = backlog + read_until(follower, last, 60)
+    finally:
+        if follower is not None:
+            follower.kill()
+            follower.wait()
+        down = herdsman(tmp, "down")
+        assert down.returncode == 0, down.stderr
+    assert follower.stderr is not None
+    said = follower.stderr.read().decode()
+    assert "this follower fell behind the daemon" in said, said
+    texts = [line.split(" │ ", 1)[1] for line in shown.decode().splitlines()]
+    pad = "x" * 190
+    assert texts == [f"warm {i}" for i in range(50, 100)] + [
+        f"flood {i:06d} {pad}" for i in range(lines)
+    ]

@@ -439,13 +439,24 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
             for entry in _from(stream, args.since):
                 if after.fresh(entry):
                     printer.write(entry, flush=True)
-            # The stream ends when the daemon stops, or re-execs: then follow the
-            # new image. Subscribed first, then what was written since the last line
+            # The stream ends when the daemon stops, re-execs (then follow the new
+            # image) or dropped this follower for falling behind (then follow it
+            # again). Subscribed first, then what was written since the last line
             # shown is read from the log files (the daemon writes a line to its file
             # before it offers it to followers), so nothing falls in between.
-            reexecs = _reexecuted(client, reexecs)
-            if reexecs is None:
+            serving = _serving(client)
+            if serving is None:
                 break
+            if serving <= reexecs:
+                say(
+                    "this follower fell behind the daemon; "
+                    + (
+                        "the lines in between are read from the log files"
+                        if client.config is not None
+                        else "the lines in between are in the log files on its machine"
+                    )
+                )
+            reexecs = serving
             stream = _follow(client, args.patterns, instances, 0)
             after.replay()
             if client.config is not None:  # --url: the files are elsewhere
@@ -500,19 +511,18 @@ def _since_in_files(config: Path, names: Sequence[str], since: str) -> Iterator[
     yield from heapq.merge(*per_instance, key=lambda e: str(e["time"]))
 
 
-def _reexecuted(client: Client, reexecs: int) -> int | None:
-    """The new count if the daemon has re-executed since `reexecs`; None if it is gone
-    or stopping (its listening socket lives through an exec, so one request tells)."""
+def _serving(client: Client) -> int | None:
+    """The daemon's count of re-execs if it still serves; None if it is gone or
+    stopping (its listening socket lives through an exec, so one request tells)."""
     from herdsman.cli.client import ApiError, NoDaemon
 
     try:
         daemon = client.request("GET", "/v1/status")["daemon"]
     except (NoDaemon, ApiError, OSError):
         return None
-    count = int(daemon.get("reexecs", 0))
-    if daemon.get("shutting_down") or count <= reexecs:
+    if daemon.get("shutting_down"):
         return None
-    return count
+    return int(daemon.get("reexecs", 0))
 
 
 def _logs_query(pattern: str | None, n: int, follow: bool) -> str:

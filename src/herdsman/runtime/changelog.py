@@ -1,4 +1,4 @@
-"""What the daemon says of each change: a subscriber of the change feed (changes.py).
+"""What the daemon says of each change, a subscriber of the change feed (supervisor.py).
 
 Its log line (`web.1: spawned pid 42`, `web.1: running -> restarting: exited with
 code 1`), counted rather than written one by one in a crash loop; when each instance

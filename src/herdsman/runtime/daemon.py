@@ -30,7 +30,6 @@ from herdsman.core.signals import parse_signal
 from herdsman.core.states import State
 from herdsman.runtime import recovery
 from herdsman.runtime.changelog import ChangeLog
-from herdsman.runtime.changes import EventStream, Subscriber
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
@@ -43,6 +42,7 @@ from herdsman.runtime.documents import (
     instance_document,
     summary,
 )
+from herdsman.runtime.followers import EventStream
 from herdsman.runtime.hooks import Hooks
 from herdsman.runtime.logsink import LineHook, LogSink
 from herdsman.runtime.monitor import own_usage
@@ -53,7 +53,7 @@ from herdsman.runtime.reexec import Reexecutor
 from herdsman.runtime.reload import Reload
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.statefile import StateWriter
-from herdsman.runtime.supervisor import Managed, Supervisor
+from herdsman.runtime.supervisor import Managed, Subscriber, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 
@@ -117,8 +117,10 @@ class Daemon:
         )
         self.supervisor.journal = self._state
         self._change_log = ChangeLog(log, self._loop, self.manager, self.summary)
-        self._event_stream = EventStream(lambda m: self._document(m, self._blocked([m])))
-        # Every change, in order, to each of these (see changes.py).
+        self._event_stream = EventStream(
+            lambda m: self._document(m, self._blocked([m])), self.supervisor.unpublished
+        )
+        # Every change, in order, to each of these (see supervisor.ChangeFeed).
         for subscriber in (
             lambda managed, _old, _new, _event: self._state.changed(managed.name),
             self.hooks.changed,

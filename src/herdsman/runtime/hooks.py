@@ -1,7 +1,7 @@
 """Event hooks: when an instance enters a chosen state, run a command, POST the event
 as JSON to a webhook, or call a hook plugin.
 
-Hooks never delay supervision: a subscriber of the change feed (changes.py), they
+Hooks never delay supervision: a subscriber of the change feed (supervisor.ChangeFeed), they
 get each change as `(old, new, event)`, in order, and hand it to the hooks that want
 the state entered. Each configured hook has one worker task, owned by the
 daemon's task group, and a bounded queue, so its events are handled in order and a

@@ -4,7 +4,7 @@ Every source (the reaper, timers, probes, the notify socket, the memory sampler,
 requests, the file watcher) `submit`s an event; the runner feeds them one at a time
 to `core.herd` and carries out the actions it returns: spawning, signalling process
 groups, arming timers, starting and stopping checks, and publishing each change on
-the change feed (changes.py). Results (Spawned, SpawnFailed) go back on the queue,
+the change feed (`ChangeFeed`). Results (Spawned, SpawnFailed) go back on the queue,
 never by a call back into the herd. Everything runs on the one event-loop thread,
 but the spawns themselves: the spawning thread runs them while the loop goes on
 (see spawn.py), and their outcomes come back on the queue as they land.
@@ -34,7 +34,6 @@ from herdsman.core.lifecycle import (
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.core.signals import signal_name
 from herdsman.core.states import State
-from herdsman.runtime.changes import ChangeFeed
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
@@ -89,6 +88,35 @@ class Managed:
     @property
     def service(self) -> str:
         return self.plan.service
+
+
+# (instance, the state it left, the state it entered, the event): `old is new` when
+# only its process or its readiness changed.
+Subscriber = Callable[[Managed, State, State, Event], None]
+
+
+class ChangeFeed:
+    """The change feed: every change of an instance, once, in order, to every subscriber.
+
+    The runner publishes `(managed, old, new, event)` once per change the herd
+    reports, after the actions of the events that caused it have been carried out
+    (so a spawn's change shows its process). Everything that watches the herd
+    subscribes, in one place (daemon.py): state.json, hooks, the daemon's log lines
+    and its status to systemd, `/v1/events`, the console of `up`. A subscriber runs
+    on the loop's thread and must not wait: what takes time (a hook) it queues.
+    """
+
+    __slots__ = ("_subscribers",)
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, managed: Managed, old: State, new: State, event: Event) -> None:
+        for subscriber in self._subscribers:
+            subscriber(managed, old, new, event)
 
 
 # The last stderr line of a process that fails joins its exit in the message.
@@ -630,6 +658,13 @@ class Supervisor:
         said = last_words(managed.last_err)
         managed.last_err = b""
         self.submit(hd.ToInstance(managed.name, Exited(pid, code, sig, said)))
+
+    def unpublished(self) -> Iterator[tuple[Managed, State, State, Event]]:
+        """The changes made and not yet published: those of instances whose spawn is
+        out (their instances already show them: a snapshot taken now has them)."""
+        for held in self._held.values():
+            yield from held
+        yield from self._changes
 
     def _publish(self, managed: Managed, old: State, new: State, event: Event) -> None:
         self.changes.publish(managed, old, new, event)

@@ -17,6 +17,11 @@ from herdsman.runtime.handover import TailEntry
 from herdsman.runtime.pump import split_lines
 
 LINES_KEPT = 1000  # per instance, for `logs` and the start of `logs -f`
+# Bytes of lines a `logs -f` follower may fall behind before it is dropped (its
+# stream ends; the CLI subscribes again and reads the rest from the log files):
+# counted in items, one slow follower of a flood held hundreds of megabytes.
+FOLLOWER_BYTES = 8 * 1024 * 1024
+CHUNK_COST = 200  # bytes a held batch costs besides its lines (its tuple, bytes, float)
 
 LogChunk = tuple[float, str, str, bytes]  # lines read at once, joined by \n
 
@@ -88,13 +93,17 @@ def last_lines(lines: bytes, count: int, keep: int) -> bytes:
     return lines[start:]
 
 
+def _size(chunk: LogChunk) -> int:
+    return CHUNK_COST + len(chunk[3])
+
+
 class Tails:
     """The last `limit` lines of each tracked instance, and who follows new ones."""
 
     def __init__(self, limit: int = LINES_KEPT) -> None:
         self._limit = limit
         self._tails: dict[str, Tail] = {}
-        self._followers: Broadcast[LogChunk] = Broadcast()
+        self._followers: Broadcast[LogChunk] = Broadcast(FOLLOWER_BYTES, _size)
 
     def track(self, name: str) -> None:
         """Keep lines of `name` (an instance already tracked keeps its lines)."""

@@ -217,6 +217,10 @@ class TopApp(App[int]):
                 log.write(self.output_line(entry, merged=instance is None))
         except ClientError:
             return  # the daemon went away; the event stream says so and starts a new one
+        if self.connected:
+            # The daemon dropped this follower for falling behind (a flood): follow
+            # again, from its last lines. (At a re-exec the new snapshot does it.)
+            self.follow_output()
 
     def output_line(self, entry: Mapping[str, Any], *, merged: bool) -> Text:
         line = Text(str(entry.get("line", "")), style="red" if entry.get("stream") == "err" else "")
