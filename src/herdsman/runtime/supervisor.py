@@ -19,7 +19,7 @@ import random
 import re
 import signal
 from collections import deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
