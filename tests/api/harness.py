@@ -129,6 +129,11 @@ class FakeController:
         daemon["started_at"] = "2026-11-23T10:00:00.123456Z"
         return {"daemon": daemon, "services": self.instances()}
 
+    def columns(self, keys: list[str]) -> dict[str, Any]:
+        status = self.status()
+        columns = {key: [i.get(key) for i in status["services"]] for key in keys}
+        return {"daemon": status["daemon"], "columns": columns}
+
     def instances(self) -> list[dict[str, Any]]:
         return list(self.instances_.values())
 

@@ -17,7 +17,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from herdsman.api.openapi import DOCUMENT
+from herdsman.api.openapi import DOCUMENT, INSTANCE_KEYS
 from herdsman.core.states import State
 from herdsman.runtime import documents
 from tests.api import harness
@@ -31,6 +31,7 @@ TYPED = {
     "Instance": documents.InstanceDocument,
     "Daemon": documents.DaemonDocument,
     "Status": documents.StatusDocument,
+    "StatusColumns": documents.StatusColumns,
     "ActionResult": documents.ResultDocument,
     "Event": documents.EventDocument,
     "LogLine": documents.LogDocument,
@@ -38,6 +39,7 @@ TYPED = {
 NAMES = {typed: name for name, typed in TYPED.items()}
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 JSON_TYPES[type(None)] = "null"
+JSON_TYPES[Any] = "any"
 
 
 def typed_json(annotation: Any) -> set[str]:
@@ -58,6 +60,8 @@ def schema_json(schema: Mapping[str, Any]) -> set[str]:
     """The JSON types (or `$ref` names) a schema allows."""
     if "$ref" in schema:
         return {schema["$ref"].rsplit("/", 1)[1]}
+    if not schema:
+        return {"any"}
     kinds = schema["type"]
     found = set()
     for kind in [kinds] if isinstance(kinds, str) else kinds:
@@ -84,6 +88,12 @@ def test_each_document_has_its_schemas_keys_required_keys_and_types(name: str) -
     assert sorted(required(typed)) == sorted(schema["required"])
     for key, annotation in hints.items():
         assert typed_json(annotation) == schema_json(schema["properties"][key]), key
+
+
+def test_columns_are_the_keys_of_an_instance() -> None:
+    keys = set(get_type_hints(documents.InstanceDocument))
+    assert set(documents.COLUMNS) == keys
+    assert set(INSTANCE_KEYS) == keys
 
 
 def test_every_state_and_no_other_is_in_the_schema() -> None:
@@ -122,6 +132,7 @@ def validate(document: Any, name: str) -> None:
 def fakes() -> Iterator[tuple[str, Any]]:
     controller = harness.FakeController()
     yield "Status", controller.status()
+    yield "StatusColumns", controller.columns(list(INSTANCE_KEYS))
     yield from (("Instance", doc) for doc in controller.instances())
     yield from (("LogLine", doc) for doc in controller.lines[:3])
     for state in State:
@@ -129,6 +140,8 @@ def fakes() -> Iterator[tuple[str, Any]]:
         yield "Instance", top.inst("web", state.value)
         yield "Event", top.event("web", state.value, "running")
     yield "Status", fake.status(fake.instance("web.0"), fake.instance("db", "failed"))
+    answer = fake.Reply(200, fake.status(fake.instance("web.0"), fake.instance("db", "failed")))
+    yield "StatusColumns", fake.as_columns(answer, ["name", "state", "pid"]).body
     yield "Status", top.status(top.inst("web"))
     yield "LogLine", fake.log_line("web.0", "hello", 3, "err")
 
@@ -156,5 +169,31 @@ def test_the_daemons_documents_are_valid(tmp: Path) -> None:
             for _ in range(2):  # db: running -> stopping -> stopped
                 validate(await asyncio.wait_for(anext(events), 10), "Event")
             await events.aclose()
+
+    asyncio.run(body())
+
+
+def test_columns_hold_what_the_documents_hold(tmp: Path) -> None:
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: all(d["state"] == "running" for d in daemon.instances()))
+            await daemon.stop("db", wait=True)  # one without a process, and how it ended
+            documents_ = daemon.instances()
+            answer = daemon.columns(list(documents.COLUMNS))
+            validate(answer, "StatusColumns")
+            columns = answer["columns"]
+            for key in documents.COLUMNS:
+                values = [d[key] for d in documents_]
+                if key == "uptime":  # a moment later
+                    assert [v is None for v in columns[key]] == [v is None for v in values]
+                    assert all(
+                        c - v < 1
+                        for c, v in zip(columns[key], values, strict=True)
+                        if v is not None
+                    )
+                else:
+                    assert columns[key] == values, key
+            assert columns["state"] == ["running", "running", "stopped"]
+            assert daemon.columns(["name"])["columns"] == {"name": ["web.0", "web.1", "db"]}
 
     asyncio.run(body())

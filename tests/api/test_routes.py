@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from herdsman.api.openapi import INSTANCE_KEYS
 from tests.api.harness import (
     METRICS,
     METRICS_TYPE,
@@ -32,6 +33,26 @@ def test_status_and_instances(api: ServerThread) -> None:
     one = ask(conn, "GET", "/v1/instances/web.1")
     assert one.status == 200
     assert one.json == make_instance("web.1")
+
+
+def test_status_in_columns(api: ServerThread) -> None:
+    answer = ask(api.unix(), "GET", "/v1/status?columns=name,state,pid")
+    assert answer.status == 200
+    assert answer.json["daemon"]["pid"] == 4242
+    assert answer.json["columns"] == {
+        "name": ["web.0", "web.1", "db", "worker"],
+        "state": [make_instance(n)["state"] for n in ("web.0", "web.1", "db", "worker")],
+        "pid": [make_instance(n)["pid"] for n in ("web.0", "web.1", "db", "worker")],
+    }
+
+
+@pytest.mark.parametrize("columns", ["", "name,nope", "name,,pid", "NAME"])
+def test_status_columns_must_be_keys_of_an_instance(api: ServerThread, columns: str) -> None:
+    answer = ask(api.unix(), "GET", f"/v1/status?columns={columns}")
+    assert answer.status == 400
+    assert answer.error.startswith("parameter 'columns' names ")
+    keys = ", ".join(INSTANCE_KEYS)
+    assert answer.error.endswith(f", which is not a key of an instance ({keys})")
 
 
 def test_unknown_instance_is_404_with_the_controllers_sentence(api: ServerThread) -> None:

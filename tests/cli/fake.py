@@ -132,6 +132,8 @@ class FakeDaemon:
                     return
                 self.requests.append(request)
                 answer = self.answers.get((request.method, request.path))
+                if isinstance(answer, Reply) and "columns" in request.query:
+                    answer = as_columns(answer, request.query["columns"][0].split(","))
                 if answer is None:
                     answer = error(404, f"no fake answer for {request.method} {request.path}")
                 if callable(answer):
@@ -186,6 +188,16 @@ class FakeDaemon:
             data = json.dumps(entry).encode() + b"\n"
             conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
         conn.sendall(b"0\r\n\r\n")
+
+
+def as_columns(reply: Reply, keys: list[str]) -> Reply:
+    """A status answer as the daemon gives it for `?columns=` (an answer given as a
+    function is sent as it is: that is how a fake plays a daemon older than that)."""
+    if reply.status != 200 or "services" not in reply.body:
+        return reply
+    services = reply.body["services"]
+    columns = {key: [i.get(key) for i in services] for key in keys}
+    return Reply(200, {"daemon": reply.body["daemon"], "columns": columns})
 
 
 def instance(name: str, state: str = "running", **fields: Any) -> dict[str, Any]:

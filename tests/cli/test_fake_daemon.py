@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from herdsman.cli import table
 from tests.cli.conftest import Project
 from tests.cli.fake import FakeDaemon, Feed, Reply, Request, Stream, error, instance, log_line
 from tests.cli.fake import status as status_doc
@@ -57,7 +58,26 @@ def test_status_table(cli, fake: FakeDaemon) -> None:
     at = lines[0].index("STATE")
     assert [line[at:].split()[0] for line in lines[1:]] == ["running", "failed", "stopped"]
     assert "\x1b[" not in result.out  # not a terminal: no colour
-    assert fake.paths() == ["/v1/status"]
+    assert [(r.path, r.query) for r in fake.requests] == [
+        ("/v1/status", {"columns": [",".join(table.COLUMNS)]})
+    ]
+
+
+def test_status_from_a_daemon_that_answers_documents(cli, fake: FakeDaemon) -> None:
+    # A daemon older than ?columns= answers the whole document: the same table.
+    fake.answer("GET", "/v1/status", Reply(200, status_doc(WEB0, WEB1, DB)))
+    columns = cli("status")
+    fake.answer("GET", "/v1/status", lambda request: Reply(200, status_doc(WEB0, WEB1, DB)))
+    documents = cli("status")
+    assert (documents.code, documents.out, documents.err) == (
+        columns.code,
+        columns.out,
+        columns.err,
+    )
+    assert documents.out.count("\n") == 4
+    fake.answer("GET", "/v1/logs", Stream([]))
+    detail = cli("status", "web.1")
+    assert detail.out.startswith("web.1 (web)\n"), detail.err
 
 
 def test_status_json_filtered(cli, fake: FakeDaemon) -> None:

@@ -61,7 +61,9 @@ ROWS = [
 
 
 def test_render_widths_from_content() -> None:
-    lines = table.render_status(ROWS, colour=False, width=None).splitlines()
+    lines = table.render_status(
+        table.columns_of(ROWS, table.COLUMNS), colour=False, width=None
+    ).splitlines()
     assert lines[0].startswith("INSTANCE             STATE")  # the longest name + 2
     assert lines[1].startswith("web.0                running")
     # Numbers are right-aligned under their header.
@@ -75,7 +77,9 @@ def test_render_widths_from_content() -> None:
 
 
 def test_render_empty() -> None:
-    assert table.render_status([], colour=False, width=None).split() == [
+    assert table.render_status(
+        table.columns_of([], table.COLUMNS), colour=False, width=None
+    ).split() == [
         "INSTANCE",
         "STATE",
         "PID",
@@ -90,12 +94,18 @@ def test_render_empty() -> None:
 
 def test_health_header_only_with_health_checks() -> None:
     rows = [instance("web", health="unknown")]
-    assert "READY/HEALTH" in table.render_status(rows, colour=False, width=None)
+    assert "READY/HEALTH" in table.render_status(
+        table.columns_of(rows, table.COLUMNS), colour=False, width=None
+    )
 
 
 def test_colour_and_cut_on_a_terminal() -> None:
-    plain = table.render_status(ROWS, colour=False, width=None).splitlines()
-    coloured = table.render_status(ROWS, colour=True, width=len(plain[1]) + 20).splitlines()
+    plain = table.render_status(
+        table.columns_of(ROWS, table.COLUMNS), colour=False, width=None
+    ).splitlines()
+    coloured = table.render_status(
+        table.columns_of(ROWS, table.COLUMNS), colour=True, width=len(plain[1]) + 20
+    ).splitlines()
     assert "\x1b[32mrunning" in coloured[1]
     assert "\x1b[31mfailed " in coloured[2]
     assert "\x1b[" not in coloured[0]  # the header stays plain
@@ -104,7 +114,9 @@ def test_colour_and_cut_on_a_terminal() -> None:
     assert len(visible) == len(plain[1]) + 20
     assert visible.endswith("…")
     # On a very narrow screen the message keeps a few characters and the line wraps.
-    narrow = table.render_status(ROWS, colour=False, width=20).splitlines()
+    narrow = table.render_status(
+        table.columns_of(ROWS, table.COLUMNS), colour=False, width=20
+    ).splitlines()
     assert narrow[2].endswith("start lim…")
 
 

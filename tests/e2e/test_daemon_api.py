@@ -143,7 +143,8 @@ def test_tcp_needs_the_token_on_every_path(daemon: Daemon) -> None:
 
 def test_the_daemon_loads_pydantic_never_and_psutil_once_asked(tmp: Path) -> None:
     # What the daemon keeps in memory for good: the config is validated in a helper
-    # process, and psutil is loaded at the first resource sample, not before.
+    # process, psutil is loaded at the first resource sample, not before, and ssl
+    # only once an https URL asks for it (none here).
     (tmp / "herdsman.toml").write_text('[services.web]\ncommand = ["sleep", "600"]\n')
     up = subprocess.run(
         [sys.executable, "-m", "herdsman", "up", "-d"], cwd=tmp, capture_output=True, timeout=60
@@ -156,6 +157,7 @@ def test_the_daemon_loads_pydantic_never_and_psutil_once_asked(tmp: Path) -> Non
         assert running.cli("status").returncode == 0  # samples every instance
         assert "_psutil_linux" in maps.read_text()
         assert "pydantic_core" not in maps.read_text()
+        assert "libssl" not in maps.read_text()
     finally:
         stop_daemon(running)
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         InstanceDocument,
         LogDocument,
         ResultDocument,
+        StatusColumns,
         StatusDocument,
     )
 
@@ -35,6 +36,11 @@ class Controller(Protocol):
 
     def status(self) -> StatusDocument:
         """`{"daemon": {"pid", "version", "config", "started_at"}, "services": [instance, ...]}`."""
+        ...
+
+    def columns(self, keys: list[str]) -> StatusColumns:
+        """`{"daemon": {...}, "columns": {key: [value per instance], ...}}` for `keys`,
+        each a key of an instance document."""
         ...
 
     def instances(self) -> list[InstanceDocument]: ...

@@ -147,6 +147,9 @@ _INSTANCE = {
         },
     },
 }
+# The keys `GET /v1/status?columns=` can ask for: every key of an Instance.
+INSTANCE_KEYS = tuple(_INSTANCE["properties"])
+
 # What an Event carries of an Instance: all but its name and the resource samples
 # (no state change makes them fresh).
 _NOT_IN_EVENTS = ("name", "cpu_percent", "rss_bytes", "processes", "open_fds")
@@ -166,7 +169,31 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "getStatus",
                 "summary": "The daemon and every instance: the `status --json` document.",
-                "responses": {"200": _json("Status.", _ref("Status")), **_COMMON_ERRORS},
+                "parameters": [
+                    {
+                        "name": "columns",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only these keys of each instance, as one list per key"
+                        " with a value per instance (StatusColumns), instead of `services`:"
+                        " what `herdsman status` draws its table from.",
+                        "style": "form",
+                        "explode": False,
+                        "schema": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "enum": list(INSTANCE_KEYS)},
+                        },
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        "Status, or with `columns` StatusColumns.",
+                        {"oneOf": [_ref("Status"), _ref("StatusColumns")]},
+                    ),
+                    "400": _response("BadRequest"),
+                    **_COMMON_ERRORS,
+                },
             }
         },
         "/v1/instances": {
@@ -438,6 +465,19 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "daemon": _ref("Daemon"),
                     "services": {"type": "array", "items": _ref("Instance")},
+                },
+            },
+            "StatusColumns": {
+                "type": "object",
+                "required": ["daemon", "columns"],
+                "properties": {
+                    "daemon": _ref("Daemon"),
+                    "columns": {
+                        "type": "object",
+                        "description": "Each key asked for, with a list of its values: one"
+                        " per instance, in the same order in every list.",
+                        "additionalProperties": {"type": "array", "items": {}},
+                    },
                 },
             },
             "ActionRequest": {

@@ -18,6 +18,7 @@ from herdsman.api import openapi
 from herdsman.api.controller import ControlError, Controller
 from herdsman.api.openapi import (
     EVENT_STREAM,
+    INSTANCE_KEYS,
     JSON,
     MAX_LOG_LINES,
     MAX_SIGNAL,
@@ -159,7 +160,18 @@ class Routes:
         raise HttpError(404, "no such path in the control API (see /openapi.json)")
 
     async def _status(self, args: list[str], query: str, body: bytes) -> Reply:
-        return json_reply(200, self._controller.status())
+        columns = _query(query).get("columns")
+        if columns is None:
+            return json_reply(200, self._controller.status())
+        keys = columns.split(",")
+        for key in keys:
+            if key not in INSTANCE_KEYS:
+                raise HttpError(
+                    400,
+                    f"parameter 'columns' names {key[:40]!r}, which is not a key of an"
+                    f" instance ({', '.join(INSTANCE_KEYS)})",
+                )
+        return json_reply(200, self._controller.columns(keys))
 
     async def _instances(self, args: list[str], query: str, body: bytes) -> Reply:
         return json_reply(200, self._controller.instances())

@@ -178,10 +178,34 @@ def select(
     patterns that named none."""
     if not patterns:
         return list(instances), []
-    chosen = [i for i in instances if any(matches(p, i["name"], i["service"]) for p in patterns)]
-    unmatched = [
-        p for p in patterns if not any(matches(p, i["name"], i["service"]) for i in instances)
+    names = [(i["name"], i["service"]) for i in instances]
+    chosen, unmatched = _chosen(names, patterns)
+    return [instances[index] for index in chosen], unmatched
+
+
+def select_columns(
+    columns: Mapping[str, list[Any]], patterns: Sequence[str]
+) -> tuple[Mapping[str, list[Any]], list[str]]:
+    """`select` for instances given as columns (a list of values per key)."""
+    if not patterns:
+        return columns, []
+    chosen, unmatched = _chosen(
+        list(zip(columns["name"], columns["service"], strict=True)), patterns
+    )
+    return {key: [values[index] for index in chosen] for key, values in columns.items()}, unmatched
+
+
+def _chosen(
+    names: Sequence[tuple[str, str]], patterns: Sequence[str]
+) -> tuple[list[int], list[str]]:
+    """Which of the (instance, service) `names` any pattern names, by index, and the
+    patterns that named none."""
+    chosen = [
+        index
+        for index, (name, service) in enumerate(names)
+        if any(matches(p, name, service) for p in patterns)
     ]
+    unmatched = [p for p in patterns if not any(matches(p, n, s) for n, s in names)]
     return chosen, unmatched
 
 
@@ -195,26 +219,39 @@ def service_of(instance: str) -> str:
 
 @_client_command
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    document = client.request("GET", "/v1/status")
-    chosen, unmatched = select(document.get("services") or [], args.patterns)
     if args.json:
+        document = client.request("GET", "/v1/status")
+        chosen, unmatched = select(document.get("services") or [], args.patterns)
         print(json.dumps({**document, "services": chosen}, indent=2))
-    elif args.patterns and len(chosen) == 1 and not unmatched:
+        for pattern in unmatched:
+            say(no_match(pattern))
+        return EXIT_FAILED if unmatched else EXIT_OK
+    # Only what the table shows (and, when patterns may name one instance, what its
+    # detail view shows), as a list per key: with thousands of instances, documents
+    # cost the daemon and this command ten times as much.
+    keys = table.COLUMNS + (table.DETAIL if args.patterns else ())
+    document = client.request("GET", "/v1/status?columns=" + ",".join(keys))
+    columns = document.get("columns")
+    if columns is None:  # a daemon older than ?columns= answers with documents
+        columns = table.columns_of(document.get("services") or [], keys)
+    columns, unmatched = select_columns(columns, args.patterns)
+    if args.patterns and len(columns["name"]) == 1 and not unmatched:
         # One instance named: all there is to know of it, and its last lines.
         from herdsman.cli.client import READ_TIMEOUT
 
-        name = str(chosen[0]["name"])
+        instance = {key: values[0] for key, values in columns.items()}
+        name = str(instance["name"])
         path = _logs_query(name, DETAIL_LINES, follow=False)
         lines = [e for e in client.stream(path, timeout=READ_TIMEOUT) if e.get("instance") == name]
         colour = table.wants_colour(sys.stdout)
-        sys.stdout.write(table.render_detail(chosen[0], lines, colour=colour, now=time.time()))
+        sys.stdout.write(table.render_detail(instance, lines, colour=colour, now=time.time()))
     else:
         out = sys.stdout
         colour = table.wants_colour(out)
         named = args.config or os.environ.get("HERDSMAN_CONFIG")
         if not named and client.config is not None and client.config.parent != Path.cwd():
             say(f"config: {client.config}")  # found in a parent directory: say which
-        out.write(table.render_status(chosen, colour=colour, width=table.terminal_width(out)))
+        out.write(table.render_status(columns, colour=colour, width=table.terminal_width(out)))
         if (document.get("daemon") or {}).get("shutting_down"):
             say("the daemon is shutting down")
     for pattern in unmatched:

@@ -80,61 +80,106 @@ def cpu(percent: float | None) -> str:
 
 def ready_health(inst: Mapping[str, Any]) -> str:
     """`yes`, `no`, `yes/healthy`...; `-` when no process runs (nothing to be ready)."""
-    if inst.get("pid") is None:
+    return _ready_health(inst.get("pid"), inst.get("ready"), inst.get("health"))
+
+
+def _ready_health(pid: int | None, ready: bool | None, health: str | None) -> str:
+    if pid is None:
         return "-"
-    text = "yes" if inst.get("ready") else "no"
-    health = inst.get("health")
+    text = "yes" if ready else "no"
     return f"{text}/{health}" if health else text
 
 
 def message(inst: Mapping[str, Any]) -> str:
     """The instance's last message, else how it ended when it is not running."""
-    text = inst.get("message")
+    return _message(
+        inst.get("message"), inst.get("pid"), inst.get("exit_code"), inst.get("exit_signal")
+    )
+
+
+def _message(
+    text: str | None, pid: int | None, exit_code: int | None, exit_signal: str | None
+) -> str:
     if text:
         return str(text)
-    if inst.get("pid") is None:
-        if inst.get("exit_signal"):
-            return f"killed by {inst['exit_signal']}"
-        if inst.get("exit_code") is not None:
-            return f"exit code {inst['exit_code']}"
+    if pid is None:
+        if exit_signal:
+            return f"killed by {exit_signal}"
+        if exit_code is not None:
+            return f"exit code {exit_code}"
     return ""
 
 
-def render_status(
-    instances: Sequence[Mapping[str, Any]], *, colour: bool, width: int | None
-) -> str:
-    """The status table, header included, as lines ending in newlines."""
-    ready = "READY/HEALTH" if any(i.get("health") for i in instances) else "READY"
+# The keys of an instance the table is made of: what `status` asks the daemon for.
+COLUMNS = (
+    "name",
+    "service",
+    "state",
+    "pid",
+    "uptime",
+    "restarts",
+    "ready",
+    "health",
+    "cpu_percent",
+    "rss_bytes",
+    "message",
+    "exit_code",
+    "exit_signal",
+)
+
+
+# ... and what the detail view of one instance adds.
+DETAIL = ("since", "processes", "command", "checks")
+
+
+def columns_of(instances: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
+    """Instance documents as columns of `keys` (from a daemon that answers
+    `?columns=` with documents: it is older than the parameter)."""
+    return {key: [i.get(key) for i in instances] for key in keys}
+
+
+def render_status(columns: Mapping[str, Sequence[Any]], *, colour: bool, width: int | None) -> str:
+    """The status table of the instances in `columns` (COLUMNS, a list of values each),
+    header included, as lines ending in newlines. Built a column at a time: thousands
+    of rows cost a few function calls per cell."""
+    pids = columns["pid"]
+    ready = "READY/HEALTH" if any(columns["health"]) else "READY"
     header = ["INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", ready, "CPU", "MEM", "MESSAGE"]
-    rows = [
-        [
-            str(i["name"]),
-            str(i["state"]),
-            "-" if i.get("pid") is None else str(i["pid"]),
-            uptime(i.get("uptime")),
-            str(i.get("restarts", 0)),
-            ready_health(i),
-            cpu(i.get("cpu_percent")),
-            memory(i.get("rss_bytes")),
-            message(i),
-        ]
-        for i in instances
+    cells = [
+        [str(name) for name in columns["name"]],
+        [str(state) for state in columns["state"]],
+        ["-" if pid is None else str(pid) for pid in pids],
+        [uptime(seconds) for seconds in columns["uptime"]],
+        [str(restarts or 0) for restarts in columns["restarts"]],
+        list(map(_ready_health, pids, columns["ready"], columns["health"])),
+        [cpu(percent) for percent in columns["cpu_percent"]],
+        [memory(rss) for rss in columns["rss_bytes"]],
+        list(map(_message, columns["message"], pids, columns["exit_code"], columns["exit_signal"])),
     ]
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    widths = [
+        max([len(title), *map(len, column)]) for title, column in zip(header, cells, strict=True)
+    ]
     # Everything but the message, with a two-space gap after each column.
     fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
-
-    lines = []
-    for index, row in enumerate([header, *rows]):
-        cells = []
-        for c, text in enumerate(row[:-1]):
-            cell = text.rjust(widths[c]) if header[c] in RIGHT_ALIGNED else text.ljust(widths[c])
-            if colour and index and c == 1 and text in STATE_COLOURS:
-                cell = f"\x1b[{STATE_COLOURS[text]}m{cell}\x1b[0m"
-            cells.append(cell)
-        cells.append(_cut(row[-1], None if width is None else width - fixed))
-        lines.append("  ".join(cells).rstrip() + "\n")
-    return "".join(lines)
+    room = None if width is None else width - fixed
+    padded = []
+    for c, (title, column) in enumerate(zip(header[:-1], cells[:-1], strict=True)):
+        pad = str.rjust if title in RIGHT_ALIGNED else str.ljust
+        w = widths[c]
+        if colour and c == 1:
+            padded.append(
+                [pad(title, w)]
+                + [
+                    f"\x1b[{STATE_COLOURS[text]}m{pad(text, w)}\x1b[0m"
+                    if text in STATE_COLOURS
+                    else pad(text, w)
+                    for text in column
+                ]
+            )
+        else:
+            padded.append([pad(title, w)] + [pad(text, w) for text in column])
+    padded.append([_cut(text, room) for text in [header[-1], *cells[-1]]])
+    return "".join(["  ".join(row).rstrip() + "\n" for row in zip(*padded, strict=True)])
 
 
 def _cut(text: str, room: int | None) -> str:

@@ -8,6 +8,10 @@ everything gracefully in reverse dependency order; a second one kills at once.
 
 from __future__ import annotations
 
+# Before anything imports asyncio: the daemon loads ssl only once an https URL asks.
+import herdsman.runtime.tls  # noqa: F401
+
+# isort: split
 import asyncio
 import json
 import logging

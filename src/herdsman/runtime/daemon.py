@@ -32,13 +32,17 @@ from herdsman.runtime import recovery
 from herdsman.runtime.changelog import ChangeLog
 from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
+    SAMPLED,
     DaemonDocument,
     EventDocument,
     InstanceDocument,
     LogDocument,
+    Parts,
     ResultDocument,
+    StatusColumns,
     StatusDocument,
     daemon_document,
+    instance_columns,
     instance_document,
     summary,
 )
@@ -361,21 +365,24 @@ class Daemon:
         names = None if managed is None else [m.name for m in managed]
         return self.supervisor.herd.blocked(names)
 
-    def _document(self, managed: Managed, reasons: dict[str, str]) -> InstanceDocument:
-        name = managed.name
-        return instance_document(
-            managed,
+    def _parts(self, reasons: dict[str, str]) -> Parts:
+        """Where the documents' pieces come from; `reasons`: why instances are blocked."""
+        prober = self.prober
+        return Parts(
             now=self._loop.time(),
-            sample=self.sampler.get(name),
-            health=self.supervisor.herd.health.get(name),
-            checks=self.prober.results.get(name, {}),
-            blocked=reasons.get(name),
-            since=self._change_log.since.get(name),
-            log_error=self.output.error(name),
-            problem=self.prober.problems.get(name),
-            failure=self.prober.failures.get(name),
-            notify_status=self.notify.statuses.get(name),
+            sample=self.sampler.get,
+            health=self.supervisor.herd.health.get,
+            checks=lambda name: prober.results.get(name, {}),
+            blocked=reasons.get,
+            since=self._change_log.since.get,
+            log_error=self.output.error,
+            problem=prober.problems.get,
+            failure=prober.failures.get,
+            notify_status=self.notify.statuses.get,
         )
+
+    def _document(self, managed: Managed, reasons: dict[str, str]) -> InstanceDocument:
+        return instance_document(managed, self._parts(reasons))
 
     def summary(self) -> str:
         return summary(m.state for m in self.supervisor.instances.values())
@@ -404,8 +411,15 @@ class Daemon:
 
     def instances(self) -> list[InstanceDocument]:
         self.sampler.refresh()
-        why = self._blocked()
-        return [self._document(m, why) for m in self.supervisor.instances.values()]
+        parts = self._parts(self._blocked())
+        return [instance_document(m, parts) for m in self.supervisor.instances.values()]
+
+    def columns(self, keys: list[str]) -> StatusColumns:
+        if SAMPLED.intersection(keys):
+            self.sampler.refresh()
+        instances = list(self.supervisor.instances.values())
+        columns = instance_columns(instances, keys, self._parts(self._blocked()))
+        return {"daemon": self.daemon_document(), "columns": columns}
 
     def instance(self, name: str) -> InstanceDocument:
         managed = self.supervisor.instances.get(name)

@@ -1,7 +1,7 @@
 """One HTTP request from the daemon, for http probes and webhooks: h11 on asyncio.
 
 Never blocks the loop, always within a timeout, and every failure is one sentence.
-https only when a URL asks for it (ssl costs memory a plain daemon does not need).
+https only when a URL asks for it (see tls.py).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ async def status_of(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     ssl_context: Any = None
     if secure:
-        import ssl
+        from herdsman.runtime.tls import ssl_module
 
-        ssl_context = ssl.create_default_context()
+        ssl_context = ssl_module().create_default_context()
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
