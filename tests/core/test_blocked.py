@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import get_args
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -254,7 +255,7 @@ def herds(
     by_service: dict[str, list[Instance]] = {}
     for i, name in enumerate(names):
         chosen = draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
-        deps[name] = {d: draw(st.sampled_from(graph.CONDITIONS)) for d in chosen}
+        deps[name] = {d: draw(st.sampled_from(get_args(Condition))) for d in chosen}
         members = []
         for r in range(draw(st.integers(1, 2))):
             inst = Instance(f"{name}.{r}", Policy())

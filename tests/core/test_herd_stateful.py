@@ -9,6 +9,7 @@ time pass, and the herd's promises are checked after every step.
 from __future__ import annotations
 
 import signal
+from typing import get_args
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -56,7 +57,7 @@ class HerdMachine(RuleBasedStateMachine):
 
     @initialize(
         pols=st.tuples(policies(), policies(), policies()),
-        b_on_a=st.sampled_from(graph.CONDITIONS),
+        b_on_a=st.sampled_from(get_args(graph.Condition)),
         c_on_b=st.sampled_from(["started", "ready"]),
         follows=st.booleans(),
     )

@@ -114,6 +114,11 @@ def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
         now = {i["name"]: i for i in after["services"]}
         for name, pid in pids.items():
             assert now[name]["pid"] == pid, name
+        # When each entered its state came along too (these did not change state).
+        was = {i["name"]: i["since"] for i in before["services"]}
+        for name in ("writer", "half", "web"):
+            assert was[name] is not None
+            assert now[name]["since"] == was[name], name
         assert now["manual"]["state"] == "stopped"
         assert now["manual"]["pid"] is None
         assert now["web"]["ready"] is True

@@ -33,7 +33,7 @@ async def running(tmp: Path, toml: str) -> AsyncIterator[Daemon]:
     async with asyncio.TaskGroup() as tasks:
         daemon = Daemon(plan, log=logging.getLogger("test"), tasks=tasks)
         daemon.open()
-        daemon.start_services(None)
+        daemon.supervisor.start_services(None)
         try:
             yield daemon
         finally:
@@ -73,11 +73,11 @@ def test_status_documents_and_pattern_matching(tmp: Path) -> None:
             assert (web0["service"], web0["replica"], web0["ready"]) == ("web", 0, True)
             assert web0["rss_bytes"] > 0
             assert web0["uptime"] >= 0
-            assert [m.name for m in daemon.match("web")] == ["web.0", "web.1"]
-            assert [m.name for m in daemon.match("web.1")] == ["web.1"]
-            assert [m.name for m in daemon.match("*b*")] == ["web.0", "web.1", "db"]
+            assert [m.name for m in daemon.requests.match("web")] == ["web.0", "web.1"]
+            assert [m.name for m in daemon.requests.match("web.1")] == ["web.1"]
+            assert [m.name for m in daemon.requests.match("*b*")] == ["web.0", "web.1", "db"]
             with pytest.raises(ControlError) as err:
-                daemon.match("nope*")
+                daemon.requests.match("nope*")
             assert (err.value.status, err.value.message) == (
                 404,
                 "no instance or service matches 'nope*'",

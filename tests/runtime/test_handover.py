@@ -94,6 +94,7 @@ def test_the_dict_an_older_image_hands_over_is_read_as_version_1() -> None:
     # What this image writes again is the same, but for the version it says.
     again = handover.to_data()
     assert again.pop("version") == VERSION
+    assert again.pop("since") == {}  # it handed over none: started afresh
     old = version_1()
     del old["format"]
     assert again == old
@@ -120,6 +121,7 @@ def test_a_hand_over_survives_the_trip_across_the_exec() -> None:
             restarted_deps=["db"],
             watchdogs=[],
             bound={"state_dir": "/s", "socket": "/s/s", "tcp": "None"},
+            since={"web": 1700000000.5, "crashy": 1700000001.0},
         ),
         listen_fds=[3, 5],
         lock_fd=4,

@@ -12,7 +12,7 @@ import pytest
 from herdsman.cli import commands
 from herdsman.cli.top import model
 from herdsman.core import patterns
-from herdsman.runtime import daemon as daemon_module
+from herdsman.runtime import requests
 from herdsman.runtime.control import ControlError
 from tests.runtime.test_daemon import running
 
@@ -37,8 +37,8 @@ PATTERNS = [
 def test_the_daemon_the_cli_and_top_match_with_one_function() -> None:
     assert commands.matches is patterns.matches
     assert model.matches is patterns.matches
-    assert daemon_module.matches is patterns.matches
-    assert commands.no_match is daemon_module.no_match is patterns.no_match
+    assert requests.matches is patterns.matches
+    assert commands.no_match is requests.no_match is patterns.no_match
 
 
 def test_the_daemon_names_what_the_cli_selects(tmp: Path) -> None:
@@ -49,10 +49,10 @@ def test_the_daemon_names_what_the_cli_selects(tmp: Path) -> None:
                 chosen, unmatched = commands.select(documents, [pattern])
                 if unmatched:
                     with pytest.raises(ControlError, match="no instance or service matches"):
-                        daemon.match(pattern)
+                        daemon.requests.match(pattern)
                 else:
-                    assert [m.name for m in daemon.match(pattern)] == [i["name"] for i in chosen], (
-                        pattern
-                    )
+                    assert [m.name for m in daemon.requests.match(pattern)] == [
+                        i["name"] for i in chosen
+                    ], pattern
 
     asyncio.run(body())

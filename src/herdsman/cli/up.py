@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from herdsman import __version__
 from herdsman.api.server import ApiServer, ListenError
@@ -29,6 +29,7 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.core.states import State
+from herdsman.runtime.adoption import Inherited, inherited_fds
 from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
@@ -155,16 +156,22 @@ def run_up(
     detached: bool = False,
     resumed: Handover | None = None,
     watch: bool = False,
+    in_place: InPlace | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the process exit code.
 
-    `resumed`: what a previous image of this daemon handed over (see resume.py).
-    A re-exec ends here in `os.execv`, with the lock, the listening sockets and
-    every service's pipes kept open for the new image.
+    `resumed`: what a previous image of this daemon handed over (see resume.py);
+    `in_place`: such an image could not read it. A re-exec ends here in
+    `os.execv`, with the lock, the listening sockets and every service's pipes
+    kept open for the new image.
     """
     lock = DaemonLock(plan.state_dir)
+    if in_place is not None:
+        in_place.fds = inherited_fds(lock.path)
     if resumed is not None:
         lock.adopt(resumed.lock_fd)
+    elif in_place is not None and in_place.fds.lock_fd is not None:
+        lock.adopt(in_place.fds.lock_fd)
     else:
         try:
             make_state_dir(plan.state_dir, allow_shared=plan.allow_shared_state_dir)
@@ -180,7 +187,9 @@ def run_up(
     outcome: int | Reexec = 1
     try:
         outcome = asyncio.run(
-            _serve(plan, services, detached=detached, resumed=resumed, watch=watch)
+            _serve(
+                plan, services, detached=detached, resumed=resumed, watch=watch, in_place=in_place
+            )
         )
     except StartupError as err:
         print(f"herdsman: {err}", file=sys.stderr)
@@ -190,7 +199,7 @@ def run_up(
             lock.release()
     if isinstance(outcome, int):
         return outcome
-    from herdsman.cli.resume import exec_new_image
+    from herdsman.cli.resume import exec_new_image, fallback_args
 
     handover = Handover(
         outcome.daemon,
@@ -201,12 +210,32 @@ def run_up(
         watch,
         outcome.token,
     )
-    error = exec_new_image(handover.to_data())
+    fallback = fallback_args(
+        outcome.plan.config_path,
+        services,
+        detached=detached,
+        watch=watch,
+        reexecs=outcome.daemon.reexecs,
+        started_at=outcome.daemon.started_at,
+    )
+    error = exec_new_image(handover.to_data(), fallback)
     # The exec failed (the interpreter is gone?): this image takes over again, from
     # the same hand-over, rather than leaving the services without a daemon.
     print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
     handover.daemon.reexecs -= 1  # it did not happen: `reexec` must not report it did
     return run_up(outcome.plan, services, detached=detached, resumed=handover, watch=watch)
+
+
+@dataclass
+class InPlace:
+    """A new image that could not read its hand-over (`why`): it adopts the services
+    as after a crash, with the fds the previous image left open, and carries on
+    its count of re-execs and when the daemon started."""
+
+    why: str
+    reexecs: int
+    started_at: float
+    fds: Inherited = field(default_factory=Inherited)
 
 
 @dataclass
@@ -226,8 +255,12 @@ async def _serve(
     detached: bool,
     resumed: Handover | None,
     watch: bool,
+    in_place: InPlace | None,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
+    # An image after a re-exec says nothing on stderr of its own: when detached,
+    # that is herdsman.log, where the log has said it already.
+    first_image = resumed is None and in_place is None
     fd_problem = shortfall(
         sum(len(svc.instances) for svc in plan.services.values()),
         raise_soft_limit(),
@@ -236,7 +269,7 @@ async def _serve(
     )
     if fd_problem is not None:
         log.warning(fd_problem)  # in the foreground, on the terminal too
-        if detached and resumed is None:
+        if detached and first_image:
             print(f"herdsman: warning: {fd_problem}", file=sys.stderr)  # up -d shows it
     # A new image keeps the token the daemon started with, as it keeps its sockets:
     # a token file that is gone or changed since must not take the daemon down.
@@ -249,7 +282,7 @@ async def _serve(
         console = Console(names, out, colour=wants_colour(out))
         hooks = console_hooks(console)
     early_notes = EarlyNotes()
-    if detached and resumed is None:
+    if detached and first_image:
         hooks = {"on_note": early_notes}
     listen_error = None
     async with asyncio.TaskGroup() as tasks:
@@ -273,13 +306,22 @@ async def _serve(
             max_connections=plan.max_connections,
         )
         try:
-            await server.start(resumed.listen_fds if resumed else None)
+            inherited = in_place.fds.listen_fds if in_place else None
+            await server.start(resumed.listen_fds if resumed else inherited)
         except ListenError as err:
             listen_error = str(err)
             daemon.close()
         else:
             outcome = await _run(
-                plan, services, daemon, server, log, resumed, detached=detached, notes=early_notes
+                plan,
+                services,
+                daemon,
+                server,
+                log,
+                resumed,
+                in_place,
+                detached=detached,
+                notes=early_notes,
             )
             if console is not None:
                 console.flush()
@@ -299,18 +341,30 @@ async def _run(
     server: ApiServer,
     log: logging.Logger,
     resumed: Handover | None,
+    in_place: InPlace | None,
     *,
     detached: bool,
     notes: EarlyNotes,
 ) -> int | Reexec:
     """Serve until told to stop, then stop everything and close (or hand over)."""
+    notify_fd = None
+    if in_place is not None:
+        log.warning(
+            "cannot take over from the previous image: %s; adopting the services it ran"
+            " as after a crash",
+            in_place.why,
+        )
+        daemon.started_at = in_place.started_at
+        daemon.reexecutor.reexecs = in_place.reexecs
+        notify_fd = in_place.fds.notify_fd
     if resumed is not None:
         # Before the reaper's first collect: an instance that exited during the exec
         # must find its watcher registered, or its status would pass for an orphan's.
         daemon.reexecutor.resume(daemon, resumed.daemon)
         if resumed.version < VERSION:
             log.info("took over from an older image (its hand-over: version %d)", resumed.version)
-    daemon.open(notify_fd=resumed.daemon.notify_fd if resumed else None)
+        notify_fd = resumed.daemon.notify_fd
+    daemon.open(notify_fd=notify_fd)
     # A previous image blocked these across its exec, so none could kill us before
     # our handlers were in place; now they are (and children must not inherit a mask).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
@@ -318,8 +372,8 @@ async def _run(
     if resumed is not None:
         daemon.reexecutor.carry_on()
     else:
-        daemon.adopt()
-        daemon.start_services(services or None)
+        daemon.adopt(in_place.fds.pipes if in_place else None)
+        daemon.supervisor.start_services(services or None)
     announce = None
     if daemon.manager.present:
         announce = asyncio.create_task(_ready_once_settled(daemon))
@@ -358,5 +412,5 @@ async def _run(
 async def _ready_once_settled(daemon: Daemon) -> None:
     """READY=1 to the service manager once no instance is on its way up: what is
     ordered after herdsman then finds its services running (or failed, not pending)."""
-    await daemon.supervisor.wait_until(daemon.settled, timeout=None)
-    daemon.manager.ready(daemon.summary())
+    await daemon.supervisor.wait_until(daemon.view.settled, timeout=None)
+    daemon.manager.ready(daemon.view.summary())

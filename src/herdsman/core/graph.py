@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 Condition = Literal["started", "ready", "completed"]
-CONDITIONS: tuple[Condition, ...] = ("started", "ready", "completed")
 
 Deps = Mapping[str, Mapping[str, Condition]]
 T = TypeVar("T")

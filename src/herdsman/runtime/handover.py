@@ -11,7 +11,7 @@ service. A key that is missing or of the wrong type is said in one sentence
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from herdsman.runtime.records import InstanceRecord, RecordError
@@ -46,6 +46,9 @@ class DaemonHandover:
     restarted_deps: list[str]
     watchdogs: list[str]  # instances whose sd_notify watchdog was armed
     bound: dict[str, str]  # the settings only a restart changes, as the daemon started
+    # When each instance entered its state (unix time); an image before it hands
+    # over none, and `since` starts afresh there.
+    since: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class Handover:
             "restarted_deps": d.restarted_deps,
             "watchdogs": d.watchdogs,
             "bound": d.bound,
+            "since": d.since,
             "listen_fds": self.listen_fds,
             "lock_fd": self.lock_fd,
             "services": self.services,
@@ -120,6 +124,14 @@ class Handover:
             restarted_deps=list(get("restarted_deps", _list_of(_is(str)), "a list of names")),
             watchdogs=list(get("watchdogs", _list_of(_is(str)), "a list of names")),
             bound=get("bound", _dict_of(_is(str)), "a mapping of strings"),
+            since=(
+                {
+                    k: float(t)
+                    for k, t in get("since", _dict_of(_number), "a mapping of times").items()
+                }
+                if "since" in data
+                else {}
+            ),
         )
         # Version 1 images from before `watch` hand over none: it was off there.
         watch = get("watch", _is(bool), "true or false") if "watch" in data else False

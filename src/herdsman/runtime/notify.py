@@ -358,6 +358,8 @@ class Notifications:
     def open(self, plan: Plan, fd: int | None) -> None:
         """Bind the plan's socket (`fd`: the one a previous image bound), if it has one."""
         if plan.notify_socket is None:
+            if fd is not None:
+                os.close(fd)  # bound by a previous image, for a plan that had the socket
             return
         self._socket = NotifySocket(plan.notify_socket, self._notified, self._log, self._strangers)
         try:

@@ -43,6 +43,12 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None  # field 22 of the whole line
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of `pid`; None if there is no such process."""
+    fields = proc_stat(pid)
+    return int(fields[1]) if fields else None  # field 4 of the whole line
+
+
 def zombie_status(pid: int) -> int | None:
     """The wait status of `pid` if it is a zombie not yet reaped by its parent.
 

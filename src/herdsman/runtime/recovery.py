@@ -3,7 +3,8 @@
 An instance whose recorded process still runs (state.json and its journal, or
 found by the environment herdsman gave it: see leftovers.py) keeps it, watched
 by pidfd, its output pipes opened again; a process of an instance the config no
-longer has, or a second one of an instance, is stopped.
+longer has, or a second one of an instance, is stopped. A new image of the daemon
+whose hand-over cannot be read recovers the same way (see cli/resume.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from herdsman.core.herd import TookOver
 from herdsman.core.lifecycle import describe_exit
 from herdsman.runtime import leftovers
 from herdsman.runtime.adoption import pipes_by_inode, reopen_pipes
-from herdsman.runtime.procfs import zombie_status
+from herdsman.runtime.procfs import parent_pid, zombie_status
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import just_spawned
 from herdsman.runtime.supervisor import kill_group
@@ -88,7 +89,9 @@ def _adopt(
             continue
         pumps = list(reopen_pipes(pid, record.pipes, stored))
         output.settle(name, pumps)
-        record.foreign = True
+        # Our own child after a re-exec whose hand-over could not be read: reaped
+        # as usual, with its exit status; otherwise watched by pidfd.
+        record.foreign = parent_pid(pid) != os.getpid()
         if record.journalled:  # spawned after the last state.json: as new
             just_spawned(record, managed.core.policy, pid)
         elif record.found_by_environment:

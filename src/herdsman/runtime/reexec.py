@@ -52,6 +52,11 @@ class Handed(Protocol):
     tails: Tails
     started_at: float
 
+    @property
+    def since(self) -> dict[str, float]:
+        """When each instance entered its state (unix time)."""
+        ...
+
 
 class Reexecutor:
     def __init__(
@@ -187,6 +192,7 @@ class Reexecutor:
             restarted_deps=sorted(herd.restarted),
             watchdogs=watched,
             bound=self.bound,
+            since=dict(daemon.since),
         )
 
     def resume(self, daemon: Handed, handover: DaemonHandover) -> None:
@@ -201,6 +207,7 @@ class Reexecutor:
         herd.restarted.update(handover.restarted_deps)
         self.bound = handover.bound
         daemon.tails.resume(handover.tails)
+        daemon.since.update(handover.since)
         health = handover.health
         pumps = handover.pumps
         for name, record in handover.records.items():
