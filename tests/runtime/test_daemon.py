@@ -120,6 +120,36 @@ def test_an_answer_waits_for_few_samples_and_the_rest_come_in_the_background(
     asyncio.run(body())
 
 
+def test_an_answer_shows_recent_samples_and_refreshes_them_in_the_background(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampled: list[int] = []
+
+    def counted(pid: int, previous: Sample | None) -> Sample | None:
+        sampled.append(pid)
+        return sample_tree(pid, previous)
+
+    monkeypatch.setattr(sampler_module, "sample_tree", counted)
+
+    async def body() -> None:
+        async with running(
+            tmp, "[services.w]\ncommand = 'sleep 60'\nreplicas = 3\nstart_seconds = 0\n"
+        ) as daemon:
+            await until(lambda: len(daemon.supervisor.instances) == 3)
+            await until(lambda: all(m.core.pid for m in daemon.supervisor.instances.values()))
+            first = daemon.instances()  # nothing to show yet: sampled for the answer
+            assert len(sampled) == 3
+            assert all(d["rss_bytes"] for d in first)
+            asked = time.monotonic()
+            await until(lambda: time.monotonic() > asked + sampler_module.SAMPLE_MAX_AGE)
+            again = daemon.instances()  # due again, but recent enough to show at once
+            assert len(sampled) == 3
+            assert [d["rss_bytes"] for d in again] == [d["rss_bytes"] for d in first]
+            await until(lambda: len(sampled) == 6)  # the pass, in the background
+
+    asyncio.run(body())
+
+
 def test_an_exit_storm_that_fills_the_wakeup_pipe_reports_nothing(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

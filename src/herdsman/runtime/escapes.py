@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container
 from pathlib import Path
 
 from herdsman.runtime.leftovers import Marked, scan
@@ -30,6 +30,9 @@ from herdsman.runtime.procfs import process_start_time
 
 # (instance name) -> its main process's (pid, start time), or None without one.
 MainOf = Callable[[str], tuple[int, int | None] | None]
+# Between two looks at the daemon's children, at least: a herd that stops ends
+# thousands of main processes within seconds, and each look reads every child.
+SWEEP_GAP = 0.02
 
 
 def children() -> list[int]:
@@ -41,7 +44,7 @@ def children() -> list[int]:
         return found
     for task in tasks:
         with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", "rb") as f:
-            found.extend(int(pid) for pid in f.read().split())
+            found.extend(map(int, f.read().split()))
     return found
 
 
@@ -51,23 +54,29 @@ class Escapes:
         loop: asyncio.AbstractEventLoop,
         state_dir: Callable[[], Path],
         main_of: MainOf,
-        mains: Callable[[], Iterator[int]],
+        mains: Callable[[], Container[int]],
     ) -> None:
         self._loop = loop
         self._state_dir = state_dir
         self._main_of = main_of
-        self._mains = mains  # every instance's main pid now
+        self._mains = mains  # every instance's main pid now (and maybe more of ours)
         self._scheduled = False
+        self._last = -SWEEP_GAP  # loop time of the last look
         self._everywhere = False
         self._reaped = asyncio.Event()
 
     def soon(self, *, everywhere: bool = False) -> None:
-        """Look once this loop turn is over (one look for a batch of exits);
-        `everywhere`: an adopted instance ended, look at all of /proc."""
+        """Look once this loop turn is over (one look for a batch of exits), or
+        SWEEP_GAP after the last look if that is later; `everywhere`: an adopted
+        instance ended, look at all of /proc."""
         self._everywhere = self._everywhere or everywhere
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._sweep_now)
+            at = self._last + SWEEP_GAP
+            if at <= self._loop.time():
+                self._loop.call_soon(self._sweep_now)
+            else:
+                self._loop.call_at(at, self._sweep_now)
 
     def orphan_reaped(self) -> None:
         """A process reparented to us ended: its children are ours now."""
@@ -76,13 +85,14 @@ class Escapes:
 
     def _sweep_now(self) -> None:
         self._scheduled = False
+        self._last = self._loop.time()
         everywhere, self._everywhere = self._everywhere, False
         self.sweep(everywhere=everywhere)
 
     def sweep(self, *, everywhere: bool = False, every_instance: bool = False) -> int:
         """Kill the marked processes that no running instance keeps; how many.
         `every_instance`: at shutdown, whatever instance they are of."""
-        mains = set(self._mains())
+        mains = self._mains()
         if everywhere:
             found = [m for m in scan(self._state_dir()) if m.pid not in mains]
         else:

@@ -18,7 +18,7 @@ import asyncio
 import ctypes
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from herdsman.runtime.procfs import zombie_status
 from herdsman.runtime.signals import Signals
@@ -87,6 +87,10 @@ class Reaper:
         self._watched[pid] = callback
         self._loop.add_reader(pidfd, self._foreign_exited, pid)
         return True
+
+    def watched(self) -> Container[int]:
+        """The pids whose exit someone waits for (a live view)."""
+        return self._watched.keys()
 
     def unwatch(self, pid: int) -> None:
         self._forget_pidfd(pid)

@@ -1,10 +1,11 @@
 """Resource samples of the instances' process trees, taken when someone asks.
 
 psutil takes a fraction of a millisecond per process tree, seconds for thousands
-of them: an answer waits for at most SAMPLE_BUDGET of sampling (beyond the first
-SAMPLE_AT_ONCE instances), the rest of a big herd is sampled in the background, a
-slice of SAMPLE_SLICE seconds per loop turn, and answers show its previous samples.
-A sample is reused for `max_age` seconds.
+of them. An answer shows each instance's last sample if it is at most SAMPLE_SHOWN
+seconds old and waits only for the others (new processes, or a herd nobody asked
+about for a while), for at most SAMPLE_BUDGET of sampling beyond the first
+SAMPLE_AT_ONCE of them; the pass goes on in the background, a slice of SAMPLE_SLICE
+seconds per loop turn. A sample is reused for `max_age` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from herdsman.runtime.supervisor import Managed, Supervisor
 
 SAMPLE_MAX_AGE = 1.0  # seconds a resource sample is reused for
+SAMPLE_SHOWN = 10.0  # seconds a sample is shown for while a fresh one is taken
 SAMPLE_BUDGET = 0.02
 SAMPLE_AT_ONCE = 50
 SAMPLE_SLICE = 0.005
@@ -47,20 +49,25 @@ class Sampler:
         return self._samples.get(name)
 
     def refresh(self) -> None:
-        """Fresh samples for an answer, as far as SAMPLE_BUDGET goes; the pass goes
-        on in the background."""
+        """Samples for an answer: fresh ones for the instances without a recent one,
+        as far as SAMPLE_BUDGET goes; the pass goes on in the background."""
         now = time.monotonic()
         if self._sampling is not None or now - self._sampled_at < self._max_age:
             return
         self._sampled_at = now
-        todo = list(self._instances())
+        samples, shown = self._samples, now - SAMPLE_SHOWN
+        todo: list[Managed] = []
+        recent: list[Managed] = []
+        for managed in self._instances():
+            sample = samples.get(managed.name)
+            (recent if sample is not None and sample.at >= shown else todo).append(managed)
         deadline = now + SAMPLE_BUDGET
         done = 0
         while done < len(todo) and (done < SAMPLE_AT_ONCE or time.monotonic() < deadline):
             self.sample(todo[done])
             done += 1
-        if done < len(todo):
-            self._sampling = self._run_in_background(self._rest(todo, done))
+        if done < len(todo) or recent:
+            self._sampling = self._run_in_background(self._rest(todo[done:] + recent, 0))
 
     async def _rest(self, todo: list[Managed], done: int) -> None:
         try:

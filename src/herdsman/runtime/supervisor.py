@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import random
 import re
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -154,7 +153,7 @@ class Supervisor:
         self._reaper = Reaper(self._loop)
         self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
         self.escapes = Escapes(
-            self._loop, lambda: self.plan.state_dir, self._main_of, self._main_pids
+            self._loop, lambda: self.plan.state_dir, self._main_of, self._known_pids
         )
         self._reaper.on_orphan = self.escapes.orphan_reaped
         # Every spawned pid is known before an exit is collected: one collected
@@ -276,7 +275,7 @@ class Supervisor:
 
     async def wait_stopped(self, members: list[Managed], timeout: float | None) -> bool:  # noqa: ASYNC109 -- as wait_until
         """Wait until none of `members` has a process; False on timeout."""
-        return await self.wait_until(functools.partial(_none_live, members), timeout)
+        return await self.wait_until(_NoneLive(members), timeout)
 
     async def run_command(
         self,
@@ -642,9 +641,12 @@ class Supervisor:
             return None
         return managed.core.pid, self.start_time_of(managed)
 
-    def _main_pids(self) -> Iterator[int]:
+    def _known_pids(self) -> Container[int]:
+        """Our processes whose exit the reaper waits for: every instance's main
+        process (and the probes', no escapees either), without building a set of
+        thousands per look at the daemon's children."""
         self.settle()  # a process whose spawn has not landed yet is no escapee
-        return (m.core.pid for m in self.instances.values() if m.core.pid is not None)
+        return self._reaper.watched()
 
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too
@@ -692,5 +694,23 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _none_live(members: list[Managed]) -> bool:
-    return not any(m.live for m in members)
+class _NoneLive:
+    """Whether none of `members` has a process, asked after every loop turn with
+    changes: while some stop, only the last one still seen live is looked at (a
+    wave of thousands stops in hundreds of turns); once it seems none is, one
+    pass over all confirms it (a stopped one may have started again)."""
+
+    __slots__ = ("_left", "_members")
+
+    def __init__(self, members: list[Managed]) -> None:
+        self._members = members
+        self._left = list(members)
+
+    def __call__(self) -> bool:
+        left = self._left
+        while left and not left[-1].live:
+            left.pop()
+        if left:
+            return False
+        self._left = [m for m in self._members if m.live]
+        return not self._left
