@@ -73,3 +73,25 @@ def processes_of(instance: str, *, main_only: bool = False) -> list[int]:
         if mark in env and wanted in env and stat[0] != b"Z" and (leader or not main_only):
             found.append(pid)
     return found
+
+
+# A service writing a line every 50 ms beside one that only sleeps: the daemon has
+# output and a quiet process to carry across a re-exec.
+TICKER = """
+[services.ticker]
+command = ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]
+start_seconds = "0.1s"
+
+[services.sleeper]
+command = "sleep 600"
+start_seconds = "0.1s"
+"""
+
+
+def inject(tmp: Path, sitecustomize: str, **variables: str) -> dict[str, str]:
+    """An environment whose Python processes (the daemon and its new images) run
+    `sitecustomize` first, with `variables` set: how a test injects a fault."""
+    directory = tmp / "inject"
+    directory.mkdir()
+    (directory / "sitecustomize.py").write_text(sitecustomize)
+    return {**os.environ, "PYTHONPATH": str(directory), **variables}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.helpers import herdsman, instances, status
+from tests.e2e.helpers import TICKER, herdsman, inject, instances, status
 
 # Overwrites the hand-over in its memfd just before the exec (in the daemon only,
 # once: while the file named by the variable exists, holding what to write).
@@ -39,16 +39,6 @@ SPOIL = textwrap.dedent(
     """
 )
 
-CONFIG = """
-[services.ticker]
-command = ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]
-start_seconds = "0.1s"
-
-[services.sleeper]
-command = "sleep 600"
-start_seconds = "0.1s"
-"""
-
 
 @pytest.mark.parametrize(
     ("payload", "why"),
@@ -62,11 +52,8 @@ start_seconds = "0.1s"
 def test_an_unreadable_handover_adopts_the_services_in_place(
     tmp: Path, payload: bytes, why: str
 ) -> None:
-    inject = tmp / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(SPOIL)
-    (tmp / "herdsman.toml").write_text(CONFIG)
-    env = {**os.environ, "PYTHONPATH": str(inject), "HERDSMAN_TEST_SPOIL": str(tmp / "spoil")}
+    (tmp / "herdsman.toml").write_text(TICKER)
+    env = inject(tmp, SPOIL, HERDSMAN_TEST_SPOIL=str(tmp / "spoil"))
     assert herdsman(tmp, "up", "-d", "--wait", env=env).returncode == 0
     try:
         before = status(tmp)

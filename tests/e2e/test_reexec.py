@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import alive, wait_for
-from tests.e2e.helpers import free_port, herdsman, instances, numbers, status
+from tests.e2e.helpers import TICKER, free_port, herdsman, inject, instances, numbers, status
 
 # Writes numbered lines at 2,000 a second, on schedule (not "sleep after each").
 WRITER = textwrap.dedent(
@@ -246,22 +246,9 @@ FAULT = textwrap.dedent(
     """
 )
 
-TICKER = """
-[services.ticker]
-command = ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]
-start_seconds = "0.1s"
-
-[services.sleeper]
-command = "sleep 600"
-start_seconds = "0.1s"
-"""
-
 
 def _fault_env(tmp: Path, keep: bool) -> dict[str, str]:
-    inject = tmp / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULT)
-    env = {**os.environ, "PYTHONPATH": str(inject), "HERDSMAN_TEST_FAULT": str(tmp / "fault")}
+    env = inject(tmp, FAULT, HERDSMAN_TEST_FAULT=str(tmp / "fault"))
     if keep:
         env["HERDSMAN_TEST_FAULT_KEEP"] = "1"
     return env
@@ -506,11 +493,8 @@ NO_EXEC = textwrap.dedent(
 
 
 def test_a_failed_exec_leaves_the_daemon_running_as_it_was(tmp: Path) -> None:
-    inject = tmp / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(NO_EXEC)
     (tmp / "herdsman.toml").write_text(TICKER)
-    env = {**os.environ, "PYTHONPATH": str(inject), "HERDSMAN_TEST_NO_EXEC": str(tmp / "no")}
+    env = inject(tmp, NO_EXEC, HERDSMAN_TEST_NO_EXEC=str(tmp / "no"))
     assert herdsman(tmp, "up", "-d", "--wait", env=env).returncode == 0
     try:
         before = {n: i["pid"] for n, i in instances(tmp).items()}
