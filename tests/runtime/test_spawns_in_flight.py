@@ -6,13 +6,14 @@ outcome was in."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from herdsman.core.lifecycle import Spawned
 from herdsman.core.states import State
-from herdsman.runtime.spawn import IN_FLIGHT
+from herdsman.runtime.spawn import IN_FLIGHT, Spawner
 from herdsman.runtime.supervisor import Supervisor
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
@@ -108,5 +109,45 @@ def test_a_stop_while_the_spawn_is_in_flight_waits_for_its_process(tmp: Path) ->
             pids = [event.pid for _, _, _, event in rec.changes if isinstance(event, Spawned)]
             assert len(pids) == 1
             assert not alive(pids[0])
+
+    run(body())
+
+
+def test_an_exit_before_its_spawn_lands_waits_for_it_without_holding_the_loop(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawning thread takes its time to tell the outcome; the child has long
+    # exited. Its exit is collected (SIGCHLD) before its pid is known: the loop goes
+    # on meanwhile, and the exit reaches the instance once the spawn lands (before,
+    # the reaper waited on the thread, and nothing else ran on the loop).
+    original = Spawner._posix_spawn
+
+    def slow(self: Spawner[object], request: object, out: int, err: int) -> int:
+        pid: int = original(self, request, out, err)  # type: ignore[arg-type]
+        time.sleep(0.5)
+        return pid
+
+    monkeypatch.setattr(Spawner, "_posix_spawn", slow)
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.w]
+            command = "true"
+            restart = "never"
+            start_seconds = 0
+            """,
+            start=False,
+        ) as (sup, _rec):
+            managed = sup.instances["w"]
+            ticks: list[bool] = []
+            sup.start(managed)
+            assert managed.spawning  # else this tests nothing
+            asyncio.get_running_loop().call_later(0.2, lambda: ticks.append(managed.spawning))
+            await until(lambda: managed.state is State.EXITED)
+            assert ticks == [True]  # the loop ran while the exit waited for its spawn
+            assert managed.core.exit_code == 0
+            assert sup._reaper.orphans_reaped == 0
 
     run(body())

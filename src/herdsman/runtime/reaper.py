@@ -59,9 +59,13 @@ class Reaper:
         self.orphans_reaped = 0
         # Told once per wake-up that reaped orphans: their children are ours now.
         self.on_orphan: Callable[[], None] | None = None
-        # Called before each status is collected: makes every pid spawned so far
-        # known (a spawn's outcome may still be on its way from another thread).
-        self.before_reap: Callable[[], None] | None = None
+        # Called before the statuses are collected: takes in the spawns that have
+        # landed (their pids become watched), without waiting for the others, and
+        # says whether any is still on its way from the spawning thread. An exit
+        # collected meanwhile of a pid nobody watches may be one of those: it waits
+        # in `_early` for its watch, rather than the loop waiting for the thread.
+        self.before_reap: Callable[[], bool] | None = None
+        self._early: dict[int, int] = {}  # pid -> wait status
 
     def start(self, signals: Signals) -> None:
         become_subreaper()
@@ -119,9 +123,13 @@ class Reaper:
         """Call `callback(owner, pid, code, signal)` when `pid` exits.
 
         Safe right after spawning: the SIGCHLD handler runs on the loop, after
-        the caller's synchronous code has registered the pid (and `before_reap`
-        registers those whose spawn outcome is still on its way).
+        the caller's synchronous code has registered the pid; and a pid collected
+        before its spawn's outcome landed is told now, on the loop's next turn.
         """
+        status = self._early.pop(pid, None)
+        if status is not None:
+            self._loop.call_soon(callback, owner, pid, *decode_status(status))
+            return
         self._watched[pid] = (callback, owner)
 
     def reap(self) -> None:
@@ -129,24 +137,38 @@ class Reaper:
             self._more.cancel()  # this call does its work
             self._more = None
         orphans = self.orphans_reaped
-        try:
-            for _ in range(REAP_BATCH):
-                if self.before_reap is not None:
-                    self.before_reap()
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    return
-                if pid == 0:
-                    return
-                watcher = self._watched.pop(pid, None)
-                if watcher is None:
-                    self.orphans_reaped += 1
-                    continue
-                callback, owner = watcher
-                callback(owner, pid, *decode_status(status))
+        spawning = self.before_reap() if self.before_reap is not None else False
+        if self._early and not spawning:
+            # No spawn is on its way to claim them: they were orphans after all.
+            self.orphans_reaped += len(self._early)
+            self._early.clear()
+        collected = []
+        for _ in range(REAP_BATCH):
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            collected.append((pid, status))
+        else:
             # More may be waiting: after the loop has polled everything else once.
             self._more = self._loop.call_soon(self.reap)
-        finally:
-            if self.orphans_reaped != orphans and self.on_orphan is not None:
-                self.on_orphan()  # their children are ours now
+        failed: BaseException | None = None
+        for pid, status in collected:
+            watcher = self._watched.pop(pid, None)
+            if watcher is None:
+                if spawning:
+                    self._early[pid] = status  # its spawn may not have landed yet
+                else:
+                    self.orphans_reaped += 1
+                continue
+            callback, owner = watcher
+            try:
+                callback(owner, pid, *decode_status(status))
+            except Exception as error:  # the others' exits must still be told
+                failed = failed or error
+        if self.orphans_reaped != orphans and self.on_orphan is not None:
+            self.on_orphan()  # their children are ours now
+        if failed is not None:
+            raise failed  # to the loop's exception handler (see background.py)

@@ -158,7 +158,7 @@ class Supervisor:
         self._reaper.on_orphan = self.escapes.orphan_reaped
         # Every spawned pid is known before an exit is collected: one collected
         # first would pass for an orphan's, and its instance would wait forever.
-        self._reaper.before_reap = self.settle
+        self._reaper.before_reap = self._take_in_landed
         # Bound once, each held for every instance (the reaper's watch of its process,
         # its pumps): a bound method made per spawn is 64 bytes each.
         self._on_exit = self._exited
@@ -475,20 +475,35 @@ class Supervisor:
     def _landed(self, keep: int | None = None) -> None:
         """Take in the outcomes of the spawns that ended, in order; then run the
         queue (their events) unless it is running. `keep`: see Spawner.finished."""
+        self._take_in(keep)
+        self._run()
+
+    def _take_in(self, keep: int | None) -> None:
         for managed, outcome in self._spawner.finished(keep=keep):
             managed.spawning = False
             self._changes.extend(self._held.pop(managed.name, ()))
             if isinstance(outcome, SpawnError):
                 self._spawn_failed(managed, outcome)
             else:
-                self._spawned(managed, outcome)
-        self._run()
+                self._spawned(managed, outcome)  # the reaper watches its pid from here
 
     def settle(self) -> None:
         """Wait for every spawn in flight, and take in its outcome (and those of
         the spawns its events start): then every spawned process is known."""
         while self._spawner.pending:
             self._landed(keep=0)
+
+    def _take_in_landed(self) -> bool:
+        """The spawns that have landed, without waiting for the others; whether any
+        is still in flight. Before the reaper collects exits (see Reaper.before_reap)
+        and the escapes sweep tells ours from escapees: settle() would also wait for
+        the spawns in flight, and the spawns their events start; in a crash loop,
+        where each exit spawns anew, the loop then waited on the spawning thread
+        for every exit in turn, and an API request took a second to be answered."""
+        if self._spawner.pending:
+            self._take_in(keep=None)
+            self._loop.call_soon(self._run)
+        return self._spawner.pending > 0
 
     def _spawn_failed(self, managed: Managed, error: SpawnError) -> None:
         failed = SpawnFailed(f"cannot start: {error}", retry=error.retry)
@@ -636,6 +651,10 @@ class Supervisor:
 
     def _main_of(self, name: str) -> tuple[int, int | None] | None:
         managed = self.instances.get(name)
+        if managed is not None and managed.spawning:
+            # Its new process may be this one, its spawn not landed yet: keep all of
+            # its processes until the next look (see _known_pids).
+            return 0, 0
         if managed is None or managed.core.pid is None:
             return None
         return managed.core.pid, self.start_time_of(managed)
@@ -644,7 +663,10 @@ class Supervisor:
         """Our processes whose exit the reaper waits for: every instance's main
         process (and the probes', no escapees either), without building a set of
         thousands per look at the daemon's children."""
-        self.settle()  # a process whose spawn has not landed yet is no escapee
+        # Without waiting for the spawning thread: a process whose spawn has not
+        # landed is kept by _main_of, and looked at again once it has.
+        if self._take_in_landed():
+            self.escapes.soon()
         return self._reaper.watched()
 
     def _exited(self, managed: Managed, pid: int, code: int | None, sig: int | None) -> None:
