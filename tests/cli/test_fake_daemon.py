@@ -402,7 +402,8 @@ def test_down_waits_until_the_daemon_is_gone(cli, project: Project) -> None:
         cwd=Path(__file__).parents[2],
     )
     try:
-        wait_for(project.socket.exists, timeout=30)
+        # Answering, not only bound: the socket's file exists before it listens.
+        wait_for(lambda: project.socket.exists() and cli("status").code == 0, timeout=30)
         started = time.monotonic()
         result = cli("down")
         assert (result.code, result.out, result.err) == (0, "herdsman: stopped\n", "")
