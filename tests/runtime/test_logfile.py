@@ -171,7 +171,7 @@ def test_lines_said_in_a_loop_turn_go_out_in_one_write_and_in_order(
     log.propagate = False
     log.setLevel(logging.INFO)
     log.handlers[:] = [handler]
-    lines = Lines(log)
+    lines = Lines(log.getChild("runtime"))  # as the daemon's: its records propagate
     writes: list[bytes] = []
     real = os.writev
 

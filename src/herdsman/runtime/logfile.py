@@ -316,15 +316,17 @@ class Lines:
             handler.said(level, self._log.name, message)
 
     def _only_taker(self, level: int) -> LogHandler | None:
+        """The handler a message of `level` reaches, if it reaches no other (the
+        logger's handlers and its ancestors', as logging.Logger.callHandlers
+        walks them) and no filter looks at it."""
         log = self._log
-        takers = [handler for handler in log.handlers if level >= handler.level]
-        if (
-            log.isEnabledFor(level)
-            and not log.propagate
-            and not log.filters
-            and len(takers) == 1
-            and isinstance(takers[0], LogHandler)
-            and not takers[0].filters
-        ):
+        if not log.isEnabledFor(level) or log.filters:
+            return None
+        takers: list[logging.Handler] = []
+        logger: logging.Logger | None = log
+        while logger is not None:
+            takers.extend(handler for handler in logger.handlers if level >= handler.level)
+            logger = logger.parent if logger.propagate else None
+        if len(takers) == 1 and isinstance(takers[0], LogHandler) and not takers[0].filters:
             return takers[0]
         return None
