@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herdsman.core.logline import count_lines, format_lines
-from herdsman.runtime.logfile import DaemonFormatter, Lines, LogFile, LogHandler
+from herdsman.runtime.logfile import SAID_BATCH, DaemonFormatter, Lines, LogFile, LogHandler
 
 LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err) (.*)$")
 
@@ -181,12 +181,15 @@ def test_lines_said_in_a_loop_turn_go_out_in_one_write_and_in_order(
 
     monkeypatch.setattr(os, "writev", writev)
 
+    said = 2 * SAID_BATCH + 5
+
     async def turns() -> None:
-        for i in range(100):
+        for i in range(said):
             lines.log(logging.INFO, f"web.{i}: spawned pid {i}")
-        assert writes == []  # not yet: at the end of the loop turn
+        # SAID_BATCH at a time (a wave's progress shows), the rest at the turn's end.
+        assert [len(write.splitlines()) for write in writes] == [SAID_BATCH, SAID_BATCH]
         await asyncio.sleep(0)
-        assert len(writes) == 1
+        assert [len(write.splitlines()) for write in writes] == [SAID_BATCH, SAID_BATCH, 5]
         lines.log(logging.INFO, "web.0: starting -> running")
         log.warning("a record: what was said before it goes first")
         lines.log(logging.INFO, "web.1: starting -> running")
@@ -195,12 +198,12 @@ def test_lines_said_in_a_loop_turn_go_out_in_one_write_and_in_order(
     handler.close()  # writes what is still said (the loop is gone)
     messages = [line.split(" ", 3)[3] for line in (tmp / "herdsman.log").read_text().splitlines()]
     assert messages == [
-        *(f"web.{i}: spawned pid {i}" for i in range(100)),
+        *(f"web.{i}: spawned pid {i}" for i in range(said)),
         "web.0: starting -> running",
         "a record: what was said before it goes first",
         "web.1: starting -> running",
     ]
-    assert len(writes) == 3
+    assert len(writes) == 5
 
 
 def test_lines_go_through_the_logger_when_another_handler_takes_them(tmp: Path) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from herdsman.runtime.positions import Positions
 
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
+SAID_BATCH = 32  # lines of herdsman.log said quickly (LogHandler.said) written at once, at most
 
 
 class LogFile:
@@ -242,7 +243,9 @@ class LogHandler(logging.Handler):
     What the daemon says by the thousand (a spawn and the state changes of each
     instance: see `Lines`) skips the LogRecord and its formatting (two thirds of
     a line's cost) and is written with the other such lines of the loop turn in
-    one write. A record written meanwhile writes them first: the file keeps the
+    one write, or SAID_BATCH at a time: a start wave of thousands is one loop turn,
+    and its lines must show its progress (and be there if the daemon is killed in
+    the middle). A record written meanwhile writes them first: the file keeps the
     order in which everything was said.
     """
 
@@ -259,8 +262,11 @@ class LogHandler(logging.Handler):
         """Write a message of `level` soon: within the loop turn, before any record."""
         line = self._format.line(time.time(), logging.getLevelName(level), component, message)
         with self._lock:
-            self._said.append(line)
-            if len(self._said) == 1:
+            said = self._said
+            said.append(line)
+            if len(said) >= SAID_BATCH:
+                self._write()
+            elif len(said) == 1:
                 asyncio.get_running_loop().call_soon(self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
