@@ -127,6 +127,23 @@ def test_up_respawns_a_killed_service(up) -> None:
     assert not alive(second)
 
 
+def test_up_keeps_the_validating_helper_to_itself(up) -> None:
+    # The config is validated in a fork of `up`: pydantic and the environment the
+    # helper runs with stay in the helper, out of the daemon and its services.
+    run = up(
+        """
+        [services.env]
+        command = ["sh", "-c", 'env; echo END; exec sleep 60']
+        """
+    )
+    run.wait_line("env │ END")
+    assert run.matching("env │ HERDSMAN_INSTANCE=env")
+    assert not run.matching("PYDANTIC")
+    assert "pydantic" not in Path(f"/proc/{run.proc.pid}/maps").read_text()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+
+
 def test_second_ctrl_c_kills_at_once(up) -> None:
     run = up(
         """

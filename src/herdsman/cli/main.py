@@ -237,7 +237,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from herdsman.runtime.planner import PlanError, receive_plan, request_plan
 
-    # Validation runs in a helper process while this one loads the runtime.
+    # Validation runs in a forked helper while this process loads the runtime.
     helper = request_plan(args.config)
     from herdsman.cli.up import run_up
 
