@@ -78,9 +78,13 @@ def tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01
+    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.01
 ) -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+    """Poll `predicate` until it returns something truthy; fail after `timeout`.
+
+    The default is generous: a condition that holds ends the wait at once, and a
+    machine under load (two cores, other suites beside this one) can take seconds to
+    start an interpreter."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

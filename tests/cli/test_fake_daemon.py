@@ -402,7 +402,7 @@ def test_down_waits_until_the_daemon_is_gone(cli, project: Project) -> None:
         cwd=Path(__file__).parents[2],
     )
     try:
-        wait_for(project.socket.exists)
+        wait_for(project.socket.exists, timeout=30)
         started = time.monotonic()
         result = cli("down")
         assert (result.code, result.out, result.err) == (0, "herdsman: stopped\n", "")

@@ -191,8 +191,8 @@ def test_in_a_real_terminal(tmp: Path) -> None:
                         return line.split()
                 return []
 
-            wait_for(lambda: crashy_row()[1:2] == ["running"], 15)
-            wait_for(lambda: "crashy up" in screen(), 10)
+            wait_for(lambda: crashy_row()[1:2] == ["running"], 30)
+            wait_for(lambda: "crashy up" in screen(), 30)
             old = instances(tmp)["crashy"]["pid"]
             os.kill(old, signal.SIGKILL)
 
@@ -200,15 +200,15 @@ def test_in_a_real_terminal(tmp: Path) -> None:
                 row = crashy_row()
                 return row[1:2] == ["exited"] and "SIGKILL" in row
 
-            wait_for(shows_the_crash, 10)
+            wait_for(shows_the_crash, 30)
 
             subprocess.run([*tmux, "send-keys", "r"], check=True)  # crashy is selected
-            wait_for(lambda: instances(tmp)["crashy"]["state"] == "running", 10)
+            wait_for(lambda: instances(tmp)["crashy"]["state"] == "running", 30)
             new = str(instances(tmp)["crashy"]["pid"])
-            wait_for(lambda: crashy_row()[1:3] == ["running", new], 5)
+            wait_for(lambda: crashy_row()[1:3] == ["running", new], 30)
 
             subprocess.run([*tmux, "send-keys", "q"], check=True)
-            wait_for(lambda: "top exited 0" in screen(), 10)
+            wait_for(lambda: "top exited 0" in screen(), 30)
             lines = [line for line in screen().splitlines() if line.strip()]
             assert lines[-2:] == ["before top", "top exited 0"], lines
         finally:

@@ -99,6 +99,31 @@ def test_the_daemon_raises_its_soft_limit_to_the_hard_one(tmp: Path) -> None:
         assert herdsman(tmp, "down").returncode == 0
 
 
+def test_reload_says_when_the_new_config_outgrows_the_limit(tmp: Path) -> None:
+    """`up` says it at start; a reload that adds instances beyond the limit says it too,
+    to whoever reloaded (and in the log), and still applies the config."""
+    config = tmp / "herdsman.toml"
+    config.write_text('[services.s]\ncommand = "sleep 600"\nreplicas = 2\n')
+    up = run(tmp, *limited("256:256", "up", "-d"))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "open files limit" not in up.stderr
+        config.write_text('[services.s]\ncommand = "sleep 600"\nreplicas = 100\n')
+        grown = herdsman(tmp, "reload")
+        assert grown.returncode == 0, grown.stderr
+        assert "added: s.2, s.3," in grown.stdout
+        held = (256 - 64 - 128) // 3
+        said = f"the open files limit (256) holds about {held} of the 100 instances"
+        assert f"herdsman: warning: {said}" in grown.stderr
+        assert said in (tmp / ".herdsman/logs/herdsman.log").read_text()
+        config.write_text('[services.s]\ncommand = "sleep 600"\nreplicas = 2\n')
+        shrunk = herdsman(tmp, "reload")
+        assert shrunk.returncode == 0, shrunk.stderr
+        assert "warning" not in shrunk.stderr
+    finally:
+        assert herdsman(tmp, "down").returncode == 0
+
+
 def test_check_says_how_many_instances_the_limit_holds(tmp: Path) -> None:
     config = tmp / "herdsman.toml"
     config.write_text('[services.s]\ncommand = "sleep 600"\nreplicas = 400\n')

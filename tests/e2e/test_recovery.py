@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import alive, wait_for
-from tests.e2e.helpers import herdsman, instances, processes_of, status
+from tests.e2e.helpers import herdsman, instances, processes_by_instance, processes_of, status
 
 CONFIG = """
 [settings]
@@ -228,15 +228,17 @@ def test_sigkill_in_the_middle_of_a_burst_of_spawns_leaves_no_duplicate(tmp: Pat
     wait_for(lambda: log.exists() and log.read_text().count("spawned pid") >= 20, 30, 0.001)
     os.kill(int(lock.read_text()), signal.SIGKILL)  # long before the burst is over
     starting.wait(timeout=30)
-    spawned = [p for i in range(200) for p in live_processes_of(f"many.{i}")]
+    live = processes_by_instance(main_only=True)
+    spawned = [p for i in range(200) for p in live.get(f"many.{i}", [])]
     assert 20 <= len(spawned) < 200  # some were spawned, not all
     again = herdsman(tmp, "up", "-d", "--wait")
     assert again.returncode == 0, again.stderr
     try:
         now = instances(tmp)
         assert len(now) == 200
+        live = processes_by_instance(main_only=True)
         for name, inst in now.items():
-            assert live_processes_of(name) == [inst["pid"]], name  # exactly one each
+            assert live.get(name) == [inst["pid"]], name  # exactly one each
         # Every one journalled is adopted; one spawned as the daemon died, before its
         # pid reached the journal, is found by its environment and replaced.
         kept = sum(inst["pid"] in spawned for inst in now.values())

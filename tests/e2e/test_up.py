@@ -44,7 +44,7 @@ class Up:
         """Lines containing `text`, ignoring the padding before the `│` column."""
         return [line for line in self.lines if text in re.sub(r" +│", " │", line)]
 
-    def wait_line(self, text: str, timeout: float = 5.0) -> str:
+    def wait_line(self, text: str, timeout: float = 15.0) -> str:
         return str(wait_for(lambda: next(iter(self.matching(text)), None), timeout))
 
     def finish(self, timeout: float = 10.0) -> int:

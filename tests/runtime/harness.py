@@ -54,7 +54,7 @@ async def supervised(
             sup.close()
 
 
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> object:  # noqa: ASYNC109 -- a test's deadline: it fails naming it
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> object:  # noqa: ASYNC109 -- a test's deadline: it fails naming it
     """Wait (without blocking the loop) until `predicate()` is truthy."""
     deadline = time.monotonic() + timeout
     while True:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import tracemalloc
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -123,3 +124,21 @@ def test_repeats_log_a_burst_then_how_many_more_and_the_last(
         (logging.WARNING, "web: 6 more messages in the last 10s, the last: the worst"),
         (logging.INFO, "web: a new window"),
     ]
+
+
+def test_a_key_that_logged_without_a_flood_holds_little() -> None:
+    # The daemon's changes keep a window per instance for as long as it runs:
+    # thousands of them, almost all for keys that never flooded.
+    clock = Clock()
+    throttle = Throttle(LOG, cast(asyncio.AbstractEventLoop, clock), window=10)
+    keys = [f"web.{i}" for i in range(2000)]
+    messages = [f"{key}: stopped -> starting" for key in keys]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for key, message in zip(keys, messages, strict=True):
+            throttle.log(key, logging.DEBUG, message)
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / len(keys)
+    finally:
+        tracemalloc.stop()
+    assert per_key < 200, f"{per_key:.0f} bytes per key"

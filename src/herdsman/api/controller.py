@@ -101,7 +101,7 @@ class Controller(Protocol):
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config and apply the difference: `{"added", "removed", "changed",
-        "unchanged", "not_applied"}`; ControlError(400) with every error when invalid
+        "unchanged", "not_applied", "warnings"}`; ControlError(400) with every error when invalid
         (nothing changes), 409 while another reload runs."""
         ...
 

@@ -367,6 +367,7 @@ DOCUMENT: dict[str, Any] = {
                                     "changed",
                                     "unchanged",
                                     "not_applied",
+                                    "warnings",
                                 )
                             },
                             "additionalProperties": False,

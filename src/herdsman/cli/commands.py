@@ -838,6 +838,8 @@ def cmd_reload(args: argparse.Namespace, client: Client) -> int:
         print(f"{key}: {', '.join(result[key]) or '-'}")
     if result.get("not_applied"):
         say(f"{', '.join(result['not_applied'])} changed: they apply when herdsman restarts")
+    for warning in result.get("warnings", ()):
+        say(f"warning: {warning}")
     return EXIT_OK
 
 

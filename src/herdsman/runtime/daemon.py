@@ -1,20 +1,17 @@
 """The daemon: a facade over the supervisor and the modules that each do one job.
 
 It composes them (the supervisor and its event queue, the log sink, checks, hooks,
-the notify socket, memory sampling, watches, requests, reload, re-exec), answers
-the control API (see api/controller.py) by handing each request to its owner and
-rendering documents, and owns the signals and the graceful shutdown. The CLI
-composes it with the API server (cli/up.py).
+the notify socket, memory sampling, watches, requests, reload, re-exec, the
+graceful shutdown) and answers the control API (see api/controller.py) by handing
+each request to its owner and rendering documents. The CLI composes it with the
+API server (cli/up.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,7 +21,6 @@ from herdsman.core.plan import Plan
 from herdsman.runtime import recovery
 from herdsman.runtime.background import Background
 from herdsman.runtime.changelog import ChangeLog
-from herdsman.runtime.control import ControlError
 from herdsman.runtime.documents import (
     DaemonDocument,
     EventDocument,
@@ -46,15 +42,13 @@ from herdsman.runtime.reexec import Reexecutor
 from herdsman.runtime.reload import Reload
 from herdsman.runtime.requests import Requests
 from herdsman.runtime.sampler import MemoryWatch, Sampler
+from herdsman.runtime.shutdown import Shutdown
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.status import StatusView
 from herdsman.runtime.supervisor import Subscriber, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 from herdsman.runtime.watches import Watches
-
-HOOK_DRAIN_TIMEOUT = 5.0  # at shutdown, for hooks still handling the last state changes
-ESCAPES_DRAIN_TIMEOUT = 5.0  # at shutdown, for processes that left their groups to die
 
 
 class Daemon:
@@ -76,8 +70,6 @@ class Daemon:
         self.manager = manager or Manager({})
         self._loop = asyncio.get_running_loop()
         self.tails = Tails()
-        self._shutdown = asyncio.Event()
-        self._signals = 0
         # An unexpected error heals by a re-exec (the reexecutor is made below).
         self.background = Background(tasks, log, lambda why: self.reexecutor.heal(why))
         self.output = LogSink(
@@ -106,6 +98,10 @@ class Daemon:
             self._state_file_error,
         )
         self.supervisor.journal = self._state
+        self.stopper = Shutdown(
+            self.supervisor, self.hooks, self._state, self.manager, self._note, self.background.run
+        )
+        stopping = self.stopper.requested
         # The summary is asked of the view (made next, from the change log's `since`).
         self._change_log = ChangeLog(log, self._loop, self.manager, lambda: self.view.summary())
         self.view = StatusView(
@@ -124,10 +120,10 @@ class Daemon:
             if subscriber is not None:
                 self.supervisor.changes.subscribe(subscriber)
         self.supervisor.batches = self.output
-        self.watches = Watches(self.supervisor, self._shutdown, log, on=watch)
+        self.watches = Watches(self.supervisor, stopping, log, on=watch)
         self.requests = Requests(
             self.supervisor,
-            stopping=self._shutdown,
+            stopping=stopping,
             documents=self.view.of,
             run_in_background=self.background.run,
         )
@@ -135,14 +131,14 @@ class Daemon:
             self.supervisor,
             self._follow,
             manager=self.manager,
-            stopping=self._shutdown,
+            stopping=stopping,
             summary=self.view.summary,
             note=self._note,
         )
         self.reexecutor = Reexecutor(
             self.supervisor,
             self.reloader,
-            stopping=self._shutdown,
+            stopping=stopping,
             restarting=lambda: self.requests.restarting,
             run_in_background=self.background.run,
             note=self._note,
@@ -183,12 +179,7 @@ class Daemon:
         self.supervisor.open()
         self.output.open()
         self.notify.open(self.plan, notify_fd)
-        # Through the supervisor's Signals, never loop.add_signal_handler: one wake-up
-        # fd for the process, whose overflow loses no signal (see signals.py).
-        signals = self.supervisor.signals
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signals.add(signum, functools.partial(self._on_signal, signum))
-        signals.add(signal.SIGHUP, self._on_hangup)
+        self.stopper.listen(self.reload)
 
     def adopt(self, pipes: list[int] | None = None) -> list[str]:
         """After a crash: take over what a dead daemon of this config left running
@@ -203,25 +194,9 @@ class Daemon:
         )
 
     async def wait_for_shutdown(self) -> bool:
-        """Wait for a shutdown request, then stop everything; False if something was killed.
-
-        A re-exec also ends the wait, and stops nothing: the services carry on.
-        """
-        await self._shutdown.wait()
-        if self.reexecutor.reason is not None:
-            return True
-        self.manager.stopping()
-        stopped = await self.supervisor.stop_all(self.plan.shutdown_timeout)
-        # Nothing of theirs may run on: what left their process groups, too.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ESCAPES_DRAIN_TIMEOUT):
-                await self.supervisor.escapes.drain()
-        if not self.supervisor.any_live():
-            self._state.remove()  # nothing left to adopt
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HOOK_DRAIN_TIMEOUT):
-                await self.hooks.drain()
-        return stopped
+        """Wait for a shutdown request, then stop everything; False if something was
+        killed. A re-exec also ends the wait, and stops nothing (see shutdown.py)."""
+        return await self.stopper.wait(lambda: self.reexecutor.reason is not None)
 
     def close(self) -> None:
         self.watches.close()
@@ -233,40 +208,16 @@ class Daemon:
         self._state.file.close()
         self.output.close()
         self.background.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self.supervisor.signals.remove(signum)
+        self.stopper.close()
         self.tails.close()
         self._event_stream.end()
         self.supervisor.close()
-
-    def _on_signal(self, signum: int) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            self._note(logging.INFO, f"{signal.Signals(signum).name}: stopping all services")
-            self._shutdown.set()
-        else:
-            self._note(logging.WARNING, "second signal: killing all services now")
-            self.supervisor.kill_all()
-
-    def _on_hangup(self) -> None:
-        self.background.run(self._reload_quietly())
-
-    async def _reload_quietly(self) -> None:
-        """SIGHUP: reload; an invalid config is logged and changes nothing."""
-        try:
-            await self.reload()
-        except ControlError as err:
-            self._note(logging.ERROR, f"reload refused, nothing changed: {err.message}")
 
     def _note(self, level: int, text: str) -> None:
         """A message about the daemon itself: to its log, and to the console if any."""
         self._log.log(level, text)
         if self._on_note is not None:
             self._on_note(text)
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutdown.is_set()
 
     # --- what the supervisor tells us -----------------------------------------
 
@@ -291,7 +242,7 @@ class Daemon:
             pid=os.getpid(),
             config=str(self.plan.config_path),
             started_at=self.started_at,
-            shutting_down=self.shutting_down,
+            shutting_down=self.stopper.requested.is_set(),
             reexecs=self.reexecutor.reexecs,
             image_started_at=self.reexecutor.image_started_at,
         )
@@ -328,9 +279,7 @@ class Daemon:
         return self.requests.signal(pattern, sig)
 
     async def shutdown(self) -> None:
-        if not self._shutdown.is_set():
-            self._note(logging.INFO, "shutdown requested: stopping all services")
-            self._shutdown.set()
+        self.stopper.request()
 
     # --- logs and events ------------------------------------------------------
 

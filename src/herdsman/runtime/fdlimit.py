@@ -32,6 +32,12 @@ def raise_soft_limit() -> int:
     return soft
 
 
+def soft_limit() -> int:
+    """The limit in force now (raised at start); 'unlimited' as the most it can be."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard_limit() if soft == resource.RLIM_INFINITY else soft
+
+
 def hard_limit() -> int:
     """The most the soft limit can be raised to: the hard limit, itself capped by
     the kernel's fs.nr_open (an 'unlimited' hard limit cannot be set as soft)."""

@@ -1,7 +1,7 @@
 """Log pumps: read a child's stdout/stderr pipe and hand over complete lines.
 
-The pipe is non-blocking and watched with the event loop's reader callbacks. Each
-read takes up to READ_SIZE bytes into one buffer that every pump shares (the loop
+The pipe is non-blocking and watched by one epoll for every pump of the event
+loop, which the loop watches as one reader (see _Readers). Each read takes up to READ_SIZE bytes into one buffer that every pump shares (the loop
 reads one pipe at a time) and hands over all the complete lines in it at once,
 with one timestamp (the time herdsman read them), as one bytes object: the lines
 joined by `\\n`, exactly as the child wrote them up to the read's last newline.
@@ -39,6 +39,7 @@ import ctypes
 import fcntl
 import mmap
 import os
+import select
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -161,6 +162,57 @@ def _tee_for(fd: int) -> _Tee | None:
     return _tee
 
 
+class _Readers:
+    """Every pump's pipe of one event loop in one epoll of their own, which the loop
+    watches as a single reader: an asyncio reader per pipe costs a Handle, a copied
+    context, a selector key and a bound method (about 400 bytes per pipe, two pipes
+    per instance, thousands of instances mostly quiet); here a pipe costs its entry
+    in `_pumps`. Level-triggered, as the loop's own: a pipe still readable after its
+    turn (a wake-up takes at most epoll's default of events) is reported again.
+    Made with a loop's first pipe, closed with its last."""
+
+    __slots__ = ("_epoll", "_loop", "_pumps")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()  # close-on-exec: a re-exec gets the pipes, not this
+        self._pumps: dict[int, LogPump] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> _Readers:
+        readers = _readers.get(loop)
+        if readers is None:
+            readers = _readers[loop] = _Readers(loop)
+        return readers
+
+    def add(self, fd: int, pump: LogPump) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._pumps[fd] = pump
+
+    def remove(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed: epoll forgets a closed fd only
+        once every duplicate of it is closed too)."""
+        self._epoll.unregister(fd)
+        del self._pumps[fd]
+        if not self._pumps:
+            del _readers[self._loop]
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+
+    def _ready(self) -> None:
+        pumps = self._pumps
+        for fd, _events in self._epoll.poll(0):
+            # Looked up at its turn: an earlier pump's sink may have closed this one
+            # (and its fd may be another pump's by now: a read that finds nothing).
+            pump = pumps.get(fd)
+            if pump is not None:
+                pump._readable()
+
+
+_readers: dict[asyncio.AbstractEventLoop, _Readers] = {}
+
+
 def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
     """How long to wait before the next read, after reading `got` bytes that gathered
     in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
@@ -237,7 +289,7 @@ class LogPump:
         self._tee = _tee_for(fd)
         # Not a pipe (a pty, a socket): no pauses, and plain reads.
         self._capacity = fcntl.fcntl(fd, F_GETPIPE_SZ) if self._tee is not None else 0
-        loop.add_reader(fd, self._readable)
+        _Readers.of(loop).add(fd, self)
 
     @property
     def closed(self) -> bool:
@@ -259,7 +311,7 @@ class LogPump:
                 self._paused.cancel()
                 self._paused = None
             else:
-                self._loop.remove_reader(fd)
+                _readers[self._loop].remove(fd)
             os.set_inheritable(fd, True)
         self._fd, self._partial = -1, b""
         return fd, partial
@@ -269,14 +321,14 @@ class LogPump:
         got = self._read_once()
         pause = pause_for(got, now - self._last_read, self._capacity)
         if pause is not None and not self.closed:
-            self._loop.remove_reader(self._fd)
+            _readers[self._loop].remove(self._fd)
             self._paused = self._loop.call_later(pause, self._resume)
         self._last_read = now
 
     def _resume(self) -> None:
         self._paused = None
         if not self.closed:
-            self._loop.add_reader(self._fd, self._readable)
+            _Readers.of(self._loop).add(self._fd, self)
 
     def drain(self) -> None:
         """Read whatever is in the pipe now, without waiting for more."""
@@ -363,7 +415,8 @@ class LogPump:
         if self._paused is not None:
             self._paused.cancel()
             self._paused = None
-        self._loop.remove_reader(self._fd)
+        else:
+            _readers[self._loop].remove(self._fd)
         os.close(self._fd)
         self._fd = -1
         if self._partial:

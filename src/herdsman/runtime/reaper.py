@@ -19,6 +19,7 @@ import ctypes
 import os
 import signal
 from collections.abc import Callable, Container
+from typing import Any, TypeVar
 
 from herdsman.runtime.procfs import zombie_status
 from herdsman.runtime.signals import Signals
@@ -26,7 +27,9 @@ from herdsman.runtime.signals import Signals
 PR_SET_CHILD_SUBREAPER = 36
 REAP_BATCH = 16  # exits handled per loop turn: each may respawn at once
 
-ExitCallback = Callable[[int | None, int | None], None]
+T = TypeVar("T")
+# (owner, pid, exit code, signal): called with what `watch` was given with the pid.
+ExitCallback = Callable[[T, int, int | None, int | None], None]
 
 
 def become_subreaper() -> bool:
@@ -48,7 +51,8 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
 class Reaper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._watched: dict[int, ExitCallback] = {}
+        # pid -> (callback, owner): one tuple a child, not a closure (thousands live).
+        self._watched: dict[int, tuple[ExitCallback[Any], Any]] = {}
         self._pidfds: dict[int, int] = {}  # adopted pid -> its pidfd
         self._signals: Signals | None = None
         self._more: asyncio.Handle | None = None  # the next batch, when one was full
@@ -73,8 +77,9 @@ class Reaper:
         for pid in list(self._pidfds):
             self._forget_pidfd(pid)
 
-    def watch_foreign(self, pid: int, callback: ExitCallback) -> bool:
-        """Call `callback(None, None)` when `pid`, which is not our child, exits.
+    def watch_foreign(self, pid: int, callback: ExitCallback[T], owner: T) -> bool:
+        """Call `callback(owner, pid, None, None)` when `pid`, which is not our child,
+        exits (or with its status, if it can still be read).
 
         False when there is no such process (any more).
         """
@@ -84,7 +89,7 @@ class Reaper:
             return False
         os.set_inheritable(pidfd, False)
         self._pidfds[pid] = pidfd
-        self._watched[pid] = callback
+        self._watched[pid] = (callback, owner)
         self._loop.add_reader(pidfd, self._foreign_exited, pid)
         return True
 
@@ -98,10 +103,11 @@ class Reaper:
 
     def _foreign_exited(self, pid: int) -> None:
         self._forget_pidfd(pid)
-        callback = self._watched.pop(pid, None)
-        if callback is not None:
+        watcher = self._watched.pop(pid, None)
+        if watcher is not None:
+            callback, owner = watcher
             status = zombie_status(pid)
-            callback(*(decode_status(status) if status is not None else (None, None)))
+            callback(owner, pid, *(decode_status(status) if status is not None else (None, None)))
 
     def _forget_pidfd(self, pid: int) -> None:
         pidfd = self._pidfds.pop(pid, None)
@@ -109,14 +115,14 @@ class Reaper:
             self._loop.remove_reader(pidfd)
             os.close(pidfd)
 
-    def watch(self, pid: int, callback: ExitCallback) -> None:
-        """Call `callback(code, signal)` when `pid` exits.
+    def watch(self, pid: int, callback: ExitCallback[T], owner: T) -> None:
+        """Call `callback(owner, pid, code, signal)` when `pid` exits.
 
         Safe right after spawning: the SIGCHLD handler runs on the loop, after
         the caller's synchronous code has registered the pid (and `before_reap`
         registers those whose spawn outcome is still on its way).
         """
-        self._watched[pid] = callback
+        self._watched[pid] = (callback, owner)
 
     def reap(self) -> None:
         if self._more is not None:
@@ -133,12 +139,12 @@ class Reaper:
                     return
                 if pid == 0:
                     return
-                callback = self._watched.pop(pid, None)
-                if callback is None:
+                watcher = self._watched.pop(pid, None)
+                if watcher is None:
                     self.orphans_reaped += 1
                     continue
-                code, sig = decode_status(status)
-                callback(code, sig)
+                callback, owner = watcher
+                callback(owner, pid, *decode_status(status))
             # More may be waiting: after the loop has polled everything else once.
             self._more = self._loop.call_soon(self.reap)
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime.control import ControlError, refuse_while_stopping
+from herdsman.runtime.fdlimit import shortfall, soft_limit
 from herdsman.runtime.planner import HELPER_ENVIRONMENT, PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.supervisor import Supervisor
 from herdsman.runtime.systemd import Manager
@@ -114,4 +115,16 @@ class Reload:
                 logging.WARNING,
                 f"settings {', '.join(needs_restart)} changed: they apply when herdsman restarts",
             )
-        return {**summary, "not_applied": needs_restart}
+        # As `up` says at start: more instances than the fd limit holds start as fds
+        # come free, and whoever reloaded must hear why (the listeners stay the old).
+        warnings = []
+        fds = shortfall(
+            sum(len(svc.instances) for svc in new.services.values()),
+            soft_limit(),
+            listeners=1 + (old.tcp is not None),
+            max_connections=new.max_connections,
+        )
+        if fds is not None:
+            self._note(logging.WARNING, fds)
+            warnings.append(fds)
+        return {**summary, "not_applied": needs_restart, "warnings": warnings}

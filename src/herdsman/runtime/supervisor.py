@@ -159,6 +159,11 @@ class Supervisor:
         # Every spawned pid is known before an exit is collected: one collected
         # first would pass for an orphan's, and its instance would wait forever.
         self._reaper.before_reap = self.settle
+        # Bound once, each held for every instance (the reaper's watch of its process,
+        # its pumps): a bound method made per spawn is 64 bytes each.
+        self._on_exit = self._exited
+        self._err_sink = self._err_lines
+        self._on_pump_closed = self._pump_closed
         self._random = random.Random()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._waiters_check_scheduled = False
@@ -305,13 +310,7 @@ class Supervisor:
 
         pumps = [LogPump(self._loop, fd, inst.name, "probe", keep) for fd in (out, err)]
         exited: asyncio.Future[tuple[int | None, int | None]] = self._loop.create_future()
-
-        def on_exit(code: int | None, sig: int | None) -> None:
-            kill_group(pid)  # what the probe left behind
-            if not exited.done():
-                exited.set_result((code, sig))
-
-        self._reaper.watch(pid, on_exit)
+        self._reaper.watch(pid, _probe_exited, exited)
         try:
             code, sig = await asyncio.wait_for(asyncio.shield(exited), timeout)
         except TimeoutError:
@@ -508,7 +507,7 @@ class Supervisor:
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
         managed.last_err = b""
-        for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink(managed))):
+        for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink)):
             managed.pumps.append(
                 LogPump(
                     self._loop,
@@ -516,11 +515,11 @@ class Supervisor:
                     name,
                     stream,
                     sink,
-                    managed.pumps.remove,
+                    self._on_pump_closed,
                     batches=self.batches,
                 )
             )
-        self._reaper.watch(pid, lambda code, sig: self._exited(managed, pid, code, sig))
+        self._reaper.watch(pid, self._on_exit, managed)
         self._queue.append(hd.ToInstance(name, Spawned(pid)))
 
     # --- handing over to a new image, and adopting ------------------------------
@@ -590,7 +589,7 @@ class Supervisor:
                     name,
                     stream,
                     self._sink,
-                    managed.pumps.remove,
+                    self._on_pump_closed,
                     partial=partial,
                     batches=self.batches,
                 )
@@ -604,14 +603,10 @@ class Supervisor:
         start_time = record.start_time
         managed.start_time = (pid, start_time)
         managed.foreign = record.foreign
-
-        def on_exit(code: int | None, sig: int | None) -> None:
-            self._exited(managed, pid, code, sig)
-
         if not managed.foreign:
-            self._reaper.watch(pid, on_exit)
+            self._reaper.watch(pid, self._on_exit, managed)
             return True
-        if self._reaper.watch_foreign(pid, on_exit):
+        if self._reaper.watch_foreign(pid, self._on_exit, managed):
             if process_start_time(pid) == start_time:
                 return True  # the pidfd now pins this very process
             self._reaper.unwatch(pid)
@@ -621,19 +616,23 @@ class Supervisor:
         self._loop.call_soon(self.submit, hd.ToInstance(name, Exited(pid, None, None)))
         return False
 
-    def _err_sink(self, managed: Managed) -> LineSink:
+    def _err_lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
         """The sink for an instance's stderr: it also keeps the last non-blank line,
         which says why a process that fails exited (one rsplit per batch read)."""
-        sink = self._sink
-
-        def err_lines(instance: str, stream: str, lines: bytes, ts: float) -> None:
+        managed = self.instances.get(instance) or self._gone.get(instance)
+        if managed is not None:
             for line in reversed(lines[-LAST_WORDS_SCAN:].rsplit(b"\n", 8)):
                 if line.strip():
                     managed.last_err = line
                     break
-            sink(instance, stream, lines, ts)
+        self._sink(instance, stream, lines, ts)
 
-        return err_lines
+    def _pump_closed(self, pump: LogPump) -> None:
+        """A pump saw its pipe's end: it leaves its instance's pumps."""
+        for managed in (self.instances.get(pump.instance), self._gone.get(pump.instance)):
+            if managed is not None and pump in managed.pumps:
+                managed.pumps.remove(pump)
+                return
 
     def _main_of(self, name: str) -> tuple[int, int | None] | None:
         managed = self.instances.get(name)
@@ -686,6 +685,17 @@ def last_words(line: bytes) -> str:
     and colour codes dropped)."""
     text = _CONTROL.sub("", line.decode("utf-8", "replace")).strip()
     return text if len(text) <= LAST_WORDS_MAX else text[: LAST_WORDS_MAX - 1] + "…"
+
+
+def _probe_exited(
+    exited: asyncio.Future[tuple[int | None, int | None]],
+    pid: int,
+    code: int | None,
+    sig: int | None,
+) -> None:
+    kill_group(pid)  # what the probe left behind
+    if not exited.done():
+        exited.set_result((code, sig))
 
 
 def kill_group(pgid: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 BURST = 20
 WINDOW = 10.0  # seconds
@@ -55,13 +55,17 @@ Summary = Callable[[Counted], str]
 
 @dataclass(slots=True)
 class _Window:
+    """One per key (an instance, for REPEATS) as long as the daemon runs: nothing in
+    it that only a flood needs is made before one comes (an empty set is 216 bytes,
+    a bound method 64)."""
+
     start: float
-    summary: Summary
+    summary: Summary | None = None  # None: Throttle's own (how many more, and the last)
     logged: int = 0
     suppressed: int = 0
     last: str = ""
     level: int = logging.INFO
-    sources: set[int] = field(default_factory=set)
+    sources: set[int] | None = None  # the first source counted makes it
     more_sources: bool = False
 
 
@@ -106,7 +110,7 @@ class Throttle:
             if window is not None and window.suppressed:
                 self._summarize(key, window, now)
                 quiet = self._policy.burst if self._policy.steady else 0
-            window = self._windows[key] = _Window(now, summary or self._more, logged=quiet)
+            window = self._windows[key] = _Window(now, summary, logged=quiet)
         if window.logged < self._policy.burst:
             window.logged += 1
             self._log.log(level, "%s", message if isinstance(message, str) else message())
@@ -116,11 +120,15 @@ class Throttle:
             window.level = level
         if isinstance(message, str):
             window.last = message
-        if source is not None and source not in window.sources:
-            if len(window.sources) < SOURCES_KEPT:
-                window.sources.add(source)
-            else:
-                window.more_sources = True
+        if source is not None:
+            sources = window.sources
+            if sources is None:
+                window.sources = {source}
+            elif source not in sources:
+                if len(sources) < SOURCES_KEPT:
+                    sources.add(source)
+                else:
+                    window.more_sources = True
         if self._summary is None:
             self._summary = loop.call_at(window.start + self._window, self._summarize_due)
 
@@ -144,7 +152,7 @@ class Throttle:
 
     def _summarize(self, key: str, window: _Window, now: float) -> None:
         counted = Counted(key, window.suppressed, window.last, _sources(window), now - window.start)
-        self._log.log(window.level, "%s", window.summary(counted))
+        self._log.log(window.level, "%s", (window.summary or self._more)(counted))
         window.suppressed = 0
 
     def _summarize_due(self) -> None:
@@ -168,7 +176,8 @@ class Throttle:
 
 
 def _sources(window: _Window) -> str:
-    if len(window.sources) == 1 and not window.more_sources:
-        return f"pid {next(iter(window.sources))}"
+    sources = window.sources or set()
+    if len(sources) == 1 and not window.more_sources:
+        return f"pid {next(iter(sources))}"
     more = "more than " if window.more_sources else ""
-    return f"{more}{len(window.sources)} processes"
+    return f"{more}{len(sources)} processes"

@@ -1,0 +1,49 @@
+"""What a running instance holds in the supervisor, measured with tracemalloc.
+
+A daemon keeps thousands of instances for as long as it runs: what each running
+one holds beyond its plan and lifecycle (its pumps and their reader registrations,
+the reaper's watch of its process, its pipes) is measured here against a ceiling
+that only goes down. Real processes; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from pathlib import Path
+
+from herdsman.core.states import State
+from tests.runtime.harness import supervised, until
+
+INSTANCES = 100
+
+
+def test_a_running_instance_holds_little_beyond_its_lifecycle(tmp: Path) -> None:
+    async def body() -> float:
+        async with supervised(
+            tmp,
+            f"""
+            [services.s]
+            command = "sleep 60"
+            replicas = {INSTANCES}
+            start_seconds = 0
+            """,
+            start=False,
+        ) as (sup, rec):
+            members = list(sup.instances.values())
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                sup.start_services()
+                await until(lambda: all(m.state is State.RUNNING for m in members), 20)
+                rec.changes.clear()  # the test's own record of them
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            return held / INSTANCES
+
+    per_instance = asyncio.run(body())
+    assert per_instance < 1300, f"{per_instance:.0f} bytes per running instance"
