@@ -231,6 +231,21 @@ def test_check_ok_and_up_refuses_invalid_config(tmp: Path) -> None:
     assert "services.web.replicas" in result.stderr
 
 
+def test_up_d_refused_starts_no_daemon(tmp: Path) -> None:
+    # `up -d` starts the daemon's process while the config is validated: refused (an
+    # invalid config, an unknown service), it says why and that process never serves.
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 60"\nreplicas = 0\n')
+    result = subprocess.run([*HERDSMAN, "up", "-d"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "services.web.replicas" in result.stderr
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 60"\n')
+    result = subprocess.run([*HERDSMAN, "up", "-d", "wbe"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown service 'wbe' (did you mean 'web'?)" in result.stderr
+    status = subprocess.run([*HERDSMAN, "status"], cwd=tmp, capture_output=True, text=True)
+    assert status.returncode == 3, status.stdout
+
+
 def test_no_config_file_is_a_usage_error(tmp: Path) -> None:
     result = subprocess.run([*HERDSMAN, "check"], cwd=tmp, capture_output=True, text=True)
     assert result.returncode == 2
