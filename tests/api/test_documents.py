@@ -197,3 +197,50 @@ def test_columns_hold_what_the_documents_hold(tmp: Path) -> None:
             assert daemon.columns(["name"])["columns"] == {"name": ["web.0", "web.1", "db"]}
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        {},  # only the lifecycles say something: the message column's short way
+        {"log_errors": {"a": "log: disk full"}},
+        {"problems": {"b": "health plugin stopped"}},
+        {"blocked": {"a": "depends on db, which failed"}},
+        {"failures": {"b": "health: timed out"}},
+        {"notify_statuses": {"a": "warming up", "c": "serving"}},
+    ],
+)
+def test_every_column_holds_what_the_documents_hold(said: dict[str, dict[str, str]]) -> None:
+    # On plain values, each source of the message in turn (the daemon test above
+    # has none of them).
+    from types import SimpleNamespace
+
+    from herdsman.core.lifecycle import Instance
+    from herdsman.runtime.monitor import Sample
+    from herdsman.runtime.supervisor import Managed
+
+    cores = [
+        Instance("a", None, state=State.RUNNING, pid=10, spawned_at=5.0, message="up"),
+        Instance("b", None, state=State.EXITED, exit_code=3, message="exited with code 3"),
+        Instance("c", None, state=State.RUNNING, pid=12, spawned_at=1.0, exit_signal=9),
+    ]
+    herd = [
+        Managed(core, SimpleNamespace(service=core.name, replica=0, argv=("x", core.name)))
+        for core in cores
+    ]
+    samples = {"a": Sample(1.0, 0.5, 12.5, 4096, 2, 7)}
+    sources: dict[str, dict[str, str]] = {
+        key: {} for key in ("blocked", "log_errors", "problems", "failures", "notify_statuses")
+    }
+    parts = documents.Parts(
+        now=10.0,
+        sample=samples.get,
+        health={"a": "healthy"}.get,
+        checks=lambda name: {"health": "ok"} if name == "a" else {},
+        since={"a": 1_700_000_000.0}.get,
+        **{**sources, **said},
+    )
+    docs = [documents.instance_document(m, parts) for m in herd]
+    columns = documents.instance_columns(herd, documents.COLUMNS, parts)
+    assert columns == {key: [d[key] for d in docs] for key in documents.COLUMNS}
+    assert any(said.values()) == (columns["message"] != ["up", "exited with code 3", ""])

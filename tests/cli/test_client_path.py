@@ -24,18 +24,31 @@ from tests.cli.fake import FakeDaemon, Reply, Stream, instance, log_line
 from tests.cli.fake import status as status_doc
 
 # What each would cost a client command (ms of start-up on these machines), and why
-# it is not needed: http.client pulls in email and ssl; the others are the server's.
-HEAVY = ("http.client", "email", "ssl", "pydantic", "asyncio", "psutil", "textual", "yaml")
+# it is not needed: http.client pulls in email and ssl; `socket` builds enums of every
+# constant (the client speaks over `_socket`); the others are the server's.
+HEAVY = (
+    "http.client",
+    "email",
+    "ssl",
+    "socket",
+    "pydantic",
+    "asyncio",
+    "psutil",
+    "textual",
+    "yaml",
+)
 
 
-def loaded_by(project: Project, *argv: str) -> tuple[int, list[str]]:
+def loaded_by(
+    project: Project, *argv: str, modules: tuple[str, ...] = HEAVY
+) -> tuple[int, list[str]]:
     """Run `herdsman -c CONFIG ARGV` in a fresh interpreter: its exit code and which
-    of HEAVY (or their submodules) it had imported by the end."""
+    of `modules` (or their submodules) it had imported by the end."""
     code = (
         "import sys\n"
         "from herdsman.cli.main import main\n"
         f"code = main(['-c', {str(project.config)!r}, *{list(argv)!r}])\n"
-        f"heavy = {HEAVY!r}\n"
+        f"heavy = {modules!r}\n"
         "found = sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy)\n"
         "print(code, ' '.join(found), file=sys.stderr)\n"
     )
@@ -72,6 +85,22 @@ def test_client_commands_load_no_heavy_module(
 
 def test_status_without_a_daemon_loads_no_heavy_module(project: Project) -> None:
     assert loaded_by(project, "status") == (3, [])
+
+
+@pytest.mark.parametrize(
+    "argv", [("status",), ("status", "--json", "web.*"), ("start", "web.0"), ("stop", "web.0")]
+)
+def test_plain_client_commands_load_no_argparse(
+    project: Project, fake: FakeDaemon, argv: tuple[str, ...]
+) -> None:
+    # argparse and the gettext look-ups of the parser it builds: a fifth of `status`.
+    web0 = instance("web.0")
+    fake.answer("GET", "/v1/status", Reply(200, status_doc(web0)))
+    for action in ("start", "stop"):
+        fake.answer(
+            "POST", f"/v1/instances/web.0/{action}", Reply(200, {"instances": [web0], "failed": []})
+        )
+    assert loaded_by(project, *argv, modules=("argparse", "gettext")) == (0, [])
 
 
 # --- the HTTP of the client ------------------------------------------------------

@@ -1,13 +1,17 @@
 """The parser built for one command (what `main` builds when the command is plain in
-argv) parses exactly as the whole parser does."""
+argv) parses exactly as the whole parser does, and a plain client command line, read
+without argparse, is read as the parser reads it."""
 
 from __future__ import annotations
 
 import argparse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from herdsman.cli.main import COMMANDS, build_parser, command_of
+from herdsman.cli.commands import PLAIN
+from herdsman.cli.main import COMMANDS, build_parser, command_of, plain_args
 
 LINES = [
     ["up"],
@@ -78,3 +82,101 @@ def test_anything_unplain_gets_the_whole_parser(argv: list[str]) -> None:
 def test_a_value_that_looks_like_a_command_is_skipped() -> None:
     assert command_of(["-c", "status", "up"]) == "up"
     assert command_of(["--url", "down", "--token-file", "stop", "status"]) == "status"
+
+
+# --- plain command lines: read without argparse --------------------------------
+
+PLAIN_LINES = [
+    ["status"],
+    ["status", "--json"],
+    ["status", "web", "db.*"],
+    ["--debug", "status", "--json", "web"],
+    ["-c", "x.toml", "status", "-c", "y.toml", "--debug"],
+    ["--config", "x.toml", "--url", "http://h:1", "--token-file", "t", "status"],
+    ["status", "--json", "a", "b", "--config", "x.toml"],
+    ["status", "a", "b", "--json"],
+    ["status", ""],
+    ["-c", "", "status"],
+    ["logs"],
+    ["logs", "-f", "web"],
+    ["logs", "--follow", "--json", "web", "db"],
+    ["start", "web"],
+    ["stop", "--no-wait", "web", "db"],
+    ["restart", "web", "--no-wait", "--debug"],
+    ["down"],
+    ["reload", "--debug"],
+    ["down", "-c", "x.toml"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN_LINES, ids=" ".join)
+def test_a_plain_command_line_is_read_as_the_parser_reads_it(argv: list[str]) -> None:
+    plain = plain_args(argv)
+    assert plain is not None
+    assert vars(plain) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["status", "a", "--json", "b"],  # argparse takes one run of PATTERNs
+        ["start"],  # needs a PATTERN
+        ["down", "x"],
+        ["logs", "-n", "5"],  # an option with a value: the parser converts it
+        ["stop", "--timeout", "5", "web"],
+        ["status", "--js"],  # abbreviated: argparse knows, we do not guess
+        ["status", "-c"],
+        ["status", "-c", "--json"],
+        ["-c", "status"],
+        ["--url=http://h:1", "status"],
+        ["status", "--url", "http://h:1"],
+        ["status", "--", "a"],
+        ["status", "-"],
+        ["status", "-h"],
+        ["-h"],
+        ["up"],
+        ["version"],
+        ["stauts"],
+    ],
+    ids=" ".join,
+)
+def test_anything_else_goes_to_the_parser(argv: list[str]) -> None:
+    assert plain_args(argv) is None
+
+
+WORDS = [
+    *PLAIN,
+    "up",
+    "--json",
+    "-f",
+    "--follow",
+    "--no-wait",
+    "-c",
+    "--config",
+    "--config=x",
+    "--debug",
+    "--url",
+    "--token-file",
+    "-n",
+    "5",
+    "--",
+    "-",
+    "",
+    "x.toml",
+    "web",
+    "db.*",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), max_size=8))
+def test_whatever_is_read_plainly_is_what_the_parser_reads(argv: list[str]) -> None:
+    plain = plain_args(argv)
+    if plain is None:
+        return
+    try:
+        parsed = build_parser().parse_args(argv)
+    except SystemExit:  # pragma: no cover - the failure this test is for
+        raise AssertionError(f"read {argv} plainly, which the parser refuses") from None
+    assert vars(plain) == vars(parsed)

@@ -9,7 +9,6 @@ client command runs, so `herdsman up` does not pay for it.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import heapq
 import itertools
@@ -28,11 +27,12 @@ from herdsman.core.states import State
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
     from herdsman.cli.client import Client
 
-Command = Callable[[argparse.Namespace], int]
+Command = Callable[["argparse.Namespace"], int]
 LogEntry = dict[str, "Any"]  # the API's form: time, instance, stream, line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,6 +129,26 @@ def add_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str], bo
         )
 
 
+# What main.plain_args reads without argparse, the same as add_parsers' parsers do
+# (tests/cli/test_parser.py holds them to it): a client command's flags (store_true)
+# and where each goes, the values its parser gives what is not on the command line,
+# and how many PATTERNs it needs (None: it takes none).
+PLAIN: dict[str, tuple[dict[str, str], dict[str, Any], int | None]] = {
+    "status": ({"--json": "json"}, {"json": False, "patterns": []}, 0),
+    "logs": (
+        {"-f": "follow", "--follow": "follow", "--json": "json"},
+        {"follow": False, "lines": DEFAULT_LINES, "json": False, "since": None, "patterns": []},
+        0,
+    ),
+    **{
+        name: ({"--no-wait": "no_wait"}, {"no_wait": False, "timeout": WAIT_TIMEOUT}, 1)
+        for name in ("start", "stop", "restart")
+    },
+    "down": ({}, {}, None),
+    "reload": ({}, {}, None),
+}
+
+
 def seconds_arg(text: str) -> float:
     """A timeout: seconds (`30`, `1.5`) or a duration (`2m`)."""
     from herdsman.config.units import parse_duration
@@ -138,7 +158,9 @@ def seconds_arg(text: str) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 < seconds <= MAX_WAIT:
-        raise argparse.ArgumentTypeError(
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(
             f"not a timeout: {text!r} (seconds, or a duration such as 90s or 2m)"
         )
     return seconds
@@ -146,7 +168,9 @@ def seconds_arg(text: str) -> float:
 
 def _line_count(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"not a number of lines: {text!r}")
     return int(text)
 
 
@@ -427,7 +451,9 @@ def _since(value: str) -> str:
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise argparse.ArgumentTypeError(
+            from argparse import ArgumentTypeError
+
+            raise ArgumentTypeError(
                 f"{value!r} is neither a duration (10m) nor a time (2026-11-23T10:00:00Z)"
             ) from None
         if when.tzinfo is None:

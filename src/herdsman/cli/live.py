@@ -4,15 +4,15 @@ only when they run, so that no other command pays for them."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
-Command = Callable[[argparse.Namespace], int]
+Command = Callable[["argparse.Namespace"], int]
 SHELLS = ("bash", "zsh", "fish")
 
 
@@ -44,7 +44,9 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = 0.0
     if not 0.1 <= value <= 3600:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 3600")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 3600")
     return value
 
 
@@ -52,15 +54,17 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
     """`--url` and `--token-file` on a command's own parser. SUPPRESS leaves the
     attributes unset when not given, so they never override the same options given
     before the command name."""
+    from argparse import SUPPRESS
+
     parser.add_argument(
         "--url",
-        default=argparse.SUPPRESS,
+        default=SUPPRESS,
         metavar="URL",
         help="the daemon's TCP listener, http://HOST:PORT (default: the config's socket)",
     )
     parser.add_argument(
         "--token-file",
-        default=argparse.SUPPRESS,
+        default=SUPPRESS,
         metavar="FILE",
         help="with --url: the file holding the API token",
     )

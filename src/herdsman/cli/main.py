@@ -1,27 +1,31 @@
 """The `herdsman` command: argument parsing and dispatch.
 
 Each command imports what it needs when it runs, so client commands stay fast
-and never load the server stack. Errors are one sentence on stderr; exit codes
-follow the README: 0 ok, 1 failed, 2 bad usage or config, 3 no daemon.
+and never load the server stack; a client command given plainly (`status`,
+`logs web`, `stop --no-wait db`) is read without argparse. Errors are one sentence
+on stderr; exit codes follow the README: 0 ok, 1 failed, 2 bad usage or config,
+3 no daemon.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 from herdsman import __version__
-from herdsman.cli.commands import CLIENT_COMMANDS, WAIT_TIMEOUT, add_parsers, seconds_arg
+from herdsman.cli.commands import CLIENT_COMMANDS, PLAIN, WAIT_TIMEOUT, add_parsers, seconds_arg
 from herdsman.cli.live import LIVE_COMMANDS, add_live_parsers
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    import argparse
 
+    from herdsman.cli.parsing import Parser
     from herdsman.config import Config
+    from herdsman.core.plan import Plan
+    from herdsman.runtime.planner import Helper
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 CONFIG_HELP = (
@@ -35,63 +39,11 @@ class UsageError(Exception):
     """Bad usage or config: exit 2 with the message."""
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help layout, its width found without `shutil`: argparse makes a
-    formatter for every argument it adds, and `shutil` loads bz2, lzma and zlib
-    (3 ms of every client command's start-up)."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)  # the margin argparse keeps
-
-
-def _columns() -> int:
-    """The terminal's width as `shutil.get_terminal_size()` finds it: $COLUMNS, else
-    the terminal on stdout, else 80."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return columns
-    if sys.__stdout__ is None:
-        return 80
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (ValueError, OSError):
-        return 80
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"herdsman: {_with_suggestion(message)}\n")
-
-
-def _with_suggestion(message: str) -> str:
-    """argparse's "invalid choice" with a "did you mean" (a mistyped command, above all)."""
-    import difflib
-    import re
-
-    found = re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if found is None:
-        return message
-    what, given = found.group(1), found.group(2)
-    choices = re.findall(r"'([^']*)'", found.group(3))
-    close = difflib.get_close_matches(given, choices, n=1)
-    if what == "COMMAND":
-        hint = f"did you mean {close[0]!r}?" if close else "see 'herdsman --help'"
-        return f"unknown command {given!r} ({hint})"
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{what}: {given!r} is not one of {', '.join(choices)}{hint}"
-
-
 def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
     """`-c FILE` and `--debug` after the command too (`herdsman status -c x.toml`):
     each subcommand takes them, and leaves the value given before it when absent."""
+    import argparse
+
     for action in parser._subparsers._group_actions if parser._subparsers else []:
         for sub in getattr(action, "choices", {}).values():
             sub.add_argument(
@@ -106,7 +58,9 @@ def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with `command`, with that command's subparser only
     (every subparser costs argparse's gettext look-ups: a tenth of `status`)."""
-    parser = _Parser(prog="herdsman", description="A process supervisor for Linux.")
+    from herdsman.cli.parsing import Parser
+
+    parser = Parser(prog="herdsman", description="A process supervisor for Linux.")
     parser.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     parser.add_argument("--version", action="version", version=f"herdsman {__version__}")
@@ -120,7 +74,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="FILE",
         help="client commands: send the API token in FILE (what --url's daemon wants)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     def wanted(name: str) -> bool:
@@ -178,9 +132,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_export_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+def _add_export_parser(sub: argparse._SubParsersAction[Parser]) -> None:
+    from herdsman.cli.parsing import Parser
+
     export = sub.add_parser("export", help="write systemd units or Kubernetes manifests")
-    targets = export.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
+    targets = export.add_subparsers(dest="target", metavar="TARGET", parser_class=Parser)
     targets.required = True
     systemd = targets.add_parser("systemd", help="one unit per service, and a target")
     kubernetes = targets.add_parser("kubernetes", help="a Deployment or Job per service")
@@ -205,6 +161,8 @@ def _add_export_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def load(args: argparse.Namespace) -> Config:
+    from pathlib import Path
+
     from herdsman.config import ConfigError, find_config_file, load_config
 
     try:
@@ -239,11 +197,45 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from herdsman.runtime.planner import PlanError, receive_plan, request_plan
+    from herdsman.runtime.planner import request_plan
 
-    # Validation runs in a helper process while this one loads the runtime.
+    # The config is validated in a forked helper while this process imports the
+    # runtime, or with -d, while the daemon's own process does.
     helper = request_plan(args.config)
-    from herdsman.cli.up import run_up
+    if args.detach:
+        from herdsman.cli.detach import DetachError, Launch, wait_until_settled
+
+        launch = Launch()
+    else:
+        from herdsman.cli.up import run_up
+    try:
+        plan = _plan_for_up(args, helper)
+    except BaseException:
+        if args.detach:
+            launch.cancel()
+        raise
+    if not args.detach:
+        return run_up(plan, args.services, watch=args.watch)
+    try:
+        pid = launch.hand(plan, args.services, watch=args.watch)
+    except DetachError as err:
+        print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
+    if not args.wait:
+        return EXIT_OK
+    failed = wait_until_settled(plan, args.services, args.timeout or WAIT_TIMEOUT)
+    for line in failed:
+        print(f"herdsman: {line}", file=sys.stderr)
+    if failed:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _plan_for_up(args: argparse.Namespace, helper: Helper) -> Plan:
+    """The helper's plan; UsageError if the config is invalid or `up` cannot run it
+    as asked."""
+    from herdsman.runtime.planner import PlanError, receive_plan
 
     try:
         plan = receive_plan(helper)
@@ -258,24 +250,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown service {name!r}{hint}")
     if (args.wait or args.timeout is not None) and not args.detach:
         raise UsageError("--wait and --timeout only go with -d")
-    if not args.detach:
-        return run_up(plan, args.services, watch=args.watch)
-    from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
-
-    try:
-        pid = spawn_daemon(plan, args.services, watch=args.watch)
-    except DetachError as err:
-        print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
-    if not args.wait:
-        return EXIT_OK
-    failed = wait_until_settled(plan, args.services, args.timeout or WAIT_TIMEOUT)
-    for line in failed:
-        print(f"herdsman: {line}", file=sys.stderr)
-    if failed:
-        return EXIT_FAILED
-    return EXIT_OK
+    return plan
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -296,6 +271,8 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from herdsman.config import ConfigError
 
     path = Path(args.file)
@@ -358,8 +335,14 @@ COMMANDS = {
 }
 
 
-# The options before the command that take a value (as the next argument or after =).
-_VALUE_OPTIONS = ("-c", "--config", "--url", "--token-file")
+# The options before the command that take a value (as the next argument or after =),
+# and where it goes.
+_VALUE_OPTIONS = {
+    "-c": "config",
+    "--config": "config",
+    "--url": "url",
+    "--token-file": "token_file",
+}
 
 
 def command_of(argv: list[str]) -> str | None:
@@ -379,14 +362,68 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
+def plain_args(argv: list[str]) -> argparse.Namespace | None:
+    """What the parser makes of `argv` when it runs a client command of PLAIN plainly:
+    before the command only --debug and the options of _VALUE_OPTIONS (spelled in
+    full, a value after each), after it only its flags, `-c FILE`, `--config FILE`,
+    `--debug` and one run of PATTERNs (argparse takes no second run). None
+    otherwise: the parser then reads it, and says what is wrong."""
+    values: dict[str, object] = {"config": None, "debug": False, "url": None, "token_file": None}
+    args = iter(argv)
+    for arg in args:
+        if arg == "--debug":
+            values["debug"] = True
+        elif arg in _VALUE_OPTIONS:
+            value = next(args, "-")
+            if value.startswith("-"):
+                return None
+            values[_VALUE_OPTIONS[arg]] = value
+        elif arg in PLAIN:
+            command = arg
+            break
+        else:
+            return None
+    else:
+        return None
+    flags, defaults, least = PLAIN[command]
+    values.update(defaults, command=command)
+    patterns: list[str] = []
+    run = "before"  # where we are in relation to the run of PATTERNs
+    for arg in args:
+        if not arg.startswith("-"):
+            if least is None or run == "after":
+                return None
+            patterns.append(arg)
+            run = "in"
+            continue
+        run = "after" if run == "in" else run
+        if arg in flags:
+            values[flags[arg]] = True
+        elif arg == "--debug":
+            values["debug"] = True
+        elif arg in ("-c", "--config"):
+            value = next(args, "-")
+            if value.startswith("-"):
+                return None
+            values["config"] = value
+        else:
+            return None
+    if least is not None:
+        if len(patterns) < least:
+            return None
+        values["patterns"] = patterns
+    # Attributes are all a command reads of its arguments: no need for argparse's class.
+    return SimpleNamespace(**values)  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and "_ARGCOMPLETE" in os.environ:
         # A shell's TAB (see `herdsman completion`): answered here, then it exits.
         from herdsman.cli.completion import complete
 
         complete(build_parser())
-    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = plain_args(given) or build_parser(command_of(given)).parse_args(given)
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:

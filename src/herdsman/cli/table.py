@@ -8,7 +8,7 @@ and whole so that scripts and pipes see everything.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from herdsman.core.states import State
 
@@ -140,46 +140,60 @@ def columns_of(instances: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> d
 
 def render_status(columns: Mapping[str, Sequence[Any]], *, colour: bool, width: int | None) -> str:
     """The status table of the instances in `columns` (COLUMNS, a list of values each),
-    header included, as lines ending in newlines. Built a column at a time: thousands
-    of rows cost a few function calls per cell."""
+    header included, as lines ending in newlines. Built a column at a time, and each
+    row by one %-format: thousands of rows cost a few calls per cell."""
     pids = columns["pid"]
     ready = "READY/HEALTH" if any(columns["health"]) else "READY"
     header = ["INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", ready, "CPU", "MEM", "MESSAGE"]
     cells = [
         [str(name) for name in columns["name"]],
-        [str(state) for state in columns["state"]],
+        _each(str, columns["state"]),
         ["-" if pid is None else str(pid) for pid in pids],
-        [uptime(seconds) for seconds in columns["uptime"]],
-        [str(restarts or 0) for restarts in columns["restarts"]],
+        # uptime() shows whole seconds, and a herd started together shares most of them.
+        _each(uptime, [None if s is None else int(s) for s in columns["uptime"]]),
+        _each(lambda restarts: str(restarts or 0), columns["restarts"]),
         list(map(_ready_health, pids, columns["ready"], columns["health"])),
-        [cpu(percent) for percent in columns["cpu_percent"]],
-        [memory(rss) for rss in columns["rss_bytes"]],
+        _each(cpu, columns["cpu_percent"]),
+        _each(memory, columns["rss_bytes"]),
         list(map(_message, columns["message"], pids, columns["exit_code"], columns["exit_signal"])),
     ]
+    # Names and pids differ on every row; the other columns repeat a few texts, and
+    # measuring each of those once is cheaper.
     widths = [
-        max([len(title), *map(len, column)]) for title, column in zip(header, cells, strict=True)
+        max([len(title), *map(len, column if c in (0, 2) else set(column))])
+        for c, (title, column) in enumerate(zip(header, cells, strict=True))
     ]
     # Everything but the message, with a two-space gap after each column.
     fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    room = None if width is None else width - fixed
-    padded = []
-    for c, (title, column) in enumerate(zip(header[:-1], cells[:-1], strict=True)):
-        pad = str.rjust if title in RIGHT_ALIGNED else str.ljust
-        w = widths[c]
-        if colour and c == 1:
-            padded.append(
-                [pad(title, w)]
-                + [
-                    f"\x1b[{STATE_COLOURS[text]}m{pad(text, w)}\x1b[0m"
-                    if text in STATE_COLOURS
-                    else pad(text, w)
-                    for text in column
-                ]
-            )
-        else:
-            padded.append([pad(title, w)] + [pad(text, w) for text in column])
-    padded.append([_cut(text, room) for text in [header[-1], *cells[-1]]])
-    return "".join(["  ".join(row).rstrip() + "\n" for row in zip(*padded, strict=True)])
+    if width is not None:
+        room = width - fixed
+        cells[-1] = [_cut(text, room) for text in cells[-1]]
+        header[-1] = _cut(header[-1], room)
+    formats = [
+        f"%{w}s" if title in RIGHT_ALIGNED else f"%-{w}s"
+        for title, w in zip(header[:-1], widths, strict=False)
+    ]
+    if colour:  # padded before it is coloured: the escapes take no room on screen
+        w = widths[1]
+        states = {text: _coloured_state(text, w) for text in set(cells[1])}
+        cells[1] = [states[text] for text in cells[1]]
+        header[1] = header[1].ljust(w)
+        formats[1] = "%s"
+    row = "  ".join([*formats, "%s"])
+    lines = [tuple(header), *zip(*cells, strict=True)]
+    return "\n".join([(row % line).rstrip() for line in lines]) + "\n"
+
+
+def _each(text: Callable[[Any], str], values: Sequence[Any]) -> list[str]:
+    """`text` of each value, computed once per distinct value: thousands of instances
+    show a few states, CPU figures and sizes between them."""
+    texts = {value: text(value) for value in set(values)}
+    return list(map(texts.__getitem__, values))
+
+
+def _coloured_state(state: str, width: int) -> str:
+    padded = state.ljust(width)
+    return f"\x1b[{STATE_COLOURS[state]}m{padded}\x1b[0m" if state in STATE_COLOURS else padded
 
 
 def _cut(text: str, room: int | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from herdsman.core.logline import count_lines, format_lines
@@ -95,9 +95,10 @@ class LogSink:
     def end_batch(self, instance: str) -> None:
         self._log_files[instance].end_batch()
 
-    def error(self, instance: str) -> str | None:
-        """Why `instance`'s log file cannot be written now, if it cannot."""
-        return self._log_errors.get(instance)
+    @property
+    def errors(self) -> Mapping[str, str]:
+        """Why each instance's log file cannot be written now, of those it cannot."""
+        return self._log_errors
 
     def settle(self, name: str, pumps: list[PumpEntry]) -> None:
         """Before reading an adopted pipe: the batch a killed daemon was writing from

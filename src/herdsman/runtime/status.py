@@ -87,12 +87,12 @@ class StatusView:
             sample=self._sampler.get,
             health=self._supervisor.herd.health.get,
             checks=lambda name: prober.results.get(name, {}),
-            blocked=reasons.get,
+            blocked=reasons,
             since=self._since.get,
-            log_error=self._output.error,
-            problem=prober.problems.get,
-            failure=prober.failures.get,
-            notify_status=self._notify.statuses.get,
+            log_errors=self._output.errors,
+            problems=prober.problems,
+            failures=prober.failures,
+            notify_statuses=self._notify.statuses,
         )
 
     def summary(self) -> str:
