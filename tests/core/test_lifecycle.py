@@ -798,6 +798,8 @@ def test_a_spawn_failed_for_want_of_fds_is_retried_by_the_backoff() -> None:
         assert (inst.state, inst.message, inst.restarts) == (State.STARTING, reason, 0)
     assert on_event(inst, Spawned(101), 30.0) == [SetTimer(31.0, StartSecondsPassed(101))]
     assert inst.spawn_error == ""
+    # It started: "cannot start" no longer says anything true of it.
+    assert (inst.state, inst.message) == (State.STARTING, "")
 
 
 def test_a_retried_spawn_waits_at_least_a_second_even_without_backoff() -> None:

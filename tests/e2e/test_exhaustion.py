@@ -22,6 +22,7 @@ from tests.e2e.helpers import herdsman, instances, status
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
 
 TOO_MANY = "cannot start: too many open files"
+TOO_MANY_PROCS = "cannot start: too many processes (ulimit -u, TasksMax= or pids.max"
 
 
 def limited(limit: str, *argv: str) -> list[str]:
@@ -183,3 +184,62 @@ def test_a_spawn_out_of_fds_is_a_retried_start_in_the_foreground_too(tmp: Path) 
     assert "open files limit (256) holds about" in output
     assert "too many open files; retrying in" in output
     assert "Traceback" not in output
+
+
+PIDS_V1 = Path("/sys/fs/cgroup/pids")
+
+
+def pids_cgroup(name: str) -> Path | None:
+    """A cgroup of our own under the v1 pids hierarchy, or None if there is none to make."""
+    if not (PIDS_V1 / "cgroup.procs").exists() or not os.access(PIDS_V1, os.W_OK):
+        return None
+    group = PIDS_V1 / name
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    return group
+
+
+def test_past_the_cgroups_pids_limit_starts_are_retried_and_up_says_why(tmp: Path) -> None:
+    """As under a unit's TasksMax= or a container's pids limit: `up` says how many more
+    processes the limit leaves room for; the instances past it are retried (not failed)
+    with the reason; once the limit is raised they all run."""
+    group = pids_cgroup(f"hs{os.getpid()}")
+    if group is None:
+        pytest.skip("needs a writable cgroup v1 pids hierarchy at /sys/fs/cgroup/pids")
+    try:
+        (group / "pids.max").write_text("25\n")
+        (tmp / "herdsman.toml").write_text(
+            '[services.s]\ncommand = "sleep 600"\nreplicas = 40\nstart_seconds = "0.1s"\n'
+            'backoff = { initial = "0.2s", max = "1s" }\n'
+        )
+        inside = f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -m herdsman up -d"
+        up = run(tmp, "sh", "-c", inside)
+        assert up.returncode == 0, up.stderr
+        assert f"the process limit (pids.max of cgroup {group}: 25) leaves room for" in up.stderr
+        assert "fewer than the 40 instances: raise it (TasksMax=" in up.stderr
+        daemon = status(tmp)["daemon"]["pid"]
+
+        def split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+            found = instances(tmp).values()
+            running = [i for i in found if i["state"] == "running"]
+            waiting = [i for i in found if i["message"].startswith(TOO_MANY_PROCS)]
+            return (running, waiting) if running and waiting else None
+
+        running, waiting = wait_for(split, timeout=30)  # type: ignore[misc]
+        assert len(running) <= 25
+        assert all(i["state"] in ("restarting", "starting") for i in waiting)
+        assert any("; retrying in " in i["message"] for i in waiting)
+        assert alive(daemon)
+        inside = f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -m herdsman check"
+        check = run(tmp, "sh", "-c", inside)
+        assert "the process limit (pids.max of cgroup" in check.stderr
+        (group / "pids.max").write_text("max\n")
+        wait_for(lambda: all(i["state"] == "running" for i in instances(tmp).values()), timeout=30)
+        assert "Traceback" not in (tmp / ".herdsman/logs/herdsman.log").read_text()
+    finally:
+        down = herdsman(tmp, "down")
+        wait_for(lambda: (group / "cgroup.procs").read_text() == "", timeout=30)
+        group.rmdir()
+    assert down.returncode == 0, down.stderr

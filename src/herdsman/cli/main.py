@@ -216,6 +216,7 @@ def load(args: argparse.Namespace) -> Config:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from herdsman.config.programs import missing_programs
+    from herdsman.runtime import tasklimit
     from herdsman.runtime.fdlimit import hard_limit, shortfall
 
     config = load(args)
@@ -224,9 +225,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = config.settings
     # The daemon raises its soft limit to the hard one, so that is what counts here.
     listeners = 1 + (settings.tcp is not None)
-    problem = shortfall(count, hard_limit(), listeners, settings.max_connections)
-    if problem is not None:
-        print(f"herdsman: warning: {problem}", file=sys.stderr)
+    for problem in (
+        shortfall(count, hard_limit(), listeners, settings.max_connections),
+        tasklimit.shortfall(count),
+    ):
+        if problem is not None:
+            print(f"herdsman: warning: {problem}", file=sys.stderr)
     for warning in missing_programs(config, os.environ):
         print(
             f"herdsman: warning: {warning}; it may be there when the service runs", file=sys.stderr

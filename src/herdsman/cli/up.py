@@ -29,6 +29,7 @@ from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
 from herdsman.core.plan import Plan
 from herdsman.core.states import State
+from herdsman.runtime import tasklimit
 from herdsman.runtime.adoption import Inherited, inherited_fds
 from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
@@ -261,16 +262,16 @@ async def _serve(
     # An image after a re-exec says nothing on stderr of its own: when detached,
     # that is herdsman.log, where the log has said it already.
     first_image = resumed is None and in_place is None
-    fd_problem = shortfall(
-        sum(len(svc.instances) for svc in plan.services.values()),
-        raise_soft_limit(),
-        listeners=1 + (plan.tcp is not None),
-        max_connections=plan.max_connections,
-    )
-    if fd_problem is not None:
-        log.warning(fd_problem)  # in the foreground, on the terminal too
-        if detached and first_image:
-            print(f"herdsman: warning: {fd_problem}", file=sys.stderr)  # up -d shows it
+    count = sum(len(svc.instances) for svc in plan.services.values())
+    listeners = 1 + (plan.tcp is not None)
+    for problem in (
+        shortfall(count, raise_soft_limit(), listeners, plan.max_connections),
+        tasklimit.shortfall(count),
+    ):
+        if problem is not None:
+            log.warning(problem)  # in the foreground, on the terminal too
+            if detached and first_image:
+                print(f"herdsman: warning: {problem}", file=sys.stderr)  # up -d shows it
     # A new image keeps the token the daemon started with, as it keeps its sockets:
     # a token file that is gone or changed since must not take the daemon down.
     token = resumed.token if resumed is not None else read_token(plan)

@@ -313,6 +313,8 @@ def _spawn_failed(
 
 
 def _spawned(inst: Instance, pid: int, now: float) -> list[Action]:
+    if inst.spawn_error:
+        inst.message = ""  # why the last attempt could not start: it has now
     inst.pid, inst.spawned_at, inst.spawn_error = pid, now, ""
     # exit_code, exit_signal and message keep telling how the last run ended.
     inst.ready = inst.start_passed = inst.killed = False

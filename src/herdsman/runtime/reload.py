@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from herdsman.core.plan import InstancePlan, Plan
+from herdsman.runtime import tasklimit
 from herdsman.runtime.control import ControlError, refuse_while_stopping
 from herdsman.runtime.fdlimit import shortfall, soft_limit
 from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
@@ -113,16 +114,20 @@ class Reload:
                 logging.WARNING,
                 f"settings {', '.join(needs_restart)} changed: they apply when herdsman restarts",
             )
-        # As `up` says at start: more instances than the fd limit holds start as fds
-        # come free, and whoever reloaded must hear why (the listeners stay the old).
+        # As `up` says at start: more instances than the fd or process limits hold
+        # start as there is room, and whoever reloaded must hear why (the listeners
+        # stay the old).
+        count = sum(len(svc.instances) for svc in new.services.values())
+        listeners = 1 + (old.tcp is not None)
         warnings = []
-        fds = shortfall(
-            sum(len(svc.instances) for svc in new.services.values()),
-            soft_limit(),
-            listeners=1 + (old.tcp is not None),
-            max_connections=new.max_connections,
-        )
-        if fds is not None:
-            self._note(logging.WARNING, fds)
-            warnings.append(fds)
+        for problem in (
+            shortfall(count, soft_limit(), listeners, new.max_connections),
+            # Those running are counted by the limits already.
+            tasklimit.shortfall(
+                len(change.added) + len(change.changed), "instances the reload starts"
+            ),
+        ):
+            if problem is not None:
+                self._note(logging.WARNING, problem)
+                warnings.append(problem)
         return {**summary, "not_applied": needs_restart, "warnings": warnings}

@@ -77,6 +77,11 @@ class SpawnError(Exception):
 # Out of file descriptors: the daemon's (EMFILE) or the whole system's (ENFILE).
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 TOO_MANY_OPEN_FILES = "too many open files"
+# A fork past a process limit (RLIMIT_NPROC, the cgroup's pids.max, kernel.pid_max or
+# threads-max) fails with EAGAIN; one without memory for the new process, ENOMEM.
+# Shortages that pass, as fds do: the start is retried by the backoff.
+TOO_MANY_PROCESSES = "too many processes (ulimit -u, TasksMax= or pids.max, kernel.pid_max)"
+_SHORTAGES = (*_OUT_OF_FDS, errno.EAGAIN, errno.ENOMEM)
 
 
 def own_environment(inst: InstancePlan) -> dict[str, str]:
@@ -146,6 +151,10 @@ def _explain(err: OSError, inst: InstancePlan) -> str:
     program = inst.argv[0]
     if err.errno in _OUT_OF_FDS:
         return TOO_MANY_OPEN_FILES
+    if err.errno == errno.EAGAIN:
+        return TOO_MANY_PROCESSES
+    if err.errno == errno.ENOMEM:
+        return "not enough memory to start a process"
     if err.filename is not None and Path(os.fsdecode(err.filename)) == inst.cwd:
         if isinstance(err, FileNotFoundError):
             return f"working directory {inst.cwd} does not exist"
@@ -496,7 +505,7 @@ class Spawner(Generic[K]):
         if isinstance(result, SpawnError):
             return result
         if isinstance(result, OSError):
-            return SpawnError(_explain(result, inst), retry=result.errno in _OUT_OF_FDS)
+            return SpawnError(_explain(result, inst), retry=result.errno in _SHORTAGES)
         if isinstance(result, ValueError):
             return SpawnError(f"cannot start {inst.argv[0]}: {result}")
         raise result
