@@ -127,6 +127,23 @@ def test_up_respawns_a_killed_service(up) -> None:
     assert not alive(second)
 
 
+def test_up_keeps_the_validating_helper_to_itself(up) -> None:
+    # The config is validated in a fork of `up`: pydantic and the environment the
+    # helper runs with stay in the helper, out of the daemon and its services.
+    run = up(
+        """
+        [services.env]
+        command = ["sh", "-c", 'env; echo END; exec sleep 60']
+        """
+    )
+    run.wait_line("env │ END")
+    assert run.matching("env │ HERDSMAN_INSTANCE=env")
+    assert not run.matching("PYDANTIC")
+    assert "pydantic" not in Path(f"/proc/{run.proc.pid}/maps").read_text()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+
+
 def test_second_ctrl_c_kills_at_once(up) -> None:
     run = up(
         """
@@ -212,6 +229,21 @@ def test_check_ok_and_up_refuses_invalid_config(tmp: Path) -> None:
     result = subprocess.run([*HERDSMAN, "up"], cwd=tmp, capture_output=True, text=True)
     assert result.returncode == 2
     assert "services.web.replicas" in result.stderr
+
+
+def test_up_d_refused_starts_no_daemon(tmp: Path) -> None:
+    # `up -d` starts the daemon's process while the config is validated: refused (an
+    # invalid config, an unknown service), it says why and that process never serves.
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 60"\nreplicas = 0\n')
+    result = subprocess.run([*HERDSMAN, "up", "-d"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "services.web.replicas" in result.stderr
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 60"\n')
+    result = subprocess.run([*HERDSMAN, "up", "-d", "wbe"], cwd=tmp, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown service 'wbe' (did you mean 'web'?)" in result.stderr
+    status = subprocess.run([*HERDSMAN, "status"], cwd=tmp, capture_output=True, text=True)
+    assert status.returncode == 3, status.stdout
 
 
 def test_no_config_file_is_a_usage_error(tmp: Path) -> None:

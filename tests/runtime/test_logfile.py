@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
+import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herdsman.core.logline import count_lines, format_lines
-from herdsman.runtime.logfile import LogFile
+from herdsman.runtime.logfile import SAID_BATCH, DaemonFormatter, Lines, LogFile, LogHandler
 
 LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err) (.*)$")
 
@@ -127,3 +131,107 @@ def test_cached_timestamp_matches_datetime(ts: float) -> None:
 
     expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     assert timestamp(ts) == expected
+
+
+def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    record = logging.LogRecord("herdsman", level, __file__, 1, message, None, None)
+    record.created = 1795000000.1239  # the milliseconds are cut, not rounded
+    return record
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_line_said_without_a_record_reads_as_a_logged_one(as_json: bool) -> None:
+    formatter = DaemonFormatter(json=as_json)
+    logged = formatter.format(_record("web.0: spawned pid 42"))
+    said = formatter.line(1795000000.1239, "INFO", "herdsman", "web.0: spawned pid 42")
+    assert said == logged
+    if as_json:
+        assert json.loads(logged) == {
+            "time": "2026-11-18T11:06:40.123Z",
+            "level": "INFO",
+            "component": "herdsman",
+            "message": "web.0: spawned pid 42",
+        }
+    else:
+        assert logged == "2026-11-18T11:06:40.123Z INFO herdsman web.0: spawned pid 42"
+
+
+def test_a_logged_traceback_follows_its_line() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = _record("internal error", logging.ERROR)
+        record.exc_info = sys.exc_info()
+    text = DaemonFormatter().format(record).splitlines()
+    assert text[0] == "2026-11-18T11:06:40.123Z ERROR herdsman internal error"
+    assert text[-1] == "RuntimeError: boom"
+    event = json.loads(DaemonFormatter(json=True).format(record))
+    assert event["message"] == "internal error"
+    assert event["traceback"].endswith("RuntimeError: boom")
+
+
+def test_lines_said_in_a_loop_turn_go_out_in_one_write_and_in_order(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = LogHandler(tmp / "herdsman.log", 0, 0)
+    log = logging.getLogger("herdsman.test.lines")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.handlers[:] = [handler]
+    lines = Lines(log.getChild("runtime"))  # as the daemon's: its records propagate
+    writes: list[bytes] = []
+    real = os.writev
+
+    def writev(fd: int, parts: list[bytes]) -> int:
+        writes.append(b"".join(parts))
+        return real(fd, parts)
+
+    monkeypatch.setattr(os, "writev", writev)
+
+    said = 2 * SAID_BATCH + 5
+
+    async def turns() -> None:
+        for i in range(said):
+            lines.log(logging.INFO, f"web.{i}: spawned pid {i}")
+        # SAID_BATCH at a time (a wave's progress shows), the rest at the turn's end.
+        assert [len(write.splitlines()) for write in writes] == [SAID_BATCH, SAID_BATCH]
+        await asyncio.sleep(0)
+        assert [len(write.splitlines()) for write in writes] == [SAID_BATCH, SAID_BATCH, 5]
+        lines.log(logging.INFO, "web.0: starting -> running")
+        log.warning("a record: what was said before it goes first")
+        lines.log(logging.INFO, "web.1: starting -> running")
+
+    asyncio.run(turns())
+    handler.close()  # writes what is still said (the loop is gone)
+    messages = [line.split(" ", 3)[3] for line in (tmp / "herdsman.log").read_text().splitlines()]
+    assert messages == [
+        *(f"web.{i}: spawned pid {i}" for i in range(said)),
+        "web.0: starting -> running",
+        "a record: what was said before it goes first",
+        "web.1: starting -> running",
+    ]
+    assert len(writes) == 5
+
+
+def test_lines_go_through_the_logger_when_another_handler_takes_them(tmp: Path) -> None:
+    handler = LogHandler(tmp / "herdsman.log", 0, 0)
+    log = logging.getLogger("herdsman.test.lines.console")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    seen: list[str] = []
+    console = logging.Handler(logging.WARNING)
+    console.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log.handlers[:] = [handler, console]
+    lines = Lines(log)
+
+    async def say() -> None:
+        lines.log(logging.WARNING, "a 100% warning")  # no %-formatting either way
+        lines.log(logging.INFO, "only in the file")
+
+    asyncio.run(say())
+    handler.close()
+    assert seen == ["a 100% warning"]
+    assert [line.split(" ", 3)[3] for line in (tmp / "herdsman.log").read_text().splitlines()] == [
+        "a 100% warning",
+        "only in the file",
+    ]

@@ -156,3 +156,39 @@ def test_own_variables_replace_the_daemons_once_and_the_rest_is_kept(tmp: Path) 
             ]
     finally:
         sp.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["thread", "loop thread"])
+def test_each_child_writes_to_its_own_pipes_however_the_fds_are_numbered(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch, lean: bool
+) -> None:
+    """The child's fds 0-2 are set up once for the fd numbers the pipes had last
+    time: in the loop thread (no thread of its own) the numbers change as the
+    previous children's read ends stay open, and so must the setup."""
+    if not lean:
+        monkeypatch.setattr(spawn, "CLONE_FILES", 0x10000)  # as test_without_unshare_...
+    with spawner() as sp, contextlib.ExitStack() as children:
+        assert (sp.lean is not None) is lean
+        ends = []
+        for i in range(4):
+            inst = plan(tmp, "sh", "-c", f"echo out {i}; echo err {i} >&2")
+            _pid, out, err = children.enter_context(child(sp, inst))
+            ends.append((out, err))
+        assert len({fd for pair in ends for fd in pair}) == 8
+        for i, (out, err) in enumerate(ends):
+            assert read_all(out) == f"out {i}\n".encode()
+            assert read_all(err) == f"err {i}\n".encode()
+
+
+def test_the_next_spawns_pipes_wait_ready_and_go_with_the_spawner(tmp: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with spawner() as sp:
+        held = set(os.listdir("/proc/self/fd")) - before
+        # /dev/null, the daemon's cwd, the socket to the thread, and the pipes'
+        # four ends for the next spawn.
+        assert len(held) == 7
+        with child(sp, plan(tmp, "sh", "-c", "echo fine")) as (_pid, out, err):
+            assert {str(out), str(err)} <= held  # the pipes made ahead
+            assert len(set(os.listdir("/proc/self/fd")) - before) == 9  # and the next ones
+            assert read_all(out) == b"fine\n"
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from pathlib import Path
@@ -356,5 +357,37 @@ def test_run_command_reports_exit_output_and_timeouts(tmp: Path) -> None:
             assert loop.time() - began < 5
             code, why = await sup.run_command(inst, ("no-such-probe-xyz",), 5)
             assert (code, why) == (None, "command 'no-such-probe-xyz' not found in PATH")
+
+    run(body())
+
+
+def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
+    """Its objects live as long as their instances: a full collection in the middle
+    of a wave walks them all while the spawning thread waits for the GIL."""
+    collecting: list[bool] = []
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.w]
+            command = "sleep 60"
+            replicas = 3
+            """,
+            start=False,
+        ) as (sup, _rec):
+            sup.changes.subscribe(lambda *_: collecting.append(gc.isenabled()))
+            sup.start_services()
+            assert collecting
+            assert not any(collecting)
+            assert gc.isenabled()  # again once the wave is out
+            gc.disable()
+            try:
+                sup.stop(sup.instances["w.0"])
+                await until(lambda: sup.instances["w.0"].state is State.STOPPED)
+                sup.start_services(["w"])
+                assert not gc.isenabled()  # left as it was found
+            finally:
+                gc.enable()
 
     run(body())

@@ -1,14 +1,16 @@
 """`herdsman up -d`: start the daemon in its own session and wait until it serves.
 
-The daemon is a fresh `python -m herdsman.cli.detach` process that reads the
-already validated plan from its stdin, so the config is checked once, here, with
-errors on this terminal. Until the daemon is serving, its stdout/stderr is a pipe
+The daemon is a fresh `python -m herdsman.cli.detach` process, started as soon as
+`up -d` runs so that its imports overlap the validation; it then reads the
+validated plan from its stdin, so the config is checked once, here, with errors on
+this terminal. Until the daemon is serving, its stdout/stderr is a pipe
 read here; it then points them at its log file, and the EOF tells us it is up.
 If it exits instead, what it wrote is the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -29,35 +31,58 @@ class DetachError(Exception):
     """The daemon did not come up; the message says why."""
 
 
-def spawn_daemon(plan: Plan, services: list[str], *, watch: bool = False) -> int:
-    """Start the daemon; its pid once it serves the control socket. What it said until
-    then (a state.json it found corrupt, the instances it adopted) goes to stderr."""
-    read_end, write_end = os.pipe()
-    try:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "herdsman.cli.detach"],
-            stdin=subprocess.PIPE,
-            stdout=write_end,
-            stderr=write_end,
-            start_new_session=True,
-            cwd="/",
-        )
-    finally:
-        os.close(write_end)
-    assert daemon.stdin is not None
-    daemon.stdin.write(pickle.dumps((plan, services, watch), protocol=pickle.HIGHEST_PROTOCOL))
-    daemon.stdin.close()
-    output = _read_until_eof(read_end, time.monotonic() + START_TIMEOUT)
-    # EOF: it detached (serving) or died; a dying daemon is reaped right away.
-    try:
-        code = daemon.wait(0.2)
-    except subprocess.TimeoutExpired:
-        daemon.returncode = 0  # it lives on in its own session; not ours to wait for
-        sys.stderr.buffer.write(output)  # warnings it gave before it served
-        sys.stderr.flush()
-        return daemon.pid
-    reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
-    raise DetachError(reason.removeprefix("herdsman: "))
+class Launch:
+    """The daemon's process, started before its plan is known: it imports the runtime
+    while `up -d` validates the config. `hand` gives it the plan; `cancel` ends it
+    when there is none to give (an invalid config, a bad request)."""
+
+    def __init__(self) -> None:
+        read_end, write_end = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "herdsman.cli.detach"],
+                stdin=subprocess.PIPE,
+                stdout=write_end,
+                stderr=write_end,
+                start_new_session=True,
+                cwd="/",
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._output = read_end
+
+    def cancel(self) -> None:
+        """It holds nothing yet (no lock, no socket, no service): it can just go."""
+        self.process.kill()
+        self.process.wait()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        os.close(self._output)
+
+    def hand(self, plan: Plan, services: list[str], *, watch: bool = False) -> int:
+        """Give the daemon its plan; its pid once it serves the control socket. What it
+        said until then (a state.json it found corrupt, the instances it adopted) goes
+        to stderr."""
+        daemon = self.process
+        assert daemon.stdin is not None
+        data = pickle.dumps((plan, services, watch), protocol=pickle.HIGHEST_PROTOCOL)
+        with contextlib.suppress(BrokenPipeError):  # it died already: its output says why
+            daemon.stdin.write(data)
+            daemon.stdin.close()
+        output = _read_until_eof(self._output, time.monotonic() + START_TIMEOUT)
+        # EOF: it detached (serving) or died; a dying daemon is reaped right away.
+        try:
+            code = daemon.wait(0.2)
+        except subprocess.TimeoutExpired:
+            daemon.returncode = 0  # it lives on in its own session; not ours to wait for
+            sys.stderr.buffer.write(output)  # warnings it gave before it served
+            sys.stderr.flush()
+            return daemon.pid
+        reason = output.decode(errors="replace").strip() or f"it exited with code {code}"
+        raise DetachError(reason.removeprefix("herdsman: "))
 
 
 def _read_until_eof(fd: int, deadline: float) -> bytes:
@@ -127,7 +152,10 @@ def _hopeless(doc: Mapping[str, Any]) -> bool:
 def main() -> int:
     from herdsman.cli.up import run_up
 
-    plan, services, watch = pickle.load(sys.stdin.buffer)
+    try:
+        plan, services, watch = pickle.load(sys.stdin.buffer)
+    except EOFError:  # `up -d` ended (Ctrl-C) before it had a plan to give
+        return 1
     # stdin is done: make fd 0 /dev/null, so no later file can land on it.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

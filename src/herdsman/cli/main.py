@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from herdsman.config import Config
+    from herdsman.core.plan import Plan
+    from herdsman.runtime.planner import Helper
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 CONFIG_HELP = (
@@ -239,11 +241,45 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from herdsman.runtime.planner import PlanError, receive_plan, request_plan
+    from herdsman.runtime.planner import request_plan
 
-    # Validation runs in a helper process while this one loads the runtime.
+    # The config is validated in a forked helper while this process imports the
+    # runtime, or with -d, while the daemon's own process does.
     helper = request_plan(args.config)
-    from herdsman.cli.up import run_up
+    if args.detach:
+        from herdsman.cli.detach import DetachError, Launch, wait_until_settled
+
+        launch = Launch()
+    else:
+        from herdsman.cli.up import run_up
+    try:
+        plan = _plan_for_up(args, helper)
+    except BaseException:
+        if args.detach:
+            launch.cancel()
+        raise
+    if not args.detach:
+        return run_up(plan, args.services, watch=args.watch)
+    try:
+        pid = launch.hand(plan, args.services, watch=args.watch)
+    except DetachError as err:
+        print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
+    if not args.wait:
+        return EXIT_OK
+    failed = wait_until_settled(plan, args.services, args.timeout or WAIT_TIMEOUT)
+    for line in failed:
+        print(f"herdsman: {line}", file=sys.stderr)
+    if failed:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _plan_for_up(args: argparse.Namespace, helper: Helper) -> Plan:
+    """The helper's plan; UsageError if the config is invalid or `up` cannot run it
+    as asked."""
+    from herdsman.runtime.planner import PlanError, receive_plan
 
     try:
         plan = receive_plan(helper)
@@ -258,24 +294,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown service {name!r}{hint}")
     if (args.wait or args.timeout is not None) and not args.detach:
         raise UsageError("--wait and --timeout only go with -d")
-    if not args.detach:
-        return run_up(plan, args.services, watch=args.watch)
-    from herdsman.cli.detach import DetachError, spawn_daemon, wait_until_settled
-
-    try:
-        pid = spawn_daemon(plan, args.services, watch=args.watch)
-    except DetachError as err:
-        print(f"herdsman: the daemon did not start: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"herdsman: daemon started (pid {pid}) for {plan.config_path}")
-    if not args.wait:
-        return EXIT_OK
-    failed = wait_until_settled(plan, args.services, args.timeout or WAIT_TIMEOUT)
-    for line in failed:
-        print(f"herdsman: {line}", file=sys.stderr)
-    if failed:
-        return EXIT_FAILED
-    return EXIT_OK
+    return plan
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -13,12 +13,10 @@ import herdsman.runtime.tls  # noqa: F401
 
 # isort: split
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,22 +44,6 @@ class StartupError(Exception):
     """The daemon could not start (socket, token, state dir): one sentence."""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per event: time, level, component, message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        event = {
-            "time": f"{when}.{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "component": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            event["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(event)
-
-
 def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
     """The daemon's own log: `<log_dir>/herdsman.log`, UTC timestamps."""
     # No line says where it was logged from, nor the thread or process: without
@@ -72,23 +54,17 @@ def setup_logging(plan: Plan, *, to_stderr: bool) -> logging.Logger:
     log = logging.getLogger("herdsman")
     log.setLevel(logging.INFO)
     log.propagate = False
-    formatter: logging.Formatter
-    if plan.log_format == "json":
-        formatter = JsonFormatter()
-    else:
-        formatter = logging.Formatter(
-            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
-        )
-        formatter.converter = time.gmtime
     try:
         plan.log_dir.mkdir(parents=True, exist_ok=True)
         handler = LogHandler(
-            plan.log_dir / "herdsman.log", plan.daemon_log_max_bytes, plan.daemon_log_backups
+            plan.log_dir / "herdsman.log",
+            plan.daemon_log_max_bytes,
+            plan.daemon_log_backups,
+            json=plan.log_format == "json",
         )
         handler.file.open()  # now: a log_dir that cannot be written is said at once
     except OSError as err:
         raise StartupError(f"cannot write to log_dir {plan.log_dir}: {err.strerror}") from None
-    handler.setFormatter(formatter)
     log.handlers[:] = [handler]
     if to_stderr:
         console = logging.StreamHandler(sys.stderr)

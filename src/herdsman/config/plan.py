@@ -2,8 +2,9 @@
 
 `python -m herdsman.config.plan [-c FILE]` finds and validates the config and
 writes the pickled result to stdout: `("ok", Plan)` or `("errors", [sentences])`.
-The daemon runs it as a short-lived process so that pydantic, and the memory it
-takes, never enters the long-running daemon.
+It runs in a short-lived process (this program for a reload, a fork of `up` at
+start-up: see runtime/planner.py) so that pydantic, and the memory it takes, never
+enters the long-running daemon.
 """
 
 from __future__ import annotations
@@ -181,17 +182,22 @@ def _write_new(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def main(argv: list[str]) -> int:
-    """`[-c FILE] [--out FILE]`: the pickled result to stdout, or to --out's file."""
-    options = dict(zip(argv[::2], argv[1::2], strict=False))
-    explicit = options.get("-c")
+def answer(explicit: str | None) -> tuple[bytes, int]:
+    """What the helper answers for the config `explicit` names (or the one found):
+    the pickled result, and its exit code."""
     try:
         path = find_config_file(explicit, Path.cwd(), os.environ)
         result: tuple[str, object] = ("ok", compile_plan(load_config(path)))
         code = 0
     except ConfigError as err:
         result, code = ("errors", list(err.errors)), 2
-    data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), code
+
+
+def main(argv: list[str]) -> int:
+    """`[-c FILE] [--out FILE]`: the pickled result to stdout, or to --out's file."""
+    options = dict(zip(argv[::2], argv[1::2], strict=False))
+    data, code = answer(options.get("-c"))
     if "--out" in options:
         _write_new(Path(options["--out"]), data)
     else:

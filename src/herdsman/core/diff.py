@@ -15,6 +15,8 @@ from herdsman.core.plan import InstancePlan, Plan
 
 @dataclass(frozen=True, slots=True)
 class PlanDiff:
+    """What a new plan does to the instances: the names, per kind of change."""
+
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]

@@ -123,6 +123,8 @@ class Notified:
 
 @dataclass(frozen=True, slots=True)
 class WatchdogExpired:
+    """Instance `name`'s process `pid` sent no WATCHDOG=1 in time."""
+
     name: str
     pid: int
 
@@ -173,11 +175,15 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class Spawn:
+    """Start instance `name`'s process."""
+
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class SignalGroup:
+    """Send `signal` to instance `name`'s process group."""
+
     name: str
     signal: int
 
@@ -194,6 +200,8 @@ class SetTimer:
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
+    """Cancel instance `name`'s pending timer of this `kind`."""
+
     name: str
     kind: TimerKind
 

@@ -72,11 +72,13 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class DependenciesMet:
-    pass
+    """Every dependency of the instance now holds: a waiting start may spawn."""
 
 
 @dataclass(frozen=True, slots=True)
 class Spawned:
+    """The instance's process `pid` has started."""
+
     pid: int
 
 
@@ -91,16 +93,22 @@ class SpawnFailed:
 
 @dataclass(frozen=True, slots=True)
 class StartSecondsPassed:
+    """Process `pid` has stayed up for `start_seconds`: it counts as started."""
+
     pid: int
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
+    """Process `pid` passed its readiness check."""
+
     pid: int
 
 
 @dataclass(frozen=True, slots=True)
 class Exited:
+    """Process `pid` has ended, with an exit `code` or killed by a `signal`."""
+
     pid: int
     code: int | None  # None when killed by a signal, or unknown (adopted)
     signal: int | None
@@ -109,7 +117,7 @@ class Exited:
 
 @dataclass(frozen=True, slots=True)
 class BackoffElapsed:
-    pass
+    """The wait before the next spawn is over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +134,8 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class StopTimeout:
+    """Process `pid` outlived its `stop_timeout`: it gets SIGKILL."""
+
     pid: int
 
 
@@ -147,23 +157,27 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class Spawn:
-    pass
+    """Start the instance's process."""
 
 
 @dataclass(frozen=True, slots=True)
 class SignalGroup:
+    """Send `signal` to the instance's process group."""
+
     signal: int
 
 
 @dataclass(frozen=True, slots=True)
 class SetTimer:
+    """Feed `event` at `at`, in place of the instance's pending timer."""
+
     at: float
     event: Event
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    pass
+    """Cancel the instance's pending timer."""
 
 
 Action = Spawn | SignalGroup | SetTimer | CancelTimer
@@ -174,6 +188,8 @@ Action = Spawn | SignalGroup | SetTimer | CancelTimer
 
 @dataclass(slots=True)
 class Instance:
+    """One instance's lifecycle: its state, and what its restarts have used up."""
+
     name: str
     policy: Policy
     state: State = State.STOPPED

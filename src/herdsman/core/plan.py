@@ -80,6 +80,8 @@ class InstancePlan:
 
 @dataclass(frozen=True, slots=True)
 class ServicePlan:
+    """One service as validated: its policy, instances and settings."""
+
     name: str
     policy: Policy
     instances: tuple[InstancePlan, ...]
@@ -95,6 +97,8 @@ class ServicePlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The validated config, as the daemon runs it."""
+
     config_path: Path
     state_dir: Path
     log_dir: Path

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from herdsman.core.lifecycle import Event, Spawned
 from herdsman.core.states import State
+from herdsman.runtime.logfile import Lines
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.throttle import Throttle
 
@@ -34,7 +35,8 @@ class ChangeLog:
         self._manager = manager
         self._summary = summary
         # Per instance: a crash loop's lines are counted, not written one by one.
-        self._repeats = Throttle(log, loop)
+        # Two or three lines per instance started: written without a LogRecord.
+        self._repeats = Throttle(Lines(log), loop)
         self.since: dict[str, float] = {}  # instance -> when it entered its state (unix time)
 
     def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:

@@ -10,9 +10,13 @@ bounded buffer and the error is reported once; writing resumes when it can.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from herdsman.runtime.positions import Positions
 
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes held back per file while writes fail
+SAID_BATCH = 32  # lines of herdsman.log said quickly (LogHandler.said) written at once, at most
 
 
 class LogFile:
@@ -191,24 +196,145 @@ class LogFile:
             self._fd = -1
 
 
+class DaemonFormatter(logging.Formatter):
+    """herdsman.log's line, its one home: `<time> <level> <component> <message>`, the
+    time in UTC with milliseconds (`2026-11-23T10:00:00.123Z`), a traceback on the
+    lines after it; with `json`, one object per line: time, level, component,
+    message (and traceback)."""
+
+    def __init__(self, *, json: bool = False) -> None:
+        super().__init__()
+        self._json = json
+        self._second: tuple[int, str] = (-1, "")  # formatted once a second
+
+    def line(self, created: float, level: str, component: str, message: str) -> str:
+        """The line of a message (without its newline), as `format` makes it."""
+        when = self._when(created)
+        if self._json:
+            return json.dumps(_event(when, level, component, message))
+        return f"{when} {level} {component} {message}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return self.line(record.created, record.levelname, record.name, record.message)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._json:
+            return super().format(record)  # formatMessage, then the traceback
+        event = _event(
+            self._when(record.created), record.levelname, record.name, record.getMessage()
+        )
+        if record.exc_info:
+            event["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(event)
+
+    def _when(self, created: float) -> str:
+        whole = int(created)
+        if self._second[0] != whole:
+            self._second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+        return f"{self._second[1]}.{int((created - whole) * 1000):03d}Z"
+
+
+def _event(when: str, level: str, component: str, message: str) -> dict[str, str]:
+    return {"time": when, "level": level, "component": component, "message": message}
+
+
 class LogHandler(logging.Handler):
     """herdsman.log: each record one write through a LogFile, so it is rotated like
-    the services' logs and never opened through a symlink."""
+    the services' logs and never opened through a symlink.
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+    What the daemon says by the thousand (a spawn and the state changes of each
+    instance: see `Lines`) skips the LogRecord and its formatting (two thirds of
+    a line's cost) and is written with the other such lines of the loop turn in
+    one write, or SAID_BATCH at a time: a start wave of thousands is one loop turn,
+    and its lines must show its progress (and be there if the daemon is killed in
+    the middle). A record written meanwhile writes them first: the file keeps the
+    order in which everything was said.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, *, json: bool = False) -> None:
         super().__init__()
         # A failing write is held and retried by the LogFile; there is no better
         # place than this very file to report it.
         self.file = LogFile(path, max_bytes, backups, lambda _name, _error: None, shared=True)
+        self._format = DaemonFormatter(json=json)
+        self.setFormatter(self._format)
+        self._said: list[str] = []  # lines of `said`, not written yet
+
+    def said(self, level: int, component: str, message: str) -> None:
+        """Write a message of `level` soon: within the loop turn, before any record."""
+        line = self._format.line(time.time(), logging.getLevelName(level), component, message)
+        with self._lock:
+            said = self._said
+            said.append(line)
+            if len(said) >= SAID_BATCH:
+                self._write()
+            elif len(said) == 1:
+                asyncio.get_running_loop().call_soon(self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record) + "\n"
+            text = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        self.file.write(text.encode("utf-8", "backslashreplace"))
+        self._write(text)  # the lock is held (logging.Handler.handle)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._said:
+                self._write()
+
+    def _write(self, *more: str) -> None:
+        said, self._said = self._said, []
+        said.extend(more)
+        said.append("")  # the last newline
+        self.file.write("\n".join(said).encode("utf-8", "backslashreplace"))
+
+    @property
+    def _lock(self) -> threading.RLock:
+        # Created by logging.Handler.__init__ (createLock); typed as optional there.
+        assert self.lock is not None
+        return self.lock
 
     def close(self) -> None:
+        self.flush()
         self.file.close()
         super().close()
+
+
+class Lines:
+    """The daemon's log for what it says by the thousand (see LogHandler): `log`
+    goes through `LogHandler.said` when that handler is the only one to take the
+    message, else (another handler, a filter, a test's logger) through the logger."""
+
+    __slots__ = ("_log", "_quick")
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._quick: dict[int, LogHandler | None] = {}  # level -> the handler said to
+
+    def log(self, level: int, message: str) -> None:
+        try:
+            handler = self._quick[level]
+        except KeyError:
+            handler = self._quick[level] = self._only_taker(level)
+        if handler is None:
+            self._log.log(level, message)  # no args: never %-formatted
+        else:
+            handler.said(level, self._log.name, message)
+
+    def _only_taker(self, level: int) -> LogHandler | None:
+        """The handler a message of `level` reaches, if it reaches no other (the
+        logger's handlers and its ancestors', as logging.Logger.callHandlers
+        walks them) and no filter looks at it."""
+        log = self._log
+        if not log.isEnabledFor(level) or log.filters:
+            return None
+        takers: list[logging.Handler] = []
+        logger: logging.Logger | None = log
+        while logger is not None:
+            takers.extend(handler for handler in logger.handlers if level >= handler.level)
+            logger = logger.parent if logger.propagate else None
+        if len(takers) == 1 and isinstance(takers[0], LogHandler) and not takers[0].filters:
+            return takers[0]
+        return None

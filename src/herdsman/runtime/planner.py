@@ -1,21 +1,28 @@
-"""Getting a plan from the validating helper process (see config/plan.py).
+"""Getting a plan from the validating helper (see config/plan.py), so that the
+daemon never imports pydantic.
 
-The helper runs as `python -m herdsman.config.plan`, so the daemon never imports
-pydantic. It is started before the runtime is imported, so the two overlap: the
-helper is the longer of the two, so nothing is imported before it starts (not even
-the core plan, which only its answer needs).
+At start-up the helper is a fork of `up`, taken once the core plan (which both
+sides need) is imported: the child validates while the parent goes on importing
+the runtime, and neither pays for an interpreter of its own or imports the core
+twice. A running daemon never forks (its spawn thread runs): `reload` starts the
+helper as a program, `python -m herdsman.config.plan`.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
+import pickle
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from herdsman.core.plan import Plan
+# Both sides need it: imported once, before the fork.
+from herdsman.core.plan import Plan
+
+# pydantic looks for plugins of its own in every installed distribution's entry
+# points (a scan that grows with the environment) before its first model: none has
+# any business in herdsman's validation. Only the helper's environment has it.
+HELPER_ENVIRONMENT = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
 
 
 class PlanError(Exception):
@@ -26,27 +33,62 @@ class PlanError(Exception):
         self.errors = errors
 
 
-def request_plan(config: str | None) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-P", "-m", "herdsman.config.plan"]  # -P: cwd shadows nothing
-    if config is not None:
-        argv += ["-c", config]
-    # pydantic looks for plugins of its own in every installed distribution's entry
-    # points (a scan that grows with the environment) before its first model: none has
-    # any business in herdsman's validation.
-    env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+@dataclass
+class Helper:
+    """A forked helper at work: its pid, and the read end of the pipe it answers on."""
+
+    pid: int
+    answer: int
 
 
-def receive_plan(helper: subprocess.Popen[bytes]) -> Plan:
-    out, _ = helper.communicate()
-    return unpickle_plan(out, f"exit code {helper.returncode}")
+def request_plan(config: str | None) -> Helper:
+    """Fork the helper. The caller must be single-threaded (it is: `up` and a new
+    image that could not read its hand-over call this before any thread starts)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: it never returns
+        os.close(read_end)
+        _validate_and_exit(config, write_end)
+    os.close(write_end)
+    return Helper(pid, read_end)
+
+
+def _validate_and_exit(config: str | None, out: int) -> None:
+    code = 1
+    try:
+        os.environ.update(HELPER_ENVIRONMENT)
+        from herdsman.config.plan import answer
+
+        data, code = answer(config)
+        with open(out, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass  # the parent is gone (it failed, or was killed): no one to answer
+    except KeyboardInterrupt:
+        code = 130  # Ctrl-C reached the parent too: it says nothing more either
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # the parent says "see the error above"
+    finally:
+        sys.stderr.flush()
+        # Not a normal exit: the parent's buffers, atexit handlers and open files
+        # are its own, not the helper's to flush or run.
+        os._exit(code)
+
+
+def receive_plan(helper: Helper) -> Plan:
+    with open(helper.answer, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(helper.pid, 0)
+    return unpickle_plan(data, f"exit code {os.waitstatus_to_exitcode(status)}")
 
 
 def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
     """The validating helper for a daemon's reload: it writes its answer to `out`."""
     return (
         sys.executable,
-        "-P",
+        "-P",  # the current directory shadows nothing
         "-m",
         "herdsman.config.plan",
         "-c",
@@ -58,10 +100,6 @@ def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
 
 def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:
     """The helper's answer: the Plan, or PlanError with its errors."""
-    import pickle
-
-    from herdsman.core.plan import Plan
-
     try:
         kind, value = pickle.loads(data)
     except Exception:

@@ -19,7 +19,7 @@ from herdsman.core.plan import InstancePlan, Plan
 from herdsman.runtime import tasklimit
 from herdsman.runtime.control import ControlError, refuse_while_stopping
 from herdsman.runtime.fdlimit import shortfall, soft_limit
-from herdsman.runtime.planner import PlanError, helper_argv, unpickle_plan
+from herdsman.runtime.planner import HELPER_ENVIRONMENT, PlanError, helper_argv, unpickle_plan
 from herdsman.runtime.supervisor import Supervisor
 from herdsman.runtime.systemd import Manager
 
@@ -71,7 +71,9 @@ class Reload:
         argv = helper_argv(plan.config_path, out)
         if for_reexec:
             argv = (sys.executable, "-P", "-m", "herdsman.cli.resume", "--check", *argv[4:])
-        runner = InstancePlan("reload", "herdsman", 0, argv, {}, plan.config_path.parent)
+        runner = InstancePlan(
+            "reload", "herdsman", 0, argv, dict(HELPER_ENVIRONMENT), plan.config_path.parent
+        )
         code, why = await self._supervisor.run_command(runner, argv, RELOAD_TIMEOUT)
         try:
             data = out.read_bytes()

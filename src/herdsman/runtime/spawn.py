@@ -371,6 +371,37 @@ class LeanSpawner:
                         sock.send(b"w")
 
 
+def _pipes() -> tuple[int, int, int, int]:
+    """A spawn's two pipes: (stdout's read end, its write end, stderr's read end, its
+    write end); SpawnError (`retry`) if they cannot be made."""
+    out = _pipe()
+    try:
+        err = _pipe()
+    except SpawnError:
+        os.close(out[0])
+        os.close(out[1])
+        raise
+    for fd in (out[0], err[0]):
+        # The daemon's ends never block (the child's do): O_NONBLOCK is all there
+        # is to set, the access mode is not changed by F_SETFL.
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
+        # A bigger pipe means fewer, larger reads from a chatty child; without the
+        # privilege or under the user's pipe budget, the default will do.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    return (*out, *err)
+
+
+def _pipe() -> tuple[int, int]:
+    try:
+        return os.pipe2(os.O_CLOEXEC)
+    except OSError as err:
+        # EMFILE/ENFILE, or ENOMEM: all are shortages that may pass.
+        if err.errno in _OUT_OF_FDS:
+            raise SpawnError(TOO_MANY_OPEN_FILES, retry=True) from None
+        raise SpawnError(f"cannot create output pipes: {err.strerror}", retry=True) from None
+
+
 K = TypeVar("K")
 # (pid, stdout read fd, stderr read fd), or why the spawn failed.
 Outcome = tuple[int, int, int] | SpawnError
@@ -398,6 +429,12 @@ class Spawner(Generic[K]):
         self._flying: deque[tuple[K | None, InstancePlan, int, int]] = deque()
         self._done: list[tuple[K, Outcome]] = []
         self._own: Outcome | None = None
+        self._spare: tuple[int, int, int, int] | None = None  # the next spawn's pipes
+        with contextlib.suppress(SpawnError):
+            self._spare = _pipes()
+        # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
+        # last spawn (see _file_actions).
+        self._actions: tuple[tuple[int, int], ctypes.Array[ctypes.c_char]] | None = None
         self.lean: LeanSpawner | None = LeanSpawner(self._posix_spawn, (self._devnull, self._home))
         if self.lean.error is not None:
             # unshare refused (a seccomp filter): spawn from the loop thread, whose
@@ -417,6 +454,12 @@ class Spawner(Generic[K]):
             self.lean.close()
         os.close(self._devnull)
         os.close(self._home)
+        for fd in self._spare or ():
+            os.close(fd)
+        self._spare = None
+        if self._actions is not None:
+            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
+            self._actions = None
 
     def start(self, key: K, inst: InstancePlan, own: Mapping[str, str]) -> None:
         """Begin spawning `inst` with its own variables `own`; its outcome comes
@@ -443,21 +486,8 @@ class Spawner(Generic[K]):
         return outcome
 
     def _start(self, key: K | None, inst: InstancePlan, own: Mapping[str, str]) -> None:
-        out_r, out_w = self._pipe()
-        try:
-            err_r, err_w = self._pipe()
-        except SpawnError:
-            os.close(out_r)
-            os.close(out_w)
-            raise
-        for fd in (out_r, err_r):
-            # The daemon's ends never block (the child's do): O_NONBLOCK is all
-            # there is to set, the access mode is not changed by F_SETFL.
-            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
-            # A bigger pipe means fewer, larger reads from a chatty child; without
-            # the privilege or under the user's pipe budget, the default will do.
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        spare, self._spare = self._spare, None
+        out_r, out_w, err_r, err_w = spare or _pipes()
         try:
             if inst.user is None and inst.group is None:
                 request = Request(inst, self._environment, own)
@@ -473,6 +503,11 @@ class Spawner(Generic[K]):
         finally:
             os.close(out_w)
             os.close(err_w)
+            # The next spawn's pipes, made now, while the thread spawns this one:
+            # after an exit, its respawn is handed over without making any (four
+            # system calls each, a fifth of the way from an exit to the spawn).
+            with contextlib.suppress(SpawnError):
+                self._spare = _pipes()
         self._land(key, self._outcome(result, inst, out_r, err_r))
 
     def _collect(self, keep: int | None) -> None:
@@ -510,16 +545,6 @@ class Spawner(Generic[K]):
             return SpawnError(f"cannot start {inst.argv[0]}: {result}")
         raise result
 
-    @staticmethod
-    def _pipe() -> tuple[int, int]:
-        try:
-            return os.pipe2(os.O_CLOEXEC)
-        except OSError as err:
-            # EMFILE/ENFILE, or ENOMEM: all are shortages that may pass.
-            if err.errno in _OUT_OF_FDS:
-                raise SpawnError(TOO_MANY_OPEN_FILES, retry=True) from None
-            raise SpawnError(f"cannot create output pipes: {err.strerror}", retry=True) from None
-
     def _executable(self, program: str, search_path: str | None) -> str | None:
         if "/" in program:
             return program
@@ -541,11 +566,8 @@ class Spawner(Generic[K]):
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), str(inst.cwd))
         old_umask = os.umask(inst.umask) if inst.umask is not None else None
-        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
-        _plibc.posix_spawn_file_actions_init(actions)
         try:
-            for fd, target in ((self._devnull, 0), (out, 1), (err, 2)):
-                _check(_plibc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+            actions = self._file_actions(out, err)
             pid = ctypes.c_int()
             code = _libc.posix_spawn(
                 ctypes.byref(pid),
@@ -560,10 +582,30 @@ class Spawner(Generic[K]):
                 raise OSError(code, os.strerror(code), executable)
             return pid.value
         finally:
-            _plibc.posix_spawn_file_actions_destroy(actions)
             _plibc.fchdir(self._home)
             if old_umask is not None:
                 os.umask(old_umask)
+
+    def _file_actions(self, out: int, err: int) -> ctypes.Array[ctypes.c_char]:
+        """/dev/null, `out` and `err` as the child's fds 0, 1 and 2. Made again only
+        when the pipes come under other numbers: in the spawning thread's own table
+        they come under the same two every time (the lowest free ones), and making
+        them took a tenth of a spawn (six calls through ctypes)."""
+        if self._actions is not None:
+            if self._actions[0] == (out, err):
+                return self._actions[1]
+            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
+            self._actions = None
+        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        _check(_plibc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
+        try:
+            for fd, target in ((self._devnull, 0), (out, 1), (err, 2)):
+                _check(_plibc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+        except OSError:
+            _plibc.posix_spawn_file_actions_destroy(actions)
+            raise
+        self._actions = ((out, err), actions)
+        return actions
 
     def _popen(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
         popen = subprocess.Popen(  # type: ignore[call-overload]

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 BURST = 20
 WINDOW = 10.0  # seconds
@@ -69,12 +70,19 @@ class _Window:
     more_sources: bool = False
 
 
+class Log(Protocol):
+    """Where lines go: a logging.Logger, or logfile.Lines. A message is never
+    %-formatted (no arguments)."""
+
+    def log(self, level: int, msg: str, /) -> None: ...
+
+
 class Throttle:
     """Used on the event loop's thread (its windows end on the loop's timers)."""
 
     def __init__(
         self,
-        log: logging.Logger,
+        log: Log,
         loop: asyncio.AbstractEventLoop | None = None,
         policy: Policy = REPEATS,
         window: float = WINDOW,
@@ -113,7 +121,7 @@ class Throttle:
             window = self._windows[key] = _Window(now, summary, logged=quiet)
         if window.logged < self._policy.burst:
             window.logged += 1
-            self._log.log(level, "%s", message if isinstance(message, str) else message())
+            self._log.log(level, message if isinstance(message, str) else message())
             return
         window.suppressed += 1
         if level > window.level:
@@ -152,7 +160,7 @@ class Throttle:
 
     def _summarize(self, key: str, window: _Window, now: float) -> None:
         counted = Counted(key, window.suppressed, window.last, _sources(window), now - window.start)
-        self._log.log(window.level, "%s", (window.summary or self._more)(counted))
+        self._log.log(window.level, (window.summary or self._more)(counted))
         window.suppressed = 0
 
     def _summarize_due(self) -> None:
