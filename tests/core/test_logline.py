@@ -4,6 +4,8 @@ it, and recovery reads back as the bytes the service wrote."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +45,18 @@ def test_the_pump_and_the_documents_use_the_one_format() -> None:
     assert pump.CUT is logline.CUT
     assert documents.timestamp is logline.timestamp
     assert len(logline.timestamp(0.0)) == logline.STAMP_WIDTH
+
+
+def test_timestamps_around_every_month_end_match_datetime() -> None:
+    # Leap days, century years (2100 is not a leap year, 2000 was) and year ends,
+    # where a date computed without datetime would go wrong first.
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    day = start
+    while day.year < 2401:
+        following = day + timedelta(days=1)
+        if following.day == 1:
+            for moment in (day + timedelta(hours=23, minutes=59, seconds=59), following):
+                ts = (moment - start).total_seconds() + 0.25
+                expected = moment.strftime("%Y-%m-%dT%H:%M:%S.250000Z").encode()
+                assert logline.timestamp(ts) == expected
+        day = following

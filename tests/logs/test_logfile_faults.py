@@ -55,9 +55,9 @@ def contents(path: Path) -> list[bytes]:
     return [text for f in rotated(path) for text in texts(parse(f.read_bytes()))]
 
 
-def errors_list() -> tuple[list[str | None], Callable[[str | None], None]]:
+def errors_list() -> tuple[list[str | None], Callable[[str, str | None], None]]:
     errors: list[str | None] = []
-    return errors, errors.append
+    return errors, lambda _name, error: errors.append(error)
 
 
 def test_a_short_write_leaves_no_half_line_even_across_a_rotation(

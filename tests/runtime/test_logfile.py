@@ -49,7 +49,7 @@ def test_one_writev_per_batch(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append(len(parts))
         return real(fd, parts)
 
-    log = LogFile(tmp / "v.log", max_bytes=0, backups=0, on_error=lambda _: None)
+    log = LogFile(tmp / "v.log", max_bytes=0, backups=0, on_error=lambda _name, _error: None)
     log.write(*format_lines(b"a\nb", "out", 0.0))
     monkeypatch.setattr(os, "writev", writev)
     log.write(*format_lines(b"c\nd\ne", "err", 0.0))
@@ -66,7 +66,7 @@ def test_one_writev_per_batch(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_rotation_keeps_backups_and_loses_no_line(tmp: Path) -> None:
     errors: list[str | None] = []
-    log = LogFile(tmp / "w.log", max_bytes=1000, backups=2, on_error=errors.append)
+    log = LogFile(tmp / "w.log", max_bytes=1000, backups=2, on_error=lambda _n, e: errors.append(e))
     for i in range(100):
         log.write(*format_lines(f"line {i:04d}".encode(), "out", 0.0))
     log.close()
@@ -82,7 +82,13 @@ def test_rotation_keeps_backups_and_loses_no_line(tmp: Path) -> None:
 
 def test_write_errors_are_reported_once_and_lines_held_until_writing_works(tmp: Path) -> None:
     errors: list[str | None] = []
-    log = LogFile(tmp / "gone" / "x.log", max_bytes=0, backups=0, on_error=errors.append)
+    names: set[str] = set()
+
+    def on_error(name: str, error: str | None) -> None:
+        names.add(name)
+        errors.append(error)
+
+    log = LogFile(tmp / "gone" / "x.log", max_bytes=0, backups=0, on_error=on_error)
     log.write(b"first\n")
     log.write(b"second\n")
     assert errors == [f"cannot write {tmp}/gone/x.log: No such file or directory"]
@@ -90,12 +96,13 @@ def test_write_errors_are_reported_once_and_lines_held_until_writing_works(tmp: 
     log.write(b"third\n")
     assert errors[-1] is None
     assert (tmp / "gone" / "x.log").read_bytes() == b"first\nsecond\nthird\n"
+    assert names == {"x"}  # the instance the file is the log of
     log.close()
 
 
 def test_disk_full_holds_lines_then_resumes(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     errors: list[str | None] = []
-    log = LogFile(tmp / "x.log", max_bytes=0, backups=0, on_error=errors.append)
+    log = LogFile(tmp / "x.log", max_bytes=0, backups=0, on_error=lambda _n, e: errors.append(e))
     log.write(b"a\n")
     real_write = os.write
 

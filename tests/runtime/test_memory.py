@@ -1,5 +1,7 @@
 """What a running instance holds in the supervisor, measured with tracemalloc.
 
+The daemon's fixed part is what it imports: modules it never needs stay out.
+
 A daemon keeps thousands of instances for as long as it runs: what each running
 one holds beyond its plan and lifecycle (its pumps and their reader registrations,
 the reaper's watch of its process, its pipes) is measured here against a ceiling
@@ -10,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pickle
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
+from herdsman.config import load_config
+from herdsman.config.plan import compile_plan
 from herdsman.core.states import State
 from tests.runtime.harness import supervised, until
 
@@ -47,3 +54,47 @@ def test_a_running_instance_holds_little_beyond_its_lifecycle(tmp: Path) -> None
 
     per_instance = asyncio.run(body())
     assert per_instance < 1300, f"{per_instance:.0f} bytes per running instance"
+
+
+# Modules the daemon does without (and what loaded them): shutil (for `which`)
+# brought zlib, bz2 and lzma; datetime (for the log lines' time) half a megabyte.
+NOT_IMPORTED = ("shutil", "zlib", "bz2", "lzma", "datetime")
+
+
+def test_the_daemon_does_not_import_what_it_does_not_need() -> None:
+    # What `herdsman up` imports, in a fresh interpreter.
+    code = (
+        "import sys, herdsman.cli.main, herdsman.cli.up;"
+        f"print(' '.join(m for m in {NOT_IMPORTED!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+
+
+def test_replicas_share_what_they_have_in_common_in_the_daemons_plan(tmp: Path) -> None:
+    config = tmp / "herdsman.toml"
+    config.write_text(
+        "[services.same]\n"
+        'command = "sleep 60"\n'
+        "replicas = 3\n"
+        'env = { A = "1" }\n'
+        'health = { exec = "true" }\n'
+        "[services.own]\n"
+        'command = "sleep {replica}"\n'
+        "replicas = 2\n"
+        'env = { R = "{replica}" }\n'
+    )
+    # As the daemon gets it: pickled by the validating helper.
+    plan = pickle.loads(pickle.dumps(compile_plan(load_config(config))))
+    first, *others = plan.services["same"].instances
+    for other in others:
+        assert other.argv is first.argv
+        assert other.env is first.env
+        assert other.health is first.health
+    zero, one = plan.services["own"].instances
+    assert (zero.argv, zero.env, one.argv, one.env) == (
+        ("sleep", "0"),
+        {"R": "0"},
+        ("sleep", "1"),
+        {"R": "1"},
+    )

@@ -42,7 +42,7 @@ class Files:
         self.dir = directory
         self.positions = Positions(directory / "logs.pos")
         self.positions.open()
-        self.log = LogFile(directory / "web.log", 0, 1, lambda _error: None, self.positions)
+        self.log = LogFile(directory / "web.log", 0, 1, lambda _name, _error: None, self.positions)
 
     def begin_batch(self, instance: str, stream: str, held: int) -> None:
         self.log.begin_batch(stream, held)
@@ -146,7 +146,7 @@ def test_nothing_written_is_nothing_to_do(pipe: tuple[int, int], tmp: Path) -> N
 
 def test_a_batch_that_rotates_the_file_is_recorded_in_the_new_one(tmp: Path) -> None:
     files = Files(tmp)
-    files.log = LogFile(tmp / "web.log", 100, 1, lambda _error: None, files.positions)
+    files.log = LogFile(tmp / "web.log", 100, 1, lambda _name, _error: None, files.positions)
     files.sink("web", "out", b"x" * 50, 1.0)
     begun(files, "out", b"y" * 50)  # over max_bytes: web.log becomes web.log.1 first
     assert (tmp / "web.log.1").exists()

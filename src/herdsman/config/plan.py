@@ -98,26 +98,40 @@ def compile_service(svc: Service, notify: Path | None, own_dirs: list[Path]) -> 
         extra_env["NOTIFY_SOCKET"] = str(notify)
         if svc.ready.watchdog is not None:
             extra_env["WATCHDOG_USEC"] = str(round(svc.ready.watchdog * 1_000_000))
-    instances = tuple(
-        InstancePlan(
-            name=name,
-            service=svc.name,
-            replica=replica,
-            argv=tuple(svc.argv_for(replica)),
-            env={**svc.env_for(replica), **extra_env},
-            cwd=svc.cwd,
-            user=svc.user,
-            group=svc.group,
-            umask=svc.umask,
-            ready=check_plan(svc.ready, replica),
-            health=check_plan(svc.health, replica),
+    instances: list[InstancePlan] = []
+    for replica, name in enumerate(svc.instance_names()):
+        argv = tuple(svc.argv_for(replica))
+        env = {**svc.env_for(replica), **extra_env}
+        ready, health = check_plan(svc.ready, replica), check_plan(svc.health, replica)
+        if instances:
+            # Replicas mostly differ in their names only: the first one's command,
+            # variables and checks serve every replica they are equal for (the daemon
+            # holds the plan as long as it runs; the pickle that carries it keeps what
+            # is shared here shared).
+            first = instances[0]
+            argv = first.argv if argv == first.argv else argv
+            env = first.env if env == first.env else env
+            ready = first.ready if ready == first.ready else ready
+            health = first.health if health == first.health else health
+        instances.append(
+            InstancePlan(
+                name=name,
+                service=svc.name,
+                replica=replica,
+                argv=argv,
+                env=env,
+                cwd=svc.cwd,
+                user=svc.user,
+                group=svc.group,
+                umask=svc.umask,
+                ready=ready,
+                health=health,
+            )
         )
-        for replica, name in enumerate(svc.instance_names())
-    )
     return ServicePlan(
         name=svc.name,
         policy=policy_of(svc),
-        instances=instances,
+        instances=tuple(instances),
         autostart=svc.autostart,
         depends_on=dict(svc.depends_on),
         memory_limit=svc.memory_limit,

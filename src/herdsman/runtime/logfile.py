@@ -52,7 +52,7 @@ class LogFile:
         path: Path,
         max_bytes: int,
         backups: int,
-        on_error: Callable[[str | None], None],
+        on_error: Callable[[str, str | None], None],
         positions: Positions | None = None,
         *,
         shared: bool = False,
@@ -67,7 +67,9 @@ class LogFile:
         self.holds_std = False
         self._max_bytes = max_bytes
         self._backups = backups
-        self._on_error = on_error  # a sentence when writing starts failing, None when it recovers
+        # (the instance, a sentence when writing starts failing or None when it
+        # recovers): one callable for every file, none made per instance.
+        self._on_error = on_error
         self._fd = -1
         self._size = 0
         self._pending = b""
@@ -120,7 +122,7 @@ class LogFile:
             return
         if self.error is not None:
             self.error = None
-            self._on_error(None)
+            self._on_error(self._name(), None)
 
     def _name(self) -> str:
         """The instance's name: the file's name without `.log`."""
@@ -145,7 +147,7 @@ class LogFile:
         self._pending = data
         if self.error is None:
             self.error = f"cannot write {self.path}: {err.strerror or err}"
-            self._on_error(self.error)
+            self._on_error(self._name(), self.error)
 
     def open(self) -> None:
         if self._fd < 0:
@@ -253,7 +255,7 @@ class LogHandler(logging.Handler):
         super().__init__()
         # A failing write is held and retried by the LogFile; there is no better
         # place than this very file to report it.
-        self.file = LogFile(path, max_bytes, backups, lambda _error: None, shared=True)
+        self.file = LogFile(path, max_bytes, backups, lambda _name, _error: None, shared=True)
         self._format = DaemonFormatter(json=json)
         self.setFormatter(self._format)
         self._said: list[str] = []  # lines of `said`, not written yet

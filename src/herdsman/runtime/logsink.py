@@ -8,7 +8,6 @@ adopts the pipe it came from.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ class LogSink:
         self._note = note
         self._on_line = on_line
         self._log_files: dict[str, LogFile] = {}
+        self._on_file_error = self._log_file_error  # bound once: every file holds it
         self._log_errors: dict[str, str] = {}
         self._positions = Positions(positions)
         self._unfinished_batches: dict[tuple[str, str], Pending] = {}
@@ -64,7 +64,7 @@ class LogSink:
                     plan.log_dir / f"{inst.name}.log",
                     svc.log_max_bytes,
                     svc.log_backups,
-                    functools.partial(self._log_file_error, inst.name),
+                    self._on_file_error,
                     self._positions,
                 )
 
