@@ -157,7 +157,9 @@ def test_out_of_fds_the_accept_loop_rests_and_recovers(tmp: Path) -> None:
         text = daemon_log(tmp)[size:]
         assert "Traceback" not in text
         assert "Exception" not in text
-        assert 1 <= text.count("cannot accept API connections on 127.0.0.1") <= 3
+        # Said once, then at most once per throttle window while it lasts (the flood
+        # lasts longer on a loaded machine): a handful of lines, never one per accept.
+        assert 1 <= text.count("cannot accept API connections on 127.0.0.1") <= 6
         assert "accepting API connections on 127.0.0.1" in text
         assert len(text) < 64 * 1024, f"the log grew by {len(text)} bytes"
     finally:
