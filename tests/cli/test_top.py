@@ -200,7 +200,10 @@ def test_in_a_real_terminal(tmp: Path) -> None:
                 row = crashy_row()
                 return row[1:2] == ["exited"] and "SIGKILL" in row
 
-            wait_for(shows_the_crash, 30)
+            try:
+                wait_for(shows_the_crash, 30)
+            except AssertionError:
+                raise AssertionError(f"no crash shown; the screen:\n{screen()}") from None
 
             subprocess.run([*tmux, "send-keys", "r"], check=True)  # crashy is selected
             wait_for(lambda: instances(tmp)["crashy"]["state"] == "running", 30)
