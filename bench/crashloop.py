@@ -30,12 +30,12 @@ CLIENT_TIMEOUT = 30.0
 
 def config(tool: str, n: int, life: float, tmp: Path) -> tuple[list[str], list[str]]:
     """Write tool's config into tmp; (the daemon's argv, the status client's argv)."""
-    command = ["sh", "-c", f"sleep {life}; exit 1"]
+    script = f"sleep {life}; exit 1"
     if tool == "herdsman":
         conf = tmp / "herdsman.toml"
         conf.write_text(
             "[services.crash]\n"
-            f'command = ["sh", "-c", "sleep {life}; exit 1"]\n'
+            f'command = ["sh", "-c", "{script}"]\n'
             f"replicas = {n}\n"
             'restart = "always"\n'
             "backoff = { initial = 0 }\n"
@@ -45,45 +45,9 @@ def config(tool: str, n: int, life: float, tmp: Path) -> tuple[list[str], list[s
         herdsman = str(run.herdsman_bin())
         return [herdsman, "-c", str(conf), "up"], [herdsman, "-c", str(conf), "status"]
     if tool == "supervisord":
-        conf = tmp / "supervisord.conf"
-        conf.write_text(
-            f"""\
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-minfds = {8 * n + 1024}
-
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisorctl]
-serverurl = unix://{tmp}/supervisor.sock
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[program:crash]
-command = {" ".join(command[:2])} "{command[2]}"
-process_name = %(program_name)s_%(process_num)04d
-numprocs = {n}
-autostart = true
-autorestart = true
-startsecs = 0
-startretries = 100000000
-stopwaitsecs = 5
-redirect_stderr = true
-stdout_logfile = {tmp}/%(program_name)s_%(process_num)04d.log
-"""
-        )
+        daemon = run.supervisord_config(tmp, n, "crash", f'sh -c "{script}"')
         ctl = str(run.ENV / "bin" / "supervisorctl")
-        return [str(run.ENV / "bin" / "supervisord"), "-n", "-c", str(conf)], [
-            ctl,
-            "-c",
-            str(conf),
-            "status",
-        ]
+        return daemon, [ctl, "-c", str(tmp / "supervisord.conf"), "status"]
     raise ValueError(tool)
 
 

@@ -353,44 +353,7 @@ def config_for(tool: str, n: int, tmp: Path, sock: str, circus_check_delay: floa
         return [str(herdsman_bin()), "-c", str(conf), "up"]
 
     if tool == "supervisord":
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-        if nproc == resource.RLIM_INFINITY:
-            nproc = 10 * n + 1000
-        conf = tmp / "supervisord.conf"
-        conf.write_text(
-            f"""\
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-minfds = {min(nofile, 8 * n + 1024)}
-minprocs = {min(nproc, 2 * n + 200)}
-
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisorctl]
-serverurl = unix://{tmp}/supervisor.sock
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[program:stamp]
-command = {stamp} {sock}
-process_name = %(program_name)s_%(process_num)04d
-numprocs = {n}
-autostart = true
-autorestart = true
-startsecs = 0
-startretries = 100000
-stopwaitsecs = 5
-redirect_stderr = true
-stdout_logfile = {tmp}/%(program_name)s_%(process_num)04d.log
-"""
-        )
-        return [str(ENV / "bin" / "supervisord"), "-n", "-c", str(conf)]
+        return supervisord_config(tmp, n, "stamp", f"{stamp} {sock}")
 
     if tool == "circus":
         # One watcher with numprocesses = n is what a user writes for n identical
@@ -421,6 +384,50 @@ graceful_timeout = 5
         return [str(ENV / "bin" / "circusd"), str(conf)]
 
     raise ValueError(tool)
+
+
+def supervisord_config(tmp: Path, n: int, program: str, command: str) -> list[str]:
+    """supervisord's config for n copies of `command` (restarted whenever they exit,
+    output to a file each) written into tmp, with the control socket supervisorctl
+    reads; the daemon's argv."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    if nproc == resource.RLIM_INFINITY:
+        nproc = 10 * n + 1000
+    conf = tmp / "supervisord.conf"
+    conf.write_text(
+        f"""\
+[supervisord]
+nodaemon = true
+logfile = {tmp}/supervisord.log
+pidfile = {tmp}/supervisord.pid
+childlogdir = {tmp}
+minfds = {min(nofile, 8 * n + 1024)}
+minprocs = {min(nproc, 2 * n + 200)}
+
+[unix_http_server]
+file = {tmp}/supervisor.sock
+
+[supervisorctl]
+serverurl = unix://{tmp}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:{program}]
+command = {command}
+process_name = %(program_name)s_%(process_num)04d
+numprocs = {n}
+autostart = true
+autorestart = true
+startsecs = 0
+startretries = 100000
+stopwaitsecs = 5
+redirect_stderr = true
+stdout_logfile = {tmp}/%(program_name)s_%(process_num)04d.log
+"""
+    )
+    return [str(ENV / "bin" / "supervisord"), "-n", "-c", str(conf)]
 
 
 # ------------------------------------------------------------------------- a run
