@@ -514,7 +514,8 @@ class Supervisor:
         for every exit in turn, and an API request took a second to be answered."""
         if self._spawner.pending:
             self._take_in(keep=None)
-            self._loop.call_soon(self._run)
+            if self._queue and not self._running:
+                self._loop.call_soon(self._run)  # their events, if no exit runs them first
         return self._spawner.pending > 0
 
     def _spawn_failed(self, managed: Managed, error: SpawnError) -> None:
