@@ -87,6 +87,41 @@ def test_status_without_a_daemon_loads_no_heavy_module(project: Project) -> None
     assert loaded_by(project, "status") == (3, [])
 
 
+# What `status` does without, beyond HEAVY: each loads `re` or `enum` (`json` compiles
+# regular expressions, pathlib and urllib.parse load both, collections is what
+# collections.abc and functools load), together half of what `status` cost.
+TIME = "2026-12-07T00:00:00.000000Z"
+LEAN = (
+    "re",
+    "enum",
+    "json",
+    "pathlib",
+    "urllib",
+    "ipaddress",
+    "fnmatch",
+    "collections",
+    "functools",
+)
+
+
+@pytest.mark.parametrize("argv", [("status",), ("status", "web.0")])
+def test_status_loads_neither_re_nor_enum(
+    project: Project, fake: FakeDaemon, argv: tuple[str, ...]
+) -> None:
+    web0 = instance(
+        "web.0", message="listening", command=["sh", "-c", "echo 'hi'"], since=TIME, checks={}
+    )
+    fake.answer("GET", "/v1/status", Reply(200, status_doc(web0)))
+    # `status web.0` shows its last lines.
+    fake.answer("GET", "/v1/logs", Stream([log_line("web.0", "hello")]))
+    assert loaded_by(project, *argv, modules=LEAN) == (0, [])
+    assert fake.requests, "the command did not talk to the daemon"
+
+
+def test_status_without_a_daemon_loads_neither_re_nor_enum(project: Project) -> None:
+    assert loaded_by(project, "status", modules=LEAN) == (3, [])
+
+
 @pytest.mark.parametrize(
     "argv", [("status",), ("status", "--json", "web.*"), ("start", "web.0"), ("stop", "web.0")]
 )

@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,18 +185,31 @@ def test_logs_follow_until_ctrl_c(project: Project, daemon: int) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()  # read aside, so that each wait has a deadline
+
+    def read() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("web.0 │ ")  # the last line so far
+        assert lines.get(timeout=15).startswith("web.0 │ ")  # the last line so far
         assert herdsman(project, "signal", "HUP", "web.0").returncode == 0
         # And what comes after (sh may first report its sleep killed by the HUP).
-        assert "web.0 │ got HUP\n" in [proc.stdout.readline() for _ in range(2)]
+        seen = [lines.get(timeout=15)]
+        while seen[-1] != "web.0 │ got HUP\n" and len(seen) < 3:
+            seen.append(lines.get(timeout=15))
+        assert seen[-1] == "web.0 │ got HUP\n", seen
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     finally:
         proc.kill()
         proc.wait()
-    assert (proc.returncode, err) == (0, "")
+        reader.join()
+    assert proc.stderr is not None
+    assert (proc.returncode, proc.stderr.read()) == (0, "")
 
 
 def test_down_ends_followers(project: Project, daemon: int) -> None:

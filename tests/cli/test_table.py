@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herdsman.cli import table
 from herdsman.cli.commands import outcome, select
@@ -192,3 +195,11 @@ def test_outcome_lines() -> None:
     assert outcome(instance("w", pid=5, message="running after 2 restarts")) == (
         "w: running after 2 restarts (pid 5)"
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.text(alphabet=st.sampled_from("aZ9_@%+=:,./- '\"$*é\t")) | st.text(), max_size=4)
+)
+def test_shell_join_writes_what_shlex_writes(argv: list[str]) -> None:
+    assert table.shell_join(argv) == shlex.join(argv)

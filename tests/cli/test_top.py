@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, RichLog, Static
+from textual.widgets.data_table import ColumnKey
 
 from herdsman.cli.stream import AsyncClient, endpoint
 from herdsman.cli.top.app import DetailScreen, KeysScreen, TopApp
@@ -154,6 +155,33 @@ async def gone_scenario(tmp: Path, client: AsyncClient) -> None:
 
 def tmux_available() -> bool:
     return shutil.which("tmux") is not None
+
+
+def test_a_cell_wider_than_its_column_is_shown_whole(tmp: Path) -> None:
+    """A crash's message is wider than the MESSAGE header: the column widens as the row
+    is laid out, not later (Textual measured it when idle and kept the row it had drawn
+    cut: "killed" stayed on screen for "killed by SIGKILL")."""
+
+    async def run() -> None:
+        (tmp / "herdsman.toml").write_text("")  # no daemon runs for it: nothing connects
+        app = TopApp(client_for(config=str(tmp / "herdsman.toml")), interval=60)
+        async with app.run_test(size=(140, 40)) as pilot:
+            grid = app.query_one("#instances", DataTable)
+            running = {"name": "crashy", "state": "running", "pid": 42, "restarts": 0}
+            app.model.instances = {"crashy": running}
+            app.redraw()
+            await pilot.pause()
+            app.model.instances = {
+                "crashy": {**running, "state": "exited", "pid": None, "exit_signal": "SIGKILL"}
+            }
+            app.redraw()
+            message = grid.columns[ColumnKey("message")]
+            assert message.get_render_width(grid) >= len("killed by SIGKILL")
+            await pilot.pause()
+            drawn = grid.render_line(1).text  # the first row, under the header
+            assert "killed by SIGKILL" in drawn, drawn
+
+    asyncio.run(run())
 
 
 @pytest.mark.skipif(not tmux_available(), reason="tmux is not installed (.ci/run installs it)")

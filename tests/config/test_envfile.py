@@ -176,4 +176,6 @@ def test_clients_find_the_socket_through_dotenv(write: WriteConfig, tmp: Path) -
     (tmp / ".env").write_text("STATE=run/state\n")
     path = write('[settings]\nstate_dir = "${STATE}"\n[services.web]\ncommand = "x"\n')
     expected = tmp / "run/state/herdsman.sock"
-    assert socket_path(path, {}) == expected == load_config(path, environ={}).settings.socket
+    assert (
+        socket_path(path, {}) == str(expected) == str(load_config(path, environ={}).settings.socket)
+    )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herdsman.config import ConfigError, find_config_file, socket_path
 from tests.config.conftest import WriteConfig
@@ -21,11 +23,11 @@ def test_toml_first_then_yaml_then_yml(tmp: Path) -> None:
         f"no herdsman.toml, herdsman.yaml or herdsman.yml in {tmp} (use -c FILE)"
     ]
     (tmp / "herdsman.yml").touch()
-    assert find_config_file(None, tmp, home) == tmp / "herdsman.yml"
+    assert find_config_file(None, tmp, home) == str(tmp / "herdsman.yml")
     (tmp / "herdsman.yaml").touch()
-    assert find_config_file(None, tmp, home) == tmp / "herdsman.yaml"
+    assert find_config_file(None, tmp, home) == str(tmp / "herdsman.yaml")
     (tmp / "herdsman.toml").touch()
-    assert find_config_file(None, tmp, home) == tmp / "herdsman.toml"
+    assert find_config_file(None, tmp, home) == str(tmp / "herdsman.toml")
 
 
 def test_the_nearest_parent_with_a_config_wins(tmp: Path) -> None:
@@ -35,9 +37,9 @@ def test_the_nearest_parent_with_a_config_wins(tmp: Path) -> None:
     (tmp / "herdsman.yaml").touch()
     (tmp / "project" / "herdsman.toml").touch()
     home = {"HOME": str(tmp)}
-    assert find_config_file(None, deep, home) == tmp / "project" / "herdsman.toml"
+    assert find_config_file(None, deep, home) == str(tmp / "project" / "herdsman.toml")
     (tmp / "project" / "herdsman.toml").unlink()
-    assert find_config_file(None, deep, home) == tmp / "herdsman.yaml"
+    assert find_config_file(None, deep, home) == str(tmp / "herdsman.yaml")
     # Not above the home directory, nor above a repository's top.
     with pytest.raises(ConfigError):
         find_config_file(None, deep, {"HOME": str(tmp / "project")})
@@ -63,10 +65,10 @@ def test_explicit_file_then_environment(tmp: Path) -> None:
     (tmp / "conf" / "a.toml").touch()
     (tmp / "b.yaml").touch()
     environ = {"HERDSMAN_CONFIG": "b.yaml"}
-    assert find_config_file("conf/a.toml", tmp, environ) == tmp / "conf" / "a.toml"
-    assert find_config_file(str(tmp / "b.yaml"), Path("/"), {}) == tmp / "b.yaml"
-    assert find_config_file(None, tmp, environ) == tmp / "b.yaml"
-    assert find_config_file(None, tmp, {"HERDSMAN_CONFIG": ""}) == tmp / "herdsman.toml"
+    assert find_config_file("conf/a.toml", tmp, environ) == str(tmp / "conf" / "a.toml")
+    assert find_config_file(str(tmp / "b.yaml"), Path("/"), {}) == str(tmp / "b.yaml")
+    assert find_config_file(None, tmp, environ) == str(tmp / "b.yaml")
+    assert find_config_file(None, tmp, {"HERDSMAN_CONFIG": ""}) == str(tmp / "herdsman.toml")
 
 
 def test_a_named_file_must_exist(tmp: Path) -> None:
@@ -205,12 +207,12 @@ def test_socket_path_agrees_with_load_config(
     monkeypatch.setenv("HOME", "/home/herd")
     environ = {"NAME": "daemon"}
     path = write(settings + '[services.web]\ncommand = "x"\n')
-    assert socket_path(path, environ) == load(path, environ).settings.socket
+    assert socket_path(path, environ) == str(load(path, environ).settings.socket)
 
 
 def test_socket_path_from_yaml_ignores_problems_elsewhere(write: WriteConfig, tmp: Path) -> None:
     path = write("settings:\n  state_dir: st\nservices:\n  web: {restart: sometimes}\n", "h.yaml")
-    assert socket_path(path, {}) == tmp / "st" / "herdsman.sock"
+    assert socket_path(path, {}) == str(tmp / "st" / "herdsman.sock")
 
 
 @pytest.mark.parametrize(
@@ -277,3 +279,19 @@ def test_client_path_imports_neither_pydantic_nor_yaml(write: WriteConfig) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_named_config_is_written_as_pathlib_writes_it(tmp: Path) -> None:
+    (tmp / "conf").mkdir()
+    (tmp / "conf" / "a.toml").write_text("")
+    for spelled in ("./conf//a.toml", "conf/./a.toml", f"{tmp}//conf/a.toml"):
+        assert find_config_file(spelled, tmp, {}) == str(tmp / "conf" / "a.toml")
+    assert find_config_file("conf/../conf/a.toml", tmp, {}) == f"{tmp}/conf/../conf/a.toml"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="/.a~", max_size=12))
+def test_config_paths_are_written_as_pathlib_writes_them(path: str) -> None:
+    from herdsman.config.paths import _pure
+
+    assert _pure(path) == str(PurePosixPath(path))

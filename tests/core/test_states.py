@@ -50,3 +50,10 @@ def test_the_hook_states_are_the_states_in_their_order() -> None:
 def test_every_state_has_a_colour_in_the_table_and_in_top() -> None:
     assert set(table.STATE_COLOURS) == set(State)
     assert set(app.STATE_STYLES) == set(State)
+
+
+def test_the_enum_is_made_of_the_names_in_their_home() -> None:
+    from herdsman.core import statenames
+
+    names = {k: v for k, v in vars(statenames).items() if k.isupper()}
+    assert {state.name: state.value for state in State} == names

@@ -290,8 +290,9 @@ def test_a_fault_that_recurs_at_once_stops_the_services_instead_of_looping(tmp: 
 
 WATCHED = """
 [services.pinger]
-command = ["sh", "-c", "systemd-notify --ready; while :; do systemd-notify WATCHDOG=1; sleep 0.2; done"]
-ready = { notify = true, watchdog = "1.5s" }
+# Pings 20 times per watchdog period: a loaded machine must not make it look silent.
+command = ["sh", "-c", "systemd-notify --ready; while :; do systemd-notify WATCHDOG=1; sleep 0.1; done"]
+ready = { notify = true, watchdog = "2s" }
 start_seconds = "0.1s"
 
 [services.late]
@@ -316,7 +317,7 @@ def test_watchdogs_carry_on_across_a_reexec(tmp: Path) -> None:
         before = instances(tmp)
         for _ in range(2):
             assert herdsman(tmp, "reexec").returncode == 0
-        wait_for(lambda: instances(tmp)["mute"]["restarts"] >= 1, timeout=10)
+        wait_for(lambda: instances(tmp)["mute"]["restarts"] >= 1)
         after = instances(tmp)
         assert after["pinger"]["pid"] == before["pinger"]["pid"]
         assert after["pinger"]["restarts"] == 0

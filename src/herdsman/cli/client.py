@@ -9,24 +9,25 @@ the whole command's start-up): the daemon is the only server it talks to, and it
 answers are either a body with Content-Length or a chunked stream. Nothing of the
 server stack is imported, so `herdsman status` starts fast. Over the Unix socket it
 uses `_socket`, the C module under `socket`: importing `socket` builds enums of every
-constant the platform has, a tenth of what `status` costs (TCP loads it).
+constant the platform has, a tenth of what `status` costs (TCP loads it). For the
+same reason JSON goes through cli/cjson.py and a path's quoting is done here:
+`json`, `pathlib` and `urllib.parse` load `re` and `enum`.
 """
 
 from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from urllib.parse import quote, urlsplit
+
+from herdsman.cli import cjson
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
 CONNECT_TIMEOUT = 5.0
@@ -36,6 +37,8 @@ READ_TIMEOUT = 10.0  # for answers that need no waiting; waiting ones pass None
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 1, 2, 3
 MAX_HEAD_LINE = 65536  # a status or header line longer than this is not our daemon
 _SUN_PATH_MAX = 108  # bytes in sockaddr_un.sun_path, the trailing NUL included
+# What urllib.parse.quote never escapes (RFC 3986's unreserved characters).
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
 class ClientError(Exception):
@@ -50,7 +53,7 @@ class ClientError(Exception):
 class NoDaemon(ClientError):
     """Nothing listens on the config's socket (or at --url)."""
 
-    def __init__(self, config: Path | None, url: str | None = None) -> None:
+    def __init__(self, config: str | os.PathLike[str] | None, url: str | None = None) -> None:
         if url is not None:
             message = f"no daemon answers at {url}"
         else:
@@ -176,6 +179,8 @@ class Response:
 def parse_url(url: str) -> tuple[str, int]:
     """`http://HOST:PORT` (the daemon's `settings.tcp`) as (host, port); ClientError
     (exit 2) for anything else."""
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -202,7 +207,7 @@ def read_token(path: str) -> str:
     return token
 
 
-def locate(explicit: str | None, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+def locate(explicit: str | None, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """The config file to use and its daemon's socket; ClientError (exit 2) when the
     config cannot be found or read."""
     from herdsman.config.errors import ConfigError
@@ -210,7 +215,7 @@ def locate(explicit: str | None, environ: Mapping[str, str] | None = None) -> tu
 
     environ = os.environ if environ is None else environ
     try:
-        config = find_config_file(explicit, Path.cwd(), environ)
+        config = find_config_file(explicit, os.getcwd(), environ)
         return config, socket_path(config, environ)
     except ConfigError as err:
         raise ClientError(str(err), EXIT_USAGE) from None
@@ -227,7 +232,16 @@ def connect(config: str | None, url: str | None, token_file: str | None) -> Clie
 
 
 def instance_path(pattern: str, action: str) -> str:
-    return f"/v1/instances/{quote(pattern, safe='')}/{action}"
+    return f"/v1/instances/{quote(pattern)}/{action}"
+
+
+def quote(text: str, *, plus: bool = False) -> str:
+    """`text` percent-encoded for a URL's path or query, as urllib.parse's
+    quote(text, safe="") writes it (quote_plus(text, safe="") with `plus`)."""
+    return "".join(
+        chr(byte) if byte in _UNRESERVED else "+" if plus and byte == 0x20 else f"%{byte:02X}"
+        for byte in text.encode()
+    )
 
 
 class Client:
@@ -236,15 +250,15 @@ class Client:
 
     def __init__(
         self,
-        config: Path | None,
-        socket_path: Path | None,
+        config: str | os.PathLike[str] | None,
+        socket_path: str | os.PathLike[str] | None,
         *,
         url: str | None = None,
         token: str | None = None,
         token_file: str | None = None,
     ) -> None:
-        self.config = config
-        self.socket_path = socket_path
+        self.config = None if config is None else os.fspath(config)
+        self.socket_path = None if socket_path is None else os.fspath(socket_path)
         self.url = url
         self._tcp = parse_url(url) if url is not None else None
         self._token = token
@@ -361,7 +375,7 @@ class Client:
                 head.append(f"Authorization: Bearer {self._token}")
             payload = b""
             if body is not None:
-                payload = json.dumps(body).encode()
+                payload = cjson.dumps(body).encode()
                 head.append("Content-Type: application/json")
             if body is not None or method != "GET":
                 head.append(f"Content-Length: {len(payload)}")
@@ -412,7 +426,7 @@ class Client:
                 return f"the daemon at {self.where} wants its API token: give it with --token-file"
             return f"the daemon at {self.where} refused the token in {self._token_file}"
         try:
-            data = json.loads(self._read(response))
+            data = cjson.loads(self._read(response))
             if isinstance(data, dict) and isinstance(data.get("error"), str):
                 return str(data["error"])
         except (ValueError, ClientError):
@@ -422,7 +436,7 @@ class Client:
     @staticmethod
     def _decode(data: bytes) -> Any:
         try:
-            return json.loads(data)
+            return cjson.loads(data)
         except ValueError:
             raise ClientError("the daemon sent an answer that is not JSON") from None
 

@@ -9,30 +9,27 @@ client command runs, so `herdsman up` does not pay for it.
 
 from __future__ import annotations
 
-import functools
-import heapq
 import itertools
-import json
 import os
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 
-from herdsman.cli import table
+from herdsman.cli import cjson, table
+from herdsman.core import statenames
 from herdsman.core.patterns import matches, no_match
-from herdsman.core.states import State
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
+# So do collections.abc (it loads `collections`) and pathlib (`re`, `urllib`, `enum`).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from pathlib import Path
     from typing import Any
 
     from herdsman.cli.client import Client
 
-Command = Callable[["argparse.Namespace"], int]
+    Command = Callable[[argparse.Namespace], int]
 LogEntry = dict[str, "Any"]  # the API's form: time, instance, stream, line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -178,7 +175,6 @@ def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Comman
     """Runs `func` with a client for the config's daemon; a ClientError becomes its
     sentence on stderr and its exit code, never a traceback."""
 
-    @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         # Deferred so that commands that do not talk to a daemon never load the client.
         from herdsman.cli.client import ClientError, connect
@@ -244,6 +240,8 @@ def service_of(instance: str) -> str:
 @_client_command
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     if args.json:
+        import json
+
         document = client.request("GET", "/v1/status")
         chosen, unmatched = select(document.get("services") or [], args.patterns)
         print(json.dumps({**document, "services": chosen}, indent=2))
@@ -273,7 +271,11 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         out = sys.stdout
         colour = table.wants_colour(out)
         named = args.config or os.environ.get("HERDSMAN_CONFIG")
-        if not named and client.config is not None and client.config.parent != Path.cwd():
+        if (
+            not named
+            and client.config is not None
+            and os.path.dirname(client.config) != os.getcwd()
+        ):
             say(f"config: {client.config}")  # found in a parent directory: say which
         out.write(table.render_status(columns, colour=colour, width=table.terminal_width(out)))
         if (document.get("daemon") or {}).get("shutting_down"):
@@ -308,7 +310,12 @@ def failure(instance: Mapping[str, Any], action: str, timed_out: bool, timeout: 
         return f"{name}: still {state} after {timeout:g}s" + (f" ({message})" if message else "")
     if message.startswith("cannot start"):
         return f"{name}: {message}"
-    if state in (State.STARTING, State.RESTARTING, State.STOPPING, State.RUNNING):
+    if state in (
+        statenames.STARTING,
+        statenames.RESTARTING,
+        statenames.STOPPING,
+        statenames.RUNNING,
+    ):
         detail = f" ({state}: {message})" if message else f" ({state})"
         if timed_out:
             return f"{name}: not running within {timeout:g}s{detail}"
@@ -545,27 +552,30 @@ class _After:
 
     def __init__(self) -> None:
         self.time = ""
-        self._shown: Counter[tuple[Any, ...]] = Counter()
-        self._skip: Counter[tuple[Any, ...]] = Counter()
+        # Counts by entry (dicts: collections.Counter is not worth its import here).
+        self._shown: dict[tuple[Any, ...], int] = {}
+        self._skip: dict[tuple[Any, ...], int] = {}
 
     def replay(self) -> None:
-        self._skip = Counter(self._shown)
+        self._skip = dict(self._shown)
 
     def fresh(self, entry: LogEntry) -> bool:
         when, key = str(entry.get("time", "")), _key(entry)
         if when < self.time:
             return False
-        if when == self.time and self._skip[key] > 0:
+        if when == self.time and self._skip.get(key, 0) > 0:
             self._skip[key] -= 1
             return False
         if when > self.time:
-            self.time, self._shown, self._skip = when, Counter(), Counter()
-        self._shown[key] += 1
+            self.time, self._shown, self._skip = when, {}, {}
+        self._shown[key] = self._shown.get(key, 0) + 1
         return True
 
 
-def _since_in_files(config: Path, names: Sequence[str], since: str) -> Iterator[LogEntry]:
+def _since_in_files(config: str, names: Sequence[str], since: str) -> Iterator[LogEntry]:
     """The lines of these instances' log files from `since` on, in time order."""
+    import heapq
+
     log_dir = settings_path(config, "log_dir")
     per_instance = [
         [e for e in read_log_file(log_dir, name, MAX_SINCE_LINES) if e["time"] >= since]
@@ -589,14 +599,12 @@ def _serving(client: Client) -> int | None:
 
 
 def _logs_query(pattern: str | None, n: int, follow: bool) -> str:
-    from urllib.parse import urlencode
+    from herdsman.cli.client import quote
 
-    query: dict[str, str | int] = {"n": n}
+    query = f"/v1/logs?n={n}"
     if pattern is not None:
-        query["instance"] = pattern
-    if follow:
-        query["follow"] = 1
-    return f"/v1/logs?{urlencode(query)}"
+        query += f"&instance={quote(pattern, plus=True)}"
+    return query + "&follow=1" if follow else query
 
 
 def _recent_lines(
@@ -660,7 +668,7 @@ class LinePrinter:
 
     def write(self, entry: LogEntry, *, flush: bool = False) -> None:
         if self._json:
-            text = json.dumps(entry, ensure_ascii=False)
+            text = cjson.dumps(entry, ensure_ascii=False)
         else:
             name = str(entry.get("instance"))
             prefix = self._prefixes.get(name)
@@ -691,7 +699,7 @@ def last_lines(per_instance: Iterable[Iterable[LogEntry]], n: int) -> list[LogEn
 # --- logs without a daemon: the log files ---------------------------------------
 
 
-def _logs_from_files(args: argparse.Namespace, config: Path) -> int:
+def _logs_from_files(args: argparse.Namespace, config: str) -> int:
     """`logs` when no daemon runs: the same lines, read from `<log_dir>/<instance>.log`
     and its rotated backups. No log files at all is not an error: a note, exit 0."""
     log_dir = settings_path(config, "log_dir")
@@ -714,15 +722,17 @@ def _logs_from_files(args: argparse.Namespace, config: Path) -> int:
     return EXIT_OK
 
 
-def instance_names(config: Path, log_dir: Path) -> list[str]:
+def instance_names(config: str, log_dir: Path) -> list[str]:
     """The config's instances in its order, then any others with a log file (the config
     may have changed since they ran). `herdsman.log` is the daemon's own."""
+    from pathlib import Path
+
     from herdsman.config.errors import ConfigError
     from herdsman.config.parse import read_document
 
     names: list[str] = []
     try:
-        services = read_document(config).data.get("services")
+        services = read_document(Path(config)).data.get("services")
     except ConfigError:  # a broken config must not hide the logs of what ran
         services = None
     if isinstance(services, dict):
@@ -804,17 +814,19 @@ def parse_log_line(instance: str, raw: bytes) -> LogEntry:
     return entry
 
 
-def read_settings(config: Path) -> dict[str, Any]:
+def read_settings(config: str) -> dict[str, Any]:
     """The config's `[settings]` table, ${VAR} expanded in its strings, without
     validating the rest of the file (or importing pydantic). Empty when unreadable."""
+    from pathlib import Path
+
     from herdsman.config.envfile import with_dotenv
     from herdsman.config.errors import ConfigError
     from herdsman.config.interpolate import expand
     from herdsman.config.parse import read_document
 
     try:
-        settings = read_document(config).data.get("settings")
-        environ = with_dotenv(config.parent, os.environ)
+        settings = read_document(Path(config)).data.get("settings")
+        environ = with_dotenv(Path(config).parent, os.environ)
     except ConfigError:
         return {}
     if not isinstance(settings, dict):
@@ -829,15 +841,17 @@ def read_settings(config: Path) -> dict[str, Any]:
     return expanded
 
 
-def settings_path(config: Path, key: str) -> Path:
+def settings_path(config: str, key: str) -> Path:
     """`state_dir` or `log_dir` as the daemon resolves them: relative to the config's
     directory, and log_dir inside state_dir unless set."""
+    from pathlib import Path
+
     from herdsman.config.paths import LOG_DIR_NAME, STATE_DIR, resolve
 
     settings = read_settings(config)
-    base = config.parent
+    base = Path(config).parent
     state_dir = settings.get("state_dir")
-    state = resolve(Path(state_dir) if isinstance(state_dir, str) else STATE_DIR, base)
+    state = resolve(Path(state_dir if isinstance(state_dir, str) else STATE_DIR), base)
     if key == "state_dir":
         return state
     value = settings.get(key)
@@ -917,7 +931,7 @@ def cmd_down(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def _down_without_daemon(config: Path) -> int:
+def _down_without_daemon(config: str) -> int:
     """`down` after the daemon died: stop what it left running, or say why not."""
     from herdsman.runtime.lock import AlreadyRunning
 
@@ -940,12 +954,14 @@ def _down_without_daemon(config: Path) -> int:
 NOT_STOPPED = "still running: "
 
 
-def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
+def stop_leftovers(config: str, timeout: float) -> tuple[list[str], list[str]]:
     """Stop the services a dead daemon left running (by state.json, and by the
     environment they carry: see runtime/leftovers.py): their stop signal to each
     process group, SIGKILL after `timeout`. Returns the instances stopped and one
     sentence per problem (those that left a process running start with
     NOT_STOPPED). AlreadyRunning when a daemon holds the lock."""
+    from pathlib import Path
+
     from herdsman.runtime import leftovers
     from herdsman.runtime.lock import DaemonLock
     from herdsman.runtime.statefile import StateFile
@@ -957,7 +973,7 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
     lock.acquire_existing()
     try:
         state = StateFile(state_dir / "state.json")
-        found, problems = leftovers.left_by(state, config)
+        found, problems = leftovers.left_by(state, Path(config))
         if not any(found.every_pid()):
             return [], problems
         stopped, refused = leftovers.stop(found, state_dir, timeout)
@@ -971,7 +987,7 @@ def stop_leftovers(config: Path, timeout: float) -> tuple[list[str], list[str]]:
         lock.release()
 
 
-def shutdown_timeout(config: Path) -> float:
+def shutdown_timeout(config: str) -> float:
     from herdsman.config.units import parse_duration
 
     try:

@@ -4,15 +4,15 @@ only when they run, so that no other command pays for them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
+# So does collections.abc, which loads `collections`.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from typing import Any
 
-Command = Callable[["argparse.Namespace"], int]
+    Command = Callable[[argparse.Namespace], int]
 SHELLS = ("bash", "zsh", "fish")
 
 

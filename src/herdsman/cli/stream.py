@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import h11
@@ -44,8 +43,8 @@ READ_SIZE = 65536
 class Endpoint:
     """Where the daemon listens: its Unix socket, or host and port with the token."""
 
-    config: Path | None
-    socket: Path | None = None
+    config: str | os.PathLike[str] | None
+    socket: str | os.PathLike[str] | None = None
     host: str = "localhost"
     port: int | None = None
     token: str | None = None

@@ -7,8 +7,6 @@ use, so client commands that only need `find_config_file` and `socket_path` stay
 
 from __future__ import annotations
 
-import importlib
-
 from herdsman.config.errors import ConfigError
 from herdsman.config.paths import find_config_file, socket_path
 
@@ -70,6 +68,8 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -6,12 +6,8 @@ one pass instead of one per run.
 
 from __future__ import annotations
 
-import re
-
 # A key path into the parsed file: table keys, and list indexes as ints.
 Loc = tuple[str | int, ...]
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ConfigError(Exception):
@@ -29,6 +25,12 @@ def format_loc(loc: Loc) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            key = part if _BARE_KEY.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
+            key = part if _bare(part) else '"' + part.replace('"', '\\"') + '"'
             text += f".{key}" if text else key
     return text
+
+
+def _bare(key: str) -> bool:
+    """Whether `key` is a bare TOML key (A-Za-z0-9_-, one or more), checked without
+    `re`: this module is on every client command's path, which does without it."""
+    return key.isascii() and key.replace("_", "a").replace("-", "a").isalnum()

@@ -35,7 +35,7 @@ _DERIVED: dict[Loc, Loc] = {
 }
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """The validated config in `path`; ConfigError with every problem found."""
     path = Path(os.path.abspath(path))
     document = read_document(path)

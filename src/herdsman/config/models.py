@@ -443,9 +443,13 @@ def _env_text(value: object) -> object:
 class Settings(_Model):
     """The `[settings]` table: where the daemon keeps its files and how it is reached."""
 
-    state_dir: ConfigPath = Field(default=paths.STATE_DIR, validate_default=True)
-    log_dir: ConfigPath = Field(default=paths.STATE_DIR / paths.LOG_DIR_NAME, validate_default=True)
-    socket: ConfigPath = Field(default=paths.STATE_DIR / paths.SOCKET_NAME, validate_default=True)
+    state_dir: ConfigPath = Field(default=Path(paths.STATE_DIR), validate_default=True)
+    log_dir: ConfigPath = Field(
+        default=Path(paths.STATE_DIR, paths.LOG_DIR_NAME), validate_default=True
+    )
+    socket: ConfigPath = Field(
+        default=Path(paths.STATE_DIR, paths.SOCKET_NAME), validate_default=True
+    )
     shutdown_timeout: Duration = 30.0
     memory_interval: Duration = Field(default=5.0, gt=0)  # between samples for memory_limit
     token_file: ConfigPath | None = None

@@ -7,12 +7,19 @@ matched against both; it is case-sensitive on every system.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+GLOB = frozenset("*?[")  # without one of these, a glob matches only itself
 
 
 def matches(pattern: str, name: str, service: str) -> bool:
     """Whether `pattern` names the instance `name` of `service`."""
-    return pattern in (name, service) or fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
+    if pattern in (name, service):
+        return True
+    if GLOB.isdisjoint(pattern):
+        return False
+    # Here, not at the top: fnmatch loads `re`, which `status web.0` does without.
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(name, pattern) or fnmatchcase(service, pattern)
 
 
 def no_match(pattern: str) -> str:

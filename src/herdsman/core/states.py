@@ -1,20 +1,20 @@
-"""The states of an instance: their one home.
-
-The lifecycle, the daemon, the API document, metrics and the CLI all name states
-from here. It imports nothing but `enum` (which `re` loads anyway), so the CLI's
-start-up pays nothing for it.
+"""The states of an instance, as the enum the lifecycle, the daemon, the API
+documents and metrics use; their names have their home in statenames.py, where
+the client commands read them without loading `enum`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from herdsman.core import statenames as name
+
 
 class State(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    RESTARTING = "restarting"
-    EXITED = "exited"
-    FAILED = "failed"
+    STOPPED = name.STOPPED
+    STARTING = name.STARTING
+    RUNNING = name.RUNNING
+    STOPPING = name.STOPPING
+    RESTARTING = name.RESTARTING
+    EXITED = name.EXITED
+    FAILED = name.FAILED

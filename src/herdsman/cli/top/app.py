@@ -24,7 +24,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
-from textual.widgets.data_table import ColumnKey
 
 from herdsman.cli import table
 from herdsman.cli.client import ClientError, instance_path
@@ -100,6 +99,10 @@ class TopApp(App[int]):
         self.all_output = False
         self.connected = False
         self._shown_keys: list[str] = []
+        # Each column's width on screen, set by us: Textual measures an auto-width column
+        # only when idle and keeps a row it drew before that, so a cell wider than its
+        # column stayed cut ("killed" for "killed by SIGKILL") until the next change.
+        self._widths = [len(column.label) for column in COLUMNS]
         self._names: list[str] = []  # for colouring the merged output, in config order
 
     # --- layout -----------------------------------------------------------------
@@ -119,8 +122,7 @@ class TopApp(App[int]):
 
     def on_mount(self) -> None:
         grid = self.query_one("#instances", DataTable)
-        for column in COLUMNS:
-            grid.add_column(column.label, key=column.key)
+        self.add_columns(grid)
         grid.focus()  # the keys move through the table, not into the (hidden) filter
         self.heading()
         self.watch_daemon()
@@ -266,13 +268,16 @@ class TopApp(App[int]):
         keys = [str(i["name"]) for i in rows]
         stale = not self.connected
         cells = {str(i["name"]): self.row(i, stale) for i in rows}
-        # New rows, or text wider than its column: lay the table out again (a cell
-        # updated in place does not always widen its column on screen).
-        wider = any(
-            value.cell_len > grid.columns[ColumnKey(column.key)].content_width
-            for values in cells.values()
-            for column, value in zip(COLUMNS, values, strict=True)
-        )
+        # A column grows to its widest cell and never shrinks (no jitter as values change).
+        widths = [
+            max([width, *(values[i].cell_len for values in cells.values())])
+            for i, width in enumerate(self._widths)
+        ]
+        wider = widths != self._widths
+        if wider:
+            self._widths = widths
+            grid.clear(columns=True)
+            self.add_columns(grid)
         if keys != self._shown_keys or wider:
             grid.clear()
             for name, values in cells.items():
@@ -289,6 +294,10 @@ class TopApp(App[int]):
         for screen in self.screen_stack:
             if isinstance(screen, DetailScreen):
                 screen.show(self.model.instances.get(screen.name_shown))
+
+    def add_columns(self, grid: DataTable[Text | str]) -> None:
+        for column, width in zip(COLUMNS, self._widths, strict=True):
+            grid.add_column(column.label, key=column.key, width=width)
 
     @staticmethod
     def row(inst: Mapping[str, Any], stale: bool) -> list[Text]:
