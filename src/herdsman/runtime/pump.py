@@ -344,7 +344,12 @@ class LogPump:
         first (there is something to read, or the pause would not have been taken),
         and only if the next read is not to wait either, watch it again. A flood is
         then read from timer to timer, the pipe never in the epoll: no syscalls to
-        watch and unwatch it, no loop turn to learn that it is readable."""
+        watch and unwatch it, no loop turn to learn that it is readable, and above
+        all no cost to the child. While a pipe is watched, every write to it runs
+        epoll's callbacks (ours, and the loop's epoll above it); watched from the
+        pause's end until its batch was written, a quarter of a flooding child's
+        writes paid for them: its CPU per MB was 5-9% higher (measured with the
+        child and the daemon on separate CPUs, as on a quiet machine)."""
         pause = None
         try:
             pause = self._read_timed()
