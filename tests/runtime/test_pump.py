@@ -154,14 +154,28 @@ def test_the_quick_check_finds_a_long_line_wherever_it_is(
 )
 def test_a_pause_never_lets_the_pipe_fill(got: int, elapsed: float, capacity: int) -> None:
     """At the rate just seen, the pipe holds what gathers during the pause and the
-    loop's lateness with room to spare; small reads are never paused for."""
+    loop's lateness with room to spare; a small read is paused for only right after
+    another read, and then for QUICK."""
     pause = pump.pause_for(got, elapsed, capacity)
-    if got < pump.FLOOD_READ:
+    if got < pump.FLOOD_READ and (not got or elapsed >= pump.QUICK):
         assert pause is None
+    if got < pump.FLOOD_READ and pause is not None:
+        assert pause == pump.QUICK
     if pause is not None:
         rate = got / max(elapsed, 1e-6)
         assert 0 <= pause <= pump.MAX_PAUSE
         assert rate * (pause + pump.TIMER_SLACK) <= capacity * 3 / 4
+
+
+def test_small_pieces_back_to_back_are_gathered() -> None:
+    """A child writing a line at a time without pause: read at once, every line would
+    wake the loop (and, on the child's CPU, stop the child), a line per read. A small
+    read right after the last one waits QUICK; one after a quiet spell does not."""
+    assert pump.pause_for(100, 40e-6, 1 << 20) == pump.QUICK
+    assert pump.pause_for(100, 0.5, 1 << 20) is None
+    assert pump.pause_for(0, 40e-6, 1 << 20) is None  # nothing there: wait until readable
+    # A pipe too small for what the child seems to write meanwhile: read as it comes.
+    assert pump.pause_for(4000, 10e-6, 4096) is None
 
 
 @given(capacity=st.sampled_from([16 * 4096, 64 * 4096, 1 << 20]), rate=st.floats(1e5, 1e9))

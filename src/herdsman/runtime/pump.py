@@ -59,11 +59,20 @@ READ_SIZE = 1024 * 1024
 # capacity, and does not pause at all when the loop's own lateness (epoll counts
 # milliseconds, and a busy machine wakes a sleeper late) could fill three quarters
 # of it at that rate: small pipes (when F_SETPIPE_SZ was refused) are read as they
-# become readable. Quiet output (small reads) is read at once. Nothing is ever
-# dropped.
+# become readable. Nothing is ever dropped.
+#
+# A small read is read at once, unless the one before it was less than QUICK ago:
+# then the child writes small pieces back to back and the pump pauses QUICK. Read
+# at once, each piece wakes the loop; when the daemon runs on the child's CPU (a
+# pipe write wakes its reader as a "sync" wake-up, which the scheduler may place
+# there, and on a busy machine it stays), each wake-up also preempts the child
+# after its one write: the two take turns a line at a time and the reads never
+# grow to a flood's. Seen with one flooding child on a busy 2-core machine
+# (perf sched): over a thousand such turns a second, each read 100 bytes.
 FLOOD_READ = 4 * 1024
 BATCH = 256 * 1024
 MAX_PAUSE = 0.02
+QUICK = 0.001  # epoll's resolution: asyncio sleeps no shorter than this anyway
 TIMER_SLACK = 0.002  # how late the loop may wake for a timer
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
@@ -216,10 +225,14 @@ _readers: dict[asyncio.AbstractEventLoop, _Readers] = {}
 def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
     """How long to wait before the next read, after reading `got` bytes that gathered
     in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
-    if got < FLOOD_READ:
+    if got >= FLOOD_READ:
+        rate = got / max(elapsed, 1e-6)
+        pause = min(MAX_PAUSE, min(BATCH, capacity // 8) / rate)
+    elif got and elapsed < QUICK:
+        rate = got / max(elapsed, 1e-6)
+        pause = QUICK
+    else:
         return None
-    rate = got / max(elapsed, 1e-6)
-    pause = min(MAX_PAUSE, min(BATCH, capacity // 8) / rate)
     if rate * (pause + TIMER_SLACK) > capacity * 3 // 4:
         return None
     return pause
@@ -317,18 +330,36 @@ class LogPump:
         return fd, partial
 
     def _readable(self) -> None:
-        now = self._loop.time()
-        got = self._read_once()
-        pause = pause_for(got, now - self._last_read, self._capacity)
+        """The pipe is readable (told by _Readers): read, and stop watching it if the
+        next read is to wait."""
+        pause = self._read_timed()
         if pause is not None and not self.closed:
             _readers[self._loop].remove(self._fd)
             self._paused = self._loop.call_later(pause, self._resume)
-        self._last_read = now
 
     def _resume(self) -> None:
-        self._paused = None
-        if not self.closed:
-            _Readers.of(self._loop).add(self._fd, self)
+        """A pause is over: read what gathered meanwhile, without watching the pipe
+        first (there is something to read, or the pause would not have been taken),
+        and only if the next read is not to wait either, watch it again. A flood is
+        then read from timer to timer, the pipe never in the epoll: no syscalls to
+        watch and unwatch it, no loop turn to learn that it is readable."""
+        pause = None
+        try:
+            pause = self._read_timed()
+        finally:
+            # _paused (the spent handle) said "not watched" during the read, for a
+            # close() there; a sink that raised leaves the pipe watched, to retry.
+            if pause is not None and not self.closed:
+                self._paused = self._loop.call_later(pause, self._resume)
+            elif not self.closed:
+                self._paused = None
+                _Readers.of(self._loop).add(self._fd, self)
+
+    def _read_timed(self) -> float | None:
+        """Read one batch; how long to wait before the next (None: until readable)."""
+        now = self._loop.time()
+        elapsed, self._last_read = now - self._last_read, now
+        return pause_for(self._read_once(), elapsed, self._capacity)
 
     def drain(self) -> None:
         """Read whatever is in the pipe now, without waiting for more."""

@@ -79,9 +79,10 @@ def last_lines(lines: bytes, count: int, keep: int) -> bytes:
     one count over the guess and a few steps of find, not a walk over every line."""
     start = lines.rfind(b"\n", 0, len(lines) - len(lines) * keep // count) + 1
     guess = lines[start:]
-    # The newlines in it, counted by a replace: it finds them with memchr, where
-    # bytes.count (3.11) looks at every byte; twice as fast on a flood's lines.
-    held = len(guess.replace(b"\n", b"\n\n")) - len(guess) + 1
+    # The newlines in it, counted by a replace that drops them: it finds them with
+    # memchr, where bytes.count (3.11) looks at every byte, and copies the rest once;
+    # twice as fast as count on a flood's lines, and as a replace that doubles them.
+    held = len(guess) - len(guess.replace(b"\n", b"")) + 1
     if held == keep:
         return guess
     while held > keep:
