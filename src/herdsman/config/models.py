@@ -31,7 +31,7 @@ from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file, read_env_text
 from herdsman.config.watch import DEFAULT_DEBOUNCE, check_ignore_pattern, check_watch_pattern
 from herdsman.core.graph import Condition
-from herdsman.core.lifecycle import RestartMode
+from herdsman.core.plan import RestartMode
 
 ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
 # The states a hook can fire on: the instance has just entered one of them.

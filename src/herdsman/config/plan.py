@@ -20,8 +20,7 @@ from herdsman.config.errors import ConfigError
 from herdsman.config.loader import find_config_file, load_config
 from herdsman.config.models import Config, HealthCheck, Hook, Probe, Service
 from herdsman.config.watch import watch_plan
-from herdsman.core.lifecycle import Policy
-from herdsman.core.plan import CheckPlan, HookPlan, InstancePlan, Plan, ServicePlan
+from herdsman.core.plan import CheckPlan, HookPlan, InstancePlan, Plan, Policy, ServicePlan
 
 
 def check_plan(check: Probe | HealthCheck | None, replica: int) -> CheckPlan | None:

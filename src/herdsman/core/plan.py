@@ -8,12 +8,43 @@ which keeps the long-running process small.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from herdsman.core.graph import Condition
-from herdsman.core.lifecycle import Policy
+
+RestartMode = Literal["always", "on-failure", "never"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the config says about restarting and stopping one service."""
+
+    restart: RestartMode = "always"
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.1
+    burst: int = 5
+    interval: float = 60.0
+    start_seconds: float = 1.0
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0
+    needs_ready: bool = False  # a readiness probe must pass before `running`
+
+    def backoff_delay(self, attempt: int, rand: float) -> float:
+        """Delay before restart number `attempt` (0-based), jittered, within [initial, max]."""
+        if self.backoff_initial <= 0:
+            return 0.0
+        try:
+            grown = self.backoff_initial * self.backoff_factor**attempt
+        except OverflowError:  # a long crash loop with a steep factor: far past max anyway
+            grown = self.backoff_max
+        base = min(self.backoff_max, grown)
+        jittered = base * (1.0 + self.backoff_jitter * (2.0 * rand - 1.0))
+        return min(self.backoff_max, max(self.backoff_initial, jittered))
 
 
 @dataclass(frozen=True, slots=True)

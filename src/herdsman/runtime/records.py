@@ -23,13 +23,13 @@ from herdsman.core.lifecycle import (
     BackoffElapsed,
     Event,
     Instance,
-    Policy,
     SetTimer,
     Spawned,
     StartSecondsPassed,
     StopTimeout,
     on_event,
 )
+from herdsman.core.plan import Policy
 from herdsman.core.states import State
 
 # (due time, kind, pid): what the instance's one timer feeds when it fires.

@@ -1,0 +1,34 @@
+"""What the validating helper of `up` loads, and what its plans stay readable as.
+
+The helper (a fork of `up`) is the critical path of a start: everything it imports
+is time before the first spawn. It builds the plan without the instance lifecycle,
+which only the daemon needs. Checked in a fresh interpreter; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+from herdsman.core.plan import Policy
+
+
+def test_the_validating_helper_builds_a_plan_without_the_lifecycle() -> None:
+    code = (
+        "import sys, herdsman.config.plan;"
+        "print(' '.join(m for m in ('herdsman.core.lifecycle', 'herdsman.core.herd')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+
+
+def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
+    # Plans that older images pickled (a re-exec's hand-over) name the class
+    # herdsman.core.lifecycle.Policy; protocol 0 spells a class as "module\nname".
+    policy = Policy(restart="on-failure", burst=7)
+    data = pickle.dumps(policy, protocol=0)
+    assert b"herdsman.core.plan\nPolicy\n" in data
+    older = data.replace(b"herdsman.core.plan\nPolicy\n", b"herdsman.core.lifecycle\nPolicy\n")
+    assert pickle.loads(older) == policy
