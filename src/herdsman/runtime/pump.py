@@ -182,14 +182,15 @@ class _Readers:
     per instance, thousands of instances mostly quiet); here a pipe costs its entry
     in `_pumps`. Level-triggered, as the loop's own: a pipe still readable after its
     turn (a wake-up takes at most epoll's default of events) is reported again.
-    Made with a loop's first pipe, closed with its last."""
+    Made with a loop's first pipe, closed with its last, unless held (see `hold`)."""
 
-    __slots__ = ("_epoll", "_loop", "_pumps")
+    __slots__ = ("_epoll", "_held", "_loop", "_pumps")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._epoll = select.epoll()  # close-on-exec: a re-exec gets the pipes, not this
         self._pumps: dict[int, LogPump] = {}
+        self._held = 0  # holders (see hold)
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     @staticmethod
@@ -208,10 +209,13 @@ class _Readers:
         once every duplicate of it is closed too)."""
         self._epoll.unregister(fd)
         del self._pumps[fd]
-        if not self._pumps:
-            del _readers[self._loop]
-            self._loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
+        if not self._pumps and not self._held:
+            self._close()
+
+    def _close(self) -> None:
+        del _readers[self._loop]
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
 
     def _ready(self) -> None:
         pumps = self._pumps
@@ -224,6 +228,23 @@ class _Readers:
 
 
 _readers: dict[asyncio.AbstractEventLoop, _Readers] = {}
+
+
+def hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Keep the loop's epoll of pipes open, also while it watches none, until the
+    returned function is called. The supervisor holds it: a pump made while the
+    daemon is out of fds then needs none (making the epoll failed, out of the
+    loop, for a lone crash-looping instance whose new process was running), and
+    such an instance does not make and close an epoll per run."""
+    readers = _Readers.of(loop)
+    readers._held += 1
+
+    def release() -> None:
+        readers._held -= 1
+        if not readers._pumps and not readers._held:
+            readers._close()
+
+    return release
 
 
 def pause_for(got: int, elapsed: float, capacity: int) -> float | None:

@@ -38,7 +38,7 @@ from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
-from herdsman.runtime.pump import Batches, LineSink, LogPump
+from herdsman.runtime.pump import Batches, LineSink, LogPump, hold
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.signals import Signals
@@ -184,6 +184,7 @@ class Supervisor:
         self.journal: SpawnJournal | None = None
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.checks: Checks | None = None
+        self._release_readers: Callable[[], None] | None = None  # see pump.hold
         self.say: Callable[[hd.Say], None] | None = None  # for the daemon's log
         self._sync()
 
@@ -222,6 +223,7 @@ class Supervisor:
 
     def open(self) -> None:
         close_inherited_fds()
+        self._release_readers = hold(self._loop)
         self.signals.open(self._loop)
         self._reaper.start(self.signals)
         if self._spawner.lean is not None:
@@ -240,6 +242,9 @@ class Supervisor:
         if self._spawner.lean is not None:
             self._loop.remove_reader(self._spawner.lean.fileno())
         self._spawner.close()
+        if self._release_readers is not None:
+            self._release_readers()
+            self._release_readers = None
 
     # --- requests -----------------------------------------------------------
 
