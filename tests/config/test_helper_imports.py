@@ -8,11 +8,14 @@ which only the daemon needs. Checked in fresh interpreters; nothing here is time
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
-from herdsman.core.plan import Policy
+from herdsman.core.plan import CheckPlan, InstancePlan, Policy
 
 
 def test_the_validating_helper_builds_a_plan_without_the_lifecycle() -> None:
@@ -51,3 +54,22 @@ def test_a_helper_that_dies_without_answering_is_said_with_how_it_ended() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "the config validator failed (exit code -9); see the error above"
+
+
+def test_an_instance_plan_pickled_field_by_field_is_read() -> None:
+    # Older images pickled instance plans with dataclasses' generic state (a list of
+    # the fields); a re-exec from one hands such a plan over.
+    inst = InstancePlan(
+        "web.1", "web", 1, ("sleep", "1"), {"A": "1"}, Path("/"), umask=0o22, ready=CheckPlan("tcp")
+    )
+
+    class Older(pickle.Pickler):
+        def reducer_override(self, obj: object) -> object:
+            if type(obj) is InstancePlan:
+                return copyreg.__newobj__, (InstancePlan,), obj.__getstate__()
+            return NotImplemented
+
+    out = io.BytesIO()
+    Older(out, protocol=pickle.HIGHEST_PROTOCOL).dump(inst)
+    assert pickle.loads(out.getvalue()) == inst
+    assert pickle.loads(pickle.dumps(inst, protocol=pickle.HIGHEST_PROTOCOL)) == inst
