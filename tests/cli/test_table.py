@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -203,3 +204,71 @@ def test_outcome_lines() -> None:
 )
 def test_shell_join_writes_what_shlex_writes(argv: list[str]) -> None:
     assert table.shell_join(argv) == shlex.join(argv)
+
+
+def _one_format_per_row(columns: dict[str, list[Any]], colour: bool, width: int | None) -> str:
+    """The table as a %-format per row writes it (how render_status built it before it
+    joined padded cells), for render_status to be held to."""
+    pids = columns["pid"]
+    ready = "READY/HEALTH" if any(columns["health"]) else "READY"
+    header = ["INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", ready, "CPU", "MEM", "MESSAGE"]
+    cells = [
+        [str(name) for name in columns["name"]],
+        [str(state) for state in columns["state"]],
+        ["-" if pid is None else str(pid) for pid in pids],
+        [table.uptime(s) for s in columns["uptime"]],
+        [str(r or 0) for r in columns["restarts"]],
+        [table.ready_health({"pid": p, "ready": r, "health": h}) for p, r, h in
+         zip(pids, columns["ready"], columns["health"], strict=True)],
+        [table.cpu(c) for c in columns["cpu_percent"]],
+        [table.memory(m) for m in columns["rss_bytes"]],
+        [table.message({"message": m, "pid": p, "exit_code": c, "exit_signal": s}) for m, p, c, s in
+         zip(columns["message"], pids, columns["exit_code"], columns["exit_signal"], strict=True)],
+    ]  # fmt: skip
+    widths = [max([len(t), *map(len, c)]) for t, c in zip(header, cells, strict=True)]
+    if width is not None:
+        room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+        cells[-1] = [table._cut(text, room) for text in cells[-1]]
+        header[-1] = table._cut(header[-1], room)
+    formats = [
+        f"%{w}s" if t in table.RIGHT_ALIGNED else f"%-{w}s"
+        for t, w in zip(header[:-1], widths, strict=False)
+    ]
+    if colour:
+        cells[1] = [table._coloured_state(s, widths[1]) for s in cells[1]]
+        header[1] = header[1].ljust(widths[1])
+        formats[1] = "%s"
+    row = "  ".join([*formats, "%s"])
+    lines = [tuple(header), *zip(*cells, strict=True)]
+    return "\n".join([(row % line).rstrip() for line in lines]) + "\n"
+
+
+ANY_INSTANCES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.text(alphabet="ab.1", min_size=1, max_size=6),
+            "state": st.sampled_from(["running", "stopped", "failed", "starting", "odd"]),
+            "pid": st.none() | st.integers(1, 99999),
+            "uptime": st.none() | st.floats(0, 400_000),
+            "restarts": st.none() | st.integers(0, 20),
+            "ready": st.booleans(),
+            "health": st.none() | st.sampled_from(["healthy", "unhealthy"]),
+            "cpu_percent": st.none() | st.floats(0, 400),
+            "rss_bytes": st.none() | st.integers(0, 2**34),
+            "message": st.none() | st.text(alphabet="ab \n…", max_size=30),
+            "exit_code": st.none() | st.integers(0, 255),
+            "exit_signal": st.none() | st.sampled_from(["", "SIGKILL", "SIGTERM"]),
+        }
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_INSTANCES, st.booleans(), st.none() | st.integers(0, 160))
+def test_render_writes_each_row_as_one_format_would(
+    instances: list[dict[str, Any]], colour: bool, width: int | None
+) -> None:
+    columns = table.columns_of(instances, table.COLUMNS)
+    expected = _one_format_per_row(columns, colour, width)
+    assert table.render_status(columns, colour=colour, width=width) == expected

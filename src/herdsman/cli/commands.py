@@ -248,9 +248,9 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         for pattern in unmatched:
             say(no_match(pattern))
         return EXIT_FAILED if unmatched else EXIT_OK
-    # Only what the table shows (and, when patterns may name one instance, what its
-    # detail view shows), as a list per key: with thousands of instances, documents
-    # cost the daemon and this command ten times as much.
+    # Only what the table shows (and, with patterns, the services they may name and
+    # what the detail view of one instance shows), as a list per key: with thousands
+    # of instances, documents cost the daemon and this command ten times as much.
     keys = table.COLUMNS + (table.DETAIL if args.patterns else ())
     document = client.request("GET", "/v1/status?columns=" + ",".join(keys))
     columns = document.get("columns")

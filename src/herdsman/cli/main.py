@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from types import SimpleNamespace
 
 from herdsman import __version__
 from herdsman.cli.commands import CLIENT_COMMANDS, PLAIN, WAIT_TIMEOUT, add_parsers, seconds_arg
@@ -413,7 +412,15 @@ def plain_args(argv: list[str]) -> argparse.Namespace | None:
             return None
         values["patterns"] = patterns
     # Attributes are all a command reads of its arguments: no need for argparse's class.
-    return SimpleNamespace(**values)  # type: ignore[return-value]
+    return _Arguments(values)  # type: ignore[return-value]
+
+
+class _Arguments:
+    """A plain command line's values as attributes, as argparse.Namespace holds them
+    (types.SimpleNamespace would do, but `types` is one more module to load)."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.__dict__.update(values)
 
 
 def main(argv: list[str] | None = None) -> int:

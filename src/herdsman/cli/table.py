@@ -7,6 +7,7 @@ and whole so that scripts and pipes see everything.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from herdsman.core import statenames
@@ -114,7 +115,6 @@ def _message(
 # The keys of an instance the table is made of: what `status` asks the daemon for.
 COLUMNS = (
     "name",
-    "service",
     "state",
     "pid",
     "uptime",
@@ -129,8 +129,9 @@ COLUMNS = (
 )
 
 
-# ... and what the detail view of one instance adds.
-DETAIL = ("since", "processes", "command", "checks")
+# ... and what PATTERNs need: the service they may name, and what the detail view of
+# one instance adds.
+DETAIL = ("service", "since", "processes", "command", "checks")
 
 
 def columns_of(instances: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
@@ -142,47 +143,50 @@ def columns_of(instances: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> d
 def render_status(columns: Mapping[str, Sequence[Any]], *, colour: bool, width: int | None) -> str:
     """The status table of the instances in `columns` (COLUMNS, a list of values each),
     header included, as lines ending in newlines. Built a column at a time, and each
-    row by one %-format: thousands of rows cost a few calls per cell."""
+    row joined from its padded cells: thousands of rows cost a few calls per cell."""
     pids = columns["pid"]
     ready = "READY/HEALTH" if any(columns["health"]) else "READY"
-    header = ["INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", ready, "CPU", "MEM", "MESSAGE"]
-    cells = [
-        [str(name) for name in columns["name"]],
-        _each(str, columns["state"]),
-        ["-" if pid is None else str(pid) for pid in pids],
-        # uptime() shows whole seconds, and a herd started together shares most of them.
-        _each(uptime, [None if s is None else int(s) for s in columns["uptime"]]),
-        _each(lambda restarts: str(restarts or 0), columns["restarts"]),
-        list(map(_ready_health, pids, columns["ready"], columns["health"])),
-        _each(cpu, columns["cpu_percent"]),
-        _each(memory, columns["rss_bytes"]),
-        list(map(_message, columns["message"], pids, columns["exit_code"], columns["exit_signal"])),
+    # Each column but the message: its title, the text of a value (None: the values
+    # are the texts, different on every row), and its values. The other columns
+    # repeat a few values (a herd started together shares most of its uptimes, in
+    # whole seconds): each distinct one is written, measured and padded once.
+    shown: list[tuple[str, Callable[[Any], str] | None, Sequence[Any]]] = [
+        ("INSTANCE", None, [str(name) for name in columns["name"]]),
+        ("STATE", str, columns["state"]),
+        ("PID", None, ["-" if pid is None else str(pid) for pid in pids]),
+        ("UPTIME", uptime, [None if s is None else int(s) for s in columns["uptime"]]),
+        ("RESTARTS", lambda restarts: str(restarts or 0), columns["restarts"]),
+        (ready, str, list(map(_ready_health, pids, columns["ready"], columns["health"]))),
+        ("CPU", cpu, columns["cpu_percent"]),
+        ("MEM", memory, columns["rss_bytes"]),
     ]
-    # Names and pids differ on every row; the other columns repeat a few texts, and
-    # measuring each of those once is cheaper.
-    widths = [
-        max([len(title), *map(len, column if c in (0, 2) else set(column))])
-        for c, (title, column) in enumerate(zip(header, cells, strict=True))
-    ]
-    # Everything but the message, with a two-space gap after each column.
-    fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    if width is not None:
-        room = width - fixed
-        cells[-1] = [_cut(text, room) for text in cells[-1]]
-        header[-1] = _cut(header[-1], room)
-    formats = [
-        f"%{w}s" if title in RIGHT_ALIGNED else f"%-{w}s"
-        for title, w in zip(header[:-1], widths, strict=False)
-    ]
-    if colour:  # padded before it is coloured: the escapes take no room on screen
-        w = widths[1]
-        states = {text: _coloured_state(text, w) for text in set(cells[1])}
-        cells[1] = [states[text] for text in cells[1]]
-        header[1] = header[1].ljust(w)
-        formats[1] = "%s"
-    row = "  ".join([*formats, "%s"])
-    lines = [tuple(header), *zip(*cells, strict=True)]
-    return "\n".join([(row % line).rstrip() for line in lines]) + "\n"
+    header, cells = [], []
+    for title, text, values in shown:
+        pad = str.rjust if title in RIGHT_ALIGNED else str.ljust
+        if text is None:
+            w = max([len(title), *map(len, values)])
+            cells.append(list(map(pad, values, itertools.repeat(w))))
+        else:
+            texts = {value: text(value) for value in set(values)}
+            w = max([len(title), *map(len, texts.values())])
+            if title == "STATE" and colour:  # padded, then coloured: escapes take no room
+                padded = {value: _coloured_state(t, w) for value, t in texts.items()}
+            else:
+                padded = {value: pad(t, w) for value, t in texts.items()}
+            cells.append(list(map(padded.__getitem__, values)))
+        header.append(pad(title, w))
+    # The message after the others and a gap after each, cut to what is left of a
+    # terminal's line; no gap either when it is blank, so no line ends in spaces.
+    room = None if width is None else width - sum(map(len, header)) - 2 * len(header)
+
+    def end(text: str) -> str:
+        text = _cut(text, room).rstrip()
+        return f"  {text}" if text else ""
+
+    messages = map(_message, columns["message"], pids, columns["exit_code"], columns["exit_signal"])
+    ends = [end("MESSAGE"), *_each(end, list(messages))]
+    rows = itertools.chain([header], zip(*cells, strict=True))
+    return "\n".join(map(str.__add__, map("  ".join, rows), ends)) + "\n"
 
 
 def _each(text: Callable[[Any], str], values: Sequence[Any]) -> list[str]:
