@@ -1,10 +1,11 @@
 """Log pumps: read a child's stdout/stderr pipe and hand over complete lines.
 
 The pipe is non-blocking and watched by one epoll for every pump of the event
-loop, which the loop watches as one reader (see _Readers). Each read takes up to READ_SIZE bytes into one buffer that every pump shares (the loop
-reads one pipe at a time) and hands over all the complete lines in it at once,
-with one timestamp (the time herdsman read them), as one bytes object: the lines
-joined by `\\n`, exactly as the child wrote them up to the read's last newline.
+loop, which the loop watches as one reader (see _Readers). Each read takes up to
+READ_SIZE bytes into one buffer that every pump shares (the loop reads one pipe
+at a time) and hands over all the complete lines in it at once, with one
+timestamp (the time herdsman read them), as one bytes object: the lines joined
+by `\\n`, exactly as the child wrote them up to the read's last newline.
 Nothing is done per line in Python, nor even split in C: whoever needs lines
 (a `logs -f` follower, a log probe) splits; the log file needs one `replace`.
 A flooding child sends thousands of lines a read, and per-line objects would cost
@@ -63,14 +64,15 @@ READ_SIZE = 1024 * 1024
 # made batches of about 250 KiB once epoll rounded the pause up to a millisecond;
 # a read's fixed cost, 40-90 us, was then a sixth of the daemon's CPU per MB.)
 #
-# A small read is read at once, unless the one before it was less than QUICK ago:
-# then the child writes small pieces back to back and the pump pauses QUICK. Read
-# at once, each piece wakes the loop; when the daemon runs on the child's CPU (a
-# pipe write wakes its reader as a "sync" wake-up, which the scheduler may place
-# there, and on a busy machine it stays), each wake-up also preempts the child
-# after its one write: the two take turns a line at a time and the reads never
-# grow to a flood's. Seen with one flooding child on a busy 2-core machine
-# (perf sched): over a thousand such turns a second, each read 100 bytes.
+# A small read is read at once, unless the one before it was less than QUICK ago
+# (and the pipe is a large one): then the child writes small pieces back to back
+# and the pump pauses QUICK. Read at once, each piece wakes the loop; when the
+# daemon runs on the child's CPU (a pipe write wakes its reader as a "sync"
+# wake-up, which the scheduler may place there, and on a busy machine it stays),
+# each wake-up also preempts the child after its one write: the two take turns a
+# line at a time and the reads never grow to a flood's. Seen with one flooding
+# child on a busy 2-core machine (perf sched): over a thousand such turns a
+# second, each read 100 bytes.
 FLOOD_READ = 4 * 1024
 BATCH = 256 * 1024
 MAX_PAUSE = 0.02
@@ -230,7 +232,9 @@ def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
     if got >= FLOOD_READ:
         rate = got / max(elapsed, 1e-6)
         pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
-    elif got and elapsed < QUICK:
+    elif got and elapsed < QUICK and capacity >= BATCH:
+        # The rate seen is the child held back by our reads, not its own: only a pipe
+        # with room for a flood's batch surely holds what it writes meanwhile.
         rate = got / max(elapsed, 1e-6)
         pause = QUICK
     else:
