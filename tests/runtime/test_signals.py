@@ -74,3 +74,42 @@ def test_no_warning_when_the_wakeup_pipe_is_full() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert result.stderr == ""
+
+
+def test_a_signal_is_dispatched_before_the_readers_woken_with_it() -> None:
+    """A process closes its pipes before its parent gets SIGCHLD, so the end of its
+    output and its exit wake the loop together, the pipe first: the reap (and the
+    respawn it starts) must not wait behind the log pumps' end-of-file work."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        signals = Signals()
+        signals.open(loop)
+        seen: list[str] = []
+        both: asyncio.Future[None] = loop.create_future()
+
+        def note(what: str) -> None:
+            seen.append(what)
+            if len(seen) == 2:
+                both.set_result(None)
+
+        def output() -> None:
+            loop.remove_reader(read_end)  # readable until read: once is enough
+            note("output")
+
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        signals.add(signal.SIGUSR1, lambda: note("signal"))
+        loop.add_reader(read_end, output)
+        try:
+            # Both before the loop looks, the pipe first, as at a child's exit.
+            os.write(write_end, b"last words\n")
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await asyncio.wait_for(both, 10)
+        finally:
+            loop.remove_reader(read_end)
+            os.close(read_end)
+            os.close(write_end)
+            signals.close()
+        return seen
+
+    assert asyncio.run(main()) == ["signal", "output"]

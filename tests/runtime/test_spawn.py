@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 from collections.abc import Iterator
@@ -192,3 +193,36 @@ def test_the_next_spawns_pipes_wait_ready_and_go_with_the_spawner(tmp: Path) -> 
             assert len(set(os.listdir("/proc/self/fd")) - before) == 9  # and the next ones
             assert read_all(out) == b"fine\n"
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handing the pipes to the thread may fail (ETOOMANYREFS: too many fds in
+    flight): that spawn fails, and the next one gets its own pipes and command,
+    not the failed one's."""
+    send_fds = spawn.socket.send_fds
+    calls = []
+
+    def fail_once(*args: object, **kwargs: object) -> int:
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(errno.ETOOMANYREFS, os.strerror(errno.ETOOMANYREFS))
+        return send_fds(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spawn.socket, "send_fds", fail_once)
+    with spawner() as sp:
+        assert sp.lean is not None
+        sp.start("first", plan(tmp, "sh", "-c", "echo first"), {})
+        sp.start("second", plan(tmp, "sh", "-c", "echo second"), {})
+        outcomes = dict(sp.finished(keep=0))
+    first, second = outcomes["first"], outcomes["second"]
+    assert isinstance(first, SpawnError)
+    assert not isinstance(second, SpawnError)
+    pid, out, err = second
+    try:
+        assert read_all(out) == b"second\n"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(out)
+        os.close(err)

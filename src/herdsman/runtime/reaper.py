@@ -2,10 +2,13 @@
 
 SIGCHLD wakes the event loop (through the signal wakeup fd, no thread and no
 polling, coalesced: see signals.py); each wake-up collects up to REAP_BATCH exit
-statuses with `waitpid(-1, WNOHANG)` and hands each to whoever watches that pid,
-leaving the rest to the next loop turn, so a crash loop never holds the loop for
-long (each exit may respawn at once). Orphans we inherit (daemonizing grandchildren) are
-reaped too, so no zombie is left behind, also when herdsman runs as PID 1.
+statuses with `waitpid(-1, WNOHANG)` and hands each to whoever watches that pid
+as soon as it is collected, leaving the rest to the next loop turn, so a crash
+loop never holds the loop for long (each exit may respawn at once). Each
+`waitpid(-1)` looks at every child, thousands of them: the one that finds no
+more waits until the exit before it has been told and its respawn is on its way.
+Orphans we inherit (daemonizing grandchildren) are reaped too, so no zombie is
+left behind, also when herdsman runs as PID 1.
 
 Processes that are not our children (services adopted after the daemon itself
 was killed and started again) are watched through a pidfd, which becomes
@@ -142,7 +145,7 @@ class Reaper:
             # No spawn is on its way to claim them: they were orphans after all.
             self.orphans_reaped += len(self._early)
             self._early.clear()
-        collected = []
+        failed: BaseException | None = None
         for _ in range(REAP_BATCH):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -150,13 +153,12 @@ class Reaper:
                 break
             if pid == 0:
                 break
-            collected.append((pid, status))
-        else:
-            # More may be waiting: after the loop has polled everything else once.
-            self._more = self._loop.call_soon(self.reap)
-        failed: BaseException | None = None
-        for pid, status in collected:
             watcher = self._watched.pop(pid, None)
+            if watcher is None and self.before_reap is not None:
+                # A spawn's process, collected before its outcome was taken in? The
+                # spawn may even have been started by an exit told just before.
+                spawning = self.before_reap()
+                watcher = self._watched.pop(pid, None)
             if watcher is None:
                 if spawning:
                     self._early[pid] = status  # its spawn may not have landed yet
@@ -168,6 +170,9 @@ class Reaper:
                 callback(owner, pid, *decode_status(status))
             except Exception as error:  # the others' exits must still be told
                 failed = failed or error
+        else:
+            # More may be waiting: after the loop has polled everything else once.
+            self._more = self._loop.call_soon(self.reap)
         if self.orphans_reaped != orphans and self.on_orphan is not None:
             self.on_orphan()  # their children are ours now
         if failed is not None:

@@ -26,6 +26,7 @@ import pwd
 import queue
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -256,6 +257,69 @@ class Request:
 SpawnCall = Callable[[Request, int, int], int]
 
 
+class _IOVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = (
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.POINTER(_IOVec)),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    )
+
+
+# A control message (cmsghdr: its length, level and type, then the data) holding
+# two fds; its length is also its space on the platforms herdsman runs on.
+_RIGHTS = struct.Struct("@Nii2i")
+_CMSG_HEADER = struct.calcsize("@Nii")
+MSG_DONTWAIT, MSG_NOSIGNAL = 0x40, 0x4000
+
+
+class _Mailbox:
+    """The spawning thread's end of the socket pair: its two fds per spawn, and its
+    word to the loop, through libc with the GIL held. Python's socket methods let
+    go of the GIL around each call, and taking it back from a loop thread that is
+    running Python means waiting for a forced switch (SWITCH_INTERVAL); with
+    requests queued (a wave), the thread now lets go of it once per spawn, in
+    posix_spawn itself."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._byte = ctypes.create_string_buffer(1)
+        self._control = ctypes.create_string_buffer(_RIGHTS.size)
+        self._iov = _IOVec(ctypes.cast(self._byte, ctypes.c_void_p), 1)
+        self._header = _MsgHdr(
+            None, 0, ctypes.pointer(self._iov), 1, ctypes.cast(self._control, ctypes.c_void_p)
+        )
+
+    def fds(self) -> tuple[int, int]:
+        """The two fds sent with the request just taken: sent before it was queued,
+        so they are here already."""
+        header = self._header
+        header.controllen, header.flags = _RIGHTS.size, 0
+        got = _plibc.recvmsg(self.fd, ctypes.byref(header), MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+        if got <= 0:
+            code = ctypes.get_errno() if got < 0 else errno.EPIPE
+            raise OSError(code, os.strerror(code))
+        length, level, kind, out, err = _RIGHTS.unpack(self._control.raw)
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            if length == _RIGHTS.size:
+                return out, err
+            if length > _CMSG_HEADER:
+                _plibc.close(out)  # only the first came
+        # This table had no room for them (the kernel drops what it cannot install).
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    def tell(self) -> None:
+        """Say to the loop that outcomes wait (nothing if its end is closed)."""
+        _plibc.send(self.fd, self._byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+
+
 class LeanSpawner:
     """A thread that spawns from a file descriptor table holding almost nothing.
 
@@ -266,11 +330,15 @@ class LeanSpawner:
     0.9). This thread unshares its fd table, cwd and umask (unshare(2) with
     CLONE_FILES | CLONE_FS) and keeps only the fds the spawn needs, so a spawn
     costs the same however many instances run. The loop thread passes it the
-    pipes' write ends over a socket pair (SCM_RIGHTS) and goes on; the thread
-    puts each outcome (a pid or the exception) on `results`, in order, and when
-    the first of a run of outcomes is waiting there it says so on the socket pair
-    (the loop's own wake-up fd is a number in the daemon's table, not in this one):
-    the loop watches `fileno()`, and calls `woken()` when it is readable.
+    pipes' write ends over a socket pair (SCM_RIGHTS), then the request on a queue,
+    and goes on; the thread waits on the queue, not the socket: data on a socket
+    wakes its reader with the "sync" hint, which lets the scheduler run the reader
+    on the sender's CPU, behind the loop thread (which holds the GIL too), while
+    the other CPU may be idle. The thread puts each
+    outcome (a pid or the exception) on `results`, in order, and when the first of
+    a run of outcomes is waiting there it says so on the socket pair (the loop's
+    own wake-up fd is a number in the daemon's table, not in this one): the loop
+    watches `fileno()`, and calls `woken()` when it is readable.
 
     Children of any thread are the daemon's children (reaped by its loop); the
     thread blocks every signal, so signals reach the loop thread, and gives each
@@ -281,7 +349,7 @@ class LeanSpawner:
         self._spawn = spawn
         self._keep = keep  # fds of the daemon's table the spawns use: /dev/null, its cwd
         self._told = False  # the loop was told of outcomes it has not looked at yet
-        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None: stop
         self.results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._theirs = theirs.detach()  # a number, valid in either table
@@ -310,8 +378,8 @@ class LeanSpawner:
     def submit(self, request: Request, out: int, err: int) -> None:
         """Have the thread spawn `request` with these two fds (copied: the caller
         closes its own); its outcome comes on `results`."""
+        socket.send_fds(self._ours, [b"s"], [out, err])  # first: the thread takes them at once
         self._requests.put(request)
-        socket.send_fds(self._ours, [b"s"], [out, err])
 
     def result(self) -> int | BaseException:
         """The next outcome, waiting for it."""
@@ -323,8 +391,9 @@ class LeanSpawner:
                     return SpawnError("the spawning thread of herdsman is gone")
 
     def close(self) -> None:
-        self._ours.close()  # the thread reads the end of the stream and returns
+        self._requests.put(None)
         self._thread.join(5.0)
+        self._ours.close()
 
     def _run(self) -> None:
         # Signals go to the loop thread: the wake-up fd their handler writes is a
@@ -337,7 +406,7 @@ class LeanSpawner:
             self.error = f"unshare: {error}"
             self._ready.set()
             return
-        sock = socket.socket(fileno=self._theirs)
+        mailbox = _Mailbox(self._theirs)
         for name in os.listdir("/proc/thread-self/fd"):
             fd = int(name)
             if fd > 2 and fd != self._theirs and fd not in self._keep:
@@ -348,27 +417,26 @@ class LeanSpawner:
         for fd in (0, 1, 2):
             os.dup2(self._keep[0], fd, inheritable=False)
         self._ready.set()  # the caller may now close its copy of our socket
-        with sock:
-            while True:
+        try:
+            while (request := self._requests.get()) is not None:
                 try:
-                    message, fds, _, _ = socket.recv_fds(sock, 16, 2, socket.MSG_CMSG_CLOEXEC)
-                except OSError:
-                    return
-                if not message:
-                    return  # closed
-                try:
-                    out, err = fds
-                    result: int | BaseException = self._spawn(self._requests.get_nowait(), out, err)
-                except BaseException as error:
-                    result = error
-                finally:
-                    for fd in fds:
-                        _plibc.close(fd)
-                self.results.put(result)
+                    out, err = mailbox.fds()
+                except OSError as error:
+                    self.results.put(error)
+                else:
+                    try:
+                        result: int | BaseException = self._spawn(request, out, err)
+                    except BaseException as error:
+                        result = error
+                    finally:
+                        _plibc.close(out)
+                        _plibc.close(err)
+                    self.results.put(result)
                 if not self._told:
                     self._told = True
-                    with contextlib.suppress(OSError):  # the loop end is closed: no one waits
-                        sock.send(b"w")
+                    mailbox.tell()
+        finally:
+            _plibc.close(mailbox.fd)
 
 
 def _pipes() -> tuple[int, int, int, int]:
