@@ -136,6 +136,11 @@ def install_herdsman() -> bool:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         pip = [str(ENV_PY), "-m", "pip"]
+        # The `herdsman` script is written by this pip. Python 3.11's venv brings pip
+        # 23, whose scripts `import re` (a third of what `herdsman status` costs beyond
+        # the interpreter's start-up); pip 25 and later write them without it, as for
+        # `make install` and whoever installs herdsman with a current pip.
+        subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", tmp, str(src)], check=True)
         (wheel,) = Path(tmp).glob("herdsman-*.whl")
         subprocess.run([*pip, "install", "-q", str(wheel)], check=True)  # + dependencies

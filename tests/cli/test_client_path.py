@@ -87,9 +87,10 @@ def test_status_without_a_daemon_loads_no_heavy_module(project: Project) -> None
     assert loaded_by(project, "status") == (3, [])
 
 
-# What `status` does without, beyond HEAVY: each loads `re` or `enum` (`json` compiles
-# regular expressions, pathlib and urllib.parse load both, collections is what
-# collections.abc and functools load), together half of what `status` cost.
+# What `status` (and `logs`, and a `stop` that does not wait) does without, beyond
+# HEAVY: each loads `re` or `enum` (`json` compiles regular expressions, pathlib and
+# urllib.parse load both, collections is what collections.abc and functools load),
+# together half of what `status` cost.
 TIME = "2026-12-07T00:00:00.000000Z"
 LEAN = (
     "re",
@@ -104,8 +105,16 @@ LEAN = (
 )
 
 
-@pytest.mark.parametrize("argv", [("status",), ("status", "web.0")])
-def test_status_loads_neither_re_nor_enum(
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("status",),
+        ("status", "web.0"),
+        ("logs", "-n", "5", "web.0"),
+        ("stop", "--no-wait", "web.0"),  # a wait's thread loads `threading`, and collections
+    ],
+)
+def test_client_commands_load_neither_re_nor_enum(
     project: Project, fake: FakeDaemon, argv: tuple[str, ...]
 ) -> None:
     web0 = instance(
@@ -114,6 +123,7 @@ def test_status_loads_neither_re_nor_enum(
     fake.answer("GET", "/v1/status", Reply(200, status_doc(web0)))
     # `status web.0` shows its last lines.
     fake.answer("GET", "/v1/logs", Stream([log_line("web.0", "hello")]))
+    fake.answer("POST", "/v1/instances/web.0/stop", Reply(200, {"instances": [web0], "failed": []}))
     assert loaded_by(project, *argv, modules=LEAN) == (0, [])
     assert fake.requests, "the command did not talk to the daemon"
 

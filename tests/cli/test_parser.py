@@ -100,6 +100,10 @@ PLAIN_LINES = [
     ["logs"],
     ["logs", "-f", "web"],
     ["logs", "--follow", "--json", "web", "db"],
+    ["logs", "-n", "5"],
+    ["logs", "web", "--lines", "0", "-f"],
+    ["stop", "--timeout", "5", "web"],
+    ["restart", "--timeout", "2m", "--no-wait", "web", "db"],
     ["start", "web"],
     ["stop", "--no-wait", "web", "db"],
     ["restart", "web", "--no-wait", "--debug"],
@@ -123,8 +127,13 @@ def test_a_plain_command_line_is_read_as_the_parser_reads_it(argv: list[str]) ->
         ["status", "a", "--json", "b"],  # argparse takes one run of PATTERNs
         ["start"],  # needs a PATTERN
         ["down", "x"],
-        ["logs", "-n", "5"],  # an option with a value: the parser converts it
-        ["stop", "--timeout", "5", "web"],
+        ["logs", "-n5"],  # an option and its value in one: argparse knows
+        ["logs", "--lines=5"],
+        ["logs", "-n", "x"],  # a value its type refuses: the parser says why
+        ["logs", "-n", "-5"],
+        ["logs", "-n"],
+        ["stop", "--timeout", "0", "web"],
+        ["logs", "--since", "10m"],  # read relative to now, when the parser reads it
         ["status", "--js"],  # abbreviated: argparse knows, we do not guess
         ["status", "-c"],
         ["status", "-c", "--json"],
@@ -159,7 +168,12 @@ WORDS = [
     "--url",
     "--token-file",
     "-n",
+    "--lines",
+    "--timeout",
+    "--since",
     "5",
+    "2m",
+    "0",
     "--",
     "-",
     "",

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from herdsman.cli.client import Client
 
     Command = Callable[[argparse.Namespace], int]
+    # PLAIN's entries: see there.
+    Plain = tuple[
+        dict[str, str], dict[str, tuple[str, Callable[[str], Any]]], dict[str, Any], int | None
+    ]
 LogEntry = dict[str, "Any"]  # the API's form: time, instance, stream, line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -126,26 +130,6 @@ def add_parsers(sub: argparse._SubParsersAction[Any], wanted: Callable[[str], bo
         )
 
 
-# What main.plain_args reads without argparse, the same as add_parsers' parsers do
-# (tests/cli/test_parser.py holds them to it): a client command's flags (store_true)
-# and where each goes, the values its parser gives what is not on the command line,
-# and how many PATTERNs it needs (None: it takes none).
-PLAIN: dict[str, tuple[dict[str, str], dict[str, Any], int | None]] = {
-    "status": ({"--json": "json"}, {"json": False, "patterns": []}, 0),
-    "logs": (
-        {"-f": "follow", "--follow": "follow", "--json": "json"},
-        {"follow": False, "lines": DEFAULT_LINES, "json": False, "since": None, "patterns": []},
-        0,
-    ),
-    **{
-        name: ({"--no-wait": "no_wait"}, {"no_wait": False, "timeout": WAIT_TIMEOUT}, 1)
-        for name in ("start", "stop", "restart")
-    },
-    "down": ({}, {}, None),
-    "reload": ({}, {}, None),
-}
-
-
 def seconds_arg(text: str) -> float:
     """A timeout: seconds (`30`, `1.5`) or a duration (`2m`)."""
     from herdsman.config.units import parse_duration
@@ -169,6 +153,34 @@ def _line_count(text: str) -> int:
 
         raise ArgumentTypeError(f"not a number of lines: {text!r}")
     return int(text)
+
+
+# What main.plain_args reads without argparse, the same as add_parsers' parsers do
+# (tests/cli/test_parser.py holds them to it): a client command's flags (store_true)
+# and where each goes; its options that take a value, where each goes and the type
+# that reads it (--since is left to argparse: its value depends on the time it is
+# read); the values its parser gives what is not on the command line; and how many
+# PATTERNs it needs (None: it takes none).
+PLAIN: dict[str, Plain] = {
+    "status": ({"--json": "json"}, {}, {"json": False, "patterns": []}, 0),
+    "logs": (
+        {"-f": "follow", "--follow": "follow", "--json": "json"},
+        {"-n": ("lines", _line_count), "--lines": ("lines", _line_count)},
+        {"follow": False, "lines": DEFAULT_LINES, "json": False, "since": None, "patterns": []},
+        0,
+    ),
+    **{
+        name: (
+            {"--no-wait": "no_wait"},
+            {"--timeout": ("timeout", seconds_arg)},
+            {"no_wait": False, "timeout": WAIT_TIMEOUT},
+            1,
+        )
+        for name in ("start", "stop", "restart")
+    },
+    "down": ({}, {}, {}, None),
+    "reload": ({}, {}, {}, None),
+}
 
 
 def _client_command(func: Callable[[argparse.Namespace, Client], int]) -> Command:
@@ -334,7 +346,6 @@ def _act(
     with a wait, what is still pending shown meanwhile, and why each one that did not
     get there did not, one line each on stderr."""
     from herdsman.cli.client import READ_TIMEOUT, ApiError, instance_path
-    from herdsman.cli.progress import pending_text, wait_showing
 
     wait = bool(body.get("wait"))
     code = EXIT_OK
@@ -352,6 +363,8 @@ def _act(
         def look(pattern: str = pattern) -> str:
             import copy
 
+            from herdsman.cli.progress import pending_text
+
             # Its own client (same daemon, same token): the waiting request is on the
             # other thread.
             status = copy.copy(client).request("GET", "/v1/status")
@@ -359,7 +372,13 @@ def _act(
             return pending_text(chosen, _stopped if action == "stop" else _running)
 
         try:
-            answer = wait_showing(ask, look) if wait else ask()
+            if wait:
+                # Here: the wait's thread loads `threading`, which --no-wait does without.
+                from herdsman.cli.progress import wait_showing
+
+                answer = wait_showing(ask, look)
+            else:
+                answer = ask()
         except ApiError as err:
             if err.status != 404:
                 raise

@@ -364,9 +364,10 @@ def command_of(argv: list[str]) -> str | None:
 def plain_args(argv: list[str]) -> argparse.Namespace | None:
     """What the parser makes of `argv` when it runs a client command of PLAIN plainly:
     before the command only --debug and the options of _VALUE_OPTIONS (spelled in
-    full, a value after each), after it only its flags, `-c FILE`, `--config FILE`,
-    `--debug` and one run of PATTERNs (argparse takes no second run). None
-    otherwise: the parser then reads it, and says what is wrong."""
+    full, a value after each), after it only its flags, its options that take a value
+    (spelled in full, the value after each, one its type reads), `-c FILE`,
+    `--config FILE`, `--debug` and one run of PATTERNs (argparse takes no second run).
+    None otherwise: the parser then reads it, and says what is wrong."""
     values: dict[str, object] = {"config": None, "debug": False, "url": None, "token_file": None}
     args = iter(argv)
     for arg in args:
@@ -384,7 +385,7 @@ def plain_args(argv: list[str]) -> argparse.Namespace | None:
             return None
     else:
         return None
-    flags, defaults, least = PLAIN[command]
+    flags, options, defaults, least = PLAIN[command]
     values.update(defaults, command=command)
     patterns: list[str] = []
     run = "before"  # where we are in relation to the run of PATTERNs
@@ -398,6 +399,15 @@ def plain_args(argv: list[str]) -> argparse.Namespace | None:
         run = "after" if run == "in" else run
         if arg in flags:
             values[flags[arg]] = True
+        elif arg in options:
+            dest, read = options[arg]
+            value = next(args, "-")
+            if value.startswith("-"):
+                return None
+            try:
+                values[dest] = read(value)
+            except Exception:  # a value the parser refuses: it says why
+                return None
         elif arg == "--debug":
             values["debug"] = True
         elif arg in ("-c", "--config"):

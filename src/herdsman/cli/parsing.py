@@ -7,10 +7,10 @@ it builds, are a fifth of what `herdsman status` costs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from herdsman.cli.commands import EXIT_USAGE
+from herdsman.cli.table import terminal_columns
 
 # typing costs ~3 ms of a client command's start-up; mypy reads TYPE_CHECKING by name.
 TYPE_CHECKING = False
@@ -24,24 +24,7 @@ class Formatter(argparse.HelpFormatter):
     (3 ms of every client command's start-up)."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)  # the margin argparse keeps
-
-
-def _columns() -> int:
-    """The terminal's width as `shutil.get_terminal_size()` finds it: $COLUMNS, else
-    the terminal on stdout, else 80."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return columns
-    if sys.__stdout__ is None:
-        return 80
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (ValueError, OSError):
-        return 80
+        super().__init__(prog, width=terminal_columns() - 2)  # the margin argparse keeps
 
 
 class Parser(argparse.ArgumentParser):
