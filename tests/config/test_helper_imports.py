@@ -1,17 +1,21 @@
-"""What the validating helper of `up` loads, and what its plans stay readable as.
+"""The validating helper of `up`: what it loads, what its plans stay readable as,
+and what `up` says when it dies without answering.
 
 The helper (a fork of `up`) is the critical path of a start: everything it imports
 is time before the first spawn. It builds the plan without the instance lifecycle,
-which only the daemon needs. Checked in a fresh interpreter; nothing here is timed.
+which only the daemon needs. Checked in fresh interpreters; nothing here is timed.
 """
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
-from herdsman.core.plan import Policy
+from herdsman.core.plan import CheckPlan, InstancePlan, Policy
 
 
 def test_the_validating_helper_builds_a_plan_without_the_lifecycle() -> None:
@@ -32,3 +36,40 @@ def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
     assert b"herdsman.core.plan\nPolicy\n" in data
     older = data.replace(b"herdsman.core.plan\nPolicy\n", b"herdsman.core.lifecycle\nPolicy\n")
     assert pickle.loads(older) == policy
+
+
+def test_a_helper_that_dies_without_answering_is_said_with_how_it_ended() -> None:
+    # In a fresh interpreter: the helper is a fork, and a test process has threads.
+    code = (
+        "import os, signal\n"
+        "import herdsman.config.plan as compiled\n"
+        "from herdsman.runtime.planner import PlanError, receive_plan, request_plan\n"
+        "compiled.answer = lambda config: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "try:\n"
+        "    receive_plan(request_plan(None))\n"
+        "except PlanError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "the config validator failed (exit code -9); see the error above"
+
+
+def test_an_instance_plan_pickled_field_by_field_is_read() -> None:
+    # Older images pickled instance plans with dataclasses' generic state (a list of
+    # the fields); a re-exec from one hands such a plan over.
+    inst = InstancePlan(
+        "web.1", "web", 1, ("sleep", "1"), {"A": "1"}, Path("/"), umask=0o22, ready=CheckPlan("tcp")
+    )
+
+    class Older(pickle.Pickler):
+        def reducer_override(self, obj: object) -> object:
+            if type(obj) is InstancePlan:
+                return copyreg.__newobj__, (InstancePlan,), obj.__getstate__()
+            return NotImplemented
+
+    out = io.BytesIO()
+    Older(out, protocol=pickle.HIGHEST_PROTOCOL).dump(inst)
+    assert pickle.loads(out.getvalue()) == inst
+    assert pickle.loads(pickle.dumps(inst, protocol=pickle.HIGHEST_PROTOCOL)) == inst

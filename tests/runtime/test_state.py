@@ -276,6 +276,43 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
     asyncio.run(scenario())
 
 
+def test_a_write_of_some_records_is_followed_by_one_of_all(tmp: Path) -> None:
+    # Before the first spawns, recovery writes what it adopted alone: encoding the
+    # records of thousands of instances that have nothing to record held them back.
+    from herdsman.runtime.statefile import StateWriter
+
+    async def scenario() -> None:
+        instances = {"a": {"pid": 1}, "b": {"pid": None}, "c": {"pid": None}}
+        encoded: list[str] = []
+
+        def record(instance: dict[str, int | None]) -> InstanceRecord:
+            encoded.append(next(n for n, i in instances.items() if i is instance))
+            return InstanceRecord(pid=instance["pid"])
+
+        writer = StateWriter(
+            tmp / "state.json",
+            asyncio.get_running_loop(),
+            lambda: instances,
+            record,
+            lambda: {"config": "c"},
+            lambda error: None,
+            delay=0,
+        )
+        writer.write(only=["a"])
+        document = writer.file.read()
+        assert document is not None
+        assert document["config"] == "c"
+        assert list(document["instances"]) == ["a"]
+        assert encoded == ["a"]
+        await asyncio.sleep(0.01)  # no change: the whole document follows all the same
+        document = writer.file.read()
+        assert document is not None
+        assert sorted(document["instances"]) == ["a", "b", "c"]
+        writer.file.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: Path) -> None:
     state = StateFile(tmp / "state.json")
     state.write_text(

@@ -49,7 +49,7 @@ class LogFile:
 
     def __init__(
         self,
-        path: Path,
+        path: str | Path,
         max_bytes: int,
         backups: int,
         on_error: Callable[[str, str | None], None],

@@ -85,8 +85,12 @@ def _validate_and_exit(config: str | None, out: int) -> None:
 def receive_plan(helper: Helper) -> Plan:
     with open(helper.answer, "rb") as pipe:
         data = pipe.read()
-    _, status = os.waitpid(helper.pid, 0)
-    return unpickle_plan(data, f"exit code {os.waitstatus_to_exitcode(status)}")
+    try:
+        # Unpickled while the helper's exit tears down its memory; reaped after.
+        answer = _loads(data)
+    finally:
+        _, status = os.waitpid(helper.pid, 0)
+    return _plan_of(answer, f"exit code {os.waitstatus_to_exitcode(status)}")
 
 
 def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
@@ -105,12 +109,21 @@ def helper_argv(config: Path, out: Path) -> tuple[str, ...]:
 
 def unpickle_plan(data: bytes, how_it_ended: str) -> Plan:
     """The helper's answer: the Plan, or PlanError with its errors."""
+    return _plan_of(_loads(data), how_it_ended)
+
+
+def _loads(data: bytes) -> object:
+    """The helper's answer unpickled; None when it is no answer (the helper failed)."""
     try:
-        kind, value = pickle.loads(data)
+        return pickle.loads(data)
     except Exception:
-        raise PlanError(
-            [f"the config validator failed ({how_it_ended}); see the error above"]
-        ) from None
+        return None
+
+
+def _plan_of(answer: object, how_it_ended: str) -> Plan:
+    if not (isinstance(answer, tuple) and len(answer) == 2):
+        raise PlanError([f"the config validator failed ({how_it_ended}); see the error above"])
+    kind, value = answer
     if kind == "errors":
         raise PlanError(list(value))
     if not isinstance(value, Plan):

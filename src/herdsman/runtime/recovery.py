@@ -55,14 +55,17 @@ def recover(
     adopted instances.
     """
     stored = pipes_by_inode(list(passed_fds))
+    adopted: list[str] = []
     try:
-        return _adopt(supervisor, state, output, stored, note)
+        adopted = _adopt(supervisor, state, output, stored, note)
+        return adopted
     finally:
         for fd in stored.values():  # pipes of instances that are gone
             os.close(fd)
         # Before anything is spawned: a journal of spawns needs a state.json
-        # of this daemon to belong to.
-        state.write()
+        # of this daemon to belong to. Only what was adopted has a process to
+        # record by then; the rest follow with the next write, after the spawns.
+        state.write(only=adopted)
 
 
 def _adopt(

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -243,21 +243,28 @@ class StateWriter:
                 self._on_error(f"cannot write {self.file.journal}: {err.strerror or err}")
             self._failing = True
 
-    def write(self) -> None:
+    def write(self, only: Collection[str] | None = None) -> None:
+        """Rewrite state.json. `only`: with the records of these instances alone, as
+        before the first spawns, when the others have nothing to record yet (a
+        journalled spawn makes its own record): encoding thousands of them would hold
+        the spawns back. The next write, due WRITE_DELAY later, has them all."""
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
         instances, encoded = self._instances(), self._encoded
-        for name in [n for n in encoded if n not in instances]:
-            del encoded[name]
-        for name, instance in instances.items():
-            if name in self._dirty or name not in encoded:
-                encoded[name] = (
-                    json.dumps(name) + ":" + json.dumps(self._record(instance).to_data())
-                )
-        self._dirty.clear()
+        if only is not None:
+            records = [self._encode(name, instances[name]) for name in only]
+            self._scheduled = self._loop.call_later(self._delay, self.write)
+        else:
+            for name in [n for n in encoded if n not in instances]:
+                del encoded[name]
+            for name, instance in instances.items():
+                if name in self._dirty or name not in encoded:
+                    encoded[name] = self._encode(name, instance)
+            self._dirty.clear()
+            records = list(encoded.values())
         head = {"format": FORMAT, "boot_id": boot_id(), **self._header()}
-        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(encoded.values()) + "}}"
+        document = json.dumps(head)[:-1] + ',"instances":{' + ",".join(records) + "}}"
         try:
             self.file.write_text(document)
         except OSError as err:
@@ -268,3 +275,6 @@ class StateWriter:
             if self._failing:
                 self._on_error(None)
             self._failing = False
+
+    def _encode(self, name: str, instance: Any) -> str:
+        return json.dumps(name) + ":" + json.dumps(self._record(instance).to_data())
