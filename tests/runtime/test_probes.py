@@ -229,9 +229,10 @@ def test_restart_with_restarts_a_dependent_after_its_dependency_comes_back(tmp: 
 
 def test_start_and_stop_order_from_timestamps_the_services_record(tmp: Path) -> None:
     order = tmp / "order"
+    # The trap is set before "start" is written: the test stops web once it sees that.
     record = (
-        "echo start {name} $(date +%s.%N) >> " + str(order) + "; "
         "trap 'echo stop {name} $(date +%s.%N) >> " + str(order) + "; exit 0' TERM; "
+        "echo start {name} $(date +%s.%N) >> " + str(order) + "; "
         "{wait}while :; do sleep 0.02; done"
     )
     db = record.format(name="db", wait="sleep 0.3; touch " + str(tmp / "db-ready") + "; ")
