@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from herdsman.cli import table
-from herdsman.core.patterns import matches
+from herdsman.core.patterns import GLOB, matches
 
 Instance = dict[str, Any]
 SAMPLED = ("cpu_percent", "rss_bytes", "processes", "open_fds", "uptime")
-GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def matches_filter(pattern: str, inst: Mapping[str, Any]) -> bool:
     if not pattern:
         return True
     name, service, state = str(inst["name"]), str(inst.get("service", "")), str(inst["state"])
-    if GLOB_CHARS & set(pattern):
+    if not GLOB.isdisjoint(pattern):
         return matches(pattern, name, service)
     needle = pattern.lower()
     return needle in name.lower() or needle in state.lower()
