@@ -209,13 +209,22 @@ class _Readers:
         once every duplicate of it is closed too)."""
         self._epoll.unregister(fd)
         del self._pumps[fd]
-        if not self._pumps and not self._held:
-            self._close()
+        self._close_if_unused()
 
-    def _close(self) -> None:
-        del _readers[self._loop]
-        self._loop.remove_reader(self._epoll.fileno())
-        self._epoll.close()
+    def hold(self) -> Callable[[], None]:
+        """Stay open until the returned function is called (see `hold`)."""
+        self._held += 1
+        return self._release
+
+    def _release(self) -> None:
+        self._held -= 1
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if not self._pumps and not self._held:
+            del _readers[self._loop]
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
 
     def _ready(self) -> None:
         pumps = self._pumps
@@ -236,27 +245,18 @@ def hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     daemon is out of fds then needs none (making the epoll failed, out of the
     loop, for a lone crash-looping instance whose new process was running), and
     such an instance does not make and close an epoll per run."""
-    readers = _Readers.of(loop)
-    readers._held += 1
-
-    def release() -> None:
-        readers._held -= 1
-        if not readers._pumps and not readers._held:
-            readers._close()
-
-    return release
+    return _Readers.of(loop).hold()
 
 
 def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
     """How long to wait before the next read, after reading `got` bytes that gathered
     in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
+    rate = got / max(elapsed, 1e-6)
     if got >= FLOOD_READ:
-        rate = got / max(elapsed, 1e-6)
         pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
     elif got and elapsed < QUICK and capacity >= BATCH:
         # The rate seen is the child held back by our reads, not its own: only a pipe
         # with room for a flood's batch surely holds what it writes meanwhile.
-        rate = got / max(elapsed, 1e-6)
         pause = QUICK
     else:
         return None
