@@ -248,15 +248,30 @@ def hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     return _Readers.of(loop).hold()
 
 
-def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
-    """How long to wait before the next read, after reading `got` bytes that gathered
-    in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
-    rate = got / max(elapsed, 1e-6)
-    if got >= FLOOD_READ:
-        pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
-    elif got and elapsed < QUICK and capacity >= BATCH:
-        # The rate seen is the child held back by our reads, not its own: only a pipe
-        # with room for a flood's batch surely holds what it writes meanwhile.
+def pause_for(got: int, elapsed: float, capacity: int, timed: bool) -> float | None:
+    """How long to wait before the next read, after reading `got` bytes from a pipe of
+    `capacity` bytes `elapsed` seconds after the previous read; None: read when
+    readable. `timed`: the read ended a pause, so the bytes gathered over `elapsed`
+    (the previous read emptied the pipe). Told readable by the epoll instead, the
+    pump may have been idle for seconds: the bytes came since the loop was told,
+    which it is within about TIMER_SLACK. (Their rate over the quiet spell made the
+    pump pause MAX_PAUSE at a flood's first read, while the child filled its 1 MiB
+    pipe in 5 ms and waited 15.)"""
+    if not got or capacity < BATCH:
+        return None
+    if not timed:
+        elapsed = min(elapsed, TIMER_SLACK)
+    rate = got / max(elapsed, 1e-6)  # the child's, or less if it was held back
+    if got >= capacity * 3 // 4:
+        # The pipe was nearly full, perhaps full: the read measured the pipe, not the
+        # child. The next read measures the child.
+        pause = QUICK
+    elif got >= FLOOD_READ:
+        # At most twice the interval: a child descheduled during most of it shows a
+        # fraction of its rate, and a pause fitted to that let the pipe fill (seen:
+        # 6 ms after pauses of 2 ms).
+        pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate, 2 * elapsed)
+    elif elapsed < QUICK:
         pause = QUICK
     else:
         return None
@@ -359,7 +374,7 @@ class LogPump:
     def _readable(self) -> None:
         """The pipe is readable (told by _Readers): read, and stop watching it if the
         next read is to wait."""
-        pause = self._read_timed()
+        pause = self._read_timed(timed=False)
         if pause is not None and not self.closed:
             _readers[self._loop].remove(self._fd)
             self._paused = self._loop.call_later(pause, self._resume)
@@ -377,7 +392,7 @@ class LogPump:
         child and the daemon on separate CPUs, as on a quiet machine)."""
         pause = None
         try:
-            pause = self._read_timed()
+            pause = self._read_timed(timed=True)
         finally:
             # _paused (the spent handle) said "not watched" during the read, for a
             # close() there; a sink that raised leaves the pipe watched, to retry.
@@ -387,11 +402,12 @@ class LogPump:
                 self._paused = None
                 _Readers.of(self._loop).add(self._fd, self)
 
-    def _read_timed(self) -> float | None:
-        """Read one batch; how long to wait before the next (None: until readable)."""
+    def _read_timed(self, *, timed: bool) -> float | None:
+        """Read one batch; how long to wait before the next (None: until readable).
+        `timed`: the read ends a pause (see pause_for)."""
         now = self._loop.time()
         elapsed, self._last_read = now - self._last_read, now
-        return pause_for(self._read_once(), elapsed, self._capacity)
+        return pause_for(self._read_once(), elapsed, self._capacity, timed)
 
     def drain(self) -> None:
         """Read whatever is in the pipe now, without waiting for more."""
