@@ -196,6 +196,26 @@ def test_the_next_spawns_pipes_wait_ready_and_go_with_the_spawner(tmp: Path) -> 
     assert set(os.listdir("/proc/self/fd")) == before
 
 
+def test_each_spawn_runs_its_own_command_in_its_own_cwd(tmp: Path) -> None:
+    """Replicas share their argv and cwd objects, and the spawner reuses their
+    encoding from one spawn to the next: an instance with another command, or the
+    same command in another directory, must not run the last one's."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    argv = ("sh", "-c", "pwd; echo $0")
+    first = InstancePlan("w.0", "w", 0, argv, {}, tmp / "a")
+    same = InstancePlan("w.1", "w", 1, argv, {}, tmp / "a")
+    elsewhere = InstancePlan("x.0", "x", 0, argv, {}, tmp / "b")
+    other = InstancePlan("y.0", "y", 0, ("sh", "-c", "echo other"), {}, tmp / "a")
+    with spawner() as sp, contextlib.ExitStack() as children:
+        outputs = []
+        for inst in (first, same, elsewhere, other, first):
+            _pid, out, _err = children.enter_context(child(sp, inst))
+            outputs.append(read_all(out).decode())
+    a, b = f"{tmp / 'a'}\nsh\n", f"{tmp / 'b'}\nsh\n"
+    assert outputs == [a, a, b, "other\n", a]
+
+
 def test_pipe_capacity_is_every_spawned_pipes_size_until_one_differs(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
