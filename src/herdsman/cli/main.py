@@ -197,6 +197,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import gc
+
+    # No collection until the first spawns are on their way (cli/up.py turns it back
+    # on): the imports to there would run it again and again, and find little to
+    # free (9M of the 210M instructions to the fork, 11M of the 390M after it).
+    gc.disable()
     from herdsman.runtime.planner import request_plan
 
     # The config is validated in a forked helper while this process imports the
