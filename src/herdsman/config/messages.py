@@ -6,7 +6,6 @@ Users see `services.web.restart: must be one of always, on-failure, never, not
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from typing import Any, Union, get_args, get_origin
@@ -78,6 +77,8 @@ def describe(error: ErrorDetails, table_word: str) -> tuple[Loc, str]:
 
 def did_you_mean(word: str, candidates: list[str]) -> str:
     """` (did you mean 'restart'?)` when a candidate is close to `word`, else ``."""
+    import difflib  # only for a config with a mistake: not before a valid one's spawns
+
     close = difflib.get_close_matches(word, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
