@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from herdsman.config.errors import is_bare_key
 from tests.config.conftest import WriteConfig
 from tests.config.helpers import errors
 
@@ -478,3 +483,12 @@ def test_flags_take_only_true_or_false(write: WriteConfig) -> None:
         "herdsman.toml:4: services.web.shell: must be true or false, not 1",
         "herdsman.toml:9: services.web.hooks[0].shell: must be true or false, not 'no'",
     ]
+
+
+@given(st.text(max_size=8))
+def test_a_bare_key_is_what_toml_spells_without_quotes(key: str) -> None:
+    # One test of the one definition: service names, key paths in messages and the
+    # line scanner all ask is_bare_key; TOML's own grammar is the reference.
+    assert is_bare_key(key) == bool(re.fullmatch(r"[A-Za-z0-9_-]+", key))
+    if is_bare_key(key):
+        assert tomllib.loads(f"{key} = 1") == {key: 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 from collections.abc import Iterator
@@ -193,6 +194,44 @@ def test_the_next_spawns_pipes_wait_ready_and_go_with_the_spawner(tmp: Path) -> 
             assert len(set(os.listdir("/proc/self/fd")) - before) == 9  # and the next ones
             assert read_all(out) == b"fine\n"
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_each_spawn_runs_its_own_command_in_its_own_cwd(tmp: Path) -> None:
+    """Replicas share their argv and cwd objects, and the spawner reuses their
+    encoding from one spawn to the next: an instance with another command, or the
+    same command in another directory, must not run the last one's."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    argv = ("sh", "-c", "pwd; echo $0")
+    first = InstancePlan("w.0", "w", 0, argv, {}, tmp / "a")
+    same = InstancePlan("w.1", "w", 1, argv, {}, tmp / "a")
+    elsewhere = InstancePlan("x.0", "x", 0, argv, {}, tmp / "b")
+    other = InstancePlan("y.0", "y", 0, ("sh", "-c", "echo other"), {}, tmp / "a")
+    with spawner() as sp, contextlib.ExitStack() as children:
+        outputs = []
+        for inst in (first, same, elsewhere, other, first):
+            _pid, out, _err = children.enter_context(child(sp, inst))
+            outputs.append(read_all(out).decode())
+    a, b = f"{tmp / 'a'}\nsh\n", f"{tmp / 'b'}\nsh\n"
+    assert outputs == [a, a, b, "other\n", a]
+
+
+def test_pipe_capacity_is_every_spawned_pipes_size_until_one_differs(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pumps of a spawn take pipe_capacity() for their pipes' size instead of
+    asking the kernel: it must be the size of every pipe made so far, and None (ask)
+    from the first one that did not get PIPE_SIZE (refused, or rounded up)."""
+    monkeypatch.setattr(spawn, "_every_pipe_sized", True)
+    with spawner() as sp:
+        with child(sp, plan(tmp, "true")) as (_pid, out, err):
+            for fd in (out, err):
+                assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == spawn.PIPE_SIZE
+            assert spawn.pipe_capacity() == spawn.PIPE_SIZE
+        monkeypatch.setattr(spawn, "PIPE_SIZE", 100_000)  # the kernel rounds it up
+        with child(sp, plan(tmp, "true")):
+            pass  # its spawn made the next one's pipes, at the other size
+        assert spawn.pipe_capacity() is None
 
 
 def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(

@@ -25,12 +25,13 @@ def format_loc(loc: Loc) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            key = part if _bare(part) else '"' + part.replace('"', '\\"') + '"'
+            key = part if is_bare_key(part) else '"' + part.replace('"', '\\"') + '"'
             text += f".{key}" if text else key
     return text
 
 
-def _bare(key: str) -> bool:
-    """Whether `key` is a bare TOML key (A-Za-z0-9_-, one or more), checked without
-    `re`: this module is on every client command's path, which does without it."""
+def is_bare_key(key: str) -> bool:
+    """Whether `key` is a bare TOML key (A-Za-z0-9_-, one or more), which is also what a
+    service name may be. Checked without `re`: this module is on every client command's
+    path, which does without it."""
     return key.isascii() and key.replace("_", "a").replace("-", "a").isalnum()

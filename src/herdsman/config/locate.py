@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from herdsman.config.errors import Loc
+from herdsman.config.errors import Loc, is_bare_key
 
 if TYPE_CHECKING:
     import yaml
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
@@ -140,11 +137,13 @@ class _TomlScanner:
             if self.text[self.pos] in "\"'":
                 parts.append(self._string())
             else:
-                match = _BARE_KEY.match(self.text, self.pos)
-                if not match:
+                end = self.pos
+                while end < len(self.text) and is_bare_key(self.text[end]):
+                    end += 1
+                if end == self.pos:
                     raise ValueError("expected a key")
-                parts.append(match.group())
-                self.pos = match.end()
+                parts.append(self.text[self.pos : end])
+                self.pos = end
             self._skip(newlines=False)
             if self.text[self.pos] != ".":
                 return tuple(parts)

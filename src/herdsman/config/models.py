@@ -29,6 +29,7 @@ from pydantic import (
 from herdsman import plugins as lookup
 from herdsman.config import paths, units
 from herdsman.config.envfile import parse_env_file, read_env_text
+from herdsman.config.errors import is_bare_key
 from herdsman.config.watch import DEFAULT_DEBOUNCE, check_ignore_pattern, check_watch_pattern
 from herdsman.core.graph import Condition
 from herdsman.core.plan import RestartMode
@@ -38,7 +39,6 @@ ProbeKind = Literal["tcp", "http", "exec", "notify", "log", "plugin"]
 HookState = Literal["stopped", "starting", "running", "stopping", "restarting", "exited", "failed"]
 RestartPolicy = RestartMode
 
-_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _SUN_PATH_MAX = 108
 _REPLICA = "{replica}"
@@ -343,7 +343,7 @@ class Service(_Model):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _SERVICE_NAME.fullmatch(value):
+        if not is_bare_key(value):
             raise ValueError(f"service name {value!r} may only use letters, digits, '_' and '-'")
         return value
 

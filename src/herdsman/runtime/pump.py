@@ -165,14 +165,23 @@ def take(fd: int, size: int) -> None:
 
 def _tee_for(fd: int) -> _Tee | None:
     """The tee kit if `fd` is a pipe (tee needs one), else None: read it plainly."""
+    return None if _capacity_of(fd) is None else _tee_kit()
+
+
+def _tee_kit() -> _Tee:
     global _tee
-    try:
-        fcntl.fcntl(fd, F_GETPIPE_SZ)
-    except OSError:
-        return None
     if _tee is None:
         _tee = _Tee()
     return _tee
+
+
+def _capacity_of(fd: int) -> int | None:
+    """The capacity of the pipe `fd`; None if it is not a pipe."""
+    try:
+        capacity: int = fcntl.fcntl(fd, F_GETPIPE_SZ)
+    except OSError:
+        return None
+    return capacity
 
 
 class _Readers:
@@ -315,7 +324,11 @@ class LogPump:
         *,
         partial: bytes = b"",
         batches: Batches | None = None,
+        capacity: int | None = None,
     ) -> None:
+        """`capacity`: that of the pipe `fd`, when its maker knows it (see
+        spawn.pipe_capacity); otherwise the kernel is asked whether `fd` is a pipe,
+        and how large."""
         self._loop = loop
         self._fd = fd
         self.instance = instance
@@ -326,9 +339,11 @@ class LogPump:
         self._batches = batches
         self._paused: asyncio.TimerHandle | None = None
         self._last_read = loop.time()
-        self._tee = _tee_for(fd)
+        if capacity is None:
+            capacity = _capacity_of(fd)
         # Not a pipe (a pty, a socket): no pauses, and plain reads.
-        self._capacity = fcntl.fcntl(fd, F_GETPIPE_SZ) if self._tee is not None else 0
+        self._tee = None if capacity is None else _tee_kit()
+        self._capacity = capacity or 0
         _Readers.of(loop).add(fd, self)
 
     @property

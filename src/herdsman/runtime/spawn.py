@@ -244,14 +244,32 @@ class Request:
     __slots__ = ("argv", "cwd", "envp", "inst", "keep", "path")
 
     def __init__(
-        self, inst: InstancePlan, environment: Environment, own: Mapping[str, str]
+        self,
+        inst: InstancePlan,
+        environment: Environment,
+        own: Mapping[str, str],
+        command: Command,
     ) -> None:
         self.inst = inst
         self.path = environment.get(own, "PATH")  # where a bare command name is looked up
+        self.argv, self.cwd = command.argv, command.cwd
+        self.envp, self.keep = environment.envp(own)
+
+
+class Command:
+    """An instance's argv and cwd, encoded: shared by the requests of the replicas
+    that share them (see config/plan.py); the spawns only read them."""
+
+    __slots__ = ("argv", "cwd", "of")
+
+    def __init__(self, inst: InstancePlan) -> None:
+        self.of = (inst.argv, inst.cwd)  # encoded from these very objects
         argv = [os.fsencode(arg) for arg in inst.argv]
         self.argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
-        self.envp, self.keep = environment.envp(own)
         self.cwd = os.fsencode(inst.cwd)
+
+    def serves(self, inst: InstancePlan) -> bool:
+        return self.of[0] is inst.argv and self.of[1] is inst.cwd
 
 
 SpawnCall = Callable[[Request, int, int], int]
@@ -449,15 +467,31 @@ def _pipes() -> tuple[int, int, int, int]:
         os.close(out[0])
         os.close(out[1])
         raise
+    global _every_pipe_sized
     for fd in (out[0], err[0]):
         # The daemon's ends never block (the child's do): O_NONBLOCK is all there
         # is to set, the access mode is not changed by F_SETFL.
         fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
         # A bigger pipe means fewer, larger reads from a chatty child; without the
         # privilege or under the user's pipe budget, the default will do.
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        try:
+            sized = fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE) == PIPE_SIZE
+        except OSError:
+            sized = False
+        if not sized:
+            _every_pipe_sized = False
     return (*out, *err)
+
+
+# Whether every pipe _pipes made got PIPE_SIZE (see pipe_capacity).
+_every_pipe_sized = True
+
+
+def pipe_capacity() -> int | None:
+    """The capacity of the pipes of every spawn: PIPE_SIZE, so their pumps need not
+    ask the kernel (two calls per pipe, four per spawn); None once a resize was
+    refused (the user's pipe budget), when pipes may differ: ask each one."""
+    return PIPE_SIZE if _every_pipe_sized else None
 
 
 def _pipe() -> tuple[int, int]:
@@ -498,6 +532,7 @@ class Spawner(Generic[K]):
         self._done: list[tuple[K, Outcome]] = []
         self._own: Outcome | None = None
         self._spare: tuple[int, int, int, int] | None = None  # the next spawn's pipes
+        self._command: Command | None = None  # the last spawn's
         with contextlib.suppress(SpawnError):
             self._spare = _pipes()
         # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
@@ -558,7 +593,11 @@ class Spawner(Generic[K]):
         out_r, out_w, err_r, err_w = spare or _pipes()
         try:
             if inst.user is None and inst.group is None:
-                request = Request(inst, self._environment, own)
+                command = self._command
+                if command is None or not command.serves(inst):
+                    # A wave spawns a service's replicas one after the other.
+                    command = self._command = Command(inst)
+                request = Request(inst, self._environment, own, command)
                 if self.lean is not None:
                     self.lean.submit(request, out_w, err_w)
                     self._flying.append((key, inst, out_r, err_r))

@@ -43,7 +43,7 @@ class StateFile:
         """Journal a spawn: `pid` with its two pipes' inodes, spawned at `at` on the
         monotonic clock. (Whether a pid is still that process is told later by the
         environment it was given: HERDSMAN_STATE_DIR and HERDSMAN_INSTANCE.)"""
-        self._append(" ".join(map(str, [pid, *pipes[:2], at, name])))
+        self._append(f"{pid} {pipes[0]} {pipes[1]} {at} {name}")
 
     def _append(self, line: str) -> None:
         if self._journal_fd < 0:

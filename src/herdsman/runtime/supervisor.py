@@ -49,6 +49,7 @@ from herdsman.runtime.spawn import (
     SpawnError,
     close_inherited_fds,
     own_environment,
+    pipe_capacity,
 )
 from herdsman.runtime.systemd import without_manager_variables
 
@@ -546,6 +547,7 @@ class Supervisor:
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
         managed.last_err = b""
+        capacity = pipe_capacity()
         for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink)):
             managed.pumps.append(
                 LogPump(
@@ -556,6 +558,7 @@ class Supervisor:
                     sink,
                     self._on_pump_closed,
                     batches=self.batches,
+                    capacity=capacity,
                 )
             )
         self._reaper.watch(pid, self._on_exit, managed)
