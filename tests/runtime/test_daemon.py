@@ -90,6 +90,25 @@ def test_status_documents_and_pattern_matching(tmp: Path) -> None:
     asyncio.run(body())
 
 
+def test_the_log_says_each_spawn_and_state_change(
+    tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon's log lines of a start (see changelog.py), word for word."""
+
+    async def body() -> None:
+        async with running(tmp, WEB) as daemon:
+            await until(lambda: state(daemon, "web.1") == "running")
+            pid = daemon.supervisor.instances["web.1"].core.pid
+            said = [r.getMessage() for r in caplog.records if r.name == "test"]
+            start = said.index("web.1: stopped -> starting")
+            assert said[start:].index(f"web.1: spawned pid {pid}") < said[start:].index(
+                "web.1: starting -> running"
+            )
+
+    with caplog.at_level(logging.INFO, logger="test"):
+        asyncio.run(body())
+
+
 def test_an_answer_waits_for_few_samples_and_the_rest_come_in_the_background(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

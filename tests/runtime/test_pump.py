@@ -151,16 +151,22 @@ def test_the_quick_check_finds_a_long_line_wherever_it_is(
     got=st.integers(0, 1 << 20),
     elapsed=st.floats(0, 1),
     capacity=st.sampled_from([4096, 16 * 4096, 64 * 4096, 1 << 20]),
+    paused=st.none() | st.floats(pump.QUICK, pump.MAX_PAUSE),
 )
-def test_a_pause_never_lets_the_pipe_fill(got: int, elapsed: float, capacity: int) -> None:
+def test_a_pause_never_lets_the_pipe_fill(
+    got: int, elapsed: float, capacity: int, paused: float | None
+) -> None:
     """At the rate just seen, the pipe holds what gathers during the pause and the
     loop's lateness with room to spare; a small read is paused for only right after
-    another read, and then for QUICK."""
-    pause = pump.pause_for(got, elapsed, capacity)
+    another read, and then for QUICK; a pipe too small for a flood's batch is read
+    as it comes."""
+    pause = pump.pause_for(got, elapsed, capacity, paused)
     if got < pump.FLOOD_READ and (not got or elapsed >= pump.QUICK or capacity < pump.BATCH):
         assert pause is None
     if got < pump.FLOOD_READ and pause is not None:
         assert pause == pump.QUICK
+    if capacity < pump.BATCH:
+        assert pause is None
     if pause is not None:
         rate = got / max(elapsed, 1e-6)
         assert 0 <= pause <= pump.MAX_PAUSE
@@ -171,14 +177,50 @@ def test_small_pieces_back_to_back_are_gathered() -> None:
     """A child writing a line at a time without pause: read at once, every line would
     wake the loop (and, on the child's CPU, stop the child), a line per read. A small
     read right after the last one waits QUICK; one after a quiet spell does not."""
-    assert pump.pause_for(100, 40e-6, 1 << 20) == pump.QUICK
-    assert pump.pause_for(100, 0.5, 1 << 20) is None
-    assert pump.pause_for(0, 40e-6, 1 << 20) is None  # nothing there: wait until readable
+    assert pump.pause_for(100, 40e-6, 1 << 20, None) == pump.QUICK
+    assert pump.pause_for(100, 0.5, 1 << 20, None) is None
+    assert pump.pause_for(0, 40e-6, 1 << 20, None) is None  # nothing there: wait until readable
     # A pipe too small for what the child seems to write meanwhile: read as it comes.
-    assert pump.pause_for(4000, 10e-6, 4096) is None
+    assert pump.pause_for(4000, 10e-6, 4096, None) is None
     # Nor where a child held back could fill the pipe during the pause (its rate
     # is unknown): a small pipe (the size refused) is read as it comes.
-    assert pump.pause_for(100, 400e-6, 64 * 1024) is None
+    assert pump.pause_for(100, 400e-6, 64 * 1024, None) is None
+
+
+def test_a_flood_told_by_the_epoll_is_not_taken_for_a_slow_child() -> None:
+    """The first read of a flood is told by the epoll after a quiet spell: its bytes
+    came since the loop was told, not over the seconds since the last read. Paused
+    for what that rate implies (MAX_PAUSE), the pump let a 190 MB/s child fill its
+    1 MiB pipe in 5 ms and wait 15 ms of every 1 s run (perf sched)."""
+    mib = 1 << 20
+    pause = pump.pause_for(300_000, 5.0, mib, None)
+    assert pause is not None
+    assert 190e6 * (pause + pump.TIMER_SLACK) < mib * 3 / 4
+    # Measured over a pause of its own, the rate is the child's: BATCH gathers.
+    pause = pump.pause_for(190_000, 0.001, mib, pump.QUICK)
+    assert pause is not None
+    assert abs(pause - pump.BATCH / 190e6) < 1e-4
+
+
+def test_a_nearly_full_pipe_is_read_again_soon() -> None:
+    """A read of three quarters of the pipe or more may have found it full: the child
+    waited, and its rate is more than the read's. The pump does not fit a pause to
+    that rate (which would let the pipe fill again), it measures anew."""
+    mib = 1 << 20
+    assert pump.pause_for(mib, 0.03, mib, 0.02) == pump.QUICK
+    assert pump.pause_for(mib * 3 // 4, 0.03, mib, 0.02) == pump.QUICK
+
+
+def test_a_pause_at_most_doubles() -> None:
+    """A child descheduled for most of an interval shows a fraction of its rate; the
+    next pause is at most twice the last, not one fitted to that rate (seen: a 6 ms
+    pause after 2 ms ones, a 15 ms one after 1 ms that a busy loop ended 7 ms late,
+    and the child blocked on its full pipe)."""
+    mib = 1 << 20
+    assert pump.pause_for(100_000, 0.002, mib, 0.002) == 0.004
+    assert pump.pause_for(100_000, 0.0075, mib, pump.QUICK) == 2 * pump.QUICK
+    # Told by the epoll, the interval is at most TIMER_SLACK.
+    assert pump.pause_for(10_000, 3.0, mib, None) == 2 * pump.TIMER_SLACK
 
 
 def test_a_flood_is_read_with_its_pipe_out_of_the_epoll() -> None:
@@ -225,5 +267,5 @@ def test_a_full_pipe_shortens_the_next_pause(capacity: int, rate: float) -> None
             return
         elapsed = pause + pump.TIMER_SLACK
         got = min(int(rate * elapsed), capacity)  # a full pipe holds its capacity at most
-        pause = pump.pause_for(got, elapsed, capacity)
+        pause = pump.pause_for(got, elapsed, capacity, pause)
     assert pause is None or rate * (pause + pump.TIMER_SLACK) < capacity

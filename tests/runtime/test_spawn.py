@@ -216,6 +216,32 @@ def test_each_spawn_runs_its_own_command_in_its_own_cwd(tmp: Path) -> None:
     assert outputs == [a, a, b, "other\n", a]
 
 
+def test_a_child_ignores_what_the_daemon_ignores_but_sigpipe_and_sigxfsz(tmp: Path) -> None:
+    """The child's reset of the daemon's signal handlers sets most signals to their
+    default unasked (see spawn._attributes): a signal ignored when the spawner is
+    made stays ignored, as exec keeps it; SIGPIPE and SIGXFSZ, which Python
+    ignores, are back to their default, and so is a handled signal."""
+
+    def bit(sig: int) -> int:
+        return 1 << (sig - 1)
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        with spawner() as sp:
+            signal.signal(signal.SIGHUP, lambda *_: None)  # as the daemon's handlers
+            with child(sp, plan(tmp, "sleep", "60")) as (pid, _out, _err):
+                ignored = int(status_field(pid, "SigIgn"), 16)
+                caught = int(status_field(pid, "SigCgt"), 16)
+                blocked = int(status_field(pid, "SigBlk"), 16)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert ignored & bit(signal.SIGUSR2)
+    assert not ignored & (bit(signal.SIGPIPE) | bit(signal.SIGXFSZ) | bit(signal.SIGHUP))
+    assert caught == blocked == 0
+
+
 def test_pipe_capacity_is_every_spawned_pipes_size_until_one_differs(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -51,7 +51,8 @@ class ChangeLog:
             # The message is the instance's latest: it belongs to the last change of
             # a burst (stopped -> starting -> failed: the spawn's failure).
             why = f": {core.message}" if core.message and new is core.state else ""
-            self._repeats.log(name, logging.INFO, f"{name}: {old.value} -> {new.value}{why}")
+            # A State is a StrEnum: formatted as its value, without `.value`'s lookup.
+            self._repeats.log(name, logging.INFO, f"{name}: {old} -> {new}{why}")
             self._manager.status_changed(self._summary)
 
     def close(self) -> None:

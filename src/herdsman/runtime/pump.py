@@ -257,15 +257,31 @@ def hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     return _Readers.of(loop).hold()
 
 
-def pause_for(got: int, elapsed: float, capacity: int) -> float | None:
-    """How long to wait before the next read, after reading `got` bytes that gathered
-    in `elapsed` seconds from a pipe of `capacity` bytes; None: read when readable."""
-    rate = got / max(elapsed, 1e-6)
-    if got >= FLOOD_READ:
-        pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate)
-    elif got and elapsed < QUICK and capacity >= BATCH:
-        # The rate seen is the child held back by our reads, not its own: only a pipe
-        # with room for a flood's batch surely holds what it writes meanwhile.
+def pause_for(got: int, elapsed: float, capacity: int, paused: float | None) -> float | None:
+    """How long to wait before the next read, after reading `got` bytes from a pipe of
+    `capacity` bytes `elapsed` seconds after the previous read; None: read when
+    readable. `paused`: the pause this read ended, so the bytes gathered over
+    `elapsed` (the previous read emptied the pipe); None: told readable by the epoll,
+    perhaps after a quiet spell, so the bytes came since the loop was told, which it
+    is within about TIMER_SLACK. (Their rate over the quiet spell's seconds made the
+    pump pause MAX_PAUSE at a flood's first read, while the child filled its 1 MiB
+    pipe in 5 ms and waited 15.)"""
+    if not got or capacity < BATCH:
+        return None
+    if paused is None:
+        elapsed = paused = min(elapsed, TIMER_SLACK)
+    rate = got / max(elapsed, 1e-6)  # the child's, or less if it was held back
+    if got >= capacity * 3 // 4:
+        # The pipe was nearly full, perhaps full: the read measured the pipe, not the
+        # child. The next read measures the child.
+        pause = QUICK
+    elif got >= FLOOD_READ:
+        # At most twice the last pause: a child descheduled during most of an interval
+        # shows a fraction of its rate, and a pause fitted to that let the pipe fill
+        # (seen: 6 ms after pauses of 2 ms, and 15 ms after one of 1 ms that the
+        # loop, busy, ended 7 ms late).
+        pause = min(MAX_PAUSE, min(BATCH, capacity // 4) / rate, 2 * paused)
+    elif elapsed < QUICK:
         pause = QUICK
     else:
         return None
@@ -374,13 +390,13 @@ class LogPump:
     def _readable(self) -> None:
         """The pipe is readable (told by _Readers): read, and stop watching it if the
         next read is to wait."""
-        pause = self._read_timed()
+        pause = self._read_timed(None)
         if pause is not None and not self.closed:
             _readers[self._loop].remove(self._fd)
-            self._paused = self._loop.call_later(pause, self._resume)
+            self._paused = self._loop.call_later(pause, self._resume, pause)
 
-    def _resume(self) -> None:
-        """A pause is over: read what gathered meanwhile, without watching the pipe
+    def _resume(self, paused: float) -> None:
+        """A pause of `paused` seconds is over: read what gathered meanwhile, without watching the pipe
         first (there is something to read, or the pause would not have been taken),
         and only if the next read is not to wait either, watch it again. A flood is
         then read from timer to timer, the pipe never in the epoll: no syscalls to
@@ -392,21 +408,22 @@ class LogPump:
         child and the daemon on separate CPUs, as on a quiet machine)."""
         pause = None
         try:
-            pause = self._read_timed()
+            pause = self._read_timed(paused)
         finally:
             # _paused (the spent handle) said "not watched" during the read, for a
             # close() there; a sink that raised leaves the pipe watched, to retry.
             if pause is not None and not self.closed:
-                self._paused = self._loop.call_later(pause, self._resume)
+                self._paused = self._loop.call_later(pause, self._resume, pause)
             elif not self.closed:
                 self._paused = None
                 _Readers.of(self._loop).add(self._fd, self)
 
-    def _read_timed(self) -> float | None:
-        """Read one batch; how long to wait before the next (None: until readable)."""
+    def _read_timed(self, paused: float | None) -> float | None:
+        """Read one batch; how long to wait before the next (None: until readable).
+        `paused`: the pause the read ends, None if told by the epoll."""
         now = self._loop.time()
         elapsed, self._last_read = now - self._last_read, now
-        return pause_for(self._read_once(), elapsed, self._capacity)
+        return pause_for(self._read_once(), elapsed, self._capacity, paused)
 
     def drain(self) -> None:
         """Read whatever is in the pipe now, without waiting for more."""
