@@ -403,8 +403,11 @@ class Supervisor:
                     actions = herd.on_event(event, loop.time(), rand())
                     if isinstance(event, hd.NewPlan):
                         self._sync()  # new instances exist before their spawns
+                    # An instance's own event (an exit, a backoff's end) spawns it
+                    # alone, and soon is its latency; a request may spawn thousands.
+                    alone = isinstance(event, hd.ToInstance)
                     for action in actions:
-                        self._execute(action)
+                        self._execute(action, alone)
                 if not changes or not publish:
                     break
                 # Changes go out in order once the queue is empty: a spawn's change
@@ -418,12 +421,12 @@ class Supervisor:
         finally:
             self._running = False
 
-    def _execute(self, action: hd.Action) -> None:
+    def _execute(self, action: hd.Action, alone: bool) -> None:
         match action:
             case hd.Changed(name=name, old=old, new=new, event=event):
                 self._changes.append((self.instances[name], old, new, event))
             case hd.Spawn(name=name):
-                self._spawn(self.instances[name])
+                self._spawn(self.instances[name], alone)
             case hd.SignalGroup(name=name, signal=sig):
                 self.signal_group(self.instances[name], sig)
             case hd.SetTimer(name=name, kind="lifecycle", at=at, event=hd.ToInstance(event=ev)):
@@ -476,11 +479,11 @@ class Supervisor:
             managed.timer.cancel()
             managed.timer = managed.timer_due = None
 
-    def _spawn(self, managed: Managed) -> None:
+    def _spawn(self, managed: Managed, alone: bool) -> None:
         env = own_environment(managed.plan)
         env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
         try:
-            self._spawner.start(managed, managed.plan, env)
+            self._spawner.start(managed, managed.plan, env, alone=alone)
         except SpawnError as error:
             self._spawn_failed(managed, error)
             return
