@@ -55,12 +55,15 @@ class Escapes:
         state_dir: Callable[[], Path],
         main_of: MainOf,
         mains: Callable[[], Container[int]],
+        spawning: Callable[[], bool],
     ) -> None:
         self._loop = loop
         self._state_dir = state_dir
         self._main_of = main_of
         self._mains = mains  # every instance's main pid now (and maybe more of ours)
+        self._spawning = spawning  # whether a spawn is in flight (see _sweep_now)
         self._scheduled = False
+        self._put_off: asyncio.TimerHandle | None = None  # the latest look, if put off
         self._last = -SWEEP_GAP  # loop time of the last look
         self._everywhere = False
         self._reaped = asyncio.Event()
@@ -83,7 +86,21 @@ class Escapes:
         self._reaped.set()
         self.soon()
 
+    def spawns_landed(self) -> None:
+        """No spawn is in flight any more: a look put off for one is taken now."""
+        if self._put_off is not None:
+            self._sweep_now()
+
     def _sweep_now(self) -> None:
+        if self._put_off is None and self._spawning():
+            # After an exit, its respawn is in flight: the spawning thread needs the
+            # GIL to reach posix_spawn, and the look (0.1 to 0.4 ms) held it up, so
+            # the look waits until the spawns have landed (once, SWEEP_GAP at most).
+            self._put_off = self._loop.call_later(SWEEP_GAP, self._sweep_now)
+            return
+        if self._put_off is not None:
+            self._put_off.cancel()
+            self._put_off = None
         self._scheduled = False
         self._last = self._loop.time()
         everywhere, self._everywhere = self._everywhere, False

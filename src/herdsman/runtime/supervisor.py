@@ -155,7 +155,11 @@ class Supervisor:
         self._reaper = Reaper(self._loop)
         self.signals = Signals()  # the process's signal handling, SIGCHLD and the daemon's
         self.escapes = Escapes(
-            self._loop, lambda: self.plan.state_dir, self._main_of, self._known_pids
+            self._loop,
+            lambda: self.plan.state_dir,
+            self._main_of,
+            self._known_pids,
+            lambda: self._spawner.pending > 0,
         )
         self._reaper.on_orphan = self.escapes.orphan_reaped
         # Every spawned pid is known before an exit is collected: one collected
@@ -489,6 +493,8 @@ class Supervisor:
         assert self._spawner.lean is not None
         self._spawner.lean.woken()
         self._landed()
+        if not self._spawner.pending:
+            self.escapes.spawns_landed()
 
     def _landed(self, keep: int | None = None) -> None:
         """Take in the outcomes of the spawns that ended, in order; then run the
