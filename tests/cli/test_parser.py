@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herdsman.cli.commands import PLAIN
-from herdsman.cli.main import COMMANDS, build_parser, command_of, plain_args
+from herdsman.cli.main import COMMANDS, PLAIN_COMMANDS, build_parser, command_of, plain_args
 
 LINES = [
     ["up"],
@@ -110,6 +109,11 @@ PLAIN_LINES = [
     ["down"],
     ["reload", "--debug"],
     ["down", "-c", "x.toml"],
+    ["up"],
+    ["-c", "x.toml", "up", "-d", "--wait", "--timeout", "5", "web", "db"],
+    ["up", "--detach", "--wait-timeout", "2m", "--wait"],
+    ["up", "--watch", "web", "-c", "x.toml"],
+    ["up", "web", "--watch"],
 ]
 
 
@@ -144,7 +148,9 @@ def test_a_plain_command_line_is_read_as_the_parser_reads_it(argv: list[str]) ->
         ["status", "-"],
         ["status", "-h"],
         ["-h"],
-        ["up"],
+        ["up", "web", "-d", "db"],  # argparse takes one run of SERVICEs
+        ["up", "--timeout", "0"],
+        ["up", "-dw"],
         ["version"],
         ["stauts"],
     ],
@@ -155,9 +161,13 @@ def test_anything_else_goes_to_the_parser(argv: list[str]) -> None:
 
 
 WORDS = [
-    *PLAIN,
-    "up",
+    *PLAIN_COMMANDS,
     "--json",
+    "-d",
+    "--detach",
+    "--wait",
+    "--watch",
+    "--wait-timeout",
     "-f",
     "--follow",
     "--no-wait",

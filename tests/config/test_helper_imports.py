@@ -28,6 +28,30 @@ def test_the_validating_helper_builds_a_plan_without_the_lifecycle() -> None:
     assert out.stdout.split() == []
 
 
+def test_the_forked_helper_validates_without_looking_for_pydantic_plugins(
+    tmp_path: Path,
+) -> None:
+    # pydantic's plugin loader imports importlib.metadata (a ninth of the helper's
+    # work); the helper validates, hooks and checks included, without it.
+    config = tmp_path / "herdsman.toml"
+    config.write_text(
+        '[services.db]\ncommand = "sleep 1"\nready = { tcp = "127.0.0.1:6390" }\n'
+        'health = { exec = "true" }\nhooks = [{ on = "failed", exec = "true" }]\n'
+    )
+    code = (
+        "import sys\n"
+        "class NoMetadata:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'importlib.metadata':\n"
+        "            raise ImportError('importlib.metadata is imported')\n"
+        "sys.meta_path.insert(0, NoMetadata())\n"
+        "from herdsman.runtime.planner import receive_plan, request_plan\n"
+        f"print(sorted(receive_plan(request_plan({str(config)!r})).services))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "['db']"), out.stderr
+
+
 def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
     # Plans that older images pickled (a re-exec's hand-over) name the class
     # herdsman.core.lifecycle.Policy; protocol 0 spells a class as "module\nname".

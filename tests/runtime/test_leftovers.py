@@ -66,6 +66,21 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
         wait_for(lambda: not kill_all(scan(state_dir)), timeout=5)
 
 
+def test_a_marker_beyond_the_first_read_of_an_environment_is_found(tmp: Path) -> None:
+    # /proc/PID/environ is read 64 KiB at a time: the marker comes after 200 KB of
+    # other variables.
+    env = {"BIG": "x" * 100_000, "BIGGER": "y" * 100_000}
+    env["HERDSMAN_STATE_DIR"], env["HERDSMAN_INSTANCE"] = str(tmp), "web"
+    child = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+    try:
+        wait_for(lambda: scan(tmp, [child.pid]))
+        (found,) = scan(tmp)
+        assert (found.pid, found.instance) == (child.pid, "web")
+    finally:
+        child.kill()
+        child.wait()
+
+
 def settled(marked: list[Marked]) -> bool:
     if len(marked) != 3 or any(m.session != m.pid for m in marked):
         return False

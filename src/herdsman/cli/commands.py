@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     Command = Callable[[argparse.Namespace], int]
     # PLAIN's entries: see there.
     Plain = tuple[
-        dict[str, str], dict[str, tuple[str, Callable[[str], Any]]], dict[str, Any], int | None
+        dict[str, str],
+        dict[str, tuple[str, Callable[[str], Any]]],
+        dict[str, Any],
+        tuple[str, int] | None,
     ]
 LogEntry = dict[str, "Any"]  # the API's form: time, instance, stream, line
 
@@ -159,22 +162,22 @@ def _line_count(text: str) -> int:
 # (tests/cli/test_parser.py holds them to it): a client command's flags (store_true)
 # and where each goes; its options that take a value, where each goes and the type
 # that reads it (--since is left to argparse: its value depends on the time it is
-# read); the values its parser gives what is not on the command line; and how many
-# PATTERNs it needs (None: it takes none).
+# read); the values its parser gives what is not on the command line; and where its
+# run of PATTERNs goes and how many it needs (None: it takes none).
 PLAIN: dict[str, Plain] = {
-    "status": ({"--json": "json"}, {}, {"json": False, "patterns": []}, 0),
+    "status": ({"--json": "json"}, {}, {"json": False, "patterns": []}, ("patterns", 0)),
     "logs": (
         {"-f": "follow", "--follow": "follow", "--json": "json"},
         {"-n": ("lines", _line_count), "--lines": ("lines", _line_count)},
         {"follow": False, "lines": DEFAULT_LINES, "json": False, "since": None, "patterns": []},
-        0,
+        ("patterns", 0),
     ),
     **{
         name: (
             {"--no-wait": "no_wait"},
             {"--timeout": ("timeout", seconds_arg)},
             {"no_wait": False, "timeout": WAIT_TIMEOUT},
-            1,
+            ("patterns", 1),
         )
         for name in ("start", "stop", "restart")
     },

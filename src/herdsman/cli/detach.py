@@ -150,6 +150,9 @@ def _hopeless(doc: Mapping[str, Any]) -> bool:
 
 
 def main() -> int:
+    import gc
+
+    gc.disable()  # as `up` does: until the first spawns are on their way
     from herdsman.cli.up import run_up
 
     try:

@@ -21,6 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
+    from herdsman.cli.commands import Plain
     from herdsman.cli.parsing import Parser
     from herdsman.config import Config
     from herdsman.core.plan import Plan
@@ -196,6 +197,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import gc
+
+    # No collection until the first spawns are on their way (cli/up.py turns it back
+    # on): the imports to there would run it again and again, and find little to
+    # free (9M of the 210M instructions to the fork, 11M of the 390M after it).
+    gc.disable()
     from herdsman.runtime.planner import request_plan
 
     # The config is validated in a forked helper while this process imports the
@@ -334,6 +341,18 @@ COMMANDS = {
 }
 
 
+# `up` is read plainly too, as its parser reads it: its validating helper is forked
+# once the command line is read, and argparse would take a fifth of the time to that.
+PLAIN_COMMANDS: dict[str, Plain] = {
+    **PLAIN,
+    "up": (
+        {"-d": "detach", "--detach": "detach", "--wait": "wait", "--watch": "watch"},
+        {"--timeout": ("timeout", seconds_arg), "--wait-timeout": ("timeout", seconds_arg)},
+        {"detach": False, "wait": False, "watch": False, "timeout": None},
+        ("services", 0),
+    ),
+}
+
 # The options before the command that take a value (as the next argument or after =),
 # and where it goes.
 _VALUE_OPTIONS = {
@@ -362,7 +381,7 @@ def command_of(argv: list[str]) -> str | None:
 
 
 def plain_args(argv: list[str]) -> argparse.Namespace | None:
-    """What the parser makes of `argv` when it runs a client command of PLAIN plainly:
+    """What the parser makes of `argv` when it runs a command of PLAIN_COMMANDS plainly:
     before the command only --debug and the options of _VALUE_OPTIONS (spelled in
     full, a value after each), after it only its flags, its options that take a value
     (spelled in full, the value after each, one its type reads), `-c FILE`,
@@ -378,20 +397,20 @@ def plain_args(argv: list[str]) -> argparse.Namespace | None:
             if value.startswith("-"):
                 return None
             values[_VALUE_OPTIONS[arg]] = value
-        elif arg in PLAIN:
+        elif arg in PLAIN_COMMANDS:
             command = arg
             break
         else:
             return None
     else:
         return None
-    flags, options, defaults, least = PLAIN[command]
+    flags, options, defaults, positional = PLAIN_COMMANDS[command]
     values.update(defaults, command=command)
     patterns: list[str] = []
     run = "before"  # where we are in relation to the run of PATTERNs
     for arg in args:
         if not arg.startswith("-"):
-            if least is None or run == "after":
+            if positional is None or run == "after":
                 return None
             patterns.append(arg)
             run = "in"
@@ -417,10 +436,11 @@ def plain_args(argv: list[str]) -> argparse.Namespace | None:
             values["config"] = value
         else:
             return None
-    if least is not None:
+    if positional is not None:
+        dest, least = positional
         if len(patterns) < least:
             return None
-        values["patterns"] = patterns
+        values[dest] = patterns
     # Attributes are all a command reads of its arguments: no need for argparse's class.
     return _Arguments(values)  # type: ignore[return-value]
 

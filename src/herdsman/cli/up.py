@@ -13,6 +13,7 @@ import herdsman.runtime.tls  # noqa: F401
 
 # isort: split
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -351,6 +352,10 @@ async def _run(
     else:
         daemon.adopt(in_place.fds.pipes if in_place else None)
         daemon.supervisor.start_services(services or None)
+    # What start-up built (modules, the plan, the instances) lives as long as the
+    # daemon: the collector, off until here (see cmd_up), never walks it again.
+    gc.freeze()
+    gc.enable()
     announce = None
     if daemon.manager.present:
         announce = asyncio.create_task(_ready_once_settled(daemon))

@@ -4,9 +4,10 @@ Units are parsed here, once (durations in seconds, sizes in bytes, signals and m
 as ints, commands as argv lists, paths absolute), so nothing downstream parses a
 string. Relative paths are resolved against `context["base_dir"]` of the validation
 (the config file's directory), or the current directory without one.
-"""
 
-from __future__ import annotations
+Annotations are evaluated as Python reads the classes (no `from __future__ import
+annotations`): pydantic would otherwise evaluate each one from its text again.
+"""
 
 import os
 import re
@@ -90,6 +91,17 @@ Mode = Annotated[int, BeforeValidator(units.parse_mode)]
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]
 
 
+# Empty containers come from these, not from dict and list: pydantic reads the
+# signature of every default factory, and a builtin's is parsed from its text
+# through tokenize (whose regex it compiles first), a sixth of building the models.
+def _no_entries() -> dict[Any, Any]:
+    return {}
+
+
+def _no_items() -> list[Any]:
+    return []
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -136,7 +148,7 @@ class _Check(_Model):
     # A probe from a plugin, by name, and what it is called with (its keyword
     # arguments): a table of their own, so a typo in `interval` is still an error.
     plugin: str | None = Field(default=None, min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=_no_entries)
 
     # `{replica}` may stand in a port or URL, so check the text as replica 0 would see it.
     @field_validator("tcp")
@@ -247,7 +259,7 @@ class Hook(_Model):
     exec: list[str] | None = None
     webhook: str | None = None
     plugin: str | None = Field(default=None, min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=_no_entries)
     timeout: Duration = Field(default=10.0, gt=0)
 
     @field_validator("on", mode="before")
@@ -312,7 +324,7 @@ class Service(_Model):
     command: list[str]
     cwd: ConfigPath = Field(default=Path("."), validate_default=True)
     env_file: Path | None = None
-    env: dict[str, str] = Field(default_factory=dict, validate_default=True)
+    env: dict[str, str] = Field(default_factory=_no_entries, validate_default=True)
     user: str | None = Field(default=None, min_length=1)
     group: str | None = Field(default=None, min_length=1)
     umask: Mode | None = None
@@ -324,19 +336,21 @@ class Service(_Model):
     start_seconds: Duration = 1.0
     stop_signal: SignalNumber = int(signal.SIGTERM)
     stop_timeout: Duration = 10.0
-    depends_on: dict[str, Condition] = Field(default_factory=dict)
+    depends_on: dict[str, Condition] = Field(default_factory=_no_entries)
     # systemd's PartOf: restart this service when one of these comes back from a restart.
-    restart_with: list[str] = Field(default_factory=list)
+    restart_with: list[str] = Field(default_factory=_no_items)
     ready: Probe | None = None
     health: HealthCheck | None = None
     memory_limit: Size | None = None
     log: LogSettings = Field(default_factory=LogSettings)
-    hooks: list[Hook] = Field(default_factory=list)
+    hooks: list[Hook] = Field(default_factory=_no_items)
     kubernetes: KubernetesOptions | None = None  # read by export only
     # Restart on file changes, under `herdsman up --watch` (see config/watch.py).
-    watch: list[Annotated[str, AfterValidator(check_watch_pattern)]] = Field(default_factory=list)
+    watch: list[Annotated[str, AfterValidator(check_watch_pattern)]] = Field(
+        default_factory=_no_items
+    )
     watch_ignore: list[Annotated[str, AfterValidator(check_ignore_pattern)]] = Field(
-        default_factory=list
+        default_factory=_no_items
     )
     watch_debounce: Duration = DEFAULT_DEBOUNCE
 
@@ -467,7 +481,7 @@ class Settings(_Model):
     allow_shared_state_dir: bool = False
     # `package.module:object` references; each is known by its object's name.
     plugins: list[Annotated[str, AfterValidator(lookup.check_reference)]] = Field(
-        default_factory=list
+        default_factory=_no_items
     )
 
     @field_validator("plugins")
@@ -537,8 +551,8 @@ class Config(_Model):
 
     path: Path
     settings: Settings = Field(default_factory=Settings)
-    services: dict[str, Service] = Field(default_factory=dict, validate_default=True)
-    hooks: list[Hook] = Field(default_factory=list)  # for every instance of every service
+    services: dict[str, Service] = Field(default_factory=_no_entries, validate_default=True)
+    hooks: list[Hook] = Field(default_factory=_no_items)  # for every instance of every service
 
     @model_validator(mode="before")
     @classmethod

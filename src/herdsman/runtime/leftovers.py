@@ -32,6 +32,7 @@ STATE_DIR_VARIABLE = "HERDSMAN_STATE_DIR"
 INSTANCE_VARIABLE = "HERDSMAN_INSTANCE"
 _STATE_DIR_KEY = STATE_DIR_VARIABLE.encode() + b"="
 _INSTANCE_KEY = INSTANCE_VARIABLE.encode() + b"="
+_ENVIRON_READ = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +47,40 @@ class Marked:
     uid: int
 
 
-def _read_all(path: str) -> bytes | None:
+def _read_environ(pid: int) -> bytes | None:
+    """/proc/PID/environ. It answers a read with as much as asked, up to its end: a
+    read that comes back short was the last (no read of nothing after it, a quarter
+    fewer system calls in a scan of every process)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     chunks = []
     try:
-        while chunk := os.read(fd, 65536):
+        while True:
+            chunk = os.read(fd, _ENVIRON_READ)
             chunks.append(chunk)
+            if len(chunk) < _ENVIRON_READ:
+                break
     except OSError:
         return None
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def _variable(environ: bytes, key: bytes) -> bytes | None:
+    """The value `key` (b"NAME=") has in `environ`, NUL-separated; its last one, as
+    a walk through every entry would keep."""
+    at = environ.rfind(b"\0" + key)
+    if at >= 0:
+        start = at + 1 + len(key)
+    elif environ.startswith(key):
+        start = len(key)
+    else:
+        return None
+    end = environ.find(b"\0", start)
+    return environ[start:] if end < 0 else environ[start:end]
 
 
 class _SameDir:
@@ -99,15 +120,11 @@ def scan(state_dir: Path, pids: Iterable[int] | None = None) -> list[Marked]:
         pid = int(entry)
         if pid == own:
             continue
-        environ = _read_all(f"/proc/{pid}/environ")
+        environ = _read_environ(pid)
         if not environ or _STATE_DIR_KEY not in environ:
             continue
-        state_dir_value = instance = None
-        for item in environ.split(b"\0"):
-            if item.startswith(_STATE_DIR_KEY):
-                state_dir_value = item[len(_STATE_DIR_KEY) :]
-            elif item.startswith(_INSTANCE_KEY):
-                instance = item[len(_INSTANCE_KEY) :]
+        state_dir_value = _variable(environ, _STATE_DIR_KEY)
+        instance = _variable(environ, _INSTANCE_KEY)
         if state_dir_value is None or instance is None or not same(state_dir_value):
             continue
         stat = proc_stat(pid)

@@ -62,6 +62,7 @@ def _validate_and_exit(config: str | None, out: int) -> None:
     code = 1
     try:
         os.environ.update(HELPER_ENVIRONMENT)
+        _no_plugin_loader()
         from herdsman.config.plan import answer
 
         data, code = answer(config)
@@ -80,6 +81,19 @@ def _validate_and_exit(config: str | None, out: int) -> None:
         # Not a normal exit: the parent's buffers, atexit handlers and open files
         # are its own, not the helper's to flush or run.
         os._exit(code)
+
+
+def _no_plugin_loader() -> None:
+    """pydantic's plugin loader as HELPER_ENVIRONMENT makes it answer (no plugins),
+    without importing it: pydantic imports it at the first model, and its
+    importlib.metadata (with email, zipfile, csv) was a ninth of the helper's work
+    (63M of 529M instructions). pydantic takes only get_plugins from it (a pydantic
+    that takes more fails tests/config/test_helper_imports.py)."""
+    import types
+
+    loader = types.ModuleType("pydantic.plugin._loader")
+    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    sys.modules.setdefault(loader.__name__, loader)
 
 
 def receive_plan(helper: Helper) -> Plan:
