@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import signal
+import time
 from pathlib import Path
 
 from herdsman.core.states import State
@@ -391,3 +392,45 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
                 gc.enable()
 
     run(body())
+
+
+def test_an_exit_is_published_after_the_last_lines_of_its_process(tmp: Path) -> None:
+    """The herd hears of an exit before its process's pipes are drained (its respawn
+    goes first), but the change that says it ended still comes after the lines the
+    process wrote last, and its last stderr line still says why."""
+    fifo = tmp / "go"
+    os.mkfifo(fifo)
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            f"""
+            [services.x]
+            command = "sh -c 'read go < {fifo}; echo last; echo why >&2; exit 3'"
+            restart = "never"
+            """,
+        ) as (sup, rec):
+            seen: list[tuple[State, list[str]]] = []
+            sup.changes.subscribe(lambda _m, _old, new, _ev: seen.append((new, rec.text("x"))))
+            await until(lambda: sup.instances["x"].core.pid is not None)
+            pid = sup.instances["x"].core.pid
+            assert pid is not None
+            end_while_the_loop_waits(fifo, pid)
+            await until(lambda: any(new is State.EXITED for new, _ in seen))
+            lines = next(lines for new, lines in seen if new is State.EXITED)
+            assert sorted(lines) == ["last", "why"]
+            assert sup.instances["x"].core.message == "exited with code 3: why"
+
+    run(body())
+
+
+def end_while_the_loop_waits(fifo: Path, pid: int) -> None:
+    """Let the process write its last lines and end, holding the loop (no await):
+    its lines and its exit are then there at once, and the exit is handled before
+    the pipes are read."""
+    with open(fifo, "w") as go:
+        go.write("go\n")
+    deadline = time.monotonic() + 10.0
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the process did not end"
+        time.sleep(0.001)

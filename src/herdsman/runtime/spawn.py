@@ -61,6 +61,8 @@ SWITCH_INTERVAL = 0.0002
 # Spawns handed to the thread and not yet collected, at most: enough that the
 # thread never waits for the loop, few enough that each comes back soon.
 IN_FLIGHT = 16
+# How long the loop waits at most for the idle spawning thread to take a request.
+GATE_TIMEOUT = 0.002
 
 
 class SpawnError(Exception):
@@ -327,15 +329,15 @@ class _Mailbox:
             None, 0, ctypes.pointer(self._iov), 1, ctypes.cast(self._control, ctypes.c_void_p)
         )
 
-    def fds(self) -> tuple[int, int]:
-        """The two fds sent with the request just taken: sent before it was queued,
-        so they are here already."""
+    def fds(self) -> tuple[int, int] | OSError | None:
+        """The next two fds sent, or why they could not be taken; None when none
+        are here (yet)."""
         header = self._header
         header.controllen, header.flags = _RIGHTS.size, 0
         got = _plibc.recvmsg(self.fd, ctypes.byref(header), MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
         if got <= 0:
             code = ctypes.get_errno() if got < 0 else errno.EPIPE
-            raise OSError(code, os.strerror(code))
+            return None if code == errno.EAGAIN else OSError(code, os.strerror(code))
         length, level, kind, out, err = _RIGHTS.unpack(self._control.raw)
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
             if length == _RIGHTS.size:
@@ -343,7 +345,7 @@ class _Mailbox:
             if length > _CMSG_HEADER:
                 _plibc.close(out)  # only the first came
         # This table had no room for them (the kernel drops what it cannot install).
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     def tell(self) -> None:
         """Say to the loop that outcomes wait (nothing if its end is closed)."""
@@ -360,8 +362,9 @@ class LeanSpawner:
     0.9). This thread unshares its fd table, cwd and umask (unshare(2) with
     CLONE_FILES | CLONE_FS) and keeps only the fds the spawn needs, so a spawn
     costs the same however many instances run. The loop thread passes it the
-    pipes' write ends over a socket pair (SCM_RIGHTS), then the request on a queue,
-    and goes on; the thread waits on the queue, not the socket: data on a socket
+    pipes' write ends over a socket pair (SCM_RIGHTS) as soon as it has made them,
+    ahead of the request that takes them, and the requests on a queue, and goes
+    on; the thread waits on the queue, not the socket: data on a socket
     wakes its reader with the "sync" hint, which lets the scheduler run the reader
     on the sender's CPU, behind the loop thread (which holds the GIL too), while
     the other CPU may be idle. The thread puts each
@@ -384,6 +387,7 @@ class LeanSpawner:
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._theirs = theirs.detach()  # a number, valid in either table
         self._ready = threading.Event()
+        self._gate = threading.Lock()  # see submit
         self.error: str | None = None  # why the thread could not take its own table
         self._thread = threading.Thread(target=self._run, name="herdsman-spawn", daemon=True)
         self._thread.start()
@@ -405,11 +409,28 @@ class LeanSpawner:
             while self._ours.recv(64, socket.MSG_DONTWAIT):
                 pass
 
-    def submit(self, request: Request, out: int, err: int) -> None:
+    def send(self, out: int, err: int) -> None:
+        """Copy these two fds to the thread, for the next request that comes
+        without (the caller closes its own)."""
+        socket.send_fds(self._ours, [b"s"], [out, err])
+
+    def submit(self, request: Request, fds: tuple[int, int] | None, *, wait: bool) -> None:
         """Have the thread spawn `request` with these two fds (copied: the caller
-        closes its own); its outcome comes on `results`."""
-        socket.send_fds(self._ours, [b"s"], [out, err])  # first: the thread takes them at once
+        closes its own), or with None the two sent ahead (`send`); its outcome comes
+        on `results`. `wait`: until the thread has taken it (see below)."""
+        if fds is not None:
+            self.send(*fds)  # first: the thread takes them at once
+        gate = self._gate
+        gated = wait and gate.acquire(blocking=False)
         self._requests.put(request)
+        # Python hands its GIL to a thread that waits for it only when the holder
+        # blocks, or after the switch interval: the loop, which goes on with Python
+        # (the exit's bookkeeping), held a respawn up that long (0.1 to 0.3 ms).
+        # Here it blocks until the thread has the request, 0.05 ms or so, and the
+        # thread goes on to posix_spawn without waiting. Not in a wave: the loop
+        # prepares the next spawn meanwhile.
+        if gated and gate.acquire(timeout=GATE_TIMEOUT):
+            gate.release()
 
     def result(self) -> int | BaseException:
         """The next outcome, waiting for it."""
@@ -437,6 +458,7 @@ class LeanSpawner:
             self._ready.set()
             return
         mailbox = _Mailbox(self._theirs)
+        gate = self._gate
         for name in os.listdir("/proc/thread-self/fd"):
             fd = int(name)
             if fd > 2 and fd != self._theirs and fd not in self._keep:
@@ -447,13 +469,20 @@ class LeanSpawner:
         for fd in (0, 1, 2):
             os.dup2(self._keep[0], fd, inheritable=False)
         self._ready.set()  # the caller may now close its copy of our socket
+        # The next spawn's fds, taken once the last spawn is out (the loop sends
+        # them as soon as it has made them): the GIL is then taken once less
+        # between a request and its posix_spawn.
+        fds: tuple[int, int] | OSError | None = None
         try:
             while (request := self._requests.get()) is not None:
-                try:
-                    out, err = mailbox.fds()
-                except OSError as error:
-                    self.results.put(error)
+                if gate.locked():  # the loop waits for it (see submit)
+                    gate.release()
+                if fds is None:  # sent before the request was queued: here already
+                    fds = mailbox.fds() or OSError(errno.EPIPE, os.strerror(errno.EPIPE))
+                if isinstance(fds, OSError):
+                    self.results.put(fds)
                 else:
+                    out, err = fds
                     try:
                         result: int | BaseException = self._spawn(request, out, err)
                     except BaseException as error:
@@ -465,6 +494,7 @@ class LeanSpawner:
                 if not self._told:
                     self._told = True
                     mailbox.tell()
+                fds = mailbox.fds()
         finally:
             _plibc.close(mailbox.fd)
 
@@ -543,10 +573,9 @@ class Spawner(Generic[K]):
         self._flying: deque[tuple[K | None, InstancePlan, int, int]] = deque()
         self._done: list[tuple[K, Outcome]] = []
         self._own: Outcome | None = None
-        self._spare: tuple[int, int, int, int] | None = None  # the next spawn's pipes
+        # The next spawn's pipes; their write ends -1 once sent to the thread ahead.
+        self._spare: tuple[int, int, int, int] | None = None
         self._command: Command | None = None  # the last spawn's
-        with contextlib.suppress(SpawnError):
-            self._spare = _pipes()
         # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
         # last spawn (see _file_actions).
         self._actions: tuple[tuple[int, int], ctypes.Array[ctypes.c_char]] | None = None
@@ -557,6 +586,7 @@ class Spawner(Generic[K]):
             self.lean = None
         else:
             sys.setswitchinterval(SWITCH_INTERVAL)
+        self._make_spare()
 
     @property
     def pending(self) -> int:
@@ -570,16 +600,20 @@ class Spawner(Generic[K]):
         os.close(self._devnull)
         os.close(self._home)
         for fd in self._spare or ():
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._spare = None
         if self._actions is not None:
             _plibc.posix_spawn_file_actions_destroy(self._actions[1])
             self._actions = None
 
-    def start(self, key: K, inst: InstancePlan, own: Mapping[str, str]) -> None:
+    def start(
+        self, key: K, inst: InstancePlan, own: Mapping[str, str], *, alone: bool = False
+    ) -> None:
         """Begin spawning `inst` with its own variables `own`; its outcome comes
-        from `finished()` with `key`."""
-        self._start(key, inst, own)
+        from `finished()` with `key`. `alone`: no other spawn follows at once (a
+        restart), and an idle spawning thread takes it before anything else runs."""
+        self._start(key, inst, own, alone)
 
     def finished(self, *, keep: int | None = None) -> list[tuple[K, Outcome]]:
         """The outcomes that are in, in order; with `keep`, first wait until no
@@ -600,34 +634,69 @@ class Spawner(Generic[K]):
         assert outcome is not None
         return outcome
 
-    def _start(self, key: K | None, inst: InstancePlan, own: Mapping[str, str]) -> None:
-        spare, self._spare = self._spare, None
-        out_r, out_w, err_r, err_w = spare or _pipes()
-        try:
-            if inst.user is None and inst.group is None:
-                command = self._command
+    def _start(
+        self, key: K | None, inst: InstancePlan, own: Mapping[str, str], alone: bool = False
+    ) -> None:
+        request: Request | None = None  # None: a switch of user or group (Popen)
+        if inst.user is None and inst.group is None:
+            command = self._command
+            try:
                 if command is None or not command.serves(inst):
                     # A wave spawns a service's replicas one after the other.
                     command = self._command = Command(inst)
                 request = Request(inst, self._environment, own, command)
-                if self.lean is not None:
-                    self.lean.submit(request, out_w, err_w)
-                    self._flying.append((key, inst, out_r, err_r))
-                    return
-                result: int | BaseException = self._posix_spawn(request, out_w, err_w)
+            except ValueError as error:  # a string no file name can hold
+                self._land(key, self._outcome(error, inst, -1, -1))
+                return
+        spare = self._spare
+        # A spare whose write ends went ahead to the thread serves its next request.
+        if spare is not None and (request is not None or spare[1] >= 0):
+            self._spare = None
+        else:
+            spare = _pipes()
+        out_r, out_w, err_r, err_w = spare
+        try:
+            if request is None:
+                result: int | BaseException = self._popen(
+                    inst, {**self._environment.base, **own}, out_w, err_w
+                )
+            elif self.lean is not None:
+                fds = (out_w, err_w) if out_w >= 0 else None
+                self.lean.submit(request, fds, wait=alone and not self._flying)
+                self._flying.append((key, inst, out_r, err_r))
+                return
             else:
-                result = self._popen(inst, {**self._environment.base, **own}, out_w, err_w)
+                result = self._posix_spawn(request, out_w, err_w)
         except (OSError, ValueError) as error:  # ValueError: a string no file name can hold
             result = error
         finally:
-            os.close(out_w)
-            os.close(err_w)
-            # The next spawn's pipes, made now, while the thread spawns this one:
-            # after an exit, its respawn is handed over without making any (four
-            # system calls each, a fifth of the way from an exit to the spawn).
-            with contextlib.suppress(SpawnError):
-                self._spare = _pipes()
+            for fd in (out_w, err_w):
+                if fd >= 0:
+                    os.close(fd)
+            if self._spare is None:
+                self._make_spare()
         self._land(key, self._outcome(result, inst, out_r, err_r))
+
+    def _make_spare(self) -> None:
+        """The next spawn's pipes, made while the thread spawns this one, their write
+        ends sent to it at once: after an exit, its respawn is handed over without
+        making any pipe or sending any fd (six system calls on the loop thread, and
+        a recvmsg on the spawning thread, a fifth of the way from an exit to the
+        spawn)."""
+        try:
+            out_r, out_w, err_r, err_w = _pipes()
+        except SpawnError:
+            return  # the spawn that needs them makes them, or says why it cannot
+        if self.lean is not None:
+            try:
+                self.lean.send(out_w, err_w)
+            except OSError:
+                pass  # sent with the request that takes them, then
+            else:
+                os.close(out_w)
+                os.close(err_w)
+                out_w = err_w = -1
+        self._spare = (out_r, out_w, err_r, err_w)
 
     def _collect(self, keep: int | None) -> None:
         lean = self.lean
@@ -654,8 +723,9 @@ class Spawner(Generic[K]):
     def _outcome(result: int | BaseException, inst: InstancePlan, out: int, err: int) -> Outcome:
         if isinstance(result, int):
             return result, out, err
-        os.close(out)
-        os.close(err)
+        for fd in (out, err):
+            if fd >= 0:  # -1: failed before it had pipes
+                os.close(fd)
         if isinstance(result, SpawnError):
             return result
         if isinstance(result, OSError):
