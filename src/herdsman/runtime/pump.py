@@ -52,7 +52,7 @@ HALF_LINE = MAX_LINE // 2
 READ_SIZE = 1024 * 1024
 # Batching under a flood: a read this large means the child writes fast, so the
 # pump waits before reading again, long enough for about BATCH bytes to gather at
-# the rate it saw (at most MAX_PAUSE). Per read the fixed cost (wake-up, syscalls,
+# the child's rate (at most MAX_PAUSE; how a read tells that rate: pause_for). Per read the fixed cost (wake-up, syscalls,
 # timestamp) dominates; a reader that keeps up takes a few KiB at a time and spends
 # several times the CPU per MB. The pause must never let the pipe fill: the child
 # would wait, and a full pipe's reads measure the pipe, not the child, so the pump
