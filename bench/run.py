@@ -97,7 +97,7 @@ def ensure_env() -> None:
 
 def source_files() -> list[Path]:
     """What the herdsman wheel is built from."""
-    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    files = [REPO / "pyproject.toml", REPO / "README.md", REPO / "LICENSE"]  # as pyproject names
     for path in sorted((REPO / "src").rglob("*")):
         parts = path.relative_to(REPO).parts
         skip = "__pycache__" in parts or any(part.endswith(".egg-info") for part in parts)

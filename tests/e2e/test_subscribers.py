@@ -94,7 +94,9 @@ async def snapshot_and_changes(
         kind, snapshot = await anext(stream)
         assert kind == "snapshot", (kind, snapshot)
         states = {i["name"]: i["state"] for i in snapshot["services"]}
-        changes = []
+        changes: list[dict[str, Any]] = []
+        if done(states):  # all came before the subscription: no change is to come
+            return snapshot, changes
         async with asyncio.timeout(60):
             async for kind, change in stream:
                 assert kind == "message", kind
