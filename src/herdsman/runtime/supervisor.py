@@ -383,11 +383,12 @@ class Supervisor:
 
     # --- the event queue and the executors -------------------------------------------
 
-    def submit(self, event: hd.Event) -> None:
+    def submit(self, event: hd.Event, *, publish: bool = True) -> None:
         """Put `event` on the queue; run the queue unless it is running already (an
-        event submitted while actions execute waits its turn: no recursion)."""
+        event submitted while actions execute waits its turn: no recursion). Without
+        `publish`, the changes wait for the next run that publishes."""
         self._queue.append(event)
-        self._run()
+        self._run(publish=publish)
 
     def _run(self, *, publish: bool = True) -> None:
         """Carry out the queue's events; then, with `publish`, publish the changes."""
@@ -709,8 +710,7 @@ class Supervisor:
         managed.last_err = b""
         # The herd's answer first, its respawn handed to the spawning thread: what
         # follows does not decide it (0.05 ms of the way from an exit to a respawn).
-        self._queue.append(hd.ToInstance(managed.name, Exited(pid, code, sig, said)))
-        self._run(publish=False)
+        self.submit(hd.ToInstance(managed.name, Exited(pid, code, sig, said)), publish=False)
         kill_group(pid)  # the main process is gone: whatever is left of its group goes too
         # And what left the group: ours once its parents are gone (an adopted
         # instance's went to another reaper).
