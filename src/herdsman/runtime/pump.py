@@ -50,19 +50,20 @@ from herdsman.core.logline import CUT
 MAX_LINE = 64 * 1024
 HALF_LINE = MAX_LINE // 2
 READ_SIZE = 1024 * 1024
-# Batching under a flood: a read this large means the child writes fast, so the
-# pump waits before reading again, long enough for about BATCH bytes to gather at
-# the child's rate (at most MAX_PAUSE; how a read tells that rate: pause_for). Per read the fixed cost (wake-up, syscalls,
-# timestamp) dominates; a reader that keeps up takes a few KiB at a time and spends
-# several times the CPU per MB. The pause must never let the pipe fill: the child
-# would wait, and a full pipe's reads measure the pipe, not the child, so the pump
-# would never speed up again. So it gathers at most a quarter of the pipe's
-# capacity, and does not pause at all when the loop's own lateness (epoll counts
-# milliseconds, and a busy machine wakes a sleeper late) could fill three quarters
-# of it at that rate: small pipes (when F_SETPIPE_SZ was refused) are read as they
-# become readable. Nothing is ever dropped. (An eighth, 128 KiB of a 1 MiB pipe,
-# made batches of about 250 KiB once epoll rounded the pause up to a millisecond;
-# a read's fixed cost, 40-90 us, was then a sixth of the daemon's CPU per MB.)
+# Batching under a flood: a read this large means the child writes fast, so the pump
+# waits before reading again, long enough for about BATCH bytes to gather at the
+# child's rate (at most MAX_PAUSE; how a read tells that rate: pause_for). Per read
+# the fixed cost (wake-up, syscalls, timestamp) dominates; a reader that keeps up
+# takes a few KiB at a time and spends several times the CPU per MB. The pause must
+# never let the pipe fill: the child would wait, and a full pipe's reads measure the
+# pipe, not the child, so the pump would never speed up again. So it gathers at most
+# a quarter of the pipe's capacity, and does not pause at all when the loop's own
+# lateness (epoll counts milliseconds, and a busy machine wakes a sleeper late)
+# could fill three quarters of it at that rate: small pipes (when F_SETPIPE_SZ was
+# refused) are read as they become readable. Nothing is ever dropped. (An eighth,
+# 128 KiB of a 1 MiB pipe, made batches of about 250 KiB once epoll rounded the
+# pause up to a millisecond; a read's fixed cost, 40-90 us, was then a sixth of the
+# daemon's CPU per MB.)
 #
 # A small read is read at once, unless the one before it was less than QUICK ago
 # (and the pipe is a large one): then the child writes small pieces back to back
@@ -399,16 +400,16 @@ class LogPump:
             self._paused = self._loop.call_later(pause, self._resume, pause)
 
     def _resume(self, paused: float) -> None:
-        """A pause of `paused` seconds is over: read what gathered meanwhile, without watching the pipe
-        first (there is something to read, or the pause would not have been taken),
-        and only if the next read is not to wait either, watch it again. A flood is
-        then read from timer to timer, the pipe never in the epoll: no syscalls to
-        watch and unwatch it, no loop turn to learn that it is readable, and above
-        all no cost to the child. While a pipe is watched, every write to it runs
-        epoll's callbacks (ours, and the loop's epoll above it); watched from the
-        pause's end until its batch was written, a quarter of a flooding child's
-        writes paid for them: its CPU per MB was 5-9% higher (measured with the
-        child and the daemon on separate CPUs, as on a quiet machine)."""
+        """A pause of `paused` seconds is over: read what gathered meanwhile, without watching
+        the pipe first (there is something to read, or the pause would not have been taken),
+        and only if the next read is not to wait either, watch it again. A flood is then
+        read from timer to timer, the pipe never in the epoll: no syscalls to watch and
+        unwatch it, no loop turn to learn that it is readable, and above all no cost to the
+        child. While a pipe is watched, every write to it runs epoll's callbacks (ours, and
+        the loop's epoll above it); watched from the pause's end until its batch was
+        written, a quarter of a flooding child's writes paid for them: its CPU per MB was
+        5-9% higher (measured with the child and the daemon on separate CPUs, as on a quiet
+        machine)."""
         pause = None
         try:
             pause = self._read_timed(paused)
