@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from herdsman.runtime.procfs import process_start_time, zombie_status
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
-from herdsman.runtime.statefile import StateFile
+from herdsman.runtime.statefile import StateFile, StateWriter
 from tests.conftest import wait_for
 
 small = st.integers(min_value=0, max_value=10**6)
@@ -216,30 +217,40 @@ def test_pipes_passed_back_by_the_service_manager_are_taken_by_inode(tmp: Path) 
         os.close(write_end)
 
 
+def recording_writer(
+    tmp: Path,
+    instances: dict[str, dict[str, int | None]],
+    on_error: Callable[[str | None], None],
+) -> tuple[StateWriter, list[str]]:
+    """A StateWriter of `instances` (name -> {"pid": ...}) without delay, on the
+    running loop, and the names of the records it encodes, in order."""
+    encoded: list[str] = []
+
+    def record(instance: dict[str, int | None]) -> InstanceRecord:
+        encoded.append(next(n for n, i in instances.items() if i is instance))
+        return InstanceRecord(pid=instance["pid"])
+
+    writer = StateWriter(
+        tmp / "state.json",
+        asyncio.get_running_loop(),
+        lambda: instances,
+        record,
+        lambda: {"config": "c"},
+        on_error,
+        delay=0,
+    )
+    return writer, encoded
+
+
 def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(tmp: Path) -> None:
-    from herdsman.runtime.statefile import StateWriter
-
     async def scenario() -> None:
-        instances = {"a": {"pid": 1}, "b": {"pid": 2}}
-        encoded: list[str] = []
+        instances: dict[str, dict[str, int | None]] = {"a": {"pid": 1}, "b": {"pid": 2}}
         errors: list[str | None] = []
-
-        def record(instance: dict[str, int]) -> InstanceRecord:
-            encoded.append(next(n for n, i in instances.items() if i is instance))
-            return InstanceRecord(pid=instance["pid"])
 
         def pids(document: dict[str, Any]) -> dict[str, int]:
             return {name: record["pid"] for name, record in document["instances"].items()}
 
-        writer = StateWriter(
-            tmp / "state.json",
-            asyncio.get_running_loop(),
-            lambda: instances,
-            record,
-            lambda: {"config": "c"},
-            errors.append,
-            delay=0,
-        )
+        writer, encoded = recording_writer(tmp, instances, errors.append)
         for name in ("a", "b", "a"):
             writer.changed(name)
         assert not writer.file.path.exists()  # not at once
@@ -279,25 +290,13 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
 def test_a_write_of_some_records_is_followed_by_one_of_all(tmp: Path) -> None:
     # Before the first spawns, recovery writes what it adopted alone: encoding the
     # records of thousands of instances that have nothing to record held them back.
-    from herdsman.runtime.statefile import StateWriter
-
     async def scenario() -> None:
-        instances = {"a": {"pid": 1}, "b": {"pid": None}, "c": {"pid": None}}
-        encoded: list[str] = []
-
-        def record(instance: dict[str, int | None]) -> InstanceRecord:
-            encoded.append(next(n for n, i in instances.items() if i is instance))
-            return InstanceRecord(pid=instance["pid"])
-
-        writer = StateWriter(
-            tmp / "state.json",
-            asyncio.get_running_loop(),
-            lambda: instances,
-            record,
-            lambda: {"config": "c"},
-            lambda error: None,
-            delay=0,
-        )
+        instances: dict[str, dict[str, int | None]] = {
+            "a": {"pid": 1},
+            "b": {"pid": None},
+            "c": {"pid": None},
+        }
+        writer, encoded = recording_writer(tmp, instances, lambda error: None)
         writer.write(only=["a"])
         document = writer.file.read()
         assert document is not None
