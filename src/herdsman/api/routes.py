@@ -28,7 +28,7 @@ from herdsman.api.openapi import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     status: int
     body: bytes
@@ -38,7 +38,7 @@ class Reply:
     after: Callable[[], Awaitable[None]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stream:
     """A 200 whose body is `first`, then `encode(item)` for each item of `source`.
 

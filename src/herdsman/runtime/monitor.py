@@ -19,7 +19,7 @@ from functools import cache
 from types import ModuleType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     at: float  # monotonic
     cpu_seconds: float  # user + system, whole tree
