@@ -30,6 +30,8 @@ from herdsman.api.openapi import (
 
 @dataclass(slots=True)
 class Reply:
+    """An HTTP answer: its status, body and headers."""
+
     status: int
     body: bytes
     content_type: str = JSON

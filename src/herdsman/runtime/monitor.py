@@ -21,6 +21,8 @@ from types import ModuleType
 
 @dataclass(slots=True)
 class Sample:
+    """The resources of an instance's process tree at one time."""
+
     at: float  # monotonic
     cpu_seconds: float  # user + system, whole tree
     cpu_percent: float

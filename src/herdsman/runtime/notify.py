@@ -66,6 +66,8 @@ _ANCILLARY_SIZE = socket.CMSG_SPACE(_CREDS.size) + socket.CMSG_SPACE(MAX_FDS * 4
 
 @dataclass
 class NotifyMessage:
+    """One sd_notify datagram, and who sent it."""
+
     pid: int  # sender pid from SCM_CREDENTIALS (not from the payload)
     uid: int
     fields: dict[str, str]  # e.g. "READY" -> "1", "STATUS" -> "..."; later keys win

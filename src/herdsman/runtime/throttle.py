@@ -29,6 +29,8 @@ SOURCES_KEPT = 64  # distinct senders remembered per window, for the summary
 
 @dataclass(slots=True)
 class Policy:
+    """How a kind of message is throttled."""
+
     burst: int  # messages of a window logged as they come
     # A window that counted some is followed at once by one in which nothing is
     # logged as it comes (a flood goes on: only its counts are said); otherwise the
