@@ -136,6 +136,25 @@ def handed_over(loop: asyncio.AbstractEventLoop) -> None:
     assert caught.pieces() == [(False, b"one"), (False, b"two"), (False, b"three")]
 
 
+def test_a_drain_that_leaves_the_pipe_open_still_ends_the_last_line() -> None:
+    """An exit's stderr is drained for its last line before the herd hears of the exit,
+    and closed only after the respawn is on its way (see Supervisor._exited): the line
+    the process never ended comes at the pipe's end all the same, once, and the next
+    drain closes the pump."""
+    with event_loop() as loop:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        caught = Caught()
+        p = LogPump(loop, r, "web", "err", caught)
+        os.write(w, b"one\nfatal: no config")
+        os.close(w)
+        p.drain(close=False)
+        assert not p.closed
+        assert caught.pieces() == [(False, b"one"), (False, b"fatal: no config")]
+        p.drain()
+        assert p.closed
+        assert caught.pieces() == [(False, b"one"), (False, b"fatal: no config")]
+
+
 @given(before=st.integers(0, 3 * K), length=st.integers(K + 1, 2 * K), after=st.integers(0, K))
 def test_the_quick_check_finds_a_long_line_wherever_it_is(
     before: int, length: int, after: int

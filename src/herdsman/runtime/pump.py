@@ -461,14 +461,16 @@ class LogPump:
         elapsed, self._last_read = now - self._last_read, now
         return pause_for(self._read_once(), elapsed, self._capacity, paused)
 
-    def drain(self) -> None:
-        """Read whatever is in the pipe now, without waiting for more."""
-        while not self.closed and self._read_once():
+    def drain(self, *, close: bool = True) -> None:
+        """Read whatever is in the pipe now, without waiting for more; at its end, close
+        it unless `close` is False (then a later drain or read closes it)."""
+        while not self.closed and self._read_once(close):
             pass
 
-    def _read_once(self) -> int:
-        """Read and hand over one batch; the bytes read (0: nothing now, or the end).
-        From a pipe they are consumed only once the sink has written them."""
+    def _read_once(self, close: bool = True) -> int:
+        """Read and hand over one batch; the bytes read (0: nothing now, or the end,
+        where the pump closes if `close`). From a pipe they are consumed only once the
+        sink has written them."""
         tee = self._tee
         try:
             size = tee.peek(self._fd) if tee is not None else os.readv(self._fd, [_view])
@@ -477,7 +479,10 @@ class LogPump:
         except OSError:
             size = 0
         if not size:
-            self.close()
+            if close:
+                self.close()
+            else:
+                self._hand_over_partial()  # the end ends the line begun, as close() does
             return 0
         if tee is None:
             self._hand_over_read(size)
@@ -543,6 +548,12 @@ class LogPump:
         self._partial = held[whole:]
         self._sink(self.instance, self.stream + CUT, b"\n".join(_pieces(held[:whole])), time.time())
 
+    def _hand_over_partial(self) -> None:
+        """The line begun and never ended, at the pipe's end: as it is, unmarked."""
+        if self._partial:
+            self._sink(self.instance, self.stream, self._partial, time.time())
+            self._partial = b""
+
     def close(self) -> None:
         if self._fd < 0:
             return
@@ -553,8 +564,6 @@ class LogPump:
             _readers[self._loop].remove(self._fd)
         os.close(self._fd)
         self._fd = -1
-        if self._partial:
-            self._sink(self.instance, self.stream, self._partial, time.time())
-            self._partial = b""
+        self._hand_over_partial()
         if self._on_close is not None:
             self._on_close(self)
