@@ -28,8 +28,10 @@ from herdsman.api.openapi import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
+    """An HTTP answer: its status, body and headers."""
+
     status: int
     body: bytes
     content_type: str = JSON
@@ -38,7 +40,7 @@ class Reply:
     after: Callable[[], Awaitable[None]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stream:
     """A 200 whose body is `first`, then `encode(item)` for each item of `source`.
 

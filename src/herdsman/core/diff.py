@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from herdsman.core.plan import InstancePlan, Plan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlanDiff:
     """What a new plan does to the instances: the names, per kind of change."""
 

@@ -102,7 +102,7 @@ def closure(deps: Mapping[str, Iterable[str]], names: Iterable[str]) -> list[str
     return [name for name in deps if name in wanted]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DependencyView:
     """What the graph needs to know of one instance of a dependency."""
 

@@ -65,8 +65,10 @@ SAMPLED_STATES = (State.STARTING, State.RUNNING)
 
 # --- events -------------------------------------------------------------------------
 
+# Values, like the lifecycle's, and not `frozen` for the same reason (see there).
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class ToInstance:
     """A lifecycle event for one instance: its process spawned, could not be
     spawned or exited; its lifecycle timer fired."""
@@ -75,7 +77,7 @@ class ToInstance:
     event: lc.Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartRequest:
     """Start instances; with `dependencies`, also what they depend on that is down
     (stopped, exited or failed), as `up SERVICE` does."""
@@ -85,7 +87,7 @@ class StartRequest:
     dependencies: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopRequest:
     """Stop instances; `kill`: SIGKILL their groups at once."""
 
@@ -93,7 +95,7 @@ class StopRequest:
     kill: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckResult:
     """One run of an instance's readiness probe or health check: `why` is None when
     it passed, else why not. About process `pid` only."""
@@ -104,7 +106,7 @@ class CheckResult:
     why: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemorySample:
     """The RSS of an instance's process tree (None: it could not be read)."""
 
@@ -113,7 +115,7 @@ class MemorySample:
     rss: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notified:
     """An sd_notify message from an instance's process (its fields)."""
 
@@ -121,7 +123,7 @@ class Notified:
     fields: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchdogExpired:
     """Instance `name`'s process `pid` sent no WATCHDOG=1 in time."""
 
@@ -129,7 +131,7 @@ class WatchdogExpired:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FilesChanged:
     """A service's watched files changed (and have been quiet since)."""
 
@@ -137,7 +139,7 @@ class FilesChanged:
     paths: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewPlan:
     """A reload: `plan` is the truth from now on; `start` the instances to start
     then, in order (see `reload_steps`)."""
@@ -146,7 +148,7 @@ class NewPlan:
     start: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TookOver:
     """These instances were taken over with their processes (a re-exec, or adopted
     after a crash): their checks start again, the watchdogs of `watchdogs` get a
@@ -173,14 +175,14 @@ Event = (
 # --- actions ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spawn:
     """Start instance `name`'s process."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalGroup:
     """Send `signal` to instance `name`'s process group."""
 
@@ -188,7 +190,7 @@ class SignalGroup:
     signal: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetTimer:
     """Feed `event` at `at`; replaces the instance's timer of the same kind."""
 
@@ -198,7 +200,7 @@ class SetTimer:
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTimer:
     """Cancel instance `name`'s pending timer of this `kind`."""
 
@@ -206,7 +208,7 @@ class CancelTimer:
     kind: TimerKind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartCheck:
     """Run the instance's `role` check (as its plan says now) on process `pid` until
     stopped (a readiness probe: until it passes once), reporting CheckResults."""
@@ -216,7 +218,7 @@ class StartCheck:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopCheck:
     """Stop the instance's `role` check (None: every check of it)."""
 
@@ -224,7 +226,7 @@ class StopCheck:
     role: Role | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Changed:
     """Publish: the instance changed (state, process or readiness) on `event`, from
     state `old` to `new` (the same when only its process or readiness changed)."""
@@ -235,7 +237,7 @@ class Changed:
     event: lc.Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Say:
     """A line for the daemon's log (`console`: also for whoever watches `up`)."""
 
@@ -244,7 +246,7 @@ class Say:
     console: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forget:
     """A reload removed the instance (it has no process): release what it holds."""
 
@@ -411,7 +413,7 @@ class HealBudget:
 # --- a reload's steps ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReloadSteps:
     """What a reload turns into: stop `stop_waves` one after the other (dependents
     first, by the old graph), then `NewPlan(plan, start)`."""

@@ -32,8 +32,13 @@ RETRY_MIN = 1.0
 
 # --- events -----------------------------------------------------------------------
 
+# Events and actions are values compared by their fields, never hashed nor changed
+# once made; they are not `frozen`: its generated __setattr__, __delattr__ and
+# __hash__ doubled what each class costs to import (every `up` pays it before its
+# first spawn), and its __init__ made each one 4x slower to build.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Start:
     """Someone wants the instance running; `waiting_for` lists unmet dependencies."""
 
@@ -41,19 +46,19 @@ class Start:
     manual: bool = False  # a user's request: resets the start limit and backoff
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DependenciesMet:
     """Every dependency of the instance now holds: a waiting start may spawn."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spawned:
     """The instance's process `pid` has started."""
 
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpawnFailed:
     """The process could not be started. `retry`: for want of a resource herdsman
     itself lacks (file descriptors), not because of the config: try again later."""
@@ -62,21 +67,21 @@ class SpawnFailed:
     retry: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartSecondsPassed:
     """Process `pid` has stayed up for `start_seconds`: it counts as started."""
 
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ready:
     """Process `pid` passed its readiness check."""
 
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exited:
     """Process `pid` has ended, with an exit `code` or killed by a `signal`."""
 
@@ -86,12 +91,12 @@ class Exited:
     said: str = ""  # the last line it wrote on stderr (bounded), for the reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BackoffElapsed:
     """The wait before the next spawn is over."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stop:
     """Stop the instance; with `restart`, start it again once it has stopped."""
 
@@ -103,7 +108,7 @@ class Stop:
     limited: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopTimeout:
     """Process `pid` outlived its `stop_timeout`: it gets SIGKILL."""
 
@@ -126,19 +131,19 @@ Event = (
 # --- actions ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spawn:
     """Start the instance's process."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalGroup:
     """Send `signal` to the instance's process group."""
 
     signal: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetTimer:
     """Feed `event` at `at`, in place of the instance's pending timer."""
 
@@ -146,7 +151,7 @@ class SetTimer:
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTimer:
     """Cancel the instance's pending timer."""
 

@@ -35,7 +35,7 @@ _INSTANCE_KEY = INSTANCE_VARIABLE.encode() + b"="
 _ENVIRON_READ = 65536
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Marked:
     """A live process whose environment names this state_dir."""
 

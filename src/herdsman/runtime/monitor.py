@@ -19,8 +19,10 @@ from functools import cache
 from types import ModuleType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
+    """The resources of an instance's process tree at one time."""
+
     at: float  # monotonic
     cpu_seconds: float  # user + system, whole tree
     cpu_percent: float

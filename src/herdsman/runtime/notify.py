@@ -64,8 +64,10 @@ _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _ANCILLARY_SIZE = socket.CMSG_SPACE(_CREDS.size) + socket.CMSG_SPACE(MAX_FDS * 4)
 
 
-@dataclass(frozen=True)
+@dataclass
 class NotifyMessage:
+    """One sd_notify datagram, and who sent it."""
+
     pid: int  # sender pid from SCM_CREDENTIALS (not from the payload)
     uid: int
     fields: dict[str, str]  # e.g. "READY" -> "1", "STATUS" -> "..."; later keys win
@@ -86,7 +88,7 @@ def parse_fields(payload: bytes, log: logging.Logger | None = None) -> dict[str,
     return fields
 
 
-@dataclass(frozen=True)
+@dataclass
 class Access:
     """Who may send to the socket: its mode, the group it is given (None: herdsman's),
     and the users whose datagrams are read at all (others are dropped unread)."""

@@ -37,7 +37,7 @@ _HEAD = struct.Struct("<BBQQH")  # pending, stream (0 out, 1 err), size, held, n
 _NAME_MAX = SLOT - _HEAD.size
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pending:
     """A batch a killed daemon had begun writing to `name`'s log file."""
 

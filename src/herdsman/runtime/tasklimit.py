@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
+@dataclass
 class Room:
     """`left` more processes fit under `limit` (what it is, and how to raise it)."""
 

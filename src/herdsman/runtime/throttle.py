@@ -27,8 +27,10 @@ WINDOW = 10.0  # seconds
 SOURCES_KEPT = 64  # distinct senders remembered per window, for the summary
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Policy:
+    """How a kind of message is throttled."""
+
     burst: int  # messages of a window logged as they come
     # A window that counted some is followed at once by one in which nothing is
     # logged as it comes (a flood goes on: only its counts are said); otherwise the
@@ -40,7 +42,7 @@ REPEATS = Policy(burst=BURST, steady=False)
 STRANGERS = Policy(burst=1, steady=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counted:
     """What a window counted, for its summary line."""
 
