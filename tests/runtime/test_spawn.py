@@ -225,6 +225,26 @@ def test_each_spawn_runs_its_own_command_in_its_own_cwd(tmp: Path) -> None:
     assert outputs == [a, a, b, "other\n", a]
 
 
+def test_a_restart_holds_the_loop_until_its_child_is_spawned(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawn started alone (a restart) returns once posix_spawn has: its outcome is
+    in, and the loop's bookkeeping after it never ran beside the child's exec (on a
+    busy machine, on the child's CPU)."""
+    monkeypatch.setattr(spawn, "GATE_TIMEOUT", 30.0)  # no machine is that slow
+    with spawner() as sp:
+        if sp.lean is None:
+            pytest.skip("no spawning thread here (unshare refused)")
+        sp.start("k", plan(tmp, "sh", "-c", "exit 0"), {}, alone=True)
+        ((key, outcome),) = sp.finished()  # without waiting
+        assert key == "k"
+        assert not isinstance(outcome, SpawnError)
+        pid, out, err = outcome
+        os.waitpid(pid, 0)
+        os.close(out)
+        os.close(err)
+
+
 def test_a_child_ignores_what_the_daemon_ignores_but_sigpipe_and_sigxfsz(tmp: Path) -> None:
     """The child's reset of the daemon's signal handlers sets most signals to their
     default unasked (see spawn._attributes): a signal ignored when the spawner is

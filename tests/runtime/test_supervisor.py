@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from herdsman.core.states import State
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
@@ -394,10 +396,13 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
     run(body())
 
 
-def test_an_exit_is_published_after_the_last_lines_of_its_process(tmp: Path) -> None:
+@pytest.mark.parametrize("why", ["echo why >&2", "printf why >&2"])
+def test_an_exit_is_published_after_the_last_lines_of_its_process(tmp: Path, why: str) -> None:
     """The herd hears of an exit before its process's pipes are drained (its respawn
     goes first), but the change that says it ended still comes after the lines the
-    process wrote last, and its last stderr line still says why."""
+    process wrote last, and its last stderr line still says why: also one it never
+    ended with a newline (the stderr pump is drained, not closed, before the herd hears
+    of the exit; the pipe's end ends that line all the same)."""
     fifo = tmp / "go"
     os.mkfifo(fifo)
 
@@ -406,7 +411,7 @@ def test_an_exit_is_published_after_the_last_lines_of_its_process(tmp: Path) -> 
             tmp,
             f"""
             [services.x]
-            command = "sh -c 'read go < {fifo}; echo last; echo why >&2; exit 3'"
+            command = "sh -c 'read go < {fifo}; echo last; {why}; exit 3'"
             restart = "never"
             """,
         ) as (sup, rec):

@@ -7,11 +7,15 @@ and `1` mean the same everywhere; everything that prints a signal names it here.
 
 from __future__ import annotations
 
+import functools
 import signal
 
 HINT = "use e.g. 'TERM', 'INT', 'HUP' or a number"
 
 
+# Each number named once: an exit's message names its signal on the way to its
+# respawn, and the enum's lookup runs five Python calls.
+@functools.cache
 def signal_name(sig: int) -> str:
     """`SIGUSR1` for 10; `SIGRTMIN+3` for a real-time signal; `signal 99` for no signal."""
     try:

@@ -61,7 +61,7 @@ SWITCH_INTERVAL = 0.0002
 # Spawns handed to the thread and not yet collected, at most: enough that the
 # thread never waits for the loop, few enough that each comes back soon.
 IN_FLIGHT = 16
-# How long the loop waits at most for the idle spawning thread to take a request.
+# How long the loop waits at most for the idle spawning thread to spawn a restart.
 GATE_TIMEOUT = 0.002
 
 
@@ -417,7 +417,7 @@ class LeanSpawner:
     def submit(self, request: Request, fds: tuple[int, int] | None, *, wait: bool) -> None:
         """Have the thread spawn `request` with these two fds (copied: the caller
         closes its own), or with None the two sent ahead (`send`); its outcome comes
-        on `results`. `wait`: until the thread has taken it (see below)."""
+        on `results`. `wait`: until the thread has spawned it (see below)."""
         if fds is not None:
             self.send(*fds)  # first: the thread takes them at once
         gate = self._gate
@@ -426,9 +426,11 @@ class LeanSpawner:
         # Python hands its GIL to a thread that waits for it only when the holder
         # blocks, or after the switch interval: the loop, which goes on with Python
         # (the exit's bookkeeping), held a respawn up that long (0.1 to 0.3 ms).
-        # Here it blocks until the thread has the request, 0.05 ms or so, and the
-        # thread goes on to posix_spawn without waiting. Not in a wave: the loop
-        # prepares the next spawn meanwhile.
+        # Here it blocks until posix_spawn has returned (the child is past its exec),
+        # 0.2 ms or so: let go as soon as the thread had the request, it woke to take
+        # the GIL back, and on a busy machine ran its bookkeeping on the CPU of the
+        # vforked child, which waited 0.1-0.4 ms before its exec (perf sched). Not
+        # in a wave: the loop prepares the next spawn meanwhile.
         if gated and gate.acquire(timeout=GATE_TIMEOUT):
             gate.release()
 
@@ -473,24 +475,25 @@ class LeanSpawner:
         # them as soon as it has made them): the GIL is then taken once less
         # between a request and its posix_spawn.
         fds: tuple[int, int] | OSError | None = None
+        result: int | BaseException
         try:
             while (request := self._requests.get()) is not None:
-                if gate.locked():  # the loop waits for it (see submit)
-                    gate.release()
                 if fds is None:  # sent before the request was queued: here already
                     fds = mailbox.fds() or OSError(errno.EPIPE, os.strerror(errno.EPIPE))
                 if isinstance(fds, OSError):
-                    self.results.put(fds)
+                    result = fds
                 else:
                     out, err = fds
                     try:
-                        result: int | BaseException = self._spawn(request, out, err)
+                        result = self._spawn(request, out, err)
                     except BaseException as error:
                         result = error
                     finally:
                         _plibc.close(out)
                         _plibc.close(err)
-                    self.results.put(result)
+                if gate.locked():  # the loop waits for it (see submit)
+                    gate.release()
+                self.results.put(result)
                 if not self._told:
                     self._told = True
                     mailbox.tell()
@@ -565,9 +568,10 @@ class Spawner(Generic[K]):
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._attributes = _attributes()
-        # (program, PATH) -> absolute path: a PATH search in the vforked child
+        # (program, PATH) -> its path, encoded: a PATH search in the vforked child
         # costs a failed exec per directory, about a third of a spawn.
-        self._resolved: dict[tuple[str, str | None], str] = {}
+        self._resolved: dict[tuple[str, str | None], bytes] = {}
+        self._pid = ctypes.c_int()  # where posix_spawn writes the pid (one spawn at a time)
         # Spawns handed to the thread, in order: (key, what, stdout and stderr read
         # ends); None as key is `spawn()`'s own.
         self._flying: deque[tuple[K | None, InstancePlan, int, int]] = deque()
@@ -734,15 +738,14 @@ class Spawner(Generic[K]):
             return SpawnError(f"cannot start {inst.argv[0]}: {result}")
         raise result
 
-    def _executable(self, program: str, search_path: str | None) -> str | None:
-        if "/" in program:
-            return program
+    def _executable(self, program: str, search_path: str | None) -> bytes | None:
         key = (program, search_path)
         found = self._resolved.get(key)
         if found is None:
-            found = which(program, search_path or os.defpath)
-            if found is not None:
-                self._resolved[key] = found
+            path = program if "/" in program else which(program, search_path or os.defpath)
+            if path is None:
+                return None
+            found = self._resolved[key] = os.fsencode(path)
         return found
 
     def _posix_spawn(self, request: Request, out: int, err: int) -> int:
@@ -757,10 +760,10 @@ class Spawner(Generic[K]):
         old_umask = os.umask(inst.umask) if inst.umask is not None else None
         try:
             actions = self._file_actions(out, err)
-            pid = ctypes.c_int()
+            pid = self._pid
             code = _libc.posix_spawn(
                 ctypes.byref(pid),
-                os.fsencode(executable),
+                executable,
                 actions,
                 self._attributes,
                 request.argv,
@@ -768,7 +771,7 @@ class Spawner(Generic[K]):
             )
             if code != 0:
                 self._resolved.pop((program, request.path), None)  # moved or removed since
-                raise OSError(code, os.strerror(code), executable)
+                raise OSError(code, os.strerror(code), os.fsdecode(executable))
             return pid.value
         finally:
             _plibc.fchdir(self._home)

@@ -705,7 +705,11 @@ class Supervisor:
         pumps = list(managed.pumps)  # the process's: a respawn's come with its take-in
         for pump in pumps:
             if pump.stream == "err":
-                pump.drain()  # its last line says why the process ended
+                # Its last line says why the process ended. Its end, usually there by
+                # now, is left to the drain below: closing a pump (the epoll's and the
+                # pipe's system calls, the callbacks) took 0.06-0.13 ms of the way from
+                # an exit to its respawn when the pipe's end and SIGCHLD came together.
+                pump.drain(close=False)
         said = last_words(managed.last_err)
         managed.last_err = b""
         # The herd's answer first, its respawn handed to the spawning thread: what
@@ -744,6 +748,8 @@ class Supervisor:
 def last_words(line: bytes) -> str:
     """A line of output as one short, printable reason (bounded, control characters
     and colour codes dropped)."""
+    if not line:
+        return ""  # what most exits say, on the way to their respawn: no regex for it
     text = _CONTROL.sub("", line.decode("utf-8", "replace")).strip()
     return text if len(text) <= LAST_WORDS_MAX else text[: LAST_WORDS_MAX - 1] + "…"
 
