@@ -10,7 +10,9 @@ import fcntl
 import os
 import termios
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -361,3 +363,39 @@ def test_a_pump_closed_by_its_sink_leaves_nothing_held() -> None:
         second.drain()
     os.close(first_w)
     assert caught.pieces() == [(False, b"second")]
+
+
+@pytest.mark.parametrize("refused", ["held", "copy"])
+def test_the_held_copy_is_never_larger_than_the_one_read(
+    refused: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held copy must fit in the pipe it is teed into to be read, buffer for
+    buffer (a pipe holds so many buffers, each perhaps a few bytes). When only one
+    of the two could be made large (a user's pipe budget, spent between the two),
+    the held one is made no larger than the other, never larger than it could be,
+    and every byte is read."""
+    real = fcntl.fcntl
+    growing = iter(["held", "copy"])  # the order the kit sizes them in
+
+    def budget(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == F_SETPIPE_SZ and arg > 16 * 4096 and next(growing) == refused:
+            raise PermissionError(1, "Operation not permitted")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(pump, "_tee", None)  # a kit of its own, made under the budget
+    monkeypatch.setattr(fcntl, "fcntl", budget)
+    tee = pump._tee_kit()
+    monkeypatch.setattr(fcntl, "fcntl", real)
+    assert real(tee._held[1], fcntl.F_GETPIPE_SZ) <= real(tee._copy[1], fcntl.F_GETPIPE_SZ)
+    source = tmp_path / "lines"
+    source.write_bytes(b"".join(b"line %02d\n" % i for i in range(40)))
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    real(w, F_SETPIPE_SZ, pump.READ_SIZE)
+    caught = Caught()
+    with event_loop() as loop, open(source, "rb") as f:
+        for offset in range(0, 40 * 8, 8):  # one buffer per splice: 40 of 8 bytes
+            os.splice(f.fileno(), w, 8, offset_src=offset)
+        p = LogPump(loop, r, "web", "out", caught)
+        os.close(w)
+        p.drain()
+    assert caught.pieces() == [(False, b"line %02d" % i) for i in range(40)]

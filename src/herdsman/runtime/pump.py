@@ -136,7 +136,8 @@ class _Tee:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
         self.capacity = fcntl.fcntl(self._copy[1], F_GETPIPE_SZ)
-        fcntl.fcntl(self._held[1], F_SETPIPE_SZ, self.capacity)
+        if fcntl.fcntl(self._held[1], F_GETPIPE_SZ) > self.capacity:
+            fcntl.fcntl(self._held[1], F_SETPIPE_SZ, self.capacity)
         self._kept = 0  # bytes in the held pipe
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
