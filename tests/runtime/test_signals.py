@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 from herdsman.runtime.signals import Signals
 
@@ -113,3 +115,73 @@ def test_a_signal_is_dispatched_before_the_readers_woken_with_it() -> None:
         return seen
 
     assert asyncio.run(main()) == ["signal", "output"]
+
+
+def test_a_signal_that_comes_while_the_loop_waits_is_dispatched_from_the_wait() -> None:
+    """The loop waits for its fds in epoll_wait; a signal interrupts it and is handled
+    at once, from inside the wait, not on the loop's next turn (the way from an exit
+    to its respawn). What the handler queues still runs in that turn."""
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        signals = Signals()
+        signals.open(loop)
+        seen: asyncio.Future[bool] = loop.create_future()
+        queued: asyncio.Future[None] = loop.create_future()
+
+        def handler() -> None:
+            frame = sys._getframe()
+            waits = []
+            while frame is not None:
+                waits.append(frame.f_code is selectors.EpollSelector.select.__code__)
+                frame = frame.f_back
+            seen.set_result(any(waits))
+            loop.call_soon(queued.set_result, None)
+
+        signals.add(signal.SIGUSR1, handler)
+        # To the loop's thread, whose epoll_wait it interrupts (sent to the process,
+        # it may go to the sending thread, and only wake the loop through its fd).
+        main = threading.main_thread().ident
+        assert main is not None
+        sender = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+        try:
+            sender.start()  # while the loop waits (for these futures)
+            from_the_wait = await asyncio.wait_for(seen, 10)
+            await asyncio.wait_for(queued, 10)
+        finally:
+            sender.join()
+            signals.close()
+        return from_the_wait, queued.done()
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def test_an_error_in_a_handler_run_from_the_wait_goes_to_the_loops_handler() -> None:
+    """As from a callback: the loop's exception handler hears of it, the loop goes on."""
+
+    async def main() -> object:
+        loop = asyncio.get_running_loop()
+        told: asyncio.Future[object] = loop.create_future()
+        loop.set_exception_handler(lambda _loop, context: told.set_result(context["exception"]))
+        signals = Signals()
+        signals.open(loop)
+
+        def handler() -> None:
+            raise RuntimeError("broken handler")
+
+        signals.add(signal.SIGUSR1, handler)
+        main = threading.main_thread().ident
+        assert main is not None
+        sender = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+        try:
+            sender.start()
+            error = await asyncio.wait_for(told, 10)
+            await asyncio.sleep(0)  # and the loop goes on
+        finally:
+            sender.join()
+            signals.close()
+        return error
+
+    error = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+    assert str(error) == "broken handler"

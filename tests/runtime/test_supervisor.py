@@ -8,10 +8,13 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from herdsman.core.states import State
+from herdsman.runtime.spawn import Spawner
+from herdsman.runtime.supervisor import Managed
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
 
@@ -439,3 +442,39 @@ def end_while_the_loop_waits(fifo: Path, pid: int) -> None:
     while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
         assert time.monotonic() < deadline, "the process did not end"
         time.sleep(0.001)
+
+
+def test_no_collection_runs_on_the_way_from_an_exit_to_its_respawn(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cyclic collector is off from the exit's reap until its respawn is handed to
+    the spawning thread, and on again (as it was) once it is."""
+    seen: list[bool] = []
+    start = Spawner.start
+
+    def noting(self: Spawner[Managed], *args: Any, **kwargs: Any) -> None:
+        seen.append(gc.isenabled())
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spawner, "start", noting)
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.x]
+            command = "sleep 600"
+            backoff = { initial = 0 }
+            """,
+        ) as (sup, _rec):
+            await until(lambda: sup.instances["x"].core.pid is not None)
+            pid = sup.instances["x"].core.pid
+            assert pid is not None
+            assert gc.isenabled()
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: sup.instances["x"].core.pid not in (None, pid))
+            assert gc.isenabled()
+
+    run(body())
+    assert len(seen) == 2  # the first start (in a wave, which turns it off too), the respawn
+    assert not seen[1]
