@@ -52,6 +52,43 @@ def test_the_forked_helper_validates_without_looking_for_pydantic_plugins(
     assert (out.returncode, out.stdout.strip()) == (0, "['db']"), out.stderr
 
 
+def test_the_forked_helper_validates_without_uuid_zoneinfo_and_secrets(tmp_path: Path) -> None:
+    # pydantic imports them for types the config never uses (35M of the helper's
+    # 446M instructions): the helper validates every kind of check and hook without
+    # them, and a pydantic that came to use them at its import would fail here.
+    config = tmp_path / "herdsman.toml"
+    config.write_text(
+        '[services.db]\ncommand = "sleep 1"\nready = { tcp = "127.0.0.1:6390" }\n'
+        'health = { http = "http://127.0.0.1:6390/" }\nmemory_limit = "1GiB"\n'
+        'hooks = [{ on = "failed", exec = "true" }, { on = "running", webhook = "http://x/" }]\n'
+        '[services.web]\ncommand = ["sleep", "1"]\ndepends_on = { db = "ready" }\n'
+    )
+    code = (
+        "import sys\n"
+        "class Unused:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('uuid', 'zoneinfo', 'secrets'):\n"
+        "            raise ImportError(name + ' is imported')\n"
+        "sys.meta_path.insert(0, Unused())\n"
+        "from herdsman.runtime.planner import receive_plan, request_plan\n"
+        f"print(sorted(receive_plan(request_plan({str(config)!r})).services))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "['db', 'web']"), out.stderr
+
+
+def test_the_modules_the_validator_goes_without_are_real_once_it_is_imported() -> None:
+    # What imports them after the validator (a plugin the config names) gets them.
+    code = (
+        "from herdsman.runtime.planner import import_validator\n"
+        "import_validator()\n"
+        "import secrets, uuid, zoneinfo\n"
+        "print(uuid.UUID(int=1).int, len(secrets.token_hex(2)), zoneinfo.ZoneInfo.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (0, ["1", "4", "zoneinfo"]), out.stderr
+
+
 def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
     # Plans that older images pickled (a re-exec's hand-over) name the class
     # herdsman.core.lifecycle.Policy; protocol 0 spells a class as "module\nname".
