@@ -17,7 +17,10 @@ HOOKS = "herdsman.hooks"
 KIND_OF_GROUP = {PROBES: "probe", HOOKS: "hook"}
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_REFERENCE = re.compile(rf"({_DOTTED}):({_DOTTED})")
+# Compiled (by re, which keeps it) when a config is validated, not when the daemon
+# imports this module to load what was validated: 1.5M instructions on its way to
+# the first spawn.
+_REFERENCE = rf"({_DOTTED}):({_DOTTED})"
 
 
 class PluginError(Exception):
@@ -26,7 +29,7 @@ class PluginError(Exception):
 
 def check_reference(text: str) -> str:
     """`text` if it has the form `package.module:object`; ValueError otherwise."""
-    if not _REFERENCE.fullmatch(text):
+    if not re.fullmatch(_REFERENCE, text):
         raise ValueError(f"{text!r} is not of the form 'package.module:object'")
     return text
 

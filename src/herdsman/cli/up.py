@@ -204,7 +204,7 @@ def run_up(
     return run_up(outcome.plan, services, detached=detached, resumed=handover, watch=watch)
 
 
-@dataclass
+@dataclass(eq=False)
 class InPlace:
     """A new image that could not read its hand-over (`why`): it adopts the services
     as after a crash, with the fds the previous image left open, and carries on
@@ -216,7 +216,7 @@ class InPlace:
     fds: Inherited = field(default_factory=Inherited)
 
 
-@dataclass
+@dataclass(eq=False)
 class Reexec:
     """The loop ended for a re-exec: what goes to the new image."""
 

@@ -395,7 +395,7 @@ def state_of(inst: Instance) -> str:
 # --- the heal budget --------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class HealBudget:
     """Self-healing re-execs the daemon at most `limit` times within `window` seconds;
     past that the daemon gives up (stops everything) rather than loop."""

@@ -61,7 +61,7 @@ def reopen_pipes(
         yield stream, fd, b""
 
 
-@dataclass
+@dataclass(eq=False)
 class Inherited:
     """What a previous image of this daemon left open for the next one, found by
     kind when its hand-over, which names them, cannot be read. Only the fds it

@@ -144,7 +144,7 @@ def log_document(ts: float, instance: str, stream: str, line: bytes) -> LogDocum
     return document
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Parts:
     """Where an instance document's pieces come from besides the instance itself,
     each looked up by the instance's name. `now` is the loop's time (for uptime)."""

@@ -167,7 +167,7 @@ def main_candidates(marked: list[Marked]) -> dict[str, list[Marked]]:
     return candidates
 
 
-@dataclass
+@dataclass(eq=False)
 class Leftovers:
     """What a daemon of this state_dir left running.
 

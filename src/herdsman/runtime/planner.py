@@ -34,7 +34,7 @@ class PlanError(Exception):
         self.errors = errors
 
 
-@dataclass
+@dataclass(eq=False)
 class Helper:
     """A forked helper at work: its pid, and the read end of the pipe it answers on."""
 

@@ -56,7 +56,7 @@ class Counted:
 Summary = Callable[[Counted], str]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Window:
     """One per key (an instance, for REPEATS) as long as the daemon runs: nothing in
     it that only a flood needs is made before one comes (an empty set is 216 bytes,
