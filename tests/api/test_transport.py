@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.api.server import ApiServer, ListenError
+from herdsman.api.listeners import ListenError
+from herdsman.api.server import ApiServer
 from tests.api.harness import (
     TOKEN,
     FakeController,

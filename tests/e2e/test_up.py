@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import alive, wait_for
+from tests.e2e.helpers import inject
 
 HERDSMAN = [sys.executable, "-m", "herdsman"]
 
@@ -347,3 +349,75 @@ def test_up_d_reports_a_socket_it_cannot_listen_on(tmp: Path) -> None:
     assert result.stderr.startswith("herdsman: the daemon did not start: ")
     assert "blocker/herdsman.sock" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# Run first by the daemon (see helpers.inject): its first spawn request says which
+# of the API server's modules are loaded, then waits for the test's go on stdin.
+FIRST_SPAWN = """
+import sys
+from herdsman.runtime import spawn
+
+_start = spawn.Spawner.start
+_seen = []
+
+
+def start(self, *args, **kwargs):
+    if not _seen:
+        _seen.append(True)
+        server = ("herdsman.api.server", "herdsman.api.routes", "h11")
+        loaded = [name for name in server if name in sys.modules]
+        print(f"first spawn; loaded: {loaded}", file=sys.stderr, flush=True)
+        sys.stdin.buffer.read(1)
+    return _start(self, *args, **kwargs)
+
+
+spawn.Spawner.start = start
+"""
+
+
+def test_up_loads_the_api_server_after_its_first_spawn_and_answers_what_came_before(
+    tmp: Path,
+) -> None:
+    # The HTTP stack is no part of the way to the first spawn (issue 12: start 300);
+    # the socket is bound before it, and a request that comes meanwhile waits in the
+    # backlog and is answered once the server is loaded.
+    (tmp / "herdsman.toml").write_text('[services.web]\ncommand = "sleep 600"\nreplicas = 2\n')
+    proc = subprocess.Popen(
+        [*HERDSMAN, "up"],
+        cwd=tmp,
+        env=inject(tmp, FIRST_SPAWN),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    said: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for text in proc.stderr:
+            said.append(text)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        line = wait_for(lambda: next((s for s in said if s.startswith("first spawn")), None))
+        assert line == "first spawn; loaded: []\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(30)
+            client.connect(str(tmp / ".herdsman" / "herdsman.sock"))
+            client.sendall(
+                b"GET /v1/status HTTP/1.1\r\nHost: herdsman\r\nConnection: close\r\n\r\n"
+            )
+            proc.stdin.write("go")
+            proc.stdin.flush()
+            answer = b"".join(iter(lambda: client.recv(65536), b""))
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert [i["name"] for i in json.loads(body)["services"]] == ["web.0", "web.1"]
+    finally:
+        proc.stdin.close()  # a daemon still waiting for the go gets EOF
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        reader.join(10)

@@ -10,7 +10,9 @@ import fcntl
 import os
 import termios
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -308,21 +310,28 @@ def unread(fd: int) -> int:
     return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little")
 
 
-def test_a_reads_pages_are_freed_from_the_held_copy_not_the_services_pipe() -> None:
-    """Consuming a read only drops the service pipe's references: the held copy keeps
-    the pages until it is released, so they are freed under its lock, not under the
-    one the child's every write takes (freeing a flood's batch there, 45 us a read,
-    kept the child waiting)."""
+def test_a_large_reads_pages_are_freed_from_the_held_copy_not_the_services_pipe() -> None:
+    """Consuming a large read only drops the service pipe's references: the held copy
+    keeps the pages until it is released, so they are freed under its lock, not
+    under the one the child's every write takes (freeing a flood's batch there,
+    35-55 us a read, kept the child waiting). A small read is not held."""
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.fcntl(w, F_SETPIPE_SZ, pump.READ_SIZE)
+    tee = pump._tee_kit()
+    large = b"x" * (pump.HOLD_FROM - 1) + b"\n"
     try:
-        os.write(w, b"one\ntwo\n")
-        tee = pump._tee_kit()
-        assert tee.peek(r) == 8
-        assert bytes(pump._buffer[:8]) == b"one\ntwo\n"
-        tee.consume(r, 8)
-        assert (unread(r), unread(tee._held[0])) == (0, 8)
+        os.write(w, large)
+        assert tee.peek(r) == len(large)
+        assert pump._buffer[: len(large)] == large
+        tee.consume(r, len(large))
+        assert (unread(r), unread(tee._held[0])) == (0, len(large))
         tee.release()
         assert unread(tee._held[0]) == 0
+        os.write(w, b"small\n")
+        assert tee.peek(r) == 6
+        assert unread(tee._held[0]) == 0
+        tee.consume(r, 6)
+        assert unread(r) == 0
     finally:
         os.close(r)
         os.close(w)
@@ -355,6 +364,76 @@ def test_a_pump_closed_by_its_sink_leaves_nothing_held() -> None:
         second = LogPump(loop, second_r, "web", "out", caught)
         os.write(first_w, b"first\n")
         first.drain()
+        assert first.closed
+        os.write(second_w, b"second\n")
+        os.close(second_w)
+        second.drain()
+    os.close(first_w)
+    assert caught.pieces() == [(False, b"second")]
+
+
+@pytest.mark.parametrize("refused", ["held", "copy"])
+def test_the_held_copy_is_never_larger_than_the_one_read(
+    refused: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held copy must fit in the pipe it is teed into to be read, buffer for
+    buffer (a pipe holds so many buffers, each perhaps a few bytes). When only one
+    of the two could be made large (a user's pipe budget, spent between the two),
+    the held one is made no larger than the other, never larger than it could be,
+    and every byte is read."""
+    real = fcntl.fcntl
+    growing = iter(["held", "copy"])  # the order the kit sizes them in
+
+    def budget(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == F_SETPIPE_SZ and arg > 16 * 4096 and next(growing) == refused:
+            raise PermissionError(1, "Operation not permitted")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(pump, "_tee", None)  # a kit of its own, made under the budget
+    monkeypatch.setattr(fcntl, "fcntl", budget)
+    tee = pump._tee_kit()
+    monkeypatch.setattr(fcntl, "fcntl", real)
+    assert real(tee._held[1], fcntl.F_GETPIPE_SZ) <= real(tee._copy[1], fcntl.F_GETPIPE_SZ)
+    source = tmp_path / "lines"
+    source.write_bytes(b"".join(b"line %02d\n" % i for i in range(40)))
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    real(w, F_SETPIPE_SZ, pump.READ_SIZE)
+    caught = Caught()
+    with event_loop() as loop, open(source, "rb") as f:
+        for offset in range(0, 40 * 8, 8):  # one buffer per splice: 40 of 8 bytes
+            os.splice(f.fileno(), w, 8, offset_src=offset)
+        p = LogPump(loop, r, "web", "out", caught)
+        os.close(w)
+        p.drain()
+    assert caught.pieces() == [(False, b"line %02d" % i) for i in range(40)]
+
+
+@pytest.mark.parametrize("size", [100, 2 * pump.HOLD_FROM])
+def test_a_read_that_fails_leaves_nothing_behind(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that fails after the tee (the pump then ends, as at end of file) leaves
+    nothing in the private pipes: the next pump's read is its own bytes."""
+    readv = os.readv
+    failing = [True]
+
+    def fails_once(fd: int, buffers: list[memoryview]) -> int:
+        if failing.pop():
+            raise OSError(5, "Input/output error")
+        return readv(fd, buffers)
+
+    first_r, first_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    second_r, second_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    for w in (first_w, second_w):
+        fcntl.fcntl(w, F_SETPIPE_SZ, pump.READ_SIZE)
+    caught = Caught()
+    with event_loop() as loop:
+        first = LogPump(loop, first_r, "web", "out", caught)
+        second = LogPump(loop, second_r, "web", "out", caught)
+        os.write(first_w, b"x" * (size - 1) + b"\n")
+        monkeypatch.setattr(os, "readv", fails_once)
+        first.drain()
+        monkeypatch.setattr(os, "readv", readv)
         assert first.closed
         os.write(second_w, b"second\n")
         os.close(second_w)

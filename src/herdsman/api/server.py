@@ -1,7 +1,8 @@
 """The control server: HTTP/1.1 (h11) on the daemon's Unix socket and an optional TCP port.
 
-This module owns sockets, framing, keep-alive, size limits, timeouts and the TCP
-token check; what a request means is `routes.Routes`' business. Every connection
+This module owns connections, framing, keep-alive, size limits, timeouts and the
+TCP token check; binding the listening sockets is listeners.py's, what a request
+means is `routes.Routes`' business. Every connection
 is a task owned by the server, and `close()` cancels and awaits them all.
 
 It accepts connections itself rather than through `asyncio.start_server`, whose
@@ -19,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import grp
 import logging
 import os
 import socket
-import stat
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -31,16 +30,15 @@ from pathlib import Path
 import h11
 
 from herdsman.api.controller import Controller
+from herdsman.api.listeners import bind, socket_id, unlink_socket
 from herdsman.api.openapi import MAX_BODY
 from herdsman.api.routes import HttpError, Reply, Routes, Stream, aclose, error_reply
 from herdsman.runtime.throttle import Throttle
 
 READ_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers; more is answered 431
-STALE_PROBE_TIMEOUT = 1.0
 LINGER_TIMEOUT = 2.0  # after an error answer, how long to discard input before closing
 LINGER_BYTES = 1024 * 1024
-BACKLOG = 128
 ACCEPT_BATCH = 32  # connections accepted per loop turn and listener
 ACCEPT_RETRY = 1.0  # seconds a listener rests after running out of fds
 # Shortages that pass: the process's or the system's fds, socket buffers, memory.
@@ -63,10 +61,6 @@ class _Listener:
     turned_away: int = 0  # since it was last full
     failed_accepts: int = 0  # since the current outage began (0: none)
     resume: asyncio.TimerHandle | None = None
-
-
-class ListenError(Exception):
-    """The server cannot listen; the message is one sentence naming the socket and why."""
 
 
 class ApiServer:
@@ -120,38 +114,32 @@ class ApiServer:
         """The TCP (host, port) actually bound (useful with port 0), or None."""
         return self._tcp_address
 
-    async def start(self, inherited: list[int] | None = None) -> None:
-        """Listen on the Unix socket (and TCP when configured); raises ListenError.
-
-        `inherited`: the listening fds a previous image of the daemon handed over
-        (Unix first, then TCP), already bound: clients that connected meanwhile
-        wait in their backlog and are served.
-        """
-        if inherited:
-            await self._adopt(inherited)
-            return
-        await self._start_unix()
-        if self._tcp is not None:
-            try:
-                await self._start_tcp(*self._tcp)
-            except BaseException:
-                await self.close()
-                raise
-
-    async def _adopt(self, fds: list[int]) -> None:
-        for i, fd in enumerate(fds):
+    async def start(self, listening: list[int] | None = None) -> None:
+        """Serve on `listening`: the fds of listening sockets already bound (Unix
+        first, then TCP), by listeners.bind or by a previous image of the daemon
+        that handed them over; clients that connected meanwhile wait in their
+        backlog and are served. Without them (or none), bind the sockets the
+        server was made with first: ListenError if it cannot."""
+        if not listening:
+            listening = await bind(
+                self._unix_path,
+                socket_mode=self._socket_mode,
+                socket_group=self._socket_group,
+                tcp=self._tcp,
+            )
+        for i, fd in enumerate(listening):
             os.set_inheritable(fd, False)
             sock = socket.socket(fileno=fd)
             if i == 0:
                 # The path it is bound to, whatever the config says now (a reload
                 # may have changed `socket`, which applies only at a restart).
                 self._unix_path = Path(sock.getsockname())
-                with contextlib.suppress(OSError):
-                    bound = os.stat(self._unix_path)
-                    self._socket_id = (bound.st_dev, bound.st_ino)
+                self._socket_id = socket_id(self._unix_path)
                 self._listen(sock, tcp=False, name=str(self._unix_path))
             else:
-                host, port = self._tcp_address = sock.getsockname()[:2]
+                host, port = sock.getsockname()[:2]
+                if self._tcp_address is None:  # `localhost` binds two: the first is said
+                    self._tcp_address = (host, port)
                 self._listen(sock, tcp=True, name=f"{host}:{port}")
 
     async def hand_over(self) -> list[int]:
@@ -189,57 +177,8 @@ class ApiServer:
             await asyncio.wait(others)
         if self._refusals is not None:
             self._refusals.close()
-        self._unlink_socket()
-
-    async def _start_unix(self) -> None:
-        path = self._unix_path
-        await self._remove_stale_socket(path)
-        gid = self._group_id()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            # Bound owner-only under a umask, so there is no moment where the file
-            # is more open than configured; the group and mode are applied before
-            # listen(), i.e. before anyone can connect.
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(str(path))
-            finally:
-                os.umask(old_umask)
-            bound = os.stat(path)
-            self._socket_id = (bound.st_dev, bound.st_ino)
-            if gid is not None:
-                os.chown(path, -1, gid)
-            os.chmod(path, self._socket_mode)
-            sock.listen(BACKLOG)
-        except OSError as e:
-            sock.close()
-            self._unlink_socket()
-            raise ListenError(f"cannot listen on {path}: {e.strerror or e}") from e
-        self._listen(sock, tcp=False, name=str(path))
-
-    async def _start_tcp(self, host: str, port: int) -> None:
-        """Listen on every address `host` names (as asyncio.start_server would:
-        `localhost` is 127.0.0.1 and ::1)."""
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-            addresses = list(dict.fromkeys((family, address[:2]) for family, *_, address in found))
-            socks = []
-            try:
-                for family, address in addresses:
-                    socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
-            except OSError:
-                for sock in socks:
-                    sock.close()
-                raise
-        except OSError as e:
-            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-        self._tcp_address = socks[0].getsockname()[:2]
-        for sock in socks:
-            bound_host, bound_port = sock.getsockname()[:2]
-            self._listen(sock, tcp=True, name=f"{bound_host}:{bound_port}")
+        unlink_socket(self._unix_path, self._socket_id)
+        self._socket_id = None
 
     def _listen(self, sock: socket.socket, *, tcp: bool, name: str) -> None:
         sock.setblocking(False)
@@ -319,56 +258,6 @@ class ApiServer:
                 listener.turned_away,
             )
             listener.turned_away = 0
-
-    async def _remove_stale_socket(self, path: Path) -> None:
-        """Remove a socket file left by a dead daemon; refuse one that still answers."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        except OSError as e:  # e.g. a file where a directory of the path should be
-            raise ListenError(f"cannot listen on {path}: {e.strerror or e}") from e
-        if not stat.S_ISSOCK(st.st_mode):
-            raise ListenError(f"cannot listen on {path}: it exists and is not a socket")
-        try:
-            async with asyncio.timeout(STALE_PROBE_TIMEOUT):
-                _, writer = await asyncio.open_unix_connection(str(path))
-        except ConnectionRefusedError:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return
-        except FileNotFoundError:
-            return
-        except TimeoutError:  # a full accept backlog: someone is listening
-            pass
-        except OSError as e:
-            raise ListenError(f"cannot tell whether {path} is in use: {e.strerror or e}") from e
-        else:
-            writer.close()
-        raise ListenError(f"cannot listen on {path}: another process is serving it")
-
-    def _group_id(self) -> int | None:
-        group = self._socket_group
-        if group is None:
-            return None
-        if group.isdigit():
-            return int(group)
-        try:
-            return grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ListenError(
-                f"cannot listen on {self._unix_path}: socket_group {group!r} does not exist"
-            ) from None
-
-    def _unlink_socket(self) -> None:
-        """Remove the socket file, unless it is no longer the one we bound."""
-        if self._socket_id is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            st = os.lstat(self._unix_path)
-            if (st.st_dev, st.st_ino) == self._socket_id:
-                os.unlink(self._unix_path)
-        self._socket_id = None
 
     async def _connection(self, sock: socket.socket, listener: _Listener) -> None:
         loop = asyncio.get_running_loop()

@@ -153,7 +153,12 @@ def main() -> int:
     import gc
 
     gc.disable()  # as `up` does: until the first spawns are on their way
-    from herdsman.cli.up import run_up
+    from herdsman.cli.up import run_up  # first: it keeps ssl out of asyncio (see tls.py)
+
+    # isort: split
+    # The API server too, which `up` in the foreground loads once its first wave is
+    # out: here the plan is still being validated, and the time to there is free.
+    import herdsman.api.server  # noqa: F401
 
     try:
         plan, services, watch = pickle.load(sys.stdin.buffer)

@@ -20,9 +20,10 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from herdsman import __version__
-from herdsman.api.server import ApiServer, ListenError
+from herdsman.api.listeners import ListenError, bind
 from herdsman.cli.console import Console
 from herdsman.cli.table import wants_colour
 from herdsman.core.lifecycle import Event, Exited, Spawned, SpawnFailed, Start, describe_exit
@@ -39,6 +40,9 @@ from herdsman.runtime.logfile import LogHandler
 from herdsman.runtime.reexec import HELD_SIGNALS
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
+
+if TYPE_CHECKING:
+    from herdsman.api.server import ApiServer
 
 
 class StartupError(Exception):
@@ -273,19 +277,17 @@ async def _serve(
             watch=watch,
             **hooks,
         )
-        server = ApiServer(
-            daemon,
-            unix_path=plan.socket,
-            socket_mode=plan.socket_mode,
-            socket_group=plan.socket_group,
-            tcp=plan.tcp,
-            token=token,
-            log=log.getChild("api"),
-            max_connections=plan.max_connections,
-        )
+        # Bound before anything starts (a socket we cannot have stops us first),
+        # served once the first wave is out (see _serve_api).
+        listening = resumed.listen_fds if resumed else in_place.fds.listen_fds if in_place else []
         try:
-            inherited = in_place.fds.listen_fds if in_place else None
-            await server.start(resumed.listen_fds if resumed else inherited)
+            if not listening:
+                listening = await bind(
+                    plan.socket,
+                    socket_mode=plan.socket_mode,
+                    socket_group=plan.socket_group,
+                    tcp=plan.tcp,
+                )
         except ListenError as err:
             listen_error = str(err)
             daemon.close()
@@ -294,7 +296,8 @@ async def _serve(
                 plan,
                 services,
                 daemon,
-                server,
+                listening,
+                token,
                 log,
                 resumed,
                 in_place,
@@ -316,7 +319,8 @@ async def _run(
     plan: Plan,
     services: list[str],
     daemon: Daemon,
-    server: ApiServer,
+    listening: list[int],
+    token: str | None,
     log: logging.Logger,
     resumed: Handover | None,
     in_place: InPlace | None,
@@ -352,6 +356,7 @@ async def _run(
     else:
         daemon.adopt(in_place.fds.pipes if in_place else None)
         daemon.supervisor.start_services(services or None)
+    server = await _serve_api(plan, daemon, listening, token, log)
     # What start-up built (modules, the plan, the instances) lives as long as the
     # daemon: the collector, off until here (see cmd_up), never walks it again.
     gc.freeze()
@@ -389,6 +394,28 @@ async def _run(
             log.info("herdsman stopped")
         daemon.manager.close()
     return outcome
+
+
+async def _serve_api(
+    plan: Plan, daemon: Daemon, listening: list[int], token: str | None, log: logging.Logger
+) -> ApiServer:
+    """The control API on the sockets bound before the start. Imported here, once the
+    first wave is on its way: the HTTP stack (h11, the routes, the OpenAPI bounds)
+    was a tenth of the way from `up` to its first spawn, which needs none of it."""
+    from herdsman.api.server import ApiServer
+
+    server = ApiServer(
+        daemon,
+        unix_path=plan.socket,
+        socket_mode=plan.socket_mode,
+        socket_group=plan.socket_group,
+        tcp=plan.tcp,
+        token=token,
+        log=log.getChild("api"),
+        max_connections=plan.max_connections,
+    )
+    await server.start(listening)
+    return server
 
 
 async def _ready_once_settled(daemon: Daemon) -> None:

@@ -1,7 +1,9 @@
 """One HTTP request from the daemon, for http probes and webhooks: h11 on asyncio.
 
 Never blocks the loop, always within a timeout, and every failure is one sentence.
-https only when a URL asks for it (see tls.py).
+https only when a URL asks for it (see tls.py), and h11 only once a request is
+made: a daemon without http probes or webhooks never loads it before its API
+server does, after the first spawns (see cli/up.py).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import asyncio
 import os
 from typing import Any
 from urllib.parse import urlsplit
-
-import h11
 
 
 class RequestFailed(Exception):
@@ -32,6 +32,8 @@ async def status_of(
     json_body: bytes | None = None,
 ) -> int:
     """The status code of `url`'s answer to one request; RequestFailed otherwise."""
+    import h11
+
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
@@ -70,6 +72,8 @@ async def _exchange(
     method: str,
     body: bytes | None,
 ) -> int | None:
+    import h11
+
     conn = h11.Connection(h11.CLIENT)
     headers = [("Host", host), ("User-Agent", agent), ("Connection", "close")]
     if body is not None:

@@ -106,6 +106,11 @@ _buffer = mmap.mmap(-1, READ_SIZE)
 _view = memoryview(_buffer)
 
 SPLICE_F_NONBLOCK = 2
+# A read at least this large is held (see _Tee) while it is written and consumed: the
+# pages freed under the service pipe's lock otherwise cost the child more than the
+# second tee and splice cost the daemon (5-6 us a read; freeing 16 pages, about as
+# much). A smaller one is read from the held pipe itself, as it is teed.
+HOLD_FROM = 64 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -113,13 +118,14 @@ class _Tee:
     """libc's tee(2) (Python has os.splice but no tee), two private pipes and /dev/null
     to consume into: one set for every pump, made at first use.
 
-    A read tees what a service's pipe holds into the first private pipe (`_held`),
-    and that into the second, which it reads: the first keeps its references to the
-    pages until the bytes are consumed. Consuming then only drops the service pipe's
-    references; the pages are freed when the held copy is released, under that
-    pipe's lock, not the service's. Every write of the child takes the service
-    pipe's lock, and freeing a flood's batch of pages under it (35-55 us for 450 KB;
-    dropping the references takes 6-9) kept the child waiting once a read."""
+    A read tees what a service's pipe holds into the first private pipe (`_held`).
+    A large one (HOLD_FROM) is teed on into the second, which is read: the first
+    keeps its references to the pages until the bytes are consumed. Consuming then
+    only drops the service pipe's references; the pages are freed when the held
+    copy is released, under that pipe's lock, not the service's. Every write of the
+    child takes the service pipe's lock, and freeing a flood's batch of pages under
+    it (35-55 us for 450 KB; dropping the references takes 6-9) kept the child
+    waiting once a read. A small read is read from the first private pipe."""
 
     def __init__(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -136,24 +142,38 @@ class _Tee:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
         self.capacity = fcntl.fcntl(self._copy[1], F_GETPIPE_SZ)
-        fcntl.fcntl(self._held[1], F_SETPIPE_SZ, self.capacity)
+        if fcntl.fcntl(self._held[1], F_GETPIPE_SZ) > self.capacity:
+            fcntl.fcntl(self._held[1], F_SETPIPE_SZ, self.capacity)
         self._kept = 0  # bytes in the held pipe
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
     def peek(self, fd: int) -> int:
         """Copy what the pipe `fd` holds into `_buffer` without consuming it: the bytes
         copied (0: the pipe is empty and has no writer left). BlockingIOError when it
-        is empty but still open. The held copy stays until `release`."""
-        size = self._kept = self._tee_all(fd, self._held[1], self.capacity)
+        is empty but still open. A large read's held copy stays until `release`."""
+        size = self._tee_all(fd, self._held[1], self.capacity)
         try:
-            self._tee_all(self._held[0], self._copy[1], size)
-            got = 0
-            while got < size:  # all of it was copied, so all of it is there to read
-                got += os.readv(self._copy[0], [_view[got:size]])
+            if size < HOLD_FROM:
+                self._read_all(self._held[0], size)  # not held: consuming frees a few pages
+            else:
+                self._kept = size
+                self._tee_all(self._held[0], self._copy[1], size)
+                self._read_all(self._copy[0], size)
         except OSError:
-            self.release()  # the next peek's tee must find the held pipe empty
+            # The next peek must find both private pipes empty.
+            for private in (self._held[0], self._copy[0]):
+                with contextlib.suppress(BlockingIOError):
+                    while os.splice(private, self.null, self.capacity):
+                        pass
+            self._kept = 0
             raise
         return size
+
+    @staticmethod
+    def _read_all(source: int, size: int) -> None:
+        got = 0
+        while got < size:  # all of it was copied, so all of it is there to read
+            got += os.readv(source, [_view[got:size]])
 
     def _tee_all(self, source: int, target: int, size: int) -> int:
         copied: int = self._tee(source, target, size, SPLICE_F_NONBLOCK)
