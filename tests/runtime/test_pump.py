@@ -157,6 +157,27 @@ def test_a_drain_that_leaves_the_pipe_open_still_ends_the_last_line() -> None:
         assert caught.pieces() == [(False, b"one"), (False, b"fatal: no config")]
 
 
+def test_hung_up_lists_the_pumps_whose_pipe_lost_its_writer_before_they_read_it() -> None:
+    """What the reaper is hinted at (a process's pipes hang up as it exits): a look at
+    the epoll, which reads nothing; a pump that has read its pipe's end is gone."""
+    with event_loop() as loop:
+        ends = [os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) for _ in range(2)]
+        caught = Caught()
+        alive, ended = (LogPump(loop, r, "web", "out", caught) for r, _w in ends)
+        os.write(ends[1][1], b"last\n")
+        os.close(ends[1][1])
+        try:
+            assert pump.hung_up(loop) == [ended]
+            assert pump.hung_up(loop) == [ended]  # level-triggered: still there
+            ended.drain()
+            assert caught.pieces() == [(False, b"last")]
+            assert ended.closed
+            assert pump.hung_up(loop) == []
+        finally:
+            alive.close()
+            os.close(ends[0][1])
+
+
 @given(before=st.integers(0, 3 * K), length=st.integers(K + 1, 2 * K), after=st.integers(0, K))
 def test_the_quick_check_finds_a_long_line_wherever_it_is(
     before: int, length: int, after: int

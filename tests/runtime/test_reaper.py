@@ -85,6 +85,27 @@ def told_before_collected() -> list[bool]:
     return [*seen, _waitable(pid)]
 
 
+def told_likely_first() -> list[str]:
+    """Two exits, the second hinted at as likely: told in which order."""
+    loop = asyncio.new_event_loop()
+    reaper = Reaper(loop)
+    first, second = _zombies(2, 0)
+    told: list[str] = []
+
+    def exited(name: str, _pid: int, _code: int | None, _sig: int | None) -> None:
+        told.append(name)
+
+    reaper.watch(first, exited, "first")
+    reaper.watch(second, exited, "second")
+    reaper.likely_exited = lambda: [second, second, os.getpid()]  # twice; not a child
+    try:
+        reaper.reap()
+    finally:
+        reaper.close()
+        loop.close()
+    return told
+
+
 def spawned_by_an_exit_told_before() -> dict[str, int]:
     """An exit told first starts a spawn whose process ends at once and is collected
     in the same batch, before the spawn's outcome was taken in."""
@@ -127,3 +148,10 @@ def test_a_process_is_released_only_after_its_exit_is_told() -> None:
     """Releasing a zombie costs the kernel about 0.02 ms: a respawn must not wait for
     it (nor can the pid, and its process group, be another's while the exit is told)."""
     assert _in_a_fresh_process("told_before_collected") == [True, False]
+
+
+def test_an_exit_hinted_at_is_found_by_its_pid_first() -> None:
+    """The supervisor hints at the processes whose pipes hung up (see
+    Supervisor._hung_up): each is looked at alone, before every child is, in whatever
+    order the children were spawned; a hint that is no child of ours is passed over."""
+    assert _in_a_fresh_process("told_likely_first") == ["second", "first"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 from herdsman.runtime.signals import Signals
 
@@ -140,12 +141,11 @@ def test_a_signal_that_comes_while_the_loop_waits_is_dispatched_from_the_wait() 
 
         signals.add(signal.SIGUSR1, handler)
         # To the loop's thread, whose epoll_wait it interrupts (sent to the process,
-        # it may go to the sending thread, and only wake the loop through its fd).
-        main = threading.main_thread().ident
-        assert main is not None
-        sender = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+        # it may go to the sending thread, and only wake the loop through its fd),
+        # once that thread waits there (and not on a machine too busy to get there).
+        sender = threading.Thread(target=interrupt_the_wait)
         try:
-            sender.start()  # while the loop waits (for these futures)
+            sender.start()
             from_the_wait = await asyncio.wait_for(seen, 10)
             await asyncio.wait_for(queued, 10)
         finally:
@@ -154,6 +154,25 @@ def test_a_signal_that_comes_while_the_loop_waits_is_dispatched_from_the_wait() 
         return from_the_wait, queued.done()
 
     assert asyncio.run(main()) == (True, True)
+
+
+def interrupt_the_wait() -> None:
+    """SIGUSR1 to the main thread once it waits in epoll_wait (its syscall, from /proc)."""
+    main = threading.main_thread().native_id
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(f"/proc/self/task/{main}/syscall") as syscall:
+            if syscall.read().split()[0] in (str(EPOLL_WAIT), str(EPOLL_PWAIT)):
+                break
+        time.sleep(0.01)
+    ident = threading.main_thread().ident
+    assert ident is not None
+    signal.pthread_kill(ident, signal.SIGUSR1)
+
+
+EPOLL_WAIT, EPOLL_PWAIT = {"x86_64": (232, 281), "aarch64": (-1, 22)}.get(
+    os.uname().machine, (-1, -1)
+)
 
 
 def test_an_error_in_a_handler_run_from_the_wait_goes_to_the_loops_handler() -> None:

@@ -80,6 +80,7 @@ MAX_PAUSE = 0.02
 QUICK = 0.001  # epoll's resolution: asyncio sleeps no shorter than this anyway
 TIMER_SLACK = 0.002  # how late the loop may wake for a timer
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+HUNG_UP_MAX = 64  # ready pipes looked at by hung_up (the reaper's hint, not the reads)
 
 # (instance, stream, lines joined by b"\n" (one or more; b"" is one empty line),
 #  unix time read). stream is "out"/"err", with CUT when every line is a cut piece.
@@ -273,6 +274,12 @@ class _Readers:
         del self._pumps[fd]
         self._close_if_unused()
 
+    def hung_up(self) -> list[LogPump]:
+        """The pumps whose pipe lost its last writer and that have not read its end."""
+        pumps = self._pumps
+        ready = self._epoll.poll(0, HUNG_UP_MAX)
+        return [pumps[fd] for fd, events in ready if events & select.EPOLLHUP and fd in pumps]
+
     def hold(self) -> Callable[[], None]:
         """Stay open until the returned function is called (see `hold`)."""
         self._held += 1
@@ -299,6 +306,13 @@ class _Readers:
 
 
 _readers: dict[asyncio.AbstractEventLoop, _Readers] = {}
+
+
+def hung_up(loop: asyncio.AbstractEventLoop) -> list[LogPump]:
+    """The loop's pumps whose pipe lost its last writer (its process exited, or closed
+    it) and that have not read its end yet: a look at the epoll, no read."""
+    readers = _readers.get(loop)
+    return readers.hung_up() if readers is not None else []
 
 
 def hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:

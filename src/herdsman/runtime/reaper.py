@@ -7,7 +7,9 @@ leaving the rest to the next loop turn, so a crash loop never holds the loop for
 long (each exit may respawn at once). An exit is read with `waitid(WNOWAIT)`,
 which leaves the zombie, and released (`waitpid(pid)`) once it has been told, its
 respawn on its way. Each `waitid(P_ALL)` looks at every child, thousands of them:
-the one that finds no more waits until the exit before it has been told.
+the processes whose pipes hung up (a process's fds close as it exits, before its
+parent is told; the supervisor hints at them) are looked at alone first, and the
+look that finds no more waits until the exit before it has been told.
 Orphans we inherit (daemonizing grandchildren) are reaped too, so no zombie is
 left behind, also when herdsman runs as PID 1.
 
@@ -23,7 +25,7 @@ import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any, TypeVar
 
 from herdsman.runtime.procfs import zombie_status
@@ -53,6 +55,27 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
     return os.WEXITSTATUS(status), None
 
 
+# A child that exited, left a zombie until its exit is told: releasing it, 0.02 ms,
+# comes after the respawn it starts.
+_EXITED = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _next_exit(likely: Iterator[int]) -> os.waitid_result | None:
+    """The next child that exited, if any: first among the pids `likely` gives, each
+    looked at alone, then any child. waitid(P_ALL) looks at every child until it
+    finds one that exited: 0.03 ms with 300 of them, 0.35 with 2,000 and 1.5 with
+    8,000, between each exit and its respawn."""
+    for pid in likely:
+        with contextlib.suppress(ChildProcessError):  # collected already, or not ours
+            info = os.waitid(os.P_PID, pid, _EXITED)
+            if info is not None:
+                return info
+    try:
+        return os.waitid(os.P_ALL, 0, _EXITED)
+    except ChildProcessError:  # no child at all
+        return None
+
+
 def _ended(info: os.waitid_result) -> tuple[int | None, int | None]:
     """waitid's answer as (exit code, signal number); one of them is None."""
     if info.si_code == os.CLD_EXITED:
@@ -78,6 +101,9 @@ class Reaper:
         # in `_early` for its watch, rather than the loop waiting for the thread.
         self.before_reap: Callable[[], bool] | None = None
         self._early: dict[int, tuple[int | None, int | None]] = {}  # pid -> (code, signal)
+        # Pids that most likely exited (the supervisor's: those whose pipes lost their
+        # last writer), looked at one by one before every child is (see _next_exit).
+        self.likely_exited: Callable[[], Iterable[int]] | None = None
 
     def start(self, signals: Signals) -> None:
         become_subreaper()
@@ -155,13 +181,9 @@ class Reaper:
             self.orphans_reaped += len(self._early)
             self._early.clear()
         failed: BaseException | None = None
+        likely = iter(self.likely_exited() if self.likely_exited is not None else ())
         for _ in range(REAP_BATCH):
-            try:
-                # The next child that exited, left a zombie (WNOWAIT) until its exit is
-                # told: releasing it, 0.02 ms, comes after the respawn it starts.
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                break
+            info = _next_exit(likely)
             if info is None:
                 break
             pid = info.si_pid

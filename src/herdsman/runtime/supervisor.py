@@ -38,7 +38,7 @@ from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
-from herdsman.runtime.pump import Batches, LineSink, LogPump, hold
+from herdsman.runtime.pump import Batches, LineSink, LogPump, hold, hung_up
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.signals import Signals
@@ -165,6 +165,7 @@ class Supervisor:
         # Every spawned pid is known before an exit is collected: one collected
         # first would pass for an orphan's, and its instance would wait forever.
         self._reaper.before_reap = self._take_in_landed
+        self._reaper.likely_exited = self._hung_up
         # Bound once, each held for every instance (the reaper's watch of its process,
         # its pumps): a bound method made per spawn is 64 bytes each.
         self._on_exit = self._exited
@@ -534,6 +535,17 @@ class Supervisor:
             if self._queue and not self._running:
                 self._loop.call_soon(self._run)  # their events, if no exit runs them first
         return self._spawner.pending > 0
+
+    def _hung_up(self) -> list[int]:
+        """The processes whose stdout or stderr lost its last writer: most likely
+        those a SIGCHLD is about (a process's fds close as it exits, before its parent
+        is told), which the reaper then finds without looking at every child."""
+        pids = []
+        for pump in hung_up(self._loop):
+            managed = self.instances.get(pump.instance)
+            if managed is not None and (pid := managed.core.pid) is not None:
+                pids.append(pid)
+        return pids
 
     def _spawn_failed(self, managed: Managed, error: SpawnError) -> None:
         failed = SpawnFailed(f"cannot start: {error}", retry=error.retry)
