@@ -491,9 +491,10 @@ class LeanSpawner:
                     finally:
                         _plibc.close(out)
                         _plibc.close(err)
+                # The outcome first: the loop, let go by the gate, takes it in at once.
+                self.results.put(result)
                 if gate.locked():  # the loop waits for it (see submit)
                     gate.release()
-                self.results.put(result)
                 if not self._told:
                     self._told = True
                     mailbox.tell()
