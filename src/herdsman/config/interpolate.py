@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from herdsman.config.errors import Loc
 
 _REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|(\{))")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Compiled (and kept by re) at the first `${...}`: most configs have none.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def expand(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
@@ -31,7 +32,7 @@ def expand(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
             problems.append("'${' has no closing '}' (write $$ for a literal $)")
             return ""
         name, sep, default = body.partition(":-")
-        if not _NAME.fullmatch(name):
+        if not re.fullmatch(_NAME, name):
             problems.append(
                 f"'${{{body}}}' is not a valid reference (use ${{VAR}} or ${{VAR:-default}})"
             )

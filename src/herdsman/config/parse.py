@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     import yaml
 
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+# Compiled (and kept by re) at the first syntax error, not by every `up` and client
+# command that reads a config.
+_TOML_POSITION = r"\s*\(at line (\d+), column (\d+)\)$"
 
 
 class Document(NamedTuple):
@@ -92,7 +94,7 @@ def _parse_toml(text: str, name: str) -> Document:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         message = str(e)
-        position = _TOML_POSITION.search(message)
+        position = re.search(_TOML_POSITION, message)
         if position is None:
             raise ConfigError([f"{name}: syntax error: {message}"]) from None
         reason = message[: position.start()]

@@ -41,7 +41,8 @@ _SIZE_UNITS = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+# Compiled (and kept by re) at the first size written as text, not by every validation.
+_SIZE = r"(?i)\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*"
 
 _DURATION_HINT = "use e.g. '250ms', '1.5s', '10s', '5m', '1h', '1m30s' or a number of seconds"
 _SIZE_HINT = "use e.g. '64KiB', '512MiB', '1GiB', '10MB' or a number of bytes"
@@ -83,7 +84,7 @@ def parse_size(value: object) -> int:
         return int(number)
     if value.strip().startswith("-"):
         raise ValueError(f"must not be negative, not {show_value(value)}")
-    match = _SIZE.fullmatch(value)
+    match = re.fullmatch(_SIZE, value)
     unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
     if match is None or unit is None:
         raise ValueError(f"{show_value(value)} is not a size ({_SIZE_HINT})")
