@@ -103,12 +103,7 @@ def _no_items() -> list[Any]:
 
 
 class _Model(BaseModel):
-    # defer_build: a model's validator is built when it is first used, not when the
-    # class is made. A Config's validator holds those of the models it nests; built
-    # one by one as well, at import, they were work for nothing on the way to `up`'s
-    # first spawn (the forked helper's answer is what that waits for): 26M of its
-    # 453M instructions.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Backoff(_Model):
