@@ -109,11 +109,13 @@ UNUSED_BY_THE_VALIDATOR = {
 
 
 def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
-    """config.plan's `answer`, imported (and the Config validator built) with a
-    stand-in for each module of UNUSED_BY_THE_VALIDATOR not loaded yet (its
-    classes, empty). They are gone from sys.modules once it is: what imports one
+    """config.plan's `answer`, imported with a stand-in for each module of
+    UNUSED_BY_THE_VALIDATOR not loaded yet (its classes, empty): the models build
+    their validators as they are imported (pydantic-core looks up uuid's class as
+    it builds one). They are gone from sys.modules once it is: what imports one
     later (a plugin the config names) gets the real module. A pydantic that uses
-    more of them than it files fails tests/config/test_helper_imports.py."""
+    more of them than it files, or validators built later (defer_build), fail
+    tests/config/test_helper_imports.py."""
     import types
 
     stand_ins = {}
@@ -124,12 +126,7 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
                 setattr(module, cls, type(cls, (Exception,) if cls.endswith("Error") else (), {}))
             stand_ins[name] = sys.modules[name] = module
     try:
-        from herdsman.config.models import Config
         from herdsman.config.plan import answer
-
-        # Its validator too, which the models build when first used (defer_build):
-        # pydantic-core looks up uuid's class as it builds one.
-        Config.model_rebuild()
     finally:
         for name, module in stand_ins.items():
             if sys.modules.get(name) is module:
