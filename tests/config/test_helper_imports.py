@@ -38,17 +38,7 @@ def test_the_forked_helper_validates_without_looking_for_pydantic_plugins(
         '[services.db]\ncommand = "sleep 1"\nready = { tcp = "127.0.0.1:6390" }\n'
         'health = { exec = "true" }\nhooks = [{ on = "failed", exec = "true" }]\n'
     )
-    code = (
-        "import sys\n"
-        "class NoMetadata:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'importlib.metadata':\n"
-        "            raise ImportError('importlib.metadata is imported')\n"
-        "sys.meta_path.insert(0, NoMetadata())\n"
-        "from herdsman.runtime.planner import receive_plan, request_plan\n"
-        f"print(sorted(receive_plan(request_plan({str(config)!r})).services))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = _plan_services_without(config, ("importlib.metadata",))
     assert (out.returncode, out.stdout.strip()) == (0, "['db']"), out.stderr
 
 
@@ -63,18 +53,26 @@ def test_the_forked_helper_validates_without_uuid_zoneinfo_and_secrets(tmp_path:
         'hooks = [{ on = "failed", exec = "true" }, { on = "running", webhook = "http://x/" }]\n'
         '[services.web]\ncommand = ["sleep", "1"]\ndepends_on = { db = "ready" }\n'
     )
+    out = _plan_services_without(config, ("uuid", "zoneinfo", "secrets"))
+    assert (out.returncode, out.stdout.strip()) == (0, "['db', 'web']"), out.stderr
+
+
+def _plan_services_without(
+    config: Path, blocked: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter in which the modules `blocked` cannot be imported forks the
+    validating helper for `config` and prints the services of its plan."""
     code = (
         "import sys\n"
-        "class Unused:\n"
+        "class Blocked:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name in ('uuid', 'zoneinfo', 'secrets'):\n"
+        f"        if name in {blocked!r}:\n"
         "            raise ImportError(name + ' is imported')\n"
-        "sys.meta_path.insert(0, Unused())\n"
+        "sys.meta_path.insert(0, Blocked())\n"
         "from herdsman.runtime.planner import receive_plan, request_plan\n"
         f"print(sorted(receive_plan(request_plan({str(config)!r})).services))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert (out.returncode, out.stdout.strip()) == (0, "['db', 'web']"), out.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
 def test_the_modules_the_validator_goes_without_are_real_once_it_is_imported() -> None:
