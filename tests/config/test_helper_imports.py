@@ -13,6 +13,7 @@ import io
 import pickle
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from herdsman.core.plan import CheckPlan, InstancePlan, Policy
@@ -132,3 +133,19 @@ def test_an_instance_plan_pickled_field_by_field_is_read() -> None:
     Older(out, protocol=pickle.HIGHEST_PROTOCOL).dump(inst)
     assert pickle.loads(out.getvalue()) == inst
     assert pickle.loads(pickle.dumps(inst, protocol=pickle.HIGHEST_PROTOCOL)) == inst
+
+
+def test_plans_pickle_their_fields_in_order_as_frozen_dataclasses_did() -> None:
+    # Images of other releases (a re-exec's hand-over) write and read every plan
+    # class's state as the list of its fields' values in order, which dataclasses
+    # gives only a frozen class with slots; the plan's classes are not frozen.
+    policy = Policy(restart="on-failure", burst=7)
+    check = CheckPlan("tcp", "127.0.0.1:80", ("127.0.0.1", 80))
+    for value in (policy, check):
+        _, _, state, *_ = value.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        assert state == [getattr(value, f.name) for f in fields(value)]
+        assert pickle.loads(pickle.dumps(value, protocol=0)) == value
+    # A plan of an image older than the fields added last has fewer values.
+    older = copyreg.__newobj__(Policy)
+    older.__setstate__(["never", 0.5])
+    assert (older.restart, older.backoff_initial) == ("never", 0.5)
