@@ -239,7 +239,7 @@ def test_a_restart_holds_the_loop_until_its_child_is_spawned(
         ((key, outcome),) = sp.finished()  # without waiting
         assert key == "k"
         assert not isinstance(outcome, SpawnError)
-        pid, out, err = outcome
+        pid, out, err, _started = outcome
         os.waitpid(pid, 0)
         os.close(out)
         os.close(err)
@@ -314,7 +314,7 @@ def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
     first, second = outcomes["first"], outcomes["second"]
     assert isinstance(first, SpawnError)
     assert not isinstance(second, SpawnError)
-    pid, out, err = second
+    pid, out, err, _started = second
     try:
         assert read_all(out) == b"second\n"
     finally:

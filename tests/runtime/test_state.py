@@ -28,7 +28,13 @@ from herdsman.core.lifecycle import (
     StopTimeout,
 )
 from herdsman.core.states import State
-from herdsman.runtime.procfs import process_start_time, zombie_status
+from herdsman.runtime.procfs import (
+    TICK_NS,
+    boot_clock,
+    process_start_time,
+    start_time_between,
+    zombie_status,
+)
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
@@ -124,6 +130,32 @@ def test_process_start_time_survives_odd_command_names() -> None:
         child.kill()
         child.wait()
     assert process_start_time(child.pid) is None
+
+
+def test_a_start_time_is_told_by_the_boot_clock_only_within_one_tick() -> None:
+    tick = TICK_NS * 6810603
+    assert start_time_between(tick, tick + TICK_NS - 1) == 6810603
+    assert start_time_between(tick - 1, tick) is None  # the process may be in either
+    assert start_time_between(tick + 5, tick + 5) == 6810603
+
+
+def test_the_boot_clock_tells_the_start_time_proc_shows() -> None:
+    """What start_time_between rests on: /proc's start time is the process's creation
+    on boot_clock(), in whole ticks. A child made between two readings in one tick
+    shows that tick (some straddle a tick: those are not told)."""
+    told = 0
+    for _ in range(20):
+        before = boot_clock()
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exec sleep 30"], {})
+        started = start_time_between(before, boot_clock())
+        try:
+            if started is not None:
+                told += 1
+                assert started == process_start_time(pid)
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert told > 0
 
 
 def test_a_zombie_shows_its_exit_status_until_reaped() -> None:

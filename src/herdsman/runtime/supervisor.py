@@ -553,7 +553,7 @@ class Supervisor:
 
     def _spawned(self, managed: Managed, outcome: Outcome) -> None:
         assert not isinstance(outcome, SpawnError)
-        pid, out, err = outcome
+        pid, out, err, started = outcome
         journal = self.journal
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
@@ -563,6 +563,8 @@ class Supervisor:
             # exec waits for the exec to finish, which would serialise every spawn.
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
+        if started is not None:  # else read from /proc when first needed (start_time_of)
+            managed.start_time = (pid, started)
         managed.last_err = b""
         capacity = pipe_capacity()
         for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink)):
