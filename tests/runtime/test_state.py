@@ -28,6 +28,7 @@ from herdsman.core.lifecycle import (
     StopTimeout,
 )
 from herdsman.core.states import State
+from herdsman.runtime import statefile
 from herdsman.runtime.procfs import (
     TICK_NS,
     boot_clock,
@@ -40,6 +41,7 @@ from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.statefile import StateFile, StateWriter
 from tests.conftest import wait_for
+from tests.runtime.harness import until
 
 small = st.integers(min_value=0, max_value=10**6)
 times = st.floats(min_value=0, max_value=1e9, allow_nan=False)
@@ -315,6 +317,40 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         assert errors[0] is not None
         assert errors[0].startswith(f"cannot write {tmp}/state.json")
         assert errors[1:] == [None]
+
+    asyncio.run(scenario())
+
+
+def test_a_large_herds_state_json_follows_its_changes_later(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite costs the whole herd's size: the delay grows with it, WRITE_DELAY per
+    PER_DELAY instances (here 0.05 s per instance, for 4 of them), so a start of
+    thousands is not rewritten every 0.1 s of it."""
+    monkeypatch.setattr(statefile, "PER_DELAY", 1)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        instances = {name: {"pid": 1} for name in "abcd"}
+        written: list[float] = []
+
+        def header() -> dict[str, Any]:
+            written.append(loop.time())
+            return {}
+
+        writer = StateWriter(
+            tmp / "state.json",
+            loop,
+            lambda: instances,
+            lambda instance: InstanceRecord(pid=instance["pid"]),
+            header,
+            lambda _error: None,
+            delay=0.05,
+        )
+        changed = loop.time()
+        writer.changed("a")
+        await until(lambda: written)
+        assert written[0] - changed >= 0.19  # asyncio may run a timer a hair early
 
     asyncio.run(scenario())
 
