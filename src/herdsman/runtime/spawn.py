@@ -38,9 +38,6 @@ from typing import Generic, TypeVar
 from herdsman.core.plan import InstancePlan
 from herdsman.runtime.procfs import boot_clock, start_time_between
 
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-PIPE_SIZE = 1024 * 1024  # the pumps read up to this much at once
-
 # Python ignores these; a child must start with the default disposition.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 CLONE_FS, CLONE_FILES = 0x200, 0x400  # for unshare(2)
@@ -517,31 +514,12 @@ def _pipes() -> tuple[int, int, int, int]:
         os.close(out[0])
         os.close(out[1])
         raise
-    global _every_pipe_sized
     for fd in (out[0], err[0]):
         # The daemon's ends never block (the child's do): O_NONBLOCK is all there
-        # is to set, the access mode is not changed by F_SETFL.
+        # is to set, the access mode is not changed by F_SETFL. Their size is the
+        # kernel's default until the pump sees one busy (see pump.NEW_PIPE).
         fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
-        # A bigger pipe means fewer, larger reads from a chatty child; without the
-        # privilege or under the user's pipe budget, the default will do.
-        try:
-            sized = fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE) == PIPE_SIZE
-        except OSError:
-            sized = False
-        if not sized:
-            _every_pipe_sized = False
     return (*out, *err)
-
-
-# Whether every pipe _pipes made got PIPE_SIZE (see pipe_capacity).
-_every_pipe_sized = True
-
-
-def pipe_capacity() -> int | None:
-    """The capacity of the pipes of every spawn: PIPE_SIZE, so their pumps need not
-    ask the kernel (two calls per pipe, four per spawn); None once a resize was
-    refused (the user's pipe budget), when pipes may differ: ask each one."""
-    return PIPE_SIZE if _every_pipe_sized else None
 
 
 def _pipe() -> tuple[int, int]:
