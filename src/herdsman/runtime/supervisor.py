@@ -8,6 +8,11 @@ the change feed (`ChangeFeed`). Results (Spawned, SpawnFailed) go back on the qu
 never by a call back into the herd. Everything runs on the one event-loop thread,
 but the spawns themselves: the spawning thread runs them while the loop goes on
 (see spawn.py), and their outcomes come back on the queue as they land.
+
+A wave of spawns (the first one of `up`, a `start` of many replicas, a reload that
+adds many) waits in the herd's queue, and the runner takes it a slice of the loop's
+time at a time (SLICE), so a status request, a signal or the watchdog is served
+between two slices rather than after the last spawn.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import random
 import re
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -121,6 +127,13 @@ class ChangeFeed:
             subscriber(managed, old, new, event)
 
 
+# How long the runner takes spawns from the herd's queue before it lets the loop
+# serve the rest (a status request, a signal, the watchdog): the wave goes on in the
+# next turn. Short enough for a status during a wave of thousands to be answered
+# within a few slices; long enough that the turns in between cost nothing
+# measurable (a turn of the loop is tens of microseconds).
+SLICE = 0.010
+
 # The last stderr line of a process that fails joins its exit in the message.
 LAST_WORDS_MAX = 200
 LAST_WORDS_SCAN = 4096  # bytes at the end of a batch searched for its last line
@@ -179,6 +192,10 @@ class Supervisor:
         # Instance -> its changes that wait for its spawn to land (see _run).
         self._held: dict[str, list[tuple[Managed, State, State, Event]]] = {}
         self._running = False
+        # The herd's queue has the loop again in a later turn (see _run).
+        self._next_slice: asyncio.Handle | None = None
+        self._taking = True  # False once this image hands over or closes
+        self._waves: list[asyncio.Future[None]] = []  # see start_services
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
@@ -237,6 +254,7 @@ class Supervisor:
 
     def close(self) -> None:
         self.settle()
+        self._stop_taking()
         for name in list(self._timers):
             self._cancel(name)
         for managed in self.instances.values():
@@ -256,24 +274,25 @@ class Supervisor:
 
     def start_services(
         self, services: Iterable[str] | None = None, *, manual: bool = False
-    ) -> None:
-        """Start the named services (default: every autostart one) and their dependencies."""
-        # One by one: each spawn's changes (its log line, its journal entry) are out
-        # before the next, as a herd of thousands comes up.
+    ) -> asyncio.Future[None]:
+        """Start the named services (default: every autostart one) and their
+        dependencies, in start waves. Returns once the first slice of spawns is out;
+        the answer is done when the wave is: nothing is left in the herd's queue
+        (spawned, or dropped by a stop) and every spawn has landed."""
+        wave = self._loop.create_future()
+        self._waves.append(wave)
         # Without the cyclic collector meanwhile: the wave makes objects that live
         # as long as their instance (pumps, reader handles, records), not garbage,
         # and each full collection walks them all again while it holds the GIL
         # (65 ms each, five times while 8,000 start), which the spawning thread
         # needs after every spawn. It runs again when the wave is out.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            for name in self.herd.start_order(services):
-                self.submit(hd.StartRequest((name,), manual, dependencies=False))
-            self.settle()  # the herd is up (or failed) when this returns, as one by one
-        finally:
-            if collecting:
-                gc.enable()
+        if gc.isenabled():
+            gc.disable()
+            wave.add_done_callback(_collect_again)
+        self.submit(
+            hd.StartRequest(tuple(self.herd.start_order(services)), manual, dependencies=False)
+        )
+        return wave
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -292,6 +311,9 @@ class Supervisor:
         Returns False when something had to be killed.
         """
         deadline = self._loop.time() + timeout
+        if self.herd.queued:
+            # What was to be spawned never is (it has no process to stop in order).
+            self.submit(hd.StopRequest(tuple(self.herd.queued)))
         for wave in self.herd.stop_waves():
             members = [self.instances[name] for name in wave]
             self.submit(hd.StopRequest(tuple(wave)))
@@ -392,12 +414,17 @@ class Supervisor:
         self._run(publish=publish)
 
     def _run(self, *, publish: bool = True) -> None:
-        """Carry out the queue's events; then, with `publish`, publish the changes."""
+        """Carry out the queue's events; with `publish`, publish the changes; then
+        give the herd room for its queued spawns, one at a time (each spawn's
+        changes, its log line and its journal entry, are out before the next), while
+        this turn's slice lasts."""
         if self._running:
             return
         self._running = True
-        queue, changes = self._queue, self._changes
+        queue, changes, held = self._queue, self._changes, self._held
         herd, loop, rand = self.herd, self._loop, self._random.random
+        queued = herd.queued
+        until = 0.0  # when this run's slice ends, once it takes a spawn
         try:
             while True:
                 while queue:
@@ -405,23 +432,57 @@ class Supervisor:
                     actions = herd.on_event(event, loop.time(), rand())
                     if isinstance(event, hd.NewPlan):
                         self._sync()  # new instances exist before their spawns
-                    # An instance's own event (an exit, a backoff's end) spawns it
-                    # alone, and soon is its latency; a request may spawn thousands.
-                    alone = isinstance(event, hd.ToInstance)
+                    # One spawn and nothing queued after it (a restart) is spawned
+                    # alone, and soon is its latency.
+                    alone = not queued
                     for action in actions:
                         self._execute(action, alone)
-                if not changes or not publish:
-                    break
-                # Changes go out in order once the queue is empty: a spawn's change
-                # shows its process, as subscribers read the instance when told, so
-                # one whose spawn is still out waits for it to land.
-                change = changes.popleft()
-                if change[0].spawning:
-                    self._held.setdefault(change[0].name, []).append(change)
-                else:
+                if changes and publish:
+                    # Changes go out in order once the queue is empty: a spawn's
+                    # change shows its process, as subscribers read the instance when
+                    # told, so one whose spawn is queued or out waits for it to land.
+                    change = changes.popleft()
+                    name = change[0].name
+                    if change[0].spawning or name in queued:
+                        held.setdefault(name, []).append(change)
+                        continue
+                    if held and (earlier := held.pop(name, None)):  # stopped while queued
+                        for before in earlier:
+                            self._publish(*before)
                     self._publish(*change)
+                    continue
+                # A run takes spawns until the queue is empty or its slice is over,
+                # and then leaves the rest to a run in a later turn of the loop:
+                # the queue is not empty only while that one is scheduled.
+                if not queued or not self._taking or self._next_slice is not None:
+                    break
+                now = time.monotonic()
+                if not until:
+                    until = now + SLICE
+                elif now >= until:
+                    self._next_slice = loop.call_soon(self._slice)
+                    break
+                queue.append(hd.SpawnRoom(1))
         finally:
             self._running = False
+        if self._waves and not queued and not self._spawner.pending:
+            waves, self._waves = self._waves, []
+            for wave in waves:
+                if not wave.done():
+                    wave.set_result(None)
+
+    def _slice(self) -> None:
+        """The herd's queue has the loop again, after everything else due by now."""
+        self._next_slice = None
+        self._run()
+
+    def _stop_taking(self) -> None:
+        """This image spawns no more: what is still queued in the herd is in the
+        records (starting, without a process) for the next image to start."""
+        self._taking = False
+        if self._next_slice is not None:
+            self._next_slice.cancel()
+            self._next_slice = None
 
     def _execute(self, action: hd.Action, alone: bool) -> None:
         match action:
@@ -519,7 +580,8 @@ class Supervisor:
 
     def settle(self) -> None:
         """Wait for every spawn in flight, and take in its outcome (and those of
-        the spawns its events start): then every spawned process is known."""
+        the spawns its events start, within this turn's slice): then every spawned
+        process is known."""
         while self._spawner.pending:
             self._landed(keep=0)
 
@@ -613,6 +675,7 @@ class Supervisor:
         stop reading; the pipes' fds become inheritable for the new image.
         """
         self.settle()
+        self._stop_taking()
         pumps: dict[str, list[tuple[str, int, bytes]]] = {}
         for name in list(self._timers):  # watchdogs: armed again by the new image
             self._cancel(name)
@@ -765,6 +828,10 @@ class Supervisor:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
+
+
+def _collect_again(_wave: asyncio.Future[None]) -> None:
+    gc.enable()
 
 
 def last_words(line: bytes) -> str:
