@@ -195,7 +195,9 @@ class Supervisor:
         # The herd's queue has the loop again in a later turn (see _run).
         self._next_slice: asyncio.Handle | None = None
         self._taking = True  # False once this image hands over or closes
-        self._waves: list[asyncio.Future[None]] = []  # see start_services
+        # The waves start_services began, each with whether it turned the cyclic
+        # collector off: both wait for the herd's queue to be empty.
+        self._waves: list[tuple[asyncio.Future[None], bool]] = []
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
@@ -280,15 +282,13 @@ class Supervisor:
         the answer is done when the wave is: nothing is left in the herd's queue
         (spawned, or dropped by a stop) and every spawn has landed."""
         wave = self._loop.create_future()
-        self._waves.append(wave)
         # Without the cyclic collector meanwhile: the wave makes objects that live
         # as long as their instance (pumps, reader handles, records), not garbage,
         # and each full collection walks them all again while it holds the GIL
         # (65 ms each, five times while 8,000 start), which the spawning thread
         # needs after every spawn. It runs again when the wave is out.
-        if gc.isenabled():
-            gc.disable()
-            wave.add_done_callback(_collect_again)
+        self._waves.append((wave, gc.isenabled()))
+        gc.disable()
         self.submit(
             hd.StartRequest(tuple(self.herd.start_order(services)), manual, dependencies=False)
         )
@@ -425,6 +425,7 @@ class Supervisor:
         herd, loop, rand = self.herd, self._loop, self._random.random
         queued = herd.queued
         until = 0.0  # when this run's slice ends, once it takes a spawn
+        own = False  # the last event was an instance's own (an exit, a backoff's end)
         try:
             while True:
                 while queue:
@@ -432,9 +433,12 @@ class Supervisor:
                     actions = herd.on_event(event, loop.time(), rand())
                     if isinstance(event, hd.NewPlan):
                         self._sync()  # new instances exist before their spawns
-                    # One spawn and nothing queued after it (a restart) is spawned
-                    # alone, and soon is its latency.
-                    alone = not queued
+                    if not isinstance(event, hd.SpawnRoom):
+                        own = isinstance(event, hd.ToInstance)
+                    # What an instance's own event spawns, with nothing queued after
+                    # it, is spawned alone, and soon is its latency; a request may
+                    # spawn thousands.
+                    alone = own and not queued
                     for action in actions:
                         self._execute(action, alone)
                 if changes and publish:
@@ -467,7 +471,9 @@ class Supervisor:
             self._running = False
         if self._waves and not queued and not self._spawner.pending:
             waves, self._waves = self._waves, []
-            for wave in waves:
+            for wave, collecting in waves:
+                if collecting:
+                    gc.enable()
                 if not wave.done():
                     wave.set_result(None)
 
@@ -828,10 +834,6 @@ class Supervisor:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
-
-
-def _collect_again(_wave: asyncio.Future[None]) -> None:
-    gc.enable()
 
 
 def last_words(line: bytes) -> str:
