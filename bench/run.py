@@ -443,6 +443,7 @@ class Result:
     tool: str
     n: int
     start: float | None = None
+    start_cpu: float | None = None  # the whole machine's busy CPU-s during the start
     respawn_ms: list[float] = field(default_factory=list)
     timeouts: int = 0
     idle_cpu: float | None = None
@@ -455,6 +456,14 @@ class Result:
     status_cli_ms: list[float] = field(default_factory=list)  # `herdsman status`
     lost: int | None = None  # instances that never reported
     left: int | None = None  # stamps still running after the daemon exited
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy since boot, all cores (/proc/stat:
+    everything but idle and iowait, in clock ticks)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def launch(argv: list[str], tmp: Path, log: Path) -> subprocess.Popen:
@@ -511,6 +520,7 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
     log = tmp / "daemon.log"
     try:
         argv = config_for(tool, n, tmp, sock, circus_check_delay)
+        busy0 = machine_busy()
         t0 = time.monotonic()
         daemon = launch(argv, tmp, log)
         if not collector.wait_for_pids(n, 30 + 0.05 * n, daemon):
@@ -518,6 +528,7 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
             res.error = f"{why}: {len(collector.pids)}/{n} stamps reported"
             res.notes.append(f"daemon output:\n{log_tail(log)}")
             return res
+        res.start_cpu = machine_busy() - busy0
         seen: set[int] = set()
         last = 0.0
         for s in collector.stamps:
@@ -646,6 +657,7 @@ def run_scale(tool: str, n: int, idle: float, queries: int) -> Result:
     log = tmp / "daemon.log"
     try:
         argv = config_for(tool, n, tmp, sock, 0.1)
+        busy0 = machine_busy()
         t0 = time.monotonic()
         daemon = launch(argv, tmp, log)
         if not collector.wait_for_pids(n, 60 + 0.05 * n, daemon):
@@ -654,6 +666,7 @@ def run_scale(tool: str, n: int, idle: float, queries: int) -> Result:
             res.error = f"{why}: {len(collector.pids)}/{n} stamps reported"
             res.notes.append(f"daemon output:\n{log_tail(log)}")
             return res
+        res.start_cpu = machine_busy() - busy0
         res.lost = 0
         firsts: dict[int, float] = {}
         for s in collector.stamps:
@@ -718,7 +731,7 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
     r = run_scale(tool, n, args.scale_idle, args.scale_queries)
     print(f"  {r.error or 'ok'}", flush=True)
     time.sleep(2)
-    starts, stops = [r.start], [r.stop]
+    starts, stops, cpus = [r.start], [r.stop], [r.start_cpu]
     for _ in range(args.starts - 1 if r.start is not None else 0):
         extra = run_scale(tool, n, 0, 0)
         time.sleep(2)
@@ -728,10 +741,12 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
             continue
         starts.append(extra.start)
         stops.append(extra.stop)
+        cpus.append(extra.start_cpu)
         r.lost = max(r.lost or 0, extra.lost or 0)
         r.left = max(r.left or 0, extra.left or 0)
     if len(starts) > 1:
         r.start = statistics.median(starts)
+        r.start_cpu = median_cpu(cpus)
         r.notes.append(
             f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
         )
@@ -743,6 +758,11 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
 
 
 # ------------------------------------------------------------------------ report
+
+
+def median_cpu(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -764,6 +784,7 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> str:
         lat = r.respawn_ms
         return {
             "start": r.start,
+            "start_cpu": r.start_cpu,
             "median": statistics.median(lat) if lat else None,
             "p95": pct(lat, 0.95) if lat else None,
             "max": max(lat) if lat else None,
@@ -776,6 +797,7 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> str:
 
     rows = [
         (f"start {args.instances} (s)", "start", False, 3),
+        ("machine CPU during the start (s)", "start_cpu", False, 2),
         ("respawn median (ms)", "median", False, 1),
         ("respawn p95 (ms)", "p95", False, 1),
         ("respawn max (ms)", "max", False, 1),
@@ -815,6 +837,7 @@ def scale_table(scale: dict[int, dict[str, Result]], args: argparse.Namespace) -
         "start (s)",
         "floor start (s)",
         "start / floor",
+        "machine CPU during the start (s), floor's",
         "start rate (/s)",
         "RSS (MB)",
         "floor RSS (MB)",
@@ -855,6 +878,7 @@ def scale_table(scale: dict[int, dict[str, Result]], args: argparse.Namespace) -
                     val(h, lambda r: r.start, 3),
                     val(f, lambda r: r.start, 3),
                     ratio,
+                    f"{val(h, lambda r: r.start_cpu, 2)}, {val(f, lambda r: r.start_cpu, 2)}",
                     val(h, lambda r: r.n / r.start if r.start else None, 0),
                     val(h, lambda r: r.rss_mb, 1),
                     val(f, lambda r: r.rss_mb, 1),
@@ -1002,7 +1026,7 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
     r = run_tool(tool, n, kills, idle, args.circus_check_delay)
     print(f"  {r.error or 'ok'}", flush=True)
     time.sleep(2)  # let the machine settle after the teardown
-    starts = [r.start]
+    starts, cpus = [r.start], [r.start_cpu]
     for _ in range(args.starts - 1 if r.start is not None else 0):
         extra = run_tool(tool, n, 0, 0, args.circus_check_delay)
         time.sleep(2)
@@ -1011,8 +1035,10 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
             r.notes.append(f"extra start run failed: {extra.error}")
         else:
             starts.append(extra.start)
+            cpus.append(extra.start_cpu)
     if len(starts) > 1:
         r.start = statistics.median(starts)
+        r.start_cpu = median_cpu(cpus)
         r.notes.append(
             f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
         )

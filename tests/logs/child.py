@@ -94,7 +94,6 @@ def flood(n: int, mix: bool) -> None:
 
 def forever(count_file: str) -> None:
     written = 0
-    pipe_size = fcntl.fcntl(1, 1032)  # F_GETPIPE_SZ
     try:
         while True:
             chunk = b"".join(forever_line(i) for i in range(written, written + 100))
@@ -108,6 +107,8 @@ def forever(count_file: str) -> None:
     except OSError as err:
         if err.errno != errno.EPIPE:
             raise
+    # As the daemon left it: it grows the pipe of a flood once it sees one.
+    pipe_size = fcntl.fcntl(1, 1032)  # F_GETPIPE_SZ
     with open(count_file + ".tmp", "w") as f:
         f.write(f"{written} {pipe_size}\n")
     os.rename(count_file + ".tmp", count_file)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from herdsman.core.logline import CUT
 from herdsman.runtime import pump
-from herdsman.runtime.pump import MAX_LINE, LogPump
+from herdsman.runtime.pump import MAX_LINE, NEW_PIPE, LogPump
+from tests.runtime.harness import until
 
 F_SETPIPE_SZ = 1031
 K = MAX_LINE
@@ -309,6 +310,40 @@ def test_a_flood_is_read_with_its_pipe_out_of_the_epoll() -> None:
     assert watched[0], "the first read is told by the epoll"
     assert len(watched) == 20
     assert not any(watched[1:]), watched
+
+
+def test_a_spawned_pipe_grows_once_a_read_finds_it_busy() -> None:
+    """A spawn's pipes keep the kernel's default size (NEW_PIPE): the pump grows one
+    to READ_SIZE at its first read of FLOOD_READ or more, for fewer, larger reads,
+    and leaves a quiet one as it is."""
+    sizes: dict[str, int] = {}
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        read: list[bytes] = []
+        quiet, busy = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC), os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        pumps = [
+            LogPump(loop, r, "web", "out", lambda *batch: read.append(batch[2]), capacity=NEW_PIPE)
+            for r, _w in (quiet, busy)
+        ]
+        try:
+            os.write(quiet[1], b"a line\n")
+            await until(lambda: read)
+            os.write(busy[1], (b"x" * 99 + b"\n") * (pump.FLOOD_READ // 100 + 1))
+            await until(lambda: len(read) == 2)
+            sizes.update(quiet=pipe_size(quiet[1]), busy=pipe_size(busy[1]))
+        finally:
+            for p, (_r, w) in zip(pumps, (quiet, busy), strict=True):
+                p.close()
+                os.close(w)
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+    assert sizes["quiet"] <= NEW_PIPE < pump.READ_SIZE
+    assert sizes["busy"] == pump.READ_SIZE
+
+
+def pipe_size(fd: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
 
 
 @given(capacity=st.sampled_from([16 * 4096, 64 * 4096, 1 << 20]), rate=st.floats(1e5, 1e9))

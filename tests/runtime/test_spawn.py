@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from herdsman.core.plan import InstancePlan
-from herdsman.runtime import spawn
+from herdsman.runtime import pump, spawn
+from herdsman.runtime.pump import NEW_PIPE
 from herdsman.runtime.spawn import Spawner, SpawnError
 from tests.conftest import alive, wait_for
 
@@ -239,7 +240,7 @@ def test_a_restart_holds_the_loop_until_its_child_is_spawned(
         ((key, outcome),) = sp.finished()  # without waiting
         assert key == "k"
         assert not isinstance(outcome, SpawnError)
-        pid, out, err = outcome
+        pid, out, err, _started = outcome
         os.waitpid(pid, 0)
         os.close(out)
         os.close(err)
@@ -271,22 +272,13 @@ def test_a_child_ignores_what_the_daemon_ignores_but_sigpipe_and_sigxfsz(tmp: Pa
     assert caught == blocked == 0
 
 
-def test_pipe_capacity_is_every_spawned_pipes_size_until_one_differs(
-    tmp: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pumps of a spawn take pipe_capacity() for their pipes' size instead of
-    asking the kernel: it must be the size of every pipe made so far, and None (ask)
-    from the first one that did not get PIPE_SIZE (refused, or rounded up)."""
-    monkeypatch.setattr(spawn, "_every_pipe_sized", True)
-    with spawner() as sp:
-        with child(sp, plan(tmp, "true")) as (_pid, out, err):
-            for fd in (out, err):
-                assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == spawn.PIPE_SIZE
-            assert spawn.pipe_capacity() == spawn.PIPE_SIZE
-        monkeypatch.setattr(spawn, "PIPE_SIZE", 100_000)  # the kernel rounds it up
-        with child(sp, plan(tmp, "true")):
-            pass  # its spawn made the next one's pipes, at the other size
-        assert spawn.pipe_capacity() is None
+def test_a_spawns_pipes_keep_the_kernels_default_size(tmp: Path) -> None:
+    """Not resized on the loop thread as each instance starts (two system calls, most
+    pipes never hold more than a few lines): their pump grows one it finds busy
+    (see pump.NEW_PIPE), and takes NEW_PIPE for their size without asking."""
+    with spawner() as sp, child(sp, plan(tmp, "true")) as (_pid, out, err):
+        for fd in (out, err):
+            assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) <= NEW_PIPE < pump.READ_SIZE
 
 
 def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
@@ -314,7 +306,7 @@ def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
     first, second = outcomes["first"], outcomes["second"]
     assert isinstance(first, SpawnError)
     assert not isinstance(second, SpawnError)
-    pid, out, err = second
+    pid, out, err, _started = second
     try:
         assert read_all(out) == b"second\n"
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 from herdsman.core.lifecycle import Spawned
 from herdsman.core.states import State
-from herdsman.runtime.spawn import IN_FLIGHT, Spawner
+from herdsman.runtime.spawn import IN_FLIGHT, Spawner, Started
 from herdsman.runtime.supervisor import Supervisor
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
@@ -122,10 +122,10 @@ def test_an_exit_before_its_spawn_lands_waits_for_it_without_holding_the_loop(
     # the reaper waited on the thread, and nothing else ran on the loop).
     original = Spawner._posix_spawn
 
-    def slow(self: Spawner[object], request: object, out: int, err: int) -> int:
-        pid: int = original(self, request, out, err)  # type: ignore[arg-type]
+    def slow(self: Spawner[object], request: object, out: int, err: int) -> Started:
+        started = original(self, request, out, err)  # type: ignore[arg-type]
         time.sleep(0.5)
-        return pid
+        return started
 
     monkeypatch.setattr(Spawner, "_posix_spawn", slow)
 

@@ -28,12 +28,20 @@ from herdsman.core.lifecycle import (
     StopTimeout,
 )
 from herdsman.core.states import State
-from herdsman.runtime.procfs import process_start_time, zombie_status
+from herdsman.runtime import statefile
+from herdsman.runtime.procfs import (
+    TICK_NS,
+    boot_clock,
+    process_start_time,
+    start_time_between,
+    zombie_status,
+)
 from herdsman.runtime.pump import LogPump
 from herdsman.runtime.reaper import decode_status
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.statefile import StateFile, StateWriter
 from tests.conftest import wait_for
+from tests.runtime.harness import until
 
 small = st.integers(min_value=0, max_value=10**6)
 times = st.floats(min_value=0, max_value=1e9, allow_nan=False)
@@ -124,6 +132,32 @@ def test_process_start_time_survives_odd_command_names() -> None:
         child.kill()
         child.wait()
     assert process_start_time(child.pid) is None
+
+
+def test_a_start_time_is_told_by_the_boot_clock_only_within_one_tick() -> None:
+    tick = TICK_NS * 6810603
+    assert start_time_between(tick, tick + TICK_NS - 1) == 6810603
+    assert start_time_between(tick - 1, tick) is None  # the process may be in either
+    assert start_time_between(tick + 5, tick + 5) == 6810603
+
+
+def test_the_boot_clock_tells_the_start_time_proc_shows() -> None:
+    """What start_time_between rests on: /proc's start time is the process's creation
+    on boot_clock(), in whole ticks. A child made between two readings in one tick
+    shows that tick (some straddle a tick: those are not told)."""
+    told = 0
+    for _ in range(20):
+        before = boot_clock()
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exec sleep 30"], {})
+        started = start_time_between(before, boot_clock())
+        try:
+            if started is not None:
+                told += 1
+                assert started == process_start_time(pid)
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert told > 0
 
 
 def test_a_zombie_shows_its_exit_status_until_reaped() -> None:
@@ -283,6 +317,40 @@ def test_the_writer_writes_once_for_many_changes_and_encodes_only_what_changed(t
         assert errors[0] is not None
         assert errors[0].startswith(f"cannot write {tmp}/state.json")
         assert errors[1:] == [None]
+
+    asyncio.run(scenario())
+
+
+def test_a_large_herds_state_json_follows_its_changes_later(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite costs the whole herd's size: the delay grows with it, WRITE_DELAY per
+    PER_DELAY instances (here 0.05 s per instance, for 4 of them), so a start of
+    thousands is not rewritten every 0.1 s of it."""
+    monkeypatch.setattr(statefile, "PER_DELAY", 1)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        instances = {name: {"pid": 1} for name in "abcd"}
+        written: list[float] = []
+
+        def header() -> dict[str, Any]:
+            written.append(loop.time())
+            return {}
+
+        writer = StateWriter(
+            tmp / "state.json",
+            loop,
+            lambda: instances,
+            lambda instance: InstanceRecord(pid=instance["pid"]),
+            header,
+            lambda _error: None,
+            delay=0.05,
+        )
+        changed = loop.time()
+        writer.changed("a")
+        await until(lambda: written)
+        assert written[0] - changed >= 0.19  # asyncio may run a timer a hair early
 
     asyncio.run(scenario())
 

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from herdsman.core.states import State
+from herdsman.runtime import supervisor
+from herdsman.runtime.procfs import process_start_time
 from herdsman.runtime.spawn import Spawner
 from herdsman.runtime.supervisor import Managed
 from tests.conftest import alive
@@ -399,6 +401,39 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
                 gc.enable()
 
     run(body())
+
+
+def test_a_spawned_process_is_recorded_with_its_start_time_without_reading_proc(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record (state.json, a re-exec) carries its process's start time, which tells
+    it from a later process with the same pid. The spawn tells it, but for the few
+    spawns that straddle a clock tick: /proc is read for those only (a read for
+    every instance was a tenth of the loop's work per instance in a big start)."""
+    reads: list[int] = []
+
+    def counted(pid: int) -> int | None:
+        reads.append(pid)
+        return process_start_time(pid)
+
+    monkeypatch.setattr(supervisor, "process_start_time", counted)
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.w]
+            command = "sleep 60"
+            replicas = 20
+            """,
+        ) as (sup, _rec):
+            for managed in sup.instances.values():
+                pid = managed.core.pid
+                assert pid is not None
+                assert sup.record(managed).start_time == process_start_time(pid)
+
+    run(body())
+    assert len(reads) < 10
 
 
 @pytest.mark.parametrize("why", ["echo why >&2", "printf why >&2"])

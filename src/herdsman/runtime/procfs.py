@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
+
+# /proc gives times in clock ticks: this many nanoseconds each (100 a second).
+TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 @functools.cache
@@ -41,6 +45,23 @@ def process_start_time(pid: int) -> int | None:
     """When `pid` started, in clock ticks since boot; None if there is no such process."""
     fields = proc_stat(pid)
     return int(fields[19]) if fields else None  # field 22 of the whole line
+
+
+def boot_clock() -> int:
+    """The clock /proc's start times are read from (CLOCK_BOOTTIME), in nanoseconds."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def start_time_between(before: int, after: int) -> int | None:
+    """The start time (as process_start_time gives it) of a process made between two
+    readings of boot_clock(), if both fall in the same clock tick; None if they do not
+    (read it from /proc then). The kernel stamps a process with that clock as it
+    makes it, and /proc shows the stamp in whole ticks: a spawn of 0.3 ms knows its
+    child's start time but about once in 30, and the read it saves, 14 us per
+    instance, was a tenth of the daemon's work for each instance of a big herd's
+    start (state.json records it)."""
+    tick = before // TICK_NS
+    return tick if after // TICK_NS == tick else None
 
 
 def parent_pid(pid: int) -> int | None:

@@ -36,9 +36,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from herdsman.core.plan import InstancePlan
-
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-PIPE_SIZE = 1024 * 1024  # the pumps read up to this much at once
+from herdsman.runtime.procfs import boot_clock, start_time_between
 
 # Python ignores these; a child must start with the default disposition.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -286,7 +284,10 @@ class Command:
         return self.of[0] is inst.argv and self.of[1] is inst.cwd
 
 
-SpawnCall = Callable[[Request, int, int], int]
+# A process spawned: its pid, and its start time (clock ticks since boot, as /proc
+# has it) when the spawn could tell it (see procfs.start_time_between).
+Started = tuple[int, int | None]
+SpawnCall = Callable[[Request, int, int], Started]
 
 
 class _IOVec(ctypes.Structure):
@@ -383,7 +384,7 @@ class LeanSpawner:
         self._keep = keep  # fds of the daemon's table the spawns use: /dev/null, its cwd
         self._told = False  # the loop was told of outcomes it has not looked at yet
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None: stop
-        self.results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[Started | BaseException] = queue.SimpleQueue()
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._theirs = theirs.detach()  # a number, valid in either table
         self._ready = threading.Event()
@@ -439,7 +440,7 @@ class LeanSpawner:
         if gated and gate.acquire(timeout=GATE_TIMEOUT):
             gate.release()
 
-    def result(self) -> int | BaseException:
+    def result(self) -> Started | BaseException:
         """The next outcome, waiting for it."""
         while True:
             try:
@@ -480,7 +481,7 @@ class LeanSpawner:
         # them as soon as it has made them): the GIL is then taken once less
         # between a request and its posix_spawn.
         fds: tuple[int, int] | OSError | None = None
-        result: int | BaseException
+        result: Started | BaseException
         try:
             while (request := self._requests.get()) is not None:
                 if fds is None:  # sent before the request was queued: here already
@@ -518,31 +519,12 @@ def _pipes() -> tuple[int, int, int, int]:
         os.close(out[0])
         os.close(out[1])
         raise
-    global _every_pipe_sized
     for fd in (out[0], err[0]):
         # The daemon's ends never block (the child's do): O_NONBLOCK is all there
-        # is to set, the access mode is not changed by F_SETFL.
+        # is to set, the access mode is not changed by F_SETFL. Their size is the
+        # kernel's default until the pump sees one busy (see pump.NEW_PIPE).
         fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
-        # A bigger pipe means fewer, larger reads from a chatty child; without the
-        # privilege or under the user's pipe budget, the default will do.
-        try:
-            sized = fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE) == PIPE_SIZE
-        except OSError:
-            sized = False
-        if not sized:
-            _every_pipe_sized = False
     return (*out, *err)
-
-
-# Whether every pipe _pipes made got PIPE_SIZE (see pipe_capacity).
-_every_pipe_sized = True
-
-
-def pipe_capacity() -> int | None:
-    """The capacity of the pipes of every spawn: PIPE_SIZE, so their pumps need not
-    ask the kernel (two calls per pipe, four per spawn); None once a resize was
-    refused (the user's pipe budget), when pipes may differ: ask each one."""
-    return PIPE_SIZE if _every_pipe_sized else None
 
 
 def _pipe() -> tuple[int, int]:
@@ -556,8 +538,9 @@ def _pipe() -> tuple[int, int]:
 
 
 K = TypeVar("K")
-# (pid, stdout read fd, stderr read fd), or why the spawn failed.
-Outcome = tuple[int, int, int] | SpawnError
+# (pid, stdout read fd, stderr read fd, its start time if known: see Started), or
+# why the spawn failed.
+Outcome = tuple[int, int, int, int | None] | SpawnError
 
 
 class Spawner(Generic[K]):
@@ -642,7 +625,7 @@ class Spawner(Generic[K]):
         if isinstance(outcome, SpawnError):
             raise outcome
         assert outcome is not None
-        return outcome
+        return outcome[:3]
 
     def _start(
         self, key: K | None, inst: InstancePlan, own: Mapping[str, str], alone: bool = False
@@ -667,7 +650,7 @@ class Spawner(Generic[K]):
         out_r, out_w, err_r, err_w = spare
         try:
             if request is None:
-                result: int | BaseException = self._popen(
+                result: Started | BaseException = self._popen(
                     inst, {**self._environment.base, **own}, out_w, err_w
                 )
             elif self.lean is not None:
@@ -730,9 +713,12 @@ class Spawner(Generic[K]):
             self._done.append((key, outcome))
 
     @staticmethod
-    def _outcome(result: int | BaseException, inst: InstancePlan, out: int, err: int) -> Outcome:
-        if isinstance(result, int):
-            return result, out, err
+    def _outcome(
+        result: Started | BaseException, inst: InstancePlan, out: int, err: int
+    ) -> Outcome:
+        if isinstance(result, tuple):
+            pid, started = result
+            return pid, out, err, started
         for fd in (out, err):
             if fd >= 0:  # -1: failed before it had pipes
                 os.close(fd)
@@ -754,7 +740,7 @@ class Spawner(Generic[K]):
             found = self._resolved[key] = os.fsencode(path)
         return found
 
-    def _posix_spawn(self, request: Request, out: int, err: int) -> int:
+    def _posix_spawn(self, request: Request, out: int, err: int) -> Started:
         inst = request.inst
         program = inst.argv[0]
         executable = self._executable(program, request.path)
@@ -767,6 +753,9 @@ class Spawner(Generic[K]):
         try:
             actions = self._file_actions(out, err)
             pid = self._pid
+            # The child is made within the call: its start time is known without
+            # reading /proc (see start_time_between), which state.json needs.
+            before = boot_clock()
             code = _libc.posix_spawn(
                 ctypes.byref(pid),
                 executable,
@@ -775,10 +764,11 @@ class Spawner(Generic[K]):
                 request.argv,
                 request.envp,
             )
+            after = boot_clock()
             if code != 0:
                 self._resolved.pop((program, request.path), None)  # moved or removed since
                 raise OSError(code, os.strerror(code), os.fsdecode(executable))
-            return pid.value
+            return pid.value, start_time_between(before, after)
         finally:
             _plibc.fchdir(self._home)
             if old_umask is not None:
@@ -805,7 +795,8 @@ class Spawner(Generic[K]):
         self._actions = ((out, err), actions)
         return actions
 
-    def _popen(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> int:
+    def _popen(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> Started:
+        before = boot_clock()
         popen = subprocess.Popen(  # type: ignore[call-overload]
             inst.argv,
             stdin=self._devnull,
@@ -821,4 +812,4 @@ class Spawner(Generic[K]):
         # The reaper collects the exit status; Popen must never wait on it itself.
         popen.returncode = 0
         pid: int = popen.pid
-        return pid
+        return pid, start_time_between(before, boot_clock())

@@ -2,8 +2,9 @@
 
 After a crash the next daemon reads the records in it to adopt the services that
 still run (see recovery.py). `state.json` is written atomically (a temporary
-file renamed over it) within WRITE_DELAY of a change, however many instances
-changed meanwhile; every spawn is journalled at once beside it (`state.journal`).
+file renamed over it) within WRITE_DELAY of a change (more for a large herd: see
+StateWriter), however many instances changed meanwhile; every spawn is journalled
+at once beside it (`state.journal`).
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def _wrong_record(instances: dict[str, Any]) -> str | None:
     return None
 
 
-WRITE_DELAY = 0.1  # seconds: state.json follows changes at most this late
+WRITE_DELAY = 0.1  # seconds: state.json follows changes at most this late...
+PER_DELAY = 1000  # ...per this many instances (a herd of 8,000: 0.8 s)
 
 
 class StateWriter:
@@ -192,7 +194,13 @@ class StateWriter:
     timers) reaches state.json at most WRITE_DELAY later, in one write however
     many instances changed meanwhile, and only the records of those are encoded
     again: with thousands of instances starting, rewriting the whole file each
-    loop turn cost more than the starting itself.
+    loop turn cost more than the starting itself. A write costs the size of the
+    whole herd (8,000 instances: 3.5 MB joined and written, 8-15 ms), so the delay
+    grows with the herd (WRITE_DELAY per PER_DELAY instances): the share of the
+    loop spent writing is the same at any size, where every 0.1 s it would have
+    taken a tenth of the loop all through a start of thousands, the loop's
+    busiest time. Crash recovery loses nothing by it: what a later write would
+    have said of a spawn is in the journal.
     """
 
     def __init__(
@@ -220,7 +228,10 @@ class StateWriter:
     def changed(self, name: str) -> None:
         self._dirty.add(name)
         if self._scheduled is None:
-            self._scheduled = self._loop.call_later(self._delay, self.write)
+            self._scheduled = self._loop.call_later(self._delay_now(), self.write)
+
+    def _delay_now(self) -> float:
+        return self._delay * max(1.0, len(self._instances()) / PER_DELAY)
 
     def remove(self) -> None:
         """Nothing is left to adopt (a clean stop): the files go, and a write still
@@ -247,14 +258,14 @@ class StateWriter:
         """Rewrite state.json. `only`: with the records of these instances alone, as
         before the first spawns, when the others have nothing to record yet (a
         journalled spawn makes its own record): encoding thousands of them would hold
-        the spawns back. The next write, due WRITE_DELAY later, has them all."""
+        the spawns back. The next write, due a delay later, has them all."""
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
         instances, encoded = self._instances(), self._encoded
         if only is not None:
             records = [self._encode(name, instances[name]) for name in only]
-            self._scheduled = self._loop.call_later(self._delay, self.write)
+            self._scheduled = self._loop.call_later(self._delay_now(), self.write)
         else:
             for name in [n for n in encoded if n not in instances]:
                 del encoded[name]

@@ -44,7 +44,7 @@ from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
 from herdsman.runtime.procfs import fd_inode, process_start_time
-from herdsman.runtime.pump import Batches, LineSink, LogPump, hold, hung_up
+from herdsman.runtime.pump import NEW_PIPE, Batches, LineSink, LogPump, hold, hung_up
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
 from herdsman.runtime.signals import Signals
@@ -55,7 +55,6 @@ from herdsman.runtime.spawn import (
     SpawnError,
     close_inherited_fds,
     own_environment,
-    pipe_capacity,
 )
 from herdsman.runtime.systemd import without_manager_variables
 
@@ -621,7 +620,7 @@ class Supervisor:
 
     def _spawned(self, managed: Managed, outcome: Outcome) -> None:
         assert not isinstance(outcome, SpawnError)
-        pid, out, err = outcome
+        pid, out, err, started = outcome
         journal = self.journal
         name = managed.name
         managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
@@ -631,8 +630,9 @@ class Supervisor:
             # exec waits for the exec to finish, which would serialise every spawn.
             inodes = [inode for _, inode in managed.pipes]
             journal.spawned(name, pid, inodes, self._loop.time())
+        if started is not None:  # else read from /proc when first needed (start_time_of)
+            managed.start_time = (pid, started)
         managed.last_err = b""
-        capacity = pipe_capacity()
         for fd, stream, sink in ((out, "out", self._sink), (err, "err", self._err_sink)):
             managed.pumps.append(
                 LogPump(
@@ -643,7 +643,7 @@ class Supervisor:
                     sink,
                     self._on_pump_closed,
                     batches=self.batches,
-                    capacity=capacity,
+                    capacity=NEW_PIPE,
                 )
             )
         self._reaper.watch(pid, self._on_exit, managed)
