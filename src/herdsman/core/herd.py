@@ -618,6 +618,8 @@ class Herd:
                     name, held = queued.popitem(last=False)
                     self._spawning[name] = held or []
                     out.append(Spawn(name))
+                if not queued:
+                    queued.clear()  # a wave's thousands of slots go with it (a dict keeps them)
             case NewPlan(plan=plan, start=start):
                 self._new_plan(plan, out)
                 for name in start:

@@ -468,6 +468,8 @@ class Supervisor:
                 queue.append(hd.SpawnRoom(1))
         finally:
             self._running = False
+        if not held:
+            held.clear()  # what a wave held leaves its table behind (a dict keeps it)
         if self._waves and not queued and not self._spawner.pending:
             waves, self._waves = self._waves, []
             for wave, collecting in waves:
