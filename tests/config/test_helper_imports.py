@@ -13,6 +13,7 @@ import io
 import pickle
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from herdsman.core.plan import CheckPlan, InstancePlan, Policy
@@ -42,8 +43,10 @@ def test_the_forked_helper_validates_without_looking_for_pydantic_plugins(
     assert (out.returncode, out.stdout.strip()) == (0, "['db']"), out.stderr
 
 
-def test_the_forked_helper_validates_without_uuid_zoneinfo_and_secrets(tmp_path: Path) -> None:
-    # pydantic imports them for types the config never uses (35M of the helper's
+def test_the_forked_helper_validates_without_uuid_zoneinfo_secrets_and_fractions(
+    tmp_path: Path,
+) -> None:
+    # pydantic imports them for types the config never uses (39M of the helper's
     # 446M instructions): the helper validates every kind of check and hook without
     # them, and a pydantic that came to use them at its import would fail here.
     config = tmp_path / "herdsman.toml"
@@ -53,7 +56,7 @@ def test_the_forked_helper_validates_without_uuid_zoneinfo_and_secrets(tmp_path:
         'hooks = [{ on = "failed", exec = "true" }, { on = "running", webhook = "http://x/" }]\n'
         '[services.web]\ncommand = ["sleep", "1"]\ndepends_on = { db = "ready" }\n'
     )
-    out = _plan_services_without(config, ("uuid", "zoneinfo", "secrets"))
+    out = _plan_services_without(config, ("uuid", "zoneinfo", "secrets", "fractions"))
     assert (out.returncode, out.stdout.strip()) == (0, "['db', 'web']"), out.stderr
 
 
@@ -80,11 +83,30 @@ def test_the_modules_the_validator_goes_without_are_real_once_it_is_imported() -
     code = (
         "from herdsman.runtime.planner import import_validator\n"
         "import_validator()\n"
-        "import secrets, uuid, zoneinfo\n"
-        "print(uuid.UUID(int=1).int, len(secrets.token_hex(2)), zoneinfo.ZoneInfo.__module__)\n"
+        "import fractions, secrets, uuid, zoneinfo\n"
+        "print(uuid.UUID(int=1).int, len(secrets.token_hex(2)), zoneinfo.ZoneInfo.__module__,"
+        " fractions.Fraction(2, 4))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert (out.returncode, out.stdout.split()) == (0, ["1", "4", "zoneinfo"]), out.stderr
+    assert (out.returncode, out.stdout.split()) == (0, ["1", "4", "zoneinfo", "1/2"]), out.stderr
+
+
+def test_the_validator_is_imported_with_one_code_object_per_annotation_text() -> None:
+    # pydantic-core's TypedDicts give typing 763 annotations as text, 227 texts:
+    # each is compiled once. typing's own `compile` is gone afterwards.
+    code = (
+        "import typing\n"
+        "from herdsman.runtime.planner import import_validator\n"
+        "import_validator()\n"
+        "from pydantic_core import core_schema\n"
+        "refs = [ref for cls in vars(core_schema).values()\n"
+        "        for ref in getattr(cls, '__annotations__', {}).values()\n"
+        "        if isinstance(ref, typing.ForwardRef) and ref.__forward_arg__ == 'bool']\n"
+        "print(len(refs) > 1, len({id(ref.__forward_code__) for ref in refs}),"
+        " 'compile' in vars(typing))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (0, ["True", "1", "False"]), out.stderr
 
 
 def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
@@ -132,3 +154,19 @@ def test_an_instance_plan_pickled_field_by_field_is_read() -> None:
     Older(out, protocol=pickle.HIGHEST_PROTOCOL).dump(inst)
     assert pickle.loads(out.getvalue()) == inst
     assert pickle.loads(pickle.dumps(inst, protocol=pickle.HIGHEST_PROTOCOL)) == inst
+
+
+def test_plans_pickle_their_fields_in_order_as_frozen_dataclasses_did() -> None:
+    # Images of other releases (a re-exec's hand-over) write and read every plan
+    # class's state as the list of its fields' values in order, which dataclasses
+    # gives only a frozen class with slots; the plan's classes are not frozen.
+    policy = Policy(restart="on-failure", burst=7)
+    check = CheckPlan("tcp", "127.0.0.1:80", ("127.0.0.1", 80))
+    for value in (policy, check):
+        _, _, state, *_ = value.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        assert state == [getattr(value, f.name) for f in fields(value)]
+        assert pickle.loads(pickle.dumps(value, protocol=0)) == value
+    # A plan of an image older than the fields added last has fewer values.
+    older = copyreg.__newobj__(Policy)
+    older.__setstate__(["never", 0.5])
+    assert (older.restart, older.backoff_initial) == ("never", 0.5)

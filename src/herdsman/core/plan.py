@@ -1,9 +1,17 @@
 """The plan: a validated config resolved into exactly what the runtime needs.
 
 The config layer (pydantic) produces it; the daemon consumes it. Keeping it as
-plain frozen dataclasses means the daemon never has to import pydantic: it
-receives a plan from a short-lived validating process (see config/plan.py),
-which keeps the long-running process small.
+plain dataclasses means the daemon never has to import pydantic: it receives a
+plan from a short-lived validating process (see config/plan.py), which keeps the
+long-running process small.
+
+A plan is a value: compared by its fields (a reload's diff), never changed once
+made (a reload replaces it whole), never hashed. Its classes are not `frozen`
+all the same: frozen's generated __setattr__, __delattr__ and __hash__ (three
+execs of source text per class) were over a third of what this module costs to
+import, before `up` can fork its validating helper, and its __init__ (which sets
+each field through object.__setattr__) runs for every instance, in the helper and
+again as the plan is unpickled.
 """
 
 from __future__ import annotations
@@ -12,15 +20,31 @@ import operator
 import signal
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from herdsman.core.graph import Condition
 
 RestartMode = Literal["always", "on-failure", "never"]
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class _Fields:
+    """Pickled as the list of its fields' values in order, as dataclasses pickles a
+    frozen class with slots (an unfrozen one gets no such state): images of other
+    releases write and read plans so, in a re-exec's hand-over. A plan of an older
+    image may lack the fields added last."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(cast(Any, self))]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(cast(Any, self)), state, strict=False):
+            setattr(self, f.name, value)
+
+
+@dataclass(slots=True)
+class Policy(_Fields):
     """What the config says about restarting and stopping one service."""
 
     restart: RestartMode = "always"
@@ -48,8 +72,8 @@ class Policy:
         return min(self.backoff_max, max(self.backoff_initial, jittered))
 
 
-@dataclass(frozen=True, slots=True)
-class CheckPlan:
+@dataclass(slots=True)
+class CheckPlan(_Fields):
     """A readiness probe or health check of one instance, `{replica}` substituted."""
 
     kind: str  # "tcp", "http", "exec", "notify", "log" or "plugin"
@@ -65,8 +89,8 @@ class CheckPlan:
     options: dict[str, Any] = field(default_factory=dict)  # plugin: its keyword arguments
 
 
-@dataclass(frozen=True, slots=True)
-class HookPlan:
+@dataclass(slots=True)
+class HookPlan(_Fields):
     """What to do when an instance enters one of the states in `on`."""
 
     on: frozenset[str]
@@ -79,8 +103,8 @@ class HookPlan:
     timeout: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class WatchPlan:
+@dataclass(slots=True)
+class WatchPlan(_Fields):
     """Restart on file changes: patterns compiled to regular expressions (see
     config/watch.py) over paths relative to the service's cwd."""
 
@@ -93,8 +117,8 @@ class WatchPlan:
     debounce: float  # seconds of quiet after the last change before restarting
 
 
-@dataclass(frozen=True, slots=True)
-class InstancePlan:
+@dataclass(slots=True)
+class InstancePlan(_Fields):
     """One process to run: `{replica}` already substituted, units already parsed."""
 
     name: str
@@ -121,8 +145,8 @@ class InstancePlan:
 _instance_fields = operator.attrgetter(*(f.name for f in fields(InstancePlan)))
 
 
-@dataclass(frozen=True, slots=True)
-class ServicePlan:
+@dataclass(slots=True)
+class ServicePlan(_Fields):
     """One service as validated: its policy, instances and settings."""
 
     name: str
@@ -138,8 +162,8 @@ class ServicePlan:
     watch: WatchPlan | None = None  # restart on file changes (under `up --watch`)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+@dataclass(slots=True)
+class Plan(_Fields):
     """The validated config, as the daemon runs it."""
 
     config_path: Path

@@ -97,14 +97,16 @@ def _no_plugin_loader() -> None:
 
 
 # What pydantic imports at its own import for types that herdsman's config never
-# uses (UUID and ZoneInfo fields, comparing a Secret): the classes it names, which
-# it only files under their types. uuid loads platform, secrets loads hmac and
-# OpenSSL's hashlib: 35M of the forked helper's 446M instructions, all of them on
-# the way to `up`'s first spawn.
+# uses (UUID, ZoneInfo and Fraction fields, comparing a Secret): the classes it
+# names, which it only files under their types. uuid loads platform, secrets loads
+# hmac and OpenSSL's hashlib (35M of the forked helper's 446M instructions), and
+# fractions compiles a case-insensitive regex (4M): all of them on the way to
+# `up`'s first spawn.
 UNUSED_BY_THE_VALIDATOR = {
     "uuid": ("UUID",),
     "zoneinfo": ("ZoneInfo", "ZoneInfoNotFoundError"),
     "secrets": (),
+    "fractions": ("Fraction",),
 }
 
 
@@ -115,8 +117,15 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
     it builds one). They are gone from sys.modules once it is: what imports one
     later (a plugin the config names) gets the real module. A pydantic that uses
     more of them than it files, or validators built later (defer_build), fail
-    tests/config/test_helper_imports.py."""
+    tests/config/test_helper_imports.py.
+
+    typing compiles the text of every annotation written as text (a ForwardRef),
+    each one anew: pydantic-core's TypedDicts have it compile 763 texts, of which
+    227 differ (24M instructions). A code object is immutable, so while the
+    validator is imported, one per text serves every ForwardRef of it: typing's
+    own `compile` (ForwardRef finds it in typing's globals before the builtin)."""
     import types
+    import typing
 
     stand_ins = {}
     for name, classes in UNUSED_BY_THE_VALIDATOR.items():
@@ -125,9 +134,19 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
             for cls in classes:
                 setattr(module, cls, type(cls, (Exception,) if cls.endswith("Error") else (), {}))
             stand_ins[name] = sys.modules[name] = module
+    compiled: dict[tuple[str, str, str], types.CodeType] = {}
+
+    def compile_once(source: str, filename: str, mode: str) -> types.CodeType:
+        code = compiled.get((source, filename, mode))
+        if code is None:
+            code = compiled[source, filename, mode] = compile(source, filename, mode)
+        return code
+
+    setattr(typing, "compile", compile_once)  # noqa: B010 (typing has no such name for mypy)
     try:
         from herdsman.config.plan import answer
     finally:
+        delattr(typing, "compile")
         for name, module in stand_ins.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
