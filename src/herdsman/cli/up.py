@@ -351,21 +351,13 @@ async def _run(
     # our handlers were in place; now they are (and children must not inherit a mask).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
-    wave = None
-    if resumed is not None:
-        daemon.reexecutor.carry_on()
-    else:
-        daemon.adopt(in_place.fds.pipes if in_place else None)
-        # Returns once the first slice of the wave is out; the rest goes out a slice
-        # at a time while the loop serves the API, signals and the watchdog.
-        wave = daemon.supervisor.start_services(services or None)
-    server = await _serve_api(plan, daemon, listening, token, log)
-    daemon.manager.start_watchdog(asyncio.get_running_loop())
-    announce = None
-    if daemon.manager.present:
-        announce = asyncio.create_task(_ready_once_settled(daemon))
 
-    def first_wave_out(_wave: object = None) -> None:
+    started = {"wave", "api"}  # what the start waits for: its first wave out, the API
+
+    def out(what: str) -> None:
+        started.discard(what)
+        if started:
+            return
         # What start-up built (modules, the plan, the instances) lives as long as
         # the daemon: the collector, off until here (see cmd_up), never walks it again.
         gc.freeze()
@@ -379,10 +371,20 @@ async def _run(
                 if isinstance(handler, LogHandler):
                     handler.file.point_std_here()
 
-    if wave is None:
-        first_wave_out()
+    if resumed is not None:
+        daemon.reexecutor.carry_on()
+        out("wave")
     else:
-        wave.add_done_callback(first_wave_out)
+        daemon.adopt(in_place.fds.pipes if in_place else None)
+        # Returns once the first slice of the wave is out; the rest goes out a slice
+        # at a time while the loop serves the API, signals and the watchdog.
+        daemon.supervisor.start_services(services or None, then=lambda: out("wave"))
+    server = await _serve_api(plan, daemon, listening, token, log)
+    out("api")
+    daemon.manager.start_watchdog(asyncio.get_running_loop())
+    announce = None
+    if daemon.manager.present:
+        announce = asyncio.create_task(_ready_once_settled(daemon))
     outcome: int | Reexec = 0
     try:
         await daemon.wait_for_shutdown()

@@ -194,9 +194,8 @@ class Supervisor:
         # The herd's queue has the loop again in a later turn (see _run).
         self._next_slice: asyncio.Handle | None = None
         self._taking = True  # False once this image hands over or closes
-        # The waves start_services began, each with whether it turned the cyclic
-        # collector off: both wait for the herd's queue to be empty.
-        self._waves: list[tuple[asyncio.Future[None], bool]] = []
+        self._waves: list[_Wave] = []  # see start_services
+        self._taken = 0  # spawns taken from the herd's queue, ever
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
@@ -274,24 +273,35 @@ class Supervisor:
     # --- requests -----------------------------------------------------------
 
     def start_services(
-        self, services: Iterable[str] | None = None, *, manual: bool = False
+        self,
+        services: Iterable[str] | None = None,
+        *,
+        manual: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> asyncio.Future[None]:
         """Start the named services (default: every autostart one) and their
         dependencies, in start waves. Returns once the first slice of spawns is out;
-        the answer is done when the wave is: nothing is left in the herd's queue
-        (spawned, or dropped by a stop) and every spawn has landed."""
-        wave = self._loop.create_future()
+        the wave goes on while the loop serves the rest. Once it is out (each of its
+        instances spawned, or dropped by a stop, and each spawn landed; what their
+        exits respawn is not the wave's), `then` is called, at once, and the answer
+        is done."""
         # Without the cyclic collector meanwhile: the wave makes objects that live
         # as long as their instance (pumps, reader handles, records), not garbage,
         # and each full collection walks them all again while it holds the GIL
         # (65 ms each, five times while 8,000 start), which the spawning thread
         # needs after every spawn. It runs again when the wave is out.
-        self._waves.append((wave, gc.isenabled()))
+        collecting = gc.isenabled()
         gc.disable()
         self.submit(
             hd.StartRequest(tuple(self.herd.start_order(services)), manual, dependencies=False)
         )
-        return wave
+        queued = self.herd.queued
+        # The queue is in order: the wave is out of it once its last is (or the
+        # one before it, when it queued nothing).
+        wave = _Wave(self._loop.create_future(), collecting, then, next(reversed(queued), None))
+        self._waves.append(wave)
+        self._check_waves()
+        return wave.out
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -470,13 +480,26 @@ class Supervisor:
             self._running = False
         if not held:
             held.clear()  # what a wave held leaves its table behind (a dict keeps it)
-        if self._waves and not queued and not self._spawner.pending:
-            waves, self._waves = self._waves, []
-            for wave, collecting in waves:
-                if collecting:
+        if self._waves:
+            self._check_waves()
+
+    def _check_waves(self) -> None:
+        """Say of each wave that is out that it is (see start_services)."""
+        queued = self.herd.queued
+        landed = self._taken - self._spawner.pending  # outcomes land in order
+        for wave in list(self._waves):
+            if wave.taken is None:
+                if wave.last is not None and wave.last in queued:
+                    continue
+                wave.taken = self._taken  # its spawns are these, and some before
+            if landed >= wave.taken:
+                self._waves.remove(wave)
+                if wave.collecting:
                     gc.enable()
-                if not wave.done():
-                    wave.set_result(None)
+                if wave.then is not None:
+                    wave.then()
+                if not wave.out.done():
+                    wave.out.set_result(None)
 
     def _slice(self) -> None:
         """The herd's queue has the loop again, after everything else due by now."""
@@ -496,6 +519,7 @@ class Supervisor:
             case hd.Changed(name=name, old=old, new=new, event=event):
                 self._changes.append((self.instances[name], old, new, event))
             case hd.Spawn(name=name):
+                self._taken += 1
                 self._spawn(self.instances[name], alone)
             case hd.SignalGroup(name=name, signal=sig):
                 self.signal_group(self.instances[name], sig)
@@ -836,6 +860,17 @@ class Supervisor:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
+
+
+@dataclass(eq=False, slots=True)
+class _Wave:
+    """A start_services' wave: `out` done once it is."""
+
+    out: asyncio.Future[None]
+    collecting: bool  # the cyclic collector was on: on again once it is out
+    then: Callable[[], None] | None
+    last: str | None  # the last instance it queued (or was queued before it)
+    taken: int | None = None  # how many spawns were taken once `last` was
 
 
 def last_words(line: bytes) -> str:
