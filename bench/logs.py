@@ -205,6 +205,8 @@ class Flood:
     seconds: float | None = None  # gate opened -> last line of every instance on disk
     cpu: float | None = None  # the daemon's user+system seconds over that time
     flood_cpu: float | None = None  # the floods' user+system seconds, all instances
+    flood_wait: float | None = None  # the floods' seconds runnable, waiting for a CPU
+    flood_blocked: int | None = None  # the floods' sleeps in a write (a full pipe)
     found: int = 0  # distinct numbered lines read back
     duplicated: int = 0
     corrupt: int = 0  # lines that are not one of flood's lines, whole and unchanged
@@ -294,6 +296,19 @@ def at_gate(pids: set[int], timeout: float = 5.0) -> bool:
         time.sleep(0.01)
 
 
+def waits(pids: set[int]) -> tuple[float, int]:
+    """Seconds the processes `pids` have waited for a CPU while runnable (schedstat's
+    run_delay), and how often they went to sleep (voluntary context switches)."""
+    delay, sleeps = 0.0, 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat") as f:
+            delay += int(f.read().split()[1]) / 1e9
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        sleeps += int(fields["voluntary_ctxt_switches"])
+    return delay, sleeps
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -370,12 +385,17 @@ def run_flood(tool: str, k: int, per: int) -> Flood:
         if not at_gate(collector.pids):
             res.notes.append("not every flood was waiting at the gate when it opened")
         cpu0 = cpu_seconds(pid)
+        waits0 = waits(collector.pids)
         t0 = time.monotonic()
         gate_fd = os.open(gate, os.O_RDWR)  # a writer: every open() waiting on it returns
         wait_captured(res, setup.files, t0)
         res.cpu = cpu_seconds(pid) - cpu0
         with contextlib.suppress(OSError):  # they pause() once done: still there to ask
             res.flood_cpu = sum(cpu_seconds(flood) for flood in collector.pids)
+            delay, sleeps = waits(collector.pids)
+            res.flood_wait = delay - waits0[0]
+            # Each has gone to sleep once more by now, in pause(), its lines all written.
+            res.flood_blocked = max(0, sleeps - waits0[1] - k)
         if not alive(pid):
             res.error = "the daemon died during the flood"
             res.notes.append(f"daemon output:\n{run.log_tail(log)}")
@@ -405,6 +425,8 @@ ROWS = (  # label, value, digits
     ("MB/s", lambda r: r.mb / r.seconds if r.seconds else None, 1),
     ("daemon CPU s per MB", lambda r: r.cpu / r.mb if r.cpu is not None else None, 4),
     ("floods' CPU s per MB", lambda r: r.flood_cpu / r.mb if r.flood_cpu is not None else None, 4),
+    ("floods' wait for a CPU (s)", lambda r: r.flood_wait, 3),
+    ("floods' sleeps on a full pipe", lambda r: r.flood_blocked, 0),
     ("lost lines", lambda r: r.lost, 0),
     ("duplicated lines", lambda r: r.duplicated, 0),
     ("corrupt lines", lambda r: r.corrupt, 0),
