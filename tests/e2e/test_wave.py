@@ -59,13 +59,23 @@ def launch(tmp: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def connected(path: Path) -> socket.socket | None:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):  # not bound, or not listening yet
+        client.close()
+        return None
+    return client
+
+
 def request(tmp: Path, method: str, path: str) -> dict[str, Any]:
-    """The API's answer, over the socket as soon as it is bound (raw: no client)."""
+    """The API's answer, over the socket as soon as it listens (raw: no client)."""
     sock = tmp / ".herdsman" / "herdsman.sock"
-    wait_for(sock.exists)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+    client = wait_for(lambda: connected(sock))
+    assert isinstance(client, socket.socket)
+    with client:
         client.settimeout(60)
-        client.connect(str(sock))
         client.sendall(
             f"{method} {path} HTTP/1.1\r\nHost: herdsman\r\nContent-Length: 0\r\n"
             "Connection: close\r\n\r\n".encode()
