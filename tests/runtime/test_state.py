@@ -356,6 +356,37 @@ def test_a_large_herds_state_json_follows_its_changes_later(
     asyncio.run(scenario())
 
 
+def test_state_json_waits_while_a_wave_goes_out(tmp: Path) -> None:
+    """A rewrite costs the whole herd's size: while `busy` (a start wave is going out;
+    the journal has its spawns) it is put off, and made a delay after the wave."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        instances = {"a": {"pid": 1}}
+        busy = [True]
+        writer = StateWriter(
+            tmp / "state.json",
+            loop,
+            lambda: instances,
+            lambda instance: InstanceRecord(pid=instance["pid"]),
+            lambda: {},
+            lambda _error: None,
+            delay=0.01,
+            busy=lambda: busy[0],
+        )
+        writer.changed("a")
+        await asyncio.sleep(0.1)  # ten delays
+        assert not writer.file.path.exists()
+        busy[0] = False
+        await until(writer.file.path.exists)
+        document = writer.file.read()
+        assert document is not None
+        assert document["instances"]["a"]["pid"] == 1
+        writer.file.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_write_of_some_records_is_followed_by_one_of_all(tmp: Path) -> None:
     # Before the first spawns, recovery writes what it adopted alone: encoding the
     # records of thousands of instances that have nothing to record held them back.

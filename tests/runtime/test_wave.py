@@ -32,10 +32,12 @@ def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> N
             queued_when_served: list[int] = []
             wave = sup.start_services()
             assert sup.herd.queued  # the first slice is out, not the whole wave
+            assert sup.in_wave()  # state.json waits for its end (see StateWriter)
             asyncio.get_running_loop().call_soon(
                 lambda: queued_when_served.append(len(sup.herd.queued))
             )
             await asyncio.wait_for(wave, 30)
+            assert not sup.in_wave()
             # Served while the wave was out, not after it.
             assert queued_when_served
             assert queued_when_served[0] > 0

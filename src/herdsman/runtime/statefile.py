@@ -199,8 +199,11 @@ class StateWriter:
     grows with the herd (WRITE_DELAY per PER_DELAY instances): the share of the
     loop spent writing is the same at any size, where every 0.1 s it would have
     taken a tenth of the loop all through a start of thousands, the loop's
-    busiest time. Crash recovery loses nothing by it: what a later write would
-    have said of a spawn is in the journal.
+    busiest time. While `busy` says so (a start wave is going out) the rewrite
+    waits for its end: at 8,000 instances, rewrites every 0.8 s of a wave of
+    several seconds cost the loop 0.3-0.4 CPU-s under load. Crash recovery loses
+    nothing by either: what a later write would have said of a spawn is in the
+    journal.
     """
 
     def __init__(
@@ -212,9 +215,11 @@ class StateWriter:
         header: Callable[[], dict[str, Any]],
         on_error: Callable[[str | None], None],
         delay: float = WRITE_DELAY,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.file = StateFile(path)
         self._delay = delay
+        self._busy = busy
         self._loop = loop
         self._instances = instances
         self._record = record
@@ -228,10 +233,18 @@ class StateWriter:
     def changed(self, name: str) -> None:
         self._dirty.add(name)
         if self._scheduled is None:
-            self._scheduled = self._loop.call_later(self._delay_now(), self.write)
+            self._scheduled = self._loop.call_later(self._delay_now(), self._due)
 
     def _delay_now(self) -> float:
         return self._delay * max(1.0, len(self._instances()) / PER_DELAY)
+
+    def _due(self) -> None:
+        """The rewrite's time has come: now, or a delay after the wave if one is out."""
+        self._scheduled = None
+        if self._busy is not None and self._busy():
+            self._scheduled = self._loop.call_later(self._delay_now(), self._due)
+        else:
+            self.write()
 
     def remove(self) -> None:
         """Nothing is left to adopt (a clean stop): the files go, and a write still
@@ -265,7 +278,7 @@ class StateWriter:
         instances, encoded = self._instances(), self._encoded
         if only is not None:
             records = [self._encode(name, instances[name]) for name in only]
-            self._scheduled = self._loop.call_later(self._delay_now(), self.write)
+            self._scheduled = self._loop.call_later(self._delay_now(), self._due)
         else:
             for name in [n for n in encoded if n not in instances]:
                 del encoded[name]

@@ -303,6 +303,10 @@ class Supervisor:
         self._check_waves()
         return wave.out
 
+    def in_wave(self) -> bool:
+        """Whether a start_services' wave is still going out."""
+        return bool(self._waves)
+
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
         self.submit(hd.StartRequest((managed.name,), manual, dependencies=False))
