@@ -279,8 +279,8 @@ def test_a_flood_is_read_with_its_pipe_out_of_the_epoll() -> None:
     pause's end finds some, however late a busy machine runs the loop (the child
     writes in a loop turn before the timer's: it was woken first). A child writing
     on its own timer, in the same loop, could write after the pump's timer in a late
-    turn: the pump finds the pipe empty and, its pauses doubled up to MAX_PAUSE, rightly
-    watches it again."""
+    turn: the pump finds the pipe empty and, once MAX_PAUSE of its pauses found nothing,
+    rightly watches it again."""
     watched: list[bool] = []
     lines: list[bytes] = []
 
@@ -513,10 +513,10 @@ def test_a_flood_that_stops_for_a_moment_stays_unwatched() -> None:
     """On a busy machine a flooding child waits for a CPU now and then, and a timed
     read finds its pipe empty. Watched again at once, every write the child made when
     it ran again paid epoll's callbacks (at load 3-4 the pipe was watched for up to a
-    fifth of a flood). A flood's pause that ends on an empty pipe is doubled, up to
-    MAX_PAUSE, first: during a silence of 15 ms (the first pause here is at most
-    2 * TIMER_SLACK, and the pipe was watched again at its end), the pipe is never in
-    an epoll; once the doubled pauses reach MAX_PAUSE, it is again."""
+    fifth of a flood). A flood's pause that ends on an empty pipe is taken again,
+    until MAX_PAUSE of them found nothing: during a silence of 15 ms (the pause here
+    is at most 2 * TIMER_SLACK, and the pipe was watched again at its end), the pipe
+    is never in an epoll; after MAX_PAUSE of silence, it is again."""
     seen: list[bool] = []
     later: list[bool] = []
 
@@ -531,7 +531,7 @@ def test_a_flood_that_stops_for_a_moment_stays_unwatched() -> None:
             os.write(w, (b"x" * 99 + b"\n") * 655)  # read, then a pause
             await asyncio.wait_for(read.wait(), 10)
             silent = loop.time()
-            for _ in range(1000):  # looks, 15 ms of them (the chain: 4, 8, 16 ms)
+            for _ in range(1000):  # looks, 15 ms of them (pauses of 4 ms until 20)
                 await asyncio.sleep(0.001)
                 if loop.time() - silent > 0.015:
                     break

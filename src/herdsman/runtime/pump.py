@@ -480,9 +480,10 @@ class LogPump:
         got, pause = self._read_timed(None)
         if pause is not None and not self.closed:
             _readers[self._loop].remove(self._fd)
-            self._paused = self._loop.call_later(pause, self._resume, pause, got >= FLOOD_READ)
+            silent = 0.0 if got >= FLOOD_READ else None
+            self._paused = self._loop.call_later(pause, self._resume, pause, silent)
 
-    def _resume(self, paused: float, flooding: bool) -> None:
+    def _resume(self, paused: float, silent: float | None) -> None:
         """A pause of `paused` seconds is over: read what gathered meanwhile, without watching
         the pipe first (there is something to read, or the pause would not have been taken),
         and only if the next read is not to wait either, watch it again. A flood is then
@@ -494,24 +495,28 @@ class LogPump:
         5-9% higher (measured with the child and the daemon on separate CPUs, as on a quiet
         machine).
 
-        `flooding`: the pause follows a flood's read (FLOOD_READ or more). Such a pause
-        that ends on an empty pipe is doubled, up to MAX_PAUSE, before the pipe is watched
+        `silent`: None, or the pauses follow a flood's read (FLOOD_READ or more) and
+        `silent` seconds of them found nothing. A flood's pause that ends on an empty pipe
+        is taken again, until MAX_PAUSE of them found nothing, before the pipe is watched
         again: on a busy machine the child is often only waiting for a CPU (at load 3-4,
         18 to 249 of a flood's 430-690 timed reads found nothing), and watched again at
         once, the pipe was watched for up to a fifth of the flood, every write the child
         made meanwhile paying epoll's callbacks and the first waking the loop for a few
-        lines. A flood that has ended is watched again within about 2 * MAX_PAUSE."""
+        lines. The same pause, not a longer one: it was fitted to the child's rate, so
+        the pipe does not fill when it runs again. A flood that has ended is watched
+        again within MAX_PAUSE."""
         pause, got = None, 0
         try:
             got, pause = self._read_timed(paused)
-            if not got and flooding and 2 * paused <= MAX_PAUSE:
-                pause = 2 * paused
+            if not got and silent is not None and silent + paused < MAX_PAUSE:
+                pause, silent = paused, silent + paused
+            else:
+                silent = 0.0 if got >= FLOOD_READ else None
         finally:
             # _paused (the spent handle) said "not watched" during the read, for a
             # close() there; a sink that raised leaves the pipe watched, to retry.
             if pause is not None and not self.closed:
-                still = got >= FLOOD_READ or (flooding and not got)
-                self._paused = self._loop.call_later(pause, self._resume, pause, still)
+                self._paused = self._loop.call_later(pause, self._resume, pause, silent)
             elif not self.closed:
                 self._paused = None
                 _Readers.of(self._loop).add(self._fd, self)
