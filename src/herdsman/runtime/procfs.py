@@ -56,10 +56,10 @@ def start_time_between(before: int, after: int) -> int | None:
     """The start time (as process_start_time gives it) of a process made between two
     readings of boot_clock(), if both fall in the same clock tick; None if they do not
     (read it from /proc then). The kernel stamps a process with that clock as it
-    makes it, and /proc shows the stamp in whole ticks: a spawn of 0.3 ms knows its
-    child's start time but about once in 30, and the read it saves, 14 us per
-    instance, was a tenth of the daemon's work for each instance of a big herd's
-    start (state.json records it)."""
+    makes it, and /proc shows the stamp in whole ticks: a spawn of 0.3 ms straddles
+    a tick about once in 30 (on a busy machine, where spawns take longer, up to one
+    in seven), and the read it saves, 14 us per instance, was a tenth of the loop's
+    work for each instance of a big herd's start (state.json records it)."""
     tick = before // TICK_NS
     return tick if after // TICK_NS == tick else None
 

@@ -693,11 +693,10 @@ class Spawner(Generic[K]):
                 break
             if keep is not None and len(self._flying) > keep:
                 result = lean.result()
+            elif lean.results.empty():  # not yet: asked once per spawn of a wave
+                return
             else:
-                try:
-                    result = lean.results.get_nowait()
-                except queue.Empty:
-                    return
+                result = lean.results.get_nowait()  # the loop thread is its only reader
             key, inst, out_r, err_r = self._flying.popleft()
             self._land(key, self._outcome(result, inst, out_r, err_r))
 

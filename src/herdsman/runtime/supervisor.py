@@ -555,13 +555,13 @@ class Supervisor:
         pid, out, err, started = outcome
         journal = self.journal
         name = managed.name
-        managed.pipes = [("out", fd_inode(out)), ("err", fd_inode(err))]
+        out_inode, err_inode = fd_inode(out), fd_inode(err)
+        managed.pipes = [("out", out_inode), ("err", err_inode)]
         managed.foreign = False
         if journal is not None:  # first of all: a crash from here on leaves it on disk
             # Not its start time: /proc/<pid>/stat of a process that is still in
             # exec waits for the exec to finish, which would serialise every spawn.
-            inodes = [inode for _, inode in managed.pipes]
-            journal.spawned(name, pid, inodes, self._loop.time())
+            journal.spawned(name, pid, [out_inode, err_inode], self._loop.time())
         if started is not None:  # else read from /proc when first needed (start_time_of)
             managed.start_time = (pid, started)
         managed.last_err = b""
