@@ -21,6 +21,7 @@ from herdsman.core.herd import (
     SetTimer,
     SignalGroup,
     Spawn,
+    SpawnRoom,
     StartCheck,
     StartRequest,
     StopCheck,
@@ -76,6 +77,9 @@ class Driver:
     said: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)  # of the last `send`
+    # Whether `send` gives the herd room for every queued spawn once the queue is
+    # empty (as the runtime does when it has time); without, only `take` does.
+    room: bool = True
 
     @classmethod
     def of(cls, *services: ServicePlan) -> Driver:
@@ -85,8 +89,7 @@ class Driver:
         return self.herd.instances[name]
 
     def state(self, name: str) -> str:
-        inst = self.inst(name)
-        return "waiting" if inst.waiting else inst.state.value
+        return self.herd.state_of(name)
 
     def send(self, event: Event) -> list[Action]:
         """Feed `event`, then everything its actions lead to at once (spawns)."""
@@ -97,7 +100,15 @@ class Driver:
             self.actions += actions
             for action in actions:
                 self._execute(action, queue)
+            if not queue and self.room and self.herd.queued:
+                queue.append(SpawnRoom(1))
         return self.actions
+
+    def take(self, count: int) -> list[str]:
+        """Give the herd room for `count` spawns (and run what follows): who spawned."""
+        before = len(self.spawns)
+        self.send(SpawnRoom(count))
+        return self.spawns[before:]
 
     def _execute(self, action: Action, queue: deque[Event]) -> None:
         match action:

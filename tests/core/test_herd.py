@@ -26,7 +26,6 @@ from herdsman.core.herd import (
     StopRequest,
     ToInstance,
     WatchdogExpired,
-    state_of,
 )
 from herdsman.core.lifecycle import Policy
 from herdsman.core.plan import CheckPlan
@@ -110,6 +109,122 @@ def test_a_kill_request_sends_sigkill_at_once() -> None:
     d.start()
     d.send(StopRequest(("db",), kill=True))
     assert d.signals == [("db", signal.SIGTERM), ("db", signal.SIGKILL)]
+
+
+# --- the spawn queue ------------------------------------------------------------------
+
+
+def queued_herd(replicas: int = 6) -> Driver:
+    d = Driver.of(service("db"), service("web", replicas=replicas, depends_on={"db": "started"}))
+    d.room = False  # the runtime has no room until the test gives some
+    return d
+
+
+def test_a_start_queues_its_spawns_and_room_takes_them_in_order() -> None:
+    d = queued_herd()
+    d.start()
+    assert d.spawns == []
+    assert list(d.herd.queued) == ["db"]  # web waits for it, as before
+    assert d.state("db") == "queued"
+    assert d.inst("db").state is State.STARTING  # what status shows
+    assert d.take(1) == ["db"]
+    assert list(d.herd.queued) == [f"web.{i}" for i in range(6)]
+    assert all(d.state(f"web.{i}") == "queued" for i in range(6))
+    assert d.take(2) == ["web.0", "web.1"]
+    assert d.take(10) == ["web.2", "web.3", "web.4", "web.5"]
+    assert d.take(3) == []
+    assert d.spawns == ["db", *(f"web.{i}" for i in range(6))]  # each once
+
+
+def test_a_stop_drops_queued_instances_that_never_spawn() -> None:
+    d = queued_herd()
+    d.start()
+    d.take(1)  # db: then web's spawns are decided
+    d.take(2)  # web.0, web.1
+    d.changes.clear()
+    d.send(StopRequest(("web.2", "web.4")))
+    assert [(n, old, new) for n, old, new, _ in d.changes] == [
+        ("web.2", State.STARTING, State.STOPPED),
+        ("web.4", State.STARTING, State.STOPPED),
+    ]
+    assert d.inst("web.2").message == "stopped"
+    assert d.signals == []  # nothing to signal: they had no process
+    assert list(d.herd.queued) == ["web.3", "web.5"]
+    assert d.take(10) == ["web.3", "web.5"]
+    assert "web.2" not in d.spawns
+    assert "web.4" not in d.spawns
+
+
+def test_stopping_everything_in_waves_empties_the_queue() -> None:
+    d = queued_herd()
+    d.start()
+    d.take(1)  # db
+    d.take(1)  # web.0
+    for wave in d.herd.stop_waves():
+        d.send(StopRequest(tuple(wave)))
+    assert not d.herd.queued
+    assert d.signals == [("web.0", signal.SIGTERM), ("db", signal.SIGTERM)]
+    assert d.take(10) == []
+
+
+def test_a_start_of_a_queued_instance_keeps_its_place_and_waits_for_its_spawn() -> None:
+    d = queued_herd(replicas=3)
+    d.start()
+    d.take(1)
+    d.send(StartRequest(("web.2", "web.0")))  # a user's: db runs, nothing to add
+    assert list(d.herd.queued) == ["web.0", "web.1", "web.2"]
+    assert d.inst("web.0").message == ""  # not waiting for anything
+    d.send(StopRequest(("db",)))
+    d.exit("db", None, signal.SIGTERM)
+    d.send(StartRequest(("web.1",), dependencies=False))
+    assert d.state("web.1") == "queued"
+    assert d.inst("web.1").message == ""  # not "waiting for db": it is on its way
+    # Decided while db ran: they still spawn (the queue only holds a decision up).
+    assert d.take(3) == ["web.0", "web.1", "web.2"]
+    assert d.spawns.count("web.0") == 1
+
+
+def test_a_manual_start_of_a_queued_restart_resets_its_start_limit_once_spawned() -> None:
+    policy = Policy(start_seconds=0.0, backoff_initial=0.0, burst=3, interval=60.0)
+    d = Driver.of(service("app", policy=policy))
+    d.start()
+    d.room = False
+    d.exit("app", 1)  # respawn at once: queued
+    assert d.state("app") == "queued"
+    assert len(d.inst("app").restart_times) == 1
+    d.send(StartRequest(("app",)))
+    assert d.take(1) == ["app"]
+    assert d.inst("app").restart_times == []  # as a start right after a spawn does
+
+
+def test_queued_instances_are_not_blocked() -> None:
+    d = queued_herd(replicas=2)
+    d.start()
+    d.take(1)
+    d.send(StopRequest(("db",)))
+    d.exit("db", None, signal.SIGTERM)
+    assert d.herd.blocked() == {}  # decided before db stopped: they will spawn
+    d.take(2)
+    d.send(StopRequest(("web.0", "web.1")))
+    d.exit("web.0", None, signal.SIGTERM)
+    d.exit("web.1", None, signal.SIGTERM)
+    d.send(StartRequest(("web.0",), dependencies=False))
+    assert d.herd.blocked() == {"web.0": "depends on db, which is stopped"}
+
+
+def test_a_reload_that_removes_queued_instances_drops_them() -> None:
+    d = queued_herd(replicas=4)
+    d.start()
+    d.take(1)  # db
+    d.take(1)  # web.0
+    new = plan(service("db"), service("web", replicas=2, depends_on={"db": "started"}))
+    steps = d.herd.reload_steps(new)
+    for wave in steps.stop_waves:
+        d.send(StopRequest(wave))
+    d.send(NewPlan(new, steps.start))
+    assert d.forgotten == ["web.2", "web.3"]
+    assert list(d.herd.queued) == ["web.1"]
+    assert d.take(10) == ["web.1"]
 
 
 # --- restart_with -------------------------------------------------------------------
@@ -413,6 +528,10 @@ def in_state(state: str) -> Driver:
     )
     if state == "waiting":
         d.send(StartRequest(("app",), dependencies=False))
+    elif state == "queued":
+        d.send(StartRequest(("db",)))
+        d.room = False  # its dependency runs: app's spawn is decided, and waits for room
+        d.send(StartRequest(("app",), dependencies=False))
     elif state == "failed":
         d.start()
         d.exit("app", 1)
@@ -462,6 +581,7 @@ def snapshot(d: Driver) -> object:
         dict(herd.watchdogs),
         herd._health_counts.get("app"),
         "app" in herd._over_limit,
+        copy.deepcopy(herd.queued),
     )
 
 
@@ -487,7 +607,7 @@ def test_each_pair_does_what_the_table_says(event: str, state: str) -> None:
         assert snapshot(d) == before, (event, state)
     else:
         assert actions or snapshot(d) != before, (event, state)
-    assert state_of(d.inst("app")) in STATES
+    assert d.herd.state_of("app") in STATES
 
 
 def test_a_late_check_of_a_stopped_check_is_ignored() -> None:

@@ -2,8 +2,9 @@
 
 A chain of three services (`c` depends on `b`, `b` on `a`, conditions drawn; `c`
 may restart with `b`), each with drawn policies, a health check and a memory
-limit; hypothesis starts, stops, crashes, fails checks, samples memory and lets
-time pass, and the herd's promises are checked after every step.
+limit; hypothesis starts, stops, crashes, fails checks, samples memory, gives the
+herd room for a few of its queued spawns and lets time pass, and the herd's
+promises are checked after every step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from herdsman.core.herd import (
     Event,
     MemorySample,
     Spawn,
+    SpawnRoom,
     StartRequest,
     StopRequest,
     ToInstance,
@@ -85,6 +87,7 @@ class HerdMachine(RuleBasedStateMachine):
                 health=health,
             ),
         )
+        self.d.room = False  # spawns wait in the herd's queue until `room` gives some
         self.limited: dict[str, list[float]] = {name: [] for name in NAMES}
         self.b_respawns = 0
         self.follow_triggers = 0
@@ -93,16 +96,23 @@ class HerdMachine(RuleBasedStateMachine):
 
     def send(self, event: Event) -> list[Action]:
         d = self.d
-        before = {n: (i.state, i.waiting, i.restarts) for n, i in d.herd.instances.items()}
-        spawned_before = set(d.herd.spawned_before)
+        herd = d.herd
+        before = {n: (i.state, i.waiting, i.restarts) for n, i in herd.instances.items()}
+        queued_before = dict(herd.queued)
+        spawned_before = set(herd.spawned_before)
         stopping = isinstance(event, StopRequest)
         actions = d.send(event)
+        for name in herd.queued:
+            state, waiting, _ = before[name]
+            if name not in queued_before and (waiting or state in FINAL):
+                # A start (not a restart) is decided only once its conditions hold.
+                assert not self.unmet(name), (name, self.unmet(name))
         for action in actions:
             if isinstance(action, Spawn):
-                state, waiting, _ = before[action.name]
-                if waiting or state in FINAL:
-                    # A start (not a restart): only once its conditions hold.
-                    assert not self.unmet(action.name), (action.name, self.unmet(action.name))
+                # Only what was queued, first come first spawned, and never twice.
+                assert isinstance(event, SpawnRoom), event
+                assert action.name == next(iter(queued_before)), (action, queued_before)
+                del queued_before[action.name]
                 if action.name == "b" and "b" in spawned_before:
                     self.b_respawns += 1
             # (A user's stop keeps the message of the last restart: not counted.)
@@ -152,6 +162,12 @@ class HerdMachine(RuleBasedStateMachine):
         if inst.state is State.STOPPING:
             self.exit(name, None, inst.policy.stop_signal)
 
+    @rule(count=st.sampled_from([1, 2, 5]))
+    def room(self, count: int) -> None:
+        queued = len(self.d.herd.queued)
+        spawns = [a for a in self.send(SpawnRoom(count)) if isinstance(a, Spawn)]
+        assert len(spawns) == min(count, queued)
+
     @rule(seconds=st.sampled_from([0.05, 0.5, 3.0]))
     def time_passes(self, seconds: float) -> None:
         d = self.d
@@ -200,6 +216,7 @@ class HerdMachine(RuleBasedStateMachine):
                 if d.inst(name).pid is not None:
                     self.exit(name, None, signal.SIGKILL)
         assert not any(i.live for i in d.herd.instances.values())
+        assert not d.herd.queued  # dropped: none will be spawned
 
     # --- invariants -----------------------------------------------------------------
 
@@ -219,7 +236,7 @@ class HerdMachine(RuleBasedStateMachine):
         herd = self.d.herd
         blocked = herd.blocked()
         for name, inst in herd.instances.items():
-            if not inst.waiting or name in herd._spawning:
+            if not inst.waiting or name in herd._spawning or name in herd.queued:
                 continue
             unmet = self.unmet(name)
             assert unmet, f"{name} waits for nothing"
@@ -227,6 +244,14 @@ class HerdMachine(RuleBasedStateMachine):
                 assert name in blocked, (name, unmet)
             else:
                 assert name not in blocked, (name, blocked)
+
+    @invariant()
+    def the_queued_are_starting_without_a_process(self) -> None:
+        herd = self.d.herd
+        for name in herd.queued:
+            assert herd.instances[name].waiting, name
+            assert name not in herd._spawning
+            assert name not in herd._waiting
 
     @invariant()
     def a_process_per_live_instance_only(self) -> None:

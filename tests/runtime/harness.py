@@ -45,7 +45,7 @@ async def supervised(
     sup.open()
     try:
         if start:
-            sup.start_services()
+            await sup.start_services()  # every instance spawned (or failed)
         yield sup, rec
     finally:
         try:

@@ -33,7 +33,7 @@ async def running(tmp: Path, toml: str) -> AsyncIterator[Daemon]:
     async with asyncio.TaskGroup() as tasks:
         daemon = Daemon(plan, log=logging.getLogger("test"), tasks=tasks)
         daemon.open()
-        daemon.supervisor.start_services(None)
+        await daemon.supervisor.start_services(None)  # every instance spawned
         try:
             yield daemon
         finally:

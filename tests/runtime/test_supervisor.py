@@ -385,7 +385,9 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
             start=False,
         ) as (sup, _rec):
             sup.changes.subscribe(lambda *_: collecting.append(gc.isenabled()))
-            sup.start_services()
+            wave = sup.start_services()
+            assert not gc.isenabled()
+            await wave
             assert collecting
             assert not any(collecting)
             assert gc.isenabled()  # again once the wave is out
@@ -393,7 +395,7 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
             try:
                 sup.stop(sup.instances["w.0"])
                 await until(lambda: sup.instances["w.0"].state is State.STOPPED)
-                sup.start_services(["w"])
+                await sup.start_services(["w"])
                 assert not gc.isenabled()  # left as it was found
             finally:
                 gc.enable()

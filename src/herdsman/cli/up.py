@@ -351,28 +351,40 @@ async def _run(
     # our handlers were in place; now they are (and children must not inherit a mask).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     log.info("herdsman %s serving %s (pid %d)", __version__, plan.config_path, os.getpid())
+
+    started = {"wave", "api"}  # what the start waits for: its first wave out, the API
+
+    def out(what: str) -> None:
+        started.discard(what)
+        if started:
+            return
+        # What start-up built (modules, the plan, the instances) lives as long as
+        # the daemon: the collector, off until here (see cmd_up), never walks it again.
+        gc.freeze()
+        gc.enable()
+        if detached:
+            # Our stdout and stderr become herdsman.log: the waiting `up -d` sees EOF
+            # and returns (what we said until now on them, it printed). A new image
+            # (re-exec) points them at the file again: its LogFile rotates them along.
+            notes.active = False
+            for handler in log.handlers:
+                if isinstance(handler, LogHandler):
+                    handler.file.point_std_here()
+
     if resumed is not None:
         daemon.reexecutor.carry_on()
+        out("wave")
     else:
         daemon.adopt(in_place.fds.pipes if in_place else None)
-        daemon.supervisor.start_services(services or None)
+        # Returns once the first slice of the wave is out; the rest goes out a slice
+        # at a time while the loop serves the API, signals and the watchdog.
+        daemon.supervisor.start_services(services or None, then=lambda: out("wave"))
     server = await _serve_api(plan, daemon, listening, token, log)
-    # What start-up built (modules, the plan, the instances) lives as long as the
-    # daemon: the collector, off until here (see cmd_up), never walks it again.
-    gc.freeze()
-    gc.enable()
+    out("api")
+    daemon.manager.start_watchdog(asyncio.get_running_loop())
     announce = None
     if daemon.manager.present:
         announce = asyncio.create_task(_ready_once_settled(daemon))
-    daemon.manager.start_watchdog(asyncio.get_running_loop())
-    if detached:
-        # Our stdout and stderr become herdsman.log: the waiting `up -d` sees EOF
-        # and returns (what we said until now on them, it printed). A new image
-        # (re-exec) points them at the file again: its LogFile rotates them along.
-        notes.active = False
-        for handler in log.handlers:
-            if isinstance(handler, LogHandler):
-                handler.file.point_std_here()
     outcome: int | Reexec = 0
     try:
         await daemon.wait_for_shutdown()
@@ -400,8 +412,8 @@ async def _serve_api(
     plan: Plan, daemon: Daemon, listening: list[int], token: str | None, log: logging.Logger
 ) -> ApiServer:
     """The control API on the sockets bound before the start. Imported here, once the
-    first wave is on its way: the HTTP stack (h11, the routes, the OpenAPI bounds)
-    was a tenth of the way from `up` to its first spawn, which needs none of it."""
+    first slice of the first wave is out: the HTTP stack (h11, the routes, the OpenAPI
+    bounds) was a tenth of the way from `up` to its first spawn, which needs none of it."""
     from herdsman.api.server import ApiServer
 
     server = ApiServer(

@@ -22,6 +22,12 @@ pair of instance state and event, the ignored ones too):
 - dependency conditions: an instance whose dependencies are unmet waits (`starting`
   without a process) and is spawned once they hold; one that can never start is
   `blocked` (core/blocked.py), which `blocked()` reports.
+- the spawn queue: an instance the herd has decided to start (its dependencies
+  held then) is `queued` (`starting` without a process) until the runtime has room
+  for its spawn (`SpawnRoom`), first decided first spawned: a wave of thousands
+  goes out a slice at a time, and the runtime serves everything else in between.
+  A stop drops a queued instance (it is `stopped` without ever being spawned), a
+  start leaves it where it is, and nothing else concerns it: it has no process.
 - start waves (`start_order`) and reverse stop waves (`stop_waves`).
 - what a reload's diff turns into (`reload_steps`, then `NewPlan`).
 - restart_with: once every instance of a restarted service runs again, the services
@@ -40,6 +46,7 @@ Nothing here reads a clock, touches a process or does I/O.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -140,6 +147,14 @@ class FilesChanged:
 
 
 @dataclass(slots=True)
+class SpawnRoom:
+    """The runtime can begin `count` more spawns now: the instances queued first
+    get theirs."""
+
+    count: int = 1
+
+
+@dataclass(slots=True)
 class NewPlan:
     """A reload: `plan` is the truth from now on; `start` the instances to start
     then, in order (see `reload_steps`)."""
@@ -167,6 +182,7 @@ Event = (
     | Notified
     | WatchdogExpired
     | FilesChanged
+    | SpawnRoom
     | NewPlan
     | TookOver
 )
@@ -261,18 +277,25 @@ Action = (
 # --- the table of (state, event) ------------------------------------------------------
 
 # The herd's events that concern one instance, by the state the instance is in
-# (`waiting`: starting without a process, waiting for its dependencies). Every pair
+# (`waiting`: starting without a process, waiting for its dependencies; `queued`:
+# starting without a process, its spawn decided and waiting for room). Every pair
 # is written down; IGNORED means no action and no change. The lifecycle's own
 # events (spawned, exited, timers) are core/lifecycle.py's and not repeated here.
 # Checks run for a live process only, and stop once it is being stopped: a result
 # about a process on its way out says nothing.
 IGNORED = "ignored"
-STATES = (State.STOPPED.value, "waiting", *(s.value for s in State if s is not State.STOPPED))
+STATES = (
+    State.STOPPED.value,
+    "waiting",
+    "queued",
+    *(s.value for s in State if s is not State.STOPPED),
+)
 _ = IGNORED
 TABLE: dict[str, dict[str, str]] = {
     "ready passed": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="Ready to the lifecycle: running once past start_seconds",
         running=_,
         stopping=_,
@@ -281,11 +304,20 @@ TABLE: dict[str, dict[str, str]] = {
         failed=_,
     ),
     "ready failed": dict(
-        stopped=_, waiting=_, starting=_, running=_, stopping=_, restarting=_, exited=_, failed=_
+        stopped=_,
+        waiting=_,
+        queued=_,
+        starting=_,
+        running=_,
+        stopping=_,
+        restarting=_,
+        exited=_,
+        failed=_,
     ),  # the probe tries again; its message says why
     "health passed": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting=_,
         running="count a pass: success_threshold in a row is healthy",
         stopping=_,
@@ -296,6 +328,7 @@ TABLE: dict[str, dict[str, str]] = {
     "health failed": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting=_,
         running="count a failure: failure_threshold in a row is unhealthy, and a restart that counts toward start_limit",
         stopping=_,
@@ -306,6 +339,7 @@ TABLE: dict[str, dict[str, str]] = {
     "memory over limit": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="remember it; the second sample over it in a row restarts (counts toward start_limit)",
         running="remember it; the second sample over it in a row restarts (counts toward start_limit)",
         stopping=_,
@@ -316,6 +350,7 @@ TABLE: dict[str, dict[str, str]] = {
     "memory under limit": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="forget a sample over it",
         running="forget a sample over it",
         stopping=_,
@@ -326,6 +361,7 @@ TABLE: dict[str, dict[str, str]] = {
     "notify READY=1": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="arm the watchdog; Ready to the lifecycle",
         running="arm the watchdog again",
         stopping=_,
@@ -336,6 +372,7 @@ TABLE: dict[str, dict[str, str]] = {
     "notify WATCHDOG=1": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="arm the watchdog again",
         running="arm the watchdog again",
         stopping=_,
@@ -346,6 +383,7 @@ TABLE: dict[str, dict[str, str]] = {
     "watchdog expired": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="restart (counts toward start_limit)",
         running="restart (counts toward start_limit)",
         stopping=_,
@@ -356,26 +394,29 @@ TABLE: dict[str, dict[str, str]] = {
     "files changed": dict(
         stopped=_,
         waiting=_,
+        queued=_,
         starting="restart (does not count toward start_limit)",
         running="restart (does not count toward start_limit)",
         stopping=_,
-        restarting="spawn at once",
+        restarting="spawn (queued now, without the rest of the backoff)",
         exited="start again",
         failed="start again",
     ),
     "start": dict(
         stopped="start, or wait for unmet dependencies",
         waiting=_,
+        queued="held for after its spawn (then as in starting: a user's start resets the start limit)",
         starting=_,
         running=_,
         stopping="start again once stopped",
-        restarting="spawn at once (a user's start)",
+        restarting="spawn (a user's start: queued now, without the rest of the backoff)",
         exited="start, or wait for unmet dependencies",
         failed="start, or wait for unmet dependencies",
     ),
     "stop": dict(
         stopped=_,
         waiting="stopped",
+        queued="stopped, never spawned: it leaves the queue",
         starting="stop_signal, SIGKILL after stop_timeout",
         running="stop_signal, SIGKILL after stop_timeout",
         stopping=_,
@@ -385,11 +426,6 @@ TABLE: dict[str, dict[str, str]] = {
     ),
 }
 del _
-
-
-def state_of(inst: Instance) -> str:
-    """The instance's row in TABLE."""
-    return "waiting" if inst.waiting else inst.state.value
 
 
 # --- the heal budget --------------------------------------------------------------
@@ -444,6 +480,7 @@ class Herd:
         "instances",
         "plan",
         "plans",
+        "queued",
         "spawned_before",
         "watchdogs",
     )
@@ -462,6 +499,11 @@ class Herd:
         self._over_limit: set[str] = set()  # one sample over its memory limit
         self.watchdogs: dict[str, int] = {}  # instance -> the pid its watchdog is armed for
         self._waiting: dict[str, None] = {}  # an ordered set
+        # Decided to spawn, in order, until the runtime has room (see SpawnRoom), with
+        # the events held for after the spawn (as `_spawning`'s). An OrderedDict:
+        # taking from the front of a dict walks the slots the ones taken before left,
+        # which makes a wave of thousands quadratic.
+        self.queued: OrderedDict[str, list[lc.Event] | None] = OrderedDict()
         self._spawning: dict[str, list[lc.Event]] = {}  # events held until the spawn's result
         self._checks: dict[str, set[Role]] = {}  # checks running per instance
         self.spawned_before: set[str] = set()  # a next spawn is a restart (restart_with)
@@ -477,13 +519,24 @@ class Herd:
     def restarted(self) -> set[str]:
         return self._restarted
 
+    def state_of(self, name: str) -> str:
+        """The instance's column in TABLE."""
+        inst = self.instances[name]
+        if not inst.waiting:
+            return inst.state.value
+        return "queued" if name in self.queued or name in self._spawning else "waiting"
+
     def blocked(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Why waiting instances (of the services of `names`, default all) can no
         longer start: `depends on db, which failed (...)`."""
         services = None
         if names is not None:
             services = list(dict.fromkeys(self.plans[n].service for n in names))
-        return blocked(self.by_service, self._deps, services)
+        found = blocked(self.by_service, self._deps, services)
+        # Those on their way (their start was decided) have no process yet, and look
+        # like the waiting ones.
+        queued, spawning = self.queued, self._spawning
+        return {n: why for n, why in found.items() if n not in queued and n not in spawning}
 
     def stop_waves(self, names: Iterable[str] | None = None) -> list[list[str]]:
         """`names` (default all) in the order to stop them: dependents first."""
@@ -559,6 +612,14 @@ class Herd:
                         self._feed(name, lc.Stop(restart=True, reason=reason), now, rand, out)
             case FilesChanged(service=service, paths=paths):
                 self._files_changed(service, paths, now, rand, out)
+            case SpawnRoom(count=count):
+                queued = self.queued
+                for _ in range(min(count, len(queued))):
+                    name, held = queued.popitem(last=False)
+                    self._spawning[name] = held or []
+                    out.append(Spawn(name))
+                if not queued:
+                    queued.clear()  # a wave's thousands of slots go with it (a dict keeps them)
             case NewPlan(plan=plan, start=start):
                 self._new_plan(plan, out)
                 for name in start:
@@ -573,6 +634,12 @@ class Herd:
         inst = self.instances.get(name)
         if inst is None:
             return  # a late event of an instance a reload removed
+        queued = self.queued
+        if queued and name in queued and not isinstance(event, lc.Stop):
+            # On its way, where it is in the queue: what comes meanwhile (a start)
+            # waits for the spawn's result, as below; a stop drops it.
+            queued[name] = [*(queued[name] or ()), event]
+            return
         spawning = self._spawning.get(name)
         if spawning is not None:
             # Between a Spawn and its result the instance has no pid yet and would
@@ -585,14 +652,17 @@ class Herd:
         for action in lc.on_event(inst, event, now, rand):
             match action:
                 case lc.Spawn():
-                    self._spawning[name] = []
-                    out.append(Spawn(name))
+                    if name not in queued:  # a stop that restarts leaves it in its place
+                        queued[name] = None
+                    self._waiting.pop(name, None)
                 case lc.SignalGroup(signal=sig):
                     out.append(SignalGroup(name, sig))
                 case lc.SetTimer(at=at, event=timed):
                     out.append(SetTimer(name, "lifecycle", at, ToInstance(name, timed)))
                 case lc.CancelTimer():
                     out.append(CancelTimer(name, "lifecycle"))
+        if queued and not inst.waiting:
+            queued.pop(name, None)  # stopped before its spawn: it never has one
         if inst.state is not old or inst.pid != pid or inst.ready != ready:
             self._changed(inst, old, event, now, rand, out)
         if spawning:
@@ -609,7 +679,7 @@ class Herd:
         out: list[Action],
     ) -> None:
         name = inst.name
-        if inst.waiting and name not in self._spawning:
+        if inst.waiting and name not in self._spawning and name not in self.queued:
             self._waiting[name] = None
         else:
             self._waiting.pop(name, None)
@@ -671,7 +741,7 @@ class Herd:
             inst = self.instances.get(name)
             if inst is None:
                 continue
-            if inst.waiting:
+            if inst.waiting and name not in self.queued:
                 self._waiting[name] = None
             if inst.pid is None:
                 continue
@@ -862,6 +932,7 @@ class Herd:
                 self._disarm_watchdog(name, out)
                 self._over_limit.discard(name)
                 self._waiting.pop(name, None)
+                self.queued.pop(name, None)
                 self.spawned_before.discard(name)
                 self.health.pop(name, None)
                 self._health_counts.pop(name, None)

@@ -405,10 +405,15 @@ class LeanSpawner:
 
     def woken(self) -> None:
         """The loop is about to look at `results`: what comes after is told anew."""
-        self._told = False  # before reading: a word sent meanwhile stays readable
         with contextlib.suppress(BlockingIOError):
             while self._ours.recv(64, socket.MSG_DONTWAIT):
                 pass
+        # Only then: reset first, a word the thread sent while these reads let go of
+        # the GIL was read here too, with `_told` left set by it, and no outcome was
+        # ever told again (16 spawns of a wave taken in slices never landed). An
+        # outcome the thread put before it saw the flag still set is on `results`,
+        # where the loop looks next.
+        self._told = False
 
     def send(self, out: int, err: int) -> None:
         """Copy these two fds to the thread, for the next request that comes

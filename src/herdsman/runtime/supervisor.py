@@ -8,6 +8,11 @@ the change feed (`ChangeFeed`). Results (Spawned, SpawnFailed) go back on the qu
 never by a call back into the herd. Everything runs on the one event-loop thread,
 but the spawns themselves: the spawning thread runs them while the loop goes on
 (see spawn.py), and their outcomes come back on the queue as they land.
+
+A wave of spawns (the first one of `up`, a `start` of many replicas, a reload that
+adds many) waits in the herd's queue, and the runner takes it a slice of the loop's
+time at a time (SLICE), so a status request, a signal or the watchdog is served
+between two slices rather than after the last spawn.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import random
 import re
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -120,6 +126,13 @@ class ChangeFeed:
             subscriber(managed, old, new, event)
 
 
+# How long the runner takes spawns from the herd's queue before it lets the loop
+# serve the rest (a status request, a signal, the watchdog): the wave goes on in the
+# next turn. Short enough for a status during a wave of thousands to be answered
+# within a few slices; long enough that the turns in between cost nothing
+# measurable (a turn of the loop is tens of microseconds).
+SLICE = 0.010
+
 # The last stderr line of a process that fails joins its exit in the message.
 LAST_WORDS_MAX = 200
 LAST_WORDS_SCAN = 4096  # bytes at the end of a batch searched for its last line
@@ -178,6 +191,11 @@ class Supervisor:
         # Instance -> its changes that wait for its spawn to land (see _run).
         self._held: dict[str, list[tuple[Managed, State, State, Event]]] = {}
         self._running = False
+        # The herd's queue has the loop again in a later turn (see _run).
+        self._next_slice: asyncio.Handle | None = None
+        self._taking = True  # False once this image hands over or closes
+        self._waves: list[_Wave] = []  # see start_services
+        self._taken = 0  # spawns taken from the herd's queue, ever
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
         self.by_service: dict[str, list[Managed]] = {}
@@ -236,6 +254,7 @@ class Supervisor:
 
     def close(self) -> None:
         self.settle()
+        self._stop_taking()
         for name in list(self._timers):
             self._cancel(name)
         for managed in self.instances.values():
@@ -254,11 +273,18 @@ class Supervisor:
     # --- requests -----------------------------------------------------------
 
     def start_services(
-        self, services: Iterable[str] | None = None, *, manual: bool = False
-    ) -> None:
-        """Start the named services (default: every autostart one) and their dependencies."""
-        # One by one: each spawn's changes (its log line, its journal entry) are out
-        # before the next, as a herd of thousands comes up.
+        self,
+        services: Iterable[str] | None = None,
+        *,
+        manual: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> asyncio.Future[None]:
+        """Start the named services (default: every autostart one) and their
+        dependencies, in start waves. Returns once the first slice of spawns is out;
+        the wave goes on while the loop serves the rest. Once it is out (each of its
+        instances spawned, or dropped by a stop, and each spawn landed; what their
+        exits respawn is not the wave's), `then` is called, at once, and the answer
+        is done."""
         # Without the cyclic collector meanwhile: the wave makes objects that live
         # as long as their instance (pumps, reader handles, records), not garbage,
         # and each full collection walks them all again while it holds the GIL
@@ -266,13 +292,16 @@ class Supervisor:
         # needs after every spawn. It runs again when the wave is out.
         collecting = gc.isenabled()
         gc.disable()
-        try:
-            for name in self.herd.start_order(services):
-                self.submit(hd.StartRequest((name,), manual, dependencies=False))
-            self.settle()  # the herd is up (or failed) when this returns, as one by one
-        finally:
-            if collecting:
-                gc.enable()
+        self.submit(
+            hd.StartRequest(tuple(self.herd.start_order(services)), manual, dependencies=False)
+        )
+        queued = self.herd.queued
+        # The queue is in order: the wave is out of it once its last is (or the
+        # one before it, when it queued nothing).
+        wave = _Wave(self._loop.create_future(), collecting, then, next(reversed(queued), None))
+        self._waves.append(wave)
+        self._check_waves()
+        return wave.out
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -291,6 +320,9 @@ class Supervisor:
         Returns False when something had to be killed.
         """
         deadline = self._loop.time() + timeout
+        if self.herd.queued:
+            # What was to be spawned never is (it has no process to stop in order).
+            self.submit(hd.StopRequest(tuple(self.herd.queued)))
         for wave in self.herd.stop_waves():
             members = [self.instances[name] for name in wave]
             self.submit(hd.StopRequest(tuple(wave)))
@@ -391,12 +423,18 @@ class Supervisor:
         self._run(publish=publish)
 
     def _run(self, *, publish: bool = True) -> None:
-        """Carry out the queue's events; then, with `publish`, publish the changes."""
+        """Carry out the queue's events; with `publish`, publish the changes; then
+        give the herd room for its queued spawns, one at a time (each spawn's
+        changes, its log line and its journal entry, are out before the next), while
+        this turn's slice lasts."""
         if self._running:
             return
         self._running = True
-        queue, changes = self._queue, self._changes
+        queue, changes, held = self._queue, self._changes, self._held
         herd, loop, rand = self.herd, self._loop, self._random.random
+        queued = herd.queued
+        until = 0.0  # when this run's slice ends, once it takes a spawn
+        own = False  # the last event was an instance's own (an exit, a backoff's end)
         try:
             while True:
                 while queue:
@@ -404,29 +442,84 @@ class Supervisor:
                     actions = herd.on_event(event, loop.time(), rand())
                     if isinstance(event, hd.NewPlan):
                         self._sync()  # new instances exist before their spawns
-                    # An instance's own event (an exit, a backoff's end) spawns it
-                    # alone, and soon is its latency; a request may spawn thousands.
-                    alone = isinstance(event, hd.ToInstance)
+                    if not isinstance(event, hd.SpawnRoom):
+                        own = isinstance(event, hd.ToInstance)
+                    # What an instance's own event spawns, with nothing queued after
+                    # it, is spawned alone, and soon is its latency; a request may
+                    # spawn thousands.
+                    alone = own and not queued
                     for action in actions:
                         self._execute(action, alone)
-                if not changes or not publish:
-                    break
-                # Changes go out in order once the queue is empty: a spawn's change
-                # shows its process, as subscribers read the instance when told, so
-                # one whose spawn is still out waits for it to land.
-                change = changes.popleft()
-                if change[0].spawning:
-                    self._held.setdefault(change[0].name, []).append(change)
-                else:
+                if changes and publish:
+                    # Changes go out in order once the queue is empty: a spawn's
+                    # change shows its process, as subscribers read the instance when
+                    # told, so one whose spawn is queued or out waits for it to land.
+                    change = changes.popleft()
+                    name = change[0].name
+                    if change[0].spawning or name in queued:
+                        held.setdefault(name, []).append(change)
+                        continue
+                    if held and (earlier := held.pop(name, None)):  # stopped while queued
+                        for before in earlier:
+                            self._publish(*before)
                     self._publish(*change)
+                    continue
+                # A run takes spawns until the queue is empty or its slice is over,
+                # and then leaves the rest to a run in a later turn of the loop:
+                # the queue is not empty only while that one is scheduled.
+                if not queued or not self._taking or self._next_slice is not None:
+                    break
+                now = time.monotonic()
+                if not until:
+                    until = now + SLICE
+                elif now >= until:
+                    self._next_slice = loop.call_soon(self._slice)
+                    break
+                queue.append(hd.SpawnRoom(1))
         finally:
             self._running = False
+        if not held:
+            held.clear()  # what a wave held leaves its table behind (a dict keeps it)
+        if self._waves:
+            self._check_waves()
+
+    def _check_waves(self) -> None:
+        """Say of each wave that is out that it is (see start_services)."""
+        queued = self.herd.queued
+        landed = self._taken - self._spawner.pending  # outcomes land in order
+        for wave in list(self._waves):
+            if wave.taken is None:
+                if wave.last is not None and wave.last in queued:
+                    continue
+                wave.taken = self._taken  # its spawns are these, and some before
+            if landed >= wave.taken:
+                self._waves.remove(wave)
+                if wave.collecting:
+                    gc.enable()
+                if wave.then is not None:
+                    wave.then()
+                if not wave.out.done():
+                    wave.out.set_result(None)
+
+    def _slice(self) -> None:
+        """The herd's queue has the loop again, after everything else due by now."""
+        self._next_slice = None
+        self._run()
+
+    def _stop_taking(self) -> None:
+        """This image spawns no more: what is still queued in the herd is in the
+        records (starting, without a process) for the next image to start."""
+        self._taking = False
+        if self._next_slice is not None:
+            self._next_slice.cancel()
+            self._next_slice = None
 
     def _execute(self, action: hd.Action, alone: bool) -> None:
         match action:
             case hd.Changed(name=name, old=old, new=new, event=event):
                 self._changes.append((self.instances[name], old, new, event))
             case hd.Spawn(name=name):
+                self._taken += 1
                 self._spawn(self.instances[name], alone)
             case hd.SignalGroup(name=name, signal=sig):
                 self.signal_group(self.instances[name], sig)
@@ -518,7 +611,8 @@ class Supervisor:
 
     def settle(self) -> None:
         """Wait for every spawn in flight, and take in its outcome (and those of
-        the spawns its events start): then every spawned process is known."""
+        the spawns its events start, within this turn's slice): then every spawned
+        process is known."""
         while self._spawner.pending:
             self._landed(keep=0)
 
@@ -613,6 +707,7 @@ class Supervisor:
         stop reading; the pipes' fds become inheritable for the new image.
         """
         self.settle()
+        self._stop_taking()
         pumps: dict[str, list[tuple[str, int, bytes]]] = {}
         for name in list(self._timers):  # watchdogs: armed again by the new image
             self._cancel(name)
@@ -765,6 +860,17 @@ class Supervisor:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(None)
+
+
+@dataclass(eq=False, slots=True)
+class _Wave:
+    """A start_services' wave: `out` done once it is."""
+
+    out: asyncio.Future[None]
+    collecting: bool  # the cyclic collector was on: on again once it is out
+    then: Callable[[], None] | None
+    last: str | None  # the last instance it queued (or was queued before it)
+    taken: int | None = None  # how many spawns were taken once `last` was
 
 
 def last_words(line: bytes) -> str:

@@ -1,0 +1,78 @@
+"""The runner takes a start wave from the herd's queue a slice of the loop's time
+at a time: the loop serves other work in between, a stop drops what is queued,
+each spawn's changes are published once, in order, showing its process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from herdsman.core.lifecycle import Spawned, Start, Stop
+from herdsman.core.states import State
+from tests.conftest import alive
+from tests.runtime.harness import supervised
+
+REPLICAS = 1000
+
+CONFIG = f"""
+[services.many]
+command = "sleep 1000"
+replicas = {REPLICAS}
+start_seconds = 0
+"""
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> None:
+    async def body() -> None:
+        async with supervised(tmp, CONFIG, start=False) as (sup, rec):
+            queued_when_served: list[int] = []
+            wave = sup.start_services()
+            assert sup.herd.queued  # the first slice is out, not the whole wave
+            asyncio.get_running_loop().call_soon(
+                lambda: queued_when_served.append(len(sup.herd.queued))
+            )
+            await asyncio.wait_for(wave, 30)
+            # Served while the wave was out, not after it.
+            assert queued_when_served
+            assert queued_when_served[0] > 0
+            assert not sup.herd.queued
+            members = list(sup.instances.values())
+            assert all(m.state is State.RUNNING for m in members)
+            assert all(alive(m.core.pid or 0) for m in members)
+            # Each instance: its start, then its spawn, once, each showing the process
+            # (a change is published after the spawn lands).
+            for m in members:
+                mine = [(old, new, ev) for name, old, new, ev in rec.changes if name == m.name]
+                assert [type(ev) for _, _, ev in mine] == [Start, Spawned], mine
+                assert mine[0][:2] == (State.STOPPED, State.STARTING)
+
+    run(body())
+
+
+def test_a_stop_in_the_middle_of_a_wave_drops_what_is_queued(tmp: Path) -> None:
+    async def body() -> None:
+        async with supervised(tmp, CONFIG, start=False) as (sup, rec):
+            wave = sup.start_services()
+            await asyncio.sleep(0)  # a turn of the loop: another slice
+            queued = list(sup.herd.queued)
+            assert queued
+            for m in sup.by_service["many"]:
+                sup.stop(m)
+            await asyncio.wait_for(wave, 60)  # out: nothing left to spawn
+            assert await sup.wait_stopped(list(sup.instances.values()), 20)
+            spawned = {name for name, _, _, ev in rec.changes if isinstance(ev, Spawned)}
+            assert 0 < len(spawned) < REPLICAS
+            assert not spawned & set(queued)
+            for name in queued:
+                mine = [(old, new, ev) for n, old, new, ev in rec.changes if n == name]
+                assert [(old, new, type(ev)) for old, new, ev in mine] == [
+                    (State.STOPPED, State.STARTING, Start),
+                    (State.STARTING, State.STOPPED, Stop),
+                ]
+            assert all(m.state is State.STOPPED and not m.live for m in sup.instances.values())
+
+    run(body())
