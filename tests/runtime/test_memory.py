@@ -81,8 +81,10 @@ def test_replicas_share_what_they_have_in_common_in_the_daemons_plan(tmp: Path) 
         'health = { exec = "true" }\n'
         "[services.own]\n"
         'command = "sleep {replica}"\n'
-        "replicas = 2\n"
-        'env = { R = "{replica}" }\n'
+        "replicas = 3\n"
+        'env = { R = "{replica}", S = "same" }\n'
+        'ready = { tcp = "127.0.0.1:90{replica}" }\n'
+        'health = { exec = "true" }\n'
     )
     # As the daemon gets it: pickled by the validating helper.
     plan = pickle.loads(pickle.dumps(compile_plan(load_config(config))))
@@ -91,10 +93,9 @@ def test_replicas_share_what_they_have_in_common_in_the_daemons_plan(tmp: Path) 
         assert other.argv is first.argv
         assert other.env is first.env
         assert other.health is first.health
-    zero, one = plan.services["own"].instances
-    assert (zero.argv, zero.env, one.argv, one.env) == (
-        ("sleep", "0"),
-        {"R": "0"},
-        ("sleep", "1"),
-        {"R": "1"},
-    )
+    # Each replica has its own of what differs by its {replica}, and shares the rest.
+    zero, one, two = plan.services["own"].instances
+    assert [(i.argv, i.env, i.ready and i.ready.address) for i in (zero, one, two)] == [
+        (("sleep", str(n)), {"R": str(n), "S": "same"}, ("127.0.0.1", 900 + n)) for n in range(3)
+    ]
+    assert zero.health is one.health is two.health is not None
