@@ -9,6 +9,7 @@ from pathlib import Path
 
 from herdsman.core.lifecycle import Spawned, Start, Stop
 from herdsman.core.states import State
+from herdsman.runtime.status import StatusView
 from tests.conftest import alive
 from tests.runtime.harness import supervised
 
@@ -33,11 +34,20 @@ def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> N
             wave = sup.start_services()
             assert sup.herd.queued  # the first slice is out, not the whole wave
             assert sup.in_wave()  # state.json waits for its end (see StateWriter)
+            # What is queued is on its way up (starting, without a process): the
+            # status view is not settled, and READY=1 waits for it (up.py).
+            assert all(
+                sup.instances[name].state is State.STARTING and sup.instances[name].core.pid is None
+                for name in sup.herd.queued
+            )
+            view = StatusView(sup, None, None, None, None, {})  # type: ignore[arg-type]
+            assert not view.settled()
             asyncio.get_running_loop().call_soon(
                 lambda: queued_when_served.append(len(sup.herd.queued))
             )
             await asyncio.wait_for(wave, 30)
             assert not sup.in_wave()
+            assert view.settled()  # start_seconds = 0: every one runs once spawned
             # Served while the wave was out, not after it.
             assert queued_when_served
             assert queued_when_served[0] > 0
