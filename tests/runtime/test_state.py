@@ -357,13 +357,13 @@ def test_a_large_herds_state_json_follows_its_changes_later(
 
 
 def test_state_json_waits_while_a_wave_goes_out(tmp: Path) -> None:
-    """A rewrite costs the whole herd's size: while `busy` (a start wave is going out;
-    the journal has its spawns) it is put off, and made a delay after the wave."""
+    """A rewrite costs the whole herd's size: while a start wave is going out (held;
+    the journal has its spawns) it is put off, a rewrite due meanwhile too, and made
+    a delay after the release."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        instances = {"a": {"pid": 1}}
-        busy = [True]
+        instances = {"a": {"pid": 1}, "b": {"pid": 2}}
         writer = StateWriter(
             tmp / "state.json",
             loop,
@@ -372,16 +372,17 @@ def test_state_json_waits_while_a_wave_goes_out(tmp: Path) -> None:
             lambda: {},
             lambda _error: None,
             delay=0.01,
-            busy=lambda: busy[0],
         )
-        writer.changed("a")
+        writer.changed("a")  # due before the wave is out
+        writer.hold()
+        writer.changed("b")
         await asyncio.sleep(0.1)  # ten delays
         assert not writer.file.path.exists()
-        busy[0] = False
+        writer.release()
         await until(writer.file.path.exists)
         document = writer.file.read()
         assert document is not None
-        assert document["instances"]["a"]["pid"] == 1
+        assert {name: r["pid"] for name, r in document["instances"].items()} == {"a": 1, "b": 2}
         writer.file.close()
 
     asyncio.run(scenario())

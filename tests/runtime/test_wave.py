@@ -23,6 +23,22 @@ start_seconds = 0
 """
 
 
+class Journal:
+    """What the supervisor tells its spawn journal (statefile.StateWriter), in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
+        self.calls.append("spawned")
+
+    def hold(self) -> None:
+        self.calls.append("hold")
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+
 def run(coro: object) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -31,9 +47,13 @@ def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> N
     async def body() -> None:
         async with supervised(tmp, CONFIG, start=False) as (sup, rec):
             queued_when_served: list[int] = []
+            journal = Journal()
+            sup.journal = journal
             wave = sup.start_services()
             assert sup.herd.queued  # the first slice is out, not the whole wave
-            assert sup.in_wave()  # state.json waits for its end (see StateWriter)
+            # state.json waits for its end (see StateWriter)
+            assert journal.calls[0] == "hold"
+            assert "release" not in journal.calls
             # What is queued is on its way up (starting, without a process): the
             # status view is not settled, and READY=1 waits for it (up.py).
             assert all(
@@ -46,7 +66,9 @@ def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> N
                 lambda: queued_when_served.append(len(sup.herd.queued))
             )
             await asyncio.wait_for(wave, 30)
-            assert not sup.in_wave()
+            assert journal.calls[0] == "hold"
+            assert journal.calls[-1] == "release"
+            assert journal.calls.count("spawned") == REPLICAS
             assert view.settled()  # start_seconds = 0: every one runs once spawned
             # Served while the wave was out, not after it.
             assert queued_when_served

@@ -96,7 +96,6 @@ class Daemon:
                 "written_at": time.time(),
             },
             self._state_file_error,
-            busy=self.supervisor.in_wave,
         )
         self.supervisor.journal = self._state
         self.stopper = Shutdown(

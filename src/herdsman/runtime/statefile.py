@@ -199,8 +199,8 @@ class StateWriter:
     grows with the herd (WRITE_DELAY per PER_DELAY instances): the share of the
     loop spent writing is the same at any size, where every 0.1 s it would have
     taken a tenth of the loop all through a start of thousands, the loop's
-    busiest time. While `busy` says so (a start wave is going out) the rewrite
-    waits for its end: at 8,000 instances, rewrites every 0.8 s of a wave of
+    busiest time. While a start wave goes out (from `hold` to `release`) the
+    rewrite waits for its end: at 8,000 instances, rewrites every 0.8 s of a wave of
     several seconds cost the loop 0.3-0.4 CPU-s under load. Crash recovery loses
     nothing by either: what a later write would have said of a spawn is in the
     journal.
@@ -215,11 +215,11 @@ class StateWriter:
         header: Callable[[], dict[str, Any]],
         on_error: Callable[[str | None], None],
         delay: float = WRITE_DELAY,
-        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.file = StateFile(path)
         self._delay = delay
-        self._busy = busy
+        self._held = False  # a start wave is going out: see hold
+        self._owed = False  # a rewrite came due while held
         self._loop = loop
         self._instances = instances
         self._record = record
@@ -232,17 +232,31 @@ class StateWriter:
 
     def changed(self, name: str) -> None:
         self._dirty.add(name)
-        if self._scheduled is None:
+        if self._held:
+            self._owed = True
+        elif self._scheduled is None:
             self._scheduled = self._loop.call_later(self._delay_now(), self._due)
 
     def _delay_now(self) -> float:
         return self._delay * max(1.0, len(self._instances()) / PER_DELAY)
 
-    def _due(self) -> None:
-        """The rewrite's time has come: now, or a delay after the wave if one is out."""
-        self._scheduled = None
-        if self._busy is not None and self._busy():
+    def hold(self) -> None:
+        """A start wave is going out: no rewrite until `release`."""
+        self._held = True
+
+    def release(self) -> None:
+        """No start wave is going out any more: what came meanwhile is written a
+        delay later."""
+        self._held = False
+        if self._owed and self._scheduled is None:
             self._scheduled = self._loop.call_later(self._delay_now(), self._due)
+        self._owed = False
+
+    def _due(self) -> None:
+        """The rewrite's time has come: now, or a delay after `release` if held."""
+        self._scheduled = None
+        if self._held:
+            self._owed = True
         else:
             self.write()
 

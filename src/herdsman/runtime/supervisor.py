@@ -140,9 +140,14 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn right after it (see statefile.StateFile)."""
+    """Told of every spawn right after it (see statefile.StateWriter), and of the start
+    waves: held while one goes out, released once none does."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class Checks(Protocol):
@@ -292,6 +297,8 @@ class Supervisor:
         # needs after every spawn. It runs again when the wave is out.
         collecting = gc.isenabled()
         gc.disable()
+        if self.journal is not None:
+            self.journal.hold()  # its first slice goes out in the submit
         self.submit(
             hd.StartRequest(tuple(self.herd.start_order(services)), manual, dependencies=False)
         )
@@ -302,10 +309,6 @@ class Supervisor:
         self._waves.append(wave)
         self._check_waves()
         return wave.out
-
-    def in_wave(self) -> bool:
-        """Whether a start_services' wave is still going out."""
-        return bool(self._waves)
 
     def start(self, managed: Managed, *, manual: bool = False) -> None:
         """Start one instance once its dependencies are met (they are not started)."""
@@ -504,6 +507,8 @@ class Supervisor:
                     wave.then()
                 if not wave.out.done():
                     wave.out.set_result(None)
+                if not self._waves and self.journal is not None:
+                    self.journal.release()
 
     def _slice(self) -> None:
         """The herd's queue has the loop again, after everything else due by now."""
