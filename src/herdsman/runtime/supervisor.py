@@ -24,7 +24,6 @@ import os
 import random
 import re
 import signal
-import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -476,7 +475,7 @@ class Supervisor:
                 # the queue is not empty only while that one is scheduled.
                 if not queued or not self._taking or self._next_slice is not None:
                     break
-                now = time.monotonic()
+                now = loop.time()
                 if not until:
                     until = now + SLICE
                 elif now >= until:
