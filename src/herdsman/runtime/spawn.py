@@ -2,13 +2,13 @@
 
 Each child gets its own session (so its own process group), stdin from
 /dev/null and stdout/stderr on pipes the daemon reads. The fast path is glibc's
-`posix_spawn` (vfork + exec, errors reported synchronously), run by one spawning
-thread that has a file descriptor table, cwd and umask of its own (see
-`LeanSpawner`): it enters the instance's cwd and umask just around the call and
-returns to its own right after. The loop thread does not wait for it: `start()`
-hands a spawn over and returns, and the outcomes come back in order from
-`finished()`, so the loop prepares the next spawn (pipes, environment) while the
-thread runs the last one. Switching user or group needs setuid in the child,
+`posix_spawn` (vfork + exec, errors reported synchronously), run by spawning
+threads (THREADS) that each have a file descriptor table, cwd and umask of their
+own (see `LeanSpawner`): a thread enters the instance's cwd and umask just around
+the call and returns to its own right after. The loop thread does not wait for
+them: `start()` hands a spawn over and returns, and the outcomes come back in the
+order started from `finished()`, so the loop prepares the next spawn (pipes,
+environment) while the threads run the last ones. Switching user or group needs setuid in the child,
 which posix_spawn cannot do, so those instances go through subprocess.Popen
 (still no preexec_fn), in the loop thread. A spawn that cannot happen is a
 `SpawnError`, one sentence.
@@ -61,7 +61,9 @@ SWITCH_INTERVAL = 0.0002
 IN_FLIGHT = 16
 # How long the loop waits at most for the idle spawning thread to spawn a restart.
 GATE_TIMEOUT = 0.002
-# Spawning threads: ...
+# Spawning threads. A thread waits in posix_spawn while its vforked child runs up
+# to its exec, then for the GIL: with two, one spawns while the other waits (one
+# core has no use for a second).
 THREADS = min(2, os.cpu_count() or 1)
 
 
@@ -778,7 +780,10 @@ class Spawner(Generic[K]):
                 return
         # The thread with the fewest spawns in flight (an idle one for a restart).
         lean = min(self.leans, key=LeanSpawner.load) if request is not None and self.leans else None
-        spare = self._spares.pop(lean, None) if lean is not None or not self.leans else None
+        # Spare pipes are made for a thread (their write ends sent ahead to it), or
+        # for the loop thread when no thread spawns; Popen's go nowhere else.
+        spares = lean is not None or not self.leans
+        spare = self._spares.pop(lean, None) if spares else None
         out_r, out_w, err_r, err_w = spare or _pipes()
         try:
             if request is None:
@@ -798,7 +803,7 @@ class Spawner(Generic[K]):
             for fd in (out_w, err_w):
                 if fd >= 0:
                     os.close(fd)
-            if spare is not None:
+            if spares:
                 self._make_spare(lean)
         self._land(key, self._outcome(result, inst, out_r, err_r))
 
