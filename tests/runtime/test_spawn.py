@@ -6,8 +6,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -397,3 +399,35 @@ def read_within(fd: int, seconds: float) -> bytes:
                 return b"".join(chunks)
             chunks.append(chunk)
     raise AssertionError(f"no end of the pipe within {seconds}s, after {b''.join(chunks)!r}")
+
+
+def test_fds_the_thread_has_no_room_for_are_told_not_taken_for_the_last_ones() -> None:
+    """A message whose fds the receiving table has no room for comes without them
+    (the kernel installs none): the mailbox says so, and never gives the fds of the
+    message before, whose numbers the buffer still holds (closed by then, or
+    another spawn's)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mailbox = spawn._Mailbox(theirs.fileno())
+    r, w = os.pipe2(os.O_CLOEXEC)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        socket.send_fds(ours, [b"s"], [r, w])
+        first = mailbox.fds()
+        assert isinstance(first, tuple)
+        for fd in first:
+            os.close(fd)
+        lowest = os.dup(0)  # the lowest free number: no fd can be installed from it on
+        os.close(lowest)
+        socket.send_fds(ours, [b"s"], [r, w])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            second = mailbox.fds()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert isinstance(second, OSError), second
+        assert second.errno == errno.EMFILE
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        ours.close()
+        theirs.close()

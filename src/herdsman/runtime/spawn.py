@@ -335,17 +335,22 @@ class _Mailbox:
         self._header = _MsgHdr(
             None, 0, ctypes.pointer(self._iov), 1, ctypes.cast(self._control, ctypes.c_void_p)
         )
+        self._at = ctypes.byref(self._header)
 
     def fds(self) -> tuple[int, int] | OSError | None:
         """The next two fds sent, or why they could not be taken; None when none
         are here (yet)."""
         header = self._header
-        header.controllen, header.flags = _RIGHTS.size, 0
-        got = _plibc.recvmsg(self.fd, ctypes.byref(header), _RECEIVE)
+        header.controllen = _RIGHTS.size  # the kernel says how much it wrote
+        got = _plibc.recvmsg(self.fd, self._at, _RECEIVE)
         if got <= 0:
             code = ctypes.get_errno() if got < 0 else errno.EPIPE
             return None if code == errno.EAGAIN else OSError(code, os.strerror(code))
-        length, level, kind, out, err = _RIGHTS.unpack(self._control.raw)
+        # No control message at all (not one fd installed) leaves the last one's
+        # bytes in the buffer: those fds are closed, or another's by now.
+        if header.controllen == 0:
+            return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        length, level, kind, out, err = _RIGHTS.unpack_from(self._control)
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
             if length == _RIGHTS.size:
                 return out, err
