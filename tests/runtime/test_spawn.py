@@ -126,15 +126,16 @@ def test_the_daemons_cwd_and_umask_stay_as_they_were(tmp: Path) -> None:
 def test_a_spawn_error_is_raised_in_the_caller_and_leaks_no_fd(tmp: Path) -> None:
     with spawner() as sp:
         assert sp.leans
+        table = f"/proc/self/task/{sp.leans[0].native_id}/fd"
         mine = len(os.listdir("/proc/self/fd"))
-        theirs = len(os.listdir(f"/proc/self/task/{sp.leans[0].native_id}/fd"))
+        theirs = len(os.listdir(table))
         with pytest.raises(SpawnError, match="does not exist"):
             sp.spawn(plan(tmp, str(tmp / "missing")), {})
         with pytest.raises(SpawnError, match="working directory"):
             sp.spawn(plan(tmp / "nowhere", "true"), {})
         assert len(os.listdir("/proc/self/fd")) == mine
         # The thread may hold the next spawn's two write ends, sent ahead.
-        assert len(os.listdir(f"/proc/self/task/{sp.leans[0].native_id}/fd")) in (theirs, theirs + 2)
+        assert len(os.listdir(table)) in (theirs, theirs + 2)
 
 
 def test_without_unshare_it_spawns_from_the_loop_thread(
