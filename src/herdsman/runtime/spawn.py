@@ -8,10 +8,10 @@ own (see `LeanSpawner`): a thread enters the instance's cwd and umask just aroun
 the call and returns to its own right after. The loop thread does not wait for
 them: `start()` hands a spawn over and returns, and the outcomes come back in the
 order started from `finished()`, so the loop prepares the next spawn (pipes,
-environment) while the threads run the last ones. Switching user or group needs setuid in the child,
-which posix_spawn cannot do, so those instances go through subprocess.Popen
-(still no preexec_fn), in the loop thread. A spawn that cannot happen is a
-`SpawnError`, one sentence.
+environment) while the threads run the last ones. Switching user or group needs
+setuid in the child, which posix_spawn cannot do, so those instances go through
+subprocess.Popen (still no preexec_fn), in the loop thread. A spawn that cannot
+happen is a `SpawnError`, one sentence.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import ctypes
 import errno
 import fcntl
 import grp
+import operator
 import os
 import pwd
 import queue
@@ -416,9 +417,6 @@ class LeanSpawner:
     def native_id(self) -> int | None:
         return self._thread.native_id
 
-    def load(self) -> int:
-        return self.flying
-
     def fileno(self) -> int:
         """Readable when outcomes are waiting on `results` (see `woken`)."""
         return self._ours.fileno()
@@ -567,6 +565,7 @@ def _pipe() -> tuple[int, int]:
         raise SpawnError(f"cannot create output pipes: {err.strerror}", retry=True) from None
 
 
+_in_flight = operator.attrgetter("flying")
 K = TypeVar("K")
 # (pid, stdout read fd, stderr read fd, its start time if known: see Started), or
 # why the spawn failed.
@@ -696,7 +695,6 @@ class Spawner(Generic[K]):
         # thread spawns); their write ends -1 once sent to that thread ahead.
         self._spares: dict[LeanSpawner | None, tuple[int, int, int, int]] = {}
         self._command: Command | None = None  # the last spawn's
-        self.leans: list[LeanSpawner] = []
         keep = (self._devnull, self._home)
         # Started together, each setting up its table while the others do.
         leans = [
@@ -784,7 +782,7 @@ class Spawner(Generic[K]):
                 self._land(key, self._outcome(error, inst, -1, -1))
                 return
         # The thread with the fewest spawns in flight (an idle one for a restart).
-        lean = min(self.leans, key=LeanSpawner.load) if request is not None and self.leans else None
+        lean = min(self.leans, key=_in_flight) if request is not None and self.leans else None
         # Spare pipes are made for a thread (their write ends sent ahead to it), or
         # for the loop thread when no thread spawns; Popen's go nowhere else.
         spares = lean is not None or not self.leans
