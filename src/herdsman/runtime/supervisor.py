@@ -435,9 +435,9 @@ class Supervisor:
 
     def _run(self, *, publish: bool = True) -> None:
         """Carry out the queue's events; with `publish`, publish the changes; then
-        give the herd room for its queued spawns, one at a time (each spawn's
-        changes, its log line and its journal entry, are out before the next), while
-        this turn's slice lasts."""
+        give the herd room for its queued spawns, ROOM at a time (the changes of
+        those that landed meanwhile, their log lines and journal entries, are out
+        before the next), while this turn's slice lasts."""
         if self._running:
             return
         self._running = True
