@@ -462,7 +462,11 @@ class Supervisor:
                     # spawn thousands.
                     alone = own and not queued
                     for action in actions:
-                        self._execute(action, alone)
+                        if type(action) is hd.Changed:  # most of them: without a call
+                            instance = self.instances[action.name]
+                            changes.append((instance, action.old, action.new, action.event))
+                        else:
+                            self._execute(action, alone)
                 if changes and publish:
                     # Changes go out in order once the queue is empty: a spawn's
                     # change shows its process, as subscribers read the instance when
@@ -537,9 +541,7 @@ class Supervisor:
             self._next_slice = None
 
     def _execute(self, action: hd.Action, alone: bool) -> None:
-        match action:
-            case hd.Changed(name=name, old=old, new=new, event=event):
-                self._changes.append((self.instances[name], old, new, event))
+        match action:  # (Changed: see _run)
             case hd.Spawn(name=name):
                 self._taken += 1
                 self._spawn(self.instances[name], alone)
