@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,8 +178,13 @@ def test_a_cell_wider_than_its_column_is_shown_whole(tmp: Path) -> None:
             app.redraw()
             message = grid.columns[ColumnKey("message")]
             assert message.get_render_width(grid) >= len("killed by SIGKILL")
-            await pilot.pause()
-            drawn = grid.render_line(1).text  # the first row, under the header
+            # Drawn by a refresh to come (a few turns of Textual's loop under load).
+            deadline = time.monotonic() + 5
+            while True:
+                await pilot.pause()
+                drawn = grid.render_line(1).text  # the first row, under the header
+                if "killed by SIGKILL" in drawn or time.monotonic() > deadline:
+                    break
             assert "killed by SIGKILL" in drawn, drawn
 
     asyncio.run(run())

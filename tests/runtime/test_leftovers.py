@@ -8,8 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from herdsman.core.states import State
-from herdsman.runtime.leftovers import Marked, find, main_candidates, scan
+from herdsman.runtime import leftovers
+from herdsman.runtime.leftovers import Marked, find, main_candidates, scan, take_census
 from tests.conftest import wait_for
 
 
@@ -79,6 +82,59 @@ def test_a_marker_beyond_the_first_read_of_an_environment_is_found(tmp: Path) ->
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_scan_after_a_census_finds_what_started_since_and_not_what_ended(tmp: Path) -> None:
+    # `up` takes the census while its plan is on its way, before it knows its
+    # state_dir; the scan comes after the lock.
+    def start(where: Path = tmp) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "HERDSMAN_STATE_DIR": str(where), "HERDSMAN_INSTANCE": "web"}
+        child = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+        wait_for(lambda: scan(where, [child.pid]))
+        return child
+
+    (tmp / "other").mkdir()
+    before, ended, elsewhere = start(), start(), start(tmp / "other")
+    try:
+        census = take_census()
+        assert {before.pid, ended.pid, elsewhere.pid} <= set(census.marked)
+        ended.kill()
+        ended.wait()
+        since = start()
+        try:
+            found = {m.pid for m in scan(tmp, census=census)}
+            assert found == {before.pid, since.pid} == {m.pid for m in scan(tmp)}
+        finally:
+            since.kill()
+            since.wait()
+    finally:
+        for child in (before, elsewhere):
+            child.kill()
+            child.wait()
+
+
+def test_after_a_census_only_new_processes_and_this_state_dirs_are_read(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, "HERDSMAN_STATE_DIR": str(tmp), "HERDSMAN_INSTANCE": "web"}
+    ours = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+    try:
+        wait_for(lambda: scan(tmp, [ours.pid]))
+        census = take_census()
+        read: list[int] = []
+        real = leftovers._read_environ
+
+        def counted(pid: int) -> bytes | None:
+            read.append(pid)
+            return real(pid)
+
+        monkeypatch.setattr(leftovers, "_read_environ", counted)
+        assert [m.pid for m in scan(tmp, census=census)] == [ours.pid]
+        # Every other process the census listed is taken as it saw it.
+        assert set(read) & census.listed == {ours.pid}
+    finally:
+        ours.kill()
+        ours.wait()
 
 
 def settled(marked: list[Marked]) -> bool:

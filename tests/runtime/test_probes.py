@@ -61,28 +61,29 @@ def test_http_readiness_gates_a_dependent(tmp: Path) -> None:
 
 def test_tcp_exec_and_log_probes(tmp: Path) -> None:
     port = free_port()
-    flag = tmp / "flag"
+    go = tmp / "go"  # until it exists, no service is ready, however slow the machine
 
     async def body() -> None:
         async with running(
             tmp,
             f"""
             [services.tcp]
-            command = ["python3", "-c", "import socket, time; time.sleep(0.3); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"]
+            command = ["python3", "-c", "import os, socket, time\\nwhile not os.path.exists('{go}'): time.sleep(0.02)\\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"]
             start_seconds = 0
             ready = {{ tcp = "127.0.0.1:{port}", interval = "100ms" }}
             [services.exec]
-            command = ["sh", "-c", "sleep 0.3; touch {flag}; exec sleep 60"]
+            command = "sleep 60"
             start_seconds = 0
-            ready = {{ exec = "test -f {flag}", interval = "100ms" }}
+            ready = {{ exec = "test -f {go}", interval = "100ms" }}
             [services.log]
-            command = ["sh", "-c", "echo booting; sleep 0.3; echo 'server listening on 8080'; exec sleep 60"]
+            command = ["sh", "-c", "echo booting; while [ ! -e {go} ]; do sleep 0.02; done; echo 'server listening on 8080'; exec sleep 60"]
             start_seconds = 0
             ready = {{ log = "listening on \\\\d+" }}
             """,
         ) as daemon:
             await until(lambda: all(d["pid"] for d in daemon.instances()))
             assert [d["ready"] for d in daemon.instances()] == [False, False, False]
+            go.touch()
             await until(lambda: all(d["state"] == "running" for d in daemon.instances()), 10)
             assert all(d["ready"] for d in daemon.instances())
             assert await check_tcp(("127.0.0.1", port), 1) is None

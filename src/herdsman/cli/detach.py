@@ -159,7 +159,10 @@ def main() -> int:
     # The API server too, which `up` in the foreground loads once its first wave is
     # out: here the plan is still being validated, and the time to there is free.
     import herdsman.api.server  # noqa: F401
+    from herdsman.runtime.leftovers import take_census
 
+    # Also free: what the scan for a dead daemon's processes would read after it.
+    census = take_census()
     try:
         plan, services, watch = pickle.load(sys.stdin.buffer)
     except EOFError:  # `up -d` ended (Ctrl-C) before it had a plan to give
@@ -168,7 +171,7 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return run_up(plan, services, detached=True, watch=watch)
+    return run_up(plan, services, detached=True, watch=watch, census=census)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         launch = Launch()
     else:
         from herdsman.cli.up import run_up
+        from herdsman.runtime.leftovers import take_census
+
+        # While the helper validates (it takes longer than the imports above): what
+        # the scan for a dead daemon's processes would read after the plan.
+        census = take_census()
     try:
         plan = _plan_for_up(args, helper)
     except BaseException:
@@ -221,7 +226,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             launch.cancel()
         raise
     if not args.detach:
-        return run_up(plan, args.services, watch=args.watch)
+        return run_up(plan, args.services, watch=args.watch, census=census)
     try:
         pid = launch.hand(plan, args.services, watch=args.watch)
     except DetachError as err:

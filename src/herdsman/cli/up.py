@@ -35,6 +35,7 @@ from herdsman.runtime.daemon import Daemon
 from herdsman.runtime.fdlimit import raise_soft_limit, shortfall
 from herdsman.runtime.files import Unsafe, check_private_file, make_state_dir
 from herdsman.runtime.handover import VERSION, DaemonHandover, Handover
+from herdsman.runtime.leftovers import Census
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.logfile import LogHandler
 from herdsman.runtime.reexec import HELD_SIGNALS
@@ -139,13 +140,15 @@ def run_up(
     resumed: Handover | None = None,
     watch: bool = False,
     in_place: InPlace | None = None,
+    census: Census | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the process exit code.
 
     `resumed`: what a previous image of this daemon handed over (see resume.py);
-    `in_place`: such an image could not read it. A re-exec ends here in
-    `os.execv`, with the lock, the listening sockets and every service's pipes
-    kept open for the new image.
+    `in_place`: such an image could not read it; `census`: the processes as they
+    were while the plan was on its way (see leftovers.Census). A re-exec ends
+    here in `os.execv`, with the lock, the listening sockets and every service's
+    pipes kept open for the new image.
     """
     lock = DaemonLock(plan.state_dir)
     if in_place is not None:
@@ -170,7 +173,13 @@ def run_up(
     try:
         outcome = asyncio.run(
             _serve(
-                plan, services, detached=detached, resumed=resumed, watch=watch, in_place=in_place
+                plan,
+                services,
+                detached=detached,
+                resumed=resumed,
+                watch=watch,
+                in_place=in_place,
+                census=census,
             )
         )
     except StartupError as err:
@@ -238,6 +247,7 @@ async def _serve(
     resumed: Handover | None,
     watch: bool,
     in_place: InPlace | None,
+    census: Census | None,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
     # An image after a re-exec says nothing on stderr of its own: when detached,
@@ -303,6 +313,7 @@ async def _serve(
                 in_place,
                 detached=detached,
                 notes=early_notes,
+                census=census,
             )
             if console is not None:
                 console.flush()
@@ -327,6 +338,7 @@ async def _run(
     *,
     detached: bool,
     notes: EarlyNotes,
+    census: Census | None,
 ) -> int | Reexec:
     """Serve until told to stop, then stop everything and close (or hand over)."""
     notify_fd = None
@@ -375,7 +387,7 @@ async def _run(
         daemon.reexecutor.carry_on()
         out("wave")
     else:
-        daemon.adopt(in_place.fds.pipes if in_place else None)
+        daemon.adopt(in_place.fds.pipes if in_place else None, census)
         # Returns once the first slice of the wave is out; the rest goes out a slice
         # at a time while the loop serves the API, signals and the watchdog.
         daemon.supervisor.start_services(services or None, then=lambda: out("wave"))

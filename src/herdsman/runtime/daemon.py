@@ -18,7 +18,7 @@ from typing import Any
 
 from herdsman.core.herd import Say
 from herdsman.core.plan import Plan
-from herdsman.runtime import recovery
+from herdsman.runtime import leftovers, recovery
 from herdsman.runtime.background import Background
 from herdsman.runtime.changelog import ChangeLog
 from herdsman.runtime.documents import (
@@ -110,7 +110,7 @@ class Daemon:
         self._event_stream = EventStream(self.view.document, self.supervisor.unpublished)
         # Every change, in order, to each of these (see supervisor.ChangeFeed).
         for subscriber in (
-            lambda managed, _old, _new, _event: self._state.changed(managed.name),
+            lambda managed, _old, _new, _event: self._state.changed(managed.core.name),
             self.hooks.changed,
             self.notify.changed,
             self._change_log.changed,
@@ -181,16 +181,20 @@ class Daemon:
         self.notify.open(self.plan, notify_fd)
         self.stopper.listen(self.reload)
 
-    def adopt(self, pipes: list[int] | None = None) -> list[str]:
+    def adopt(
+        self, pipes: list[int] | None = None, census: leftovers.Census | None = None
+    ) -> list[str]:
         """After a crash: take over what a dead daemon of this config left running
         (see recovery.py); the names of the instances adopted. `pipes`: output
-        pipes a previous image left open (its hand-over was unreadable)."""
+        pipes a previous image left open (its hand-over was unreadable); `census`:
+        the processes as `up` saw them while it waited for its plan."""
         return recovery.recover(
             self.supervisor,
             self._state,
             self.output,
             passed_fds=[*self.manager.passed_fds, *(pipes or ())],
             note=self._note,
+            census=census,
         )
 
     async def wait_for_shutdown(self) -> bool:

@@ -107,9 +107,52 @@ class _SameDir:
         return known
 
 
-def scan(state_dir: Path, pids: Iterable[int] | None = None) -> list[Marked]:
+@dataclass(eq=False)
+class Census:
+    """Every process's marker, read before the state_dir is known: while `up` waits
+    for its validating helper, which it does for longer than a census takes. The
+    scan after the lock then reads the environment only of the processes it does
+    not list (started since) and of those it found marked for the state_dir (to
+    see that they still are), rather than every process's again.
+
+    A pid it lists that is another process's by the scan (reused: only after the
+    pids of the whole pid_max went round meanwhile) is taken for the one it saw."""
+
+    listed: frozenset[int]
+    marked: dict[int, tuple[bytes, bytes]]  # pid: (its state_dir value, its instance)
+
+
+def take_census() -> Census:
+    listed, marked = [], {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            pid = int(entry)
+            listed.append(pid)
+            marker = _marker(pid)
+            if marker is not None:
+                marked[pid] = marker
+    return Census(frozenset(listed), marked)
+
+
+def _marker(pid: int) -> tuple[bytes, bytes] | None:
+    """The HERDSMAN_STATE_DIR and HERDSMAN_INSTANCE values of `pid`, if it has both."""
+    environ = _read_environ(pid)
+    if not environ or _STATE_DIR_KEY not in environ:
+        return None
+    state_dir_value = _variable(environ, _STATE_DIR_KEY)
+    instance = _variable(environ, _INSTANCE_KEY)
+    if state_dir_value is None or instance is None:
+        return None
+    return state_dir_value, instance
+
+
+def scan(
+    state_dir: Path, pids: Iterable[int] | None = None, census: Census | None = None
+) -> list[Marked]:
     """Every live process (not a zombie) that carries the marker of `state_dir`;
-    among `pids`, or among all processes (one pass over /proc)."""
+    among `pids`, or among all processes (one pass over /proc). What a `census`
+    saw of a process it lists stands, unless it saw the marker of `state_dir`:
+    that one is read again."""
     same = _SameDir(state_dir)
     own = os.getpid()
     entries: Iterable[Any] = pids if pids is not None else os.listdir("/proc")
@@ -120,12 +163,12 @@ def scan(state_dir: Path, pids: Iterable[int] | None = None) -> list[Marked]:
         pid = int(entry)
         if pid == own:
             continue
-        environ = _read_environ(pid)
-        if not environ or _STATE_DIR_KEY not in environ:
-            continue
-        state_dir_value = _variable(environ, _STATE_DIR_KEY)
-        instance = _variable(environ, _INSTANCE_KEY)
-        if state_dir_value is None or instance is None or not same(state_dir_value):
+        if census is not None and pid in census.listed:
+            seen = census.marked.get(pid)
+            if seen is None or not same(seen[0]):
+                continue
+        marker = _marker(pid)
+        if marker is None or not same(marker[0]):
             continue
         stat = proc_stat(pid)
         if not stat or stat[0] in (b"Z", b"X"):
@@ -137,7 +180,7 @@ def scan(state_dir: Path, pids: Iterable[int] | None = None) -> list[Marked]:
         found.append(
             Marked(
                 pid=pid,
-                instance=instance.decode(errors="replace"),
+                instance=marker[1].decode(errors="replace"),
                 start_time=int(stat[19]),
                 ppid=int(stat[1]),
                 session=int(stat[3]),
@@ -222,6 +265,7 @@ def find(
     document: dict[str, Any] | None,
     state_dir: Path,
     may_run_as: Callable[[str, int], bool] = lambda _instance, _uid: True,
+    census: Census | None = None,
 ) -> Leftovers:
     """The processes a dead daemon of `state_dir` left: by its records (same pid and
     start time, so not a reused pid), and by their environment.
@@ -229,13 +273,18 @@ def find(
     A record's process wins for its instance; an instance without one keeps its
     oldest marked main process (by start time). A marked process counts only if
     `may_run_as(instance, uid)`: anyone can put the marker in an environment.
+    `census`: see scan.
     """
     found = Leftovers()
     if document is not None:
         for name, record, pid in still_running(document, state_dir):
             found.mains[name] = (pid, record)
     recorded = {pid for pid, _ in found.mains.values()}
-    marked = [m for m in scan(state_dir) if m.pid in recorded or may_run_as(m.instance, m.uid)]
+    marked = [
+        m
+        for m in scan(state_dir, census=census)
+        if m.pid in recorded or may_run_as(m.instance, m.uid)
+    ]
     for name, mains in main_candidates(marked).items():
         if name not in found.mains:
             first = mains[0]
@@ -270,6 +319,7 @@ def left_by(
     state: StateFile,
     config: Path,
     may_run_as: Callable[[str, int], bool] = lambda _instance, _uid: True,
+    census: Census | None = None,
 ) -> tuple[Leftovers, list[str]]:
     """What a dead daemon of `config` left running (as `find`), for the next daemon
     and for `down` without one; and one sentence per problem with its state.json
@@ -281,7 +331,7 @@ def left_by(
         document = None
     # Also with a good state.json: a process it does not name (it was lost, or
     # spawned as the daemon died) is found by its environment.
-    return find(document, state.path.parent, may_run_as), problems
+    return find(document, state.path.parent, may_run_as, census), problems
 
 
 def _same_file(recorded: object, path: Path) -> bool:

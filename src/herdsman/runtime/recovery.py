@@ -45,6 +45,7 @@ def recover(
     *,
     passed_fds: Iterable[int],
     note: Note,
+    census: leftovers.Census | None = None,
 ) -> list[str]:
     """After a crash: adopt the services a dead daemon left running (state.json).
 
@@ -52,12 +53,13 @@ def recover(
     not a reused pid) keeps it: watched by pidfd, its output pipes opened again
     from /proc, or taken from `passed_fds` (the fd store's). A process of an
     instance the config no longer has is stopped. Returns the names of the
-    adopted instances.
+    adopted instances. `census`: the processes as `up` saw them while it waited
+    for its plan (see leftovers.Census).
     """
     stored = pipes_by_inode(list(passed_fds))
     adopted: list[str] = []
     try:
-        adopted = _adopt(supervisor, state, output, stored, note)
+        adopted = _adopt(supervisor, state, output, stored, note, census)
         return adopted
     finally:
         for fd in stored.values():  # pipes of instances that are gone
@@ -74,9 +76,10 @@ def _adopt(
     output: LogSink,
     stored: dict[int, int],
     note: Note,
+    census: leftovers.Census | None,
 ) -> list[str]:
     may_run_as = functools.partial(_may_run_as, supervisor)
-    found, problems = leftovers.left_by(state.file, supervisor.plan.config_path, may_run_as)
+    found, problems = leftovers.left_by(state.file, supervisor.plan.config_path, may_run_as, census)
     for problem in problems:
         note(logging.WARNING, problem)
     adopted: list[str] = []
