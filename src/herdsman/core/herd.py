@@ -586,6 +586,14 @@ class Herd:
         match ev:
             case ToInstance(name=name, event=event):
                 self._feed(name, event, now, rand, out)
+            case SpawnRoom(count=count):  # second: one per few spawns of a wave
+                queued = self.queued
+                for _ in range(min(count, len(queued))):
+                    name, held = queued.popitem(last=False)
+                    self._spawning[name] = held or []
+                    out.append(Spawn(name))
+                if not queued:
+                    queued.clear()  # a wave's thousands of slots go with it (a dict keeps them)
             case StartRequest():
                 self._start_request(ev, now, rand, out)
             case StopRequest(names=names, kill=kill):
@@ -612,14 +620,6 @@ class Herd:
                         self._feed(name, lc.Stop(restart=True, reason=reason), now, rand, out)
             case FilesChanged(service=service, paths=paths):
                 self._files_changed(service, paths, now, rand, out)
-            case SpawnRoom(count=count):
-                queued = self.queued
-                for _ in range(min(count, len(queued))):
-                    name, held = queued.popitem(last=False)
-                    self._spawning[name] = held or []
-                    out.append(Spawn(name))
-                if not queued:
-                    queued.clear()  # a wave's thousands of slots go with it (a dict keeps them)
             case NewPlan(plan=plan, start=start):
                 self._new_plan(plan, out)
                 for name in start:
@@ -686,22 +686,28 @@ class Herd:
         out.append(Changed(name, old, inst.state, event))
         plan = self.plans[name]
         if isinstance(event, lc.Spawned):
-            self._stop_checks(name, out)
-            self._disarm_watchdog(name, out)
+            # Looked up here first: most changes have no check and no watchdog to stop.
+            if name in self._checks:
+                self._stop_checks(name, out)
+            if name in self.watchdogs:
+                self._disarm_watchdog(name, out)
             self._over_limit.discard(name)
             if plan.health is not None:
                 self.health[name] = "unknown"
             if plan.ready is not None and plan.ready.kind in ACTIVE_PROBES:
                 self._start_check(name, "ready", event.pid, out)
         elif inst.pid is None or inst.state is State.STOPPING:
-            self._stop_checks(name, out)
-            self._disarm_watchdog(name, out)
+            if name in self._checks:
+                self._stop_checks(name, out)
+            if name in self.watchdogs:
+                self._disarm_watchdog(name, out)
             self._over_limit.discard(name)
         # Also right after a spawn: with start_seconds = 0 it is running at once.
         up = inst.state is State.RUNNING and old is not State.RUNNING
         if up and inst.pid is not None and plan.health is not None:
             self._start_check(name, "health", inst.pid, out)
-        self._follow_restarts(inst, event, now, rand, out)
+        if self._restarted or isinstance(event, lc.Spawned):  # else it has nothing to do
+            self._follow_restarts(inst, event, now, rand, out)
         if self._waiting:
             self._recheck_waiting(now, rand, out)
 

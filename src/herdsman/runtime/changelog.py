@@ -40,14 +40,14 @@ class ChangeLog:
         self.since: dict[str, float] = {}  # instance -> when it entered its state (unix time)
 
     def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
-        name = managed.name
+        core = managed.core
+        name = core.name
         if isinstance(event, Spawned):
             self._repeats.log(name, logging.INFO, f"{name}: spawned pid {event.pid}")
             if self._manager.fdstore:
                 self._manager.store_fds([pump.fd for pump in managed.pumps if not pump.closed])
         if new is not old:
             self.since[name] = time.time()
-            core = managed.core
             # The message is the instance's latest: it belongs to the last change of
             # a burst (stopped -> starting -> failed: the spawn's failure).
             why = f": {core.message}" if core.message and new is core.state else ""

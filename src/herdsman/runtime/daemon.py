@@ -110,7 +110,7 @@ class Daemon:
         self._event_stream = EventStream(self.view.document, self.supervisor.unpublished)
         # Every change, in order, to each of these (see supervisor.ChangeFeed).
         for subscriber in (
-            lambda managed, _old, _new, _event: self._state.changed(managed.name),
+            lambda managed, _old, _new, _event: self._state.changed(managed.core.name),
             self.hooks.changed,
             self.notify.changed,
             self._change_log.changed,

@@ -444,10 +444,11 @@ class LogPump:
         self._last_read = loop.time()
         if capacity is None:
             capacity = _capacity_of(fd)
-        # Not a pipe (a pty, a socket): no pauses, and plain reads.
-        self._tee = None if capacity is None else _tee_kit()
+        # Not a pipe (a pty, a socket): no pauses, and plain reads. (The kit and the
+        # readers looked up here first: two pumps are made per spawn of a wave.)
+        self._tee = None if capacity is None else (_tee or _tee_kit())
         self._capacity = capacity or 0
-        _Readers.of(loop).add(fd, self)
+        (_readers.get(loop) or _Readers.of(loop)).add(fd, self)
 
     @property
     def closed(self) -> bool:

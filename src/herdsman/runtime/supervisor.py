@@ -42,7 +42,7 @@ from herdsman.core.signals import signal_name
 from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
-from herdsman.runtime.procfs import fd_inode, process_start_time
+from herdsman.runtime.procfs import process_start_time
 from herdsman.runtime.pump import NEW_PIPE, Batches, LineSink, LogPump, hold, hung_up
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
@@ -131,6 +131,10 @@ class ChangeFeed:
 # within a few slices; long enough that the turns in between cost nothing
 # measurable (a turn of the loop is tens of microseconds).
 SLICE = 0.010
+# Spawns taken from the herd's queue at a time, between two looks at the clock: a
+# spawn is 0.1 ms or so of the loop's time, and a take per spawn (an event through
+# the herd) was a few percent of it.
+ROOM = 8
 
 # The last stderr line of a process that fails joins its exit in the message.
 LAST_WORDS_MAX = 200
@@ -222,6 +226,7 @@ class Supervisor:
     def _sync(self) -> None:
         """Managed instances for the herd's (after a new plan: new ones in, removed
         ones kept in `_gone` until the herd says to forget them)."""
+        self._state_dir = str(self.plan.state_dir)  # each spawn's environment has it
         old = self.instances
         self.instances, self.by_service = {}, {}
         herd = self.herd
@@ -430,17 +435,19 @@ class Supervisor:
 
     def _run(self, *, publish: bool = True) -> None:
         """Carry out the queue's events; with `publish`, publish the changes; then
-        give the herd room for its queued spawns, one at a time (each spawn's
-        changes, its log line and its journal entry, are out before the next), while
-        this turn's slice lasts."""
+        give the herd room for its queued spawns, ROOM at a time (the changes of
+        those that landed meanwhile, their log lines and journal entries, are out
+        before the next), while this turn's slice lasts."""
         if self._running:
             return
         self._running = True
         queue, changes, held = self._queue, self._changes, self._held
         herd, loop, rand = self.herd, self._loop, self._random.random
+        feed = self.changes.publish
         queued = herd.queued
         until = 0.0  # when this run's slice ends, once it takes a spawn
         own = False  # the last event was an instance's own (an exit, a backoff's end)
+        published = False
         try:
             while True:
                 while queue:
@@ -455,20 +462,26 @@ class Supervisor:
                     # spawn thousands.
                     alone = own and not queued
                     for action in actions:
-                        self._execute(action, alone)
+                        if type(action) is hd.Changed:  # most of them: without a call
+                            instance = self.instances[action.name]
+                            changes.append((instance, action.old, action.new, action.event))
+                        else:
+                            self._execute(action, alone)
                 if changes and publish:
                     # Changes go out in order once the queue is empty: a spawn's
                     # change shows its process, as subscribers read the instance when
                     # told, so one whose spawn is queued or out waits for it to land.
                     change = changes.popleft()
-                    name = change[0].name
-                    if change[0].spawning or name in queued:
+                    managed = change[0]
+                    name = managed.core.name
+                    if managed.spawning or name in queued:
                         held.setdefault(name, []).append(change)
                         continue
                     if held and (earlier := held.pop(name, None)):  # stopped while queued
                         for before in earlier:
-                            self._publish(*before)
-                    self._publish(*change)
+                            feed(*before)
+                    feed(*change)
+                    published = True
                     continue
                 # A run takes spawns until the queue is empty or its slice is over,
                 # and then leaves the rest to a run in a later turn of the loop:
@@ -481,9 +494,14 @@ class Supervisor:
                 elif now >= until:
                     self._next_slice = loop.call_soon(self._slice)
                     break
-                queue.append(hd.SpawnRoom(1))
+                queue.append(hd.SpawnRoom(ROOM))
         finally:
             self._running = False
+            if published and self._waiters and not self._waiters_check_scheduled:
+                # Once per loop turn, not per change: a batch of exits (one SIGCHLD
+                # wake-up) would otherwise re-evaluate every predicate per instance.
+                self._waiters_check_scheduled = True
+                self._loop.call_soon(self._check_waiters)
         if not held:
             held.clear()  # what a wave held leaves its table behind (a dict keeps it)
         if self._waves:
@@ -523,9 +541,7 @@ class Supervisor:
             self._next_slice = None
 
     def _execute(self, action: hd.Action, alone: bool) -> None:
-        match action:
-            case hd.Changed(name=name, old=old, new=new, event=event):
-                self._changes.append((self.instances[name], old, new, event))
+        match action:  # (Changed: see _run)
             case hd.Spawn(name=name):
                 self._taken += 1
                 self._spawn(self.instances[name], alone)
@@ -583,7 +599,7 @@ class Supervisor:
 
     def _spawn(self, managed: Managed, alone: bool) -> None:
         env = own_environment(managed.plan)
-        env[STATE_DIR_VARIABLE] = str(self.plan.state_dir)
+        env[STATE_DIR_VARIABLE] = self._state_dir
         try:
             self._spawner.start(managed, managed.plan, env, alone=alone)
         except SpawnError as error:
@@ -611,7 +627,7 @@ class Supervisor:
     def _take_in(self, keep: int | None) -> None:
         for managed, outcome in self._spawner.finished(keep=keep):
             managed.spawning = False
-            self._changes.extend(self._held.pop(managed.name, ()))
+            self._changes.extend(self._held.pop(managed.core.name, ()))
             if isinstance(outcome, SpawnError):
                 self._spawn_failed(managed, outcome)
             else:
@@ -656,8 +672,8 @@ class Supervisor:
         assert not isinstance(outcome, SpawnError)
         pid, out, err, started = outcome
         journal = self.journal
-        name = managed.name
-        out_inode, err_inode = fd_inode(out), fd_inode(err)
+        name = managed.core.name
+        out_inode, err_inode = os.fstat(out).st_ino, os.fstat(err).st_ino
         managed.pipes = [("out", out_inode), ("err", err_inode)]
         managed.foreign = False
         if journal is not None:  # first of all: a crash from here on leaves it on disk
@@ -854,14 +870,6 @@ class Supervisor:
         for held in self._held.values():
             yield from held
         yield from self._changes
-
-    def _publish(self, managed: Managed, old: State, new: State, event: Event) -> None:
-        self.changes.publish(managed, old, new, event)
-        if self._waiters and not self._waiters_check_scheduled:
-            # Once per loop turn, not per change: a batch of exits (one SIGCHLD
-            # wake-up) would otherwise re-evaluate every predicate per instance.
-            self._waiters_check_scheduled = True
-            self._loop.call_soon(self._check_waiters)
 
     def _check_waiters(self) -> None:
         self._waiters_check_scheduled = False
