@@ -190,3 +190,37 @@ def test_plans_compare_and_show_by_their_fields_as_dataclasses_do() -> None:
     )
     with pytest.raises(TypeError, match="unhashable"):
         hash(policy)
+
+
+def test_the_validator_is_imported_with_dataclass_methods_made_when_called() -> None:
+    # pydantic's and annotated_types' dataclasses: every method but __init__ is
+    # compiled from its text on its first call, and then does what it always did.
+    # dataclasses makes methods as before once the validator is imported.
+    code = (
+        "import dataclasses\n"
+        "create_fn = dataclasses._create_fn\n"
+        "from herdsman.runtime.planner import import_validator\n"
+        "import_validator()\n"
+        "from annotated_types import Gt\n"
+        "from pydantic.types import Strict\n"
+        "put_off = [m.__code__.co_filename != '<string>' for m in (Gt.__eq__, Gt.__hash__)]\n"
+        "gt = Gt(1)\n"
+        "print(all(put_off), Gt.__init__.__code__.co_filename, repr(gt), gt == Gt(1),"
+        " gt != Gt(2), hash(gt) == hash(Gt(1)), Strict() == Strict(strict=True),"
+        " dataclasses._create_fn is create_fn)\n"
+        "try:\n"
+        "    gt.gt = 2\n"
+        "except dataclasses.FrozenInstanceError as err:\n"
+        "    print(err)\n"
+        "@dataclasses.dataclass\n"
+        "class Later:\n"
+        "    x: int\n"
+        "print(Later.__eq__.__code__.co_filename)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == [
+        "True <string> Gt(gt=1) True True True True True",
+        "cannot assign to field 'gt'",
+        "<string>",
+    ]
