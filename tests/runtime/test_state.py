@@ -92,6 +92,59 @@ def test_a_record_through_json_restores_the_same_instance(
     assert restored == original
 
 
+@given(
+    state=st.sampled_from(State),
+    pid=st.none() | small,
+    numbers=st.tuples(
+        small, small, st.none() | st.integers(0, 255), st.none() | st.integers(1, 64)
+    ),
+    restart_times=st.lists(st.floats(), max_size=3),
+    spawned_at=st.none() | st.floats(),
+    texts=st.tuples(st.text(max_size=20), st.text(max_size=20)),
+    flags=st.lists(st.booleans(), min_size=9, max_size=9),
+    start_time=st.none() | small,
+    pipes=st.lists(st.tuples(st.sampled_from(["out", "err", 'é"\n']), small), max_size=2),
+    stop_signal=st.none() | st.integers(1, 64),
+    timer=st.none()
+    | st.tuples(st.floats(), st.sampled_from(["backoff", "start"]), st.none() | small),
+)
+def test_a_record_as_json_is_what_json_makes_of_its_data(
+    state: State,
+    pid: int | None,
+    numbers: tuple[int, int, int | None, int | None],
+    restart_times: list[float],
+    spawned_at: float | None,
+    texts: tuple[str, str],
+    flags: list[bool],
+    start_time: int | None,
+    pipes: list[tuple[str, int]],
+    stop_signal: int | None,
+    timer: tuple[float, str, int | None] | None,
+) -> None:
+    """state.json writes records with to_json; readers (and other releases) read
+    what json.dumps makes of to_data."""
+    record = InstanceRecord(state, pid, flags[0], *numbers[:2], restart_times, spawned_at)
+    record.exit_code, record.exit_signal = numbers[2:]
+    record.exit_said, record.message = texts
+    (
+        record.start_passed,
+        record.restart_after_stop,
+        record.automatic_restart,
+        record.limited_restart,
+        record.killed,
+        record.foreign,
+        record.journalled,
+        record.found_by_environment,
+    ) = flags[1:]
+    record.start_time, record.pipes, record.stop_signal, record.timer = (
+        start_time,
+        pipes,
+        stop_signal,
+        timer,
+    )
+    assert record.to_json() == json.dumps(record.to_data())
+
+
 def test_a_record_from_another_version_keeps_defaults_for_what_it_lacks() -> None:
     restored = Instance("web.0", Policy())
     record = {"state": "no-such-state", "pid": 12, "future_field": 1}

@@ -312,11 +312,6 @@ class StateWriter:
             self._failing = False
 
     def _encode(self, name: str, instance: Any) -> str:
-        # What json.dumps does with both, without its two calls in front of each:
-        # thousands of records are encoded after a start wave.
-        return (
-            encode_basestring_ascii(name) + ":" + _ENCODER.encode(self._record(instance).to_data())
-        )
-
-
-_ENCODER = json.JSONEncoder()
+        # What json.dumps does with the name, without its two calls in front: thousands
+        # of records are encoded after a start wave.
+        return encode_basestring_ascii(name) + ":" + self._record(instance).to_json()
