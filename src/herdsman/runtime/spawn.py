@@ -50,6 +50,11 @@ CLONE_FS, CLONE_FILES = 0x200, 0x400  # for unshare(2)
 # and taking it back costs more than they do, and the loop may hold it by then).
 _libc = ctypes.CDLL(None, use_errno=True)
 _plibc = ctypes.PyDLL(None, use_errno=True)
+# The calls of every spawn, looked up once: a CDLL's attribute goes through its
+# __getattr__ hook at each use (a tenth of the spawning thread's instructions).
+_posix_spawn = _libc.posix_spawn
+_recvmsg, _send, _close = _plibc.recvmsg, _plibc.send, _plibc.close
+_chdir, _fchdir = _plibc.chdir, _plibc.fchdir
 POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, POSIX_SPAWN_SETSID = 0x04, 0x08, 0x80
 # glibc's posix_spawnattr_t takes 336 bytes, posix_spawn_file_actions_t 80 and
 # sigset_t 128 (x86-64 and arm64): room to spare, they are opaque to us.
@@ -346,7 +351,7 @@ class _Mailbox:
         are here (yet)."""
         header = self._header
         header.controllen = _RIGHTS.size  # the kernel says how much it wrote
-        got = _plibc.recvmsg(self.fd, self._at, _RECEIVE)
+        got = _recvmsg(self.fd, self._at, _RECEIVE)
         if got <= 0:
             code = ctypes.get_errno() if got < 0 else errno.EPIPE
             return None if code == errno.EAGAIN else OSError(code, os.strerror(code))
@@ -359,13 +364,13 @@ class _Mailbox:
             if length == _RIGHTS.size:
                 return out, err
             if length > _CMSG_HEADER:
-                _plibc.close(out)  # only the first came
+                _close(out)  # only the first came
         # This table had no room for them (the kernel drops what it cannot install).
         return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     def tell(self) -> None:
         """Say to the loop that outcomes wait (nothing if its end is closed)."""
-        _plibc.send(self.fd, self._byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+        _send(self.fd, self._byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
 
 
 class LeanSpawner:
@@ -526,8 +531,8 @@ class LeanSpawner:
                     except BaseException as error:
                         result = error
                     finally:
-                        _plibc.close(out)
-                        _plibc.close(err)
+                        _close(out)
+                        _close(err)
                 # The outcome first: the loop, let go by the gate, takes it in at once.
                 self.results.put(result)
                 if gate.locked():  # the loop waits for it (see submit)
@@ -597,6 +602,7 @@ class Launcher:
         # again takes 0.1 ms.
         self._attributes = type(attributes).from_buffer_copy(attributes)
         self._pid = ctypes.c_int()  # where posix_spawn writes the pid (one spawn at a time)
+        self._at = ctypes.byref(self._pid)
         # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
         # last spawn (see _file_actions).
         self._actions: tuple[tuple[int, int], ctypes.Array[ctypes.c_char]] | None = None
@@ -612,18 +618,17 @@ class Launcher:
         executable = self._executable(program, request.path)
         if executable is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        if _plibc.chdir(request.cwd) != 0:
+        if _chdir(request.cwd) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), str(inst.cwd))
         old_umask = os.umask(inst.umask) if inst.umask is not None else None
         try:
             actions = self._file_actions(out, err)
-            pid = self._pid
             # The child is made within the call: its start time is known without
             # reading /proc (see start_time_between), which state.json needs.
             before = boot_clock()
-            code = _libc.posix_spawn(
-                ctypes.byref(pid),
+            code = _posix_spawn(
+                self._at,
                 executable,
                 actions,
                 self._attributes,
@@ -634,9 +639,9 @@ class Launcher:
             if code != 0:
                 self._resolved.pop((program, request.path), None)  # moved or removed since
                 raise OSError(code, os.strerror(code), os.fsdecode(executable))
-            return pid.value, start_time_between(before, after)
+            return self._pid.value, start_time_between(before, after)
         finally:
-            _plibc.fchdir(self._home)
+            _fchdir(self._home)
             if old_umask is not None:
                 os.umask(old_umask)
 
