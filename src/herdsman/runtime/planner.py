@@ -120,11 +120,14 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
     more of them than it files, or validators built later (defer_build), fail
     tests/config/test_helper_imports.py.
 
-    typing compiles the text of every annotation written as text (a ForwardRef),
-    each one anew: pydantic-core's TypedDicts have it compile 763 texts, of which
-    227 differ (24M instructions). A code object is immutable, so while the
-    validator is imported, one per text serves every ForwardRef of it: typing's
-    own `compile` (ForwardRef finds it in typing's globals before the builtin).
+    typing compiles the text of every annotation written as text (a ForwardRef)
+    as it makes one: pydantic-core's TypedDicts make 763, of 227 texts (24M
+    instructions; 15M with each text compiled once). Only eval reads the code
+    (typing's and typing_extensions' evaluation), and it takes the text as well,
+    compiled as it is evaluated (a text that is no expression fails then, not as
+    its ForwardRef is made); the validator evaluates none of them. So while it
+    is imported, typing's own `compile` (ForwardRef finds it in typing's globals
+    before the builtin) leaves each text as it is.
 
     And the methods dataclasses makes for the classes of pydantic and
     annotated_types (210, each compiled from source text: 92M instructions, a
@@ -141,15 +144,11 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
             for cls in classes:
                 setattr(module, cls, type(cls, (Exception,) if cls.endswith("Error") else (), {}))
             stand_ins[name] = sys.modules[name] = module
-    compiled: dict[tuple[str, str, str], types.CodeType] = {}
 
-    def compile_once(source: str, filename: str, mode: str) -> types.CodeType:
-        code = compiled.get((source, filename, mode))
-        if code is None:
-            code = compiled[source, filename, mode] = compile(source, filename, mode)
-        return code
+    def as_text(source: str, _filename: str, _mode: str) -> str:
+        return source
 
-    setattr(typing, "compile", compile_once)  # noqa: B010 (typing has no such name for mypy)
+    setattr(typing, "compile", as_text)  # noqa: B010 (typing has no such name for mypy)
     # Python 3.13 makes them otherwise (all of a class's at once): left as it is.
     create_fn = getattr(dataclasses, "_create_fn", None)
     if create_fn is not None:
