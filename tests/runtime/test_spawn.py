@@ -6,8 +6,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import select
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -68,10 +71,17 @@ def test_spawns_from_a_table_that_holds_none_of_the_daemons_fds(tmp: Path) -> No
     held = [fd for _ in range(300) for fd in os.pipe2(os.O_CLOEXEC)]
     try:
         with spawner() as sp:
-            assert sp.lean is not None, sp
-            tid = sp.lean.native_id
+            assert len(sp.leans) == spawn.THREADS, sp
+            sockets = set()
+            for lean in sp.leans:
+                table = f"/proc/self/task/{lean.native_id}/fd"
+                in_table = os.listdir(table)
+                assert len(in_table) == 6, in_table  # 0-2, /dev/null, the cwd, its socket
+                sockets |= {os.readlink(f"{table}/{fd}") for fd in in_table} - {os.devnull}
+            # Each its own end of its own pair (and the daemon's cwd).
+            assert len(sockets) == len(sp.leans) + 1, sockets
+            tid = sp.leans[0].native_id
             in_thread = os.listdir(f"/proc/self/task/{tid}/fd")
-            assert len(in_thread) == 6, in_thread  # 0-2, /dev/null, the cwd, its socket
             with child(sp, plan(tmp, "sh", "-c", "echo out; echo err >&2")) as (_, out, err):
                 assert read_all(out) == b"out\n"
                 assert read_all(err) == b"err\n"
@@ -115,16 +125,17 @@ def test_the_daemons_cwd_and_umask_stay_as_they_were(tmp: Path) -> None:
 
 def test_a_spawn_error_is_raised_in_the_caller_and_leaks_no_fd(tmp: Path) -> None:
     with spawner() as sp:
-        assert sp.lean is not None
+        assert sp.leans
+        table = f"/proc/self/task/{sp.leans[0].native_id}/fd"
         mine = len(os.listdir("/proc/self/fd"))
-        theirs = len(os.listdir(f"/proc/self/task/{sp.lean.native_id}/fd"))
+        theirs = len(os.listdir(table))
         with pytest.raises(SpawnError, match="does not exist"):
             sp.spawn(plan(tmp, str(tmp / "missing")), {})
         with pytest.raises(SpawnError, match="working directory"):
             sp.spawn(plan(tmp / "nowhere", "true"), {})
         assert len(os.listdir("/proc/self/fd")) == mine
         # The thread may hold the next spawn's two write ends, sent ahead.
-        assert len(os.listdir(f"/proc/self/task/{sp.lean.native_id}/fd")) in (theirs, theirs + 2)
+        assert len(os.listdir(table)) in (theirs, theirs + 2)
 
 
 def test_without_unshare_it_spawns_from_the_loop_thread(
@@ -133,18 +144,59 @@ def test_without_unshare_it_spawns_from_the_loop_thread(
     # CLONE_THREAD: refused in a process with threads, as a seccomp filter would refuse.
     monkeypatch.setattr(spawn, "CLONE_FILES", 0x10000)
     with spawner() as sp:
-        assert sp.lean is None
+        assert not sp.leans
         with child(sp, plan(tmp, "sh", "-c", "echo fine")) as (_pid, out, _err):
             assert read_all(out) == b"fine\n"
 
 
-def test_closing_ends_the_thread() -> None:
+def test_closing_ends_every_thread() -> None:
     sp = Spawner()
-    assert sp.lean is not None
-    tid = sp.lean.native_id
+    assert sp.leans
+    tids = [lean.native_id for lean in sp.leans]
     sp.close()
-    # The OS thread goes a moment after Python's join returns.
-    wait_for(lambda: not Path(f"/proc/self/task/{tid}").exists(), 5.0)
+    # The OS threads go a moment after Python's join returns.
+    wait_for(lambda: not any(Path(f"/proc/self/task/{tid}").exists() for tid in tids), 5.0)
+
+
+def test_a_spawn_goes_out_on_a_free_thread_but_lands_in_the_order_started(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two threads, a spawn that takes its time on one does not hold the next
+    back (a restart beside a wave): it goes out at once on the other. Its outcome
+    comes after the first's all the same, in the order they were started (the
+    supervisor counts a wave's spawns landed by that order)."""
+    monkeypatch.setattr(spawn, "THREADS", 2)
+    release = threading.Event()
+    original = spawn.Launcher.spawn
+
+    def held(self: spawn.Launcher, request: spawn.Request, out: int, err: int) -> spawn.Started:
+        started = original(self, request, out, err)
+        if request.inst.name == "slow":
+            release.wait(30.0)
+        return started
+
+    monkeypatch.setattr(spawn.Launcher, "spawn", held)
+    outcomes = []
+    try:
+        with spawner() as sp:
+            if len(sp.leans) < 2:
+                pytest.skip("no spawning thread here (unshare refused)")
+            sp.start("slow", replace(plan(tmp, "true"), name="slow"), {})
+            sp.start("quick", plan(tmp, "true"), {}, alone=True)
+            quick = sp.leans[1]
+            wait_for(lambda: not quick.results.empty(), 10.0)  # spawned, while slow is held
+            assert sp.finished() == []  # not before slow's
+            release.set()
+            outcomes = sp.finished(keep=0)
+    finally:
+        release.set()
+        for _key, outcome in outcomes:
+            assert not isinstance(outcome, SpawnError)
+            pid, out, err, _started = outcome
+            os.waitpid(pid, 0)
+            os.close(out)
+            os.close(err)
+    assert [key for key, _ in outcomes] == ["slow", "quick"]
 
 
 def test_own_variables_replace_the_daemons_once_and_the_rest_is_kept(tmp: Path) -> None:
@@ -180,7 +232,7 @@ def test_each_child_writes_to_its_own_pipes_however_the_fds_are_numbered(
     if not lean:
         monkeypatch.setattr(spawn, "CLONE_FILES", 0x10000)  # as test_without_unshare_...
     with spawner() as sp, contextlib.ExitStack() as children:
-        assert (sp.lean is not None) is lean
+        assert bool(sp.leans) is lean
         ends = []
         for i in range(4):
             inst = plan(tmp, "sh", "-c", f"echo out {i}; echo err {i} >&2")
@@ -196,12 +248,13 @@ def test_the_next_spawns_pipes_wait_ready_and_go_with_the_spawner(tmp: Path) -> 
     before = set(os.listdir("/proc/self/fd"))
     with spawner() as sp:
         held = set(os.listdir("/proc/self/fd")) - before
-        # /dev/null, the daemon's cwd, the socket to the thread, and the read ends
-        # of the next spawn's pipes (their write ends went ahead to the thread).
-        assert len(held) == 5
+        # /dev/null, the daemon's cwd and, per thread, the socket to it and the read
+        # ends of its next spawn's pipes (their write ends went ahead to it).
+        assert len(held) == 2 + 3 * len(sp.leans)
         with child(sp, plan(tmp, "sh", "-c", "echo fine")) as (_pid, out, err):
             assert {str(out), str(err)} <= held  # the pipes made ahead
-            assert len(set(os.listdir("/proc/self/fd")) - before) == 7  # and the next ones
+            # And the next ones.
+            assert len(set(os.listdir("/proc/self/fd")) - before) == len(held) + 2
             assert read_all(out) == b"fine\n"
     assert set(os.listdir("/proc/self/fd")) == before
 
@@ -234,7 +287,7 @@ def test_a_restart_holds_the_loop_until_its_child_is_spawned(
     busy machine, on the child's CPU)."""
     monkeypatch.setattr(spawn, "GATE_TIMEOUT", 30.0)  # no machine is that slow
     with spawner() as sp:
-        if sp.lean is None:
+        if not sp.leans:
             pytest.skip("no spawning thread here (unshare refused)")
         sp.start("k", plan(tmp, "sh", "-c", "exit 0"), {}, alone=True)
         ((key, outcome),) = sp.finished()  # without waiting
@@ -293,13 +346,13 @@ def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
 
     def fail_once(*args: object, **kwargs: object) -> int:
         calls.append(args)
-        if len(calls) <= 2:  # ahead, then with the request
+        if len(calls) <= spawn.THREADS + 1:  # ahead (to each thread), then with the request
             raise OSError(errno.ETOOMANYREFS, os.strerror(errno.ETOOMANYREFS))
         return send_fds(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(spawn.socket, "send_fds", fail_once)
     with spawner() as sp:
-        assert sp.lean is not None
+        assert sp.leans
         sp.start("first", plan(tmp, "sh", "-c", "echo first"), {})
         sp.start("second", plan(tmp, "sh", "-c", "echo second"), {})
         outcomes = dict(sp.finished(keep=0))
@@ -347,3 +400,35 @@ def read_within(fd: int, seconds: float) -> bytes:
                 return b"".join(chunks)
             chunks.append(chunk)
     raise AssertionError(f"no end of the pipe within {seconds}s, after {b''.join(chunks)!r}")
+
+
+def test_fds_the_thread_has_no_room_for_are_told_not_taken_for_the_last_ones() -> None:
+    """A message whose fds the receiving table has no room for comes without them
+    (the kernel installs none): the mailbox says so, and never gives the fds of the
+    message before, whose numbers the buffer still holds (closed by then, or
+    another spawn's)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mailbox = spawn._Mailbox(theirs.fileno())
+    r, w = os.pipe2(os.O_CLOEXEC)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        socket.send_fds(ours, [b"s"], [r, w])
+        first = mailbox.fds()
+        assert isinstance(first, tuple)
+        for fd in first:
+            os.close(fd)
+        lowest = os.dup(0)  # the lowest free number: no fd can be installed from it on
+        os.close(lowest)
+        socket.send_fds(ours, [b"s"], [r, w])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            second = mailbox.fds()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert isinstance(second, OSError), second
+        assert second.errno == errno.EMFILE
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        ours.close()
+        theirs.close()

@@ -13,7 +13,7 @@ import pytest
 
 from herdsman.core.lifecycle import Spawned
 from herdsman.core.states import State
-from herdsman.runtime.spawn import IN_FLIGHT, Spawner, Started
+from herdsman.runtime.spawn import IN_FLIGHT, Launcher, Request, Started
 from herdsman.runtime.supervisor import Supervisor
 from tests.conftest import alive
 from tests.runtime.harness import supervised, until
@@ -120,14 +120,14 @@ def test_an_exit_before_its_spawn_lands_waits_for_it_without_holding_the_loop(
     # exited. Its exit is collected (SIGCHLD) before its pid is known: the loop goes
     # on meanwhile, and the exit reaches the instance once the spawn lands (before,
     # the reaper waited on the thread, and nothing else ran on the loop).
-    original = Spawner._posix_spawn
+    original = Launcher.spawn
 
-    def slow(self: Spawner[object], request: object, out: int, err: int) -> Started:
-        started = original(self, request, out, err)  # type: ignore[arg-type]
+    def slow(self: Launcher, request: Request, out: int, err: int) -> Started:
+        started = original(self, request, out, err)
         time.sleep(0.5)
         return started
 
-    monkeypatch.setattr(Spawner, "_posix_spawn", slow)
+    monkeypatch.setattr(Launcher, "spawn", slow)
 
     async def body() -> None:
         async with supervised(

@@ -2,16 +2,16 @@
 
 Each child gets its own session (so its own process group), stdin from
 /dev/null and stdout/stderr on pipes the daemon reads. The fast path is glibc's
-`posix_spawn` (vfork + exec, errors reported synchronously), run by one spawning
-thread that has a file descriptor table, cwd and umask of its own (see
-`LeanSpawner`): it enters the instance's cwd and umask just around the call and
-returns to its own right after. The loop thread does not wait for it: `start()`
-hands a spawn over and returns, and the outcomes come back in order from
-`finished()`, so the loop prepares the next spawn (pipes, environment) while the
-thread runs the last one. Switching user or group needs setuid in the child,
-which posix_spawn cannot do, so those instances go through subprocess.Popen
-(still no preexec_fn), in the loop thread. A spawn that cannot happen is a
-`SpawnError`, one sentence.
+`posix_spawn` (vfork + exec, errors reported synchronously), run by spawning
+threads (THREADS) that each have a file descriptor table, cwd and umask of their
+own (see `LeanSpawner`): a thread enters the instance's cwd and umask just around
+the call and returns to its own right after. The loop thread does not wait for
+them: `start()` hands a spawn over and returns, and the outcomes come back in the
+order started from `finished()`, so the loop prepares the next spawn (pipes,
+environment) while the threads run the last ones. Switching user or group needs
+setuid in the child, which posix_spawn cannot do, so those instances go through
+subprocess.Popen (still no preexec_fn), in the loop thread. A spawn that cannot
+happen is a `SpawnError`, one sentence.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import ctypes
 import errno
 import fcntl
 import grp
+import operator
 import os
 import pwd
 import queue
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -61,6 +62,13 @@ SWITCH_INTERVAL = 0.0002
 IN_FLIGHT = 16
 # How long the loop waits at most for the idle spawning thread to spawn a restart.
 GATE_TIMEOUT = 0.002
+# Spawning threads, one per core and two at most. A thread waits in posix_spawn
+# while its vforked child runs up to its exec, then for the GIL: with two, one
+# spawns while the other waits. Measured on two cores, interleaved with one thread:
+# a wave of 2,000 out in 0.92-1.02 s instead of 1.15-1.26 on a quiet machine, and
+# in half the time or less on a busy one (another session's load), where a lone
+# thread waited for a CPU at every spawn; a lone restart is as quick.
+THREADS = min(2, os.cpu_count() or 1)
 
 
 class SpawnError(Exception):
@@ -287,7 +295,6 @@ class Command:
 # A process spawned: its pid, and its start time (clock ticks since boot, as /proc
 # has it) when the spawn could tell it (see procfs.start_time_between).
 Started = tuple[int, int | None]
-SpawnCall = Callable[[Request, int, int], Started]
 
 
 class _IOVec(ctypes.Structure):
@@ -311,6 +318,9 @@ class _MsgHdr(ctypes.Structure):
 _RIGHTS = struct.Struct("@Nii2i")
 _CMSG_HEADER = struct.calcsize("@Nii")
 MSG_DONTWAIT, MSG_NOSIGNAL = 0x40, 0x4000
+# A plain int: socket.MSG_CMSG_CLOEXEC is an IntFlag, and `|` on it makes a new enum
+# member through Python code (0.7 us, twice per spawn, on the spawning thread).
+_RECEIVE = MSG_DONTWAIT | int(socket.MSG_CMSG_CLOEXEC)
 
 
 class _Mailbox:
@@ -329,17 +339,22 @@ class _Mailbox:
         self._header = _MsgHdr(
             None, 0, ctypes.pointer(self._iov), 1, ctypes.cast(self._control, ctypes.c_void_p)
         )
+        self._at = ctypes.byref(self._header)
 
     def fds(self) -> tuple[int, int] | OSError | None:
         """The next two fds sent, or why they could not be taken; None when none
         are here (yet)."""
         header = self._header
-        header.controllen, header.flags = _RIGHTS.size, 0
-        got = _plibc.recvmsg(self.fd, ctypes.byref(header), MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+        header.controllen = _RIGHTS.size  # the kernel says how much it wrote
+        got = _plibc.recvmsg(self.fd, self._at, _RECEIVE)
         if got <= 0:
             code = ctypes.get_errno() if got < 0 else errno.EPIPE
             return None if code == errno.EAGAIN else OSError(code, os.strerror(code))
-        length, level, kind, out, err = _RIGHTS.unpack(self._control.raw)
+        # No control message at all (not one fd installed) leaves the last one's
+        # bytes in the buffer: those fds are closed, or another's by now.
+        if header.controllen == 0:
+            return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        length, level, kind, out, err = _RIGHTS.unpack_from(self._control)
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
             if length == _RIGHTS.size:
                 return out, err
@@ -379,8 +394,10 @@ class LeanSpawner:
     child an empty signal mask.
     """
 
-    def __init__(self, spawn: SpawnCall, keep: tuple[int, ...]) -> None:
-        self._spawn = spawn
+    def __init__(self, launcher: Launcher, keep: tuple[int, ...]) -> None:
+        self._launcher = launcher  # this thread's alone
+        self._spawn = launcher.spawn
+        self.flying = 0  # requests submitted whose outcome the loop has not taken
         self._keep = keep  # fds of the daemon's table the spawns use: /dev/null, its cwd
         self._told = False  # the loop was told of outcomes it has not looked at yet
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None: stop
@@ -392,8 +409,12 @@ class LeanSpawner:
         self.error: str | None = None  # why the thread could not take its own table
         self._thread = threading.Thread(target=self._run, name="herdsman-spawn", daemon=True)
         self._thread.start()
+
+    def started(self) -> bool:
+        """Wait until the thread has its own table (False: it could not, and is gone)."""
         self._ready.wait()
         os.close(self._theirs)  # the thread has its own copy now (or failed, and is gone)
+        return self.error is None
 
     @property
     def native_id(self) -> int | None:
@@ -429,6 +450,7 @@ class LeanSpawner:
         gate = self._gate
         gated = wait and gate.acquire(blocking=False)
         self._requests.put(request)
+        self.flying += 1
         # Python hands its GIL to a thread that waits for it only when the holder
         # blocks, or after the switch interval: the loop, which goes on with Python
         # (the exit's bookkeeping), held a respawn up that long (0.1 to 0.3 ms).
@@ -442,6 +464,7 @@ class LeanSpawner:
 
     def result(self) -> Started | BaseException:
         """The next outcome, waiting for it."""
+        self.flying -= 1
         while True:
             try:
                 return self.results.get(timeout=1.0)
@@ -449,10 +472,18 @@ class LeanSpawner:
                 if not self._thread.is_alive():
                     return SpawnError("the spawning thread of herdsman is gone")
 
+    def take(self) -> Started | BaseException | None:
+        """The next outcome if it is in."""
+        if self.results.empty():  # asked once per spawn of a wave: no exception
+            return None
+        self.flying -= 1
+        return self.results.get_nowait()  # the loop thread is its only reader
+
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(5.0)
         self._ours.close()
+        self._launcher.close()
 
     def _run(self) -> None:
         # Signals go to the loop thread: the wake-up fd their handler writes is a
@@ -537,10 +568,108 @@ def _pipe() -> tuple[int, int]:
         raise SpawnError(f"cannot create output pipes: {err.strerror}", retry=True) from None
 
 
+_in_flight = operator.attrgetter("flying")
 K = TypeVar("K")
 # (pid, stdout read fd, stderr read fd, its start time if known: see Started), or
 # why the spawn failed.
 Outcome = tuple[int, int, int, int | None] | SpawnError
+
+
+class Launcher:
+    """One thread's posix_spawn. What glibc is handed or writes (the attributes, the
+    file actions, the pid) is this launcher's own, so spawning threads share no
+    buffer; where programs are found (`resolved`, a dict: each get, set or pop is
+    one step under the GIL) and the fds of /dev/null and the daemon's cwd (the
+    same numbers in every thread's table) they share."""
+
+    def __init__(
+        self,
+        devnull: int,
+        home: int,
+        resolved: dict[tuple[str, str | None], bytes],
+        attributes: ctypes.Array[ctypes.c_char],
+    ):
+        self._devnull, self._home = devnull, home
+        # (program, PATH) -> its path, encoded: a PATH search in the vforked child
+        # costs a failed exec per directory, about a third of a spawn.
+        self._resolved = resolved
+        # A copy (plain data: flags and signal sets), made in 1 us where making them
+        # again takes 0.1 ms.
+        self._attributes = type(attributes).from_buffer_copy(attributes)
+        self._pid = ctypes.c_int()  # where posix_spawn writes the pid (one spawn at a time)
+        # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
+        # last spawn (see _file_actions).
+        self._actions: tuple[tuple[int, int], ctypes.Array[ctypes.c_char]] | None = None
+
+    def close(self) -> None:
+        if self._actions is not None:
+            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
+            self._actions = None
+
+    def spawn(self, request: Request, out: int, err: int) -> Started:
+        inst = request.inst
+        program = inst.argv[0]
+        executable = self._executable(program, request.path)
+        if executable is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if _plibc.chdir(request.cwd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(inst.cwd))
+        old_umask = os.umask(inst.umask) if inst.umask is not None else None
+        try:
+            actions = self._file_actions(out, err)
+            pid = self._pid
+            # The child is made within the call: its start time is known without
+            # reading /proc (see start_time_between), which state.json needs.
+            before = boot_clock()
+            code = _libc.posix_spawn(
+                ctypes.byref(pid),
+                executable,
+                actions,
+                self._attributes,
+                request.argv,
+                request.envp,
+            )
+            after = boot_clock()
+            if code != 0:
+                self._resolved.pop((program, request.path), None)  # moved or removed since
+                raise OSError(code, os.strerror(code), os.fsdecode(executable))
+            return pid.value, start_time_between(before, after)
+        finally:
+            _plibc.fchdir(self._home)
+            if old_umask is not None:
+                os.umask(old_umask)
+
+    def _executable(self, program: str, search_path: str | None) -> bytes | None:
+        key = (program, search_path)
+        found = self._resolved.get(key)
+        if found is None:
+            path = program if "/" in program else which(program, search_path or os.defpath)
+            if path is None:
+                return None
+            found = self._resolved[key] = os.fsencode(path)
+        return found
+
+    def _file_actions(self, out: int, err: int) -> ctypes.Array[ctypes.c_char]:
+        """/dev/null, `out` and `err` as the child's fds 0, 1 and 2. Made again only
+        when the pipes come under other numbers: in the spawning thread's own table
+        they come under the same two every time (the lowest free ones), and making
+        them took a tenth of a spawn (six calls through ctypes)."""
+        if self._actions is not None:
+            if self._actions[0] == (out, err):
+                return self._actions[1]
+            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
+            self._actions = None
+        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        _check(_plibc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
+        try:
+            for fd, target in ((self._devnull, 0), (out, 1), (err, 2)):
+                _check(_plibc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+        except OSError:
+            _plibc.posix_spawn_file_actions_destroy(actions)
+            raise
+        self._actions = ((out, err), actions)
+        return actions
 
 
 class Spawner(Generic[K]):
@@ -548,38 +677,43 @@ class Spawner(Generic[K]):
 
     Every child gets `environ`, with its own variables over it. `start(key, inst,
     own)` begins a spawn; `finished()` gives the outcomes of the spawns that
-    ended, each with its key. When `lean` is not None, its fd becomes readable
-    when outcomes are waiting (see LeanSpawner).
+    ended, each with its key, in the order they were started. The spawning
+    threads (`leans`, THREADS of them, none where unshare is refused) each make
+    their fd readable when outcomes are waiting (see LeanSpawner): the caller
+    watches `wake_fds()` and calls `woken()`.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environment = Environment(environ or {})
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._attributes = _attributes()
-        # (program, PATH) -> its path, encoded: a PATH search in the vforked child
-        # costs a failed exec per directory, about a third of a spawn.
-        self._resolved: dict[tuple[str, str | None], bytes] = {}
-        self._pid = ctypes.c_int()  # where posix_spawn writes the pid (one spawn at a time)
-        # Spawns handed to the thread, in order: (key, what, stdout and stderr read
-        # ends); None as key is `spawn()`'s own.
-        self._flying: deque[tuple[K | None, InstancePlan, int, int]] = deque()
+        resolved: dict[tuple[str, str | None], bytes] = {}
+        attributes = _attributes()
+        # Spawns handed to a thread, in the order they were started: (key, what,
+        # stdout and stderr read ends, the thread); None as key is `spawn()`'s own.
+        self._flying: deque[tuple[K | None, InstancePlan, int, int, LeanSpawner]] = deque()
         self._done: list[tuple[K, Outcome]] = []
         self._own: Outcome | None = None
-        # The next spawn's pipes; their write ends -1 once sent to the thread ahead.
-        self._spare: tuple[int, int, int, int] | None = None
+        # The next spawn's pipes, per thread (None: the loop thread's own, when no
+        # thread spawns); their write ends -1 once sent to that thread ahead.
+        self._spares: dict[LeanSpawner | None, tuple[int, int, int, int]] = {}
         self._command: Command | None = None  # the last spawn's
-        # What the child's fds 0, 1 and 2 become, for the fds the pipes had in the
-        # last spawn (see _file_actions).
-        self._actions: tuple[tuple[int, int], ctypes.Array[ctypes.c_char]] | None = None
-        self.lean: LeanSpawner | None = LeanSpawner(self._posix_spawn, (self._devnull, self._home))
-        if self.lean.error is not None:
-            # unshare refused (a seccomp filter): spawn from the loop thread, whose
-            # fd table every child copies.
-            self.lean = None
-        else:
+        keep = (self._devnull, self._home)
+        # Started together, each setting up its table while the others do.
+        leans = [
+            LeanSpawner(Launcher(self._devnull, self._home, resolved, attributes), keep)
+            for _ in range(THREADS)
+        ]
+        # None where unshare is refused (a seccomp filter): the loop thread spawns,
+        # and every child copies its fd table.
+        self.leans = [lean for lean in leans if lean.started()]
+        # The loop thread's, for the spawns no thread takes.
+        self._launcher = Launcher(self._devnull, self._home, resolved, attributes)
+        if self.leans:
             sys.setswitchinterval(SWITCH_INTERVAL)
-        self._make_spare()
+        slots: list[LeanSpawner | None] = [*self.leans] or [None]
+        for slot in slots:
+            self._make_spare(slot)
 
     @property
     def pending(self) -> int:
@@ -587,18 +721,27 @@ class Spawner(Generic[K]):
         and waiting: `spawn()` takes in every outcome before its own)."""
         return len(self._flying) + len(self._done)
 
+    def wake_fds(self) -> list[int]:
+        """Readable when outcomes are waiting (see `woken`)."""
+        return [lean.fileno() for lean in self.leans]
+
+    def woken(self) -> None:
+        """The caller is about to take outcomes in (`finished`): what comes after
+        is told anew."""
+        for lean in self.leans:
+            lean.woken()
+
     def close(self) -> None:
-        if self.lean is not None:
-            self.lean.close()
+        for lean in self.leans:
+            lean.close()
         os.close(self._devnull)
         os.close(self._home)
-        for fd in self._spare or ():
-            if fd >= 0:
-                os.close(fd)
-        self._spare = None
-        if self._actions is not None:
-            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
-            self._actions = None
+        for spare in self._spares.values():
+            for fd in spare:
+                if fd >= 0:
+                    os.close(fd)
+        self._spares.clear()
+        self._launcher.close()
 
     def start(
         self, key: K, inst: InstancePlan, own: Mapping[str, str], *, alone: bool = False
@@ -641,36 +784,36 @@ class Spawner(Generic[K]):
             except ValueError as error:  # a string no file name can hold
                 self._land(key, self._outcome(error, inst, -1, -1))
                 return
-        spare = self._spare
-        # A spare whose write ends went ahead to the thread serves its next request.
-        if spare is not None and (request is not None or spare[1] >= 0):
-            self._spare = None
-        else:
-            spare = _pipes()
-        out_r, out_w, err_r, err_w = spare
+        # The thread with the fewest spawns in flight (an idle one for a restart).
+        lean = min(self.leans, key=_in_flight) if request is not None and self.leans else None
+        # Spare pipes are made for a thread (their write ends sent ahead to it), or
+        # for the loop thread when no thread spawns; Popen's go nowhere else.
+        spares = lean is not None or not self.leans
+        spare = self._spares.pop(lean, None) if spares else None
+        out_r, out_w, err_r, err_w = spare or _pipes()
         try:
             if request is None:
                 result: Started | BaseException = self._popen(
                     inst, {**self._environment.base, **own}, out_w, err_w
                 )
-            elif self.lean is not None:
+            elif lean is not None:
                 fds = (out_w, err_w) if out_w >= 0 else None
-                self.lean.submit(request, fds, wait=alone and not self._flying)
-                self._flying.append((key, inst, out_r, err_r))
+                lean.submit(request, fds, wait=alone and not self._flying)
+                self._flying.append((key, inst, out_r, err_r, lean))
                 return
             else:
-                result = self._posix_spawn(request, out_w, err_w)
+                result = self._launcher.spawn(request, out_w, err_w)
         except (OSError, ValueError) as error:  # ValueError: a string no file name can hold
             result = error
         finally:
             for fd in (out_w, err_w):
                 if fd >= 0:
                     os.close(fd)
-            if self._spare is None:
-                self._make_spare()
+            if spares:
+                self._make_spare(lean)
         self._land(key, self._outcome(result, inst, out_r, err_r))
 
-    def _make_spare(self) -> None:
+    def _make_spare(self, lean: LeanSpawner | None) -> None:
         """The next spawn's pipes, made while the thread spawns this one, their write
         ends sent to it at once: after an exit, its respawn is handed over without
         making any pipe or sending any fd (six system calls on the loop thread, and
@@ -680,29 +823,28 @@ class Spawner(Generic[K]):
             out_r, out_w, err_r, err_w = _pipes()
         except SpawnError:
             return  # the spawn that needs them makes them, or says why it cannot
-        if self.lean is not None:
+        if lean is not None:
             try:
-                self.lean.send(out_w, err_w)
+                lean.send(out_w, err_w)
             except OSError:
                 pass  # sent with the request that takes them, then
             else:
                 os.close(out_w)
                 os.close(err_w)
                 out_w = err_w = -1
-        self._spare = (out_r, out_w, err_r, err_w)
+        self._spares[lean] = (out_r, out_w, err_r, err_w)
 
     def _collect(self, keep: int | None) -> None:
-        lean = self.lean
-        while self._flying:
-            if lean is None:  # cannot be: only the thread's spawns fly
-                break
-            if keep is not None and len(self._flying) > keep:
+        flying = self._flying
+        while flying:
+            lean = flying[0][4]  # in order: the oldest spawn's outcome first
+            if keep is not None and len(flying) > keep:
                 result = lean.result()
-            elif lean.results.empty():  # not yet: asked once per spawn of a wave
+            elif (taken := lean.take()) is None:  # not yet
                 return
             else:
-                result = lean.results.get_nowait()  # the loop thread is its only reader
-            key, inst, out_r, err_r = self._flying.popleft()
+                result = taken
+            key, inst, out_r, err_r, _lean = flying.popleft()
             self._land(key, self._outcome(result, inst, out_r, err_r))
 
     def _land(self, key: K | None, outcome: Outcome) -> None:
@@ -728,71 +870,6 @@ class Spawner(Generic[K]):
         if isinstance(result, ValueError):
             return SpawnError(f"cannot start {inst.argv[0]}: {result}")
         raise result
-
-    def _executable(self, program: str, search_path: str | None) -> bytes | None:
-        key = (program, search_path)
-        found = self._resolved.get(key)
-        if found is None:
-            path = program if "/" in program else which(program, search_path or os.defpath)
-            if path is None:
-                return None
-            found = self._resolved[key] = os.fsencode(path)
-        return found
-
-    def _posix_spawn(self, request: Request, out: int, err: int) -> Started:
-        inst = request.inst
-        program = inst.argv[0]
-        executable = self._executable(program, request.path)
-        if executable is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        if _plibc.chdir(request.cwd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(inst.cwd))
-        old_umask = os.umask(inst.umask) if inst.umask is not None else None
-        try:
-            actions = self._file_actions(out, err)
-            pid = self._pid
-            # The child is made within the call: its start time is known without
-            # reading /proc (see start_time_between), which state.json needs.
-            before = boot_clock()
-            code = _libc.posix_spawn(
-                ctypes.byref(pid),
-                executable,
-                actions,
-                self._attributes,
-                request.argv,
-                request.envp,
-            )
-            after = boot_clock()
-            if code != 0:
-                self._resolved.pop((program, request.path), None)  # moved or removed since
-                raise OSError(code, os.strerror(code), os.fsdecode(executable))
-            return pid.value, start_time_between(before, after)
-        finally:
-            _plibc.fchdir(self._home)
-            if old_umask is not None:
-                os.umask(old_umask)
-
-    def _file_actions(self, out: int, err: int) -> ctypes.Array[ctypes.c_char]:
-        """/dev/null, `out` and `err` as the child's fds 0, 1 and 2. Made again only
-        when the pipes come under other numbers: in the spawning thread's own table
-        they come under the same two every time (the lowest free ones), and making
-        them took a tenth of a spawn (six calls through ctypes)."""
-        if self._actions is not None:
-            if self._actions[0] == (out, err):
-                return self._actions[1]
-            _plibc.posix_spawn_file_actions_destroy(self._actions[1])
-            self._actions = None
-        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
-        _check(_plibc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
-        try:
-            for fd, target in ((self._devnull, 0), (out, 1), (err, 2)):
-                _check(_plibc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
-        except OSError:
-            _plibc.posix_spawn_file_actions_destroy(actions)
-            raise
-        self._actions = ((out, err), actions)
-        return actions
 
     def _popen(self, inst: InstancePlan, env: Mapping[str, str], out: int, err: int) -> Started:
         before = boot_clock()

@@ -263,8 +263,8 @@ class Supervisor:
         self._release_readers = hold(self._loop)
         self.signals.open(self._loop)
         self._reaper.start(self.signals)
-        if self._spawner.lean is not None:
-            self._loop.add_reader(self._spawner.lean.fileno(), self._woken)
+        for fd in self._spawner.wake_fds():
+            self._loop.add_reader(fd, self._woken)
 
     def close(self) -> None:
         self.settle()
@@ -277,8 +277,8 @@ class Supervisor:
                 pump.close()
         self._reaper.close()
         self.signals.close()
-        if self._spawner.lean is not None:
-            self._loop.remove_reader(self._spawner.lean.fileno())
+        for fd in self._spawner.wake_fds():
+            self._loop.remove_reader(fd)
         self._spawner.close()
         if self._release_readers is not None:
             self._release_readers()
@@ -626,8 +626,7 @@ class Supervisor:
 
     def _woken(self) -> None:
         """The spawning thread says outcomes are waiting."""
-        assert self._spawner.lean is not None
-        self._spawner.lean.woken()
+        self._spawner.woken()
         self._landed()
         if not self._spawner.pending:
             self.escapes.spawns_landed()
