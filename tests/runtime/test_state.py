@@ -474,6 +474,8 @@ def test_the_journal_brings_spawns_since_the_last_write_into_the_document(tmp: P
         )
     )
     state.spawned("web", 41, [11, 12], 99.5)
+    assert not state.journal.exists()  # until flushed
+    state.flush()
     with open(state.journal, "a") as f:
         f.write("42 12")  # and a line torn by the crash
     document = state.read()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from herdsman.core.lifecycle import Spawned, Start, Stop
+from herdsman.core.lifecycle import Event, Spawned, Start, Stop
 from herdsman.core.states import State
+from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.status import StatusView
+from herdsman.runtime.supervisor import Managed
 from tests.conftest import alive
 from tests.runtime.harness import supervised
 
@@ -28,9 +30,14 @@ class Journal:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self._unwritten = 0
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
-        self.calls.append("spawned")
+        self._unwritten += 1
+
+    def flush(self) -> None:
+        self.calls.extend(["spawned"] * self._unwritten)  # written now
+        self._unwritten = 0
 
     def hold(self) -> None:
         self.calls.append("hold")
@@ -110,3 +117,36 @@ def test_a_stop_in_the_middle_of_a_wave_drops_what_is_queued(tmp: Path) -> None:
             assert all(m.state is State.STOPPED and not m.live for m in sup.instances.values())
 
     run(body())
+
+
+def test_each_spawn_is_in_the_journal_before_its_change_is_published(tmp: Path) -> None:
+    """Spawns are journalled in one write for those that land together, but never
+    after anyone is told of them: a subscriber that sees a process finds its line."""
+
+    async def body() -> None:
+        async with supervised(tmp, CONFIG, start=False) as (sup, _rec):
+            writer = StateWriter(
+                tmp / "state.json",
+                asyncio.get_running_loop(),
+                lambda: sup.instances,
+                sup.record,
+                dict,
+                lambda _error: None,
+            )
+            sup.journal = writer
+            missing: list[str] = []
+
+            def check(managed: Managed, old: State, new: State, event: Event) -> None:
+                if isinstance(event, Spawned):
+                    journal = writer.file.journal
+                    lines = journal.read_text().splitlines() if journal.exists() else []
+                    if str(event.pid) not in {line.split(" ", 1)[0] for line in lines}:
+                        missing.append(managed.name)
+
+            sup.changes.subscribe(check)
+            await asyncio.wait_for(sup.start_services(), 30)
+            assert sup.instances["many.999"].core.pid is not None
+            assert not missing, f"{len(missing)} published before their journal line"
+            writer.file.close()
+
+    asyncio.run(body())

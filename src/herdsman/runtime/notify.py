@@ -390,8 +390,9 @@ class Notifications:
     def changed(self, managed: Managed, old: State, new: State, event: Event) -> None:
         """A subscriber of the change feed: a STATUS= an instance sent is its
         process's, and goes with it."""
-        if managed.core.pid is None or isinstance(event, Spawned):
-            self.statuses.pop(managed.name, None)
+        core = managed.core
+        if core.pid is None or isinstance(event, Spawned):
+            self.statuses.pop(core.name, None)
 
     def close(self) -> None:
         if self._socket is not None:

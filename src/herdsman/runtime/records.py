@@ -162,7 +162,7 @@ class InstanceRecord:
         if pid is not None:
             start_time = self.start_time
             pipes = ", ".join(
-                f"[{encode_basestring_ascii(stream)}, {inode}]" for stream, inode in self.pipes
+                [f"[{encode_basestring_ascii(stream)}, {inode}]" for stream, inode in self.pipes]
             )
             text += (
                 f', "start_time": {_NULL if start_time is None else start_time}, '

@@ -4,7 +4,7 @@ After a crash the next daemon reads the records in it to adopt the services that
 still run (see recovery.py). `state.json` is written atomically (a temporary
 file renamed over it) within WRITE_DELAY of a change (more for a large herd: see
 StateWriter), however many instances changed meanwhile; every spawn is journalled
-at once beside it (`state.journal`).
+beside it (`state.journal`) as it lands, before anything is told of it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ FORMAT = 1
 class StateFile:
     """`<state_dir>/state.json`, rewritten atomically, and its journal of spawns.
 
-    state.json is rewritten shortly after changes; a spawn is appended to
-    `state.journal` (one short write) at once, so a daemon killed in the middle of
-    starting hundreds of instances still leaves every pid it spawned on disk. Each
-    rewrite of state.json empties the journal.
+    state.json is rewritten shortly after changes; spawns are appended to
+    `state.journal` as they land (one short write for those that land together: see
+    `flush`), so a daemon killed in the middle of starting hundreds of instances
+    still leaves every pid it has taken in on disk. Each rewrite of state.json
+    empties the journal.
     """
 
     def __init__(self, path: Path) -> None:
@@ -40,18 +41,27 @@ class StateFile:
         self._tmp = path.with_name(path.name + ".tmp")
         self.journal = path.with_suffix(".journal")
         self._journal_fd = -1
+        self._unwritten: list[str] = []  # journal lines, until `flush`
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
         """Journal a spawn: `pid` with its two pipes' inodes, spawned at `at` on the
         monotonic clock, to the microsecond: the shortest repr of a float takes three
         times as long (7K instructions), at every spawn of a wave. (Whether a pid is
         still that process is told later by the environment it was given:
-        HERDSMAN_STATE_DIR and HERDSMAN_INSTANCE.)"""
-        if self._journal_fd < 0:
-            self._journal_fd = open_append(self.journal)
-        os.write(self._journal_fd, f"{pid} {pipes[0]} {pipes[1]} {at:.6f} {name}\n".encode())
+        HERDSMAN_STATE_DIR and HERDSMAN_INSTANCE.) Written by the next `flush`."""
+        self._unwritten.append(f"{pid} {pipes[0]} {pipes[1]} {at:.6f} {name}\n")
+
+    def flush(self) -> None:
+        """Write the spawns journalled since the last flush, in one write."""
+        if self._unwritten:
+            lines, self._unwritten = self._unwritten, []
+            if self._journal_fd < 0:
+                self._journal_fd = open_append(self.journal)
+            os.write(self._journal_fd, "".join(lines).encode())
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.flush()
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
@@ -147,6 +157,7 @@ class StateFile:
         return document, problems
 
     def remove(self) -> None:
+        self._unwritten.clear()
         for path in (self.path, self.journal):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -190,7 +201,7 @@ PER_DELAY = 1000  # ...per this many instances (a herd of 8,000: 0.8 s)
 class StateWriter:
     """Keeps state.json up to date as instances change.
 
-    Spawns are journalled at once (see StateFile); the rest (states, counters,
+    Spawns are journalled as they land (see StateFile); the rest (states, counters,
     timers) reaches state.json at most WRITE_DELAY later, in one write however
     many instances changed meanwhile, and only the records of those are encoded
     again: with thousands of instances starting, rewriting the whole file each
@@ -269,14 +280,20 @@ class StateWriter:
         self.file.remove()
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None:
-        """Journal a spawn now; the next write of state.json takes it in."""
+        """Journal a spawn (written by the next `flush`); the next write of
+        state.json takes it in."""
+        self.file.spawned(name, pid, pipes, at)
+        self.changed(name)
+
+    def flush(self) -> None:
+        """Write the spawns journalled since the last flush: before anything is
+        told of them (see Supervisor._run), in one write however many landed."""
         try:
-            self.file.spawned(name, pid, pipes, at)
+            self.file.flush()
         except OSError as err:
             if not self._failing:
                 self._on_error(f"cannot write {self.file.journal}: {err.strerror or err}")
             self._failing = True
-        self.changed(name)
 
     def write(self, only: Collection[str] | None = None) -> None:
         """Rewrite state.json. `only`: with the records of these instances alone, as
@@ -286,6 +303,9 @@ class StateWriter:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
+        # Lines still to write go first, as if written when journalled: the rewrite
+        # then empties the journal of them, as of the others.
+        self.flush()
         instances, encoded = self._instances(), self._encoded
         if only is not None:
             records = [self._encode(name, instances[name]) for name in only]

@@ -143,10 +143,14 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class SpawnJournal(Protocol):
-    """Told of every spawn right after it (see statefile.StateWriter), and of the start
+    """Told of every spawn as it lands (see statefile.StateWriter), and of the start
     waves: held while one goes out, released once none does."""
 
     def spawned(self, name: str, pid: int, pipes: list[int], at: float) -> None: ...
+
+    def flush(self) -> None:
+        """Write what `spawned` was told: before any change of those spawns is
+        published, and by the end of the run that took them in."""
 
     def hold(self) -> None: ...
 
@@ -213,6 +217,7 @@ class Supervisor:
         without_manager_variables(base_env)
         self._spawner: Spawner[Managed] = Spawner(base_env)
         self.journal: SpawnJournal | None = None
+        self._unjournalled = False  # the journal was told of spawns and not flushed
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
         self.checks: Checks | None = None
         self._release_readers: Callable[[], None] | None = None  # see pump.hold
@@ -477,6 +482,8 @@ class Supervisor:
                     if managed.spawning or name in queued:
                         held.setdefault(name, []).append(change)
                         continue
+                    if self._unjournalled:  # the spawns that landed first, in one write
+                        self._flush_journal()
                     if held and (earlier := held.pop(name, None)):  # stopped while queued
                         for before in earlier:
                             feed(*before)
@@ -497,6 +504,8 @@ class Supervisor:
                 queue.append(hd.SpawnRoom(ROOM))
         finally:
             self._running = False
+            if self._unjournalled:
+                self._flush_journal()
             if published and self._waiters and not self._waiters_check_scheduled:
                 # Once per loop turn, not per change: a batch of exits (one SIGCHLD
                 # wake-up) would otherwise re-evaluate every predicate per instance.
@@ -506,6 +515,11 @@ class Supervisor:
             held.clear()  # what a wave held leaves its table behind (a dict keeps it)
         if self._waves:
             self._check_waves()
+
+    def _flush_journal(self) -> None:
+        assert self.journal is not None
+        self._unjournalled = False
+        self.journal.flush()
 
     def _check_waves(self) -> None:
         """Say of each wave that is out that it is (see start_services)."""
@@ -675,10 +689,11 @@ class Supervisor:
         out_inode, err_inode = os.fstat(out).st_ino, os.fstat(err).st_ino
         managed.pipes = [("out", out_inode), ("err", err_inode)]
         managed.foreign = False
-        if journal is not None:  # first of all: a crash from here on leaves it on disk
+        if journal is not None:  # written before anything is told of it (see _run)
             # Not its start time: /proc/<pid>/stat of a process that is still in
             # exec waits for the exec to finish, which would serialise every spawn.
             journal.spawned(name, pid, [out_inode, err_inode], self._loop.time())
+            self._unjournalled = True
         if started is not None:  # else read from /proc when first needed (start_time_of)
             managed.start_time = (pid, started)
         managed.last_err = b""

@@ -120,7 +120,7 @@ class Throttle:
             if window is not None and window.suppressed:
                 self._summarize(key, window, now)
                 quiet = self._policy.burst if self._policy.steady else 0
-            window = self._windows[key] = _Window(now, summary, logged=quiet)
+            window = self._windows[key] = _Window(now, summary, quiet)
         if window.logged < self._policy.burst:
             window.logged += 1
             self._log.log(level, message if isinstance(message, str) else message())
