@@ -88,7 +88,20 @@ def test_an_exit_collected_before_its_spawns_outcome_reaches_its_instance(
     run(body())
 
 
-def test_a_stop_while_the_spawn_is_in_flight_waits_for_its_process(tmp: Path) -> None:
+def test_a_stop_while_the_spawn_is_in_flight_waits_for_its_process(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawning thread tells the outcome 0.2 s after the spawn: an idle thread
+    # can otherwise spawn and answer before the loop looks, and nothing is in flight.
+    original = Launcher.spawn
+
+    def slow(self: Launcher, request: Request, out: int, err: int) -> Started:
+        started = original(self, request, out, err)
+        time.sleep(0.2)
+        return started
+
+    monkeypatch.setattr(Launcher, "spawn", slow)
+
     async def body() -> None:
         async with supervised(
             tmp,
