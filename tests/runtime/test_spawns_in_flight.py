@@ -26,6 +26,18 @@ def run(coro: object) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def answer_late(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The spawning threads tell each outcome `seconds` after its spawn."""
+    original = Launcher.spawn
+
+    def slow(self: Launcher, request: Request, out: int, err: int) -> Started:
+        started = original(self, request, out, err)
+        time.sleep(seconds)
+        return started
+
+    monkeypatch.setattr(Launcher, "spawn", slow)
+
+
 def test_a_failure_in_the_middle_of_a_wave_is_that_instances_only(tmp: Path) -> None:
     for replica in range(REPLICAS):
         if replica != MISSING:
@@ -91,16 +103,9 @@ def test_an_exit_collected_before_its_spawns_outcome_reaches_its_instance(
 def test_a_stop_while_the_spawn_is_in_flight_waits_for_its_process(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The spawning thread tells the outcome 0.2 s after the spawn: an idle thread
-    # can otherwise spawn and answer before the loop looks, and nothing is in flight.
-    original = Launcher.spawn
-
-    def slow(self: Launcher, request: Request, out: int, err: int) -> Started:
-        started = original(self, request, out, err)
-        time.sleep(0.2)
-        return started
-
-    monkeypatch.setattr(Launcher, "spawn", slow)
+    # An idle spawning thread can otherwise spawn and answer before the loop
+    # looks, and nothing is in flight.
+    answer_late(monkeypatch, 0.2)
 
     async def body() -> None:
         async with supervised(
@@ -133,14 +138,7 @@ def test_an_exit_before_its_spawn_lands_waits_for_it_without_holding_the_loop(
     # exited. Its exit is collected (SIGCHLD) before its pid is known: the loop goes
     # on meanwhile, and the exit reaches the instance once the spawn lands (before,
     # the reaper waited on the thread, and nothing else ran on the loop).
-    original = Launcher.spawn
-
-    def slow(self: Launcher, request: Request, out: int, err: int) -> Started:
-        started = original(self, request, out, err)
-        time.sleep(0.5)
-        return started
-
-    monkeypatch.setattr(Launcher, "spawn", slow)
+    answer_late(monkeypatch, 0.5)
 
     async def body() -> None:
         async with supervised(
