@@ -686,22 +686,13 @@ class Herd:
         out.append(Changed(name, old, inst.state, event))
         plan = self.plans[name]
         if isinstance(event, lc.Spawned):
-            # Looked up here first: most changes have no check and no watchdog to stop.
-            if name in self._checks:
-                self._stop_checks(name, out)
-            if name in self.watchdogs:
-                self._disarm_watchdog(name, out)
-            self._over_limit.discard(name)
+            self._forget_process(name, out)
             if plan.health is not None:
                 self.health[name] = "unknown"
             if plan.ready is not None and plan.ready.kind in ACTIVE_PROBES:
                 self._start_check(name, "ready", event.pid, out)
         elif inst.pid is None or inst.state is State.STOPPING:
-            if name in self._checks:
-                self._stop_checks(name, out)
-            if name in self.watchdogs:
-                self._disarm_watchdog(name, out)
-            self._over_limit.discard(name)
+            self._forget_process(name, out)
         # Also right after a spawn: with start_seconds = 0 it is running at once.
         up = inst.state is State.RUNNING and old is not State.RUNNING
         if up and inst.pid is not None and plan.health is not None:
@@ -783,6 +774,16 @@ class Herd:
         if role == "health":
             self._health_counts[name] = (0, 0)
         out.append(StartCheck(name, role, pid))
+
+    def _forget_process(self, name: str, out: list[Action]) -> None:
+        """What watched the instance's last process: its checks, its watchdog, a
+        sample over its memory limit. (Looked up here first: most changes have no
+        check and no watchdog to stop.)"""
+        if name in self._checks:
+            self._stop_checks(name, out)
+        if name in self.watchdogs:
+            self._disarm_watchdog(name, out)
+        self._over_limit.discard(name)
 
     def _stop_checks(self, name: str, out: list[Action], role: Role | None = None) -> None:
         running = self._checks.get(name)
@@ -934,9 +935,7 @@ class Herd:
         self._take(plan)
         for name, inst in old_instances.items():
             if name not in self.instances:
-                self._stop_checks(name, out)
-                self._disarm_watchdog(name, out)
-                self._over_limit.discard(name)
+                self._forget_process(name, out)
                 self._waiting.pop(name, None)
                 self.queued.pop(name, None)
                 self.spawned_before.discard(name)
