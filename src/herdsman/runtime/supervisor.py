@@ -42,7 +42,7 @@ from herdsman.core.signals import signal_name
 from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
-from herdsman.runtime.procfs import process_start_time
+from herdsman.runtime.procfs import fd_inode, process_start_time
 from herdsman.runtime.pump import NEW_PIPE, Batches, LineSink, LogPump, hold, hung_up
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
@@ -686,7 +686,7 @@ class Supervisor:
         pid, out, err, started = outcome
         journal = self.journal
         name = managed.core.name
-        out_inode, err_inode = os.fstat(out).st_ino, os.fstat(err).st_ino
+        out_inode, err_inode = fd_inode(out), fd_inode(err)
         managed.pipes = [("out", out_inode), ("err", err_inode)]
         managed.foreign = False
         if journal is not None:  # written before anything is told of it (see _run)
