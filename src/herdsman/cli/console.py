@@ -42,8 +42,7 @@ class Console:
             return
         prefix = self._prefixes[instance]
         self._pending.append(prefix + lines.replace(b"\n", b"\n" + prefix) + b"\n")
-        if not self._scheduled:  # once per loop turn: not a call per batch
-            self._schedule()
+        self._schedule()
 
     def say(self, instance: str | None, text: str) -> None:
         """herdsman's own message, about an instance or (None) about itself."""
