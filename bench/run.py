@@ -443,6 +443,7 @@ class Result:
     tool: str
     n: int
     start: float | None = None
+    first: float | None = None  # the first child's start after the launch
     start_cpu: float | None = None  # the whole machine's busy CPU-s during the start
     respawn_ms: list[float] = field(default_factory=list)
     timeouts: int = 0
@@ -537,6 +538,7 @@ def run_tool(tool: str, n: int, kills: int, idle: float, circus_check_delay: flo
             seen.add(s.pid)
             last = max(last, s.started)
         res.start = last - t0
+        res.first = min(s.started for s in collector.stamps) - t0
         if len(collector.pids) > n:
             res.notes.append(f"{len(collector.pids) - n} extra spawn(s) during start")
 
@@ -672,6 +674,7 @@ def run_scale(tool: str, n: int, idle: float, queries: int) -> Result:
         for s in collector.stamps:
             firsts.setdefault(s.pid, s.started)
         res.start = max(sorted(firsts.values())[:n]) - t0
+        res.first = min(firsts.values()) - t0
         time.sleep(1)
         res.rss_mb = rss_of(daemon.pid)
         if tool == "herdsman":
@@ -731,7 +734,7 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
     r = run_scale(tool, n, args.scale_idle, args.scale_queries)
     print(f"  {r.error or 'ok'}", flush=True)
     time.sleep(2)
-    starts, stops, cpus = [r.start], [r.stop], [r.start_cpu]
+    starts, firsts, stops, cpus = [r.start], [r.first], [r.stop], [r.start_cpu]
     for _ in range(args.starts - 1 if r.start is not None else 0):
         extra = run_scale(tool, n, 0, 0)
         time.sleep(2)
@@ -740,13 +743,15 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
             r.notes.append(f"extra start run failed: {extra.error}")
             continue
         starts.append(extra.start)
+        firsts.append(extra.first)
         stops.append(extra.stop)
         cpus.append(extra.start_cpu)
         r.lost = max(r.lost or 0, extra.lost or 0)
         r.left = max(r.left or 0, extra.left or 0)
     if len(starts) > 1:
         r.start = statistics.median(starts)
-        r.start_cpu = median_cpu(cpus)
+        r.first = median_known(firsts)
+        r.start_cpu = median_known(cpus)
         r.notes.append(
             f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
         )
@@ -760,7 +765,7 @@ def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
 # ------------------------------------------------------------------------ report
 
 
-def median_cpu(values: list[float | None]) -> float | None:
+def median_known(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
 
@@ -784,6 +789,8 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> str:
         lat = r.respawn_ms
         return {
             "start": r.start,
+            "first": r.first,
+            "spread": r.start - r.first if r.start is not None and r.first is not None else None,
             "start_cpu": r.start_cpu,
             "median": statistics.median(lat) if lat else None,
             "p95": pct(lat, 0.95) if lat else None,
@@ -797,6 +804,8 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> str:
 
     rows = [
         (f"start {args.instances} (s)", "start", False, 3),
+        ("... of which to the first child (s)", "first", False, 3),
+        ("... and the rest: start minus first child (s)", "spread", False, 3),
         ("machine CPU during the start (s)", "start_cpu", False, 2),
         ("respawn median (ms)", "median", False, 1),
         ("respawn p95 (ms)", "p95", False, 1),
@@ -837,6 +846,7 @@ def scale_table(scale: dict[int, dict[str, Result]], args: argparse.Namespace) -
         "start (s)",
         "floor start (s)",
         "start / floor",
+        "first child (s), floor's",
         "machine CPU during the start (s), floor's",
         "start rate (/s)",
         "RSS (MB)",
@@ -878,6 +888,7 @@ def scale_table(scale: dict[int, dict[str, Result]], args: argparse.Namespace) -
                     val(h, lambda r: r.start, 3),
                     val(f, lambda r: r.start, 3),
                     ratio,
+                    f"{val(h, lambda r: r.first, 3)}, {val(f, lambda r: r.first, 3)}",
                     f"{val(h, lambda r: r.start_cpu, 2)}, {val(f, lambda r: r.start_cpu, 2)}",
                     val(h, lambda r: r.n / r.start if r.start else None, 0),
                     val(h, lambda r: r.rss_mb, 1),
@@ -1026,7 +1037,7 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
     r = run_tool(tool, n, kills, idle, args.circus_check_delay)
     print(f"  {r.error or 'ok'}", flush=True)
     time.sleep(2)  # let the machine settle after the teardown
-    starts, cpus = [r.start], [r.start_cpu]
+    starts, firsts, cpus = [r.start], [r.first], [r.start_cpu]
     for _ in range(args.starts - 1 if r.start is not None else 0):
         extra = run_tool(tool, n, 0, 0, args.circus_check_delay)
         time.sleep(2)
@@ -1035,10 +1046,12 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
             r.notes.append(f"extra start run failed: {extra.error}")
         else:
             starts.append(extra.start)
+            firsts.append(extra.first)
             cpus.append(extra.start_cpu)
     if len(starts) > 1:
         r.start = statistics.median(starts)
-        r.start_cpu = median_cpu(cpus)
+        r.first = median_known(firsts)
+        r.start_cpu = median_known(cpus)
         r.notes.append(
             f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
         )
