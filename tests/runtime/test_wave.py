@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from herdsman.core import herd as hd
 from herdsman.core.lifecycle import Event, Spawned, Start, Stop
 from herdsman.core.states import State
 from herdsman.runtime.statefile import StateWriter
@@ -90,6 +93,44 @@ def test_a_wave_goes_out_in_slices_with_the_loop_free_in_between(tmp: Path) -> N
                 mine = [(old, new, ev) for name, old, new, ev in rec.changes if name == m.name]
                 assert [type(ev) for _, _, ev in mine] == [Start, Spawned], mine
                 assert mine[0][:2] == (State.STOPPED, State.STARTING)
+
+    run(body())
+
+
+def test_the_first_spawns_go_out_before_the_herd_takes_the_start_of_the_rest(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a thousand instances is work for the loop before any of them is
+    spawned: the first few are started and handed to the spawning threads first."""
+
+    async def body() -> None:
+        async with supervised(tmp, CONFIG, start=False) as (sup, _rec):
+            # Each start request the herd takes: how many it starts, and how many
+            # spawns the herd had given out before it.
+            requests: list[tuple[int, int]] = []
+            spawns = 0
+            on_event = hd.Herd.on_event
+
+            def watched(
+                herd: hd.Herd, event: hd.Event, now: float, rand: float = 0.5
+            ) -> list[hd.Action]:
+                nonlocal spawns
+                if isinstance(event, hd.StartRequest):
+                    requests.append((len(event.names), spawns))
+                actions = on_event(herd, event, now, rand)
+                spawns += sum(isinstance(action, hd.Spawn) for action in actions)
+                return actions
+
+            monkeypatch.setattr(hd.Herd, "on_event", watched)
+            await asyncio.wait_for(sup.start_services(), 30)
+            assert sum(count for count, _ in requests) == REPLICAS
+            (first, before_first), (rest, before_rest) = requests
+            assert before_first == 0
+            assert before_rest == first  # all of the first out before the rest's start
+            assert first + rest == REPLICAS
+            assert first < 20
+            assert not sup.herd.queued
+            assert all(m.state is State.RUNNING for m in sup.instances.values())
 
     run(body())
 
