@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import resource
 import select
@@ -432,3 +433,35 @@ def test_fds_the_thread_has_no_room_for_are_told_not_taken_for_the_last_ones() -
             os.close(fd)
         ours.close()
         theirs.close()
+
+
+def test_closing_twice_closes_once() -> None:
+    spawner: Spawner[str] = Spawner({})
+    spawner.close()
+    spawner.close()  # `up` closes the one it made ahead, if its daemon did already
+    assert not [t for t in threading.enumerate() if t.name == "herdsman-spawn"]
+
+
+def test_up_starts_its_spawning_threads_while_the_plan_is_on_its_way(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made after the plan, they were 3M instructions and a wait for two threads to
+    run between the plan and the first spawn. And closed if no plan comes."""
+    from herdsman.cli.commands import EXIT_USAGE
+    from herdsman.cli.main import main
+    from herdsman.runtime import planner
+
+    seen: list[str] = []
+
+    def no_plan(_helper: planner.Helper) -> None:
+        seen.extend(t.name for t in threading.enumerate() if t.name == "herdsman-spawn")
+        raise planner.PlanError(["no plan here"])
+
+    monkeypatch.setattr(planner, "request_plan", lambda _config: planner.Helper(-1, -1))
+    monkeypatch.setattr(planner, "receive_plan", no_plan)
+    try:
+        assert main(["-c", str(tmp / "herdsman.toml"), "up"]) == EXIT_USAGE
+    finally:
+        gc.enable()  # `up` turns it off until its first wave is out
+    assert seen == ["herdsman-spawn"] * spawn.THREADS
+    assert not [t for t in threading.enumerate() if t.name == "herdsman-spawn"]

@@ -160,18 +160,22 @@ def main() -> int:
     # out: here the plan is still being validated, and the time to there is free.
     import herdsman.api.server  # noqa: F401
     from herdsman.runtime.leftovers import take_census
+    from herdsman.runtime.supervisor import new_spawner
 
-    # Also free: what the scan for a dead daemon's processes would read after it.
+    # Also free: what the scan for a dead daemon's processes would read after it,
+    # and the spawning threads.
     census = take_census()
+    spawner = new_spawner()
     try:
         plan, services, watch = pickle.load(sys.stdin.buffer)
     except EOFError:  # `up -d` ended (Ctrl-C) before it had a plan to give
+        spawner.close()
         return 1
     # stdin is done: make fd 0 /dev/null, so no later file can land on it.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return run_up(plan, services, detached=True, watch=watch, census=census)
+    return run_up(plan, services, detached=True, watch=watch, census=census, spawner=spawner)
 
 
 if __name__ == "__main__":

@@ -215,18 +215,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         from herdsman.cli.up import run_up
         from herdsman.runtime.leftovers import take_census
+        from herdsman.runtime.supervisor import new_spawner
 
         # While the helper validates (it takes longer than the imports above): what
-        # the scan for a dead daemon's processes would read after the plan.
+        # the scan for a dead daemon's processes would read after the plan, and the
+        # spawning threads.
         census = take_census()
+        spawner = new_spawner()
     try:
         plan = _plan_for_up(args, helper)
     except BaseException:
         if args.detach:
             launch.cancel()
+        else:
+            spawner.close()
         raise
     if not args.detach:
-        return run_up(plan, args.services, watch=args.watch, census=census)
+        return run_up(plan, args.services, watch=args.watch, census=census, spawner=spawner)
     try:
         pid = launch.hand(plan, args.services, watch=args.watch)
     except DetachError as err:

@@ -39,6 +39,7 @@ from herdsman.runtime.leftovers import Census
 from herdsman.runtime.lock import AlreadyRunning, DaemonLock
 from herdsman.runtime.logfile import LogHandler
 from herdsman.runtime.reexec import HELD_SIGNALS
+from herdsman.runtime.spawn import Spawner
 from herdsman.runtime.supervisor import Managed
 from herdsman.runtime.systemd import Manager
 
@@ -141,15 +142,34 @@ def run_up(
     watch: bool = False,
     in_place: InPlace | None = None,
     census: Census | None = None,
+    spawner: Spawner[Managed] | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the process exit code.
 
     `resumed`: what a previous image of this daemon handed over (see resume.py);
     `in_place`: such an image could not read it; `census`: the processes as they
-    were while the plan was on its way (see leftovers.Census). A re-exec ends
-    here in `os.execv`, with the lock, the listening sockets and every service's
-    pipes kept open for the new image.
+    were while the plan was on its way (see leftovers.Census); `spawner`: made
+    meanwhile too (see supervisor.new_spawner), closed here if no daemon took it.
+    A re-exec ends here in `os.execv`, with the lock, the listening sockets and
+    every service's pipes kept open for the new image.
     """
+    try:
+        return _run_up(plan, services, detached, resumed, watch, in_place, census, spawner)
+    finally:
+        if spawner is not None:
+            spawner.close()  # the daemon's supervisor closed it already, if it took it
+
+
+def _run_up(
+    plan: Plan,
+    services: list[str],
+    detached: bool,
+    resumed: Handover | None,
+    watch: bool,
+    in_place: InPlace | None,
+    census: Census | None,
+    spawner: Spawner[Managed] | None,
+) -> int:
     lock = DaemonLock(plan.state_dir)
     if in_place is not None:
         in_place.fds = inherited_fds(lock.path)
@@ -180,6 +200,7 @@ def run_up(
                 watch=watch,
                 in_place=in_place,
                 census=census,
+                spawner=spawner,
             )
         )
     except StartupError as err:
@@ -248,6 +269,7 @@ async def _serve(
     watch: bool,
     in_place: InPlace | None,
     census: Census | None,
+    spawner: Spawner[Managed] | None,
 ) -> int | Reexec:
     log = setup_logging(plan, to_stderr=not detached)
     # An image after a re-exec says nothing on stderr of its own: when detached,
@@ -285,6 +307,7 @@ async def _serve(
             tasks=tasks,
             manager=manager,
             watch=watch,
+            spawner=spawner,
             **hooks,
         )
         # Bound before anything starts (a socket we cannot have stops us first),

@@ -43,9 +43,10 @@ from herdsman.runtime.reload import Reload
 from herdsman.runtime.requests import Requests
 from herdsman.runtime.sampler import MemoryWatch, Sampler
 from herdsman.runtime.shutdown import Shutdown
+from herdsman.runtime.spawn import Spawner
 from herdsman.runtime.statefile import StateWriter
 from herdsman.runtime.status import StatusView
-from herdsman.runtime.supervisor import Subscriber, Supervisor
+from herdsman.runtime.supervisor import Managed, Subscriber, Supervisor
 from herdsman.runtime.systemd import Manager
 from herdsman.runtime.tails import Tails
 from herdsman.runtime.watches import Watches
@@ -63,6 +64,7 @@ class Daemon:
         on_note: Callable[[str], None] | None = None,
         manager: Manager | None = None,
         watch: bool = False,
+        spawner: Spawner[Managed] | None = None,
     ) -> None:
         self.started_at = time.time()
         self._log = log
@@ -75,7 +77,7 @@ class Daemon:
         self.output = LogSink(
             plan.state_dir / "logs.pos", self.tails, log=log, note=self._note, on_line=on_line
         )
-        self.supervisor = Supervisor(plan, sink=self.output.lines)
+        self.supervisor = Supervisor(plan, sink=self.output.lines, spawner=spawner)
         self.sampler = Sampler(lambda: self.supervisor.instances.values(), self.background.run)
         self.plugins = Plugins(plan.plugins, log)
         self.prober = Prober(self.supervisor, self.background.run, log, self.plugins)

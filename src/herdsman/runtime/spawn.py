@@ -738,9 +738,14 @@ class Spawner(Generic[K]):
             lean.woken()
 
     def close(self) -> None:
+        """Stop the threads and close what is held; again, nothing more."""
+        if self._devnull < 0:
+            return
         for lean in self.leans:
             lean.close()
+        self.leans = []
         os.close(self._devnull)
+        self._devnull = -1
         os.close(self._home)
         for spare in self._spares.values():
             for fd in spare:

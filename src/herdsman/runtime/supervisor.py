@@ -164,6 +164,17 @@ class SpawnJournal(Protocol):
     def release(self) -> None: ...
 
 
+def new_spawner(environ: dict[str, str] | None = None) -> Spawner[Managed]:
+    """The spawner of a supervisor's children (its threads started): each child gets
+    `environ` (default: this process's) without the variables of herdsman's own
+    manager. Made by `up` while its plan is on its way, it takes the 3M
+    instructions of its making, and the wait for its threads to be running, off
+    the way from the plan to the first spawn."""
+    base_env = dict(os.environ if environ is None else environ)
+    without_manager_variables(base_env)
+    return Spawner(base_env)
+
+
 class Checks(Protocol):
     """Runs readiness probes and health checks (see probes.Prober)."""
 
@@ -179,7 +190,9 @@ class Supervisor:
         *,
         sink: LineSink,
         environ: dict[str, str] | None = None,
+        spawner: Spawner[Managed] | None = None,
     ) -> None:
+        """`spawner`: one made ahead (see new_spawner), else one is made here."""
         self._loop = asyncio.get_running_loop()
         self._sink = sink
         self.changes = ChangeFeed()  # every change, to whoever subscribes
@@ -220,9 +233,7 @@ class Supervisor:
         self.by_service: dict[str, list[Managed]] = {}
         self._gone: dict[str, Managed] = {}  # removed by the reload being applied
         self._timers: dict[str, asyncio.TimerHandle] = {}  # watchdogs, by instance
-        base_env = dict(os.environ if environ is None else environ)
-        without_manager_variables(base_env)
-        self._spawner: Spawner[Managed] = Spawner(base_env)
+        self._spawner = spawner if spawner is not None else new_spawner(environ)
         self.journal: SpawnJournal | None = None
         self._unjournalled = False  # the journal was told of spawns and not flushed
         self.batches: Batches | None = None  # told where each read of a pipe begins and ends
