@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from herdsman.runtime.supervisor import Supervisor
 from tests.runtime.harness import until
 from tests.runtime.test_daemon import running, state
 
@@ -47,6 +49,40 @@ def test_systemd_notify_from_a_script_and_sdnotify_make_instances_ready(tmp: Pat
                 "warmed up",
             )
             assert daemon.instance("py")["ready"] is True
+
+    asyncio.run(body())
+
+
+def test_ready_said_before_the_loop_took_in_the_spawn_is_not_lost(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process can send READY=1 before the loop has taken in its spawn's outcome
+    (the spawning thread's word comes on its own fd, in any order with the notify
+    socket's, and late when that thread waits for a CPU): it still counts."""
+    woken = Supervisor._woken
+
+    def late(self: Supervisor) -> None:
+        self._spawner.woken()  # the wake fd read, so it does not fire again meanwhile
+        asyncio.get_running_loop().call_later(2.0, woken, self)
+
+    monkeypatch.setattr(Supervisor, "_woken", late)
+    ready_at_once = (
+        "import os, socket, time; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)"
+        ".sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)"
+    )
+
+    async def body() -> None:
+        async with running(
+            tmp,
+            f"""
+            [services.early]
+            command = [{json.dumps(sys.executable)}, "-c", {json.dumps(ready_at_once)}]
+            ready = {{ notify = true }}
+            start_seconds = 0
+            """,
+        ) as daemon:
+            await until(lambda: daemon.instance("early")["ready"] is True, timeout=10)
+            assert state(daemon, "early") == "running"
 
     asyncio.run(body())
 

@@ -404,15 +404,19 @@ class Notifications:
         # barrier until we return, so it still exists to be looked up. Its ids are
         # looked up once, not once per instance (a flood must cost little).
         ids = sender_ids(message.pid)
-        for managed in self._supervisor.instances.values():
-            pid, ready = managed.core.pid, managed.plan.ready
-            if pid is None or ready is None or ready.kind != "notify":
-                continue
-            if pid in ids:
-                if "STATUS" in message.fields:
-                    self.statuses[managed.name] = message.fields["STATUS"]
-                self._supervisor.submit(Notified(managed.name, message.fields))
-                return
+        managed = self._sender(ids)
+        # A process may speak before the loop has taken in its spawn (the spawning
+        # thread's word comes on another fd, read in any order with this one, or
+        # later when the thread waits for a CPU): its instance has no pid yet, and
+        # READY=1 would be lost for good. So the spawns on their way are taken in,
+        # and the sender looked for again.
+        if managed is None and self._supervisor.take_in_spawns():
+            managed = self._sender(ids)
+        if managed is not None:
+            if "STATUS" in message.fields:
+                self.statuses[managed.name] = message.fields["STATUS"]
+            self._supervisor.submit(Notified(managed.name, message.fields))
+            return
         if message.fields:
             sender = message.pid
             self._strangers.log(
@@ -428,6 +432,14 @@ class Notifications:
                     f"{c.seconds:.0f} s (they belong to no instance that reports by notify)"
                 ),
             )
+
+    def _sender(self, ids: tuple[int, ...]) -> Managed | None:
+        """The instance reporting by notify whose process is one of `ids`."""
+        for managed in self._supervisor.instances.values():
+            pid, ready = managed.core.pid, managed.plan.ready
+            if pid is not None and pid in ids and ready is not None and ready.kind == "notify":
+                return managed
+        return None
 
 
 def _access(plan: Plan) -> Access:

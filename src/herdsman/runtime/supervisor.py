@@ -673,6 +673,15 @@ class Supervisor:
         while self._spawner.pending:
             self._landed(keep=0)
 
+    def take_in_spawns(self) -> bool:
+        """Wait for the spawns in flight and take in every outcome, with the events
+        they make (see settle): then each process spawned so far is its instance's
+        pid. False, having done nothing, when no spawn was on its way."""
+        if not self._spawner.pending:
+            return False
+        self.settle()
+        return True
+
     def _take_in_landed(self) -> bool:
         """The spawns that have landed, without waiting for the others; whether any
         is still in flight. Before the reaper collects exits (see Reaper.before_reap)
