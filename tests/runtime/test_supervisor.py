@@ -403,6 +403,37 @@ def test_a_start_wave_runs_without_the_cyclic_collector(tmp: Path) -> None:
     run(body())
 
 
+def test_the_collector_stays_off_until_the_last_of_overlapping_waves_is_out(tmp: Path) -> None:
+    """A wave that begins while another goes out finds the collector off: the first
+    to be out must not turn it back on under the other (it did: the first wave had
+    found it on)."""
+    seen: list[tuple[str, bool]] = []
+
+    async def body() -> None:
+        async with supervised(
+            tmp,
+            """
+            [services.many]
+            command = "sleep 60"
+            replicas = 200
+
+            [services.last]
+            command = "sleep 60"
+            """,
+            start=False,
+        ) as (sup, _rec):
+            first = sup.start_services(["many"], then=lambda: seen.append(("many", gc.isenabled())))
+            # Queued behind the first's 200: out after it.
+            second = sup.start_services(
+                ["last"], then=lambda: seen.append(("last", gc.isenabled()))
+            )
+            await asyncio.gather(first, second)
+            assert seen == [("many", False), ("last", True)]
+            assert gc.isenabled()
+
+    run(body())
+
+
 def test_a_spawned_process_is_recorded_with_its_start_time_without_reading_proc(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -227,6 +227,7 @@ class Supervisor:
         self._next_slice: asyncio.Handle | None = None
         self._taking = True  # False once this image hands over or closes
         self._waves: list[_Wave] = []  # see start_services
+        self._collecting = False  # the cyclic collector was on as the first of them began
         self._taken = 0  # spawns taken from the herd's queue, ever
         self.herd = hd.Herd(plan)  # the one owner of the plan
         self.instances: dict[str, Managed] = {}
@@ -321,8 +322,11 @@ class Supervisor:
         # as long as their instance (pumps, reader handles, records), not garbage,
         # and each full collection walks them all again while it holds the GIL
         # (65 ms each, five times while 8,000 start), which the spawning thread
-        # needs after every spawn. It runs again when the wave is out.
-        collecting = gc.isenabled()
+        # needs after every spawn. It runs again when the wave is out, and no
+        # other is: of waves that overlap, the first to begin keeps what it found,
+        # and the last to be out turns it back on.
+        if not self._waves:
+            self._collecting = gc.isenabled()
         gc.disable()
         if self.journal is not None:
             self.journal.hold()  # its first slice goes out in the submit
@@ -334,7 +338,7 @@ class Supervisor:
         queued = self.herd.queued
         # The queue is in order: the wave is out of it once its last is (or the
         # one before it, when it queued nothing).
-        wave = _Wave(self._loop.create_future(), collecting, then, next(reversed(queued), None))
+        wave = _Wave(self._loop.create_future(), then, next(reversed(queued), None))
         self._waves.append(wave)
         self._check_waves()
         return wave.out
@@ -552,7 +556,7 @@ class Supervisor:
                 wave.taken = self._taken  # its spawns are these, and some before
             if landed >= wave.taken:
                 self._waves.remove(wave)
-                if wave.collecting:
+                if not self._waves and self._collecting:
                     gc.enable()
                 if wave.then is not None:
                     wave.then()
@@ -926,7 +930,6 @@ class _Wave:
     """A start_services' wave: `out` done once it is."""
 
     out: asyncio.Future[None]
-    collecting: bool  # the cyclic collector was on: on again once it is out
     then: Callable[[], None] | None
     last: str | None  # the last instance it queued (or was queued before it)
     taken: int | None = None  # how many spawns were taken once `last` was
