@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from herdsman.core.logline import count_lines, format_lines
-from herdsman.core.plan import Plan
+from herdsman.core.plan import Plan, ServicePlan
 from herdsman.runtime.handover import PumpEntry
 from herdsman.runtime.logfile import LogFile
 from herdsman.runtime.positions import Pending, Positions, settle
@@ -41,7 +41,12 @@ class LogSink:
         self._log = log
         self._note = note
         self._on_line = on_line
+        # Each instance's log file, made by its first line: most instances of a herd
+        # of thousands write nothing while a wave of them goes out, and the file
+        # made for each before the first spawn was a tenth of that set-up.
         self._log_files: dict[str, LogFile] = {}
+        self._services: dict[str, ServicePlan] = {}  # instance -> its rotation settings
+        self._log_dir = ""
         self._on_file_error = self._log_file_error  # bound once: every file holds it
         self._log_errors: dict[str, str] = {}
         self._positions = Positions(positions)
@@ -52,24 +57,37 @@ class LogSink:
         get fresh ones; existing ones keep theirs, with the new rotation settings;
         those a reload removed, stopped by now, are closed)."""
         kept = {inst.name for svc in plan.services.values() for inst in svc.instances}
-        for name in [name for name in self._log_files if name not in kept]:
+        for name in [name for name in self._services if name not in kept]:
             self._tails.forget(name)
-            self._log_files.pop(name).close()
+            del self._services[name]
+            if (log_file := self._log_files.pop(name, None)) is not None:
+                log_file.close()
         # Paths as text: a Path joined per instance was more than half of the daemon's
         # set-up before its first spawn (8,000 instances: 26 of 46 ms of CPU).
-        log_dir = str(plan.log_dir)
+        self._log_dir = str(plan.log_dir)
+        services, log_files = self._services, self._log_files
         for svc in plan.services.values():
             for inst in svc.instances:
                 self._tails.track(inst.name)
-                if inst.name in self._log_files:
-                    self._log_files[inst.name].close()  # reopened with the new rotation
-                self._log_files[inst.name] = LogFile(
-                    f"{log_dir}/{inst.name}.log",
-                    svc.log_max_bytes,
-                    svc.log_backups,
-                    self._on_file_error,
-                    self._positions,
-                )
+                services[inst.name] = svc
+                if log_files and (log_file := log_files.pop(inst.name, None)) is not None:
+                    log_file.close()  # made again, with the new rotation, by its next line
+
+    def _log_file(self, instance: str) -> LogFile:
+        log_file = self._log_files.get(instance)
+        if log_file is None:
+            svc = self._services[instance]
+            log_file = self._log_files[instance] = LogFile(
+                self._path(instance),
+                svc.log_max_bytes,
+                svc.log_backups,
+                self._on_file_error,
+                self._positions,
+            )
+        return log_file
+
+    def _path(self, instance: str) -> str:
+        return f"{self._log_dir}/{instance}.log"
 
     def open(self) -> None:
         # The batches a killed daemon was writing, settled as their pipes are adopted.
@@ -85,7 +103,11 @@ class LogSink:
 
     def lines(self, instance: str, stream: str, lines: bytes, ts: float) -> None:
         formatted = format_lines(lines, stream, ts)
-        self._log_files[instance].write(*formatted)
+        try:
+            log_file = self._log_files[instance]
+        except KeyError:
+            log_file = self._log_file(instance)
+        log_file.write(*formatted)
         self._tails.add(instance, stream, lines, ts, count_lines(lines, formatted))
         if self.probe is not None:
             self.probe(instance, lines)
@@ -93,10 +115,10 @@ class LogSink:
             self._on_line(instance, stream, lines, ts)
 
     def begin_batch(self, instance: str, stream: str, held: int) -> None:
-        self._log_files[instance].begin_batch(stream, held)
+        self._log_file(instance).begin_batch(stream, held)
 
     def end_batch(self, instance: str) -> None:
-        self._log_files[instance].end_batch()
+        self._log_file(instance).end_batch()
 
     @property
     def errors(self) -> Mapping[str, str]:
@@ -110,7 +132,7 @@ class LogSink:
             pending = self._unfinished_batches.pop((name, stream), None)
             if pending is None:
                 continue
-            log = self._log_files[name].path
+            log = Path(self._path(name))
             cut, taken = settle(pending, log, peek(fd))
             if cut < 0:
                 continue
