@@ -342,16 +342,16 @@ def test_a_spawn_whose_fds_cannot_be_handed_over_fails_alone(
     flight): those made ahead go with their request instead; if that fails too,
     that spawn fails, and the next one gets its own pipes and command, not the
     failed one's."""
-    send_fds = spawn.socket.send_fds
+    send = spawn.LeanSpawner.send
     calls = []
 
-    def fail_once(*args: object, **kwargs: object) -> int:
-        calls.append(args)
+    def fail_once(lean: spawn.LeanSpawner, out: int, err: int) -> None:
+        calls.append((out, err))
         if len(calls) <= spawn.THREADS + 1:  # ahead (to each thread), then with the request
             raise OSError(errno.ETOOMANYREFS, os.strerror(errno.ETOOMANYREFS))
-        return send_fds(*args, **kwargs)  # type: ignore[arg-type]
+        send(lean, out, err)
 
-    monkeypatch.setattr(spawn.socket, "send_fds", fail_once)
+    monkeypatch.setattr(spawn.LeanSpawner, "send", fail_once)
     with spawner() as sp:
         assert sp.leans
         sp.start("first", plan(tmp, "sh", "-c", "echo first"), {})

@@ -429,9 +429,11 @@ class LogPump:
         partial: bytes = b"",
         batches: Batches | None = None,
         capacity: int | None = None,
+        now: float | None = None,
     ) -> None:
         """`capacity`: that of the pipe `fd`, when its maker knows it (NEW_PIPE);
-        otherwise the kernel is asked whether `fd` is a pipe, and how large."""
+        otherwise the kernel is asked whether `fd` is a pipe, and how large. `now`:
+        the loop's time, when the maker has it (a spawn makes two pumps)."""
         self._loop = loop
         self._fd = fd
         self.instance = instance
@@ -441,7 +443,7 @@ class LogPump:
         self._partial = partial  # a line begun but not ended (handed over by a re-exec)
         self._batches = batches
         self._paused: asyncio.TimerHandle | None = None
-        self._last_read = loop.time()
+        self._last_read = loop.time() if now is None else now
         if capacity is None:
             capacity = _capacity_of(fd)
         # Not a pipe (a pty, a socket): no pauses, and plain reads. (The kit and the

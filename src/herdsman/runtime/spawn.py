@@ -322,6 +322,9 @@ class _MsgHdr(ctypes.Structure):
 # A control message (cmsghdr: its length, level and type, then the data) holding
 # two fds; its length is also its space on the platforms herdsman runs on.
 _RIGHTS = struct.Struct("@Nii2i")
+_TWO_FDS = struct.Struct("@2i")  # a control message's data: the fds it holds
+_SOL_SOCKET, _SCM_RIGHTS = socket.SOL_SOCKET, socket.SCM_RIGHTS
+_BYTE = [b"s"]  # a message of fds carries a byte
 _CMSG_HEADER = struct.calcsize("@Nii")
 MSG_DONTWAIT, MSG_NOSIGNAL = 0x40, 0x4000
 # A plain int: socket.MSG_CMSG_CLOEXEC is an IntFlag, and `|` on it makes a new enum
@@ -444,8 +447,9 @@ class LeanSpawner:
 
     def send(self, out: int, err: int) -> None:
         """Copy these two fds to the thread, for the next request that comes
-        without (the caller closes its own)."""
-        socket.send_fds(self._ours, [b"s"], [out, err])
+        without (the caller closes its own). (What socket.send_fds sends, without
+        its Python frame and the array it makes: once per spawn.)"""
+        self._ours.sendmsg(_BYTE, [(_SOL_SOCKET, _SCM_RIGHTS, _TWO_FDS.pack(out, err))])
 
     def submit(self, request: Request, fds: tuple[int, int] | None, *, wait: bool) -> None:
         """Have the thread spawn `request` with these two fds (copied: the caller

@@ -722,10 +722,11 @@ class Supervisor:
         out_inode, err_inode = fd_inode(out), fd_inode(err)
         managed.pipes = [("out", out_inode), ("err", err_inode)]
         managed.foreign = False
+        now = self._loop.time()  # for the journal and both pumps
         if journal is not None:  # written before anything is told of it (see _run)
             # Not its start time: /proc/<pid>/stat of a process that is still in
             # exec waits for the exec to finish, which would serialise every spawn.
-            journal.spawned(name, pid, [out_inode, err_inode], self._loop.time())
+            journal.spawned(name, pid, [out_inode, err_inode], now)
             self._unjournalled = True
         if started is not None:  # else read from /proc when first needed (start_time_of)
             managed.start_time = (pid, started)
@@ -741,6 +742,7 @@ class Supervisor:
                     self._on_pump_closed,
                     batches=self.batches,
                     capacity=NEW_PIPE,
+                    now=now,
                 )
             )
         self._reaper.watch(pid, self._on_exit, managed)
