@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import psutil
@@ -14,6 +13,8 @@ import pytest
 
 from herdsman.runtime.monitor import own_usage, sample_tree
 from tests.conftest import wait_for
+
+TICK = 0.01  # /proc's CPU times are in clock ticks; the two readers may round apart
 
 # A tree of three: sh, a busy Python child holding 40 MiB and a few more fds, a sleep.
 TREE = (
@@ -41,7 +42,7 @@ def test_a_sample_covers_the_whole_tree_as_psutil_sees_it(
     tree: subprocess.Popen[bytes],
 ) -> None:
     procs = [psutil.Process(tree.pid), *psutil.Process(tree.pid).children(recursive=True)]
-    wait_for(lambda: sum(sum(p.cpu_times()[:2]) for p in procs) > 0.2)
+    wait_for(lambda: cpu_of(procs) > 0.2)
     first = sample_tree(tree.pid, None)
     rss = sum(p.memory_info().rss for p in procs)
     fds = sum(p.num_fds() for p in procs)
@@ -53,12 +54,23 @@ def test_a_sample_covers_the_whole_tree_as_psutil_sees_it(
     # No earlier sample: the average since the tree started, of which the busy child
     # has had 0.2 s of CPU at least (how much more depends on the machine's load).
     assert first.cpu_percent > 1
-    time.sleep(0.5)
+    # Until the busy child has had another 0.1 s of CPU, however long that takes on
+    # a loaded machine (a fixed 0.5 s gave it under 5% of a CPU at a load of 40).
+    wait_for(lambda: cpu_of(procs) > first.cpu_seconds + 0.1)
+    # psutil's reads bracket the sample's: the child runs on meanwhile, and the test
+    # may wait for a CPU between any two reads.
+    before = cpu_of(procs)
     second = sample_tree(tree.pid, first)
-    cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
+    after = cpu_of(procs)
     assert second is not None
-    assert abs(second.cpu_seconds - cpu) < 0.1
-    assert 5 < second.cpu_percent <= 100 * (os.cpu_count() or 1)
+    assert before - TICK <= second.cpu_seconds <= after + TICK
+    rate = (second.cpu_seconds - first.cpu_seconds) / (second.at - first.at) * 100
+    assert second.cpu_percent == pytest.approx(rate, abs=0.1)
+    assert 0 < second.cpu_percent <= 100 * (os.cpu_count() or 1)
+
+
+def cpu_of(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
 def test_a_tree_whose_main_process_is_gone_has_no_sample() -> None:
