@@ -3,11 +3,14 @@ document, and the numbers in a log file of a service that writes numbered lines.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,17 @@ def numbers(log: Path) -> list[int]:
     data = log.read_bytes()
     whole = data[: data.rfind(b"\n") + 1]
     return [int(line.split(b" ", 2)[2]) for line in whole.splitlines()]
+
+
+def unread(pid: int, fd: int) -> int:
+    """How many bytes process `pid` wrote to the pipe at its `fd` that no one has
+    read yet: the pipe opened again through /proc, and asked (FIONREAD), not read."""
+    reader = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        count: int = struct.unpack("i", fcntl.ioctl(reader, termios.FIONREAD, b"\0" * 4))[0]
+        return count
+    finally:
+        os.close(reader)
 
 
 def processes_of(instance: str, *, main_only: bool = False) -> list[int]:

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from tests.conftest import alive, wait_for
-from tests.e2e.helpers import TICKER, free_port, herdsman, inject, instances, numbers, status
+from tests.e2e.helpers import (
+    TICKER,
+    free_port,
+    herdsman,
+    inject,
+    instances,
+    numbers,
+    status,
+    unread,
+)
 
 # Writes numbered lines at 2,000 a second, on schedule (not "sleep after each").
 WRITER = textwrap.dedent(
@@ -92,10 +101,11 @@ def test_reexec_keeps_every_service_its_pid_and_every_line(tmp: Path) -> None:
         wait_for(lambda: instances(tmp)["web"]["health"] == "healthy", timeout=15)
         wait_for(lambda: instances(tmp)["crashy"]["restarts"] >= 2, timeout=15)
         wait_for(lambda: (tmp / "half.written").exists(), timeout=10)
-        time.sleep(0.2)  # the daemon has read "begun-" by now: it holds half a line
         before = status(tmp)
         daemon_pid = before["daemon"]["pid"]
         pids = {i["name"]: i["pid"] for i in before["services"] if i["name"] != "crashy"}
+        # The daemon has read "begun-": it holds half a line, for the execs to hand over.
+        wait_for(lambda: unread(pids["half"], 1) == 0)
         assert before["daemon"]["reexecs"] == 0
 
         for n in (1, 2, 3):
