@@ -280,7 +280,18 @@ def test_up_as_pid_1_reaps_orphans(tmp: Path) -> None:
                 break
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             daemon = int(f.read().split()[0])  # herdsman, PID 1 inside the namespace
-        time.sleep(0.5)  # the orphans' sleeps have ended: PID 1 must have reaped them
+
+        def children() -> list[str]:  # of every thread: the spawning one's too
+            found = []
+            for task in os.listdir(f"/proc/{daemon}/task"):
+                with open(f"/proc/{daemon}/task/{task}/children") as f:
+                    found.extend(f.read().split())
+            return found
+
+        # Each `( ... & )` subshell was waited for before the next: its orphan was
+        # PID 1's child before "spawned" was said. Once every orphan exited and was
+        # reaped, the forker is PID 1's one child (a zombie would still be listed).
+        wait_for(lambda: len(children()) == 1)
 
         def zombie_children() -> list[str]:
             out = subprocess.run(["ps", "-eo", "stat=,ppid=,cmd="], capture_output=True, text=True)
