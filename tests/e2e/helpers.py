@@ -25,7 +25,9 @@ def herdsman(
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        # Past the CLI's own 60 s (`--wait`, `start`, `stop`): a wait that runs out
+        # exits with its reason on stderr, which a timeout here would throw away.
+        timeout=90,
         env=env,
     )
 
