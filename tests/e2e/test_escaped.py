@@ -53,7 +53,7 @@ def test_stop_and_down_leave_no_escaped_process(tmp: Path) -> None:
         escaped = _started(tmp)
         stopped = herdsman(tmp, "stop", "leaky")
         assert stopped.returncode == 0, stopped.stderr
-        wait_for(lambda: not processes_of("leaky"), timeout=5)
+        wait_for(lambda: not processes_of("leaky"))
         assert all(not alive(pid) for pid in escaped)
 
         # A restart of its own (the main process dies) takes the escapees of the
@@ -64,7 +64,7 @@ def test_stop_and_down_leave_no_escaped_process(tmp: Path) -> None:
         os.kill(main, signal.SIGKILL)
         wait_for(lambda: instances(tmp)["leaky"]["pid"] not in (None, main), timeout=10)
         second = _started(tmp)
-        wait_for(lambda: not any(alive(pid) for pid in first), timeout=5)
+        wait_for(lambda: not any(alive(pid) for pid in first))
         assert not set(first) & set(second)
         assert all(alive(pid) for pid in second)
     finally:
@@ -87,7 +87,7 @@ def test_escapees_of_an_adopted_instance_and_down_without_a_daemon(tmp: Path) ->
         assert again.returncode == 0, again.stderr
         assert instances(tmp)["leaky"]["pid"] in escaped  # adopted
         assert herdsman(tmp, "stop", "leaky").returncode == 0
-        wait_for(lambda: not processes_of("leaky"), timeout=5)
+        wait_for(lambda: not processes_of("leaky"))
 
         assert herdsman(tmp, "start", "leaky").returncode == 0
         _started(tmp)

@@ -122,17 +122,17 @@ def test_a_health_check_added_runs(tmp: Path) -> None:
         assert svc(tmp)["health"] is None
         doc = reload(SLEEPER + 'health = { exec = "true", interval = "0.1s" }')
         assert doc["pid"] == pid
-        wait_for(lambda: svc(tmp)["health"] == "healthy", timeout=5)
+        wait_for(lambda: svc(tmp)["health"] == "healthy")
 
 
 def test_health_thresholds_and_interval_apply(tmp: Path) -> None:
     check = "health = {{ exec = \"sh -c 'echo x >> checks; exit 1'\", {} }}"
     with running(tmp, SLEEPER + check.format('interval = "1h", failure_threshold = 9')) as reload:
         pid = up_with_pid(tmp)
-        wait_for(lambda: (tmp / "checks").exists(), timeout=5)
+        wait_for(lambda: (tmp / "checks").exists())
         faster = check.format('interval = "0.4s", failure_threshold = 3')
         assert reload(SLEEPER + faster)["pid"] == pid
-        wait_for(lambda: svc(tmp)["restarts"] >= 1, timeout=5)
+        wait_for(lambda: svc(tmp)["restarts"] >= 1)
         log = (tmp / ".herdsman" / "logs" / "herdsman.log").read_text()
         assert "svc: health check failed (3/3)" in log
         assert "(2/9)" not in log  # the slow check ran once before the reload
@@ -141,12 +141,12 @@ def test_health_thresholds_and_interval_apply(tmp: Path) -> None:
 def test_a_readiness_probe_changed_applies_to_the_waiting_process(tmp: Path) -> None:
     never = SLEEPER + 'ready = { exec = "false", interval = "0.1s" }'
     with running(tmp, never) as reload:
-        wait_for(lambda: svc(tmp)["pid"] and svc(tmp)["checks"].get("ready"), timeout=5)
+        wait_for(lambda: svc(tmp)["pid"] and svc(tmp)["checks"].get("ready"))
         pid = svc(tmp)["pid"]
         assert svc(tmp)["state"] == "starting"
         doc = reload(SLEEPER + 'ready = { exec = "true", interval = "0.1s" }')
         assert doc["pid"] == pid
-        wait_for(lambda: svc(tmp)["state"] == "running", timeout=5)
+        wait_for(lambda: svc(tmp)["state"] == "running")
         assert svc(tmp)["pid"] == pid
         assert svc(tmp)["ready"] is True
 
@@ -156,7 +156,7 @@ def test_backoff_applies(tmp: Path) -> None:
         pid = up_with_pid(tmp)
         assert reload(SLEEPER + 'backoff = { initial = "42s", max = "42s" }')["pid"] == pid
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: svc(tmp)["state"] == "restarting", timeout=5)
+        wait_for(lambda: svc(tmp)["state"] == "restarting")
         assert svc(tmp)["message"].endswith("restarting in 42s")
 
 
@@ -165,9 +165,9 @@ def test_start_limit_applies(tmp: Path) -> None:
         pid = up_with_pid(tmp)
         assert reload(SLEEPER + "start_limit = { burst = 1 }")["pid"] == pid
         os.kill(pid, signal.SIGKILL)
-        second = wait_for(lambda: svc(tmp)["pid"] not in (None, pid) and svc(tmp)["pid"], 5)
+        second = wait_for(lambda: svc(tmp)["pid"] not in (None, pid) and svc(tmp)["pid"])
         os.kill(int(second), signal.SIGKILL)  # type: ignore[call-overload]
-        wait_for(lambda: svc(tmp)["state"] == "failed", timeout=5)
+        wait_for(lambda: svc(tmp)["state"] == "failed")
         assert "gave up after more than 1 restarts" in svc(tmp)["message"]
 
 
@@ -204,7 +204,7 @@ def test_log_rotation_applies(tmp: Path) -> None:
         pid = up_with_pid(tmp)
         logs = tmp / ".herdsman" / "logs"
         assert reload(chatty + 'log = { max_bytes = "2KiB", backups = 1 }')["pid"] == pid
-        wait_for(lambda: (logs / "svc.log.1").exists(), timeout=5)
+        wait_for(lambda: (logs / "svc.log.1").exists())
         # Rotated past 2 KiB (a batch read under load can add some), not 10 MiB.
         assert (logs / "svc.log.1").stat().st_size <= 64 * 1024
         assert svc(tmp)["pid"] == pid

@@ -66,7 +66,7 @@ def test_find_keeps_the_oldest_and_names_the_rest(tmp: Path) -> None:
             child.wait()
         # The setsid child may still be between fork and exec when sh is killed:
         # look again until none is left.
-        wait_for(lambda: not kill_all(scan(state_dir)), timeout=5)
+        wait_for(lambda: not kill_all(scan(state_dir)))
 
 
 def test_a_marker_beyond_the_first_read_of_an_environment_is_found(tmp: Path) -> None:

@@ -137,17 +137,17 @@ def test_failing_health_check_restarts_the_instance(tmp: Path) -> None:
         ) as daemon:
             # initial_delay: the new process's first check comes after it recreated
             # the flag, so no failure of its own replaces the restart's reason.
-            await until(lambda: daemon.instance("app")["health"] == "healthy", timeout=5)
+            await until(lambda: daemon.instance("app")["health"] == "healthy")
             first = daemon.instance("app")["pid"]
             alive_flag.unlink()  # the app "hangs": its check starts failing
-            await until(lambda: daemon.instance("app")["restarts"] == 1, timeout=5)
+            await until(lambda: daemon.instance("app")["restarts"] == 1)
             app = daemon.instance("app")
             assert app["pid"] != first
             assert app["message"] == (
                 f"health check failed: 'test -f {alive_flag}' exited with code 1"
             )
             # the new process recreated the flag: healthy again after its first checks
-            await until(lambda: daemon.instance("app")["health"] == "healthy", timeout=5)
+            await until(lambda: daemon.instance("app")["health"] == "healthy")
 
     asyncio.run(body())
 
@@ -186,7 +186,7 @@ def test_redis_behind_tcp_readiness_and_redis_cli_health(tmp: Path) -> None:
             """,
         ) as daemon:
             await until(lambda: state(daemon, "app") == "running", timeout=10)
-            await until(lambda: daemon.instance("redis")["health"] == "healthy", timeout=5)
+            await until(lambda: daemon.instance("redis")["health"] == "healthy")
             await until(lambda: [e["line"] for e in daemon.logs("app", 5)] == ["OK"])
             await daemon.stop("*", wait=True)
             await until(lambda: len(order.read_text().splitlines()) == 2)

@@ -92,7 +92,7 @@ def test_sigkilled_instance_is_respawned_at_once(tmp: Path) -> None:
             first = managed.core.pid
             assert first is not None
             os.kill(first, signal.SIGKILL)
-            await until(lambda: managed.core.pid not in (None, first), timeout=5)
+            await until(lambda: managed.core.pid not in (None, first))
             assert managed.core.restarts == 1
             assert not alive(first)
 
@@ -279,7 +279,7 @@ def test_daemonized_grandchildren_are_reaped_not_left_as_zombies(tmp: Path) -> N
             orphan = int(rec.text("forker")[0].split("=")[1])
             # The orphan escaped the group (own session), so it lives on; once it
             # exits, we (the subreaper) must reap it: no zombie left.
-            await until(lambda: not os.path.exists(f"/proc/{orphan}"), timeout=5)
+            await until(lambda: not os.path.exists(f"/proc/{orphan}"))
 
     run(body())
 
@@ -303,7 +303,7 @@ def test_dependencies_start_in_order_and_stop_in_reverse(tmp: Path) -> None:
             assert web.state is State.STARTING
             assert web.core.pid is None
             assert web.core.message == "waiting for db (ready)"
-            await until(lambda: web.state is State.RUNNING, timeout=5)
+            await until(lambda: web.state is State.RUNNING)
             spawn_order = [
                 name for name, _, new, ev in rec.changes if type(ev).__name__ == "Spawned"
             ]
