@@ -19,7 +19,9 @@ import pytest
 from herdsman.runtime.notify import NotifyMessage, NotifySocket, access_for, sender_belongs
 
 LOG = logging.getLogger("herdsman.notify.test")
-EXIT_WAIT = 5.0  # seconds a notifying client may take to exit
+# Generous, as conftest.wait_for is: a wait that holds ends at once, and a loaded
+# machine can take seconds to start an interpreter.
+EXIT_WAIT = 15.0  # seconds a notifying client may take to exit
 PYTHON = sys.executable
 CAP_SYS_ADMIN = 21
 
@@ -60,7 +62,7 @@ class Inbox:
         """`sender_belongs(message.pid, main_pid)` as it was when the message arrived."""
         return self._verdicts[id(message)][main_pid]
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[NotifyMessage]:  # noqa: ASYNC109 -- a test's deadline: it fails with what had arrived
+    async def wait_for(self, count: int, timeout: float = 15.0) -> list[NotifyMessage]:  # noqa: ASYNC109 -- a test's deadline: it fails with what had arrived
         deadline = time.monotonic() + timeout
         while len(self.messages) < count:
             self._arrived.clear()

@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -28,12 +27,11 @@ def test_systemd_notify_run_as_the_instance_itself_names_its_parent(tmp: Path) -
     async def body() -> None:
         with receiving(tmp / "notify") as (sock, inbox):
             async with children(sock.address) as kids:
-                started = time.monotonic()
                 child = kids.start(["systemd-notify", "--ready", "--status=warming up"])
                 (msg,) = await inbox.wait_for(1)
-                # Exit 0 well within its 5 s barrier timeout: the barrier was answered.
+                # Exit 0: the barrier was answered (unanswered for its 5 s, systemd-notify
+                # says "Failed to invoke barrier: Connection timed out" and exits 1).
                 assert await kids.exited(child) == 0
-                assert time.monotonic() - started < 4
         assert msg.fields == {"READY": "1", "STATUS": "warming up"}
         assert msg.uid == os.getuid()
         if can_fake_credentials():
