@@ -19,17 +19,18 @@ def test_systemd_notify_from_a_script_and_sdnotify_make_instances_ready(tmp: Pat
     if shutil.which("systemd-notify") is None:
         pytest.skip("systemd-notify is not installed (.ci/run installs it)")
     pytest.importorskip("sdnotify")
+    go = tmp / "go"  # until it exists, neither says READY=1, however slow the machine
 
     async def body() -> None:
         async with running(
             tmp,
             f"""
             [services.script]
-            command = ["sh", "-c", "sleep 0.3; systemd-notify --ready --status='warmed up'; exec sleep 60"]
+            command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; systemd-notify --ready --status='warmed up'; exec sleep 60"]
             ready = {{ notify = true }}
             start_seconds = 0
             [services.py]
-            command = ["{sys.executable}", "-c", "import sdnotify, time; time.sleep(0.3); sdnotify.SystemdNotifier().notify('READY=1'); time.sleep(60)"]
+            command = ["{sys.executable}", "-c", "import os, sdnotify, time\\nwhile not os.path.exists('{go}'): time.sleep(0.02)\\nsdnotify.SystemdNotifier().notify('READY=1'); time.sleep(60)"]
             ready = {{ notify = true }}
             start_seconds = 0
             [services.web]
@@ -41,7 +42,8 @@ def test_systemd_notify_from_a_script_and_sdnotify_make_instances_ready(tmp: Pat
             await until(lambda: daemon.instance("script")["pid"] is not None)
             assert daemon.instance("script")["state"] == "starting"
             assert daemon.instance("web")["message"] == "waiting for script (ready), py (ready)"
-            await until(lambda: state(daemon, "web") == "running", timeout=10)
+            go.touch()
+            await until(lambda: state(daemon, "web") == "running")
             script = daemon.instance("script")
             assert (script["state"], script["ready"], script["message"]) == (
                 "running",
