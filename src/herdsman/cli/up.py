@@ -154,88 +154,77 @@ def run_up(
     every service's pipes kept open for the new image.
     """
     try:
-        return _run_up(plan, services, detached, resumed, watch, in_place, census, spawner)
+        lock = DaemonLock(plan.state_dir)
+        if in_place is not None:
+            in_place.fds = inherited_fds(lock.path)
+        if resumed is not None:
+            lock.adopt(resumed.lock_fd)
+        elif in_place is not None and in_place.fds.lock_fd is not None:
+            lock.adopt(in_place.fds.lock_fd)
+        else:
+            try:
+                make_state_dir(plan.state_dir, allow_shared=plan.allow_shared_state_dir)
+                lock.acquire()
+            except (AlreadyRunning, Unsafe) as err:
+                print(f"herdsman: {err}", file=sys.stderr)
+                return 1
+            except OSError as err:
+                print(
+                    f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}",
+                    file=sys.stderr,
+                )
+                return 1
+        outcome: int | Reexec = 1
+        try:
+            outcome = asyncio.run(
+                _serve(
+                    plan,
+                    services,
+                    detached=detached,
+                    resumed=resumed,
+                    watch=watch,
+                    in_place=in_place,
+                    census=census,
+                    spawner=spawner,
+                )
+            )
+        except StartupError as err:
+            print(f"herdsman: {err}", file=sys.stderr)
+            return 1
+        finally:
+            if not isinstance(outcome, Reexec):
+                lock.release()
+        if isinstance(outcome, int):
+            return outcome
+        from herdsman.cli.resume import exec_new_image, fallback_args
+
+        handover = Handover(
+            outcome.daemon,
+            outcome.listen_fds,
+            lock.hand_over(),
+            services,
+            detached,
+            watch,
+            outcome.token,
+        )
+        fallback = fallback_args(
+            outcome.plan.config_path,
+            services,
+            detached=detached,
+            watch=watch,
+            reexecs=outcome.daemon.reexecs,
+            started_at=outcome.daemon.started_at,
+        )
+        error = exec_new_image(handover.to_data(), fallback)
+        # The exec failed (the interpreter is gone?): this image takes over again, from
+        # the same hand-over, rather than leaving the services without a daemon.
+        print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
+        handover.daemon.reexecs -= 1  # it did not happen: `reexec` must not report it did
+        return run_up(outcome.plan, services, detached=detached, resumed=handover, watch=watch)
+
     finally:
         if spawner is not None:
             spawner.close()  # the daemon's supervisor closed it already, if it took it
-
-
-def _run_up(
-    plan: Plan,
-    services: list[str],
-    detached: bool,
-    resumed: Handover | None,
-    watch: bool,
-    in_place: InPlace | None,
-    census: Census | None,
-    spawner: Spawner[Managed] | None,
-) -> int:
-    lock = DaemonLock(plan.state_dir)
-    if in_place is not None:
-        in_place.fds = inherited_fds(lock.path)
-    if resumed is not None:
-        lock.adopt(resumed.lock_fd)
-    elif in_place is not None and in_place.fds.lock_fd is not None:
-        lock.adopt(in_place.fds.lock_fd)
-    else:
-        try:
-            make_state_dir(plan.state_dir, allow_shared=plan.allow_shared_state_dir)
-            lock.acquire()
-        except (AlreadyRunning, Unsafe) as err:
-            print(f"herdsman: {err}", file=sys.stderr)
-            return 1
-        except OSError as err:
-            print(
-                f"herdsman: cannot use state_dir {plan.state_dir}: {err.strerror}", file=sys.stderr
-            )
-            return 1
-    outcome: int | Reexec = 1
-    try:
-        outcome = asyncio.run(
-            _serve(
-                plan,
-                services,
-                detached=detached,
-                resumed=resumed,
-                watch=watch,
-                in_place=in_place,
-                census=census,
-                spawner=spawner,
-            )
-        )
-    except StartupError as err:
-        print(f"herdsman: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if not isinstance(outcome, Reexec):
-            lock.release()
-    if isinstance(outcome, int):
-        return outcome
-    from herdsman.cli.resume import exec_new_image, fallback_args
-
-    handover = Handover(
-        outcome.daemon,
-        outcome.listen_fds,
-        lock.hand_over(),
-        services,
-        detached,
-        watch,
-        outcome.token,
-    )
-    fallback = fallback_args(
-        outcome.plan.config_path,
-        services,
-        detached=detached,
-        watch=watch,
-        reexecs=outcome.daemon.reexecs,
-        started_at=outcome.daemon.started_at,
-    )
-    error = exec_new_image(handover.to_data(), fallback)
-    # The exec failed (the interpreter is gone?): this image takes over again, from
-    # the same hand-over, rather than leaving the services without a daemon.
-    print(f"herdsman: cannot re-exec ({error}); carrying on as before", file=sys.stderr)
-    handover.daemon.reexecs -= 1  # it did not happen: `reexec` must not report it did
-    return run_up(outcome.plan, services, detached=detached, resumed=handover, watch=watch)
 
 
 @dataclass(eq=False)
