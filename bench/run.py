@@ -56,7 +56,8 @@ ENV_PY = ENV / "bin" / "python"
 ENV_SOURCE_HASH = ENV / ".herdsman-source"  # hash of the source the installed herdsman came from
 STAMP = BENCH / "build" / "stamp"
 RESULTS = BENCH / "results.md"
-TOOLS = ("herdsman", "floor", "supervisord", "circus")
+TOOLS = ("herdsman", "floor", "pydantic-floor", "supervisord", "circus")
+START_ONLY = ("pydantic-floor",)  # a reference for the start figure: no kills, no idle
 ALL_TOOLS = (*TOOLS, "pm2")  # pm2: status latency only (bench/status.py)
 SCALE_TOOLS = ("herdsman", "floor")
 KILL_TIMEOUT = 10.0  # seconds to wait for a replacement before calling it a timeout
@@ -342,6 +343,8 @@ def config_for(tool: str, n: int, tmp: Path, sock: str, circus_check_delay: floa
     stamp = str(STAMP)
     if tool == "floor":
         return [sys.executable, str(BENCH / "floor.py"), str(n), stamp, sock]
+    if tool == "pydantic-floor":
+        return [sys.executable, str(BENCH / "floor.py"), "--pydantic", str(n), stamp, sock]
 
     if tool == "herdsman":
         conf = tmp / "herdsman.toml"
@@ -728,40 +731,6 @@ def run_scale(tool: str, n: int, idle: float, queries: int) -> Result:
             signal.signal(signal.SIGINT, old)
 
 
-def measure_scale(tool: str, n: int, args: argparse.Namespace) -> Result:
-    """One full scale run, plus start-and-stop runs up to --starts launches: start and
-    stop are their medians."""
-    r = run_scale(tool, n, args.scale_idle, args.scale_queries)
-    print(f"  {r.error or 'ok'}", flush=True)
-    time.sleep(2)
-    starts, firsts, stops, cpus = [r.start], [r.first], [r.stop], [r.start_cpu]
-    for _ in range(args.starts - 1 if r.start is not None else 0):
-        extra = run_scale(tool, n, 0, 0)
-        time.sleep(2)
-        r.notes += [f"extra start run: {note}" for note in extra.notes]
-        if extra.error:
-            r.notes.append(f"extra start run failed: {extra.error}")
-            continue
-        starts.append(extra.start)
-        firsts.append(extra.first)
-        stops.append(extra.stop)
-        cpus.append(extra.start_cpu)
-        r.lost = max(r.lost or 0, extra.lost or 0)
-        r.left = max(r.left or 0, extra.left or 0)
-    if len(starts) > 1:
-        r.start = statistics.median(starts)
-        r.first = median_known(firsts)
-        r.start_cpu = median_known(cpus)
-        r.notes.append(
-            f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
-        )
-        done = [x for x in stops if x is not None]
-        if done:
-            r.stop = statistics.median(done)
-            r.notes.append(f"stop: median of {len(done)}, {min(done):.3f} to {max(done):.3f} s")
-    return r
-
-
 # ------------------------------------------------------------------------ report
 
 
@@ -795,7 +764,11 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> str:
             "median": statistics.median(lat) if lat else None,
             "p95": pct(lat, 0.95) if lat else None,
             "max": max(lat) if lat else None,
-            "timeouts": float(r.timeouts) if r.start is not None and args.kills else None,
+            "timeouts": (
+                float(r.timeouts)
+                if r.start is not None and args.kills and r.tool not in START_ONLY
+                else None
+            ),
             "idle": r.idle_cpu,
             "rss": r.rss_mb,
             "stop": r.stop,
@@ -1032,22 +1005,50 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace) -> Result:
-    """One full run, plus start-only runs up to --starts launches; start = their median."""
-    r = run_tool(tool, n, kills, idle, args.circus_check_delay)
-    print(f"  {r.error or 'ok'}", flush=True)
-    time.sleep(2)  # let the machine settle after the teardown
-    starts, firsts, cpus = [r.start], [r.first], [r.start_cpu]
-    for _ in range(args.starts - 1 if r.start is not None else 0):
-        extra = run_tool(tool, n, 0, 0, args.circus_check_delay)
-        time.sleep(2)
+def interleaved(
+    tools: list[str], full: Any, start_only: Any, starts: int, *, stops: bool
+) -> dict[str, Result]:
+    """One full run per tool (`full(tool)`), then rounds of start-only runs
+    (`start_only(tool)`) up to `starts` launches per tool, the tools taking turns in
+    each round: a machine that slows down or speeds up during the run then shifts
+    every tool's figures alike, not the last tool's alone. Start, first child and
+    machine CPU are the medians of the launches; with `stops`, the stop time too."""
+    results: dict[str, Result] = {}
+    for tool in tools:
+        results[tool] = full(tool)
+        print(f"  {results[tool].error or 'ok'}", flush=True)
+        time.sleep(2)  # let the machine settle after the teardown
+    extras: dict[str, list[Result]] = {tool: [] for tool in tools}
+    for round_ in range(starts - 1):
+        for tool in tools:
+            if results[tool].start is None:
+                continue
+            print(f"  {tool}: start {round_ + 2} of {starts}", flush=True)
+            extras[tool].append(start_only(tool))
+            time.sleep(2)
+    for tool in tools:
+        fold(results[tool], extras[tool], stops=stops)
+    return results
+
+
+def fold(r: Result, extras: list[Result], *, stops: bool) -> None:
+    """Fold start-only runs into r: medians of the launches, their notes and errors."""
+    if r.start is None:
+        return
+    starts, firsts, cpus, ends = [r.start], [r.first], [r.start_cpu], [r.stop]
+    for extra in extras:
         r.notes += [f"extra start run: {note}" for note in extra.notes]
         if extra.error:
             r.notes.append(f"extra start run failed: {extra.error}")
-        else:
-            starts.append(extra.start)
-            firsts.append(extra.first)
-            cpus.append(extra.start_cpu)
+            continue
+        starts.append(extra.start)
+        firsts.append(extra.first)
+        cpus.append(extra.start_cpu)
+        ends.append(extra.stop)
+        if extra.lost is not None:
+            r.lost = max(r.lost or 0, extra.lost)
+        if extra.left is not None:
+            r.left = max(r.left or 0, extra.left)
     if len(starts) > 1:
         r.start = statistics.median(starts)
         r.first = median_known(firsts)
@@ -1055,7 +1056,10 @@ def measure(tool: str, n: int, kills: int, idle: float, args: argparse.Namespace
         r.notes.append(
             f"start: median of {len(starts)} launches, {min(starts):.3f} to {max(starts):.3f} s"
         )
-    return r
+    done = [x for x in ends if x is not None]
+    if stops and len(done) > 1:
+        r.stop = statistics.median(done)
+        r.notes.append(f"stop: median of {len(done)}, {min(done):.3f} to {max(done):.3f} s")
 
 
 def prepare() -> None:
@@ -1104,13 +1108,30 @@ def main() -> int:
     scale: dict[int, dict[str, Result]] = {}
     statuses: dict[str, status.StatusResult] = {}
     try:
-        for tool in [t for t in TOOLS if t in args.only]:
-            print(f"{tool}: {args.instances} instances ...", flush=True)
-            results[tool] = measure(tool, args.instances, args.kills, args.idle, args)
-        for n in args.scale:
-            for tool in [t for t in SCALE_TOOLS if t in args.only]:
-                print(f"{tool}: {n} instances (scale run) ...", flush=True)
-                scale.setdefault(n, {})[tool] = measure_scale(tool, n, args)
+        n = args.instances
+
+        def full(tool: str) -> Result:
+            print(f"{tool}: {n} instances ...", flush=True)
+            if tool in START_ONLY:
+                return run_tool(tool, n, 0, 0, args.circus_check_delay)
+            return run_tool(tool, n, args.kills, args.idle, args.circus_check_delay)
+
+        def start_only(tool: str) -> Result:
+            return run_tool(tool, n, 0, 0, args.circus_check_delay)
+
+        tools = [t for t in TOOLS if t in args.only]
+        results = interleaved(tools, full, start_only, args.starts, stops=False)
+        for m in args.scale:
+
+            def full_scale(tool: str, m: int = m) -> Result:
+                print(f"{tool}: {m} instances (scale run) ...", flush=True)
+                return run_scale(tool, m, args.scale_idle, args.scale_queries)
+
+            def scale_start(tool: str, m: int = m) -> Result:
+                return run_scale(tool, m, 0, 0)
+
+            tools = [t for t in SCALE_TOOLS if t in args.only]
+            scale[m] = interleaved(tools, full_scale, scale_start, args.starts, stops=True)
         if status_tools:
             status_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
             statuses = status.measure_all(status_tools, args.status_instances, args.status_runs)
