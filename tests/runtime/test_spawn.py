@@ -280,6 +280,98 @@ def test_each_spawn_runs_its_own_command_in_its_own_cwd(tmp: Path) -> None:
     assert outputs == [a, a, b, "other\n", a]
 
 
+def test_a_wave_in_one_cwd_enters_it_once_and_the_thread_goes_back_home(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launcher stays in the cwd its last spawn entered until told to leave (the
+    spawning thread leaves once no request is queued): the replicas of a service,
+    spawned one after the other, enter their cwd once."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    entered: list[bytes] = []
+    real_chdir = spawn._chdir
+
+    def chdir(path: bytes) -> int:
+        entered.append(path)
+        return int(real_chdir(path))
+
+    monkeypatch.setattr(spawn, "_chdir", chdir)
+    home = os.getcwd()
+    after: list[str] = []  # the thread's cwd after each spawn
+    seen: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def spawn_in_a_thread_of_its_own() -> None:
+        # As a spawning thread: its cwd its own (CLONE_FS), not the test's.
+        assert spawn._libc.unshare(spawn.CLONE_FS) == 0
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        launcher = spawn.Launcher(devnull, here, {}, spawn._attributes())
+        environment = spawn.Environment({"PATH": os.environ.get("PATH", os.defpath)})
+        pids = []
+        try:
+            for cwd in ("a", "a", "a", "b"):
+                inst = plan(tmp / cwd, "true")
+                request = spawn.Request(inst, environment, {}, spawn.Command(inst))
+                r, w = os.pipe2(os.O_CLOEXEC)
+                try:
+                    pids.append(launcher.spawn(request, w, w)[0])
+                finally:
+                    os.close(r)
+                    os.close(w)
+                after.append(os.getcwd())
+            launcher.leave()
+            seen["left"] = os.getcwd()
+            inst = plan(tmp / "nowhere", "true")
+            request = spawn.Request(inst, environment, {}, spawn.Command(inst))
+            with pytest.raises(FileNotFoundError):
+                launcher.spawn(request, 1, 2)
+            seen["failed"] = os.getcwd()
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            for pid in pids:
+                os.waitpid(pid, 0)
+            launcher.close()
+            os.close(devnull)
+            os.close(here)
+
+    thread = threading.Thread(target=spawn_in_a_thread_of_its_own)
+    thread.start()
+    thread.join(30)
+    assert not errors, errors
+    a, b = os.fsencode(tmp / "a"), os.fsencode(tmp / "b")
+    assert entered == [a, b, os.fsencode(tmp / "nowhere")]
+    assert after == [str(tmp / "a")] * 3 + [str(tmp / "b")]
+    assert seen["left"] == seen["failed"] == home
+    assert os.getcwd() == home
+
+
+def test_the_spawning_threads_wait_in_the_daemons_cwd(tmp: Path) -> None:
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    argv = ("sh", "-c", "pwd")
+    with spawner() as sp:
+        names = ["a", "a", "b", "a", "b", "b"]
+        for i, cwd in enumerate(names):
+            sp.start(i, InstancePlan(f"w.{i}", "w", i, argv, {}, tmp / cwd), {})
+        outcomes = sp.finished(keep=0)
+        try:
+            assert [key for key, _ in outcomes] == list(range(len(names)))
+            for (_key, outcome), cwd in zip(outcomes, names, strict=True):
+                assert not isinstance(outcome, SpawnError), outcome
+                _pid, out, _err, _started = outcome
+                assert read_all(out) == f"{tmp / cwd}\n".encode()
+        finally:
+            for _key, outcome in outcomes:
+                if not isinstance(outcome, SpawnError):
+                    os.waitpid(outcome[0], 0)
+                    os.close(outcome[1])
+                    os.close(outcome[2])
+        for lean in sp.leans:
+            assert os.readlink(f"/proc/self/task/{lean.native_id}/cwd") == os.getcwd()
+
+
 def test_a_restart_holds_the_loop_until_its_child_is_spawned(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
