@@ -1,13 +1,13 @@
 """Resource samples of the instances' process trees, taken when someone asks.
 
-A sample reads /proc for 35 us per process: a third of a second for 8,000 trees of
-one process each. An answer shows each instance's last sample if it is at most
-SAMPLE_SHOWN seconds old and waits only for the others (new processes, or a herd
-nobody asked about for a while), for at most SAMPLE_BUDGET of sampling beyond the
-first SAMPLE_AT_ONCE of them; the pass goes on in the background, a slice of
-SAMPLE_SLICE seconds per loop turn. A sample is reused for `max_age` seconds, and
-for as long as the last pass took: a client that asks all the time keeps the
-daemon sampling at most half of the time, however many instances there are.
+psutil takes a fraction of a millisecond per process tree, seconds for thousands
+of them. An answer shows each instance's last sample if it is at most SAMPLE_SHOWN
+seconds old and waits only for the others (new processes, or a herd nobody asked
+about for a while), for at most SAMPLE_BUDGET of sampling beyond the first
+SAMPLE_AT_ONCE of them; the pass goes on in the background, a slice of SAMPLE_SLICE
+seconds per loop turn. A sample is reused for `max_age` seconds, and for as long as
+the last pass took: a client that asks all the time keeps the daemon sampling at
+most half of the time, however many instances there are.
 """
 
 from __future__ import annotations
