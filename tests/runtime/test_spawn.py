@@ -223,6 +223,42 @@ def test_own_variables_replace_the_daemons_once_and_the_rest_is_kept(tmp: Path) 
         sp.close()
 
 
+def test_a_spawn_encodes_only_the_own_variables_its_template_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first spawn of a set of own names makes their template, holding its values;
+    the next ones encode only those whose value differs (in any order), and each
+    gets its own values whatever the template holds."""
+    encoded: list[str] = []
+    real_entry = spawn._entry
+
+    def entry(key: str, value: str) -> bytes:
+        encoded.append(f"{key}={value}")
+        return real_entry(key, value)
+
+    environment = spawn.Environment({"KEPT": "daemon", "SET": "daemon"})
+    monkeypatch.setattr(spawn, "_entry", entry)
+
+    def envp(own: dict[str, str]) -> list[str]:
+        array, template = environment.envp(own)
+        assert template is not array
+        return sorted(os.fsdecode(item) for item in array if item is not None)
+
+    first = {"SERVICE": "web", "INSTANCE": "web.0", "SET": "own"}
+    assert envp(first) == ["INSTANCE=web.0", "KEPT=daemon", "SERVICE=web", "SET=own"]
+    assert sorted(encoded) == ["INSTANCE=web.0", "SERVICE=web", "SET=own"]
+    encoded.clear()
+    again = {"SET": "own", "INSTANCE": "web.1", "SERVICE": "web"}  # another order
+    assert envp(again) == ["INSTANCE=web.1", "KEPT=daemon", "SERVICE=web", "SET=own"]
+    assert encoded == ["INSTANCE=web.1"]
+    encoded.clear()
+    other = {"SERVICE": "api", "INSTANCE": "api.0", "SET": "own"}
+    assert envp(other) == ["INSTANCE=api.0", "KEPT=daemon", "SERVICE=api", "SET=own"]
+    assert sorted(encoded) == ["INSTANCE=api.0", "SERVICE=api"]
+    assert envp(first) == ["INSTANCE=web.0", "KEPT=daemon", "SERVICE=web", "SET=own"]
+    assert envp({"NEW": "x"}) == ["KEPT=daemon", "NEW=x", "SET=daemon"]
+
+
 @pytest.mark.parametrize("lean", [True, False], ids=["thread", "loop thread"])
 def test_each_child_writes_to_its_own_pipes_however_the_fds_are_numbered(
     tmp: Path, monkeypatch: pytest.MonkeyPatch, lean: bool

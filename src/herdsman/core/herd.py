@@ -658,17 +658,17 @@ class Herd:
             del self._spawning[name]
         old, pid, ready = inst.state, inst.pid, inst.ready
         for action in lc.on_event(inst, event, now, rand):
-            match action:
+            match action:  # the most frequent first: every spawn cancels a timer
                 case lc.Spawn():
                     if name not in queued:  # a stop that restarts leaves it in its place
                         queued[name] = None
                     self._waiting.pop(name, None)
-                case lc.SignalGroup(signal=sig):
-                    out.append(SignalGroup(name, sig))
-                case lc.SetTimer(at=at, event=timed):
-                    out.append(SetTimer(name, "lifecycle", at, ToInstance(name, timed)))
                 case lc.CancelTimer():
                     out.append(CancelTimer(name, "lifecycle"))
+                case lc.SetTimer(at=at, event=timed):
+                    out.append(SetTimer(name, "lifecycle", at, ToInstance(name, timed)))
+                case lc.SignalGroup(signal=sig):
+                    out.append(SignalGroup(name, sig))
         if queued and not inst.waiting:
             queued.pop(name, None)  # stopped before its spawn: it never has one
         if inst.state is not old or inst.pid != pid or inst.ready != ready:

@@ -51,8 +51,10 @@ class ChangeLog:
             # The message is the instance's latest: it belongs to the last change of
             # a burst (stopped -> starting -> failed: the spawn's failure).
             why = f": {core.message}" if core.message and new is core.state else ""
-            # A State is a StrEnum: formatted as its value, without `.value`'s lookup.
-            self._repeats.log(name, logging.INFO, f"{name}: {old} -> {new}{why}")
+            # A State is a StrEnum: its `_value_` (an attribute, where `.value` is a
+            # property) is a plain str, which an f-string takes as it is, where the
+            # member itself goes through format() (half the time of the line's text).
+            self._repeats.log(name, logging.INFO, f"{name}: {old._value_} -> {new._value_}{why}")
             self._manager.status_changed(self._summary)
 
     def close(self) -> None:

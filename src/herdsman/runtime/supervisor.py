@@ -579,10 +579,19 @@ class Supervisor:
             self._next_slice = None
 
     def _execute(self, action: hd.Action, alone: bool) -> None:
+        # The most frequent first: a class pattern that does not match costs a
+        # failed isinstance, and every spawn comes with the cancel of a timer (most
+        # often none is pending).
         match action:  # (Changed: see _run)
             case hd.Spawn(name=name):
                 self._taken += 1
                 self._spawn(self.instances[name], alone)
+            case hd.CancelTimer(name=name, kind="lifecycle"):
+                managed = self.instances.get(name) or self._gone.get(name)
+                if managed is not None:
+                    self._cancel_timer(managed)
+            case hd.CancelTimer(name=name):
+                self._cancel(name)
             case hd.SignalGroup(name=name, signal=sig):
                 self.signal_group(self.instances[name], sig)
             case hd.SetTimer(name=name, kind="lifecycle", at=at, event=hd.ToInstance(event=ev)):
@@ -590,12 +599,6 @@ class Supervisor:
             case hd.SetTimer(name=name, at=at, event=event):
                 self._cancel(name)
                 self._timers[name] = self._loop.call_at(at, self._fired, name, event)
-            case hd.CancelTimer(name=name, kind="lifecycle"):
-                managed = self.instances.get(name) or self._gone.get(name)
-                if managed is not None:
-                    self._cancel_timer(managed)
-            case hd.CancelTimer(name=name):
-                self._cancel(name)
             case hd.StartCheck(name=name, role=role, pid=pid):
                 if self.checks is not None:
                     self.checks.start(self.instances[name], role, pid)
