@@ -116,6 +116,43 @@ def test_the_validator_is_imported_without_compiling_annotation_texts() -> None:
     )
 
 
+def test_the_validator_is_imported_without_comparing_each_annotation_text() -> None:
+    # typing's _type_check compared the ForwardRef of every annotation text with
+    # eight special forms (4,800 __eq__ calls); while the validator is imported a
+    # text is made its ForwardRef at once, the one _type_check makes, and anything
+    # else is checked as before. _type_check is typing's own again afterwards.
+    code = (
+        "import typing\n"
+        "calls = []\n"
+        "eq = typing.ForwardRef.__eq__\n"
+        "typing.ForwardRef.__eq__ = lambda self, other: calls.append(1) or eq(self, other)\n"
+        "type_check = typing._type_check\n"
+        "from herdsman.runtime.planner import _text_checked_at_once, import_validator\n"
+        "import_validator()\n"
+        "typing.ForwardRef.__eq__ = eq\n"
+        "check = _text_checked_at_once(type_check)\n"
+        "same = all(\n"
+        "    check(*args, **named) == type_check(*args, **named)\n"
+        "    for args, named in [(('int', 'm'), {}), (('x', 'm', False, 'mod'), {}),\n"
+        "                        (('ClassVar[int]', 'm'), {'allow_special_forms': True}),\n"
+        "                        ((None, 'm'), {}), ((list[int], 'm'), {})])\n"
+        "ref = check('int', 'm', module='mod', allow_special_forms=True)\n"
+        "refused = []\n"
+        "for checker in (check, type_check):\n"
+        "    try:\n"
+        "        checker(typing.Generic, 'm')\n"
+        "    except TypeError as err:\n"
+        "        refused.append(str(err))\n"
+        "print(len(calls) < 100, same, ref.__forward_module__, ref.__forward_is_class__,\n"
+        "      len(refused) == 2 and refused[0] == refused[1], typing._type_check is type_check)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (
+        0,
+        ["True", "True", "mod", "True", "True", "True"],
+    ), out.stderr
+
+
 def test_a_policy_pickled_where_it_lived_before_is_read() -> None:
     # Plans that older images pickled (a re-exec's hand-over) name the class
     # herdsman.core.lifecycle.Policy; protocol 0 spells a class as "module\nname".

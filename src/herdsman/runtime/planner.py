@@ -127,7 +127,11 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
     compiled as it is evaluated (a text that is no expression fails then, not as
     its ForwardRef is made); the validator evaluates none of them. So while it
     is imported, typing's own `compile` (ForwardRef finds it in typing's globals
-    before the builtin) leaves each text as it is.
+    before the builtin) leaves each text as it is. And typing_extensions checks
+    each of those annotations with typing's _type_check, which for a text makes
+    its ForwardRef and then compares it with eight special forms, an __eq__ call
+    each that can only say no (4,800 calls, 10M instructions): see
+    _text_checked_at_once.
 
     And the methods dataclasses makes for the classes of pydantic and
     annotated_types (210, each compiled from source text: 92M instructions, a
@@ -149,6 +153,9 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
         return source
 
     setattr(typing, "compile", as_text)  # noqa: B010 (typing has no such name for mypy)
+    type_check = typing._type_check  # type: ignore[attr-defined]
+    if sys.version_info < (3, 14):
+        setattr(typing, "_type_check", _text_checked_at_once(type_check))  # noqa: B010
     # Python 3.13 makes them otherwise (all of a class's at once): left as it is.
     create_fn = getattr(dataclasses, "_create_fn", None)
     if create_fn is not None:
@@ -157,12 +164,36 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
         from herdsman.config.plan import answer
     finally:
         delattr(typing, "compile")
+        setattr(typing, "_type_check", type_check)  # noqa: B010
         if create_fn is not None:
             setattr(dataclasses, "_create_fn", create_fn)  # noqa: B010
         for name, module in stand_ins.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
     return answer
+
+
+def _text_checked_at_once(type_check: Callable[..., Any]) -> Callable[..., Any]:
+    """typing's `_type_check(arg, msg, is_argument, module, *, allow_special_forms)`,
+    answering a text as it does (Python 3.11 to 3.13) without its comparisons: the
+    text becomes a ForwardRef (_type_convert), which is no generic alias, no
+    special form, neither Any, Generic, Protocol, ClassVar nor Final, and no tuple,
+    so it is returned as it is. Anything else is checked as before."""
+    import typing
+
+    def check(
+        arg: object,
+        msg: str,
+        is_argument: bool = True,
+        module: str | None = None,
+        *,
+        allow_special_forms: bool = False,
+    ) -> Any:
+        if isinstance(arg, str):
+            return typing.ForwardRef(arg, module=module, is_class=allow_special_forms)
+        return type_check(arg, msg, is_argument, module, allow_special_forms=allow_special_forms)
+
+    return check
 
 
 def _made_when_called(create_fn: Callable[..., Any]) -> Callable[..., Any]:
