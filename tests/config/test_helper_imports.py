@@ -235,9 +235,9 @@ def test_plans_compare_and_show_by_their_fields_as_dataclasses_do() -> None:
 
 
 def test_the_validator_is_imported_with_dataclass_methods_made_when_called() -> None:
-    # pydantic's and annotated_types' dataclasses: every method but __init__ is
-    # compiled from its text on its first call, and then does what it always did.
-    # dataclasses makes methods as before once the validator is imported.
+    # pydantic's and annotated_types' dataclasses: every method is compiled from
+    # its text on its first call, and then does what it always did. dataclasses
+    # makes methods as before once the validator is imported.
     code = (
         "import dataclasses\n"
         "create_fn = dataclasses._create_fn\n"
@@ -245,9 +245,9 @@ def test_the_validator_is_imported_with_dataclass_methods_made_when_called() -> 
         "import_validator()\n"
         "from annotated_types import Gt\n"
         "from pydantic.types import Strict\n"
-        "put_off = [m.__code__.co_filename != '<string>' for m in (Gt.__eq__, Gt.__hash__)]\n"
+        "put_off = [m.__code__.co_filename != '<string>' for m in (Gt.__init__, Gt.__eq__)]\n"
         "gt = Gt(1)\n"
-        "print(all(put_off), Gt.__init__.__code__.co_filename, repr(gt), gt == Gt(1),"
+        "print(all(put_off), repr(gt), gt == Gt(1),"
         " gt != Gt(2), hash(gt) == hash(Gt(1)), Strict() == Strict(strict=True),"
         " dataclasses._create_fn is create_fn)\n"
         "try:\n"
@@ -262,7 +262,47 @@ def test_the_validator_is_imported_with_dataclass_methods_made_when_called() -> 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == [
-        "True <string> Gt(gt=1) True True True True True",
+        "True Gt(gt=1) True True True True True",
         "cannot assign to field 'gt'",
         "<string>",
     ]
+
+
+def test_a_put_off_init_answers_for_its_signature_as_the_one_made() -> None:
+    # inspect, dataclasses (the docstring of a class without one) and pydantic read
+    # an __init__'s signature: it is the made function's, which is made when the
+    # signature is first read (or the __init__ called), not before.
+    code = (
+        "import dataclasses, inspect\n"
+        "from herdsman.runtime.planner import _made_when_called\n"
+        "create_fn = dataclasses._create_fn\n"
+        "inits = []\n"
+        "def counted(name, *args, **where):\n"
+        "    inits.extend(['made'] if name == '__init__' else [])\n"
+        "    return create_fn(name, *args, **where)\n"
+        "def point(doc):\n"
+        "    @dataclasses.dataclass(frozen=True, slots=True)\n"
+        "    class Point:\n"
+        "        __doc__ = doc\n"
+        "        x: int\n"
+        "        label: 'str' = 'a'\n"
+        "        tags: tuple = dataclasses.field(default_factory=tuple)\n"
+        "        _: dataclasses.KW_ONLY\n"
+        "        weight: float = 1.0\n"
+        "    return Point\n"
+        "dataclasses._create_fn = _made_when_called(counted)\n"
+        "Documented, Bare = point('A point.'), point(None)\n"
+        "dataclasses._create_fn = create_fn\n"
+        "Made = point(None)\n"
+        "made = [len(inits)]\n"
+        "same = [Bare.__doc__ == Made.__doc__,\n"
+        "        inspect.signature(Documented) == inspect.signature(Made),\n"
+        "        repr(inspect.signature(Documented.__init__)) == repr(inspect.signature(Made.__init__)),\n"
+        "        inspect.getfullargspec(Bare.__init__) == inspect.getfullargspec(Made.__init__)]\n"
+        "made.append(len(inits))\n"
+        "point = Documented(1, weight=2)\n"
+        "made.append(len(inits))\n"
+        "print(made, all(same), (point.x, point.label, point.tags, point.weight))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "[1, 2, 2] True (1, 'a', (), 2)"), out.stderr

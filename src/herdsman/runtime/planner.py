@@ -135,8 +135,9 @@ def import_validator() -> Callable[[str | None], tuple[bytes, int]]:
 
     And the methods dataclasses makes for the classes of pydantic and
     annotated_types (210, each compiled from source text: 92M instructions, a
-    quarter of the helper's work) are made on their first call, but __init__
-    (see _made_when_called): the validator calls 12 of the 160 others."""
+    quarter of the helper's work) are made on their first call (see
+    _made_when_called): the validator calls 12 of the 160 others, and 50 __init__
+    of which it calls a few (those put off too: 8M instructions more)."""
     import dataclasses
     import types
     import typing
@@ -199,24 +200,65 @@ def _text_checked_at_once(type_check: Callable[..., Any]) -> Callable[..., Any]:
 def _made_when_called(create_fn: Callable[..., Any]) -> Callable[..., Any]:
     """dataclasses' `_create_fn(name, args, body, **where)`, which compiles a method
     from its source text, with the compiling put off until the method's first call
-    (then the same function, from the same text and namespaces). Not __init__: its
-    signature is the class's, which dataclasses and pydantic read as they build."""
+    (then the same function, from the same text and namespaces). An __init__'s
+    signature is its class's, which dataclasses reads as it makes a class without
+    a docstring (to write one) and pydantic may read: the one of the function
+    made, made when read (_signature_when_read)."""
+    signature_when_read = _signature_when_read()
 
     def create(name: str, args: list[str], body: list[str], **where: Any) -> Callable[..., Any]:
-        if name == "__init__":
-            return cast(Callable[..., Any], create_fn(name, args, body, **where))
         made: Callable[..., Any] | None = None
 
-        def method(*given: Any, **named: Any) -> Any:
+        def make() -> Callable[..., Any]:
             nonlocal made
             if made is None:
                 made = cast(Callable[..., Any], create_fn(name, args, body, **where))
-            return made(*given, **named)
+            return made
+
+        def method(*given: Any, **named: Any) -> Any:
+            return make()(*given, **named)
 
         method.__name__ = name
+        if name == "__init__":
+            method.__signature__ = signature_when_read(make)  # type: ignore[attr-defined]
         return method
 
     return create
+
+
+def _signature_when_read() -> Callable[[Callable[[], Callable[..., Any]]], Any]:
+    """Signatures of the function `make()` returns, each made (and so the function)
+    once first read. inspect takes a function's __signature__ for its own; what a
+    Signature answers goes through its parameters and return annotation
+    (_parameters, _return_annotation), but for replace, repr and pickling, which
+    name its class: those are the made one's."""
+    import inspect
+
+    class SignatureWhenRead(inspect.Signature):
+        __slots__ = ("_make", "_read")
+
+        def __init__(self, make: Callable[[], Callable[..., Any]]) -> None:
+            self._make = make
+            self._read: inspect.Signature | None = None
+
+        def _made(self) -> inspect.Signature:
+            if self._read is None:
+                self._read = inspect.signature(self._make())
+            return self._read
+
+        _parameters = property(lambda self: self._made()._parameters)
+        _return_annotation = property(lambda self: self._made()._return_annotation)
+
+        def replace(self, **changes: Any) -> inspect.Signature:  # type: ignore[override]
+            return self._made().replace(**changes)
+
+        def __repr__(self) -> str:
+            return repr(self._made())
+
+        def __reduce__(self) -> Any:
+            return self._made().__reduce__()
+
+    return SignatureWhenRead
 
 
 def receive_plan(helper: Helper) -> Plan:
