@@ -223,6 +223,39 @@ def test_own_variables_replace_the_daemons_once_and_the_rest_is_kept(tmp: Path) 
         sp.close()
 
 
+def test_fd_inode_is_fstats_and_says_why_it_cannot_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        assert spawn.fd_inode is not spawn._os_inode  # libc's, on this machine
+        for fd in (r, w):
+            assert spawn.fd_inode(fd) == os.fstat(fd).st_ino
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(OSError, match=os.strerror(errno.EBADF)) as error:
+        spawn.fd_inode(r)
+    assert error.value.errno == errno.EBADF
+    # Without libc's fstat, or where st_ino is elsewhere: os.fstat's.
+    monkeypatch.setattr(spawn, "_plibc", object())
+    assert spawn._stat_inode() is spawn._os_inode
+    monkeypatch.undo()
+
+    class Elsewhere:
+        st_ino = 0
+
+    class OsSaysElsewhere:
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        def fstat(self, _fd: int) -> type[Elsewhere]:
+            return Elsewhere
+
+    monkeypatch.setattr(spawn, "os", OsSaysElsewhere())
+    assert spawn._stat_inode() is spawn._os_inode
+
+
 def test_a_spawn_encodes_only_the_own_variables_its_template_does_not_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

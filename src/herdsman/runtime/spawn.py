@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -311,6 +311,43 @@ class Command:
 
     def serves(self, inst: InstancePlan) -> bool:
         return self.of[0] is inst.argv and self.of[1] is inst.cwd
+
+
+def _stat_inode() -> Callable[[int], int]:
+    """The inode of an fd (the loop journals each spawn's two pipes by theirs) through
+    libc's fstat with the GIL held, into one buffer: os.fstat builds a stat_result
+    (three float times among its twenty fields) for the one field, and lets go of
+    the GIL around the call, which a spawning thread waiting for it takes, and the
+    loop waits to have back. Where libc has no fstat (glibc before 2.33) or st_ino
+    is not where x86-64 and arm64 keep it (checked on /dev/null), os.fstat's. One
+    caller at a time (it has one buffer): the loop thread."""
+    try:
+        fstat = _plibc.fstat
+    except AttributeError:
+        return _os_inode
+    buffer = ctypes.create_string_buffer(256)  # a struct stat takes 144 bytes or less
+    inode = ctypes.c_uint64.from_buffer(buffer, 8)
+
+    def by_libc(fd: int) -> int:
+        if fstat(fd, buffer) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return inode.value
+
+    probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return by_libc if by_libc(probe) == os.fstat(probe).st_ino else _os_inode
+    except OSError:
+        return _os_inode
+    finally:
+        os.close(probe)
+
+
+def _os_inode(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+fd_inode = _stat_inode()
 
 
 # A process spawned: its pid, and its start time (clock ticks since boot, as /proc
@@ -864,7 +901,7 @@ class Spawner(Generic[K]):
         finally:
             for fd in (out_w, err_w):
                 if fd >= 0:
-                    os.close(fd)
+                    _close(fd)  # with the GIL held (see _stat_inode): ours, open
             if spares:
                 self._make_spare(lean)
         self._land(key, self._outcome(result, inst, out_r, err_r))
@@ -885,8 +922,8 @@ class Spawner(Generic[K]):
             except OSError:
                 pass  # sent with the request that takes them, then
             else:
-                os.close(out_w)
-                os.close(err_w)
+                _close(out_w)  # with the GIL held (see _stat_inode)
+                _close(err_w)
                 out_w = err_w = -1
         self._spares[lean] = (out_r, out_w, err_r, err_w)
 

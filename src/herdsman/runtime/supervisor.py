@@ -42,7 +42,7 @@ from herdsman.core.signals import signal_name
 from herdsman.core.states import State
 from herdsman.runtime.escapes import Escapes
 from herdsman.runtime.leftovers import STATE_DIR_VARIABLE
-from herdsman.runtime.procfs import fd_inode, process_start_time
+from herdsman.runtime.procfs import process_start_time
 from herdsman.runtime.pump import NEW_PIPE, Batches, LineSink, LogPump, hold, hung_up
 from herdsman.runtime.reaper import Reaper
 from herdsman.runtime.records import InstanceRecord, timer_event, timer_record
@@ -53,6 +53,7 @@ from herdsman.runtime.spawn import (
     Spawner,
     SpawnError,
     close_inherited_fds,
+    fd_inode,
     own_environment,
 )
 from herdsman.runtime.systemd import without_manager_variables
