@@ -3,6 +3,7 @@ limits, timeouts, malformed input, and closing with connections open."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,27 @@ def test_close_from_inside_a_request_does_not_deadlock(tmp: Path) -> None:
         wait_for(lambda: not (tmp / "c.sock").exists())
         assert controller.calls == [("shutdown",)]
         assert no_errors_logged(server)
+
+
+def test_answering_is_held_while_a_request_comes_in_and_its_answer_goes_out(
+    fake: FakeController, tmp: Path
+) -> None:
+    # What the daemon's background sampling waits for: not an idle keep-alive client.
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def answering() -> Iterator[None]:
+        held.append("in")
+        try:
+            yield
+        finally:
+            held.append("out")
+
+    with running(fake, tmp / "a.sock", answering=answering) as server:
+        conn = server.unix()
+        assert ask(conn, "GET", "/v1/status").status == 200
+        assert ask(conn, "GET", "/v1/status").status == 200  # the same connection
+        # From the connection's start until its first request is in, then around each
+        # answer; nothing held while the client keeps the connection open.
+        wait_for(lambda: len(held) == 6)
+        assert held == ["in", "out"] * 3

@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -87,6 +88,7 @@ class ApiServer:
         request_timeout: float = 10.0,
         write_timeout: float = 30.0,
         max_connections: int = 128,
+        answering: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
         if tcp is not None and not token:
             raise ValueError("a TCP listener needs a token")
@@ -102,6 +104,7 @@ class ApiServer:
         self._request_timeout = request_timeout
         self._write_timeout = write_timeout
         self._max_connections = max_connections
+        self._answering = answering or contextlib.nullcontext
         self._listeners: list[_Listener] = []
         self._refusals: Throttle | None = None  # per client host: refused requests
         self._connections: set[asyncio.Task[None]] = set()
@@ -260,6 +263,13 @@ class ApiServer:
             listener.turned_away = 0
 
     async def _connection(self, sock: socket.socket, listener: _Listener) -> None:
+        with contextlib.ExitStack() as answering:
+            answering.enter_context(self._answering())  # its first request is on its way
+            await self._connected(sock, listener, answering)
+
+    async def _connected(
+        self, sock: socket.socket, listener: _Listener, answering: contextlib.ExitStack
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             reader = asyncio.StreamReader(loop=loop)
@@ -273,7 +283,7 @@ class ApiServer:
         tcp = listener.tcp
         peer = _peer(writer) if tcp else "unix"
         try:
-            await self._serve(reader, writer, tcp, peer)
+            await self._serve(reader, writer, tcp, peer, answering)
         except OSError as e:  # the client went away, or stopped reading (TimeoutError)
             self._log.debug("control connection from %s dropped: %r", peer, e)
         except Exception:
@@ -283,9 +293,19 @@ class ApiServer:
             self._connection_ended(listener)
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool, peer: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tcp: bool,
+        peer: str,
+        answering: contextlib.ExitStack,
     ) -> None:
-        """Answer requests on one connection, in order, until either side closes."""
+        """Answer requests on one connection, in order, until either side closes.
+
+        The server's `answering` (the sampler's: its background pass waits) is held
+        from the connection's start until its first request is in, and while each
+        answer is sent; not while a request waits for what it asked (`--wait`), nor
+        for the next request, nor while a stream is sent."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         first = True
         while not self._closing:
@@ -300,6 +320,7 @@ class ApiServer:
             except HttpError as e:
                 await self._reply_and_close(conn, reader, writer, e.reply())
                 return
+            answering.close()
             if received is None:
                 return
             first = False
@@ -312,7 +333,8 @@ class ApiServer:
                 await self._send_stream(conn, reader, writer, answer)
                 return
             self._log.debug("%s %s %s -> %d", peer, method, target, answer.status)
-            await self._send_reply(conn, writer, answer, head=method == "HEAD")
+            with self._answering():
+                await self._send_reply(conn, writer, answer, head=method == "HEAD")
             if answer.after is not None:
                 try:
                     await answer.after()

@@ -449,6 +449,7 @@ async def _serve_api(
         token=token,
         log=log.getChild("api"),
         max_connections=plan.max_connections,
+        answering=daemon.sampler.answering,
     )
     await server.start(listening)
     return server
