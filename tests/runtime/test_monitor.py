@@ -87,3 +87,35 @@ def test_the_daemons_own_usage() -> None:
     me = psutil.Process()
     assert abs(rss - me.memory_info().rss) < 2 << 20
     assert abs(cpu - sum(me.cpu_times()[:2])) < 0.1
+
+
+def test_the_next_sample_of_a_tree_reuses_its_processes(
+    tree: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A psutil.Process made afresh reads the process's stat and the system's
+    # /proc/stat before the sample reads anything: a tree's next sample makes one
+    # only for a process it has not seen.
+    made: list[int] = []
+    real = psutil.Process
+
+    def counted(pid: int) -> psutil.Process:
+        made.append(pid)
+        return real(pid)
+
+    monkeypatch.setattr(psutil, "Process", counted)
+    first = sample_tree(tree.pid, None)
+    assert first is not None
+    assert len(made) == 3
+    second = sample_tree(tree.pid, first)
+    assert second is not None
+    assert len(made) == 3
+    assert second.processes == 3
+    assert second.rss_bytes > 40 << 20
+    assert second.cpu_seconds >= first.cpu_seconds
+    # A process it has not seen (the busy child, as if it were new) is made afresh.
+    busy = max(second.members, key=lambda pid: second.members[pid].memory_info().rss)
+    del second.members[busy]
+    third = sample_tree(tree.pid, second)
+    assert third is not None
+    assert made[3:] == [busy]
+    assert third.processes == 3

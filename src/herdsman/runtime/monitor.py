@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -29,6 +30,10 @@ class Sample:
     rss_bytes: int
     processes: int
     open_fds: int
+    # The psutil.Process of each pid in the tree, for the next sample of it: one made
+    # afresh reads its stat and the whole system's /proc/stat (boot time, for its
+    # start time) before the sample reads anything. 0.5 kB each.
+    members: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @cache
@@ -71,9 +76,13 @@ def sample_tree(pid: int, previous: Sample | None) -> Sample | None:
     cpu = 0.0
     rss = fds = count = 0
     started = None
+    known = previous.members if previous is not None else {}
+    members = {}
     for member in _descendants(pid):
         try:
-            proc = psutil.Process(member)
+            proc = known.get(member)
+            if proc is None:
+                proc = psutil.Process(member)
             with proc.oneshot():
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue  # exited and not yet reaped: it holds nothing any more
@@ -85,6 +94,7 @@ def sample_tree(pid: int, previous: Sample | None) -> Sample | None:
         # OSError: psutil passes on EMFILE when the daemon is out of fds; no sample then.
         except gone:
             continue
+        members[member] = proc
         cpu += times.user + times.system
         rss += member_rss
         fds += member_fds
@@ -98,7 +108,7 @@ def sample_tree(pid: int, previous: Sample | None) -> Sample | None:
         percent = cpu / max(time.time() - started, 1e-3) * 100.0
     else:
         percent = 0.0
-    return Sample(now, cpu, round(percent, 1), rss, count, fds)
+    return Sample(now, cpu, round(percent, 1), rss, count, fds, members)
 
 
 def own_usage() -> tuple[float, int]:
