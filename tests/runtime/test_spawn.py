@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from herdsman.core.plan import InstancePlan
-from herdsman.runtime import pump, spawn
+from herdsman.runtime import procfs, pump, spawn
 from herdsman.runtime.pump import NEW_PIPE
 from herdsman.runtime.spawn import Spawner, SpawnError
 from tests.conftest import alive, wait_for
@@ -228,7 +228,7 @@ def test_fd_inode_is_fstats_and_says_why_it_cannot_tell(
 ) -> None:
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        assert spawn.fd_inode is not spawn._os_inode  # libc's, on this machine
+        assert spawn.fd_inode is not procfs.fd_inode  # libc's, on this machine
         for fd in (r, w):
             assert spawn.fd_inode(fd) == os.fstat(fd).st_ino
     finally:
@@ -239,7 +239,7 @@ def test_fd_inode_is_fstats_and_says_why_it_cannot_tell(
     assert error.value.errno == errno.EBADF
     # Without libc's fstat, or where st_ino is elsewhere: os.fstat's.
     monkeypatch.setattr(spawn, "_plibc", object())
-    assert spawn._stat_inode() is spawn._os_inode
+    assert spawn._stat_inode() is procfs.fd_inode
     monkeypatch.undo()
 
     class Elsewhere:
@@ -253,7 +253,7 @@ def test_fd_inode_is_fstats_and_says_why_it_cannot_tell(
             return Elsewhere
 
     monkeypatch.setattr(spawn, "os", OsSaysElsewhere())
-    assert spawn._stat_inode() is spawn._os_inode
+    assert spawn._stat_inode() is procfs.fd_inode
 
 
 def test_a_spawn_encodes_only_the_own_variables_its_template_does_not_hold(

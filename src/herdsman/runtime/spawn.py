@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from herdsman.core.plan import InstancePlan
+from herdsman.runtime import procfs
 from herdsman.runtime.procfs import boot_clock, start_time_between
 
 # Python ignores these; a child must start with the default disposition.
@@ -319,12 +320,12 @@ def _stat_inode() -> Callable[[int], int]:
     (three float times among its twenty fields) for the one field, and lets go of
     the GIL around the call, which a spawning thread waiting for it takes, and the
     loop waits to have back. Where libc has no fstat (glibc before 2.33) or st_ino
-    is not where x86-64 and arm64 keep it (checked on /dev/null), os.fstat's. One
-    caller at a time (it has one buffer): the loop thread."""
+    is not where x86-64 and arm64 keep it (checked on /dev/null), procfs.fd_inode
+    (os.fstat's). One caller at a time (it has one buffer): the loop thread."""
     try:
         fstat = _plibc.fstat
     except AttributeError:
-        return _os_inode
+        return procfs.fd_inode
     buffer = ctypes.create_string_buffer(256)  # a struct stat takes 144 bytes or less
     inode = ctypes.c_uint64.from_buffer(buffer, 8)
 
@@ -336,15 +337,11 @@ def _stat_inode() -> Callable[[int], int]:
 
     probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return by_libc if by_libc(probe) == os.fstat(probe).st_ino else _os_inode
+        return by_libc if by_libc(probe) == os.fstat(probe).st_ino else procfs.fd_inode
     except OSError:
-        return _os_inode
+        return procfs.fd_inode
     finally:
         os.close(probe)
-
-
-def _os_inode(fd: int) -> int:
-    return os.fstat(fd).st_ino
 
 
 fd_inode = _stat_inode()
